@@ -1,0 +1,38 @@
+//! `corekv-server`: parses flags, sets up logging to stderr, runs the server.
+
+use anyhow::Context;
+use clap::Parser;
+use std::io::IsTerminal;
+use corekv::config::{Config, ServerArgs};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let args = ServerArgs::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("corekv-server: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args).context("invalid configuration")?;
+    tracing::info!(
+        "corekv-server {} starting: engine {}, {} shards, data dir {}, address {}",
+        env!("CARGO_PKG_VERSION"),
+        config.engine.name(),
+        config.nr_shards,
+        config.data_dir.display(),
+        config.addr
+    );
+    corekv::server::run(config, |addr| tracing::info!("listening on {addr}"))?;
+    Ok(())
+}

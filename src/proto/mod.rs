@@ -1,0 +1,20 @@
+//! The wire protocol, and the only code that knows msgpack: framing, request
+//! decoding and validation, reply encoding, error codes. No I/O happens here.
+//!
+//! - [`frame`]: the 8-byte big-endian length prefix around every message.
+//! - [`msgpack`]: a bounds-checked, allocation-free msgpack reader.
+//! - [`request`]: a request message → validated [`Op`]s pointing into the buffer.
+//! - [`reply`]: result elements and reply messages.
+//! - [`error`]: the `[-9, CODE, message]` codes, chosen in one place.
+//!
+//! docs/protocol.md describes the protocol byte by byte.
+
+pub mod error;
+pub mod frame;
+pub mod msgpack;
+pub mod reply;
+pub mod request;
+
+pub use error::{ErrorCode, RequestError};
+pub use frame::{next_frame, Frame, FrameTooBig, LEN_PREFIX_BYTES};
+pub use request::{decode_message, Op, OpKind, RequestLimits, Span};

@@ -1,0 +1,363 @@
+//! Decoding and validating request messages.
+//!
+//! A request message is a msgpack array of requests (BRIEF §3):
+//!
+//! ```text
+//! [0, K]             GET        [4, K]             GETV
+//! [1, K, V]          SET        [5, K, V, version] PUTV
+//! [2, K]             DEL        [6, K]             RM
+//! [3, [R...]]        ATOMIC     [7]                STATS
+//! ```
+//!
+//! [`decode_message`] validates a whole message before anything runs: if any
+//! request in it is malformed, the message is refused as one [`RequestError`] and
+//! nothing executes. A decoded request is an [`Op`]: the opcode plus byte spans
+//! into the buffer it was decoded from, so keys and values are never copied here.
+//! Values stay raw msgpack and are returned byte-for-byte.
+//!
+//! Error classes: bytes that are not exactly one msgpack value are `BADFRAME`;
+//! valid msgpack that is not a valid message is `BADREQ`; a key over the limit is
+//! `TOOBIG`.
+
+use super::error::{ErrorCode, RequestError};
+use super::msgpack::{Cursor, DecodeError};
+use std::ops::Range;
+
+/// A byte range inside the buffer an [`Op`] was decoded from. `u32` keeps `Op`
+/// small; frames are limited far below 4 GiB by the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub fn from_range(range: Range<usize>) -> Span {
+        debug_assert!(range.end <= u32::MAX as usize);
+        Span {
+            start: range.start as u32,
+            end: range.end as u32,
+        }
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.start == self.end
+    }
+
+    /// The bytes this span covers in `buf`.
+    pub fn of(self, buf: &[u8]) -> &[u8] {
+        &buf[self.range()]
+    }
+}
+
+/// The request opcodes of the wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    Get = 0,
+    Set = 1,
+    Del = 2,
+    Atomic = 3,
+    GetV = 4,
+    PutV = 5,
+    Rm = 6,
+    Stats = 7,
+}
+
+impl OpKind {
+    fn from_opcode(opcode: i128) -> Option<OpKind> {
+        let kind = match opcode {
+            0 => OpKind::Get,
+            1 => OpKind::Set,
+            2 => OpKind::Del,
+            3 => OpKind::Atomic,
+            4 => OpKind::GetV,
+            5 => OpKind::PutV,
+            6 => OpKind::Rm,
+            7 => OpKind::Stats,
+            _ => return None,
+        };
+        Some(kind)
+    }
+
+    /// Elements in the request array, opcode included.
+    fn arity(self) -> u64 {
+        match self {
+            OpKind::Stats => 1,
+            OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
+            OpKind::Set => 3,
+            OpKind::PutV => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Get => "GET",
+            OpKind::Set => "SET",
+            OpKind::Del => "DEL",
+            OpKind::Atomic => "ATOMIC",
+            OpKind::GetV => "GETV",
+            OpKind::PutV => "PUTV",
+            OpKind::Rm => "RM",
+            OpKind::Stats => "STATS",
+        }
+    }
+
+    /// Whether the request changes the table (and so may be refused with OOM).
+    pub fn is_write(self) -> bool {
+        matches!(self, OpKind::Set | OpKind::PutV)
+    }
+}
+
+/// One decoded request. Spans point into the buffer it was decoded from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Op {
+    pub kind: OpKind,
+    /// The key's payload bytes (the str/bin header excluded); empty for STATS.
+    pub key: Span,
+    /// The value's complete msgpack encoding; empty unless SET or PUTV.
+    pub value: Span,
+    /// PUTV's expected version; 0 otherwise.
+    pub version: u64,
+    /// The whole request array, so it can be forwarded to another shard verbatim.
+    pub raw: Span,
+}
+
+/// Limits checked while decoding.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_key_bytes: usize,
+}
+
+/// Decodes the message body `buf[body]` and appends its requests to `out`.
+/// On error `out` is left as it was and nothing of the message may run.
+pub fn decode_message(
+    buf: &[u8],
+    body: Range<usize>,
+    limits: &RequestLimits,
+    out: &mut Vec<Op>,
+) -> Result<(), RequestError> {
+    check_single_value(buf, body.clone())?;
+    let first_new = out.len();
+    let result = decode_requests(buf, body.start, limits, out);
+    if result.is_err() {
+        out.truncate(first_new);
+    }
+    result
+}
+
+/// The body must be exactly one well-formed msgpack value.
+fn check_single_value(buf: &[u8], body: Range<usize>) -> Result<(), RequestError> {
+    if body.is_empty() {
+        return Err(RequestError::new(ErrorCode::BadFrame, "empty frame body"));
+    }
+    let bytes = &buf[..body.end];
+    let mut cursor = Cursor::at(bytes, body.start);
+    cursor
+        .skip_value()
+        .map_err(|e| RequestError::new(ErrorCode::BadFrame, format!("body is not msgpack: {e}")))?;
+    if !cursor.is_empty() {
+        let trailing = body.end - cursor.position();
+        return Err(RequestError::new(
+            ErrorCode::BadFrame,
+            format!("{trailing} trailing bytes after the message's msgpack value"),
+        ));
+    }
+    Ok(())
+}
+
+fn decode_requests(
+    buf: &[u8],
+    start: usize,
+    limits: &RequestLimits,
+    out: &mut Vec<Op>,
+) -> Result<(), RequestError> {
+    let mut cursor = Cursor::at(buf, start);
+    if !cursor.next_is_array() {
+        return Err(bad_req("a request message must be an array of requests"));
+    }
+    let nr_requests = cursor.read_array_len().map_err(req_error)?;
+    for index in 0..nr_requests {
+        let op = decode_request(&mut cursor, limits)
+            .map_err(|e| RequestError::new(e.code, format!("request {index}: {}", e.message)))?;
+        out.push(op);
+    }
+    Ok(())
+}
+
+/// Decodes one request at the cursor. The caller has checked the bytes are valid
+/// msgpack, so decode errors here mean "valid msgpack of the wrong shape".
+pub fn decode_request(cursor: &mut Cursor, limits: &RequestLimits) -> Result<Op, RequestError> {
+    let raw_start = cursor.position();
+    if !cursor.next_is_array() {
+        return Err(bad_req("a request must be an array [opcode, ...]"));
+    }
+    let len = cursor.read_array_len().map_err(req_error)?;
+    if len == 0 {
+        return Err(bad_req("a request must start with an opcode"));
+    }
+    let opcode = cursor
+        .read_int()
+        .map_err(|_| bad_req("the opcode must be an integer"))?;
+    let kind = OpKind::from_opcode(opcode)
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7)")))?;
+    if len != kind.arity() {
+        return Err(bad_req(format!(
+            "{} takes {} elements including the opcode, got {len}",
+            kind.name(),
+            kind.arity()
+        )));
+    }
+    let mut op = Op {
+        kind,
+        key: Span::default(),
+        value: Span::default(),
+        version: 0,
+        raw: Span::default(),
+    };
+    match kind {
+        OpKind::Stats => {}
+        OpKind::Atomic => {
+            return Err(bad_req(
+                "ATOMIC is not supported yet by this server version (see README status)",
+            ))
+        }
+        _ => op.key = read_key(cursor, limits)?,
+    }
+    if matches!(kind, OpKind::Set | OpKind::PutV) {
+        op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
+    }
+    if kind == OpKind::PutV {
+        op.version = read_version(cursor)?;
+    }
+    op.raw = Span::from_range(raw_start..cursor.position());
+    Ok(op)
+}
+
+fn read_key(cursor: &mut Cursor, limits: &RequestLimits) -> Result<Span, RequestError> {
+    let key = cursor
+        .read_str_or_bin()
+        .map_err(|_| bad_req("the key must be a msgpack str or bin"))?;
+    if key.len() > limits.max_key_bytes {
+        return Err(RequestError::new(
+            ErrorCode::TooBig,
+            format!(
+                "key of {} bytes exceeds the limit of {} bytes (--max-key-bytes)",
+                key.len(),
+                limits.max_key_bytes
+            ),
+        ));
+    }
+    Ok(Span::from_range(key))
+}
+
+fn read_version(cursor: &mut Cursor) -> Result<u64, RequestError> {
+    let version = cursor
+        .read_int()
+        .map_err(|_| bad_req("the version must be an integer"))?;
+    u64::try_from(version).map_err(|_| bad_req(format!("the version must be >= 0, got {version}")))
+}
+
+fn bad_req(message: impl Into<String>) -> RequestError {
+    RequestError::new(ErrorCode::BadReq, message)
+}
+
+fn req_error(e: DecodeError) -> RequestError {
+    bad_req(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmpv::Value;
+
+    const LIMITS: RequestLimits = RequestLimits { max_key_bytes: 16 };
+
+    fn encode(v: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, v).expect("encode");
+        out
+    }
+
+    fn decode(v: &Value) -> Result<(Vec<u8>, Vec<Op>), RequestError> {
+        let bytes = encode(v);
+        let mut ops = Vec::new();
+        decode_message(&bytes, 0..bytes.len(), &LIMITS, &mut ops)?;
+        Ok((bytes, ops))
+    }
+
+    fn req(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+
+    #[test]
+    fn decodes_every_request_kind_with_spans_into_the_buffer() {
+        let message = req(vec![
+            req(vec![0.into(), Value::Binary(b"k1".to_vec())]),
+            req(vec![1.into(), "k2".into(), req(vec![1.into(), 2.into()])]),
+            req(vec![2.into(), "k3".into()]),
+            req(vec![4.into(), "k4".into()]),
+            req(vec![5.into(), "k5".into(), "v".into(), 7.into()]),
+            req(vec![6.into(), "k6".into()]),
+            req(vec![7.into()]),
+        ]);
+        let (bytes, ops) = decode(&message).expect("valid");
+        let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
+        use OpKind::*;
+        assert_eq!(kinds, [Get, Set, Del, GetV, PutV, Rm, Stats]);
+        assert_eq!(ops[0].key.of(&bytes), b"k1");
+        assert_eq!(ops[1].value.of(&bytes), [0x92, 0x01, 0x02]);
+        assert_eq!(ops[4].version, 7);
+        assert_eq!(ops[6].raw.of(&bytes), [0x91, 0x07]);
+    }
+
+    #[test]
+    fn empty_message_decodes_to_no_ops() {
+        let (_, ops) = decode(&req(vec![])).expect("valid");
+        assert!(ops.is_empty());
+    }
+
+    #[test]
+    fn malformed_messages_are_refused_with_the_right_code() {
+        let cases = [
+            (Value::from(5), ErrorCode::BadReq),
+            (req(vec![Value::from(1)]), ErrorCode::BadReq),
+            (req(vec![req(vec![])]), ErrorCode::BadReq),
+            (req(vec![req(vec![9.into(), "k".into()])]), ErrorCode::BadReq),
+            (req(vec![req(vec![0.into()])]), ErrorCode::BadReq),
+            (req(vec![req(vec![0.into(), 5.into()])]), ErrorCode::BadReq),
+            (req(vec![req(vec![5.into(), "k".into(), 1.into(), (-1).into()])]), ErrorCode::BadReq),
+            (req(vec![req(vec![3.into(), req(vec![])])]), ErrorCode::BadReq),
+            (req(vec![req(vec![0.into(), Value::Binary(vec![0; 17])])]), ErrorCode::TooBig),
+        ];
+        for (message, code) in cases {
+            let err = decode(&message).expect_err("malformed");
+            assert_eq!(err.code, code, "{message:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_request_after_good_ones_leaves_no_ops_behind() {
+        let bytes = encode(&req(vec![req(vec![0.into(), "a".into()]), req(vec![0.into()])]));
+        let mut ops = Vec::new();
+        assert!(decode_message(&bytes, 0..bytes.len(), &LIMITS, &mut ops).is_err());
+        assert!(ops.is_empty());
+    }
+
+    #[test]
+    fn bytes_that_are_not_one_msgpack_value_are_badframe() {
+        for bytes in [vec![0xc1], vec![0x92, 0x01], vec![0x90, 0x90], vec![]] {
+            let mut ops = Vec::new();
+            let err = decode_message(&bytes, 0..bytes.len(), &LIMITS, &mut ops).expect_err("bad");
+            assert_eq!(err.code, ErrorCode::BadFrame, "{bytes:?}");
+        }
+    }
+}

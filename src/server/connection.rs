@@ -1,0 +1,181 @@
+//! One client connection: buffered framing over a glommio TCP stream.
+//!
+//! The loop: read whatever the socket has into the receive buffer, find every
+//! complete frame in it, serve them all as one [`Round`], and send all their
+//! replies with one write. A pipelining client therefore costs one read and one
+//! write per round, not per message.
+//!
+//! Limits and failure handling:
+//! - The receive buffer grows with the data actually received (doubling), never
+//!   to a length a client merely announced, and shrinks back after a big frame.
+//! - A length prefix above `--max-frame-bytes` is answered `[[-9, "TOOBIG", …]]`
+//!   after the replies to the frames before it; then the connection closes,
+//!   because the stream cannot be resynchronised.
+//! - While the client does not read its replies, the write waits and nothing more
+//!   is read: a slow reader holds only its own buffers.
+//! - On shutdown the connection finishes the round in hand, answers it, and
+//!   closes instead of reading again.
+
+use super::round::Round;
+use super::shutdown::Shutdown;
+use super::state::ServerState;
+use crate::proto::frame::{begin_frame, finish_frame, next_frame};
+use crate::proto::{reply, ErrorCode, FrameTooBig, RequestLimits};
+use crate::shard::Shard;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::io;
+use std::ops::Range;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Smallest free space offered to each read.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A receive buffer larger than this is shrunk once it is nearly empty again.
+const SHRINK_ABOVE_BYTES: usize = 1 << 20;
+
+/// Limits a connection enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_frame_bytes: u64,
+    pub request: RequestLimits,
+}
+
+/// Everything a connection task needs from its shard.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub shard: Rc<Shard>,
+    pub state: Arc<ServerState>,
+    pub shutdown: Rc<Shutdown>,
+    pub limits: ConnectionLimits,
+}
+
+struct Connection {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    /// Bytes of `inbuf` holding received data.
+    filled: usize,
+    outbuf: Vec<u8>,
+    bodies: Vec<Range<usize>>,
+    round: Round,
+}
+
+/// What the frame scan found at the front of the receive buffer.
+struct Scan {
+    /// Bytes taken by the complete frames found.
+    consumed: usize,
+    too_big: Option<FrameTooBig>,
+}
+
+/// Serves one connection until the client closes it, it breaks the framing, or
+/// the server shuts down.
+pub async fn serve(ctx: ShardContext, stream: TcpStream) {
+    let mut conn = Connection {
+        stream,
+        inbuf: vec![0; READ_CHUNK_BYTES],
+        filled: 0,
+        outbuf: Vec::new(),
+        bodies: Vec::new(),
+        round: Round::new(ctx.limits.request, ctx.shard.nr_shards()),
+    };
+    if let Err(e) = conn.run(&ctx).await {
+        tracing::debug!(shard = %ctx.shard.id(), "connection closed: {e}");
+    }
+}
+
+impl Connection {
+    async fn run(&mut self, ctx: &ShardContext) -> io::Result<()> {
+        loop {
+            let scan = self.scan_frames(ctx.limits.max_frame_bytes);
+            if !self.bodies.is_empty() {
+                let inbuf = &self.inbuf[..self.filled];
+                let (shard, state) = (&ctx.shard, &ctx.state);
+                self.round.serve(shard, state, inbuf, &self.bodies, &mut self.outbuf).await;
+            }
+            if let Some(too_big) = scan.too_big {
+                write_too_big(&mut self.outbuf, too_big);
+                self.flush().await?;
+                return Ok(());
+            }
+            self.flush().await?;
+            self.consume(scan.consumed);
+            if !self.read_more(&ctx.shutdown).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Records the body of every complete frame in the buffer.
+    fn scan_frames(&mut self, max_frame_bytes: u64) -> Scan {
+        self.bodies.clear();
+        let mut consumed = 0;
+        loop {
+            match next_frame(&self.inbuf[consumed..self.filled], max_frame_bytes) {
+                Ok(Some(frame)) => {
+                    let body = frame.body.start + consumed..frame.body.end + consumed;
+                    self.bodies.push(body);
+                    consumed += frame.total_len();
+                }
+                Ok(None) => return Scan { consumed, too_big: None },
+                Err(too_big) => {
+                    return Scan {
+                        consumed,
+                        too_big: Some(too_big),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.outbuf.is_empty() {
+            self.stream.write_all(&self.outbuf).await?;
+            self.outbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Drops the first `n` buffered bytes, keeping a partial frame for later.
+    fn consume(&mut self, n: usize) {
+        self.inbuf.copy_within(n..self.filled, 0);
+        self.filled -= n;
+        if self.inbuf.len() > SHRINK_ABOVE_BYTES && self.filled < READ_CHUNK_BYTES {
+            self.inbuf.truncate(READ_CHUNK_BYTES);
+            self.inbuf.shrink_to(READ_CHUNK_BYTES);
+        }
+    }
+
+    /// Reads more bytes; false when the client closed or the server is shutting down.
+    async fn read_more(&mut self, shutdown: &Shutdown) -> io::Result<bool> {
+        self.make_room();
+        let read = async { Some(self.stream.read(&mut self.inbuf[self.filled..]).await) };
+        let stop = async {
+            shutdown.wait().await;
+            None
+        };
+        match future::or(stop, read).await {
+            None | Some(Ok(0)) => Ok(false),
+            Some(Ok(n)) => {
+                self.filled += n;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Ensures at least half a chunk of free space, doubling as a frame grows.
+    fn make_room(&mut self) {
+        if self.inbuf.len() - self.filled >= READ_CHUNK_BYTES / 2 {
+            return;
+        }
+        let grow_by = self.filled.max(READ_CHUNK_BYTES);
+        self.inbuf.resize(self.filled + grow_by, 0);
+    }
+}
+
+fn write_too_big(out: &mut Vec<u8>, too_big: FrameTooBig) {
+    let start = begin_frame(out);
+    reply::write_array_len(out, 1);
+    reply::write_error(out, ErrorCode::TooBig, &too_big.to_string());
+    finish_frame(out, start);
+}

@@ -1,0 +1,328 @@
+//! The server: starts one pinned glommio executor per shard, each with its own
+//! listener on the shared address, and runs until SIGINT or SIGTERM.
+//!
+//! Start-up, in order (any failure is an error naming what to fix, before a
+//! single request is served):
+//! 1. open and lock the data directory, check the engine marker;
+//! 2. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
+//! 3. bind the address once without SO_REUSEPORT, which fails if anyone else —
+//!    including another corekv-server — listens there, and resolves port 0;
+//! 4. start one thread per shard: build its executor, bind its listener with
+//!    SO_REUSEPORT, report ready; then connect the mesh and serve.
+//!
+//! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
+//! lets its connections answer what they have read, and waits until every shard
+//! is drained (peers may still need it to run forwarded requests) before its
+//! executor exits. A second signal exits at once.
+//!
+//! - [`listener`]: accept loop and the connection limit.
+//! - [`connection`]: buffered framing, one round per read.
+//! - [`round`]: decode → route → execute/forward → replies in order.
+//! - [`shutdown`]: the per-shard shutdown signal.
+//! - [`state`]: the atomics all shards share.
+
+pub mod connection;
+pub mod listener;
+pub mod round;
+pub mod shutdown;
+pub mod state;
+
+use crate::config::Config;
+use crate::datadir::{DataDir, DataDirError};
+use crate::proto::RequestLimits;
+use crate::shard::{mesh, Router, Shard, ShardId};
+use crate::table::Table;
+use connection::{ConnectionLimits, ShardContext};
+use glommio::{LocalExecutorBuilder, Placement};
+use shutdown::Shutdown;
+use state::ServerState;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Locked memory glommio needs at the least, per process.
+const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+/// Memory each executor registers with io_uring for storage I/O. The memory
+/// engine does no file I/O, so the minimum glommio accepts is enough; keeping it
+/// small keeps many shards within a default RLIMIT_MEMLOCK.
+const IO_MEMORY_BYTES: usize = 64 * 1024;
+/// How long a shard waits at shutdown for its connections to finish their rounds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "locked-memory limit (RLIMIT_MEMLOCK) is {have_bytes} bytes; glommio needs at least \
+         {MIN_MEMLOCK_BYTES} bytes for io_uring. Raise it (ulimit -l 1024, systemd \
+         LimitMEMLOCK=, docker --ulimit memlock=...) — see docs/operations.md"
+    )]
+    Memlock { have_bytes: u64 },
+    #[error(
+        "{shard}: cannot start its io_uring executor: {message}. corekv needs Linux io_uring \
+         (kernel 5.8+, not disabled by sysctl kernel.io_uring_disabled or a seccomp profile) and \
+         locked memory (RLIMIT_MEMLOCK >= 512 KiB) — see docs/operations.md"
+    )]
+    Executor { shard: ShardId, message: String },
+    #[error("{shard}: cannot listen on {addr}: {source}")]
+    ShardBind {
+        shard: ShardId,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("{0} stopped unexpectedly (its thread panicked)")]
+    ShardPanicked(ShardId),
+}
+
+/// Runs the server until it is shut down by a signal. `on_listening` is called
+/// with the bound address once every shard accepts connections.
+pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+    let data_dir = DataDir::open(&config.data_dir, config.engine)?;
+    check_memlock()?;
+    raise_nofile_limit();
+    let addr = probe_bind(config.addr)?;
+    let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
+    install_signal_thread(state.clone())?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let threads = spawn_shards(&config, addr, &state, ready_tx);
+    for _ in 0..config.nr_shards {
+        // A closed channel means a shard thread died before reporting; its join says why.
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    tracing::info!(
+        "recovered 0 keys ({} engine keeps nothing on disk); data dir {}",
+        config.engine.name(),
+        data_dir.path().display()
+    );
+    on_listening(addr);
+    for (shard, thread) in threads.into_iter().enumerate() {
+        thread.join().map_err(|_| ServerError::ShardPanicked(ShardId(shard)))?;
+    }
+    drop(data_dir);
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
+
+fn check_memlock() -> Result<(), ServerError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
+        return Ok(()); // cannot tell; let the executor report a real failure
+    }
+    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < MIN_MEMLOCK_BYTES {
+        return Err(ServerError::Memlock {
+            have_bytes: limit.rlim_cur as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Each connection is a file descriptor; lift the soft limit to the hard one so
+/// `--max-connections` is not silently capped at 1024.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Binds once without SO_REUSEPORT: fails if anything already listens on the
+/// address (shards bind with SO_REUSEPORT, which would otherwise silently share
+/// the port with another server), and turns port 0 into a concrete port.
+fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    probe.local_addr().map_err(bind_error)
+}
+
+fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    std::thread::Builder::new()
+        .name("corekv-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if state.is_shutting_down() {
+                    tracing::warn!("second signal ({signal}): exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!("signal {signal}: shutting down (answering requests in flight)");
+                state.begin_shutdown();
+            }
+        })
+        .map_err(ServerError::Signals)?;
+    Ok(())
+}
+
+/// CPUs this process may run on, in order (its affinity mask).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
+type ReadyReport = Result<(), ServerError>;
+
+fn spawn_shards(
+    config: &Config,
+    addr: SocketAddr,
+    state: &Arc<ServerState>,
+    ready: mpsc::Sender<ReadyReport>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let cpus = allowed_cpus();
+    let pin = cpus.len() >= config.nr_shards;
+    if !pin {
+        tracing::warn!(
+            "{} shards on {} CPUs: shards are not pinned to CPUs",
+            config.nr_shards,
+            cpus.len()
+        );
+    }
+    let meshes = mesh::build(config.nr_shards);
+    meshes
+        .into_iter()
+        .enumerate()
+        .map(|(i, mesh)| {
+            let placement = if pin {
+                Placement::Fixed(cpus[i])
+            } else {
+                Placement::Unbound
+            };
+            let plan = ShardPlan {
+                id: ShardId(i),
+                addr,
+                placement,
+                mesh,
+                state: state.clone(),
+                limits: connection_limits(config),
+                memory_limit_bytes: config.shard_memory_limit_bytes(),
+                ready: ready.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("corekv-shard-{i}"))
+                .spawn(move || plan.run())
+                .expect("spawning a shard thread")
+        })
+        .collect()
+}
+
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        max_frame_bytes: config.max_frame_bytes,
+        request: RequestLimits {
+            max_key_bytes: config.max_key_bytes,
+        },
+    }
+}
+
+/// Everything a shard thread starts from.
+struct ShardPlan {
+    id: ShardId,
+    addr: SocketAddr,
+    placement: Placement,
+    mesh: mesh::MeshEnds,
+    state: Arc<ServerState>,
+    limits: ConnectionLimits,
+    memory_limit_bytes: u64,
+    ready: mpsc::Sender<ReadyReport>,
+}
+
+impl ShardPlan {
+    fn run(self) {
+        let executor = LocalExecutorBuilder::new(self.placement.clone())
+            .name(&format!("corekv-shard-{}", self.id.0))
+            .io_memory(IO_MEMORY_BYTES)
+            .make();
+        match executor {
+            Ok(executor) => executor.run(self.serve()),
+            Err(e) => {
+                let message = e.to_string();
+                let _ = self.ready.send(Err(ServerError::Executor {
+                    shard: self.id,
+                    message,
+                }));
+            }
+        }
+    }
+
+    async fn serve(self) {
+        let listener = match glommio::net::TcpListener::bind(self.addr) {
+            Ok(listener) => listener,
+            Err(e) => {
+                let source = std::io::Error::other(e.to_string());
+                let error = ServerError::ShardBind {
+                    shard: self.id,
+                    addr: self.addr,
+                    source,
+                };
+                let _ = self.ready.send(Err(error));
+                return;
+            }
+        };
+        let _ = self.ready.send(Ok(()));
+        let mesh = self.mesh.connect().await;
+        let router = Router::new(self.state.nr_shards);
+        let table = Table::new(self.memory_limit_bytes);
+        let (shard, inboxes) = Shard::new(self.id, router, table, mesh);
+        shard.start_peer_tasks(inboxes);
+        let shutdown = Rc::new(Shutdown::default());
+        glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
+        let ctx = ShardContext {
+            shard,
+            state: self.state.clone(),
+            shutdown,
+            limits: self.limits,
+        };
+        let live = listener::accept_until_shutdown(listener, ctx).await;
+        drain(self.id, &self.state, &live).await;
+    }
+}
+
+/// Waits for this shard's connections to finish, then for every other shard,
+/// serving forwarded requests all the while (the peer tasks keep running).
+async fn drain(id: ShardId, state: &ServerState, live: &std::cell::Cell<usize>) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while live.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    if live.get() > 0 {
+        tracing::warn!(shard = %id, "closing {} connections that did not finish in {DRAIN_TIMEOUT:?}", live.get());
+    }
+    state.shard_drained();
+    while !state.all_shards_drained() {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+}

@@ -1,0 +1,184 @@
+//! Cross-core plumbing: two full matrices of bounded glommio shared channels
+//! between shards, one carrying [`ShardRequest`]s and one carrying
+//! [`ShardResponse`]s.
+//!
+//! Why two meshes: a shard that serves a peer's request must be able to send the
+//! response even while its own request channels are full. Response channels are
+//! drained by tasks that never block (they only hand the response to a waiting
+//! connection), so a response send always makes progress and request traffic in
+//! both directions can never deadlock.
+//!
+//! Why bounded: every channel holds at most [`CHANNEL_CAPACITY`] batches; a shard
+//! that cannot keep up makes its peers' senders wait (back-pressure all the way
+//! to the client's socket) instead of growing memory.
+//!
+//! Channel endpoints are created on the main thread by [`build`] and moved into
+//! each executor thread, where [`MeshEnds::connect`] connects them all at once
+//! (a connect waits for the peer's end to connect too).
+
+use super::router::ShardId;
+use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
+use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
+
+/// Batches in flight per ordered pair of shards, per direction.
+pub const CHANNEL_CAPACITY: usize = 128;
+
+/// Identifies one outstanding forwarded batch on the shard that sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(pub u64);
+
+/// Requests forwarded to the shard that owns their keys.
+#[derive(Debug)]
+pub struct ShardRequest {
+    pub from: ShardId,
+    pub ticket: Ticket,
+    /// Request arrays exactly as the client encoded them, concatenated. They were
+    /// validated by the sender; the owner decodes them again (cheap: values are
+    /// skipped, not parsed).
+    pub batch: Vec<u8>,
+}
+
+/// The results of one [`ShardRequest`], in request order.
+#[derive(Debug)]
+pub struct ShardResponse {
+    pub ticket: Ticket,
+    pub results: BatchResults,
+}
+
+/// Result elements of a batch of requests: `ends[i]` is where request i's
+/// element ends in `buf` (a request without a result element has an empty one).
+#[derive(Debug, Default)]
+pub struct BatchResults {
+    pub buf: Vec<u8>,
+    pub ends: Vec<u32>,
+}
+
+impl BatchResults {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+
+    /// Marks the end of the current request's element.
+    pub fn end_request(&mut self) {
+        self.ends.push(self.buf.len() as u32);
+    }
+
+    /// The element of request `i` (empty if it has none).
+    pub fn element(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[start..self.ends[i] as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// One direction's channels as seen from one shard, before connecting.
+struct Ends<T: Send> {
+    to: Vec<Option<SharedSender<T>>>,
+    from: Vec<Option<SharedReceiver<T>>>,
+}
+
+/// Everything one shard needs to talk to its peers, ready to move to its thread.
+pub struct MeshEnds {
+    requests: Ends<ShardRequest>,
+    responses: Ends<ShardResponse>,
+}
+
+/// A shard's connected channels: `*_to[j]` sends to shard j (None for itself),
+/// `*_from` receives from each peer.
+pub struct ConnectedMesh {
+    pub requests_to: Vec<Option<ConnectedSender<ShardRequest>>>,
+    pub requests_from: Vec<(ShardId, ConnectedReceiver<ShardRequest>)>,
+    pub responses_to: Vec<Option<ConnectedSender<ShardResponse>>>,
+    pub responses_from: Vec<(ShardId, ConnectedReceiver<ShardResponse>)>,
+}
+
+/// Creates the channel matrices for `nr_shards` shards; element i goes to shard i.
+pub fn build(nr_shards: usize) -> Vec<MeshEnds> {
+    let requests = matrix(nr_shards);
+    let responses = matrix(nr_shards);
+    requests
+        .into_iter()
+        .zip(responses)
+        .map(|(requests, responses)| MeshEnds {
+            requests,
+            responses,
+        })
+        .collect()
+}
+
+fn matrix<T: Send>(n: usize) -> Vec<Ends<T>> {
+    let mut ends: Vec<Ends<T>> = (0..n)
+        .map(|_| Ends {
+            to: (0..n).map(|_| None).collect(),
+            from: (0..n).map(|_| None).collect(),
+        })
+        .collect();
+    for from in 0..n {
+        for to in (0..n).filter(|&to| to != from) {
+            let (tx, rx) = shared_channel::new_bounded(CHANNEL_CAPACITY);
+            ends[from].to[to] = Some(tx);
+            ends[to].from[from] = Some(rx);
+        }
+    }
+    ends
+}
+
+impl MeshEnds {
+    /// Connects every channel end; must run on the shard's own executor.
+    pub async fn connect(self) -> ConnectedMesh {
+        let (requests_to, requests_from) = connect_ends(self.requests);
+        let (responses_to, responses_from) = connect_ends(self.responses);
+        ConnectedMesh {
+            requests_to: join_senders(requests_to).await,
+            requests_from: join_receivers(requests_from).await,
+            responses_to: join_senders(responses_to).await,
+            responses_from: join_receivers(responses_from).await,
+        }
+    }
+}
+
+type SenderTasks<T> = Vec<Option<glommio::Task<ConnectedSender<T>>>>;
+type ReceiverTasks<T> = Vec<(ShardId, glommio::Task<ConnectedReceiver<T>>)>;
+
+/// Starts every connect as its own task so that none waits on another.
+fn connect_ends<T: Send + 'static>(ends: Ends<T>) -> (SenderTasks<T>, ReceiverTasks<T>) {
+    let senders = ends
+        .to
+        .into_iter()
+        .map(|tx| tx.map(|tx| glommio::spawn_local(tx.connect())))
+        .collect();
+    let receivers = ends
+        .from
+        .into_iter()
+        .enumerate()
+        .filter_map(|(peer, rx)| rx.map(|rx| (ShardId(peer), glommio::spawn_local(rx.connect()))))
+        .collect();
+    (senders, receivers)
+}
+
+async fn join_senders<T: Send>(tasks: SenderTasks<T>) -> Vec<Option<ConnectedSender<T>>> {
+    let mut senders = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        senders.push(match task {
+            Some(task) => Some(task.await),
+            None => None,
+        });
+    }
+    senders
+}
+
+async fn join_receivers<T: Send>(tasks: ReceiverTasks<T>) -> Vec<(ShardId, ConnectedReceiver<T>)> {
+    let mut receivers = Vec::with_capacity(tasks.len());
+    for (peer, task) in tasks {
+        receivers.push((peer, task.await));
+    }
+    receivers
+}
