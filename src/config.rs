@@ -125,7 +125,9 @@ impl Config {
         if args.max_connections == 0 {
             return Err(ConfigError::Connections);
         }
-        let max_memory_bytes = args.max_memory_bytes.unwrap_or_else(default_max_memory_bytes);
+        let max_memory_bytes = args
+            .max_memory_bytes
+            .unwrap_or_else(default_max_memory_bytes);
         if max_memory_bytes < 1 << 20 {
             return Err(ConfigError::Memory(max_memory_bytes));
         }
@@ -175,7 +177,9 @@ fn default_max_memory_bytes() -> u64 {
 /// (K/M/G and KB/MB/GB are read as the same powers of 1024).
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, suffix) = text.split_at(split);
     let number: u64 = digits
         .parse()
@@ -185,7 +189,11 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
-        other => return Err(format!("unknown size suffix '{other}' (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size suffix '{other}' (use KiB, MiB or GiB)"
+            ))
+        }
     };
     number
         .checked_mul(1 << shift)
@@ -222,7 +230,10 @@ mod tests {
 
     #[test]
     fn impossible_limits_are_refused() {
-        assert!(matches!(config(&["--shards", "0"]), Err(ConfigError::Shards(0))));
+        assert!(matches!(
+            config(&["--shards", "0"]),
+            Err(ConfigError::Shards(0))
+        ));
         assert!(matches!(
             config(&["--max-key-bytes", "1MiB", "--max-frame-bytes", "1KiB"]),
             Err(ConfigError::KeyLimit { .. })
@@ -231,6 +242,9 @@ mod tests {
             config(&["--max-connections", "0"]),
             Err(ConfigError::Connections)
         ));
-        assert!(matches!(config(&["--max-memory-bytes", "10"]), Err(ConfigError::Memory(10))));
+        assert!(matches!(
+            config(&["--max-memory-bytes", "10"]),
+            Err(ConfigError::Memory(10))
+        ));
     }
 }

@@ -269,7 +269,10 @@ impl Table {
 }
 
 fn write_oom(out: &mut Vec<u8>, key: &[u8], oom: OverMemoryLimit) {
-    let message = format!("write of key {} refused: {oom}", String::from_utf8_lossy(key));
+    let message = format!(
+        "write of key {} refused: {oom}",
+        String::from_utf8_lossy(key)
+    );
     reply::write_error(out, ErrorCode::Oom, &message);
 }
 
@@ -285,12 +288,24 @@ mod tests {
         assert_eq!(table.version(b"k"), 0);
         assert_eq!(table.set(b"k", b"\xa1a"), Ok(1));
         assert_eq!(table.set(b"k", b"\xa1b"), Ok(2));
-        assert_eq!(table.put_versioned(b"k", b"\xa1c", 2), Ok(PutOutcome::Applied(3)));
-        assert_eq!(table.put_versioned(b"k", b"\xa1d", 2), Ok(PutOutcome::Conflict(3)));
+        assert_eq!(
+            table.put_versioned(b"k", b"\xa1c", 2),
+            Ok(PutOutcome::Applied(3))
+        );
+        assert_eq!(
+            table.put_versioned(b"k", b"\xa1d", 2),
+            Ok(PutOutcome::Conflict(3))
+        );
         assert!(table.delete(b"k"));
         assert!(!table.delete(b"k"));
-        assert_eq!(table.put_versioned(b"k", b"\xa1e", 1), Ok(PutOutcome::Conflict(0)));
-        assert_eq!(table.put_versioned(b"k", b"\xa1e", 0), Ok(PutOutcome::Applied(1)));
+        assert_eq!(
+            table.put_versioned(b"k", b"\xa1e", 1),
+            Ok(PutOutcome::Conflict(0))
+        );
+        assert_eq!(
+            table.put_versioned(b"k", b"\xa1e", 0),
+            Ok(PutOutcome::Applied(1))
+        );
     }
 
     #[test]
@@ -315,7 +330,11 @@ mod tests {
         table.set(b"a", b"0123456789").expect("fits exactly");
         let oom = table.set(b"b", b"x").expect_err("over the limit");
         assert_eq!(oom.limit_bytes, entry_cost(1, 10));
-        assert_eq!(table.set(b"a", b"short"), Ok(2), "a shrinking write is allowed");
+        assert_eq!(
+            table.set(b"a", b"short"),
+            Ok(2),
+            "a shrinking write is allowed"
+        );
         assert!(table.get(b"a").is_some());
         assert!(table.delete(b"a"));
         assert_eq!(table.set(b"b", b"x"), Ok(1));

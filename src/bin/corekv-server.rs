@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use std::io::IsTerminal;
 use corekv::config::{Config, ServerArgs};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -11,7 +11,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

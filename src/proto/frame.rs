@@ -20,7 +20,9 @@ pub const LEN_PREFIX_BYTES: usize = 8;
 
 /// A frame announced more bytes than the server accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("frame of {declared} bytes exceeds the limit of {max_frame_bytes} bytes (--max-frame-bytes)")]
+#[error(
+    "frame of {declared} bytes exceeds the limit of {max_frame_bytes} bytes (--max-frame-bytes)"
+)]
 pub struct FrameTooBig {
     pub declared: u64,
     pub max_frame_bytes: u64,
@@ -94,7 +96,9 @@ mod tests {
     #[test]
     fn complete_frame_is_found_and_trailing_bytes_are_left() {
         let buf = [0, 0, 0, 0, 0, 0, 0, 1, 0x90, 0xff];
-        let frame = next_frame(&buf, 100).expect("within limit").expect("complete");
+        let frame = next_frame(&buf, 100)
+            .expect("within limit")
+            .expect("complete");
         assert_eq!(frame.body, 8..9);
         assert_eq!(frame.total_len(), 9);
     }

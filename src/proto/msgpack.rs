@@ -280,7 +280,10 @@ mod tests {
             Value::from(1.5f64),
             Value::from("a string that is longer than thirty-one bytes, so str8"),
             Value::Binary(vec![7; 300]),
-            Value::Array(vec![Value::from(1), Value::Map(vec![(Value::from("k"), Value::Nil)])]),
+            Value::Array(vec![
+                Value::from(1),
+                Value::Map(vec![(Value::from("k"), Value::Nil)]),
+            ]),
             Value::Ext(5, vec![1, 2, 3, 4]),
             Value::Ext(9, vec![0; 20]),
         ];
@@ -324,7 +327,20 @@ mod tests {
 
     #[test]
     fn read_int_accepts_every_integer_encoding() {
-        for n in [0i64, 1, 127, 128, 255, 65_535, 1 << 40, -1, -32, -33, -200, i64::MIN] {
+        for n in [
+            0i64,
+            1,
+            127,
+            128,
+            255,
+            65_535,
+            1 << 40,
+            -1,
+            -32,
+            -33,
+            -200,
+            i64::MIN,
+        ] {
             let bytes = encode(&rmpv::Value::from(n));
             assert_eq!(Cursor::new(&bytes).read_int(), Ok(i128::from(n)), "{n}");
         }

@@ -179,7 +179,17 @@ mod tests {
 
     #[test]
     fn integers_match_a_reference_msgpack_encoder() {
-        for n in [0u64, 127, 128, 255, 256, 65_535, 65_536, u32::MAX as u64, u64::MAX] {
+        for n in [
+            0u64,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             write_uint(&mut out, n);
             assert_eq!(out, encoded(n.into()), "{n}");
@@ -212,7 +222,11 @@ mod tests {
         write_error(&mut out, ErrorCode::Conflict, "k");
         assert_eq!(
             out,
-            encoded(rmpv::Value::Array(vec![(-9).into(), "CONFLICT".into(), "k".into()]))
+            encoded(rmpv::Value::Array(vec![
+                (-9).into(),
+                "CONFLICT".into(),
+                "k".into()
+            ]))
         );
     }
 }

@@ -331,12 +331,24 @@ mod tests {
             (Value::from(5), ErrorCode::BadReq),
             (req(vec![Value::from(1)]), ErrorCode::BadReq),
             (req(vec![req(vec![])]), ErrorCode::BadReq),
-            (req(vec![req(vec![9.into(), "k".into()])]), ErrorCode::BadReq),
+            (
+                req(vec![req(vec![9.into(), "k".into()])]),
+                ErrorCode::BadReq,
+            ),
             (req(vec![req(vec![0.into()])]), ErrorCode::BadReq),
             (req(vec![req(vec![0.into(), 5.into()])]), ErrorCode::BadReq),
-            (req(vec![req(vec![5.into(), "k".into(), 1.into(), (-1).into()])]), ErrorCode::BadReq),
-            (req(vec![req(vec![3.into(), req(vec![])])]), ErrorCode::BadReq),
-            (req(vec![req(vec![0.into(), Value::Binary(vec![0; 17])])]), ErrorCode::TooBig),
+            (
+                req(vec![req(vec![5.into(), "k".into(), 1.into(), (-1).into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![3.into(), req(vec![])])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![0.into(), Value::Binary(vec![0; 17])])]),
+                ErrorCode::TooBig,
+            ),
         ];
         for (message, code) in cases {
             let err = decode(&message).expect_err("malformed");
@@ -346,7 +358,10 @@ mod tests {
 
     #[test]
     fn a_bad_request_after_good_ones_leaves_no_ops_behind() {
-        let bytes = encode(&req(vec![req(vec![0.into(), "a".into()]), req(vec![0.into()])]));
+        let bytes = encode(&req(vec![
+            req(vec![0.into(), "a".into()]),
+            req(vec![0.into()]),
+        ]));
         let mut ops = Vec::new();
         assert!(decode_message(&bytes, 0..bytes.len(), &LIMITS, &mut ops).is_err());
         assert!(ops.is_empty());

@@ -90,7 +90,9 @@ impl Connection {
             if !self.bodies.is_empty() {
                 let inbuf = &self.inbuf[..self.filled];
                 let (shard, state) = (&ctx.shard, &ctx.state);
-                self.round.serve(shard, state, inbuf, &self.bodies, &mut self.outbuf).await;
+                self.round
+                    .serve(shard, state, inbuf, &self.bodies, &mut self.outbuf)
+                    .await;
             }
             if let Some(too_big) = scan.too_big {
                 write_too_big(&mut self.outbuf, too_big);
@@ -116,7 +118,12 @@ impl Connection {
                     self.bodies.push(body);
                     consumed += frame.total_len();
                 }
-                Ok(None) => return Scan { consumed, too_big: None },
+                Ok(None) => {
+                    return Scan {
+                        consumed,
+                        too_big: None,
+                    }
+                }
                 Err(too_big) => {
                     return Scan {
                         consumed,

@@ -63,7 +63,8 @@ async fn refuse(mut stream: TcpStream, max_connections: usize) {
     let mut out = Vec::new();
     let start = begin_frame(&mut out);
     reply::write_array_len(&mut out, 1);
-    let message = format!("too many connections: the limit is {max_connections} (--max-connections)");
+    let message =
+        format!("too many connections: the limit is {max_connections} (--max-connections)");
     reply::write_error(&mut out, ErrorCode::Oom, &message);
     finish_frame(&mut out, start);
     // Best effort: the client may already be gone.

@@ -112,7 +112,9 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     );
     on_listening(addr);
     for (shard, thread) in threads.into_iter().enumerate() {
-        thread.join().map_err(|_| ServerError::ShardPanicked(ShardId(shard)))?;
+        thread
+            .join()
+            .map_err(|_| ServerError::ShardPanicked(ShardId(shard)))?;
     }
     drop(data_dir);
     tracing::info!("shut down cleanly");
@@ -145,7 +147,8 @@ fn raise_nofile_limit() {
     };
     // SAFETY: get/setrlimit only read and write the struct we pass.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
@@ -163,7 +166,8 @@ fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
 
 fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(ServerError::Signals)?;
     std::thread::Builder::new()
         .name("corekv-signals".into())
         .spawn(move || {

@@ -83,10 +83,11 @@ impl Round {
         self.ops.clear();
         for body in bodies {
             let first = self.ops.len();
-            let message = match proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops) {
-                Ok(()) => Message::Requests(first..self.ops.len()),
-                Err(refusal) => Message::Refused(refusal),
-            };
+            let message =
+                match proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops) {
+                    Ok(()) => Message::Requests(first..self.ops.len()),
+                    Err(refusal) => Message::Refused(refusal),
+                };
             self.messages.push(message);
         }
     }
@@ -113,7 +114,11 @@ impl Round {
 
     /// Sends each non-empty batch; a shard whose batch could not be delivered
     /// gets `None` and its requests are answered SHUTDOWN.
-    async fn send(&mut self, shard: &Shard, batches: Vec<Vec<u8>>) -> Vec<Option<Result<Ticket, ()>>> {
+    async fn send(
+        &mut self,
+        shard: &Shard,
+        batches: Vec<Vec<u8>>,
+    ) -> Vec<Option<Result<Ticket, ()>>> {
         let mut tickets = Vec::with_capacity(batches.len());
         for (id, batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
@@ -154,7 +159,10 @@ impl Round {
     /// Results for a batch its owner never received: SHUTDOWN for each request.
     fn refused_batch(&self, owner: ShardId) -> BatchResults {
         let mut results = BatchResults::default();
-        let forwarded = self.owners.iter().filter(|o| o.map_or(true, |o| o == owner));
+        let forwarded = self
+            .owners
+            .iter()
+            .filter(|o| o.map_or(true, |o| o == owner));
         for _ in forwarded {
             let message = format!("{owner} is shutting down; the request did not run");
             reply::write_error(&mut results.buf, ErrorCode::Shutdown, &message);

@@ -67,7 +67,12 @@ pub struct PeerInboxes {
 }
 
 impl Shard {
-    pub fn new(id: ShardId, router: Router, table: Table, mesh: ConnectedMesh) -> (Rc<Shard>, PeerInboxes) {
+    pub fn new(
+        id: ShardId,
+        router: Router,
+        table: Table,
+        mesh: ConnectedMesh,
+    ) -> (Rc<Shard>, PeerInboxes) {
         let shard = Shard {
             id,
             router,

@@ -1,0 +1,210 @@
+//! Test harness: runs the real `corekv-server` binary as a child process on a
+//! free loopback port with its own temporary data directory, and stops it when
+//! dropped. The server is started with `--addr 127.0.0.1:0`; the port it chose
+//! is read from its "listening on" log line, so parallel tests never race for ports.
+#![allow(dead_code)]
+
+use corekv::client::Client;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a test waits for the server to say it is listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client waits for any single reply before the test fails.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn server_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_corekv-server")
+}
+
+/// A running server child process.
+pub struct TestServer {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    /// Every stderr line the server printed so far is sent here.
+    stderr_lines: mpsc::Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+impl TestServer {
+    /// A memory-engine server with `nr_shards` shards and extra flags.
+    pub fn start(nr_shards: usize, extra_args: &[&str]) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp data dir");
+        let data_dir = temp.path().join("data");
+        let mut server =
+            Self::start_in(&data_dir, nr_shards, extra_args).unwrap_or_else(|(status, stderr)| {
+                panic!("server did not start ({status:?}):\n{stderr}")
+            });
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `data_dir`; on failure returns its exit status and stderr.
+    pub fn start_in(
+        data_dir: &Path,
+        nr_shards: usize,
+        extra_args: &[&str],
+    ) -> Result<TestServer, (Option<ExitStatus>, String)> {
+        let shards = nr_shards.to_string();
+        let mut args = vec![
+            "--addr",
+            "127.0.0.1:0",
+            "--shards",
+            &shards,
+            "--engine",
+            "memory",
+        ];
+        args.extend_from_slice(extra_args);
+        let mut child = Command::new(server_binary())
+            .args(&args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("COREKV_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn corekv-server");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let addr = line
+                        .split("listening on ")
+                        .nth(1)
+                        .and_then(|a| a.trim().parse::<SocketAddr>().ok());
+                    seen.push(line);
+                    if let Some(addr) = addr {
+                        return Ok(TestServer {
+                            child: Some(child),
+                            addr,
+                            data_dir: data_dir.to_owned(),
+                            _temp: None,
+                            stderr_lines: rx,
+                            stderr_seen: seen,
+                        });
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        drain_into(&rx, &mut seen);
+                        return Err((Some(status), seen.join("\n")));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    drain_into(&rx, &mut seen);
+                    return Err((status, seen.join("\n")));
+                }
+            }
+        }
+        let _ = child.kill();
+        Err((
+            None,
+            format!(
+                "no 'listening on' line within {START_TIMEOUT:?}:\n{}",
+                seen.join("\n")
+            ),
+        ))
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr, Some(REPLY_TIMEOUT)).expect("connect to test server")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends `signal` and waits (bounded) for the process to exit.
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("server still running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for server") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within 30 s of signal {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// All stderr lines printed so far.
+    pub fn stderr(&mut self) -> String {
+        drain_into(&self.stderr_lines, &mut self.stderr_seen);
+        self.stderr_seen.join("\n")
+    }
+
+    /// True while the child process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().expect("try_wait").is_none(),
+            None => false,
+        }
+    }
+}
+
+fn drain_into(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>) {
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+        seen.push(line);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Frames a msgpack body with the 8-byte big-endian length prefix.
+pub fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as u64).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Encodes a msgpack value.
+pub fn pack(value: &rmpv::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("encode");
+    out
+}
+
+/// A seed for randomised tests: COREKV_TEST_SEED if set, else the clock. Printed
+/// so a failure can be replayed.
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("COREKV_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (replay with COREKV_TEST_SEED={seed})");
+    seed
+}
