@@ -130,9 +130,9 @@ fn check_memlock() -> Result<(), ServerError> {
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
         return Ok(()); // cannot tell; let the executor report a real failure
     }
-    if limit.rlim_cur != libc::RLIM_INFINITY && (limit.rlim_cur as u64) < MIN_MEMLOCK_BYTES {
+    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < MIN_MEMLOCK_BYTES {
         return Err(ServerError::Memlock {
-            have_bytes: limit.rlim_cur as u64,
+            have_bytes: limit.rlim_cur,
         });
     }
     Ok(())

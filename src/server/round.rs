@@ -173,14 +173,13 @@ impl Round {
 
     fn write_replies(&mut self, state: &ServerState, out: &mut Vec<u8>) {
         self.cursors.iter_mut().for_each(|c| *c = 0);
-        for message in std::mem::take(&mut self.messages) {
+        for m in 0..self.messages.len() {
             let start = begin_frame(out);
-            match &message {
+            match &self.messages[m] {
                 Message::Requests(ops) => self.write_elements(ops.clone(), state, out),
                 Message::Refused(refusal) => write_refusal(out, refusal),
             }
             finish_frame(out, start);
-            self.messages.push(message);
         }
     }
 

@@ -46,6 +46,8 @@ impl TestServer {
     }
 
     /// Starts a server on `data_dir`; on failure returns its exit status and stderr.
+    // The child moves into the returned TestServer, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
     pub fn start_in(
         data_dir: &Path,
         nr_shards: usize,
