@@ -101,6 +101,9 @@ impl Connection {
             }
             self.flush().await?;
             self.consume(scan.consumed);
+            // glommio reads a ready socket without suspending, so a client that
+            // always has bytes waiting would never let other tasks run.
+            glommio::yield_if_needed().await;
             if !self.read_more(&ctx.shutdown).await? {
                 return Ok(());
             }
