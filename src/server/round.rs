@@ -200,6 +200,8 @@ impl Round {
     }
 
     /// Elements a message's reply holds, counted without consuming results.
+    /// Walks the result slots exactly as `write_elements` does: one slot on the
+    /// owner per request, and one on every shard for STATS.
     fn count_elements(&mut self, ops: Range<usize>) -> u32 {
         let cursors = &mut self.counting_cursors;
         cursors.copy_from_slice(&self.cursors);
@@ -210,7 +212,10 @@ impl Round {
                     count += u32::from(!self.results[owner.0].element(cursors[owner.0]).is_empty());
                     cursors[owner.0] += 1;
                 }
-                None => count += 1,
+                None => {
+                    count += 1;
+                    cursors.iter_mut().for_each(|c| *c += 1);
+                }
             }
         }
         count
