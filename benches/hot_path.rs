@@ -2,7 +2,7 @@
 //! decoding a KVStore-seed message (50 SET + 50 GET), applying it to a table,
 //! and encoding reply elements. Run with `cargo bench --bench hot_path`.
 
-use corekv::proto::{decode_message, reply, Op, RequestLimits};
+use corekv::proto::{decode_message, reply, BatchResults, Op, RequestLimits};
 use corekv::table::Table;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rmpv::Value;
@@ -43,7 +43,7 @@ fn apply(c: &mut Criterion) {
     let body = seed_message();
     let mut ops = Vec::new();
     decode_message(&body, 0..body.len(), &LIMITS, &mut ops).expect("valid");
-    let mut out = Vec::with_capacity(8192);
+    let mut out = BatchResults::default();
     let mut group = c.benchmark_group("table");
     group.throughput(Throughput::Elements(100));
     group.bench_function("apply_seed_message_overwrite", |b| {
@@ -53,7 +53,7 @@ fn apply(c: &mut Criterion) {
             for op in &ops {
                 table.apply(op, &body, &mut out);
             }
-            out.len()
+            out.buf.len()
         })
     });
     group.bench_function("apply_seed_message_fresh_table", |b| {

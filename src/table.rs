@@ -9,23 +9,29 @@
 //! - Values are opaque: the complete msgpack encoding as it arrived.
 //! - Over the memory limit a write that would grow the table is refused with OOM;
 //!   reads, deletes and shrinking writes keep working.
+//! - Values are reference-counted (`Arc<[u8]>`): a read hands out a reference,
+//!   never a copy, so replies in flight cost pointers, not value bytes
+//!   (see `proto::results`). An overwrite or delete frees the old value once the
+//!   last reply holding it has been written.
 //!
 //! The map is hashed with per-process random keys, not with the fixed routing
 //! seeds: every key in shard `s` has `route_hash % nr_shards == s`, and reusing
 //! that hash would leave most buckets of each shard's map empty.
 
 use crate::proto::reply;
-use crate::proto::{ErrorCode, Op, OpKind};
+use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
 use hashbrown::HashMap;
+use std::sync::Arc;
 
-/// Bytes charged per entry on top of its key and value: two boxed slices, the
-/// version, the map's slot and control byte, and allocator headers. An estimate
-/// that errs high, so the memory limit is conservative.
-pub const ENTRY_OVERHEAD_BYTES: u64 = 80;
+/// Bytes charged per entry on top of its key and value: the boxed key and the
+/// shared value (pointers, the Arc's counts), the version, the map's slot and
+/// control byte, and allocator headers. An estimate that errs high, so the
+/// memory limit is conservative.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
 
 #[derive(Debug)]
 struct Entry {
-    value: Box<[u8]>,
+    value: Arc<[u8]>,
     version: u64,
 }
 
@@ -152,12 +158,12 @@ impl Table {
     }
 
     /// Reads `key`, counting a get and a hit or miss.
-    pub fn get(&mut self, key: &[u8]) -> Option<(&[u8], u64)> {
+    pub fn get(&mut self, key: &[u8]) -> Option<(&Arc<[u8]>, u64)> {
         self.stats.gets += 1;
         match self.map.get(key) {
             Some(e) => {
                 self.stats.hits += 1;
-                Some((&*e.value, e.version))
+                Some((&e.value, e.version))
             }
             None => {
                 self.stats.misses += 1;
@@ -231,35 +237,45 @@ impl Table {
     }
 
     /// Runs one request whose spans point into `buf`, appending its result
-    /// element (if it has one) to `out`. STATS is not a table request: the shard
-    /// answers it, since it needs figures the table does not own.
-    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut Vec<u8>) {
+    /// element (if it has one) to `out` — without ending the request's slot.
+    /// STATS is not a table request: the shard answers it, since it needs
+    /// figures the table does not own.
+    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut BatchResults) {
         let key = op.key.of(buf);
         match op.kind {
             OpKind::Get => match self.get(key) {
-                Some((value, _)) => reply::write_found(out, value),
-                None => reply::write_not_found(out),
+                Some((value, _)) => {
+                    reply::write_found_header(&mut out.buf);
+                    out.push_value(value);
+                }
+                None => reply::write_not_found(&mut out.buf),
             },
             OpKind::GetV => match self.get(key) {
-                Some((value, version)) => reply::write_versioned(out, value, version),
-                None => reply::write_not_found(out),
+                Some((value, version)) => {
+                    reply::write_versioned_header(&mut out.buf);
+                    out.push_value(value);
+                    reply::write_uint(&mut out.buf, version);
+                }
+                None => reply::write_not_found(&mut out.buf),
             },
             OpKind::Set => {
                 if let Err(oom) = self.set(key, op.value.of(buf)) {
-                    write_oom(out, key, oom);
+                    write_oom(&mut out.buf, key, oom);
                 }
             }
             OpKind::PutV => match self.put_versioned(key, op.value.of(buf), op.version) {
-                Ok(PutOutcome::Applied(version)) => reply::write_done(out, version),
-                Ok(PutOutcome::Conflict(current)) => reply::write_version_conflict(out, current),
-                Err(oom) => write_oom(out, key, oom),
+                Ok(PutOutcome::Applied(version)) => reply::write_done(&mut out.buf, version),
+                Ok(PutOutcome::Conflict(current)) => {
+                    reply::write_version_conflict(&mut out.buf, current)
+                }
+                Err(oom) => write_oom(&mut out.buf, key, oom),
             },
             OpKind::Del => {
                 self.delete(key);
             }
             OpKind::Rm => {
                 let existed = self.delete(key);
-                reply::write_done(out, u64::from(existed));
+                reply::write_done(&mut out.buf, u64::from(existed));
             }
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())

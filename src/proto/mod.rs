@@ -5,6 +5,7 @@
 //! - [`msgpack`]: a bounds-checked, allocation-free msgpack reader.
 //! - [`request`]: a request message → validated [`Op`]s pointing into the buffer.
 //! - [`reply`]: result elements and reply messages.
+//! - [`results`]: a batch's result elements, with values shared rather than copied.
 //! - [`error`]: the `[-9, CODE, message]` codes, chosen in one place.
 //!
 //! docs/protocol.md describes the protocol byte by byte.
@@ -14,7 +15,9 @@ pub mod frame;
 pub mod msgpack;
 pub mod reply;
 pub mod request;
+pub mod results;
 
 pub use error::{ErrorCode, RequestError};
 pub use frame::{next_frame, Frame, FrameTooBig, LEN_PREFIX_BYTES};
 pub use request::{decode_message, Op, OpKind, RequestLimits, Span};
+pub use results::{BatchResults, ElementRef, Piece};

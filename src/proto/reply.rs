@@ -37,6 +37,15 @@ pub fn write_array_len(out: &mut Vec<u8>, len: u32) {
     }
 }
 
+/// Bytes [`write_array_len`] writes for `len` elements.
+pub fn array_len_bytes(len: u32) -> usize {
+    match len {
+        0..=15 => 1,
+        16..=0xffff => 3,
+        _ => 5,
+    }
+}
+
 /// Writes a map header for `len` key/value pairs.
 pub fn write_map_len(out: &mut Vec<u8>, len: u32) {
     match len {
@@ -115,9 +124,14 @@ pub fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// `[-1, V]`: GET found a value.
 pub fn write_found(out: &mut Vec<u8>, value: &[u8]) {
+    write_found_header(out);
+    out.extend_from_slice(value);
+}
+
+/// The bytes of `[-1, V]` before V.
+pub fn write_found_header(out: &mut Vec<u8>) {
     out.push(0x92);
     write_tag(out, TAG_FOUND);
-    out.extend_from_slice(value);
 }
 
 /// `[-2]`: the key is absent.
@@ -128,10 +142,15 @@ pub fn write_not_found(out: &mut Vec<u8>) {
 
 /// `[-3, V, version]`: GETV found a value.
 pub fn write_versioned(out: &mut Vec<u8>, value: &[u8], version: u64) {
-    out.push(0x93);
-    write_tag(out, TAG_VERSIONED);
+    write_versioned_header(out);
     out.extend_from_slice(value);
     write_uint(out, version);
+}
+
+/// The bytes of `[-3, V, version]` before V.
+pub fn write_versioned_header(out: &mut Vec<u8>) {
+    out.push(0x93);
+    write_tag(out, TAG_VERSIONED);
 }
 
 /// `[-4, n]`: PUTV applied (n = new version) or RM (n = 1 existed, 0 did not).

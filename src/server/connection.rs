@@ -11,18 +11,23 @@
 //! - A length prefix above `--max-frame-bytes` is answered `[[-9, "TOOBIG", …]]`
 //!   after the replies to the frames before it; then the connection closes,
 //!   because the stream cannot be resynchronised.
+//! - A round takes at most [`ROUND_MAX_BYTES`] of frames (at least one frame);
+//!   the rest wait in the buffer for the next round, served before reading again.
+//!   Together with [`Output`]'s bounded buffer and shared values, this bounds what
+//!   a connection holds for replies, however many reads of large values it sends.
 //! - While the client does not read its replies, the write waits and nothing more
 //!   is read: a slow reader holds only its own buffers.
 //! - On shutdown the connection finishes the round in hand, answers it, and
 //!   closes instead of reading again.
 
+use super::output::Output;
 use super::round::Round;
 use super::shutdown::Shutdown;
 use super::state::ServerState;
 use crate::proto::frame::{begin_frame, finish_frame, next_frame};
 use crate::proto::{reply, ErrorCode, FrameTooBig, RequestLimits};
 use crate::shard::Shard;
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt};
 use glommio::net::TcpStream;
 use std::io;
 use std::ops::Range;
@@ -33,6 +38,9 @@ use std::sync::Arc;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// A receive buffer larger than this is shrunk once it is nearly empty again.
 const SHRINK_ABOVE_BYTES: usize = 1 << 20;
+/// Frame bytes one round takes in (a larger single frame is still one round).
+/// Bounds the requests, and so the shared-value references, a round holds.
+pub const ROUND_MAX_BYTES: usize = 256 * 1024;
 
 /// Limits a connection enforces.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +73,8 @@ struct Scan {
     /// Bytes taken by the complete frames found.
     consumed: usize,
     too_big: Option<FrameTooBig>,
+    /// The round was cut at [`ROUND_MAX_BYTES`]: more frames may be buffered.
+    cut: bool,
 }
 
 /// Serves one connection until the client closes it, it breaks the framing, or
@@ -87,34 +97,46 @@ impl Connection {
     async fn run(&mut self, ctx: &ShardContext) -> io::Result<()> {
         loop {
             let scan = self.scan_frames(ctx.limits.max_frame_bytes);
+            let mut out = Output::new(&mut self.stream, &mut self.outbuf);
             if !self.bodies.is_empty() {
                 let inbuf = &self.inbuf[..self.filled];
                 let (shard, state) = (&ctx.shard, &ctx.state);
                 self.round
-                    .serve(shard, state, inbuf, &self.bodies, &mut self.outbuf)
-                    .await;
+                    .serve(shard, state, inbuf, &self.bodies, &mut out)
+                    .await?;
             }
             if let Some(too_big) = scan.too_big {
-                write_too_big(&mut self.outbuf, too_big);
-                self.flush().await?;
+                write_too_big(out.bytes(), too_big);
+                out.flush().await?;
                 return Ok(());
             }
-            self.flush().await?;
+            out.flush().await?;
             self.consume(scan.consumed);
             // glommio reads a ready socket without suspending, so a client that
             // always has bytes waiting would never let other tasks run.
             glommio::yield_if_needed().await;
+            if scan.cut && !ctx.shutdown.is_triggered() {
+                continue;
+            }
             if !self.read_more(&ctx.shutdown).await? {
                 return Ok(());
             }
         }
     }
 
-    /// Records the body of every complete frame in the buffer.
+    /// Records the body of every complete frame at the front of the buffer, up
+    /// to [`ROUND_MAX_BYTES`].
     fn scan_frames(&mut self, max_frame_bytes: u64) -> Scan {
         self.bodies.clear();
         let mut consumed = 0;
         loop {
+            if consumed >= ROUND_MAX_BYTES {
+                return Scan {
+                    consumed,
+                    too_big: None,
+                    cut: true,
+                };
+            }
             match next_frame(&self.inbuf[consumed..self.filled], max_frame_bytes) {
                 Ok(Some(frame)) => {
                     let body = frame.body.start + consumed..frame.body.end + consumed;
@@ -125,24 +147,18 @@ impl Connection {
                     return Scan {
                         consumed,
                         too_big: None,
+                        cut: false,
                     }
                 }
                 Err(too_big) => {
                     return Scan {
                         consumed,
                         too_big: Some(too_big),
+                        cut: false,
                     }
                 }
             }
         }
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        if !self.outbuf.is_empty() {
-            self.stream.write_all(&self.outbuf).await?;
-            self.outbuf.clear();
-        }
-        Ok(())
     }
 
     /// Drops the first `n` buffered bytes, keeping a partial frame for later.

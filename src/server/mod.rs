@@ -18,11 +18,13 @@
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
+//! - [`output`]: the bounded send buffer; large values written in place.
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
 pub mod connection;
 pub mod listener;
+pub mod output;
 pub mod round;
 pub mod shutdown;
 pub mod state;

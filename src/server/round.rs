@@ -12,16 +12,25 @@
 //! 4. Execute the local requests in order, while the owners work on theirs.
 //! 5. Await each owner's results and write one reply frame per message, in
 //!    message order, taking each request's element from its owner's results.
+//!    Each message is planned first (element count and exact body length, since
+//!    every value's length is known) and then streamed through [`Output`], so
+//!    values are never copied into a reply that is held whole.
 //!
 //! Per key the order of effects is the order of requests: a key has one owner,
 //! and the owner runs this connection's requests in the order they were sent.
 
+use super::output::Output;
 use super::state::ServerState;
-use crate::proto::frame::{begin_frame, finish_frame};
-use crate::proto::{self, reply, ErrorCode, Op, OpKind, RequestError, RequestLimits};
-use crate::shard::mesh::{BatchResults, Ticket};
+use crate::proto::frame::{begin_frame, finish_frame, write_prefix};
+use crate::proto::{
+    self, reply, BatchResults, ElementRef, ErrorCode, Op, OpKind, RequestError, RequestLimits,
+};
+use crate::shard::mesh::Ticket;
 use crate::shard::{read_stats_element, Shard, ShardId};
 use crate::table::TableStats;
+use futures_lite::AsyncWrite;
+use std::collections::VecDeque;
+use std::io;
 use std::ops::Range;
 
 /// How a message of the round was decoded.
@@ -41,10 +50,32 @@ pub struct Round {
     owners: Vec<Option<ShardId>>,
     /// Results per shard (the local shard's included), in request order.
     results: Vec<BatchResults>,
-    /// Next unread result slot per shard during the merge.
-    cursors: Vec<usize>,
-    /// Copy of `cursors` used to count a reply's elements before writing them.
-    counting_cursors: Vec<usize>,
+    /// Next unread result per shard during the merge.
+    cursors: Vec<ResultCursor>,
+    /// Copy of `cursors` used to plan a reply before writing it.
+    planning_cursors: Vec<ResultCursor>,
+    /// STATS elements built while planning a message, consumed while writing it.
+    stats_elements: VecDeque<Vec<u8>>,
+}
+
+/// Position in one shard's results: the next slot and the next splice.
+#[derive(Debug, Clone, Copy, Default)]
+struct ResultCursor {
+    slot: usize,
+    splice: usize,
+}
+
+/// Takes the next result element of `results`.
+fn take_element<'r>(results: &'r BatchResults, cursor: &mut ResultCursor) -> ElementRef<'r> {
+    let element = results.element(cursor.slot, &mut cursor.splice);
+    cursor.slot += 1;
+    element
+}
+
+/// A message's reply before it is written.
+struct ReplyPlan {
+    nr_elements: u32,
+    body_bytes: usize,
 }
 
 impl Round {
@@ -55,27 +86,31 @@ impl Round {
             ops: Vec::new(),
             owners: Vec::new(),
             results: (0..nr_shards).map(|_| BatchResults::default()).collect(),
-            cursors: vec![0; nr_shards],
-            counting_cursors: vec![0; nr_shards],
+            cursors: vec![ResultCursor::default(); nr_shards],
+            planning_cursors: vec![ResultCursor::default(); nr_shards],
+            stats_elements: VecDeque::new(),
         }
     }
 
     /// Serves the messages whose bodies are `buf[body]` for each body in `bodies`,
-    /// appending one reply frame per message to `out`.
-    pub async fn serve(
+    /// writing one reply frame per message to `out`.
+    pub async fn serve<W: AsyncWrite + Unpin>(
         &mut self,
         shard: &Shard,
         state: &ServerState,
         buf: &[u8],
         bodies: &[Range<usize>],
-        out: &mut Vec<u8>,
-    ) {
+        out: &mut Output<'_, W>,
+    ) -> io::Result<()> {
         self.decode(buf, bodies);
         let batches = self.route(shard, buf);
         let tickets = self.send(shard, batches).await;
         self.execute_local(shard, buf);
         self.collect(shard, tickets).await;
-        self.write_replies(state, out);
+        let written = self.write_replies(state, out).await;
+        // Drop the round's references to stored values now, not at the next round.
+        self.results.iter_mut().for_each(BatchResults::clear);
+        written
     }
 
     fn decode(&mut self, buf: &[u8], bodies: &[Range<usize>]) {
@@ -171,84 +206,112 @@ impl Round {
         results
     }
 
-    fn write_replies(&mut self, state: &ServerState, out: &mut Vec<u8>) {
-        self.cursors.iter_mut().for_each(|c| *c = 0);
+    async fn write_replies<W: AsyncWrite + Unpin>(
+        &mut self,
+        state: &ServerState,
+        out: &mut Output<'_, W>,
+    ) -> io::Result<()> {
+        self.cursors.fill(ResultCursor::default());
         for m in 0..self.messages.len() {
-            let start = begin_frame(out);
             match &self.messages[m] {
-                Message::Requests(ops) => self.write_elements(ops.clone(), state, out),
-                Message::Refused(refusal) => write_refusal(out, refusal),
+                Message::Requests(ops) => self.write_message(ops.clone(), state, out).await?,
+                Message::Refused(refusal) => write_refusal(out.bytes(), refusal),
             }
-            finish_frame(out, start);
+            out.flush_if_full().await?;
         }
+        Ok(())
     }
 
-    /// Writes the reply array of one message: its requests' elements in order.
-    fn write_elements(&mut self, ops: Range<usize>, state: &ServerState, out: &mut Vec<u8>) {
-        let nr_elements = self.count_elements(ops.clone());
-        reply::write_array_len(out, nr_elements);
+    /// Writes the reply frame of one message: its requests' elements in order.
+    async fn write_message<W: AsyncWrite + Unpin>(
+        &mut self,
+        ops: Range<usize>,
+        state: &ServerState,
+        out: &mut Output<'_, W>,
+    ) -> io::Result<()> {
+        let plan = self.plan_message(ops.clone(), state);
+        write_prefix(out.bytes(), plan.body_bytes);
+        reply::write_array_len(out.bytes(), plan.nr_elements);
         for i in ops {
             match self.owners[i] {
                 Some(owner) => {
-                    let element = self.results[owner.0].element(self.cursors[owner.0]);
-                    out.extend_from_slice(element);
-                    self.cursors[owner.0] += 1;
-                }
-                None => self.write_stats(state, out),
-            }
-        }
-    }
-
-    /// Elements a message's reply holds, counted without consuming results.
-    /// Walks the result slots exactly as `write_elements` does: one slot on the
-    /// owner per request, and one on every shard for STATS.
-    fn count_elements(&mut self, ops: Range<usize>) -> u32 {
-        let cursors = &mut self.counting_cursors;
-        cursors.copy_from_slice(&self.cursors);
-        let mut count = 0;
-        for i in ops {
-            match self.owners[i] {
-                Some(owner) => {
-                    count += u32::from(!self.results[owner.0].element(cursors[owner.0]).is_empty());
-                    cursors[owner.0] += 1;
+                    let element = take_element(&self.results[owner.0], &mut self.cursors[owner.0]);
+                    out.element(element).await?;
                 }
                 None => {
-                    count += 1;
-                    cursors.iter_mut().for_each(|c| *c += 1);
+                    for cursor in &mut self.cursors {
+                        cursor.slot += 1;
+                    }
+                    let stats = self
+                        .stats_elements
+                        .pop_front()
+                        .expect("planned STATS element");
+                    out.bytes().extend_from_slice(&stats);
                 }
             }
         }
-        count
+        Ok(())
     }
 
-    /// Sums every shard's STATS share into one `[-6, {...}]` element. A shard
-    /// that could not answer sent an error element instead; that error is the
-    /// STATS result.
-    fn write_stats(&mut self, state: &ServerState, out: &mut Vec<u8>) {
+    /// Counts a message's elements and bytes without consuming results, walking
+    /// the result slots exactly as `write_message` does: one slot on the owner
+    /// per request, one on every shard for STATS (whose element is built here).
+    fn plan_message(&mut self, ops: Range<usize>, state: &ServerState) -> ReplyPlan {
+        self.planning_cursors.copy_from_slice(&self.cursors);
+        let mut nr_elements = 0;
+        let mut elements_bytes = 0;
+        for i in ops {
+            match self.owners[i] {
+                Some(owner) => {
+                    let element =
+                        take_element(&self.results[owner.0], &mut self.planning_cursors[owner.0]);
+                    nr_elements += u32::from(!element.is_empty());
+                    elements_bytes += element.encoded_len();
+                }
+                None => {
+                    let stats = self.stats_element(state);
+                    nr_elements += 1;
+                    elements_bytes += stats.len();
+                    self.stats_elements.push_back(stats);
+                }
+            }
+        }
+        ReplyPlan {
+            nr_elements,
+            body_bytes: reply::array_len_bytes(nr_elements) + elements_bytes,
+        }
+    }
+
+    /// Sums every shard's STATS share (the slots under the planning cursors)
+    /// into one `[-6, {...}]` element. A shard that could not answer sent an
+    /// error element instead; that error is the STATS result.
+    fn stats_element(&mut self, state: &ServerState) -> Vec<u8> {
         let mut total = TableStats::default();
         let mut failure: Option<&[u8]> = None;
-        for (results, cursor) in self.results.iter().zip(self.cursors.iter_mut()) {
-            let element = results.element(*cursor);
-            *cursor += 1;
-            match read_stats_element(element) {
+        for (results, cursor) in self.results.iter().zip(self.planning_cursors.iter_mut()) {
+            let element = take_element(results, cursor);
+            match read_stats_element(element.bytes) {
                 Some(share) => total.add(&share),
-                None => failure = failure.or(Some(element)),
+                None => failure = failure.or(Some(element.bytes)),
             }
         }
         if let Some(error) = failure {
-            out.extend_from_slice(error);
-            return;
+            return error.to_vec();
         }
         let server_fields = [
             ("shards", state.nr_shards as u64),
             ("connections", state.connections() as u64),
         ];
         let fields: Vec<(&str, u64)> = total.fields().into_iter().chain(server_fields).collect();
-        reply::write_stats(out, fields.into_iter());
+        let mut element = Vec::new();
+        reply::write_stats(&mut element, fields.into_iter());
+        element
     }
 }
 
 fn write_refusal(out: &mut Vec<u8>, refusal: &RequestError) {
+    let start = begin_frame(out);
     reply::write_array_len(out, 1);
     reply::write_error(out, refusal.code, &refusal.message);
+    finish_frame(out, start);
 }

@@ -17,6 +17,7 @@
 //! (a connect waits for the peer's end to connect too).
 
 use super::router::ShardId;
+use crate::proto::BatchResults;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 
@@ -43,40 +44,6 @@ pub struct ShardRequest {
 pub struct ShardResponse {
     pub ticket: Ticket,
     pub results: BatchResults,
-}
-
-/// Result elements of a batch of requests: `ends[i]` is where request i's
-/// element ends in `buf` (a request without a result element has an empty one).
-#[derive(Debug, Default)]
-pub struct BatchResults {
-    pub buf: Vec<u8>,
-    pub ends: Vec<u32>,
-}
-
-impl BatchResults {
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.ends.clear();
-    }
-
-    /// Marks the end of the current request's element.
-    pub fn end_request(&mut self) {
-        self.ends.push(self.buf.len() as u32);
-    }
-
-    /// The element of request `i` (empty if it has none).
-    pub fn element(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.buf[start..self.ends[i] as usize]
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
 }
 
 /// One direction's channels as seen from one shard, before connecting.

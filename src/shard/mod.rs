@@ -30,10 +30,10 @@ pub mod pending;
 pub mod router;
 
 use crate::proto::msgpack::Cursor;
-use crate::proto::{reply, request, ErrorCode, Op, OpKind, RequestLimits};
+use crate::proto::{reply, request, BatchResults, ErrorCode, Op, OpKind, RequestLimits};
 use crate::table::{Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use mesh::{BatchResults, ConnectedMesh, ShardRequest, ShardResponse, Ticket};
+use mesh::{ConnectedMesh, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -110,7 +110,7 @@ impl Shard {
     pub fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) {
         match op.kind {
             OpKind::Stats => write_stats_element(&mut out.buf, &self.table_stats()),
-            _ => self.table.borrow_mut().apply(op, buf, &mut out.buf),
+            _ => self.table.borrow_mut().apply(op, buf, out),
         }
         out.end_request();
     }

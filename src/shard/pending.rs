@@ -6,7 +6,8 @@
 //! Tickets are never reused (a u64 counter), so a response for a waiter that has
 //! gone away cannot be handed to a newer one; it is simply dropped.
 
-use super::mesh::{BatchResults, ShardResponse, Ticket};
+use super::mesh::{ShardResponse, Ticket};
+use crate::proto::BatchResults;
 use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
 use std::future::Future;

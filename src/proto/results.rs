@@ -1,0 +1,180 @@
+//! Result elements of a batch of requests, with values shared, not copied.
+//!
+//! A GET's result element is `[-1, V]` where V may be megabytes. Copying V into
+//! every result would let a client amplify a few bytes of GETs into gigabytes of
+//! server memory before a single byte is written back. So an element's own bytes
+//! (array header, tag, version…) go into `buf`, and each value it carries is an
+//! `Arc<[u8]>` reference to the stored value, spliced in at a position of `buf`
+//! when the reply is written.
+//!
+//! ```text
+//! buf:    | 92 ff |          | 93 fd |          01 |
+//! values:        ^ Arc(V1)          ^ Arc(V2)
+//!         '-- element 0 --'  '---- element 1 ------'      ends = [2, 5]
+//! ```
+//!
+//! A value spliced at position `p` belongs to the element whose bytes lie on
+//! both sides of it or end at it: every value-carrying element has at least one
+//! header byte before its value, so `start < p <= end` identifies the element.
+
+use std::sync::Arc;
+
+/// A value spliced into the element bytes at `at`.
+#[derive(Debug, Clone)]
+pub struct Splice {
+    pub at: u32,
+    pub value: Arc<[u8]>,
+}
+
+/// Result slots of a batch of requests: `ends[i]` is where request i's element
+/// ends in `buf` (an empty slot means the request has no element).
+#[derive(Debug, Default)]
+pub struct BatchResults {
+    pub buf: Vec<u8>,
+    pub ends: Vec<u32>,
+    pub splices: Vec<Splice>,
+}
+
+/// One result element: its bytes with values spliced in.
+#[derive(Debug, Clone, Copy)]
+pub struct ElementRef<'a> {
+    pub bytes: &'a [u8],
+    /// Splices of this element, with `at` relative to `bytes`.
+    pub splices: &'a [Splice],
+    /// Where `bytes` starts in the batch's buf (to rebase `splices`).
+    pub base: u32,
+}
+
+impl ElementRef<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Length of the element on the wire.
+    pub fn encoded_len(&self) -> usize {
+        self.bytes.len() + self.splices.iter().map(|s| s.value.len()).sum::<usize>()
+    }
+
+    /// The element's pieces in wire order: its own bytes, interrupted by the
+    /// values spliced into them.
+    pub fn pieces(&self) -> impl Iterator<Item = Piece<'_>> {
+        let mut from = 0usize;
+        let mut splices = self.splices.iter();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            match splices.next() {
+                Some(splice) => {
+                    let at = (splice.at - self.base) as usize;
+                    let bytes = &self.bytes[from..at];
+                    from = at;
+                    Some(Piece::BytesThenValue(bytes, &splice.value))
+                }
+                None => {
+                    done = true;
+                    Some(Piece::Bytes(&self.bytes[from..]))
+                }
+            }
+        })
+    }
+}
+
+/// A piece of an element on the wire.
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// Element bytes.
+    Bytes(&'a [u8]),
+    /// Element bytes followed by a spliced value.
+    BytesThenValue(&'a [u8], &'a Arc<[u8]>),
+}
+
+impl BatchResults {
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+        self.splices.clear();
+    }
+
+    /// Splices a stored value in at the current end of `buf`.
+    pub fn push_value(&mut self, value: &Arc<[u8]>) {
+        self.splices.push(Splice {
+            at: self.buf.len() as u32,
+            value: value.clone(),
+        });
+    }
+
+    /// Marks the end of the current request's element.
+    pub fn end_request(&mut self) {
+        self.ends.push(self.buf.len() as u32);
+    }
+
+    /// The element of request `i`. `first_splice` must be the index of the first
+    /// splice not belonging to an earlier element; it is advanced past this one's.
+    pub fn element(&self, i: usize, first_splice: &mut usize) -> ElementRef<'_> {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        let end = self.ends[i];
+        let from = *first_splice;
+        let mut to = from;
+        while to < self.splices.len() && self.splices[to].at <= end && self.splices[to].at > start {
+            to += 1;
+        }
+        *first_splice = to;
+        ElementRef {
+            bytes: &self.buf[start as usize..end as usize],
+            splices: &self.splices[from..to],
+            base: start,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(element: ElementRef<'_>) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for piece in element.pieces() {
+            match piece {
+                Piece::Bytes(bytes) => wire.extend_from_slice(bytes),
+                Piece::BytesThenValue(bytes, value) => {
+                    wire.extend_from_slice(bytes);
+                    wire.extend_from_slice(value);
+                }
+            }
+        }
+        wire
+    }
+
+    #[test]
+    fn elements_interleave_their_bytes_and_spliced_values() {
+        let v1: Arc<[u8]> = Arc::from(&b"\xa2ab"[..]);
+        let v2: Arc<[u8]> = Arc::from(&b"\x07"[..]);
+        let mut results = BatchResults::default();
+        results.end_request(); // a SET: no element
+        results.buf.extend_from_slice(&[0x92, 0xff]);
+        results.push_value(&v1);
+        results.end_request();
+        results.buf.extend_from_slice(&[0x93, 0xfd]);
+        results.push_value(&v2);
+        results.buf.push(0x01);
+        results.end_request();
+        let mut splice = 0;
+        assert!(results.element(0, &mut splice).is_empty());
+        let found = results.element(1, &mut splice);
+        assert_eq!(found.encoded_len(), 5);
+        assert_eq!(wire(found), b"\x92\xff\xa2ab");
+        let versioned = results.element(2, &mut splice);
+        assert_eq!(wire(versioned), b"\x93\xfd\x07\x01");
+        assert_eq!(splice, 2);
+    }
+}
