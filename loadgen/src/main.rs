@@ -1,1 +1,56 @@
-fn main() {}
+//! The `corekv-loadgen` binary: flags → [`corekv_loadgen::run`] → the report on
+//! stdout (and as JSON with `--json`). Exit status: 0 if every message was
+//! answered and every reply matched; 1 if the run found errors; 2 if it could
+//! not run at all (bad flags, no io_uring, unwritable `--json` path).
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use corekv_loadgen::{Args, Config, Report};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(report) if report.passed() => ExitCode::SUCCESS,
+        Ok(report) => {
+            eprintln!(
+                "corekv-loadgen: FAILED: {} errors, {} of {} messages answered",
+                report.errors, report.messages, report.messages_expected
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("corekv-loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<Report> {
+    let args = Args::parse();
+    let config = Config::from_args(&args)?;
+    raise_nofile_limit();
+    let report = corekv_loadgen::run(&config)?;
+    print!("{}", report.to_text());
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
+    Ok(report)
+}
+
+/// Each connection is a file descriptor; lift the soft limit to the hard one so
+/// thousands of connections are not capped at 1024.
+fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
