@@ -17,6 +17,7 @@
 //! - [`shard`]: the per-core owner of a table; key routing ([`shard::Router`]);
 //!   the cross-core mesh of bounded channels; forwarded batches.
 //! - [`table`]: the hash map and `apply(op)`: no I/O, no awaits, deterministic.
+//! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
@@ -30,3 +31,4 @@ pub mod proto;
 pub mod server;
 pub mod shard;
 pub mod table;
+pub mod txn;

@@ -48,11 +48,13 @@ pub struct TableStats {
     pub deletes: u64,
     pub version_conflicts: u64,
     pub oom_rejections: u64,
+    pub atomic_commits: u64,
+    pub atomic_aborts: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 10;
+    pub const NR_FIELDS: usize = 12;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -67,6 +69,8 @@ impl TableStats {
             ("deletes", self.deletes),
             ("version_conflicts", self.version_conflicts),
             ("oom_rejections", self.oom_rejections),
+            ("atomic_commits", self.atomic_commits),
+            ("atomic_aborts", self.atomic_aborts),
         ]
     }
 
@@ -83,6 +87,8 @@ impl TableStats {
             deletes: v[7],
             version_conflicts: v[8],
             oom_rejections: v[9],
+            atomic_commits: v[10],
+            atomic_aborts: v[11],
         }
     }
 
@@ -95,6 +101,10 @@ impl TableStats {
         *self = TableStats::from_values(sum);
     }
 }
+
+/// A key's state before a write, kept to put it back if a batch aborts.
+#[derive(Debug, Clone)]
+pub struct Prior(Option<(Arc<[u8]>, u64)>);
 
 /// What PUTV did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,10 +228,41 @@ impl Table {
         let Some(entry) = self.map.remove(key) else {
             return false;
         };
-        self.stats.keys -= 1;
-        self.stats.value_bytes -= entry.value.len() as u64;
-        self.stats.memory_bytes -= entry_cost(key.len(), entry.value.len());
+        self.forget_entry(key.len(), entry.value.len());
         true
+    }
+
+    /// The state of `key` now, to be handed back to [`Table::restore`].
+    pub fn prior(&self, key: &[u8]) -> Prior {
+        Prior(self.map.get(key).map(|e| (e.value.clone(), e.version)))
+    }
+
+    /// Puts `key` back to an earlier state (an aborted batch's undo). Adjusts the
+    /// size figures; request counters keep counting what ran.
+    pub fn restore(&mut self, key: &[u8], prior: Prior) {
+        if let Some(entry) = self.map.remove(key) {
+            self.forget_entry(key.len(), entry.value.len());
+        }
+        if let Some((value, version)) = prior.0 {
+            self.stats.keys += 1;
+            self.stats.value_bytes += value.len() as u64;
+            self.stats.memory_bytes += entry_cost(key.len(), value.len());
+            self.map.insert(key.into(), Entry { value, version });
+        }
+    }
+
+    /// Counts the outcome of an ATOMIC batch this shard decided or took part in.
+    pub fn count_atomic(&mut self, committed: bool) {
+        match committed {
+            true => self.stats.atomic_commits += 1,
+            false => self.stats.atomic_aborts += 1,
+        }
+    }
+
+    fn forget_entry(&mut self, key_len: usize, value_len: usize) {
+        self.stats.keys -= 1;
+        self.stats.value_bytes -= value_len as u64;
+        self.stats.memory_bytes -= entry_cost(key_len, value_len);
     }
 
     fn check_growth(&mut self, growth: u64) -> Result<(), OverMemoryLimit> {
@@ -355,6 +396,27 @@ mod tests {
         assert!(table.delete(b"a"));
         assert_eq!(table.set(b"b", b"x"), Ok(1));
         assert_eq!(table.stats().oom_rejections, 1);
+    }
+
+    #[test]
+    fn restore_puts_back_a_prior_state_and_its_sizes() {
+        let mut table = Table::new(NO_LIMIT);
+        table.set(b"a", b"old").expect("room");
+        let before = table.stats();
+        let prior_a = table.prior(b"a");
+        let prior_b = table.prior(b"b");
+        table.set(b"a", b"newer").expect("room");
+        table.set(b"b", b"x").expect("room");
+        table.restore(b"a", prior_a);
+        table.restore(b"b", prior_b);
+        assert_eq!(table.peek(b"a"), Some((&b"old"[..], 1)));
+        assert_eq!(table.peek(b"b"), None);
+        let after = table.stats();
+        assert_eq!(
+            (after.keys, after.value_bytes, after.memory_bytes),
+            (before.keys, before.value_bytes, before.memory_bytes)
+        );
+        assert_eq!(after.sets, 3, "request counters keep counting what ran");
     }
 
     #[test]

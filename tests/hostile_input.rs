@@ -160,6 +160,11 @@ fn clobber() -> Value {
     arr(vec![1.into(), s("anchor"), s("clobbered")])
 }
 
+/// `depth` ATOMICs, each the only request of the one around it, around a clobber.
+fn nested_atomic(depth: usize) -> Value {
+    (0..depth).fold(clobber(), |inner, _| arr(vec![3.into(), arr(vec![inner])]))
+}
+
 /// `[clobber, bad]`: the bad request after a good one, so the test also checks
 /// that nothing of a refused message runs.
 fn after_clobber(bad: Value) -> Vec<u8> {
@@ -177,7 +182,7 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     };
     let deep_key = {
         let mut bytes = vec![0x91, 0x92, 0x00];
-        bytes.extend(std::iter::repeat(0x91u8).take(10_000));
+        bytes.extend(std::iter::repeat_n(0x91u8, 10_000));
         bytes.push(0xa1);
         bytes.push(b'k');
         bytes
@@ -308,8 +313,29 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "BADREQ",
         ),
         (
-            "ATOMIC (not built yet)",
-            after_clobber(arr(vec![3.into(), arr(vec![clobber()])])),
+            "ATOMIC whose body is not a list",
+            after_clobber(arr(vec![3.into(), s("not a list")])),
+            "BADREQ",
+        ),
+        (
+            "STATS inside ATOMIC",
+            after_clobber(arr(vec![
+                3.into(),
+                arr(vec![clobber(), arr(vec![7.into()])]),
+            ])),
+            "BADREQ",
+        ),
+        (
+            "a bad request inside ATOMIC",
+            after_clobber(arr(vec![
+                3.into(),
+                arr(vec![clobber(), arr(vec![0.into(), 5.into()])]),
+            ])),
+            "BADREQ",
+        ),
+        (
+            "ATOMIC nested 33 deep",
+            after_clobber(nested_atomic(33)),
             "BADREQ",
         ),
         ("message nested 100,000 deep", deep_message, "BADREQ"),

@@ -129,7 +129,13 @@ pub struct Op {
     pub version: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
+    /// ATOMIC only: how many requests follow this one in the op list as its body.
+    pub nr_inner: u32,
 }
+
+/// ATOMIC batches may nest (their results are flattened); deeper than this is
+/// refused, so decoding a hostile message cannot exhaust the stack.
+pub const MAX_ATOMIC_DEPTH: usize = 32;
 
 /// Limits checked while decoding.
 #[derive(Debug, Clone, Copy)]
@@ -186,17 +192,60 @@ fn decode_requests(
     }
     let nr_requests = cursor.read_array_len().map_err(req_error)?;
     for index in 0..nr_requests {
-        let op = decode_request(&mut cursor, limits)
+        decode_request(&mut cursor, limits, out)
             .map_err(|e| RequestError::new(e.code, format!("request {index}: {}", e.message)))?;
-        out.push(op);
     }
     Ok(())
 }
 
-/// Decodes one request at the cursor. The caller has checked the bytes are valid
-/// msgpack, so decode errors here mean "valid msgpack of the wrong shape".
-pub fn decode_request(cursor: &mut Cursor, limits: &RequestLimits) -> Result<Op, RequestError> {
+/// Decodes one request at the cursor and appends it to `out`. An ATOMIC request
+/// appends a marker op followed by its body, flattened: nested ATOMICs add their
+/// requests, not markers, since nesting changes nothing but the grouping. The
+/// caller has checked the bytes are valid msgpack, so decode errors here mean
+/// "valid msgpack of the wrong shape".
+pub fn decode_request(
+    cursor: &mut Cursor,
+    limits: &RequestLimits,
+    out: &mut Vec<Op>,
+) -> Result<(), RequestError> {
+    decode_nested(cursor, limits, out, 0)
+}
+
+fn decode_nested(
+    cursor: &mut Cursor,
+    limits: &RequestLimits,
+    out: &mut Vec<Op>,
+    depth: usize,
+) -> Result<(), RequestError> {
     let raw_start = cursor.position();
+    let kind = read_header(cursor)?;
+    let mut op = Op {
+        kind,
+        key: Span::default(),
+        value: Span::default(),
+        version: 0,
+        raw: Span::default(),
+        nr_inner: 0,
+    };
+    match kind {
+        OpKind::Atomic => return decode_atomic(cursor, limits, out, depth, raw_start),
+        OpKind::Stats if depth > 0 => return Err(bad_req("STATS cannot run inside ATOMIC")),
+        OpKind::Stats => {}
+        _ => op.key = read_key(cursor, limits)?,
+    }
+    if matches!(kind, OpKind::Set | OpKind::PutV) {
+        op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
+    }
+    if kind == OpKind::PutV {
+        op.version = read_version(cursor)?;
+    }
+    op.raw = Span::from_range(raw_start..cursor.position());
+    out.push(op);
+    Ok(())
+}
+
+/// Reads `[opcode, ...` up to the first argument and checks the arity.
+fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
     if !cursor.next_is_array() {
         return Err(bad_req("a request must be an array [opcode, ...]"));
     }
@@ -216,30 +265,46 @@ pub fn decode_request(cursor: &mut Cursor, limits: &RequestLimits) -> Result<Op,
             kind.arity()
         )));
     }
-    let mut op = Op {
-        kind,
-        key: Span::default(),
-        value: Span::default(),
-        version: 0,
-        raw: Span::default(),
-    };
-    match kind {
-        OpKind::Stats => {}
-        OpKind::Atomic => {
-            return Err(bad_req(
-                "ATOMIC is not supported yet by this server version (see README status)",
-            ))
-        }
-        _ => op.key = read_key(cursor, limits)?,
+    Ok(kind)
+}
+
+fn decode_atomic(
+    cursor: &mut Cursor,
+    limits: &RequestLimits,
+    out: &mut Vec<Op>,
+    depth: usize,
+    raw_start: usize,
+) -> Result<(), RequestError> {
+    if depth >= MAX_ATOMIC_DEPTH {
+        return Err(bad_req(format!(
+            "ATOMIC nested deeper than {MAX_ATOMIC_DEPTH} levels"
+        )));
     }
-    if matches!(kind, OpKind::Set | OpKind::PutV) {
-        op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
+    if !cursor.next_is_array() {
+        return Err(bad_req("ATOMIC takes an array of requests: [3, [R...]]"));
     }
-    if kind == OpKind::PutV {
-        op.version = read_version(cursor)?;
+    let marker = out.len();
+    if depth == 0 {
+        out.push(Op {
+            kind: OpKind::Atomic,
+            key: Span::default(),
+            value: Span::default(),
+            version: 0,
+            raw: Span::default(),
+            nr_inner: 0,
+        });
     }
-    op.raw = Span::from_range(raw_start..cursor.position());
-    Ok(op)
+    let nr_requests = cursor.read_array_len().map_err(req_error)?;
+    for index in 0..nr_requests {
+        decode_nested(cursor, limits, out, depth + 1).map_err(|e| {
+            RequestError::new(e.code, format!("ATOMIC request {index}: {}", e.message))
+        })?;
+    }
+    if depth == 0 {
+        out[marker].nr_inner = (out.len() - marker - 1) as u32;
+        out[marker].raw = Span::from_range(raw_start..cursor.position());
+    }
+    Ok(())
 }
 
 fn read_key(cursor: &mut Cursor, limits: &RequestLimits) -> Result<Span, RequestError> {
@@ -320,6 +385,40 @@ mod tests {
     }
 
     #[test]
+    fn atomic_decodes_to_a_marker_and_its_flattened_body() {
+        let inner = req(vec![
+            req(vec![0.into(), "a".into()]),
+            req(vec![
+                3.into(),
+                req(vec![req(vec![1.into(), "b".into(), 1.into()])]),
+            ]),
+            req(vec![2.into(), "c".into()]),
+        ]);
+        let message = req(vec![
+            req(vec![3.into(), inner]),
+            req(vec![0.into(), "d".into()]),
+        ]);
+        let (bytes, ops) = decode(&message).expect("valid");
+        let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
+        use OpKind::*;
+        assert_eq!(kinds, [Atomic, Get, Set, Del, Get]);
+        assert_eq!(ops[0].nr_inner, 3);
+        assert_eq!(ops[0].raw.len(), bytes.len() - 1 - ops[4].raw.len());
+        assert_eq!(ops[2].key.of(&bytes), b"b");
+    }
+
+    #[test]
+    fn atomic_nesting_is_bounded() {
+        let mut atomic = req(vec![]);
+        for _ in 0..MAX_ATOMIC_DEPTH + 1 {
+            atomic = req(vec![3.into(), req(vec![atomic])]);
+        }
+        let err = decode(&req(vec![atomic])).expect_err("too deep");
+        assert_eq!(err.code, ErrorCode::BadReq);
+        assert!(err.message.contains("nested deeper"), "{err}");
+    }
+
+    #[test]
     fn empty_message_decodes_to_no_ops() {
         let (_, ops) = decode(&req(vec![])).expect("valid");
         assert!(ops.is_empty());
@@ -342,7 +441,11 @@ mod tests {
                 ErrorCode::BadReq,
             ),
             (
-                req(vec![req(vec![3.into(), req(vec![])])]),
+                req(vec![req(vec![3.into(), "not a list".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![3.into(), req(vec![req(vec![7.into()])])])]),
                 ErrorCode::BadReq,
             ),
             (

@@ -26,12 +26,14 @@ pub struct Splice {
     pub value: Arc<[u8]>,
 }
 
-/// Result slots of a batch of requests: `ends[i]` is where request i's element
-/// ends in `buf` (an empty slot means the request has no element).
+/// Result slots of a batch of requests: `ends[i]` is where request i's elements
+/// end in `buf`, and `counts[i]` how many elements it holds — none for SET/DEL,
+/// one for most requests, any number for an ATOMIC (its results, flattened).
 #[derive(Debug, Default)]
 pub struct BatchResults {
     pub buf: Vec<u8>,
     pub ends: Vec<u32>,
+    pub counts: Vec<u32>,
     pub splices: Vec<Splice>,
 }
 
@@ -94,6 +96,7 @@ impl BatchResults {
     pub fn clear(&mut self) {
         self.buf.clear();
         self.ends.clear();
+        self.counts.clear();
         self.splices.clear();
     }
 
@@ -105,9 +108,64 @@ impl BatchResults {
         });
     }
 
-    /// Marks the end of the current request's element.
+    /// Marks the end of the current request's slot, holding one element if
+    /// anything was written since the previous slot, else none.
     pub fn end_request(&mut self) {
+        let start = self.ends.last().copied().unwrap_or(0);
+        let has_element = self.buf.len() as u32 > start;
+        self.end_request_with(u32::from(has_element));
+    }
+
+    /// Marks the end of the current request's slot, holding `nr_elements`.
+    pub fn end_request_with(&mut self, nr_elements: u32) {
         self.ends.push(self.buf.len() as u32);
+        self.counts.push(nr_elements);
+    }
+
+    /// Elements in slot `i`.
+    pub fn count(&self, i: usize) -> u32 {
+        self.counts[i]
+    }
+
+    /// Copies an element (from another batch) into the current slot.
+    pub fn push_element(&mut self, element: ElementRef<'_>) {
+        let base = self.buf.len() as u32;
+        self.buf.extend_from_slice(element.bytes);
+        for splice in element.splices {
+            self.splices.push(Splice {
+                at: splice.at - element.base + base,
+                value: splice.value.clone(),
+            });
+        }
+    }
+
+    /// Copies every element of `other` into the current slot (an ATOMIC's
+    /// results becoming one slot).
+    pub fn append_into_slot(&mut self, other: BatchResults) {
+        let base = self.buf.len() as u32;
+        self.buf.extend_from_slice(&other.buf);
+        self.splices
+            .extend(other.splices.into_iter().map(|s| Splice {
+                at: s.at + base,
+                value: s.value,
+            }));
+    }
+
+    /// Appends every slot of `other` after this batch's slots.
+    pub fn append(&mut self, other: BatchResults) {
+        if self.ends.is_empty() {
+            *self = other;
+            return;
+        }
+        let base = self.buf.len() as u32;
+        self.buf.extend_from_slice(&other.buf);
+        self.ends.extend(other.ends.iter().map(|end| end + base));
+        self.counts.extend_from_slice(&other.counts);
+        self.splices
+            .extend(other.splices.into_iter().map(|s| Splice {
+                at: s.at + base,
+                value: s.value,
+            }));
     }
 
     /// The element of request `i`. `first_splice` must be the index of the first

@@ -25,9 +25,10 @@ use crate::proto::frame::{begin_frame, finish_frame, write_prefix};
 use crate::proto::{
     self, reply, BatchResults, ElementRef, ErrorCode, Op, OpKind, RequestError, RequestLimits,
 };
-use crate::shard::mesh::Ticket;
+use crate::shard::mesh::{ShardRequest, Ticket};
 use crate::shard::{read_stats_element, Shard, ShardId};
 use crate::table::TableStats;
+use crate::txn::coordinator;
 use futures_lite::AsyncWrite;
 use std::collections::VecDeque;
 use std::io;
@@ -41,15 +42,31 @@ enum Message {
     Refused(RequestError),
 }
 
+/// Who runs an op and where its result slot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// One shard: a leaf request, or an ATOMIC whose keys are all on that shard.
+    Shard(ShardId),
+    /// Every shard reports its share (STATS).
+    AllShards,
+    /// An ATOMIC spanning shards; its slot is `cross_shard_results[i]`.
+    CrossShard(usize),
+    /// Part of an ATOMIC's body: runs with its marker, has no slot of its own.
+    Body,
+}
+
 /// Scratch space reused by every round of one connection.
 pub struct Round {
     limits: RequestLimits,
     messages: Vec<Message>,
     ops: Vec<Op>,
-    /// Owner of each op; STATS ops are marked with `None` (all shards).
-    owners: Vec<Option<ShardId>>,
+    owners: Vec<Owner>,
     /// Results per shard (the local shard's included), in request order.
     results: Vec<BatchResults>,
+    /// The single result slot of each cross-shard ATOMIC, in order.
+    cross_shard_results: Vec<BatchResults>,
+    /// The ops of a segment that run on this shard.
+    local_ops: Vec<Op>,
     /// Next unread result per shard during the merge.
     cursors: Vec<ResultCursor>,
     /// Copy of `cursors` used to plan a reply before writing it.
@@ -65,11 +82,17 @@ struct ResultCursor {
     splice: usize,
 }
 
-/// Takes the next result element of `results`.
-fn take_element<'r>(results: &'r BatchResults, cursor: &mut ResultCursor) -> ElementRef<'r> {
-    let element = results.element(cursor.slot, &mut cursor.splice);
+/// Takes the next result slot of `results`: its elements and how many they are.
+fn take_slot<'r>(results: &'r BatchResults, cursor: &mut ResultCursor) -> (ElementRef<'r>, u32) {
+    let count = results.count(cursor.slot);
+    let elements = results.element(cursor.slot, &mut cursor.splice);
     cursor.slot += 1;
-    element
+    (elements, count)
+}
+
+/// The one slot of a cross-shard ATOMIC's results.
+fn cross_shard_slot(results: &BatchResults) -> (ElementRef<'_>, u32) {
+    take_slot(results, &mut ResultCursor::default())
 }
 
 /// A message's reply before it is written.
@@ -77,6 +100,8 @@ struct ReplyPlan {
     nr_elements: u32,
     body_bytes: usize,
 }
+
+type SentBatches = Vec<Option<Result<Ticket, ()>>>;
 
 impl Round {
     pub fn new(limits: RequestLimits, nr_shards: usize) -> Round {
@@ -86,6 +111,8 @@ impl Round {
             ops: Vec::new(),
             owners: Vec::new(),
             results: (0..nr_shards).map(|_| BatchResults::default()).collect(),
+            cross_shard_results: Vec::new(),
+            local_ops: Vec::new(),
             cursors: vec![ResultCursor::default(); nr_shards],
             planning_cursors: vec![ResultCursor::default(); nr_shards],
             stats_elements: VecDeque::new(),
@@ -94,6 +121,11 @@ impl Round {
 
     /// Serves the messages whose bodies are `buf[body]` for each body in `bodies`,
     /// writing one reply frame per message to `out`.
+    ///
+    /// The round runs as segments: the requests between two cross-shard ATOMIC
+    /// batches are served together (steps 2–4), and each cross-shard batch runs
+    /// alone between them, so every request takes effect after the ones before it
+    /// on its keys.
     pub async fn serve<W: AsyncWrite + Unpin>(
         &mut self,
         shard: &Shard,
@@ -103,13 +135,25 @@ impl Round {
         out: &mut Output<'_, W>,
     ) -> io::Result<()> {
         self.decode(buf, bodies);
-        let batches = self.route(shard, buf);
-        let tickets = self.send(shard, batches).await;
-        self.execute_local(shard, buf);
-        self.collect(shard, tickets).await;
+        self.assign_owners(shard, buf);
+        let mut start = 0;
+        while start < self.ops.len() {
+            let barrier = (start..self.ops.len())
+                .find(|&i| matches!(self.owners[i], Owner::CrossShard(_)))
+                .unwrap_or(self.ops.len());
+            if start < barrier {
+                self.run_segment(shard, buf, start..barrier).await;
+            }
+            start = barrier;
+            if barrier < self.ops.len() {
+                start += 1 + self.ops[barrier].nr_inner as usize;
+                self.run_cross_shard(shard, buf, barrier).await;
+            }
+        }
         let written = self.write_replies(state, out).await;
         // Drop the round's references to stored values now, not at the next round.
         self.results.iter_mut().for_each(BatchResults::clear);
+        self.cross_shard_results.clear();
         written
     }
 
@@ -127,83 +171,142 @@ impl Round {
         }
     }
 
-    /// Fills `owners` and returns the request bytes to forward, per shard.
-    fn route(&mut self, shard: &Shard, buf: &[u8]) -> Vec<Vec<u8>> {
-        let mut batches: Vec<Vec<u8>> = vec![Vec::new(); shard.nr_shards()];
+    fn assign_owners(&mut self, shard: &Shard, buf: &[u8]) {
         self.owners.clear();
-        for op in &self.ops {
+        let mut nr_cross_shard = 0;
+        let mut i = 0;
+        while i < self.ops.len() {
+            let op = &self.ops[i];
             let owner = match op.kind {
-                OpKind::Stats => None,
-                _ => Some(shard.router().route(op.key.of(buf))),
-            };
-            for (id, batch) in batches.iter_mut().enumerate() {
-                let forwarded = owner.map_or(true, |o| o.0 == id);
-                if forwarded && id != shard.id().0 {
-                    batch.extend_from_slice(op.raw.of(buf));
+                OpKind::Stats => Owner::AllShards,
+                OpKind::Atomic => {
+                    let body = &self.ops[i + 1..i + 1 + op.nr_inner as usize];
+                    let mut owners = body.iter().map(|op| shard.router().route(op.key.of(buf)));
+                    let first = owners.next().unwrap_or(shard.id());
+                    if owners.all(|owner| owner == first) {
+                        Owner::Shard(first)
+                    } else {
+                        nr_cross_shard += 1;
+                        Owner::CrossShard(nr_cross_shard - 1)
+                    }
                 }
-            }
+                _ => Owner::Shard(shard.router().route(op.key.of(buf))),
+            };
             self.owners.push(owner);
+            let body_len = op.nr_inner as usize;
+            self.owners
+                .extend(std::iter::repeat_n(Owner::Body, body_len));
+            i += 1 + body_len;
+        }
+    }
+
+    /// Serves `ops[range]`, which holds no cross-shard ATOMIC: forwards each
+    /// owner's share in one batch, runs the local share meanwhile, and appends
+    /// every shard's results.
+    async fn run_segment(&mut self, shard: &Shard, buf: &[u8], range: Range<usize>) {
+        let batches = self.batches(shard, buf, range.clone());
+        let sent = self.send(shard, batches).await;
+        self.execute_local(shard, buf, range.clone()).await;
+        self.collect(shard, sent, range).await;
+    }
+
+    /// The request bytes of `ops[range]` to forward, per shard.
+    fn batches(&self, shard: &Shard, buf: &[u8], range: Range<usize>) -> Vec<Vec<u8>> {
+        let mut batches: Vec<Vec<u8>> = vec![Vec::new(); shard.nr_shards()];
+        for i in range {
+            let raw = self.ops[i].raw.of(buf);
+            match self.owners[i] {
+                Owner::Shard(owner) if owner != shard.id() => {
+                    batches[owner.0].extend_from_slice(raw)
+                }
+                Owner::AllShards => {
+                    for (id, batch) in batches.iter_mut().enumerate() {
+                        if id != shard.id().0 {
+                            batch.extend_from_slice(raw);
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
         batches
     }
 
     /// Sends each non-empty batch; a shard whose batch could not be delivered
-    /// gets `None` and its requests are answered SHUTDOWN.
-    async fn send(
-        &mut self,
-        shard: &Shard,
-        batches: Vec<Vec<u8>>,
-    ) -> Vec<Option<Result<Ticket, ()>>> {
-        let mut tickets = Vec::with_capacity(batches.len());
+    /// gets `Err` and its requests are answered SHUTDOWN.
+    async fn send(&mut self, shard: &Shard, batches: Vec<Vec<u8>>) -> SentBatches {
+        let mut sent = Vec::with_capacity(batches.len());
         for (id, batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
-                tickets.push(None);
+                sent.push(None);
                 continue;
             }
-            let sent = shard.send(ShardId(id), batch).await.map_err(|gone| {
+            let from = shard.id();
+            let request = |ticket| ShardRequest::Batch {
+                from,
+                ticket,
+                batch,
+            };
+            let ticket = shard.send(ShardId(id), request).await.map_err(|gone| {
                 tracing::warn!(shard = %shard.id(), "{gone}");
             });
-            tickets.push(Some(sent));
+            sent.push(Some(ticket));
         }
-        tickets
+        sent
     }
 
-    fn execute_local(&mut self, shard: &Shard, buf: &[u8]) {
-        let local = &mut self.results[shard.id().0];
-        local.clear();
-        for (op, owner) in self.ops.iter().zip(&self.owners) {
-            if owner.map_or(true, |o| o == shard.id()) {
-                shard.execute(op, buf, local);
-            }
-        }
-    }
-
-    async fn collect(&mut self, shard: &Shard, tickets: Vec<Option<Result<Ticket, ()>>>) {
-        for (id, ticket) in tickets.into_iter().enumerate() {
-            if id == shard.id().0 {
-                continue;
-            }
-            self.results[id] = match ticket {
-                None => BatchResults::default(),
-                Some(Ok(ticket)) => shard.wait(ticket).await,
-                Some(Err(())) => self.refused_batch(ShardId(id)),
+    async fn execute_local(&mut self, shard: &Shard, buf: &[u8], range: Range<usize>) {
+        let mut local_ops = std::mem::take(&mut self.local_ops);
+        local_ops.clear();
+        let mut i = range.start;
+        while i < range.end {
+            // An ATOMIC marker comes with its body (nr_inner is 0 for other ops).
+            let len = 1 + self.ops[i].nr_inner as usize;
+            let here = match self.owners[i] {
+                Owner::Shard(owner) => owner == shard.id(),
+                Owner::AllShards => true,
+                Owner::CrossShard(_) | Owner::Body => false,
             };
+            if here {
+                local_ops.extend_from_slice(&self.ops[i..i + len]);
+            }
+            i += len;
+        }
+        shard
+            .execute_ops(&local_ops, buf, &mut self.results[shard.id().0])
+            .await;
+        self.local_ops = local_ops;
+    }
+
+    async fn collect(&mut self, shard: &Shard, sent: SentBatches, range: Range<usize>) {
+        for (id, ticket) in sent.into_iter().enumerate() {
+            let results = match ticket {
+                None => continue,
+                Some(Ok(ticket)) => shard.wait(ticket).await.results,
+                Some(Err(())) => self.refused_batch(ShardId(id), range.clone()),
+            };
+            self.results[id].append(results);
         }
     }
 
     /// Results for a batch its owner never received: SHUTDOWN for each request.
-    fn refused_batch(&self, owner: ShardId) -> BatchResults {
+    fn refused_batch(&self, owner: ShardId, range: Range<usize>) -> BatchResults {
         let mut results = BatchResults::default();
-        let forwarded = self
-            .owners
-            .iter()
-            .filter(|o| o.map_or(true, |o| o == owner));
-        for _ in forwarded {
-            let message = format!("{owner} is shutting down; the request did not run");
-            reply::write_error(&mut results.buf, ErrorCode::Shutdown, &message);
-            results.end_request();
+        for i in range {
+            if matches!(self.owners[i], Owner::AllShards) || self.owners[i] == Owner::Shard(owner) {
+                let message = format!("{owner} is shutting down; the request did not run");
+                reply::write_error(&mut results.buf, ErrorCode::Shutdown, &message);
+                results.end_request();
+            }
         }
         results
+    }
+
+    async fn run_cross_shard(&mut self, shard: &Shard, buf: &[u8], marker: usize) {
+        let body = &self.ops[marker + 1..marker + 1 + self.ops[marker].nr_inner as usize];
+        let mut slot = BatchResults::default();
+        coordinator::run_cross_shard(shard, body, buf, &mut slot).await;
+        self.cross_shard_results.push(slot);
     }
 
     async fn write_replies<W: AsyncWrite + Unpin>(
@@ -234,11 +337,16 @@ impl Round {
         reply::write_array_len(out.bytes(), plan.nr_elements);
         for i in ops {
             match self.owners[i] {
-                Some(owner) => {
-                    let element = take_element(&self.results[owner.0], &mut self.cursors[owner.0]);
-                    out.element(element).await?;
+                Owner::Shard(owner) => {
+                    let (elements, _) =
+                        take_slot(&self.results[owner.0], &mut self.cursors[owner.0]);
+                    out.element(elements).await?;
                 }
-                None => {
+                Owner::CrossShard(k) => {
+                    let (elements, _) = cross_shard_slot(&self.cross_shard_results[k]);
+                    out.element(elements).await?;
+                }
+                Owner::AllShards => {
                     for cursor in &mut self.cursors {
                         cursor.slot += 1;
                     }
@@ -248,6 +356,7 @@ impl Round {
                         .expect("planned STATS element");
                     out.bytes().extend_from_slice(&stats);
                 }
+                Owner::Body => {}
             }
         }
         Ok(())
@@ -255,26 +364,29 @@ impl Round {
 
     /// Counts a message's elements and bytes without consuming results, walking
     /// the result slots exactly as `write_message` does: one slot on the owner
-    /// per request, one on every shard for STATS (whose element is built here).
+    /// per request (an ATOMIC's slot holds all its elements), one on every shard
+    /// for STATS (whose element is built here).
     fn plan_message(&mut self, ops: Range<usize>, state: &ServerState) -> ReplyPlan {
         self.planning_cursors.copy_from_slice(&self.cursors);
         let mut nr_elements = 0;
         let mut elements_bytes = 0;
         for i in ops {
-            match self.owners[i] {
-                Some(owner) => {
-                    let element =
-                        take_element(&self.results[owner.0], &mut self.planning_cursors[owner.0]);
-                    nr_elements += u32::from(!element.is_empty());
-                    elements_bytes += element.encoded_len();
+            let (elements, count) = match self.owners[i] {
+                Owner::Shard(owner) => {
+                    take_slot(&self.results[owner.0], &mut self.planning_cursors[owner.0])
                 }
-                None => {
+                Owner::CrossShard(k) => cross_shard_slot(&self.cross_shard_results[k]),
+                Owner::AllShards => {
                     let stats = self.stats_element(state);
                     nr_elements += 1;
                     elements_bytes += stats.len();
                     self.stats_elements.push_back(stats);
+                    continue;
                 }
-            }
+                Owner::Body => continue,
+            };
+            nr_elements += count;
+            elements_bytes += elements.encoded_len();
         }
         ReplyPlan {
             nr_elements,
@@ -289,7 +401,7 @@ impl Round {
         let mut total = TableStats::default();
         let mut failure: Option<&[u8]> = None;
         for (results, cursor) in self.results.iter().zip(self.planning_cursors.iter_mut()) {
-            let element = take_element(results, cursor);
+            let (element, _) = take_slot(results, cursor);
             match read_stats_element(element.bytes) {
                 Some(share) => total.add(&share),
                 None => failure = failure.or(Some(element.bytes)),

@@ -17,7 +17,8 @@
 //! (a connect waits for the peer's end to connect too).
 
 use super::router::ShardId;
-use crate::proto::BatchResults;
+use crate::proto::{BatchResults, RequestError};
+use crate::txn::TxnId;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 
@@ -28,22 +29,43 @@ pub const CHANNEL_CAPACITY: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(pub u64);
 
-/// Requests forwarded to the shard that owns their keys.
+/// What one shard asks another.
 #[derive(Debug)]
-pub struct ShardRequest {
-    pub from: ShardId,
-    pub ticket: Ticket,
-    /// Request arrays exactly as the client encoded them, concatenated. They were
-    /// validated by the sender; the owner decodes them again (cheap: values are
-    /// skipped, not parsed).
-    pub batch: Vec<u8>,
+pub enum ShardRequest {
+    /// Run these requests (the owner's share of a round) and answer with their
+    /// results. The request arrays are exactly as the client encoded them,
+    /// concatenated; the sender validated them and the owner decodes them again
+    /// (cheap: values are skipped, not parsed).
+    Batch {
+        from: ShardId,
+        ticket: Ticket,
+        batch: Vec<u8>,
+    },
+    /// Phase 1 of a cross-shard ATOMIC: run this share with undo, hold its keys,
+    /// and vote.
+    Prepare {
+        from: ShardId,
+        ticket: Ticket,
+        txn: TxnId,
+        batch: Vec<u8>,
+    },
+    /// Phase 2: commit (keep the writes) or abort (roll back), then release the
+    /// keys. Never answered, never waits.
+    Decide { txn: TxnId, commit: bool },
 }
 
-/// The results of one [`ShardRequest`], in request order.
+/// The answer to a `Batch` or `Prepare`.
 #[derive(Debug)]
 pub struct ShardResponse {
     pub ticket: Ticket,
+    pub reply: Reply,
+}
+
+/// Results in request order, and for `Prepare` the vote (`Err` = vote no).
+#[derive(Debug)]
+pub struct Reply {
     pub results: BatchResults,
+    pub vote: Result<(), RequestError>,
 }
 
 /// One direction's channels as seen from one shard, before connecting.

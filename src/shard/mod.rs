@@ -1,41 +1,47 @@
 //! Shards: the per-core owners of the key space.
 //!
 //! A shard is one glommio executor pinned to one CPU. It alone owns its
-//! [`Table`] (and, with the log engine, its log): no other thread ever touches
-//! them, so there is no lock around shard data. Other shards reach a shard's keys
-//! only by sending it a [`ShardRequest`] over the [`mesh`] and awaiting the
-//! [`ShardResponse`].
+//! [`Table`] (and, with the log engine, its log) and its key locks: no other
+//! thread ever touches them, so there is no lock around shard data. Other shards
+//! reach a shard's keys only by sending it a [`ShardRequest`] over the [`mesh`]
+//! and awaiting the answer.
 //!
 //! The path of a request:
 //! 1. A connection on shard C decodes a round of messages (`server::round`).
 //! 2. Each request is routed by [`Router::route`]; those owned by C run in place
-//!    with [`Shard::execute`], the others are appended, verbatim, to one batch per
-//!    owning shard and sent with [`Shard::send`] — one channel message per
-//!    destination per round, however many requests and messages it holds.
-//! 3. The owner runs the batch in order ([`Shard::execute_batch`]) and answers
-//!    with one element slot per request; C awaits it with [`Shard::wait`].
+//!    with [`Shard::execute_ops`], the others are appended, verbatim, to one
+//!    batch per owning shard and sent with [`Shard::send`] — one channel message
+//!    per destination per round, however many requests and messages it holds.
+//! 3. The owner runs the batch in order and answers with one result slot per
+//!    request; C awaits it with [`Shard::wait`].
 //!
 //! Ordering: a key always lives on one shard; each shard runs a connection's
-//! requests in the order the connection sent them (local ones in place,
-//! remote ones through a FIFO channel), so requests on the same key take effect
-//! in message order. Requests on different shards may run concurrently; only
-//! ATOMIC (a later issue) makes several keys one unit.
+//! requests in the order the connection sent them (local ones in place, remote
+//! ones through a FIFO channel), so requests on the same key take effect in
+//! message order. Requests on different shards may run concurrently; only ATOMIC
+//! makes several keys one unit (see `crate::txn`).
 //!
-//! Every request passes through [`Shard::execute`], whether it came from a local
-//! connection or a peer: this is the single place where ATOMIC's key locks will
-//! make a request wait.
+//! Every request passes through [`Shard::execute_ops`], whether it came from a
+//! local connection or a peer: it is the one place where a request waits for a
+//! key held by an undecided ATOMIC batch. While no key is held or awaited, it
+//! never suspends.
 
 pub mod mesh;
 pub mod pending;
 pub mod router;
 
 use crate::proto::msgpack::Cursor;
-use crate::proto::{reply, request, BatchResults, ErrorCode, Op, OpKind, RequestLimits};
+use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
 use crate::table::{Table, TableStats};
+use crate::txn::locks::LockTable;
+use crate::txn::undo::UndoLog;
+use crate::txn::unit::run_unit;
+use crate::txn::TxnId;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use mesh::{ConnectedMesh, ShardRequest, ShardResponse, Ticket};
+use hashbrown::HashMap;
+use mesh::{ConnectedMesh, Reply, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 pub use router::{Router, ShardId};
@@ -45,16 +51,26 @@ const FORWARDED_LIMITS: RequestLimits = RequestLimits {
     max_key_bytes: usize::MAX,
 };
 
-/// A forwarded batch could not be delivered: the owner is shutting down.
+/// A message could not be delivered: the peer is shutting down.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("{0} is not accepting requests (shutting down)")]
 pub struct PeerGone(pub ShardId);
 
-/// One shard: its id, its table, and its ends of the mesh.
+/// A cross-shard batch this shard has voted yes for and not yet heard the
+/// decision of: the keys it holds and how to undo its writes.
+struct Prepared {
+    keys: Vec<Box<[u8]>>,
+    undo: UndoLog,
+}
+
+/// One shard: its id, its table and locks, and its ends of the mesh.
 pub struct Shard {
     id: ShardId,
     router: Router,
     table: RefCell<Table>,
+    locks: LockTable,
+    prepared: RefCell<HashMap<TxnId, Prepared>>,
+    next_txn_seq: Cell<u64>,
     requests_to: Vec<Option<ConnectedSender<ShardRequest>>>,
     responses_to: Vec<Option<ConnectedSender<ShardResponse>>>,
     pending: Pending,
@@ -64,6 +80,14 @@ pub struct Shard {
 pub struct PeerInboxes {
     requests_from: Vec<(ShardId, ConnectedReceiver<ShardRequest>)>,
     responses_from: Vec<(ShardId, ConnectedReceiver<ShardResponse>)>,
+}
+
+/// The distinct keys of `ops`.
+fn distinct_keys<'b>(ops: &[Op], buf: &'b [u8]) -> Vec<&'b [u8]> {
+    let mut keys: Vec<&[u8]> = ops.iter().map(|op| op.key.of(buf)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 impl Shard {
@@ -77,6 +101,9 @@ impl Shard {
             id,
             router,
             table: RefCell::new(table),
+            locks: LockTable::default(),
+            prepared: RefCell::new(HashMap::new()),
+            next_txn_seq: Cell::new(0),
             requests_to: mesh.requests_to,
             responses_to: mesh.responses_to,
             pending: Pending::default(),
@@ -105,9 +132,34 @@ impl Shard {
         self.table.borrow().stats()
     }
 
-    /// Runs one request owned by this shard (STATS: this shard's share) and
-    /// records its result slot in `out`.
-    pub fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) {
+    /// Runs requests owned by this shard, in order, one result slot each: leaf
+    /// requests, STATS (this shard's share), and single-shard ATOMIC batches
+    /// (a marker followed by its body). Waits only for keys that an ATOMIC batch
+    /// holds or is queued for.
+    pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) {
+        let mut i = 0;
+        while i < ops.len() {
+            let op = &ops[i];
+            if op.kind == OpKind::Atomic {
+                let body = &ops[i + 1..i + 1 + op.nr_inner as usize];
+                self.execute_atomic(body, buf, out).await;
+                i += 1 + body.len();
+                continue;
+            }
+            if op.kind == OpKind::Stats || self.locks.is_idle() {
+                self.execute(op, buf, out);
+            } else {
+                let key = [op.key.of(buf)];
+                self.locks.acquire(&key).await;
+                self.execute(op, buf, out);
+                self.locks.pass(&key);
+            }
+            i += 1;
+        }
+    }
+
+    /// Runs one leaf request or STATS and records its result slot in `out`.
+    fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) {
         match op.kind {
             OpKind::Stats => write_stats_element(&mut out.buf, &self.table_stats()),
             _ => self.table.borrow_mut().apply(op, buf, out),
@@ -115,55 +167,159 @@ impl Shard {
         out.end_request();
     }
 
-    /// Runs a batch forwarded by a peer, in order.
-    pub fn execute_batch(&self, batch: &[u8]) -> BatchResults {
+    /// Runs an ATOMIC batch whose keys are all on this shard, as one unit, into
+    /// one result slot: its results flattened, or one error element.
+    async fn execute_atomic(&self, body: &[Op], buf: &[u8], out: &mut BatchResults) {
+        let keys = distinct_keys(body, buf);
+        self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
-        let mut cursor = Cursor::new(batch);
-        while !cursor.is_empty() {
-            match request::decode_request(&mut cursor, &FORWARDED_LIMITS) {
-                Ok(op) => self.execute(&op, batch, &mut results),
-                Err(e) => {
-                    // The sender validated these bytes; getting here is a bug. Answer
-                    // the rest of the batch with errors rather than guess.
-                    debug_assert!(false, "forwarded batch failed to decode: {e}");
-                    tracing::error!(shard = %self.id, "forwarded batch failed to decode: {e}");
-                    reply::write_error(&mut results.buf, ErrorCode::BadReq, &e.message);
-                    results.end_request();
-                    break;
-                }
+        let mut undo = UndoLog::default();
+        let mut table = self.table.borrow_mut();
+        let outcome = run_unit(&mut table, body, buf, &mut results, &mut undo);
+        table.count_atomic(outcome.is_ok());
+        match outcome {
+            Ok(()) => {
+                let nr_elements = results.counts.iter().sum();
+                out.append_into_slot(results);
+                out.end_request_with(nr_elements);
+            }
+            Err(abort) => {
+                undo.roll_back(&mut table);
+                reply::write_error(&mut out.buf, abort.code, &abort.message);
+                out.end_request_with(1);
             }
         }
+        drop(table);
+        self.locks.pass(&keys);
+    }
+
+    /// Phase 1 of a cross-shard batch on this shard: runs this shard's share
+    /// (`ops`, leaf requests) with undo and, if it succeeded, holds its keys
+    /// until [`Shard::decide`]. Returns the vote: the share's results or the error.
+    pub async fn prepare(
+        &self,
+        txn: TxnId,
+        ops: &[Op],
+        buf: &[u8],
+    ) -> Result<BatchResults, RequestError> {
+        let keys = distinct_keys(ops, buf);
+        self.locks.acquire(&keys).await;
+        let mut results = BatchResults::default();
+        let mut undo = UndoLog::default();
+        let outcome = run_unit(
+            &mut self.table.borrow_mut(),
+            ops,
+            buf,
+            &mut results,
+            &mut undo,
+        );
+        if let Err(no) = outcome {
+            undo.roll_back(&mut self.table.borrow_mut());
+            self.locks.pass(&keys);
+            return Err(no);
+        }
+        // Durability issue: the participant's prepare record is written here,
+        // before the yes vote leaves.
+        self.locks.hold(txn, &keys);
+        let keys = keys.into_iter().map(Box::from).collect();
+        self.prepared
+            .borrow_mut()
+            .insert(txn, Prepared { keys, undo });
+        Ok(results)
+    }
+
+    /// Phase 2 on this shard: keeps (commit) or rolls back (abort) the writes of
+    /// a prepared batch and releases its keys. Never waits.
+    pub fn decide(&self, txn: TxnId, commit: bool) {
+        let Some(prepared) = self.prepared.borrow_mut().remove(&txn) else {
+            debug_assert!(
+                false,
+                "decision for {txn}, which this shard did not prepare"
+            );
+            return;
+        };
+        // Durability issue: the decision record is written here.
+        if !commit {
+            prepared.undo.roll_back(&mut self.table.borrow_mut());
+        }
+        self.locks.release(&prepared.keys);
+    }
+
+    /// A fresh id for a batch this shard coordinates.
+    pub fn next_txn(&self) -> TxnId {
+        let seq = self.next_txn_seq.get();
+        self.next_txn_seq.set(seq + 1);
+        TxnId {
+            coordinator: self.id,
+            seq,
+        }
+    }
+
+    /// Counts a cross-shard batch this shard coordinated.
+    pub fn count_atomic(&self, committed: bool) {
+        self.table.borrow_mut().count_atomic(committed);
+    }
+
+    /// Runs a batch of request arrays forwarded by a peer, in order.
+    pub async fn execute_batch(&self, batch: &[u8]) -> BatchResults {
+        let mut results = BatchResults::default();
+        let ops = match decode_forwarded(batch) {
+            Ok(ops) => ops,
+            Err(e) => {
+                // The sender validated these bytes; getting here is a bug.
+                debug_assert!(false, "forwarded batch failed to decode: {e}");
+                tracing::error!(shard = %self.id, "forwarded batch failed to decode: {e}");
+                return results;
+            }
+        };
+        self.execute_ops(&ops, batch, &mut results).await;
         results
     }
 
-    /// Sends a batch of request arrays to their owner; waits only for channel
-    /// capacity. Await the results with [`Shard::wait`].
-    pub async fn send(&self, to: ShardId, batch: Vec<u8>) -> Result<Ticket, PeerGone> {
-        let sender = self.requests_to[to.0]
-            .as_ref()
-            .expect("batches are only forwarded to other shards");
+    /// Sends a request that expects an answer; waits only for channel capacity.
+    /// Await the answer with [`Shard::wait`].
+    pub async fn send(
+        &self,
+        to: ShardId,
+        request: impl FnOnce(Ticket) -> ShardRequest,
+    ) -> Result<Ticket, PeerGone> {
         let ticket = self.pending.open();
-        let request = ShardRequest {
-            from: self.id,
-            ticket,
-            batch,
-        };
-        if sender.send(request).await.is_err() {
+        if self.channel_to(to).send(request(ticket)).await.is_err() {
             self.pending.cancel(ticket);
             return Err(PeerGone(to));
         }
         Ok(ticket)
     }
 
-    /// The results of a batch sent with [`Shard::send`].
-    pub async fn wait(&self, ticket: Ticket) -> BatchResults {
+    /// Sends phase 2 of a cross-shard batch to a participant.
+    pub async fn send_decision(
+        &self,
+        to: ShardId,
+        txn: TxnId,
+        commit: bool,
+    ) -> Result<(), PeerGone> {
+        let decision = ShardRequest::Decide { txn, commit };
+        self.channel_to(to)
+            .send(decision)
+            .await
+            .map_err(|_| PeerGone(to))
+    }
+
+    fn channel_to(&self, to: ShardId) -> &ConnectedSender<ShardRequest> {
+        self.requests_to[to.0]
+            .as_ref()
+            .expect("messages are only sent to other shards")
+    }
+
+    /// The answer to a request sent with [`Shard::send`].
+    pub async fn wait(&self, ticket: Ticket) -> Reply {
         self.pending.wait(ticket).await
     }
 
-    /// Starts the tasks that serve peers' batches and collect peers' responses.
+    /// Starts the tasks that serve peers' requests and collect peers' responses.
     pub fn start_peer_tasks(self: &Rc<Self>, inboxes: PeerInboxes) {
-        for (peer, inbox) in inboxes.requests_from {
-            glommio::spawn_local(serve_peer(self.clone(), peer, inbox)).detach();
+        for (_, inbox) in inboxes.requests_from {
+            glommio::spawn_local(serve_peer(self.clone(), inbox)).detach();
         }
         for (_, inbox) in inboxes.responses_from {
             glommio::spawn_local(collect_responses(self.clone(), inbox)).detach();
@@ -171,21 +327,87 @@ impl Shard {
     }
 }
 
-/// Runs every batch `peer` forwards, in arrival order, and sends the results back.
-async fn serve_peer(shard: Rc<Shard>, peer: ShardId, inbox: ConnectedReceiver<ShardRequest>) {
-    let reply_to = shard.responses_to[peer.0]
-        .as_ref()
-        .expect("every peer has a response channel");
+fn decode_forwarded(batch: &[u8]) -> Result<Vec<Op>, RequestError> {
+    let mut ops = Vec::new();
+    let mut cursor = Cursor::new(batch);
+    while !cursor.is_empty() {
+        request::decode_request(&mut cursor, &FORWARDED_LIMITS, &mut ops)?;
+    }
+    Ok(ops)
+}
+
+/// Serves one peer's requests in arrival order. Decisions are applied at once; a
+/// batch runs in place while no key is locked (it cannot suspend then), else in
+/// its own task, like every prepare — so nothing here ever waits for a key and a
+/// decision is never stuck behind a request waiting for it.
+async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
     while let Some(request) = inbox.recv().await {
-        let results = shard.execute_batch(&request.batch);
-        let response = ShardResponse {
-            ticket: request.ticket,
-            results,
-        };
-        if reply_to.send(response).await.is_err() {
-            break; // the peer is gone: nobody is waiting for results any more
+        match request {
+            ShardRequest::Decide { txn, commit } => shard.decide(txn, commit),
+            ShardRequest::Batch {
+                from,
+                ticket,
+                batch,
+            } if shard.locks.is_idle() => answer_batch(&shard, from, ticket, batch).await,
+            ShardRequest::Batch {
+                from,
+                ticket,
+                batch,
+            } => {
+                let shard = shard.clone();
+                glommio::spawn_local(
+                    async move { answer_batch(&shard, from, ticket, batch).await },
+                )
+                .detach();
+            }
+            ShardRequest::Prepare {
+                from,
+                ticket,
+                txn,
+                batch,
+            } => {
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    answer_prepare(&shard, from, ticket, txn, batch).await
+                })
+                .detach();
+            }
         }
     }
+}
+
+async fn answer_batch(shard: &Shard, from: ShardId, ticket: Ticket, batch: Vec<u8>) {
+    let results = shard.execute_batch(&batch).await;
+    respond(shard, from, ticket, results, Ok(())).await;
+}
+
+async fn answer_prepare(shard: &Shard, from: ShardId, ticket: Ticket, txn: TxnId, batch: Vec<u8>) {
+    let vote = match decode_forwarded(&batch) {
+        Ok(ops) => shard.prepare(txn, &ops, &batch).await,
+        Err(e) => Err(e),
+    };
+    match vote {
+        Ok(results) => respond(shard, from, ticket, results, Ok(())).await,
+        Err(no) => respond(shard, from, ticket, BatchResults::default(), Err(no)).await,
+    }
+}
+
+async fn respond(
+    shard: &Shard,
+    to: ShardId,
+    ticket: Ticket,
+    results: BatchResults,
+    vote: Result<(), RequestError>,
+) {
+    let channel = shard.responses_to[to.0]
+        .as_ref()
+        .expect("every peer has a response channel");
+    let response = ShardResponse {
+        ticket,
+        reply: Reply { results, vote },
+    };
+    // A peer that is gone has nobody waiting for the answer.
+    let _ = channel.send(response).await;
 }
 
 /// Hands each response from a peer to the connection waiting for it. Never blocks.
@@ -225,7 +447,7 @@ mod tests {
 
     #[test]
     fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, u64::MAX]);
+        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, u64::MAX]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);
         assert_eq!(read_stats_element(&element), Some(stats));

@@ -6,8 +6,7 @@
 //! Tickets are never reused (a u64 counter), so a response for a waiter that has
 //! gone away cannot be handed to a newer one; it is simply dropped.
 
-use super::mesh::{ShardResponse, Ticket};
-use crate::proto::BatchResults;
+use super::mesh::{Reply, ShardResponse, Ticket};
 use hashbrown::HashMap;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -16,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
 struct Slot {
-    results: Option<BatchResults>,
+    reply: Option<Reply>,
     waker: Option<Waker>,
 }
 
@@ -42,7 +41,7 @@ impl Pending {
         let Some(slot) = slots.get_mut(&response.ticket) else {
             return;
         };
-        slot.results = Some(response.results);
+        slot.reply = Some(response.reply);
         if let Some(waker) = slot.waker.take() {
             waker.wake();
         }
@@ -69,16 +68,16 @@ pub struct Wait<'a> {
 }
 
 impl Future for Wait<'_> {
-    type Output = BatchResults;
+    type Output = Reply;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<BatchResults> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
         let mut slots = self.pending.slots.borrow_mut();
         let slot = slots
             .get_mut(&self.ticket)
             .expect("a ticket is waited on only while its slot is open");
-        if let Some(results) = slot.results.take() {
+        if let Some(reply) = slot.reply.take() {
             slots.remove(&self.ticket);
-            return Poll::Ready(results);
+            return Poll::Ready(reply);
         }
         slot.waker = Some(cx.waker().clone());
         Poll::Pending

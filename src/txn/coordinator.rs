@@ -1,0 +1,117 @@
+//! The coordinating side of a cross-shard ATOMIC batch: `Prepare` each
+//! participant in ascending shard order, then `Commit` all or `Abort` those that
+//! voted yes, and merge the participants' results in request order.
+//!
+//! Runs on the shard of the connection that sent the batch, as part of that
+//! connection's round; the coordinator's own shard, if it owns keys of the
+//! batch, takes part through the same calls a peer's messages make.
+
+use super::TxnId;
+use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
+use crate::shard::mesh::{Reply, ShardRequest};
+use crate::shard::{Shard, ShardId};
+
+/// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
+/// its single result slot to `out`: the flattened results, or one error element.
+pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut BatchResults) {
+    let txn = shard.next_txn();
+    let owners: Vec<ShardId> = inner
+        .iter()
+        .map(|op| shard.router().route(op.key.of(buf)))
+        .collect();
+    let mut participants = owners.clone();
+    participants.sort_unstable();
+    participants.dedup();
+    let mut yes_votes: Vec<(ShardId, BatchResults)> = Vec::with_capacity(participants.len());
+    let mut refusal = None;
+    for &participant in &participants {
+        match prepare(shard, txn, participant, inner, &owners, buf).await {
+            Ok(results) => yes_votes.push((participant, results)),
+            Err(no) => {
+                refusal = Some(no);
+                break;
+            }
+        }
+    }
+    let commit = refusal.is_none();
+    for (participant, _) in &yes_votes {
+        decide(shard, txn, *participant, commit).await;
+    }
+    shard.count_atomic(commit);
+    match refusal {
+        Some(no) => {
+            reply::write_error(&mut out.buf, no.code, &no.message);
+            out.end_request_with(1);
+        }
+        None => merge(inner.len(), &owners, &yes_votes, out),
+    }
+}
+
+/// Asks one participant to prepare its share; returns its vote.
+async fn prepare(
+    shard: &Shard,
+    txn: TxnId,
+    participant: ShardId,
+    inner: &[Op],
+    owners: &[ShardId],
+    buf: &[u8],
+) -> Result<BatchResults, RequestError> {
+    let share = inner.iter().zip(owners).filter(|(_, o)| **o == participant);
+    if participant == shard.id() {
+        let ops: Vec<Op> = share.map(|(op, _)| *op).collect();
+        return shard.prepare(txn, &ops, buf).await;
+    }
+    let mut batch = Vec::new();
+    for (op, _) in share {
+        batch.extend_from_slice(op.raw.of(buf));
+    }
+    let request = |ticket| ShardRequest::Prepare {
+        from: shard.id(),
+        ticket,
+        txn,
+        batch,
+    };
+    match shard.send(participant, request).await {
+        Ok(ticket) => {
+            let Reply { results, vote } = shard.wait(ticket).await;
+            vote.map(|()| results)
+        }
+        Err(gone) => Err(RequestError::new(
+            ErrorCode::Shutdown,
+            format!("ATOMIC aborted: {gone}"),
+        )),
+    }
+}
+
+async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) {
+    if participant == shard.id() {
+        shard.decide(txn, commit);
+    } else {
+        // A participant that is gone is shutting down with the whole server;
+        // there is nobody left to tell.
+        let _ = shard.send_decision(participant, txn, commit).await;
+    }
+}
+
+/// Writes the batch's results in request order into one slot of `out`.
+fn merge(
+    nr_requests: usize,
+    owners: &[ShardId],
+    votes: &[(ShardId, BatchResults)],
+    out: &mut BatchResults,
+) {
+    let mut next_slot = vec![0usize; votes.len()];
+    let mut next_splice = vec![0usize; votes.len()];
+    let mut nr_elements = 0;
+    for owner in owners.iter().take(nr_requests) {
+        let v = votes
+            .iter()
+            .position(|(p, _)| p == owner)
+            .expect("every owner voted");
+        let results = &votes[v].1;
+        nr_elements += results.count(next_slot[v]);
+        out.push_element(results.element(next_slot[v], &mut next_splice[v]));
+        next_slot[v] += 1;
+    }
+    out.end_request_with(nr_elements);
+}

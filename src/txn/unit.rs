@@ -1,0 +1,79 @@
+//! Running the requests of an ATOMIC batch that one shard owns as a unit: in
+//! order, each seeing the ones before it, every write recorded in an undo log,
+//! stopping at the first failure.
+//!
+//! A failure is a PUTV whose version does not match (CONFLICT) or a write over
+//! the memory limit (OOM). The caller then rolls the undo log back, so nothing of
+//! the batch remains, and the batch answers one error element naming the key.
+
+use super::undo::UndoLog;
+use crate::proto::{reply, BatchResults, ErrorCode, Op, OpKind, RequestError};
+use crate::table::{PutOutcome, Table};
+
+/// Runs `ops` (leaf requests, no STATS, no markers) with undo. Results go to
+/// `out`, one slot per op.
+pub fn run_unit(
+    table: &mut Table,
+    ops: &[Op],
+    buf: &[u8],
+    out: &mut BatchResults,
+    undo: &mut UndoLog,
+) -> Result<(), RequestError> {
+    for op in ops {
+        let key = op.key.of(buf);
+        if matches!(
+            op.kind,
+            OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm
+        ) {
+            undo.record(table, key);
+        }
+        match op.kind {
+            OpKind::PutV => match table.put_versioned(key, op.value.of(buf), op.version) {
+                Ok(PutOutcome::Applied(version)) => reply::write_done(&mut out.buf, version),
+                Ok(PutOutcome::Conflict(current)) => {
+                    return Err(conflict(key, op.version, current))
+                }
+                Err(_) => return Err(over_memory(key)),
+            },
+            OpKind::Set => {
+                table
+                    .set(key, op.value.of(buf))
+                    .map_err(|_| over_memory(key))?;
+            }
+            _ => table.apply(op, buf, out),
+        }
+        out.end_request();
+    }
+    Ok(())
+}
+
+fn over_memory(key: &[u8]) -> RequestError {
+    RequestError::new(
+        ErrorCode::Oom,
+        format!(
+            "ATOMIC aborted: write of key {} refused, over the memory limit (--max-memory-bytes)",
+            describe_key(key)
+        ),
+    )
+}
+
+fn conflict(key: &[u8], expected: u64, current: u64) -> RequestError {
+    RequestError::new(
+        ErrorCode::Conflict,
+        format!(
+            "ATOMIC aborted: key {} is at version {current}, not {expected}",
+            describe_key(key)
+        ),
+    )
+}
+
+/// A key for an error message: as text where it is UTF-8, cut to a sane length.
+pub fn describe_key(key: &[u8]) -> String {
+    const MAX_CHARS: usize = 64;
+    let text = String::from_utf8_lossy(key);
+    let mut described: String = text.chars().take(MAX_CHARS).collect();
+    if text.chars().count() > MAX_CHARS {
+        described.push('…');
+    }
+    format!("{described:?}")
+}
