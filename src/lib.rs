@@ -21,9 +21,12 @@
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
+//! - [`cli`]: the `corekv` command-line client (subcommands, output formats,
+//!   exit statuses) on top of [`client`]; `src/bin/corekv.rs` only calls it.
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;

@@ -1,0 +1,236 @@
+//! The `corekv` command line as clap (derive) types: every subcommand, flag,
+//! default and help text (with examples) lives here and nowhere else.
+//!
+//! Parsing is all-or-nothing: a wrong argument count, an unknown flag or
+//! subcommand, an `--addr` that is not `IP:PORT`, a bad `--timeout` or an `mset`
+//! pair without `=` is a clap usage error (message on stderr, exit 2) before
+//! anything touches the network. docs/cli.md is the user-facing reference.
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default server address (BRIEF §6, the kvs spec).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:4000";
+
+/// Default for `--timeout`, in seconds: long enough for a GET of a large value
+/// on a loaded server, short enough that a hung server does not hang a script.
+pub const DEFAULT_TIMEOUT_SECS: &str = "5";
+
+/// The value argument of `set` that means "read the value from stdin".
+pub const STDIN_VALUE: &str = "-";
+
+/// corekv: command-line client for a corekv server.
+#[derive(Debug, Parser)]
+#[command(
+    name = "corekv",
+    version,
+    after_help = "Examples:\n  \
+        corekv set greeting hello\n  \
+        corekv get greeting\n  \
+        corekv --addr 10.0.0.5:4000 mget a b c\n  \
+        corekv mset a=1 b=2 c=3\n  \
+        corekv stats --json\n\n\
+        Exit status: 0 success, 1 error (connection, server, I/O), 2 usage error,\n\
+        3 key not found (rm, mrm, get --raw). Reference: docs/cli.md"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts, before or after the subcommand name.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Server address, IP:PORT (IPv4 or IPv6, e.g. [::1]:4000).
+    #[arg(long, global = true, value_name = "IP:PORT", default_value = DEFAULT_ADDR)]
+    pub addr: SocketAddr,
+
+    /// Seconds to wait for the connection and for the reply (fractions allowed).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value = DEFAULT_TIMEOUT_SECS,
+        value_parser = parse_timeout
+    )]
+    pub timeout: Duration,
+
+    /// Print machine-readable JSON on stdout (one document per run; see docs/cli.md).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Set KEY to VALUE (a string), or to raw bytes from a file or stdin.
+    #[command(after_help = "Examples:\n  \
+        corekv set greeting hello          # value sent as a msgpack str\n  \
+        corekv set photo --file cat.jpg    # value sent as msgpack bin (raw bytes)\n  \
+        printf 'a\\0b' | corekv set blob -  # raw bytes from stdin\n\n\
+        Prints nothing on success.")]
+    Set(SetArgs),
+
+    /// Print the value of KEY, or "Key not found".
+    #[command(after_help = "Examples:\n  \
+        corekv get greeting                # hello\n  \
+        corekv get photo --raw > cat.jpg   # the stored bytes, byte-exact\n  \
+        corekv get greeting --json         # {\"found\":true,\"key\":\"greeting\",...}\n\n\
+        A missing key prints \"Key not found\" and exits 0 (with --raw: on stderr, exit 3).\n\
+        str values print as text; bin values as b\"...\" with \\xNN escapes;\n\
+        other msgpack values in a JSON-like form.")]
+    Get(GetArgs),
+
+    /// Remove KEY; a missing key is an error ("Key not found" on stderr, exit 3).
+    #[command(after_help = "Examples:\n  \
+        corekv rm greeting\n  \
+        corekv rm greeting || echo \"was not there\"")]
+    Rm(KeyArgs),
+
+    /// Print the values of several keys, one line per key, in the order given.
+    #[command(after_help = "Examples:\n  \
+        corekv mget a b c\n\n\
+        Output, one line per key:\n  \
+        a: \"1\"\n  \
+        b: Key not found\n  \
+        c: 42\n\
+        Values are always rendered (strings quoted, JSON escapes), so a value never\n\
+        spans lines and never reads as \"Key not found\". Exits 0 even if keys are missing.")]
+    Mget(KeysArgs),
+
+    /// Set several KEY=VALUE pairs atomically: all of them or none.
+    #[command(after_help = "Examples:\n  \
+        corekv mset a=1 b=2 c=3\n  \
+        corekv mset 'greeting=hello world'\n\n\
+        The pairs are sent as one ATOMIC request; if any cannot be applied (e.g. the\n\
+        server is out of memory) none is, and corekv exits 1 with the server's error.\n\
+        The key ends at the first '=' (keys cannot contain '='); the value may be empty.\n\
+        Prints nothing on success.")]
+    Mset(MsetArgs),
+
+    /// Remove several keys; report, per key, whether it existed.
+    #[command(after_help = "Examples:\n  \
+        corekv mrm a b c\n\n\
+        Output, one line per key, in the order given:\n  \
+        a: deleted\n  \
+        b: Key not found\n\
+        Every key that existed is removed; exits 3 if any key was missing.")]
+    Mrm(KeysArgs),
+
+    /// Print the server's metrics: keys stored, bytes of values, operation counts.
+    #[command(after_help = "Examples:\n  \
+        corekv stats\n  \
+        corekv stats --json | jq .keys")]
+    Stats,
+}
+
+impl Command {
+    /// The subcommand's name, as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Set(_) => "set",
+            Command::Get(_) => "get",
+            Command::Rm(_) => "rm",
+            Command::Mget(_) => "mget",
+            Command::Mset(_) => "mset",
+            Command::Mrm(_) => "mrm",
+            Command::Stats => "stats",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("source").required(true).args(["value", "file"])))]
+pub struct SetArgs {
+    /// The key (its UTF-8 bytes).
+    pub key: String,
+
+    /// The value, sent as a msgpack str; "-" reads raw bytes from stdin (sent as bin).
+    pub value: Option<String>,
+
+    /// Read the value's raw bytes from PATH (sent as msgpack bin).
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The key (its UTF-8 bytes).
+    pub key: String,
+
+    /// Write the stored bytes to stdout exactly, with no newline (bin and str
+    /// values: their bytes; any other value: its msgpack encoding).
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// The key (its UTF-8 bytes).
+    pub key: String,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// One or more keys.
+    #[arg(required = true, value_name = "KEY")]
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MsetArgs {
+    /// One or more pairs; the key ends at the first '='.
+    #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_pair)]
+    pub pairs: Vec<(String, String)>,
+}
+
+/// `KEY=VALUE`, split at the first `=`.
+fn parse_pair(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) => Ok((key.to_owned(), value.to_owned())),
+        None => Err(format!("expected KEY=VALUE, got '{arg}' (no '=')")),
+    }
+}
+
+/// A positive, finite number of seconds.
+fn parse_timeout(arg: &str) -> Result<Duration, String> {
+    let secs: f64 = arg
+        .parse()
+        .map_err(|_| format!("expected a number of seconds, got '{arg}'"))?;
+    if !(secs > 0.0 && secs <= 86_400.0) {
+        return Err(format!(
+            "must be more than 0 and at most 86400 seconds, got {arg}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pairs_split_at_the_first_equals_sign() {
+        assert_eq!(parse_pair("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert_eq!(parse_pair("a="), Ok(("a".into(), String::new())));
+        assert!(parse_pair("novalue").is_err());
+    }
+
+    #[test]
+    fn timeouts_must_be_positive_numbers() {
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        for bad in ["0", "-1", "abc", "NaN", "inf"] {
+            assert!(parse_timeout(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! What each subcommand sends and what it got back: a parsed [`Command`]
+//! becomes a [`Job`] (keys as bytes, `set`'s value read from its file or stdin
+//! before any connection is made), and a job run against a
+//! [`Client`] becomes an [`Outcome`] that `output` prints.
+//!
+//! Every job is exactly one request message, so one round trip:
+//! - `set`/`get`/`rm`: one SET / GET / RM (RM, not DEL, because it reports
+//!   whether the key existed).
+//! - `mget`/`mrm`: one message of N GETs / RMs. Not atomic as a whole (a
+//!   message never is); each key's result is exact.
+//! - `mset`: one ATOMIC of N SETs, `[3, [[1,K1,V1], …]]`: all applied or none.
+//! - `stats`: one STATS.
+//!
+//! A server error element becomes a [`CliError`]; nothing is retried.
+
+use super::args::{Command, GetArgs, SetArgs, STDIN_VALUE};
+use super::CliError;
+use crate::client::{Client, ClientError, Element, Request};
+use rmpv::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+
+/// A subcommand ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Job {
+    Set { key: String, value: Value },
+    Get { key: String, raw: bool },
+    Rm { key: String },
+    Mget { keys: Vec<String> },
+    Mset { pairs: Vec<(String, String)> },
+    Mrm { keys: Vec<String> },
+    Stats,
+}
+
+/// What the server answered, per subcommand.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Set {
+        key: String,
+    },
+    Get {
+        key: String,
+        value: Option<Value>,
+        raw: bool,
+    },
+    Rm {
+        key: String,
+        existed: bool,
+    },
+    /// `(key, value)` in the order given; `None` = not found.
+    Mget(Vec<(String, Option<Value>)>),
+    Mset {
+        keys: Vec<String>,
+    },
+    /// `(key, existed)` in the order given.
+    Mrm(Vec<(String, bool)>),
+    Stats(BTreeMap<String, u64>),
+}
+
+impl Job {
+    /// Builds the job; reads `set`'s value from `--file` or stdin.
+    pub fn from_command(command: &Command, stdin: &mut dyn Read) -> Result<Job, CliError> {
+        Ok(match command {
+            Command::Set(args) => Job::Set {
+                key: args.key.clone(),
+                value: set_value(args, stdin)?,
+            },
+            Command::Get(GetArgs { key, raw }) => Job::Get {
+                key: key.clone(),
+                raw: *raw,
+            },
+            Command::Rm(args) => Job::Rm {
+                key: args.key.clone(),
+            },
+            Command::Mget(args) => Job::Mget {
+                keys: args.keys.clone(),
+            },
+            Command::Mset(args) => Job::Mset {
+                pairs: args.pairs.clone(),
+            },
+            Command::Mrm(args) => Job::Mrm {
+                keys: args.keys.clone(),
+            },
+            Command::Stats => Job::Stats,
+        })
+    }
+
+    /// Sends the job's one message and interprets the reply.
+    pub fn run(self, client: &mut Client) -> Result<Outcome, CliError> {
+        match self {
+            Job::Set { key, value } => {
+                client.set(key.as_bytes(), value)?;
+                Ok(Outcome::Set { key })
+            }
+            Job::Get { key, raw } => {
+                let value = client.get(key.as_bytes())?;
+                Ok(Outcome::Get { key, value, raw })
+            }
+            Job::Rm { key } => {
+                let existed = client.rm(key.as_bytes())?;
+                Ok(Outcome::Rm { key, existed })
+            }
+            Job::Mget { keys } => mget(client, keys),
+            Job::Mset { pairs } => mset(client, pairs),
+            Job::Mrm { keys } => mrm(client, keys),
+            Job::Stats => Ok(Outcome::Stats(client.stats()?)),
+        }
+    }
+}
+
+/// A command-line VALUE is a msgpack str; `-` and `--file` give raw bytes (bin).
+fn set_value(args: &SetArgs, stdin: &mut dyn Read) -> Result<Value, CliError> {
+    let read_error = |from: String| move |error| CliError::ReadValue { from, error };
+    match (&args.value, &args.file) {
+        (_, Some(path)) => std::fs::read(path)
+            .map(Value::Binary)
+            .map_err(read_error(path.display().to_string())),
+        (Some(value), None) if value == STDIN_VALUE => {
+            let mut bytes = Vec::new();
+            stdin
+                .read_to_end(&mut bytes)
+                .map_err(read_error("stdin".into()))?;
+            Ok(Value::Binary(bytes))
+        }
+        (Some(value), None) => Ok(Value::from(value.as_str())),
+        // clap's required "source" group makes this unreachable.
+        (None, None) => unreachable!("set without VALUE or --file passed argument parsing"),
+    }
+}
+
+fn mget(client: &mut Client, keys: Vec<String>) -> Result<Outcome, CliError> {
+    let requests: Vec<Request> = keys
+        .iter()
+        .map(|k| Request::Get(k.clone().into()))
+        .collect();
+    let elements = per_key_elements(client.call(&requests)?, &keys)?;
+    let values = keys
+        .into_iter()
+        .zip(elements)
+        .map(|(key, element)| match element {
+            Element::Found(value) => Ok((key, Some(value))),
+            Element::NotFound => Ok((key, None)),
+            other => Err(unexpected("GET", &other)),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Outcome::Mget(values))
+}
+
+fn mrm(client: &mut Client, keys: Vec<String>) -> Result<Outcome, CliError> {
+    let requests: Vec<Request> = keys.iter().map(|k| Request::Rm(k.clone().into())).collect();
+    let elements = per_key_elements(client.call(&requests)?, &keys)?;
+    let existed = keys
+        .into_iter()
+        .zip(elements)
+        .map(|(key, element)| match element {
+            Element::Done(n) => Ok((key, n == 1)),
+            other => Err(unexpected("RM", &other)),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Outcome::Mrm(existed))
+}
+
+/// One ATOMIC of SETs. Success has no element (SETs have none); an abort is
+/// one error element and, by the ATOMIC contract, changed nothing.
+fn mset(client: &mut Client, pairs: Vec<(String, String)>) -> Result<Outcome, CliError> {
+    let sets = pairs
+        .iter()
+        .map(|(k, v)| Request::Set(k.clone().into(), Value::from(v.as_str())))
+        .collect();
+    let mut elements = client.call(&[Request::Atomic(sets)])?;
+    match (elements.pop(), elements.is_empty()) {
+        (None, _) => Ok(Outcome::Mset {
+            keys: pairs.into_iter().map(|(k, _)| k).collect(),
+        }),
+        (Some(Element::Error { code, message }), true) => Err(CliError::Aborted { code, message }),
+        _ => Err(CliError::Protocol(
+            "mset: expected no result element or one error element".into(),
+        )),
+    }
+}
+
+/// Checks that a reply has one element per key. A server error element fails
+/// the command: naming its key when the reply is per key, or as a whole when
+/// the message was refused before running (a single error element).
+fn per_key_elements(elements: Vec<Element>, keys: &[String]) -> Result<Vec<Element>, CliError> {
+    let per_key = elements.len() == keys.len();
+    for (i, element) in elements.iter().enumerate() {
+        if let Element::Error { code, message } = element {
+            return Err(match (per_key, keys.get(i)) {
+                (true, Some(key)) => CliError::KeyError {
+                    key: key.clone(),
+                    code: code.clone(),
+                    message: message.clone(),
+                },
+                _ => CliError::from(ClientError::Server {
+                    code: code.clone(),
+                    message: message.clone(),
+                }),
+            });
+        }
+    }
+    if !per_key {
+        return Err(CliError::Protocol(format!(
+            "{} result elements for {} keys",
+            elements.len(),
+            keys.len()
+        )));
+    }
+    Ok(elements)
+}
+
+fn unexpected(op: &str, element: &Element) -> CliError {
+    CliError::Protocol(format!("unexpected {op} result {element:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::Cli;
+    use clap::Parser;
+    use std::path::PathBuf;
+
+    fn job(args: &[&str], stdin: &[u8]) -> Result<Job, CliError> {
+        let cli = Cli::try_parse_from(args).expect("valid command line");
+        Job::from_command(&cli.command, &mut &stdin[..])
+    }
+
+    #[test]
+    fn command_line_values_are_str_and_stdin_values_are_bin() {
+        let set = |value: Value| Job::Set {
+            key: "k".into(),
+            value,
+        };
+        assert_eq!(
+            job(&["corekv", "set", "k", "v"], b"").ok(),
+            Some(set("v".into()))
+        );
+        assert_eq!(
+            job(&["corekv", "set", "k", "-"], b"\0\xff").ok(),
+            Some(set(Value::Binary(vec![0, 0xff])))
+        );
+    }
+
+    #[test]
+    fn a_missing_value_file_is_an_error_naming_the_path() {
+        let missing = PathBuf::from("/nonexistent/corekv-test-value");
+        let err = job(
+            &[
+                "corekv",
+                "set",
+                "k",
+                "--file",
+                missing.to_str().expect("utf-8"),
+            ],
+            b"",
+        )
+        .expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/corekv-test-value"));
+    }
+
+    #[test]
+    fn a_reply_with_an_error_element_names_the_key() {
+        let keys = vec!["a".to_owned(), "b".to_owned()];
+        let elements = vec![
+            Element::NotFound,
+            Element::Error {
+                code: "OOM".into(),
+                message: "full".into(),
+            },
+        ];
+        let err = per_key_elements(elements, &keys).expect_err("error element");
+        assert_eq!(err.to_string(), "server error OOM on key 'b': full");
+    }
+
+    #[test]
+    fn a_reply_with_the_wrong_number_of_elements_is_a_protocol_error() {
+        let keys = vec!["a".to_owned(), "b".to_owned()];
+        let err = per_key_elements(vec![Element::NotFound], &keys).expect_err("short reply");
+        assert!(matches!(err, CliError::Protocol(_)), "{err:?}");
+    }
+}
