@@ -5,9 +5,11 @@
 //! nothing changed. Defaults follow BRIEF §2; the limits' defaults are explained
 //! in docs/operations.md.
 
+use crate::log::FsyncMode;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Largest frame the config accepts: spans inside a frame are stored as u32.
 const MAX_FRAME_BYTES_CEILING: u64 = u32::MAX as u64 - 1024;
@@ -18,7 +20,7 @@ const MAX_SHARDS: usize = 256;
 /// Where the data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Engine {
-    /// In-memory map plus a per-shard append-only log (the durability issue; not built yet).
+    /// In-memory map plus a per-shard append-only log: survives restarts and crashes.
     Log,
     /// In-memory map only; nothing is written to disk.
     Memory,
@@ -71,6 +73,30 @@ pub struct ServerArgs {
     /// and reads keep working. Default: three quarters of physical memory.
     #[arg(long, value_parser = parse_bytes)]
     pub max_memory_bytes: Option<u64>,
+
+    /// When a write is acknowledged (log engine): `always` after its records are
+    /// fdatasync-ed (group commit; survives power loss), `interval` after they
+    /// are written and synced every --fsync-interval-ms, `never` after they are
+    /// written. Every mode survives kill -9.
+    #[arg(long, value_enum, default_value_t = FsyncFlag::Always)]
+    pub fsync: FsyncFlag,
+
+    /// Sync period for --fsync interval, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    pub fsync_interval_ms: u64,
+
+    /// Start even if a log is corrupt in the middle: keep the records before the
+    /// damage and drop the rest of that log. Copy the data directory first.
+    #[arg(long)]
+    pub salvage: bool,
+}
+
+/// `--fsync` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncFlag {
+    Always,
+    Interval,
+    Never,
 }
 
 /// A flag combination that cannot run.
@@ -86,11 +112,8 @@ pub enum ConfigError {
     Connections,
     #[error("--max-memory-bytes must be at least 1 MiB, got {0}")]
     Memory(u64),
-    #[error(
-        "the log engine is not built yet in corekv {version}; start with --engine memory \
-         (nothing is persisted). See README.md, Status."
-    )]
-    LogEngineNotBuilt { version: &'static str },
+    #[error("--fsync-interval-ms must be between 1 and 60000, got {0}")]
+    FsyncInterval(u64),
 }
 
 /// Validated server configuration.
@@ -104,6 +127,8 @@ pub struct Config {
     pub max_key_bytes: usize,
     pub max_connections: usize,
     pub max_memory_bytes: u64,
+    pub fsync: FsyncMode,
+    pub salvage: bool,
 }
 
 impl Config {
@@ -131,11 +156,16 @@ impl Config {
         if max_memory_bytes < 1 << 20 {
             return Err(ConfigError::Memory(max_memory_bytes));
         }
-        if args.engine == Engine::Log {
-            return Err(ConfigError::LogEngineNotBuilt {
-                version: env!("CARGO_PKG_VERSION"),
-            });
+        if !(1..=60_000).contains(&args.fsync_interval_ms) {
+            return Err(ConfigError::FsyncInterval(args.fsync_interval_ms));
         }
+        let fsync = match args.fsync {
+            FsyncFlag::Always => FsyncMode::Always,
+            FsyncFlag::Interval => {
+                FsyncMode::Interval(Duration::from_millis(args.fsync_interval_ms))
+            }
+            FsyncFlag::Never => FsyncMode::Never,
+        };
         Ok(Config {
             addr: args.addr,
             nr_shards,
@@ -145,6 +175,8 @@ impl Config {
             max_key_bytes: args.max_key_bytes as usize,
             max_connections: args.max_connections,
             max_memory_bytes,
+            fsync,
+            salvage: args.salvage,
         })
     }
 

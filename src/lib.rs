@@ -30,6 +30,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod log;
+pub mod notify;
 pub mod proto;
 pub mod server;
 pub mod shard;

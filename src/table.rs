@@ -106,6 +106,16 @@ impl TableStats {
 #[derive(Debug, Clone)]
 pub struct Prior(Option<(Arc<[u8]>, u64)>);
 
+/// What a request changed, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Nothing,
+    /// The key now holds the request's value at this version.
+    Put(u64),
+    /// The key existed and is gone.
+    Deleted,
+}
+
 /// What PUTV did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
@@ -251,6 +261,37 @@ impl Table {
         }
     }
 
+    /// Recovery: puts a logged value in place, without counting a request or
+    /// checking the memory limit (what was acknowledged must come back).
+    pub fn load(&mut self, key: &[u8], value: Arc<[u8]>, version: u64) {
+        self.restore(key, Prior(Some((value, version))));
+    }
+
+    /// Recovery: removes a logged deletion's key, without counting a request.
+    pub fn unload(&mut self, key: &[u8]) {
+        self.restore(key, Prior(None));
+    }
+
+    /// Sets the memory limit (recovery loads first, then limits).
+    pub fn set_memory_limit(&mut self, memory_limit_bytes: u64) {
+        self.memory_limit_bytes = memory_limit_bytes;
+    }
+
+    /// Takes every entry out, leaving the table empty (to move keys to other shards).
+    pub fn drain(&mut self) -> impl Iterator<Item = (Box<[u8]>, Arc<[u8]>, u64)> + '_ {
+        self.stats.keys = 0;
+        self.stats.value_bytes = 0;
+        self.stats.memory_bytes = 0;
+        self.map.drain().map(|(key, e)| (key, e.value, e.version))
+    }
+
+    /// Every entry, in no particular order (for snapshots).
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &Arc<[u8]>, u64)> + '_ {
+        self.map
+            .iter()
+            .map(|(key, e)| (&**key, &e.value, e.version))
+    }
+
     /// Counts the outcome of an ATOMIC batch this shard decided or took part in.
     pub fn count_atomic(&mut self, committed: bool) {
         match committed {
@@ -278,11 +319,12 @@ impl Table {
     }
 
     /// Runs one request whose spans point into `buf`, appending its result
-    /// element (if it has one) to `out` — without ending the request's slot.
-    /// STATS is not a table request: the shard answers it, since it needs
-    /// figures the table does not own.
-    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut BatchResults) {
+    /// element (if it has one) to `out` — without ending the request's slot —
+    /// and says what it changed. STATS is not a table request: the shard answers
+    /// it, since it needs figures the table does not own.
+    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut BatchResults) -> Change {
         let key = op.key.of(buf);
+        let mut change = Change::Nothing;
         match op.kind {
             OpKind::Get => match self.get(key) {
                 Some((value, _)) => {
@@ -299,29 +341,37 @@ impl Table {
                 }
                 None => reply::write_not_found(&mut out.buf),
             },
-            OpKind::Set => {
-                if let Err(oom) = self.set(key, op.value.of(buf)) {
-                    write_oom(&mut out.buf, key, oom);
-                }
-            }
+            OpKind::Set => match self.set(key, op.value.of(buf)) {
+                Ok(version) => change = Change::Put(version),
+                Err(oom) => write_oom(&mut out.buf, key, oom),
+            },
             OpKind::PutV => match self.put_versioned(key, op.value.of(buf), op.version) {
-                Ok(PutOutcome::Applied(version)) => reply::write_done(&mut out.buf, version),
+                Ok(PutOutcome::Applied(version)) => {
+                    reply::write_done(&mut out.buf, version);
+                    change = Change::Put(version);
+                }
                 Ok(PutOutcome::Conflict(current)) => {
                     reply::write_version_conflict(&mut out.buf, current)
                 }
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
             OpKind::Del => {
-                self.delete(key);
+                if self.delete(key) {
+                    change = Change::Deleted;
+                }
             }
             OpKind::Rm => {
                 let existed = self.delete(key);
                 reply::write_done(&mut out.buf, u64::from(existed));
+                if existed {
+                    change = Change::Deleted;
+                }
             }
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
         }
+        change
     }
 }
 

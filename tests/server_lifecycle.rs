@@ -163,21 +163,24 @@ fn impossible_limits_are_refused_with_the_flag_named() {
 }
 
 #[test]
-fn the_log_engine_is_refused_because_it_is_not_built_yet() {
+fn the_log_engine_is_the_default_and_is_recorded_with_its_log_files() {
     let dir = temp_dir();
     let data_dir = dir.path().join("data");
-    // Explicitly, and as the default engine.
-    let explicit = ["--addr", "127.0.0.1:0", "--engine", "log"];
-    let default = ["--addr", "127.0.0.1:0"];
-    for args in [&explicit[..], &default[..]] {
-        let stderr = assert_refused(&run_to_exit(args, &data_dir), &["log engine"]);
-        assert!(stderr.contains("not built"), "{args:?}:\n{stderr}");
-        assert!(stderr.contains("--engine memory"), "{args:?}:\n{stderr}");
-    }
-    assert!(
-        !data_dir.exists(),
-        "a refused start must not create the data dir"
-    );
+    let mut server = TestServer::start_in(&data_dir, 2, &["--engine", "log"]).expect("start");
+    server.stop_with(libc::SIGTERM);
+    let engine = std::fs::read_to_string(data_dir.join("ENGINE")).expect("ENGINE");
+    assert_eq!(engine, "log\n");
+    let log_dir = data_dir.join("log");
+    let shards = std::fs::read_to_string(log_dir.join("SHARDS")).expect("SHARDS");
+    assert_eq!(shards, "2\n");
+    assert!(log_dir.join("shard-0.log").exists() && log_dir.join("shard-1.log").exists());
+    // With no --engine the server asks for the log engine: a memory data dir refuses it.
+    let memory_dir = dir.path().join("memory");
+    TestServer::start_in(&memory_dir, 1, &[])
+        .expect("memory start")
+        .stop_with(libc::SIGTERM);
+    let output = run_to_exit(&["--addr", "127.0.0.1:0"], &memory_dir);
+    assert_refused(&output, &["created with --engine memory", "--engine log"]);
 }
 
 #[test]

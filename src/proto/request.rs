@@ -115,6 +115,11 @@ impl OpKind {
     pub fn is_write(self) -> bool {
         matches!(self, OpKind::Set | OpKind::PutV)
     }
+
+    /// Whether the request may change the table: a write or a delete.
+    pub fn writes(self) -> bool {
+        matches!(self, OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm)
+    }
 }
 
 /// One decoded request. Spans point into the buffer it was decoded from.

@@ -151,6 +151,35 @@ impl BatchResults {
             }));
     }
 
+    /// Replaces every slot from `first` on with one error element each (their
+    /// results cannot be acknowledged).
+    pub fn fail_from(&mut self, first: usize, code: crate::proto::ErrorCode, message: &str) {
+        let nr_failed = self.ends.len().saturating_sub(first);
+        let cut = if first == 0 { 0 } else { self.ends[first - 1] };
+        self.buf.truncate(cut as usize);
+        self.ends.truncate(first);
+        self.counts.truncate(first);
+        self.splices.retain(|s| s.at <= cut);
+        for _ in 0..nr_failed {
+            crate::proto::reply::write_error(&mut self.buf, code, message);
+            self.end_request();
+        }
+    }
+
+    /// `nr_slots` slots, each holding one error element.
+    pub fn all_errors(
+        nr_slots: usize,
+        code: crate::proto::ErrorCode,
+        message: &str,
+    ) -> BatchResults {
+        let mut results = BatchResults::default();
+        for _ in 0..nr_slots {
+            crate::proto::reply::write_error(&mut results.buf, code, message);
+            results.end_request();
+        }
+        results
+    }
+
     /// Appends every slot of `other` after this batch's slots.
     pub fn append(&mut self, other: BatchResults) {
         if self.ends.is_empty() {

@@ -29,8 +29,9 @@ pub mod round;
 pub mod shutdown;
 pub mod state;
 
-use crate::config::Config;
+use crate::config::{Config, Engine};
 use crate::datadir::{DataDir, DataDirError};
+use crate::log::{FsyncMode, LogWriter};
 use crate::proto::RequestLimits;
 use crate::shard::{mesh, Router, Shard, ShardId};
 use crate::table::Table;
@@ -86,6 +87,14 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("{0} stopped unexpectedly (its thread panicked)")]
     ShardPanicked(ShardId),
+    #[error(transparent)]
+    Recovery(#[from] crate::log::RecoveryError),
+    #[error("{shard}: cannot open its log {path}: {message}")]
+    OpenLog {
+        shard: ShardId,
+        path: std::path::PathBuf,
+        message: String,
+    },
 }
 
 /// Runs the server until it is shut down by a signal. `on_listening` is called
@@ -95,10 +104,11 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     check_memlock()?;
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
+    let tables = load_tables(&config)?;
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads = spawn_shards(&config, addr, &state, ready_tx);
+    let threads = spawn_shards(&config, addr, &state, tables, ready_tx);
     for _ in 0..config.nr_shards {
         // A closed channel means a shard thread died before reporting; its join says why.
         match ready_rx.recv() {
@@ -107,11 +117,6 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
             Err(_) => break,
         }
     }
-    tracing::info!(
-        "recovered 0 keys ({} engine keeps nothing on disk); data dir {}",
-        config.engine.name(),
-        data_dir.path().display()
-    );
     on_listening(addr);
     for (shard, thread) in threads.into_iter().enumerate() {
         thread
@@ -121,6 +126,27 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     drop(data_dir);
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The shards' tables at start: rebuilt from the logs, or empty.
+fn load_tables(config: &Config) -> Result<Vec<Table>, ServerError> {
+    let limit = config.shard_memory_limit_bytes();
+    if config.engine == Engine::Memory {
+        tracing::info!("recovered nothing: the memory engine keeps nothing on disk");
+        return Ok((0..config.nr_shards).map(|_| Table::new(limit)).collect());
+    }
+    let recovered = crate::log::recover(&config.data_dir, config.nr_shards, config.salvage)?;
+    tracing::info!(
+        "recovered {} keys from {} log records in {:.3} s",
+        recovered.nr_keys,
+        recovered.nr_records,
+        recovered.elapsed.as_secs_f64()
+    );
+    let mut tables = recovered.tables;
+    for table in &mut tables {
+        table.set_memory_limit(limit);
+    }
+    Ok(tables)
 }
 
 fn check_memlock() -> Result<(), ServerError> {
@@ -206,6 +232,7 @@ fn spawn_shards(
     config: &Config,
     addr: SocketAddr,
     state: &Arc<ServerState>,
+    tables: Vec<Table>,
     ready: mpsc::Sender<ReadyReport>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let cpus = allowed_cpus();
@@ -220,8 +247,9 @@ fn spawn_shards(
     let meshes = mesh::build(config.nr_shards);
     meshes
         .into_iter()
+        .zip(tables)
         .enumerate()
-        .map(|(i, mesh)| {
+        .map(|(i, (mesh, table))| {
             let placement = if pin {
                 Placement::Fixed(cpus[i])
             } else {
@@ -234,7 +262,11 @@ fn spawn_shards(
                 mesh,
                 state: state.clone(),
                 limits: connection_limits(config),
-                memory_limit_bytes: config.shard_memory_limit_bytes(),
+                table,
+                log: (config.engine == Engine::Log).then(|| LogPlan {
+                    path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
+                    fsync: config.fsync,
+                }),
                 ready: ready.clone(),
             };
             std::thread::Builder::new()
@@ -262,8 +294,38 @@ struct ShardPlan {
     mesh: mesh::MeshEnds,
     state: Arc<ServerState>,
     limits: ConnectionLimits,
-    memory_limit_bytes: u64,
+    table: Table,
+    log: Option<LogPlan>,
     ready: mpsc::Sender<ReadyReport>,
+}
+
+/// Where a shard's log lives and how it syncs.
+struct LogPlan {
+    path: std::path::PathBuf,
+    fsync: FsyncMode,
+}
+
+impl LogPlan {
+    /// Opens the log for appending after its recovered (intact) contents.
+    async fn open(&self, shard: ShardId) -> Result<Rc<LogWriter>, ServerError> {
+        let open_error = |message: String| ServerError::OpenLog {
+            shard,
+            path: self.path.clone(),
+            message,
+        };
+        let file = glommio::io::OpenOptions::new()
+            .write(true)
+            .buffered_open(&self.path)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let len = file
+            .file_size()
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let writer = LogWriter::new(file, len, self.fsync);
+        writer.start();
+        Ok(writer)
+    }
 }
 
 impl ShardPlan {
@@ -298,11 +360,20 @@ impl ShardPlan {
                 return;
             }
         };
+        let log = match &self.log {
+            Some(plan) => match plan.open(self.id).await {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    let _ = self.ready.send(Err(e));
+                    return;
+                }
+            },
+            None => None,
+        };
         let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
         let router = Router::new(self.state.nr_shards);
-        let table = Table::new(self.memory_limit_bytes);
-        let (shard, inboxes) = Shard::new(self.id, router, table, mesh);
+        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), mesh);
         shard.start_peer_tasks(inboxes);
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
@@ -312,8 +383,13 @@ impl ShardPlan {
             shutdown,
             limits: self.limits,
         };
-        let live = listener::accept_until_shutdown(listener, ctx).await;
+        let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
         drain(self.id, &self.state, &live).await;
+        // Everything answered has been settled already; this makes the rest of
+        // the log (DECIDE records, interval mode's unsynced tail) safe too.
+        if let Err(e) = ctx.shard.settle_all().await {
+            tracing::error!(shard = %self.id, "final log sync failed: {e}");
+        }
     }
 }
 

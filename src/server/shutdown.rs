@@ -8,13 +8,11 @@
 //! and is answered.
 
 use super::state::ServerState;
-use hashbrown::HashMap;
-use std::cell::{Cell, RefCell};
+use crate::notify::Notify;
+use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 /// How often a shard looks at the process-wide shutdown flag.
@@ -23,8 +21,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(20);
 #[derive(Default)]
 pub struct Shutdown {
     triggered: Cell<bool>,
-    next_waiter: Cell<u64>,
-    waiters: RefCell<HashMap<u64, Waker>>,
+    notify: Notify,
 }
 
 impl Shutdown {
@@ -34,44 +31,12 @@ impl Shutdown {
 
     pub fn trigger(&self) {
         self.triggered.set(true);
-        for (_, waker) in self.waiters.borrow_mut().drain() {
-            waker.wake();
-        }
+        self.notify.notify_all();
     }
 
     /// Resolves once shutdown has been triggered.
-    pub fn wait(&self) -> Wait<'_> {
-        let id = self.next_waiter.get();
-        self.next_waiter.set(id + 1);
-        Wait { shutdown: self, id }
-    }
-}
-
-pub struct Wait<'a> {
-    shutdown: &'a Shutdown,
-    id: u64,
-}
-
-impl Future for Wait<'_> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shutdown.is_triggered() {
-            return Poll::Ready(());
-        }
-        // One entry per live Wait, replaced on every poll: bounded however often
-        // the surrounding `or` polls us.
-        self.shutdown
-            .waiters
-            .borrow_mut()
-            .insert(self.id, cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Wait<'_> {
-    fn drop(&mut self) {
-        self.shutdown.waiters.borrow_mut().remove(&self.id);
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        self.notify.until(|| self.triggered.get())
     }
 }
 

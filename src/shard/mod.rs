@@ -30,12 +30,15 @@ pub mod mesh;
 pub mod pending;
 pub mod router;
 
+use crate::log::format::{self, Effect};
+use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
+use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Table, TableStats};
+use crate::table::{Change, Table, TableStats};
 use crate::txn::locks::LockTable;
 use crate::txn::undo::UndoLog;
-use crate::txn::unit::run_unit;
+use crate::txn::unit::{effect_of, run_unit};
 use crate::txn::TxnId;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use hashbrown::HashMap;
@@ -68,6 +71,8 @@ pub struct Shard {
     id: ShardId,
     router: Router,
     table: RefCell<Table>,
+    /// None with `--engine memory`.
+    log: Option<Rc<LogWriter>>,
     locks: LockTable,
     prepared: RefCell<HashMap<TxnId, Prepared>>,
     next_txn_seq: Cell<u64>,
@@ -95,12 +100,14 @@ impl Shard {
         id: ShardId,
         router: Router,
         table: Table,
+        log: Option<Rc<LogWriter>>,
         mesh: ConnectedMesh,
     ) -> (Rc<Shard>, PeerInboxes) {
         let shard = Shard {
             id,
             router,
             table: RefCell::new(table),
+            log,
             locks: LockTable::default(),
             prepared: RefCell::new(HashMap::new()),
             next_txn_seq: Cell::new(0),
@@ -135,62 +142,139 @@ impl Shard {
     /// Runs requests owned by this shard, in order, one result slot each: leaf
     /// requests, STATS (this shard's share), and single-shard ATOMIC batches
     /// (a marker followed by its body). Waits only for keys that an ATOMIC batch
-    /// holds or is queued for.
-    pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) {
+    /// holds or is queued for. Returns whether anything was written to the log:
+    /// then the caller must [`Shard::settle`] before answering.
+    pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
+        let mut wrote = false;
         let mut i = 0;
         while i < ops.len() {
             let op = &ops[i];
             if op.kind == OpKind::Atomic {
                 let body = &ops[i + 1..i + 1 + op.nr_inner as usize];
-                self.execute_atomic(body, buf, out).await;
+                wrote |= self.execute_atomic(body, buf, out).await;
                 i += 1 + body.len();
                 continue;
             }
             if op.kind == OpKind::Stats || self.locks.is_idle() {
-                self.execute(op, buf, out);
+                wrote |= self.execute(op, buf, out);
             } else {
                 let key = [op.key.of(buf)];
                 self.locks.acquire(&key).await;
-                self.execute(op, buf, out);
+                wrote |= self.execute(op, buf, out);
                 self.locks.pass(&key);
             }
             i += 1;
         }
+        wrote
     }
 
-    /// Runs one leaf request or STATS and records its result slot in `out`.
-    fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) {
-        match op.kind {
-            OpKind::Stats => write_stats_element(&mut out.buf, &self.table_stats()),
-            _ => self.table.borrow_mut().apply(op, buf, out),
+    /// Runs one leaf request or STATS, records its result slot in `out`, and
+    /// appends its change to the log; returns whether it did.
+    fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
+        if op.kind.writes() {
+            if let Some(poisoned) = self.poisoned() {
+                reply::write_error(&mut out.buf, ErrorCode::IoErr, &poisoned.to_string());
+                out.end_request();
+                return false;
+            }
         }
+        let change = match op.kind {
+            OpKind::Stats => {
+                write_stats_element(&mut out.buf, &self.table_stats());
+                Change::Nothing
+            }
+            _ => self.table.borrow_mut().apply(op, buf, out),
+        };
         out.end_request();
+        match (&self.log, effect_of(op, buf, change)) {
+            (Some(log), Some(effect)) => {
+                log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn poisoned(&self) -> Option<LogPoisoned> {
+        self.log.as_ref().and_then(|log| log.poisoned())
+    }
+
+    /// At shutdown: writes and fdatasyncs everything logged, whatever the mode.
+    pub async fn settle_all(&self) -> Result<(), LogPoisoned> {
+        match &self.log {
+            Some(log) => log.sync_all().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until everything this shard has logged so far is safe for the
+    /// `--fsync` mode (group commit: the wait is shared by every request whose
+    /// records went out in the same write and sync).
+    pub async fn settle(&self) -> Result<(), LogPoisoned> {
+        match &self.log {
+            Some(log) => log.durable(log.appended()).await,
+            None => Ok(()),
+        }
     }
 
     /// Runs an ATOMIC batch whose keys are all on this shard, as one unit, into
-    /// one result slot: its results flattened, or one error element.
-    async fn execute_atomic(&self, body: &[Op], buf: &[u8], out: &mut BatchResults) {
+    /// one result slot: its results flattened, or one error element. Its changes
+    /// are logged as one BATCH record; returns whether there were any.
+    async fn execute_atomic(&self, body: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
         let keys = distinct_keys(body, buf);
         self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
-        let mut undo = UndoLog::default();
-        let mut table = self.table.borrow_mut();
-        let outcome = run_unit(&mut table, body, buf, &mut results, &mut undo);
-        table.count_atomic(outcome.is_ok());
+        let mut effects = Vec::new();
+        let outcome = self.run_with_undo(body, buf, &mut results, &mut effects);
+        self.table.borrow_mut().count_atomic(outcome.is_ok());
+        self.locks.pass(&keys);
         match outcome {
-            Ok(()) => {
+            Ok(_) => {
                 let nr_elements = results.counts.iter().sum();
                 out.append_into_slot(results);
                 out.end_request_with(nr_elements);
+                self.log_records(|records| format::write_batch(records, &effects), &effects)
             }
             Err(abort) => {
-                undo.roll_back(&mut table);
                 reply::write_error(&mut out.buf, abort.code, &abort.message);
                 out.end_request_with(1);
+                false
             }
         }
-        drop(table);
-        self.locks.pass(&keys);
+    }
+
+    /// Runs leaf requests as a unit; on failure rolls them back. On success
+    /// returns the undo log (to roll back later if a cross-shard batch aborts).
+    fn run_with_undo<'b>(
+        &self,
+        ops: &[Op],
+        buf: &'b [u8],
+        results: &mut BatchResults,
+        effects: &mut Vec<Effect<'b>>,
+    ) -> Result<UndoLog, RequestError> {
+        let mut undo = UndoLog::default();
+        if let Some(poisoned) = self.poisoned() {
+            return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+        }
+        let mut table = self.table.borrow_mut();
+        match run_unit(&mut table, ops, buf, results, &mut undo, effects) {
+            Ok(()) => Ok(undo),
+            Err(abort) => {
+                undo.roll_back(&mut table);
+                Err(abort)
+            }
+        }
+    }
+
+    /// Appends records encoding `effects` unless there are none; returns whether it did.
+    fn log_records(&self, encode: impl FnOnce(&mut Vec<u8>), effects: &[Effect<'_>]) -> bool {
+        match &self.log {
+            Some(log) if !effects.is_empty() => {
+                log.append(encode);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Phase 1 of a cross-shard batch on this shard: runs this shard's share
@@ -205,26 +289,30 @@ impl Shard {
         let keys = distinct_keys(ops, buf);
         self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
-        let mut undo = UndoLog::default();
-        let outcome = run_unit(
-            &mut self.table.borrow_mut(),
-            ops,
-            buf,
-            &mut results,
-            &mut undo,
-        );
-        if let Err(no) = outcome {
-            undo.roll_back(&mut self.table.borrow_mut());
-            self.locks.pass(&keys);
-            return Err(no);
-        }
-        // Durability issue: the participant's prepare record is written here,
-        // before the yes vote leaves.
+        let mut effects = Vec::new();
+        let undo = match self.run_with_undo(ops, buf, &mut results, &mut effects) {
+            Ok(undo) => undo,
+            Err(no) => {
+                self.locks.pass(&keys);
+                return Err(no);
+            }
+        };
+        // Hold the keys before the first await: nobody may see the tentative writes.
         self.locks.hold(txn, &keys);
-        let keys = keys.into_iter().map(Box::from).collect();
-        self.prepared
-            .borrow_mut()
-            .insert(txn, Prepared { keys, undo });
+        let owned_keys = keys.iter().map(|k| Box::from(*k)).collect();
+        let prepared = Prepared {
+            keys: owned_keys,
+            undo,
+        };
+        self.prepared.borrow_mut().insert(txn, prepared);
+        // The prepare record must be safe before the yes vote leaves.
+        if let Some(log) = &self.log {
+            let end = log.append(|records| format::write_prepare(records, txn, &effects));
+            if let Err(poisoned) = log.durable(end).await {
+                self.decide(txn, false);
+                return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+            }
+        }
         Ok(results)
     }
 
@@ -238,7 +326,9 @@ impl Shard {
             );
             return;
         };
-        // Durability issue: the decision record is written here.
+        if let Some(log) = &self.log {
+            log.append(|records| format::write_decide(records, txn, commit));
+        }
         if !commit {
             prepared.undo.roll_back(&mut self.table.borrow_mut());
         }
@@ -260,7 +350,20 @@ impl Shard {
         self.table.borrow_mut().count_atomic(committed);
     }
 
-    /// Runs a batch of request arrays forwarded by a peer, in order.
+    /// The commit point of a cross-shard batch this shard coordinates: logs
+    /// COMMIT and waits until it is safe. Only then may anyone be told.
+    pub async fn log_commit(&self, txn: TxnId) -> Result<(), LogPoisoned> {
+        match &self.log {
+            Some(log) => {
+                let end = log.append(|records| format::write_commit(records, txn));
+                log.durable(end).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a batch of request arrays forwarded by a peer, in order, and
+    /// settles its writes: the results are ready to be acknowledged.
     pub async fn execute_batch(&self, batch: &[u8]) -> BatchResults {
         let mut results = BatchResults::default();
         let ops = match decode_forwarded(batch) {
@@ -272,7 +375,16 @@ impl Shard {
                 return results;
             }
         };
-        self.execute_ops(&ops, batch, &mut results).await;
+        let wrote = self.execute_ops(&ops, batch, &mut results).await;
+        if wrote {
+            if let Err(poisoned) = self.settle().await {
+                return BatchResults::all_errors(
+                    results.len(),
+                    ErrorCode::IoErr,
+                    &poisoned.to_string(),
+                );
+            }
+        }
         results
     }
 

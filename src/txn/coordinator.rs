@@ -33,6 +33,13 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
             }
         }
     }
+    if refusal.is_none() {
+        // The commit point: once COMMIT is safe in the coordinator's log, recovery
+        // completes the batch on every participant, whatever happens next.
+        if let Err(poisoned) = shard.log_commit(txn).await {
+            refusal = Some(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+        }
+    }
     let commit = refusal.is_none();
     for (participant, _) in &yes_votes {
         decide(shard, txn, *participant, commit).await;

@@ -33,7 +33,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// A memory-engine server with `nr_shards` shards and extra flags.
+    /// A server with `nr_shards` shards and extra flags (memory engine unless
+    /// `extra_args` names one), in a fresh temporary data directory.
     pub fn start(nr_shards: usize, extra_args: &[&str]) -> TestServer {
         let temp = tempfile::tempdir().expect("temp data dir");
         let data_dir = temp.path().join("data");
@@ -54,14 +55,11 @@ impl TestServer {
         extra_args: &[&str],
     ) -> Result<TestServer, (Option<ExitStatus>, String)> {
         let shards = nr_shards.to_string();
-        let mut args = vec![
-            "--addr",
-            "127.0.0.1:0",
-            "--shards",
-            &shards,
-            "--engine",
-            "memory",
-        ];
+        let mut args = vec!["--addr", "127.0.0.1:0", "--shards", &shards];
+        // The memory engine unless the test picks one.
+        if !extra_args.contains(&"--engine") {
+            args.extend_from_slice(&["--engine", "memory"]);
+        }
         args.extend_from_slice(extra_args);
         let mut child = Command::new(server_binary())
             .args(&args)

@@ -1,0 +1,373 @@
+//! The log engine: each shard appends checksummed records to its own log file;
+//! the in-memory table stays the source of reads, and the logs are how it comes
+//! back after a restart or a crash. docs/storage.md is the long form.
+//!
+//! # Files
+//!
+//! ```text
+//! DATA/ENGINE              "log"  (see datadir.rs)
+//! DATA/log/SHARDS          how many shard logs the directory holds, e.g. "2"
+//! DATA/log/shard-0.log     shard 0's records (format.rs has the byte layout)
+//! DATA/log/shard-1.log
+//! DATA/log.new/, log.old/  only while the shard count changes (see below)
+//! ```
+//!
+//! # What is logged
+//!
+//! Every change that a reply acknowledges: PUT (key, exact version, value) for
+//! SET and applied PUTV, DEL for a DEL/RM of a present key, BATCH for a
+//! single-shard ATOMIC (one record: all or nothing). A cross-shard ATOMIC logs a
+//! PREPARE (the participant's share) on each participant before it votes yes,
+//! then a COMMIT on the coordinator before anyone is told — the commit point —
+//! and a DECIDE on each participant when it is told.
+//!
+//! # Recovery ([`recover`])
+//!
+//! 1. Every shard log is replayed in parallel, one thread per file
+//!    (`replay.rs`): torn tails are cut, damage in the middle refuses the start
+//!    with file and offset (unless `--salvage`), and nothing is modified until
+//!    every file has been read.
+//! 2. A PREPARE with no DECIDE in its own file is resolved by the coordinator's
+//!    file: committed if it holds the COMMIT, else dropped. The resolution is
+//!    then appended (DECIDE) to the participant's log and synced, so no later
+//!    compaction can lose the evidence.
+//! 3. If `--shards` changed, every key is moved to its new owner and a complete
+//!    new set of logs is written to `log.new/`, synced, and swapped in by
+//!    renaming directories; a crash at any point leaves either the old or the
+//!    new set whole.
+
+pub mod format;
+pub mod replay;
+pub mod writer;
+
+use crate::shard::Router;
+use crate::table::Table;
+use replay::{apply_owned, replay_file, Replayed};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub use writer::{LogPoisoned, LogWriter};
+
+const LOG_DIR: &str = "log";
+const NEW_LOG_DIR: &str = "log.new";
+const OLD_LOG_DIR: &str = "log.old";
+const SHARDS_FILE: &str = "SHARDS";
+
+/// When a reply may say a write is safe (docs/operations.md explains the choice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// After its records are fdatasync-ed (group commit).
+    Always,
+    /// After its records are written; a timer fdatasyncs every period.
+    Interval(Duration),
+    /// After its records are written; the kernel syncs when it likes.
+    Never,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("cannot read or write {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} is corrupt at offset {offset} ({reason}), and intact records follow at offset \
+         {intact_at}: refusing to start so that nothing is lost. Nothing was modified. To start \
+         anyway, keeping the records before offset {offset} and dropping the rest of this file, \
+         restart with --salvage (copy the data directory first)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+        intact_at: u64,
+    },
+    #[error("{path} says {found:?}, not a shard count")]
+    BadShardsFile { path: PathBuf, found: String },
+    #[error("{path} is missing: the log directory lists {nr_shards} shards but this log is gone")]
+    MissingLog { path: PathBuf, nr_shards: usize },
+}
+
+/// The tables rebuilt from the logs, ready for the shards.
+pub struct Recovered {
+    pub tables: Vec<Table>,
+    /// Length of each shard's log file: where its writer continues.
+    pub log_lens: Vec<u64>,
+    pub nr_keys: u64,
+    pub nr_records: u64,
+    pub elapsed: Duration,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
+    move |source| RecoveryError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Path of shard `i`'s log inside a log directory.
+pub fn shard_log_path(log_dir: &Path, shard: usize) -> PathBuf {
+    log_dir.join(format!("shard-{shard}.log"))
+}
+
+/// The log directory of a data directory.
+pub fn log_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(LOG_DIR)
+}
+
+/// Rebuilds every shard's table from the logs in `data_dir`, for `nr_shards`
+/// shards, and leaves the directory holding exactly `nr_shards` intact logs.
+pub fn recover(
+    data_dir: &Path,
+    nr_shards: usize,
+    salvage: bool,
+) -> Result<Recovered, RecoveryError> {
+    let started = Instant::now();
+    finish_interrupted_reshard(data_dir)?;
+    let dir = log_dir(data_dir);
+    if !dir.exists() {
+        write_log_set(
+            data_dir,
+            &mut (0..nr_shards)
+                .map(|_| Table::new(u64::MAX))
+                .collect::<Vec<_>>(),
+        )?;
+    }
+    let nr_old = read_shards_file(&dir)?;
+    let mut tables: Vec<Table> = (0..nr_old).map(|_| Table::new(u64::MAX)).collect();
+    let replayed = replay_all(&dir, &mut tables, salvage)?;
+    cut_dropped_tails(&dir, &replayed)?;
+    resolve_pending(&dir, &mut tables, replayed.iter())?;
+    let nr_records = replayed.iter().map(|r| r.nr_records).sum();
+    if nr_old != nr_shards {
+        tracing::info!("moving every key from {nr_old} shard logs to {nr_shards}");
+        tables = reshard(tables, nr_shards);
+        write_log_set(data_dir, &mut tables)?;
+    }
+    let log_lens = (0..nr_shards)
+        .map(|i| fs::metadata(shard_log_path(&dir, i)).map(|m| m.len()))
+        .collect::<io::Result<Vec<u64>>>()
+        .map_err(io_err(&dir))?;
+    let nr_keys = tables.iter().map(|t| t.len() as u64).sum();
+    Ok(Recovered {
+        tables,
+        log_lens,
+        nr_keys,
+        nr_records,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Replays every shard log in parallel; refuses at the first corrupt one.
+fn replay_all(
+    dir: &Path,
+    tables: &mut [Table],
+    salvage: bool,
+) -> Result<Vec<Replayed>, RecoveryError> {
+    let nr_shards = tables.len();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = tables
+            .iter_mut()
+            .enumerate()
+            .map(|(i, table)| {
+                let path = shard_log_path(dir, i);
+                scope.spawn(move || {
+                    if !path.exists() {
+                        return Err(RecoveryError::MissingLog { path, nr_shards });
+                    }
+                    let replayed = replay_file(&path, table, salvage)?;
+                    tracing::info!(
+                        "{}: replayed {} records, {} keys",
+                        path.display(),
+                        replayed.nr_records,
+                        table.len()
+                    );
+                    Ok(replayed)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a replay thread panicked"))
+            .collect()
+    })
+}
+
+/// Truncates each file to its intact records (a torn tail, or salvage).
+fn cut_dropped_tails(dir: &Path, replayed: &[Replayed]) -> Result<(), RecoveryError> {
+    for (i, r) in replayed
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.dropped_bytes > 0)
+    {
+        let path = shard_log_path(dir, i);
+        tracing::warn!(
+            "{}: cutting {} bytes after offset {} (a write cut short by a crash)",
+            path.display(),
+            r.dropped_bytes,
+            r.valid_bytes
+        );
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        file.set_len(r.valid_bytes).map_err(io_err(&path))?;
+        file.sync_all().map_err(io_err(&path))?;
+    }
+    Ok(())
+}
+
+/// Applies or drops each prepared share that its own log left undecided, by the
+/// COMMIT records of all logs, and records the outcome in the participant's log.
+fn resolve_pending<'r>(
+    dir: &Path,
+    tables: &mut [Table],
+    replayed: impl Iterator<Item = &'r Replayed> + Clone,
+) -> Result<(), RecoveryError> {
+    let committed: hashbrown::HashSet<_> = replayed
+        .clone()
+        .flat_map(|r| r.commits.iter().copied())
+        .collect();
+    for (i, r) in replayed.enumerate() {
+        if r.pending.is_empty() {
+            continue;
+        }
+        let mut decisions = Vec::new();
+        for (txn, effects) in r.pending.clone() {
+            let commit = committed.contains(&txn);
+            tracing::info!(
+                "shard {i}: {txn} was prepared and is resolved as {}",
+                if commit { "committed" } else { "aborted" }
+            );
+            if commit {
+                apply_owned(&mut tables[i], effects);
+            }
+            format::write_decide(&mut decisions, txn, commit);
+        }
+        append_synced(&shard_log_path(dir, i), &decisions)?;
+    }
+    Ok(())
+}
+
+fn append_synced(path: &Path, bytes: &[u8]) -> Result<(), RecoveryError> {
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(bytes).map_err(io_err(path))?;
+    file.sync_data().map_err(io_err(path))
+}
+
+/// Moves every entry to the table of its owner under `nr_shards`.
+fn reshard(mut old: Vec<Table>, nr_shards: usize) -> Vec<Table> {
+    let router = Router::new(nr_shards);
+    let mut tables: Vec<Table> = (0..nr_shards).map(|_| Table::new(u64::MAX)).collect();
+    for table in &mut old {
+        for (key, value, version) in table.drain() {
+            tables[router.route(&key).0].load(&key, value, version);
+        }
+    }
+    tables
+}
+
+/// Writes one snapshot log per table into `log.new/`, then swaps it in for
+/// `log/`. Each step is synced before the next, so a crash leaves one whole set.
+fn write_log_set(data_dir: &Path, tables: &mut [Table]) -> Result<(), RecoveryError> {
+    let new_dir = data_dir.join(NEW_LOG_DIR);
+    if new_dir.exists() {
+        fs::remove_dir_all(&new_dir).map_err(io_err(&new_dir))?;
+    }
+    fs::create_dir_all(&new_dir).map_err(io_err(&new_dir))?;
+    for (i, table) in tables.iter().enumerate() {
+        write_snapshot(&shard_log_path(&new_dir, i), table)?;
+    }
+    // SHARDS is written last: it marks log.new/ as complete.
+    write_synced(
+        &new_dir.join(SHARDS_FILE),
+        format!("{}\n", tables.len()).as_bytes(),
+    )?;
+    sync_dir(&new_dir)?;
+    swap_in_new_logs(data_dir)
+}
+
+fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
+    let mut out = Vec::new();
+    for (key, value, version) in table.entries() {
+        format::write_effect(
+            &mut out,
+            &format::Effect::Put {
+                key,
+                version,
+                value,
+            },
+        );
+    }
+    write_synced(path, &out)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RecoveryError> {
+    let mut file = File::create(path).map_err(io_err(path))?;
+    file.write_all(bytes).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), RecoveryError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// `log/` → `log.old/`, `log.new/` → `log/`, then `log.old/` removed.
+fn swap_in_new_logs(data_dir: &Path) -> Result<(), RecoveryError> {
+    let (current, new, old) = (
+        data_dir.join(LOG_DIR),
+        data_dir.join(NEW_LOG_DIR),
+        data_dir.join(OLD_LOG_DIR),
+    );
+    if current.exists() {
+        fs::rename(&current, &old).map_err(io_err(&current))?;
+        sync_dir(data_dir)?;
+    }
+    fs::rename(&new, &current).map_err(io_err(&new))?;
+    sync_dir(data_dir)?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+/// Completes a shard-count change that a crash interrupted, or discards it.
+fn finish_interrupted_reshard(data_dir: &Path) -> Result<(), RecoveryError> {
+    let (current, new, old) = (
+        data_dir.join(LOG_DIR),
+        data_dir.join(NEW_LOG_DIR),
+        data_dir.join(OLD_LOG_DIR),
+    );
+    let new_complete = new.join(SHARDS_FILE).exists();
+    if !current.exists() && new_complete {
+        tracing::warn!("finishing a shard-count change interrupted by a crash");
+        fs::rename(&new, &current).map_err(io_err(&new))?;
+        sync_dir(data_dir)?;
+    }
+    if current.exists() {
+        for leftover in [&new, &old] {
+            if leftover.exists() {
+                fs::remove_dir_all(leftover).map_err(io_err(leftover))?;
+            }
+        }
+    } else if old.exists() {
+        // The swap moved log/ away but log.new/ was not complete: put it back.
+        fs::rename(&old, &current).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+fn read_shards_file(dir: &Path) -> Result<usize, RecoveryError> {
+    let path = dir.join(SHARDS_FILE);
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    text.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or(RecoveryError::BadShardsFile { path, found: text })
+}

@@ -1,0 +1,203 @@
+//! A shard's log writer: appends records and tells each request when its
+//! records are safe, with group commit.
+//!
+//! Requests append their records to an in-memory buffer ([`LogWriter::append`])
+//! and get back the log position just past them. One flusher task writes the
+//! whole buffer with one `write`, and in `always` mode follows it with one
+//! `fdatasync`; everything appended while that ran goes out in the next round,
+//! so one sync covers the writes of every connection that arrived meanwhile.
+//! [`LogWriter::durable`] resolves when a position is safe for the mode:
+//!
+//! | mode       | a reply waits until its records are… | survives          |
+//! |------------|---------------------------------------|-------------------|
+//! | `always`   | written and fdatasync-ed              | kill -9, power loss |
+//! | `interval` | written (a timer fdatasyncs every N ms) | kill -9          |
+//! | `never`    | written (the kernel syncs when it likes) | kill -9         |
+//!
+//! A failed write or sync *poisons* the log until restart: every waiter, now
+//! and later, gets [`LogPoisoned`], and no reply claims a write is safe. The
+//! in-memory table may hold writes that never reached disk; they are answered
+//! IOERR, never acknowledged.
+
+use super::FsyncMode;
+use crate::notify::Notify;
+use glommio::io::BufferedFile;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// The log failed; nothing more is acknowledged until restart.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the shard's log is poisoned after a failed write or sync ({0}); restart the server")]
+pub struct LogPoisoned(pub String);
+
+pub struct LogWriter {
+    file: BufferedFile,
+    mode: FsyncMode,
+    /// Records appended and not yet handed to the flusher.
+    pending: RefCell<Vec<u8>>,
+    /// Log position after everything appended.
+    appended: Cell<u64>,
+    /// Log position after everything written to the file.
+    written: Cell<u64>,
+    /// Log position after everything known to be on stable storage.
+    synced: Cell<u64>,
+    poisoned: RefCell<Option<LogPoisoned>>,
+    /// Wakes the flusher (something to write) and waiters (progress).
+    work: Notify,
+    progress: Notify,
+    syncs: Cell<u64>,
+}
+
+impl LogWriter {
+    /// A writer appending to `file`, which holds `len` bytes of intact log.
+    pub fn new(file: BufferedFile, len: u64, mode: FsyncMode) -> Rc<LogWriter> {
+        Rc::new(LogWriter {
+            file,
+            mode,
+            pending: RefCell::new(Vec::new()),
+            appended: Cell::new(len),
+            written: Cell::new(len),
+            synced: Cell::new(len),
+            poisoned: RefCell::new(None),
+            work: Notify::default(),
+            progress: Notify::default(),
+            syncs: Cell::new(0),
+        })
+    }
+
+    /// Starts the flusher (and, in `interval` mode, the sync timer).
+    pub fn start(self: &Rc<Self>) {
+        glommio::spawn_local(flush_forever(self.clone())).detach();
+        if let FsyncMode::Interval(period) = self.mode {
+            glommio::spawn_local(sync_every(self.clone(), period)).detach();
+        }
+    }
+
+    /// Appends records written by `encode`; returns the position just past them.
+    pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
+        let mut pending = self.pending.borrow_mut();
+        let before = pending.len();
+        encode(&mut pending);
+        let end = self.appended.get() + (pending.len() - before) as u64;
+        self.appended.set(end);
+        drop(pending);
+        self.work.notify_all();
+        end
+    }
+
+    /// The position after everything appended so far.
+    pub fn appended(&self) -> u64 {
+        self.appended.get()
+    }
+
+    /// fdatasync calls made so far.
+    pub fn nr_syncs(&self) -> u64 {
+        self.syncs.get()
+    }
+
+    /// Resolves when everything up to `position` is safe for this mode.
+    pub async fn durable(&self, position: u64) -> Result<(), LogPoisoned> {
+        let safe = || match self.mode {
+            FsyncMode::Always => self.synced.get() >= position,
+            FsyncMode::Interval(_) | FsyncMode::Never => self.written.get() >= position,
+        };
+        self.progress
+            .until(|| safe() || self.poisoned.borrow().is_some())
+            .await;
+        match self.poisoned.borrow().as_ref() {
+            Some(poisoned) if !safe() => Err(poisoned.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes and fdatasyncs everything appended, whatever the mode (shutdown).
+    pub async fn sync_all(&self) -> Result<(), LogPoisoned> {
+        let end = self.appended();
+        self.progress
+            .until(|| self.written.get() >= end || self.poisoned.borrow().is_some())
+            .await;
+        self.sync().await;
+        match self.poisoned() {
+            Some(poisoned) => Err(poisoned),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a failed write or sync has poisoned the log.
+    pub fn poisoned(&self) -> Option<LogPoisoned> {
+        self.poisoned.borrow().clone()
+    }
+
+    fn poison(&self, what: &str, error: impl std::fmt::Display) {
+        let poisoned = LogPoisoned(format!("{what}: {error}"));
+        tracing::error!("{poisoned}");
+        self.poisoned.borrow_mut().get_or_insert(poisoned);
+        self.progress.notify_all();
+    }
+
+    /// Writes what is pending (and syncs in `always` mode). One round of group commit.
+    async fn flush_once(&self) {
+        let buf = std::mem::take(&mut *self.pending.borrow_mut());
+        if buf.is_empty() {
+            return;
+        }
+        let len = buf.len() as u64;
+        if let Err(e) = self.write_all_at(buf, self.written.get()).await {
+            return self.poison("log write failed", e);
+        }
+        self.written.set(self.written.get() + len);
+        if self.mode == FsyncMode::Always {
+            self.sync().await;
+        }
+        self.progress.notify_all();
+    }
+
+    /// Writes all of `buf` at `position`. A short write to a regular file means
+    /// the device refused (full, quota): it poisons like any other failure.
+    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> std::io::Result<()> {
+        let len = buf.len();
+        let n = self
+            .file
+            .write_at(buf, position)
+            .await
+            .map_err(std::io::Error::from)?;
+        if n != len {
+            let message = format!("short write: {n} of {len} bytes");
+            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, message));
+        }
+        Ok(())
+    }
+
+    /// Makes everything written so far durable.
+    async fn sync(&self) {
+        let target = self.written.get();
+        if self.synced.get() >= target {
+            return;
+        }
+        match self.file.fdatasync().await {
+            Ok(()) => {
+                self.synced.set(target);
+                self.syncs.set(self.syncs.get() + 1);
+            }
+            Err(e) => self.poison("log fdatasync failed", e),
+        }
+    }
+}
+
+async fn flush_forever(log: Rc<LogWriter>) {
+    while log.poisoned().is_none() {
+        log.work
+            .until(|| !log.pending.borrow().is_empty() || log.poisoned.borrow().is_some())
+            .await;
+        log.flush_once().await;
+    }
+}
+
+async fn sync_every(log: Rc<LogWriter>, period: Duration) {
+    while log.poisoned().is_none() {
+        glommio::timer::sleep(period).await;
+        log.sync().await;
+        log.progress.notify_all();
+    }
+}
