@@ -85,6 +85,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 100)]
     pub fsync_interval_ms: u64,
 
+    /// A shard's log is compacted (rewritten as a snapshot of its live data,
+    /// online) once it is larger than this and more than twice its live data.
+    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    pub compact_min_bytes: u64,
+
     /// Start even if a log is corrupt in the middle: keep the records before the
     /// damage and drop the rest of that log. Copy the data directory first.
     #[arg(long)]
@@ -128,6 +133,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_memory_bytes: u64,
     pub fsync: FsyncMode,
+    pub compact_min_bytes: u64,
     pub salvage: bool,
 }
 
@@ -176,6 +182,7 @@ impl Config {
             max_connections: args.max_connections,
             max_memory_bytes,
             fsync,
+            compact_min_bytes: args.compact_min_bytes,
             salvage: args.salvage,
         })
     }

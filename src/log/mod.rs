@@ -36,6 +36,7 @@
 //!    renaming directories; a crash at any point leaves either the old or the
 //!    new set whole.
 
+pub mod compaction;
 pub mod format;
 pub mod replay;
 pub mod writer;
@@ -133,6 +134,7 @@ pub fn recover(
                 .collect::<Vec<_>>(),
         )?;
     }
+    remove_compaction_leftovers(&dir)?;
     let nr_old = read_shards_file(&dir)?;
     let mut tables: Vec<Table> = (0..nr_old).map(|_| Table::new(u64::MAX)).collect();
     let replayed = replay_all(&dir, &mut tables, salvage)?;
@@ -358,6 +360,22 @@ fn finish_interrupted_reshard(data_dir: &Path) -> Result<(), RecoveryError> {
     } else if old.exists() {
         // The swap moved log/ away but log.new/ was not complete: put it back.
         fs::rename(&old, &current).map_err(io_err(&old))?;
+    }
+    Ok(())
+}
+
+/// A `.compact` file is a snapshot a crash interrupted before its switch: the
+/// log under the real name is complete without it.
+fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.extension().is_some_and(|e| e == "compact") {
+            tracing::info!(
+                "removing {}, left by an interrupted compaction",
+                path.display()
+            );
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
     }
     Ok(())
 }

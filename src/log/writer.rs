@@ -32,8 +32,16 @@ use std::time::Duration;
 pub struct LogPoisoned(pub String);
 
 pub struct LogWriter {
-    file: BufferedFile,
+    /// The current file; compaction replaces it (see [`LogWriter::switch_file`]).
+    file: RefCell<Rc<BufferedFile>>,
     mode: FsyncMode,
+    /// Positions are logical (they only grow); the current file holds logical
+    /// position `p` at byte `p - file_origin`, so compaction can shrink the file
+    /// without moving anyone's position.
+    file_origin: Cell<i64>,
+    /// Set while compaction swaps files: the flusher leaves pending records alone.
+    paused: Cell<bool>,
+    flushing: Cell<bool>,
     /// Records appended and not yet handed to the flusher.
     pending: RefCell<Vec<u8>>,
     /// Log position after everything appended.
@@ -53,8 +61,11 @@ impl LogWriter {
     /// A writer appending to `file`, which holds `len` bytes of intact log.
     pub fn new(file: BufferedFile, len: u64, mode: FsyncMode) -> Rc<LogWriter> {
         Rc::new(LogWriter {
-            file,
+            file: RefCell::new(Rc::new(file)),
             mode,
+            file_origin: Cell::new(0),
+            paused: Cell::new(false),
+            flushing: Cell::new(false),
             pending: RefCell::new(Vec::new()),
             appended: Cell::new(len),
             written: Cell::new(len),
@@ -142,8 +153,12 @@ impl LogWriter {
         if buf.is_empty() {
             return;
         }
+        self.flushing.set(true);
         let len = buf.len() as u64;
-        if let Err(e) = self.write_all_at(buf, self.written.get()).await {
+        let at = self.file_offset(self.written.get());
+        let written = self.write_all_at(buf, at).await;
+        self.flushing.set(false);
+        if let Err(e) = written {
             return self.poison("log write failed", e);
         }
         self.written.set(self.written.get() + len);
@@ -153,12 +168,80 @@ impl LogWriter {
         self.progress.notify_all();
     }
 
+    fn file_offset(&self, position: u64) -> u64 {
+        (position as i64 - self.file_origin.get()) as u64
+    }
+
+    /// Bytes in the current file.
+    pub fn file_len(&self) -> u64 {
+        self.file_offset(self.written.get())
+    }
+
+    /// Compaction's switch: `new_file` holds a snapshot of the state at logical
+    /// position `cut` in its first `snapshot_len` bytes. Stops the flusher, writes
+    /// everything appended so far to the current file, copies the records after
+    /// `cut` behind the snapshot, syncs the new file, lets `install` rename it into
+    /// place, then continues appending there. Requests wait only for this switch,
+    /// not for the snapshot.
+    pub async fn switch_file(
+        &self,
+        new_file: BufferedFile,
+        cut: u64,
+        snapshot_len: u64,
+        install: impl std::future::Future<Output = std::io::Result<()>>,
+    ) -> std::io::Result<()> {
+        self.paused.set(true);
+        self.progress.until(|| !self.flushing.get()).await;
+        let result = self.move_to(new_file, cut, snapshot_len, install).await;
+        self.paused.set(false);
+        self.work.notify_all();
+        result
+    }
+
+    /// The switch proper. On failure the old file stays in use and nothing
+    /// appended is lost: records taken for the new file are put back.
+    async fn move_to(
+        &self,
+        new_file: BufferedFile,
+        cut: u64,
+        snapshot_len: u64,
+        install: impl std::future::Future<Output = std::io::Result<()>>,
+    ) -> std::io::Result<()> {
+        let old = self.file.borrow().clone();
+        let tail_start = self.file_offset(cut);
+        let tail_len = self.file_offset(self.written.get()) - tail_start;
+        let tail = old.read_at(tail_start, tail_len as usize).await?;
+        // Records appended but not yet written go to the new file with the tail;
+        // anything appended while this runs stays pending for the flusher.
+        let taken = std::mem::take(&mut *self.pending.borrow_mut());
+        let mut moved = tail.to_vec();
+        moved.extend_from_slice(&taken);
+        match write_and_install(&new_file, moved, snapshot_len, install).await {
+            Ok(()) => {
+                // The new file holds logical `cut` at byte `snapshot_len`.
+                self.file_origin.set(cut as i64 - snapshot_len as i64);
+                let end = self.written.get() + taken.len() as u64;
+                self.written.set(end);
+                self.synced.set(end);
+                *self.file.borrow_mut() = Rc::new(new_file);
+                self.progress.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                let mut pending = self.pending.borrow_mut();
+                let later = std::mem::replace(&mut *pending, taken);
+                pending.extend_from_slice(&later);
+                Err(e)
+            }
+        }
+    }
+
     /// Writes all of `buf` at `position`. A short write to a regular file means
     /// the device refused (full, quota): it poisons like any other failure.
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> std::io::Result<()> {
         let len = buf.len();
-        let n = self
-            .file
+        let file = self.file.borrow().clone();
+        let n = file
             .write_at(buf, position)
             .await
             .map_err(std::io::Error::from)?;
@@ -175,9 +258,11 @@ impl LogWriter {
         if self.synced.get() >= target {
             return;
         }
-        match self.file.fdatasync().await {
+        let file = self.file.borrow().clone();
+        match file.fdatasync().await {
             Ok(()) => {
-                self.synced.set(target);
+                // A compaction switch may have moved `synced` further meanwhile.
+                self.synced.set(self.synced.get().max(target));
                 self.syncs.set(self.syncs.get() + 1);
             }
             Err(e) => self.poison("log fdatasync failed", e),
@@ -185,10 +270,31 @@ impl LogWriter {
     }
 }
 
+/// Writes `bytes` at `at` in the new file, syncs it, and installs it.
+async fn write_and_install(
+    file: &BufferedFile,
+    bytes: Vec<u8>,
+    at: u64,
+    install: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let len = bytes.len();
+    if len > 0 && file.write_at(bytes, at).await? != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "short write",
+        ));
+    }
+    file.fdatasync().await?;
+    install.await
+}
+
 async fn flush_forever(log: Rc<LogWriter>) {
     while log.poisoned().is_none() {
         log.work
-            .until(|| !log.pending.borrow().is_empty() || log.poisoned.borrow().is_some())
+            .until(|| {
+                (!log.pending.borrow().is_empty() && !log.paused.get())
+                    || log.poisoned.borrow().is_some()
+            })
             .await;
         log.flush_once().await;
     }

@@ -266,6 +266,7 @@ fn spawn_shards(
                 log: (config.engine == Engine::Log).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
                     fsync: config.fsync,
+                    compact_min_bytes: config.compact_min_bytes,
                 }),
                 ready: ready.clone(),
             };
@@ -299,10 +300,11 @@ struct ShardPlan {
     ready: mpsc::Sender<ReadyReport>,
 }
 
-/// Where a shard's log lives and how it syncs.
+/// Where a shard's log lives, how it syncs, when it is compacted.
 struct LogPlan {
     path: std::path::PathBuf,
     fsync: FsyncMode,
+    compact_min_bytes: u64,
 }
 
 impl LogPlan {
@@ -313,7 +315,9 @@ impl LogPlan {
             path: self.path.clone(),
             message,
         };
+        // Read as well as write: compaction copies the log's tail into its snapshot.
         let file = glommio::io::OpenOptions::new()
+            .read(true)
             .write(true)
             .buffered_open(&self.path)
             .await
@@ -375,6 +379,11 @@ impl ShardPlan {
         let router = Router::new(self.state.nr_shards);
         let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), mesh);
         shard.start_peer_tasks(inboxes);
+        if let Some(plan) = &self.log {
+            let task =
+                compact_when_needed(shard.clone(), plan.path.clone(), plan.compact_min_bytes);
+            glommio::spawn_local(task).detach();
+        }
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         let ctx = ShardContext {
@@ -389,6 +398,31 @@ impl ShardPlan {
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
         if let Err(e) = ctx.shard.settle_all().await {
             tracing::error!(shard = %self.id, "final log sync failed: {e}");
+        }
+    }
+}
+
+/// How often a shard checks whether its log needs compacting.
+const COMPACTION_CHECK: Duration = Duration::from_millis(100);
+
+/// Compacts the shard's log whenever it has grown past the policy.
+async fn compact_when_needed(shard: Rc<Shard>, path: std::path::PathBuf, min_bytes: u64) {
+    loop {
+        glommio::timer::sleep(COMPACTION_CHECK).await;
+        let (Some(snapshot), Some(log)) = (shard.compaction_snapshot(min_bytes), shard.log())
+        else {
+            continue;
+        };
+        let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
+        match crate::log::compaction::compact(log, &path, snapshot).await {
+            Ok(after) => tracing::info!(
+                shard = %shard.id(),
+                "compacted {}: {before} → {after} bytes ({nr_keys} keys)",
+                path.display()
+            ),
+            Err(e) => {
+                tracing::error!(shard = %shard.id(), "compaction of {} failed: {e}", path.display())
+            }
         }
     }
 }

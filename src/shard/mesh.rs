@@ -50,8 +50,15 @@ pub enum ShardRequest {
         batch: Vec<u8>,
     },
     /// Phase 2: commit (keep the writes) or abort (roll back), then release the
-    /// keys. Never answered, never waits.
-    Decide { txn: TxnId, commit: bool },
+    /// keys — at once, never waiting. Answered (empty) once the participant's
+    /// DECIDE record is safe, so the coordinator knows when its COMMIT record is
+    /// no longer needed by anyone.
+    Decide {
+        from: ShardId,
+        ticket: Ticket,
+        txn: TxnId,
+        commit: bool,
+    },
 }
 
 /// The answer to a `Batch` or `Prepare`.

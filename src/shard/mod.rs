@@ -75,6 +75,9 @@ pub struct Shard {
     log: Option<Rc<LogWriter>>,
     locks: LockTable,
     prepared: RefCell<HashMap<TxnId, Prepared>>,
+    /// Cross-shard batches this shard committed whose participants have not all
+    /// confirmed their decision yet.
+    committing: RefCell<hashbrown::HashSet<TxnId>>,
     next_txn_seq: Cell<u64>,
     requests_to: Vec<Option<ConnectedSender<ShardRequest>>>,
     responses_to: Vec<Option<ConnectedSender<ShardResponse>>>,
@@ -110,6 +113,7 @@ impl Shard {
             log,
             locks: LockTable::default(),
             prepared: RefCell::new(HashMap::new()),
+            committing: RefCell::new(hashbrown::HashSet::new()),
             next_txn_seq: Cell::new(0),
             requests_to: mesh.requests_to,
             responses_to: mesh.responses_to,
@@ -350,16 +354,52 @@ impl Shard {
         self.table.borrow_mut().count_atomic(committed);
     }
 
-    /// The commit point of a cross-shard batch this shard coordinates: logs
-    /// COMMIT and waits until it is safe. Only then may anyone be told.
-    pub async fn log_commit(&self, txn: TxnId) -> Result<(), LogPoisoned> {
-        match &self.log {
-            Some(log) => {
-                let end = log.append(|records| format::write_commit(records, txn));
-                log.durable(end).await
-            }
-            None => Ok(()),
+    /// The snapshot compaction writes, if this is a moment to take one: the log
+    /// is large against the live data, and no cross-shard batch is prepared here
+    /// (the table would hold its tentative writes).
+    pub fn compaction_snapshot(&self, min_bytes: u64) -> Option<crate::log::compaction::Snapshot> {
+        let log = self.log.as_ref()?;
+        let table = self.table.borrow();
+        let live_bytes = table.stats().memory_bytes;
+        if !crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes) {
+            return None;
         }
+        if !self.prepared.borrow().is_empty() || log.poisoned().is_some() {
+            return None;
+        }
+        Some(crate::log::compaction::Snapshot {
+            cut: log.appended(),
+            entries: table
+                .entries()
+                .map(|(key, value, version)| (Box::from(key), value.clone(), version))
+                .collect(),
+            commits: self.committing.borrow().iter().copied().collect(),
+        })
+    }
+
+    /// The shard's log writer (None with the memory engine).
+    pub fn log(&self) -> Option<&Rc<LogWriter>> {
+        self.log.as_ref()
+    }
+
+    /// The commit point of a cross-shard batch this shard coordinates: logs
+    /// COMMIT and waits until it is safe. Only then may anyone be told. Until
+    /// [`Shard::forget_commit`], compaction carries the record forward.
+    pub async fn log_commit(&self, txn: TxnId) -> Result<(), LogPoisoned> {
+        let Some(log) = &self.log else { return Ok(()) };
+        self.committing.borrow_mut().insert(txn);
+        let end = log.append(|records| format::write_commit(records, txn));
+        let safe = log.durable(end).await;
+        if safe.is_err() {
+            self.committing.borrow_mut().remove(&txn);
+        }
+        safe
+    }
+
+    /// Every participant has its decision safe: the COMMIT record of `txn` is
+    /// needed by nobody any more.
+    pub fn forget_commit(&self, txn: TxnId) {
+        self.committing.borrow_mut().remove(&txn);
     }
 
     /// Runs a batch of request arrays forwarded by a peer, in order, and
@@ -403,18 +443,22 @@ impl Shard {
         Ok(ticket)
     }
 
-    /// Sends phase 2 of a cross-shard batch to a participant.
+    /// Sends phase 2 of a cross-shard batch to a participant; the answer comes
+    /// once the participant's DECIDE record is safe.
     pub async fn send_decision(
         &self,
         to: ShardId,
         txn: TxnId,
         commit: bool,
-    ) -> Result<(), PeerGone> {
-        let decision = ShardRequest::Decide { txn, commit };
-        self.channel_to(to)
-            .send(decision)
-            .await
-            .map_err(|_| PeerGone(to))
+    ) -> Result<Ticket, PeerGone> {
+        let from = self.id;
+        self.send(to, |ticket| ShardRequest::Decide {
+            from,
+            ticket,
+            txn,
+            commit,
+        })
+        .await
     }
 
     fn channel_to(&self, to: ShardId) -> &ConnectedSender<ShardRequest> {
@@ -455,7 +499,23 @@ fn decode_forwarded(batch: &[u8]) -> Result<Vec<Op>, RequestError> {
 async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
     while let Some(request) = inbox.recv().await {
         match request {
-            ShardRequest::Decide { txn, commit } => shard.decide(txn, commit),
+            ShardRequest::Decide {
+                from,
+                ticket,
+                txn,
+                commit,
+            } => {
+                shard.decide(txn, commit);
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let vote = shard
+                        .settle()
+                        .await
+                        .map_err(|p| RequestError::new(ErrorCode::IoErr, p.to_string()));
+                    respond(&shard, from, ticket, BatchResults::default(), vote).await
+                })
+                .detach();
+            }
             ShardRequest::Batch {
                 from,
                 ticket,

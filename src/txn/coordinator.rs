@@ -8,7 +8,7 @@
 
 use super::TxnId;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
-use crate::shard::mesh::{Reply, ShardRequest};
+use crate::shard::mesh::{Reply, ShardRequest, Ticket};
 use crate::shard::{Shard, ShardId};
 
 /// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
@@ -41,8 +41,18 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
         }
     }
     let commit = refusal.is_none();
+    let mut decisions = Vec::with_capacity(yes_votes.len());
     for (participant, _) in &yes_votes {
-        decide(shard, txn, *participant, commit).await;
+        decisions.push(decide(shard, txn, *participant, commit).await);
+    }
+    // Wait until every participant's decision is safe: only then may the
+    // COMMIT record be compacted away, and only then is the batch done.
+    for ticket in decisions.into_iter().flatten() {
+        let _ = shard.wait(ticket).await;
+    }
+    if commit {
+        let _ = shard.settle().await;
+        shard.forget_commit(txn);
     }
     shard.count_atomic(commit);
     match refusal {
@@ -90,14 +100,15 @@ async fn prepare(
     }
 }
 
-async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) {
+/// Tells one participant; returns the ticket of its confirmation (None for
+/// this shard, decided in place, or a participant that is gone — shutting down
+/// with the whole server, recovery will resolve it from the COMMIT record).
+async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) -> Option<Ticket> {
     if participant == shard.id() {
         shard.decide(txn, commit);
-    } else {
-        // A participant that is gone is shutting down with the whole server;
-        // there is nobody left to tell.
-        let _ = shard.send_decision(participant, txn, commit).await;
+        return None;
     }
+    shard.send_decision(participant, txn, commit).await.ok()
 }
 
 /// Writes the batch's results in request order into one slot of `out`.
