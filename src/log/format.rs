@@ -72,6 +72,18 @@ pub enum Record<'a> {
     },
 }
 
+impl Record<'_> {
+    /// The cross-shard batch the record belongs to, if any.
+    pub fn txn(&self) -> Option<TxnId> {
+        match self {
+            Record::Prepare { txn, .. } | Record::Decide { txn, .. } | Record::Commit { txn } => {
+                Some(*txn)
+            }
+            Record::Effect(_) | Record::Batch(_) => None,
+        }
+    }
+}
+
 /// What is at an offset of a log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<'a> {

@@ -97,6 +97,8 @@ pub struct Recovered {
     pub nr_keys: u64,
     pub nr_records: u64,
     pub elapsed: Duration,
+    /// Where cross-shard batch numbering continues: above every number in the logs.
+    pub next_txn_seq: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
@@ -141,6 +143,11 @@ pub fn recover(
     cut_dropped_tails(&dir, &replayed)?;
     resolve_pending(&dir, &mut tables, replayed.iter())?;
     let nr_records = replayed.iter().map(|r| r.nr_records).sum();
+    let next_txn_seq = replayed
+        .iter()
+        .filter_map(|r| r.max_txn_seq)
+        .max()
+        .map_or(0, |seq| seq + 1);
     if nr_old != nr_shards {
         tracing::info!("moving every key from {nr_old} shard logs to {nr_shards}");
         tables = reshard(tables, nr_shards);
@@ -157,6 +164,7 @@ pub fn recover(
         nr_keys,
         nr_records,
         elapsed: started.elapsed(),
+        next_txn_seq,
     })
 }
 

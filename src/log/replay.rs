@@ -41,6 +41,9 @@ pub struct Replayed {
     pub pending: HashMap<TxnId, Vec<OwnedEffect>>,
     /// Cross-shard batches this shard coordinated and committed.
     pub commits: HashSet<TxnId>,
+    /// The highest batch sequence number in any record (new batches must not
+    /// reuse one: an old COMMIT record would decide them).
+    pub max_txn_seq: Option<u64>,
     /// Bytes of the file that hold intact records.
     pub valid_bytes: u64,
     /// Bytes after them: a torn tail, or (salvaging) everything after damage.
@@ -64,6 +67,9 @@ pub fn replay_file(
     while offset < file.len() {
         let reason = match decode_at(&file, offset) {
             Decoded::Record(record, next) => {
+                if let Some(txn) = record.txn() {
+                    replayed.max_txn_seq = replayed.max_txn_seq.max(Some(txn.seq));
+                }
                 apply(record, table, &mut prepared, &mut replayed.commits);
                 replayed.nr_records += 1;
                 offset = next;

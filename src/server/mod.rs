@@ -104,11 +104,11 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     check_memlock()?;
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
-    let tables = load_tables(&config)?;
+    let (tables, next_txn_seq) = load_tables(&config)?;
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads = spawn_shards(&config, addr, &state, tables, ready_tx);
+    let threads = spawn_shards(&config, addr, &state, (tables, next_txn_seq), ready_tx);
     for _ in 0..config.nr_shards {
         // A closed channel means a shard thread died before reporting; its join says why.
         match ready_rx.recv() {
@@ -128,12 +128,16 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     Ok(())
 }
 
-/// The shards' tables at start: rebuilt from the logs, or empty.
-fn load_tables(config: &Config) -> Result<Vec<Table>, ServerError> {
+/// The shards' tables at start, rebuilt from the logs or empty, and where
+/// cross-shard batch numbering continues.
+fn load_tables(config: &Config) -> Result<(Vec<Table>, u64), ServerError> {
     let limit = config.shard_memory_limit_bytes();
     if config.engine == Engine::Memory {
         tracing::info!("recovered nothing: the memory engine keeps nothing on disk");
-        return Ok((0..config.nr_shards).map(|_| Table::new(limit)).collect());
+        return Ok((
+            (0..config.nr_shards).map(|_| Table::new(limit)).collect(),
+            0,
+        ));
     }
     let recovered = crate::log::recover(&config.data_dir, config.nr_shards, config.salvage)?;
     tracing::info!(
@@ -146,7 +150,7 @@ fn load_tables(config: &Config) -> Result<Vec<Table>, ServerError> {
     for table in &mut tables {
         table.set_memory_limit(limit);
     }
-    Ok(tables)
+    Ok((tables, recovered.next_txn_seq))
 }
 
 fn check_memlock() -> Result<(), ServerError> {
@@ -232,7 +236,7 @@ fn spawn_shards(
     config: &Config,
     addr: SocketAddr,
     state: &Arc<ServerState>,
-    tables: Vec<Table>,
+    (tables, next_txn_seq): (Vec<Table>, u64),
     ready: mpsc::Sender<ReadyReport>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     let cpus = allowed_cpus();
@@ -263,6 +267,7 @@ fn spawn_shards(
                 state: state.clone(),
                 limits: connection_limits(config),
                 table,
+                next_txn_seq,
                 log: (config.engine == Engine::Log).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
                     fsync: config.fsync,
@@ -296,6 +301,7 @@ struct ShardPlan {
     state: Arc<ServerState>,
     limits: ConnectionLimits,
     table: Table,
+    next_txn_seq: u64,
     log: Option<LogPlan>,
     ready: mpsc::Sender<ReadyReport>,
 }
@@ -378,6 +384,7 @@ impl ShardPlan {
         let mesh = self.mesh.connect().await;
         let router = Router::new(self.state.nr_shards);
         let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), mesh);
+        shard.continue_txn_numbering(self.next_txn_seq);
         shard.start_peer_tasks(inboxes);
         if let Some(plan) = &self.log {
             let task =

@@ -339,6 +339,12 @@ impl Shard {
         self.locks.release(&prepared.keys);
     }
 
+    /// Numbers new cross-shard batches from `seq` on (above every number a
+    /// previous run left in the logs).
+    pub fn continue_txn_numbering(&self, seq: u64) {
+        self.next_txn_seq.set(self.next_txn_seq.get().max(seq));
+    }
+
     /// A fresh id for a batch this shard coordinates.
     pub fn next_txn(&self) -> TxnId {
         let seq = self.next_txn_seq.get();
