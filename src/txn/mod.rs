@@ -60,10 +60,12 @@
 //!
 //! # The log step
 //!
-//! With `--engine memory` nothing is written. The durability issue adds the
-//! participant's log records at [`crate::shard::Shard::prepare`] (a prepare
-//! record before voting yes) and at [`crate::shard::Shard::decide`] (the
-//! decision), so a crash at any instant recovers each batch all or nothing.
+//! With the log engine, [`crate::shard::Shard::prepare`] appends a PREPARE
+//! record and makes it safe before voting yes; the coordinator appends COMMIT
+//! and makes it safe before telling anyone (the commit point); each participant
+//! appends DECIDE when told and confirms once it is safe. Recovery resolves a
+//! PREPARE without DECIDE by the coordinator's COMMIT, so a crash at any
+//! instant leaves each batch all or nothing (docs/storage.md).
 
 pub mod coordinator;
 pub mod locks;
