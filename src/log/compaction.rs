@@ -33,10 +33,13 @@ pub fn should_compact(file_len: u64, live_bytes: u64, min_bytes: u64) -> bool {
     file_len > min_bytes && file_len > 2 * live_bytes
 }
 
+/// One entry of a snapshot: key, value, version.
+pub type SnapshotEntry = (Box<[u8]>, Arc<[u8]>, u64);
+
 /// The table's contents at `cut`, ready to be written without the table.
 pub struct Snapshot {
     pub cut: u64,
-    pub entries: Vec<(Box<[u8]>, Arc<[u8]>, u64)>,
+    pub entries: Vec<SnapshotEntry>,
     pub commits: Vec<TxnId>,
 }
 

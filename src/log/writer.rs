@@ -190,6 +190,14 @@ impl LogWriter {
         snapshot_len: u64,
         install: impl std::future::Future<Output = std::io::Result<()>>,
     ) -> std::io::Result<()> {
+        // The records before `cut` are in the snapshot; the file must hold all of
+        // them before the records after `cut` can be copied out of it.
+        self.progress
+            .until(|| self.written.get() >= cut || self.poisoned.borrow().is_some())
+            .await;
+        if let Some(poisoned) = self.poisoned() {
+            return Err(std::io::Error::other(poisoned.to_string()));
+        }
         self.paused.set(true);
         self.progress.until(|| !self.flushing.get()).await;
         let result = self.move_to(new_file, cut, snapshot_len, install).await;
