@@ -44,6 +44,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:4000")]
     pub addr: SocketAddr,
 
+    /// Also serve the HTTP API (docs/http.md) on this address (IP:PORT); off
+    /// unless given. Port 0 picks a free port, logged as "http listening on IP:PORT".
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+
     /// Number of shards (one executor thread each). Default: one per CPU this
     /// process may run on.
     #[arg(long)]
@@ -125,6 +130,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
     pub nr_shards: usize,
     pub data_dir: PathBuf,
     pub engine: Engine,
@@ -174,6 +180,7 @@ impl Config {
         };
         Ok(Config {
             addr: args.addr,
+            http_addr: args.http_addr,
             nr_shards,
             data_dir: args.data_dir,
             engine: args.engine,

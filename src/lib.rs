@@ -18,6 +18,8 @@
 //!   the cross-core mesh of bounded channels; forwarded batches.
 //! - [`table`]: the hash map and `apply(op)`: no I/O, no awaits, deterministic.
 //! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
+//! - [`http`]: the optional HTTP API (`--http-addr`) — hyper on glommio,
+//!   requests translated into msgpack messages and served by the same path.
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
@@ -30,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod http;
 pub mod log;
 pub mod notify;
 pub mod proto;

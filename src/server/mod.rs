@@ -5,10 +5,12 @@
 //! single request is served):
 //! 1. open and lock the data directory, check the engine marker;
 //! 2. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
-//! 3. bind the address once without SO_REUSEPORT, which fails if anyone else —
-//!    including another corekv-server — listens there, and resolves port 0;
-//! 4. start one thread per shard: build its executor, bind its listener with
-//!    SO_REUSEPORT, report ready; then connect the mesh and serve.
+//! 3. bind the address (and `--http-addr`) once without SO_REUSEPORT, which
+//!    fails if anyone else — including another corekv-server — listens there,
+//!    and resolves port 0;
+//! 4. start one thread per shard: build its executor, bind its listeners with
+//!    SO_REUSEPORT, report ready; then connect the mesh and serve (the HTTP
+//!    API, [`crate::http`], as a task beside the msgpack listener).
 //!
 //! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
 //! lets its connections answer what they have read, and waits until every shard
@@ -104,11 +106,27 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     check_memlock()?;
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
+    let http = match config.http_addr {
+        Some(http_addr) => Some(crate::http::HttpPlan {
+            addr: probe_bind(http_addr)?,
+            gauges: Arc::new(crate::http::Gauges::new(
+                config.nr_shards,
+                config.engine == Engine::Log,
+            )),
+        }),
+        None => None,
+    };
     let (tables, next_txn_seq) = load_tables(&config)?;
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads = spawn_shards(&config, addr, &state, (tables, next_txn_seq), ready_tx);
+    let threads = spawn_shards(
+        &config,
+        (addr, http.clone()),
+        &state,
+        (tables, next_txn_seq),
+        ready_tx,
+    );
     for _ in 0..config.nr_shards {
         // A closed channel means a shard thread died before reporting; its join says why.
         match ready_rx.recv() {
@@ -118,6 +136,9 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
         }
     }
     on_listening(addr);
+    if let Some(http) = &http {
+        tracing::info!("http listening on {}", http.addr);
+    }
     for (shard, thread) in threads.into_iter().enumerate() {
         thread
             .join()
@@ -234,7 +255,7 @@ type ReadyReport = Result<(), ServerError>;
 
 fn spawn_shards(
     config: &Config,
-    addr: SocketAddr,
+    (addr, http): (SocketAddr, Option<crate::http::HttpPlan>),
     state: &Arc<ServerState>,
     (tables, next_txn_seq): (Vec<Table>, u64),
     ready: mpsc::Sender<ReadyReport>,
@@ -274,6 +295,7 @@ fn spawn_shards(
                     compact_min_bytes: config.compact_min_bytes,
                 }),
                 ready: ready.clone(),
+                http: http.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("corekv-shard-{i}"))
@@ -304,6 +326,8 @@ struct ShardPlan {
     next_txn_seq: u64,
     log: Option<LogPlan>,
     ready: mpsc::Sender<ReadyReport>,
+    /// The HTTP API, if `--http-addr` was given.
+    http: Option<crate::http::HttpPlan>,
 }
 
 /// Where a shard's log lives, how it syncs, when it is compacted.
@@ -370,6 +394,19 @@ impl ShardPlan {
                 return;
             }
         };
+        let http_listener = match self.http.as_ref().map(|plan| (plan, plan.bind())) {
+            None => None,
+            Some((plan, Ok(listener))) => Some((listener, plan.gauges.clone())),
+            Some((plan, Err(source))) => {
+                let error = ServerError::ShardBind {
+                    shard: self.id,
+                    addr: plan.addr,
+                    source,
+                };
+                let _ = self.ready.send(Err(error));
+                return;
+            }
+        };
         let log = match &self.log {
             Some(plan) => match plan.open(self.id).await {
                 Ok(writer) => Some(writer),
@@ -399,7 +436,13 @@ impl ShardPlan {
             shutdown,
             limits: self.limits,
         };
+        let http = http_listener.map(|(listener, gauges)| {
+            glommio::spawn_local(crate::http::serve(listener, ctx.clone(), gauges))
+        });
         let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
+        if let Some(http) = http {
+            http.await; // stops accepting at shutdown too, then finishes its connections
+        }
         drain(self.id, &self.state, &live).await;
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.

@@ -73,6 +73,9 @@ pub struct Round {
     planning_cursors: Vec<ResultCursor>,
     /// STATS elements built while planning a message, consumed while writing it.
     stats_elements: VecDeque<Vec<u8>>,
+    /// Each shard's share of the last STATS answered (index = shard id), for
+    /// the HTTP API's per-shard figures.
+    stats_shares: Vec<TableStats>,
 }
 
 /// Position in one shard's results: the next slot and the next splice.
@@ -116,7 +119,14 @@ impl Round {
             cursors: vec![ResultCursor::default(); nr_shards],
             planning_cursors: vec![ResultCursor::default(); nr_shards],
             stats_elements: VecDeque::new(),
+            stats_shares: Vec::new(),
         }
+    }
+
+    /// Each shard's share of the last STATS this round answered, indexed by
+    /// shard id; shorter than the shard count if a shard could not answer.
+    pub fn stats_shares(&self) -> &[TableStats] {
+        &self.stats_shares
     }
 
     /// Serves the messages whose bodies are `buf[body]` for each body in `bodies`,
@@ -406,10 +416,14 @@ impl Round {
     fn stats_element(&mut self, state: &ServerState) -> Vec<u8> {
         let mut total = TableStats::default();
         let mut failure: Option<&[u8]> = None;
+        self.stats_shares.clear();
         for (results, cursor) in self.results.iter().zip(self.planning_cursors.iter_mut()) {
             let (element, _) = take_slot(results, cursor);
             match read_stats_element(element.bytes) {
-                Some(share) => total.add(&share),
+                Some(share) => {
+                    total.add(&share);
+                    self.stats_shares.push(share);
+                }
                 None => failure = failure.or(Some(element.bytes)),
             }
         }

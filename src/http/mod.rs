@@ -1,0 +1,185 @@
+//! The HTTP API (`--http-addr`): concave's `/v1/get` and `/v1/put`, plus
+//! `/v1/stats`, `/health` and Prometheus `/metrics` (docs/http.md).
+//!
+//! Like the msgpack listener, every shard binds the HTTP address with
+//! SO_REUSEPORT (glommio's `TcpListener::bind` sets it) and serves the
+//! connections the kernel hands it, with hyper's HTTP/1.1 server on the shard's
+//! own executor ([`compat`]). A request is translated into one msgpack request
+//! message and served by the shard's ordinary request path ([`dispatch`]), so
+//! routing, ATOMIC, `--fsync` durability and limits apply unchanged; only the
+//! translation and the JSON mapping ([`json`]) are HTTP's own.
+//!
+//! Start and stop: the listener is bound with the msgpack one (a port that
+//! cannot be bound fails start-up), and accepts once the shard serves — after
+//! recovery, which runs before any listener exists, so during recovery the port
+//! refuses connections. At shutdown the shard stops accepting, `/health`
+//! answers 503, each connection finishes the request in hand and closes
+//! (hyper's graceful shutdown), and the shard waits for them, at most
+//! [`DRAIN_TIMEOUT`], before it drains its msgpack connections.
+//!
+//! HTTP connections count against `--max-connections` and in STATS'
+//! `connections`; over the limit a connection gets a 503 and is closed.
+//!
+//! - [`compat`]: hyper's IO traits over glommio's `TcpStream`.
+//! - [`routes`]: paths, methods, the handlers, error responses.
+//! - [`dispatch`]: one msgpack message through a [`Round`](crate::server::round::Round).
+//! - [`json`]: JSON ↔ msgpack values.
+//! - [`metrics`]: the Prometheus page and the figures shards publish for it.
+
+pub mod compat;
+pub mod dispatch;
+pub mod json;
+pub mod metrics;
+pub mod routes;
+
+use crate::server::connection::ShardContext;
+use compat::HyperStream;
+use dispatch::Dispatcher;
+use futures_lite::{future, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+pub use metrics::Gauges;
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a shard waits at shutdown for its HTTP connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+/// Pause after a failed accept, so a persistent error does not spin the core.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// What every shard needs to serve HTTP.
+#[derive(Debug, Clone)]
+pub struct HttpPlan {
+    /// The resolved address (port 0 already replaced by the chosen port).
+    pub addr: SocketAddr,
+    pub gauges: Arc<Gauges>,
+}
+
+impl HttpPlan {
+    /// Binds this shard's listener (SO_REUSEPORT).
+    pub fn bind(&self) -> std::io::Result<TcpListener> {
+        TcpListener::bind(self.addr).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Everything a connection's handlers share.
+struct Shared {
+    gauges: Arc<Gauges>,
+    live: Cell<usize>,
+}
+
+/// Accepts HTTP connections until shutdown, then waits (bounded) for the open
+/// ones to finish.
+pub async fn serve(listener: TcpListener, ctx: ShardContext, gauges: Arc<Gauges>) {
+    let shared = Rc::new(Shared {
+        gauges,
+        live: Cell::new(0),
+    });
+    glommio::spawn_local(publish_log_figures(ctx.clone(), shared.clone())).detach();
+    loop {
+        let accept = async { Some(listener.accept().await) };
+        let stop = async {
+            ctx.shutdown.wait().await;
+            None
+        };
+        match future::or(stop, accept).await {
+            None => break,
+            Some(Ok(stream)) => admit(stream, &ctx, &shared),
+            Some(Err(e)) => {
+                tracing::warn!(shard = %ctx.shard.id(), "http accept failed: {e}");
+                glommio::timer::sleep(ACCEPT_RETRY_PAUSE).await;
+            }
+        }
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while shared.live.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+}
+
+/// Keeps this shard's log figures in [`Gauges`] fresh for other shards' `/metrics`.
+async fn publish_log_figures(ctx: ShardContext, shared: Rc<Shared>) {
+    while !ctx.shutdown.is_triggered() {
+        shared.gauges.publish_log(&ctx.shard);
+        glommio::timer::sleep(metrics::LOG_PUBLISH_PERIOD).await;
+    }
+}
+
+fn admit(stream: TcpStream, ctx: &ShardContext, shared: &Rc<Shared>) {
+    if !ctx.state.admit_connection() {
+        glommio::spawn_local(refuse(stream, ctx.state.max_connections)).detach();
+        return;
+    }
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("cannot set TCP_NODELAY: {e}");
+    }
+    count_http_connection(ctx, shared, true);
+    shared.live.set(shared.live.get() + 1);
+    let (ctx, shared) = (ctx.clone(), shared.clone());
+    glommio::spawn_local(async move {
+        serve_connection(&ctx, &shared, stream).await;
+        ctx.state.release_connection();
+        count_http_connection(&ctx, &shared, false);
+        shared.live.set(shared.live.get() - 1);
+    })
+    .detach();
+}
+
+/// Counts an opened (or closed) connection in this shard's gauges.
+fn count_http_connection(ctx: &ShardContext, shared: &Shared, opened: bool) {
+    let Some(gauges) = shared.gauges.shards.get(ctx.shard.id().0) else {
+        return;
+    };
+    if opened {
+        gauges.http_connections.fetch_add(1, Ordering::Relaxed);
+    } else {
+        gauges.http_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection with hyper until the client closes it, or until
+/// shutdown, when the request in hand is finished and the connection closed.
+async fn serve_connection(ctx: &ShardContext, shared: &Rc<Shared>, stream: TcpStream) {
+    let dispatcher = Rc::new(Dispatcher::new(ctx.clone()));
+    let gauges = shared.gauges.clone();
+    let service = hyper::service::service_fn(move |request| {
+        routes::handle(request, dispatcher.clone(), gauges.clone())
+    });
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(HyperStream(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let finished = async { Some(connection.as_mut().await) };
+    let stop = async {
+        ctx.shutdown.wait().await;
+        None
+    };
+    let result = match future::or(finished, stop).await {
+        Some(result) => result,
+        None => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(shard = %ctx.shard.id(), "http connection closed: {e}");
+    }
+}
+
+/// Over `--max-connections`: a 503 written by hand (hyper is not started for
+/// a connection we will not serve), then close.
+async fn refuse(mut stream: TcpStream, max_connections: usize) {
+    let body = format!(
+        "{{\"error\":\"too many connections: the limit is {max_connections} (--max-connections)\",\"code\":\"OOM\"}}"
+    );
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    // Best effort: the client may already be gone.
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.close().await;
+}

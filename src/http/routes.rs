@@ -1,0 +1,395 @@
+//! Paths, methods and handlers of the HTTP API, and how failures become
+//! responses.
+//!
+//! | path | method | handler |
+//! |---|---|---|
+//! | `/v1/get?key=K` | GET | GETV: 200 `{"key","value","version"}`, 404 if absent |
+//! | `/v1/put` | POST | one ATOMIC of PUTVs: 200 `{"result":"Success","versions":[…]}`, 409 on a version conflict |
+//! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
+//! | `/health` | GET | 200 while serving, 503 when shutting down or the shard's log is poisoned |
+//! | `/metrics` | GET | Prometheus text format |
+//!
+//! Every failure is a JSON body `{"error": message, "code": CODE}` (on
+//! `/v1/put` also `"result": "Failure"`), with a 4xx status for the client's
+//! mistakes — unknown path 404, wrong method 405, malformed or mistyped input
+//! 400, a body or message over `--max-frame-bytes` 413 — and 5xx only for the
+//! server's own state (507 over the memory limit, 503 shutting down, 500 a
+//! storage failure). A refused request writes nothing: the body is read and
+//! validated whole before anything is sent to a shard, and a put is one ATOMIC.
+
+use super::dispatch::{DispatchError, Dispatcher};
+use super::json;
+use super::metrics::{self, Gauges};
+use crate::client::{Element, Request};
+use crate::proto::ErrorCode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, StatusCode};
+use serde_json::{json, Value as Json};
+use std::convert::Infallible;
+use std::rc::Rc;
+use std::sync::Arc;
+
+pub type Response = hyper::Response<Full<Bytes>>;
+
+const JSON_TYPE: &str = "application/json";
+const PROMETHEUS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A request that cannot be served, as its response will say.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(StatusCode::BAD_REQUEST, "BADREQ", message)
+    }
+
+    /// An error element from the shard, with the status its code calls for.
+    fn from_server(code: &str, message: String) -> HttpError {
+        let (status, code) = match ErrorCode::parse(code) {
+            Some(ErrorCode::Conflict) => (StatusCode::CONFLICT, "CONFLICT"),
+            Some(ErrorCode::BadReq) => (StatusCode::BAD_REQUEST, "BADREQ"),
+            Some(ErrorCode::BadFrame) => (StatusCode::BAD_REQUEST, "BADFRAME"),
+            Some(ErrorCode::TooBig) => (StatusCode::PAYLOAD_TOO_LARGE, "TOOBIG"),
+            Some(ErrorCode::Oom) => (StatusCode::INSUFFICIENT_STORAGE, "OOM"),
+            Some(ErrorCode::Shutdown) => (StatusCode::SERVICE_UNAVAILABLE, "SHUTDOWN"),
+            Some(ErrorCode::IoErr) | None => (StatusCode::INTERNAL_SERVER_ERROR, "IOERR"),
+        };
+        HttpError::new(status, code, message)
+    }
+
+    fn into_response(self, put: bool) -> Response {
+        let mut body = json!({ "error": self.message, "code": self.code });
+        if put {
+            body["result"] = json!("Failure");
+        }
+        json_response(self.status, &body)
+    }
+}
+
+impl From<DispatchError> for HttpError {
+    fn from(e: DispatchError) -> HttpError {
+        match e {
+            DispatchError::TooBig { .. } => {
+                HttpError::new(StatusCode::PAYLOAD_TOO_LARGE, "TOOBIG", e.to_string())
+            }
+            DispatchError::Internal(_) => {
+                HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string())
+            }
+        }
+    }
+}
+
+/// Routes one request; every outcome, failures included, is a response.
+pub async fn handle(
+    request: hyper::Request<Incoming>,
+    dispatcher: Rc<Dispatcher>,
+    gauges: Arc<Gauges>,
+) -> Result<Response, Infallible> {
+    let path = request.uri().path().to_owned();
+    let (allowed, put) = match path.as_str() {
+        "/v1/put" => (Method::POST, true),
+        "/v1/get" | "/v1/stats" | "/health" | "/metrics" => (Method::GET, false),
+        _ => {
+            let message = format!("no such path {path}; see docs/http.md");
+            return Ok(
+                HttpError::new(StatusCode::NOT_FOUND, "NOTFOUND", message).into_response(false)
+            );
+        }
+    };
+    if request.method() != allowed {
+        return Ok(wrong_method(request.method(), &path, allowed));
+    }
+    let result = match path.as_str() {
+        "/v1/put" => put_handler(request, &dispatcher).await,
+        "/v1/get" => get_handler(&request, &dispatcher).await,
+        "/v1/stats" => stats_handler(&dispatcher).await,
+        "/health" => Ok(health_handler(&dispatcher)),
+        _ => metrics_handler(&dispatcher, &gauges).await,
+    };
+    Ok(result.unwrap_or_else(|e| e.into_response(put)))
+}
+
+fn wrong_method(method: &Method, path: &str, allowed: Method) -> Response {
+    let message = format!("{method} is not allowed on {path}; use {allowed}");
+    let mut response = HttpError::new(StatusCode::METHOD_NOT_ALLOWED, "BADMETHOD", message)
+        .into_response(path == "/v1/put");
+    if let Ok(value) = HeaderValue::from_str(allowed.as_str()) {
+        response.headers_mut().insert(ALLOW, value);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: &Json) -> Response {
+    response(status, JSON_TYPE, body.to_string().into())
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    let mut response = hyper::Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `GET /v1/get?key=K`: GETV of K.
+async fn get_handler(
+    request: &hyper::Request<Incoming>,
+    dispatcher: &Dispatcher,
+) -> Result<Response, HttpError> {
+    let key = query_key(request.uri().query().unwrap_or(""))?;
+    let reply = dispatcher
+        .call(&[Request::GetV(key.clone().into_bytes())])
+        .await?;
+    match single(reply)? {
+        Element::Versioned(value, version) => {
+            let body =
+                json!({ "key": key, "value": json::from_msgpack(&value), "version": version });
+            Ok(json_response(StatusCode::OK, &body))
+        }
+        Element::NotFound => {
+            let body = json!({ "error": "key not found", "code": "NOTFOUND", "key": key });
+            Ok(json_response(StatusCode::NOT_FOUND, &body))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// The `key` parameter of a query string, percent-decoded (`+` is a space).
+fn query_key(query: &str) -> Result<String, HttpError> {
+    let mut found = None;
+    for pair in query.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if decode_component(name)? != "key" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(HttpError::bad_request(
+                "query parameter key is given more than once",
+            ));
+        }
+        found = Some(decode_component(value)?);
+    }
+    found.ok_or_else(|| HttpError::bad_request("missing query parameter key (/v1/get?key=K)"))
+}
+
+fn decode_component(text: &str) -> Result<String, HttpError> {
+    let spaced = text.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| HttpError::bad_request("the query is not UTF-8 after percent-decoding"))
+}
+
+/// `POST /v1/put`: all the body's items as one ATOMIC of PUTVs.
+async fn put_handler(
+    request: hyper::Request<Incoming>,
+    dispatcher: &Dispatcher,
+) -> Result<Response, HttpError> {
+    let limit = dispatcher.ctx().limits.max_frame_bytes;
+    let body = read_body(request, limit).await?;
+    let puts = parse_puts(&body)?;
+    if puts.is_empty() {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "result": "Success", "versions": [] }),
+        ));
+    }
+    let nr_puts = puts.len();
+    let reply = dispatcher.call(&[Request::Atomic(puts)]).await?;
+    let mut versions = Vec::with_capacity(nr_puts);
+    for element in reply {
+        match element {
+            Element::Done(version) => versions.push(version),
+            Element::Error { code, message } => return Err(HttpError::from_server(&code, message)),
+            other => return Err(unexpected(&other)),
+        }
+    }
+    if versions.len() != nr_puts {
+        return Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            format!("{nr_puts} puts answered with {} results", versions.len()),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "result": "Success", "versions": versions }),
+    ))
+}
+
+/// The whole body, refused with 413 once it is longer than `limit`.
+async fn read_body(request: hyper::Request<Incoming>, limit: u64) -> Result<Bytes, HttpError> {
+    let too_big = |what: String| {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOOBIG",
+            format!("{what}, over the limit of {limit} bytes (--max-frame-bytes)"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&n| n > limit) {
+        return Err(too_big(format!("the body is {declared} bytes")));
+    }
+    let limited = Limited::new(
+        request.into_body(),
+        usize::try_from(limit).unwrap_or(usize::MAX),
+    );
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(too_big("the body is longer".into()))
+        }
+        Err(e) => Err(HttpError::bad_request(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// The body of a put: `[{"key": str, "value": V, "version": uint}, …]`.
+fn parse_puts(body: &[u8]) -> Result<Vec<Request>, HttpError> {
+    let json: Json = serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let Json::Array(items) = json else {
+        return Err(HttpError::bad_request(
+            "the body must be a JSON array of {\"key\", \"value\", \"version\"} objects",
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            parse_put(item).map_err(|e| HttpError::bad_request(format!("item {i}: {e}")))
+        })
+        .collect()
+}
+
+fn parse_put(item: &Json) -> Result<Request, String> {
+    let Json::Object(fields) = item else {
+        return Err("must be an object {\"key\", \"value\", \"version\"}".into());
+    };
+    if let Some(name) = fields
+        .keys()
+        .find(|k| !["key", "value", "version"].contains(&k.as_str()))
+    {
+        return Err(format!(
+            "unknown field \"{name}\" (fields are key, value, version)"
+        ));
+    }
+    let key = match fields.get("key") {
+        Some(Json::String(key)) => key.clone().into_bytes(),
+        Some(_) => return Err("\"key\" must be a string".into()),
+        None => return Err("missing field \"key\"".into()),
+    };
+    let value = fields.get("value").ok_or("missing field \"value\"")?;
+    let value = json::to_msgpack(value).map_err(|e| format!("\"value\": {e}"))?;
+    let version = match fields.get("version") {
+        Some(v) => v
+            .as_u64()
+            .ok_or("\"version\" must be a non-negative integer (0 creates the key)")?,
+        None => return Err("missing field \"version\" (0 creates the key)".into()),
+    };
+    Ok(Request::PutV(key, value, version))
+}
+
+/// `GET /v1/stats`: STATS totals and each shard's share.
+async fn stats_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
+    let stats = match dispatcher.stats().await? {
+        Ok(stats) => stats,
+        Err(element) => return Err(element_error(element)),
+    };
+    let shards: Vec<Json> = stats
+        .shares
+        .iter()
+        .enumerate()
+        .map(|(id, share)| {
+            let mut fields: serde_json::Map<String, Json> = share
+                .fields()
+                .iter()
+                .map(|(name, v)| ((*name).to_owned(), json!(v)))
+                .collect();
+            fields.insert("shard".into(), json!(id));
+            Json::Object(fields)
+        })
+        .collect();
+    let body = json!({ "total": stats.total, "shards": shards });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /metrics`.
+async fn metrics_handler(dispatcher: &Dispatcher, gauges: &Gauges) -> Result<Response, HttpError> {
+    let ctx = dispatcher.ctx();
+    gauges.publish_log(&ctx.shard);
+    let stats = match dispatcher.stats().await? {
+        Ok(stats) => stats,
+        Err(element) => return Err(element_error(element)),
+    };
+    let page = metrics::render(&stats, gauges, ctx.state.max_connections);
+    Ok(response(StatusCode::OK, PROMETHEUS_TYPE, page.into()))
+}
+
+/// `GET /health`: this shard's view; 503 once it stops serving.
+fn health_handler(dispatcher: &Dispatcher) -> Response {
+    let ctx = dispatcher.ctx();
+    let shard = ctx.shard.id().0;
+    if ctx.shutdown.is_triggered() || ctx.state.is_shutting_down() {
+        let body = json!({ "status": "shutting down", "shard": shard });
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
+    if let Some(poisoned) = ctx.shard.log().and_then(|log| log.poisoned()) {
+        let body =
+            json!({ "status": "log poisoned", "error": poisoned.to_string(), "shard": shard });
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({ "status": "serving", "shard": shard }),
+    )
+}
+
+/// The one element of a one-request reply; an error element becomes its response.
+fn single(mut reply: Vec<Element>) -> Result<Element, HttpError> {
+    match (reply.pop(), reply.is_empty()) {
+        (Some(Element::Error { code, message }), true) => {
+            Err(HttpError::from_server(&code, message))
+        }
+        (Some(element), true) => Ok(element),
+        _ => Err(HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "expected exactly one result element",
+        )),
+    }
+}
+
+fn element_error(element: Element) -> HttpError {
+    match element {
+        Element::Error { code, message } => HttpError::from_server(&code, message),
+        other => unexpected(&other),
+    }
+}
+
+fn unexpected(element: &Element) -> HttpError {
+    HttpError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL",
+        format!("unexpected result element {element:?}"),
+    )
+}
