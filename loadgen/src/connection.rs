@@ -1,25 +1,38 @@
-//! One connection's closed loop, run as a task on a glommio executor: keep
-//! `--pipeline` messages in flight; for each reply, check it byte for byte
-//! against the expected reply, record the message's latency, and send the next
-//! message, until `--messages` replies have arrived.
+//! One connection's loop, run as a task on a glommio executor: ask the
+//! connection's [`Script`] for messages, keep up to `--pipeline` of them in
+//! flight, hand every reply to the script to judge, and record each message's
+//! latency.
 //!
-//! Lean by construction: a message and its expected reply are rendered from
-//! templates into buffers reused for the whole run; each wake-up handles every
-//! complete reply in the receive buffer and sends all follow-up messages with
-//! one write. Writes and reads are polled together, so a deep pipeline cannot
+//! When a message leaves:
+//! - closed loop (default): as soon as a pipeline slot is free; its latency is
+//!   measured from that moment;
+//! - open loop (`--rate`): at its intended time on the connection's
+//!   [`Schedule`], or at once if the connection is behind; its latency is
+//!   measured from the intended time (see [`crate::pacing`]).
+//!
+//! How long: `--messages` per connection, or a time window — `--warmup`
+//! seconds whose replies are judged but not counted, then `--duration` seconds
+//! whose replies are counted (throughput) and timed (latency). No message is
+//! sent after the window; replies still in flight then are judged, not counted.
+//!
+//! Lean by construction: a message and its expected reply are rendered into
+//! buffers reused for the whole run; each wake-up judges every complete reply in
+//! the receive buffer and sends all follow-up messages with one write. Writes,
+//! reads and the pacing timer are polled together, so a deep pipeline cannot
 //! deadlock against a server that stops reading while its replies go unread.
 //!
-//! A reply that differs from the expected one is a *mismatch*: counted, sampled
-//! for the report, and the loop goes on (the framing is intact). An I/O error,
-//! a timeout, a closed connection or an unreadable reply is a *failure*: the
-//! connection stops, and its unanswered messages are simply not counted.
+//! A reply the script rejects is a *mismatch*: counted, sampled for the report,
+//! and the loop goes on (the framing is intact). An I/O error, a timeout, a
+//! closed connection or an unreadable reply is a *failure*: the connection
+//! stops, and its unanswered messages are simply not counted.
 
+use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
-use crate::template::Template;
-use crate::workload::{KeyRange, Plan, Shape};
-use futures_lite::{AsyncRead, AsyncWrite};
+use crate::script::{Script, Tally};
+use futures_lite::{AsyncRead, AsyncWrite, Future};
 use glommio::net::TcpStream;
+use glommio::timer::Timer;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -27,22 +40,37 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Mismatches described in full per connection; the rest are only counted.
 const SAMPLES_PER_CONNECTION: usize = 3;
 /// Free space offered to each read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// What every connection of one executor shares.
+/// How long connections run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Span {
+    /// This many messages per connection, every reply counted.
+    Messages(u64),
+    /// Warm-up, then the measured window.
+    Window {
+        warmup: Duration,
+        duration: Duration,
+    },
+}
+
+/// What every connection of one executor shares for one phase (prefill or run).
 pub struct Job {
     pub protocol: Protocol,
-    pub shape: Shape,
-    pub seed: u64,
-    pub messages: u64,
     pub pipeline: u32,
-    pub request: Template,
-    pub reply: Template,
+    pub span: Span,
+    /// Open loop: requests per second over all connections.
+    pub rate_ops_per_s: Option<f64>,
+    /// Requests per message (the pacing unit).
+    pub ops_per_message: u64,
+    pub nr_connections: u32,
+    /// Record latency and progress (not during prefill).
+    pub record: bool,
     /// Latency per message, nanoseconds; one per executor, merged at the end.
     pub latency_ns: RefCell<Histogram<u64>>,
     pub progress: Arc<Progress>,
@@ -51,11 +79,16 @@ pub struct Job {
 /// How one connection's run went.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Replies received (matching or not).
+    /// Replies received and judged (matching or not).
     pub replies: u64,
+    /// Of those, the replies counted: all of them, or those in the window.
+    pub measured: u64,
+    /// Requests in the counted replies' messages.
+    pub measured_ops: u64,
     pub mismatches: u64,
     pub mismatch_samples: Vec<String>,
     pub failure: Option<String>,
+    pub tally: Tally,
 }
 
 impl Outcome {
@@ -67,59 +100,90 @@ impl Outcome {
     }
 }
 
+/// A message in flight.
+struct Slot {
+    expected: Vec<u8>,
+    sent_at: Instant,
+    requests: u32,
+}
+
 struct Conn<'a> {
     job: &'a Job,
     id: u64,
-    range: KeyRange,
-    stream: TcpStream,
-    plan: Plan,
+    script: &'a mut dyn Script,
+    stream: &'a mut TcpStream,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     written: usize,
     inbuf: Vec<u8>,
     filled: usize,
-    /// Expected reply and send time of message `m`, at slot `m % pipeline`.
-    expected: Vec<Vec<u8>>,
-    sent_at: Vec<Instant>,
+    /// Message `m` uses slot `m % pipeline`.
+    slots: Vec<Slot>,
     sent: u64,
+    received: u64,
+    schedule: Option<Schedule>,
+    timer: Option<Timer>,
+    /// The counted window (`None`: count everything).
+    window: Option<(Instant, Instant)>,
     outcome: Outcome,
 }
 
-/// Runs connection `id` over `stream` until all its messages are answered or it fails.
-pub async fn drive(job: &Job, id: u64, range: KeyRange, stream: TcpStream) -> Outcome {
-    let slots = job.pipeline as usize;
+/// Runs connection `id` over `stream` for `job`, from `started` (the start
+/// gate), until its span is over or it fails.
+pub async fn drive(
+    job: &Job,
+    id: u64,
+    script: &mut dyn Script,
+    stream: &mut TcpStream,
+    started: Instant,
+) -> Outcome {
+    let schedule = job.rate_ops_per_s.map(|rate| {
+        Schedule::for_connection(started, rate, job.ops_per_message, job.nr_connections, id)
+    });
+    let window = match job.span {
+        Span::Messages(_) => None,
+        Span::Window { warmup, duration } => Some((started + warmup, started + warmup + duration)),
+    };
+    let slot = || Slot {
+        expected: Vec::new(),
+        sent_at: started,
+        requests: 0,
+    };
     let mut conn = Conn {
         job,
         id,
-        range,
+        script,
         stream,
-        plan: Plan::default(),
-        out: Vec::with_capacity(slots * job.request.len()),
+        out: Vec::new(),
         written: 0,
-        inbuf: vec![0; READ_CHUNK_BYTES.max(2 * job.reply.len())],
+        inbuf: vec![0; READ_CHUNK_BYTES],
         filled: 0,
-        expected: vec![Vec::with_capacity(job.reply.len()); slots],
-        sent_at: vec![Instant::now(); slots],
+        slots: (0..job.pipeline).map(|_| slot()).collect(),
         sent: 0,
+        received: 0,
+        schedule,
+        timer: schedule.map(|_| Timer::new(Duration::ZERO)),
+        window,
         outcome: Outcome::default(),
     };
     if let Err(e) = conn.run().await {
         job.progress.connection_failed();
         conn.outcome.failure = Some(format!("connection {id}: {e}"));
     }
+    conn.outcome.tally = conn.script.tally();
     conn.outcome
 }
 
 impl Conn<'_> {
     async fn run(&mut self) -> io::Result<()> {
-        let first = self.job.messages.min(u64::from(self.job.pipeline));
-        let now = Instant::now();
-        for _ in 0..first {
-            self.queue_next(now);
-        }
-        while self.outcome.replies < self.job.messages {
-            self.io_step().await?;
-            self.take_replies()?;
+        loop {
+            let now = Instant::now();
+            self.take_replies(now)?;
+            self.queue_due(now);
+            if self.received == self.sent && !self.may_send(now) {
+                break;
+            }
+            self.io_step(now).await?;
         }
         if self.filled > 0 {
             return Err(io::Error::other(format!(
@@ -130,86 +194,127 @@ impl Conn<'_> {
         Ok(())
     }
 
-    /// Renders the next message into the send buffer and its expected reply into its slot.
-    fn queue_next(&mut self, now: Instant) {
-        let job = self.job;
-        let slot = (self.sent % u64::from(job.pipeline)) as usize;
-        self.plan.fill(&job.shape, &self.range, job.seed, self.sent);
-        job.request.render(&self.plan, &mut self.out);
-        self.expected[slot].clear();
-        job.reply.render(&self.plan, &mut self.expected[slot]);
-        self.sent_at[slot] = now;
+    fn in_flight(&self) -> u64 {
+        self.sent - self.received
+    }
+
+    /// Whether the span allows another message.
+    fn may_send(&self, now: Instant) -> bool {
+        match (self.job.span, self.window, &self.schedule) {
+            (Span::Messages(n), ..) => self.sent < n,
+            (_, Some((_, end)), None) => now < end,
+            (_, Some((_, end)), Some(s)) => now < end && s.intended(self.sent) < end,
+            (_, None, _) => unreachable!("a time span always has a window"),
+        }
+    }
+
+    /// Queues every message that is due and has a free slot.
+    fn queue_due(&mut self, now: Instant) {
+        while self.in_flight() < u64::from(self.job.pipeline) && self.may_send(now) {
+            let at = match &self.schedule {
+                None => now,
+                Some(s) if s.intended(self.sent) <= now => s.intended(self.sent),
+                Some(_) => break,
+            };
+            self.queue(at);
+        }
+    }
+
+    /// Renders the next message into the send buffer and its expectation into its slot.
+    fn queue(&mut self, at: Instant) {
+        let slot = &mut self.slots[(self.sent % u64::from(self.job.pipeline)) as usize];
+        slot.expected.clear();
+        slot.requests = self
+            .script
+            .next(self.sent, &mut self.out, &mut slot.expected);
+        slot.sent_at = at;
         self.sent += 1;
     }
 
-    /// Verifies every complete reply in the receive buffer and queues a
-    /// follow-up message for each.
-    fn take_replies(&mut self) -> io::Result<()> {
-        let job = self.job;
-        let now = Instant::now();
+    /// Judges every complete reply in the receive buffer.
+    fn take_replies(&mut self, now: Instant) -> io::Result<()> {
+        let measured = self
+            .window
+            .is_none_or(|(from, end)| (from..end).contains(&now));
+        let (first_measured, first_ops) = (self.outcome.measured, self.outcome.measured_ops);
         let mut at = 0;
-        let first_reply = self.outcome.replies;
-        while self.outcome.replies < self.sent {
+        while self.received < self.sent {
+            let slot = (self.received % u64::from(self.job.pipeline)) as usize;
             let buf = &self.inbuf[at..self.filled];
-            let Some(len) = job
+            let requests = self.slots[slot].requests;
+            let Some(len) = self
+                .job
                 .protocol
-                .reply_len(buf, &job.shape)
+                .reply_len(buf, requests)
                 .map_err(io::Error::other)?
             else {
                 break;
             };
-            self.check_reply(at, len, now);
+            self.judge(at, len, slot, measured, now);
             at += len;
-            if self.sent < job.messages {
-                self.queue_next(now);
-            }
         }
         self.inbuf.copy_within(at..self.filled, 0);
         self.filled -= at;
-        let replies = self.outcome.replies - first_reply;
-        job.progress
-            .add(replies, replies * u64::from(job.shape.ops()));
+        if self.job.record {
+            self.job.progress.add(
+                self.outcome.measured - first_measured,
+                self.outcome.measured_ops - first_ops,
+            );
+        }
         Ok(())
     }
 
-    fn check_reply(&mut self, at: usize, len: usize, now: Instant) {
+    fn judge(&mut self, at: usize, len: usize, slot: usize, measured: bool, now: Instant) {
         let job = self.job;
-        let message = self.outcome.replies;
-        let slot = (message % u64::from(job.pipeline)) as usize;
+        let message = self.received;
         let reply = &self.inbuf[at..at + len];
-        if reply != self.expected[slot].as_slice() {
+        let slot = &self.slots[slot];
+        if let Err(why) = self.script.check(message, reply, &slot.expected, measured) {
             self.outcome.mismatches += 1;
             job.progress.mismatch();
             if self.outcome.mismatch_samples.len() < SAMPLES_PER_CONNECTION {
-                self.outcome.mismatch_samples.push(format!(
-                    "connection {} message {message}: expected {}, got {}",
-                    self.id,
-                    job.protocol.describe(&self.expected[slot]),
-                    job.protocol.describe(reply),
-                ));
+                self.outcome
+                    .mismatch_samples
+                    .push(format!("connection {} message {message}: {why}", self.id));
             }
         }
-        let latency_ns = now.duration_since(self.sent_at[slot]).as_nanos();
-        let latency_ns = u64::try_from(latency_ns).unwrap_or(u64::MAX);
-        job.latency_ns.borrow_mut().saturating_record(latency_ns);
+        if measured {
+            self.outcome.measured += 1;
+            self.outcome.measured_ops += u64::from(slot.requests);
+            if job.record {
+                let latency_ns = now.saturating_duration_since(slot.sent_at).as_nanos();
+                let latency_ns = u64::try_from(latency_ns).unwrap_or(u64::MAX);
+                job.latency_ns.borrow_mut().saturating_record(latency_ns);
+            }
+        }
         self.outcome.replies += 1;
+        self.received += 1;
     }
 
-    /// Writes what is queued and reads what has arrived, returning once either
-    /// made progress. Polling both keeps a deep pipeline from deadlocking.
-    async fn io_step(&mut self) -> io::Result<()> {
+    /// Writes what is queued, reads what has arrived, and (open loop) waits for
+    /// the next intended send; returns once any of them made progress.
+    async fn io_step(&mut self, now: Instant) -> io::Result<()> {
         self.make_room();
+        let next_send = match &self.schedule {
+            Some(s) if self.in_flight() < u64::from(self.job.pipeline) && self.may_send(now) => {
+                Some(s.intended(self.sent))
+            }
+            _ => None,
+        };
+        if let (Some(timer), Some(at)) = (&mut self.timer, next_send) {
+            timer.reset(at.saturating_duration_since(now));
+        }
         poll_fn(|cx| {
             let mut progressed = false;
             if self.written < self.out.len() {
                 let pending = &self.out[self.written..];
-                if let Poll::Ready(n) = Pin::new(&mut self.stream).poll_write(cx, pending)? {
+                if let Poll::Ready(n) = Pin::new(&mut *self.stream).poll_write(cx, pending)? {
                     self.written += n;
                     progressed = true;
                 }
             }
             let free = &mut self.inbuf[self.filled..];
-            if let Poll::Ready(n) = Pin::new(&mut self.stream).poll_read(cx, free)? {
+            if let Poll::Ready(n) = Pin::new(&mut *self.stream).poll_read(cx, free)? {
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -218,6 +323,9 @@ impl Conn<'_> {
                 }
                 self.filled += n;
                 progressed = true;
+            }
+            if let (Some(timer), Some(_)) = (&mut self.timer, next_send) {
+                progressed |= Pin::new(timer).poll(cx).is_ready();
             }
             if progressed {
                 Poll::Ready(Ok(()))

@@ -1,24 +1,31 @@
-//! corekv-loadgen: a closed-loop load generator for corekv (length-prefixed
-//! msgpack) and Redis (RESP), so both are measured by one tool.
+//! corekv-loadgen: a load generator for corekv (length-prefixed msgpack) and
+//! Redis (RESP), so both are measured by one tool.
 //!
-//! Every connection sends a message, waits for its reply, checks it byte for
-//! byte against the reply a correct server must send, and repeats; `--pipeline`
-//! keeps several messages in flight. Connections are tasks spread over glommio
-//! executors, one per `--threads`. The result is a [`Report`]: throughput,
-//! HdrHistogram latency percentiles per message, and every error.
+//! Every connection sends messages, checks each reply against the reply a
+//! correct server must send, and records each message's latency. Closed loop by
+//! default (`--pipeline` keeps several messages in flight); open loop with
+//! `--rate`, latency then measured from each message's intended send time.
+//! Connections are tasks spread over glommio executors, one per `--threads`.
+//! The result is a [`Report`]: throughput, HdrHistogram latency percentiles per
+//! message, and every error.
 //!
 //! # Layout
 //!
 //! Read in this order to follow a message:
 //!
 //! - [`config`]: flags and presets → a validated [`Config`].
-//! - [`workload`]: which keys and values message `m` of connection `c` uses.
-//! - [`template`]: a message as fixed bytes with key/value holes, rendered
+//! - [`keys`]: key names, values, each connection's partition, placement on
+//!   corekv shards.
+//! - [`script`]: the interface between a connection and a workload; the
+//!   workloads are [`workload`] (fixed shape: KVStore, missing gets, fresh
+//!   puts, ATOMIC), [`mix`] (random GET/SET/PUTV over [`distribution`]) and
+//!   [`increments`] (the contended counter).
+//! - [`template`]: a fixed message as bytes with key/value holes, rendered
 //!   without allocating.
-//! - [`protocol`]: msgpack and RESP request/expected-reply templates, and where
-//!   a reply ends in a buffer.
-//! - [`connection`]: one connection's send → verify → send loop.
-//! - [`runner`]: executors, connection set-up, the start gate, merging results.
+//! - [`protocol`]: msgpack and RESP encodings, and where a reply ends.
+//! - [`connection`]: one connection's send → judge loop, closed or open
+//!   ([`pacing`]), by count or by time.
+//! - [`runner`]: set-up, executors, the start gate, merging results.
 //! - [`progress`] and [`report`]: the live stderr line, the final figures.
 //!
 //! The binary (`src/main.rs`) parses flags, calls [`run`], prints the report,
@@ -26,10 +33,16 @@
 
 pub mod config;
 pub mod connection;
+pub mod distribution;
+pub mod increments;
+pub mod keys;
+pub mod mix;
+pub mod pacing;
 pub mod progress;
 pub mod protocol;
 pub mod report;
 pub mod runner;
+pub mod script;
 pub mod template;
 pub mod workload;
 

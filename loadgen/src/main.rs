@@ -1,7 +1,8 @@
 //! The `corekv-loadgen` binary: flags → [`corekv_loadgen::run`] → the report on
 //! stdout (and as JSON with `--json`). Exit status: 0 if every message was
-//! answered and every reply matched; 1 if the run found errors; 2 if it could
-//! not run at all (bad flags, no io_uring, unwritable `--json` path).
+//! answered, every reply matched and (increments) the counter checked out; 1 if
+//! the run found errors; 2 if it could not run at all (bad flags, no io_uring,
+//! a placement the key space cannot satisfy, unwritable `--json` path).
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -12,9 +13,20 @@ fn main() -> ExitCode {
     match run() {
         Ok(report) if report.passed() => ExitCode::SUCCESS,
         Ok(report) => {
+            let expected = report
+                .messages_expected
+                .map_or(String::new(), |n| format!(" of {n}"));
+            let counter = match report
+                .increments
+                .as_ref()
+                .and_then(|i| i.counter.problem.as_ref())
+            {
+                Some(problem) => format!("; counter not verified: {problem}"),
+                None => String::new(),
+            };
             eprintln!(
-                "corekv-loadgen: FAILED: {} errors, {} of {} messages answered",
-                report.errors, report.messages, report.messages_expected
+                "corekv-loadgen: FAILED: {} errors, {}{expected} messages answered{counter}",
+                report.errors, report.messages
             );
             ExitCode::FAILURE
         }

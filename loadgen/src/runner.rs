@@ -2,16 +2,26 @@
 //! executor (unpinned, so the load generator shares CPUs with the server as
 //! the scheduler sees fit) that owns every `threads`-th connection.
 //!
-//! Phases per executor: connect all its connections; wait at a start gate
-//! until every executor is connected; drive them all to completion. The run's
-//! elapsed time is from the first executor passing the gate to the last one
-//! finishing, so connection set-up is not timed.
+//! Phases:
+//! 1. Set-up, in the calling thread: every connection's keys (routed and
+//!    bucketed by shard for `--placement`); the shared counter reset
+//!    (increments workload).
+//! 2. Per executor: connect all its connections and prefill their keys (mixed
+//!    workloads; untimed); wait at a start gate until every executor is ready;
+//!    drive them all to completion. The run's elapsed time is from the first
+//!    executor passing the gate to the last one finishing, or the `--duration`
+//!    window, so connection set-up and prefill are not timed.
+//! 3. The counter's final check (increments workload).
 
-use crate::config::Config;
-use crate::connection::{self, Job, Outcome};
+use crate::config::{Config, Workload};
+use crate::connection::{self, Job, Outcome, Span};
+use crate::increments::{self, Increments};
+use crate::keys::{ConnKeys, PlacementSpec};
+use crate::mix::{Mix, Prefill};
 use crate::progress::{Printer, Progress};
 use crate::report::{Report, Totals};
-use crate::workload::KeyRange;
+use crate::script::Script;
+use crate::workload::{Fixed, FixedTemplates};
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -28,6 +38,8 @@ const IO_MEMORY_BYTES: usize = 64 * 1024;
 const GATE_POLL: Duration = Duration::from_micros(200);
 /// Latencies above this are recorded as this (HdrHistogram needs a bound).
 const MAX_LATENCY_NS: u64 = 3_600 * 1_000_000_000;
+/// Prefill messages in flight per connection.
+const PREFILL_PIPELINE: u32 = 8;
 
 /// The run could not take place at all.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +51,8 @@ pub enum RunError {
     Executor(String),
     #[error("executor thread {0} panicked")]
     Panicked(usize),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What one executor thread brings back.
@@ -71,17 +85,27 @@ impl StartGate {
 /// Runs the workload and reports what happened. Mismatches and failed
 /// connections are in the report, not errors: see [`Report::passed`].
 pub fn run(config: &Config) -> Result<Report, RunError> {
+    let mut per_thread = vec![Vec::new(); config.nr_threads];
+    for keys in connection_keys(config)? {
+        per_thread[keys.conn as usize % config.nr_threads].push(keys);
+    }
+    if config.workload == Workload::Increments {
+        increments::reset(config.addr, config.key_bytes, config.reply_timeout)
+            .map_err(RunError::Setup)?;
+    }
     let progress = Arc::new(Progress::default());
     let gate = Arc::new(StartGate {
         arrived: AtomicUsize::new(0),
         expected: config.nr_threads,
     });
-    let threads: Vec<_> = (0..config.nr_threads)
-        .map(|index| {
+    let threads: Vec<_> = per_thread
+        .into_iter()
+        .enumerate()
+        .map(|(index, keys)| {
             let (config, progress, gate) = (config.clone(), progress.clone(), gate.clone());
             std::thread::Builder::new()
                 .name(format!("loadgen-{index}"))
-                .spawn(move || run_thread(index, &config, progress, &gate))
+                .spawn(move || run_thread(index, config, keys, progress, &gate))
                 .expect("spawning an executor thread")
         })
         .collect();
@@ -92,12 +116,52 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         .map(|(i, t)| t.join().map_err(|_| RunError::Panicked(i))?)
         .collect::<Result<_, _>>()?;
     drop(printer);
-    Ok(Report::new(config, merge(results)))
+    let mut totals = merge(config, results);
+    if config.workload == Workload::Increments {
+        let successes = totals.outcomes.iter().map(|o| o.tally.successes).sum();
+        let timeout = config.reply_timeout;
+        totals.counter = Some(increments::verify(
+            config.addr,
+            config.key_bytes,
+            timeout,
+            successes,
+        ));
+    }
+    Ok(Report::new(config, totals))
+}
+
+/// Every connection's keys, placed on shards if asked.
+fn connection_keys(config: &Config) -> Result<Vec<ConnKeys>, RunError> {
+    let nr_conns = u64::from(config.nr_connections);
+    let spec = match &config.workload {
+        Workload::Fixed {
+            shape,
+            placement: Some((placement, nr_shards)),
+        } => Some(PlacementSpec {
+            placement: *placement,
+            nr_shards: *nr_shards,
+            prefix: shape.partition_prefix(),
+            key_bytes: config.key_bytes,
+            per_message: shape.keys_per_message(),
+        }),
+        _ => None,
+    };
+    (0..nr_conns)
+        .map(|conn| {
+            let keys = ConnKeys::new(conn, nr_conns, config.nr_keys, config.seed)
+                .with_fresh_prefix(config.fresh_prefix);
+            match &spec {
+                Some(spec) => keys.place(spec).map_err(|e| RunError::Setup(e.to_string())),
+                None => Ok(keys),
+            }
+        })
+        .collect()
 }
 
 fn run_thread(
     index: usize,
-    config: &Config,
+    config: Config,
+    keys: Vec<ConnKeys>,
     progress: Arc<Progress>,
     gate: &StartGate,
 ) -> Result<ThreadResult, RunError> {
@@ -106,7 +170,7 @@ fn run_thread(
         .io_memory(IO_MEMORY_BYTES)
         .make();
     match executor {
-        Ok(executor) => Ok(executor.run(run_connections(index, config, progress, gate))),
+        Ok(executor) => Ok(executor.run(run_connections(Rc::new(config), keys, progress, gate))),
         Err(e) => {
             gate.arrive();
             Err(RunError::Executor(e.to_string()))
@@ -114,47 +178,41 @@ fn run_thread(
     }
 }
 
+/// A connected connection with its script, ready to run.
+type Prepared = Result<(TcpStream, Box<dyn Script>), String>;
+
 async fn run_connections(
-    index: usize,
-    config: &Config,
+    config: Rc<Config>,
+    keys: Vec<ConnKeys>,
     progress: Arc<Progress>,
     gate: &StartGate,
 ) -> ThreadResult {
-    let job = Rc::new(job(config, progress));
-    let ids: Vec<u64> = (index as u64..u64::from(config.nr_connections))
-        .step_by(config.nr_threads)
+    let job = Rc::new(run_job(&config, progress.clone()));
+    let prefill = (config.prefill_messages() > 0).then(|| Rc::new(prefill_job(&config, progress)));
+    let templates = match &config.workload {
+        Workload::Fixed { shape, .. } => {
+            Some(Rc::new(FixedTemplates::new(config.protocol, *shape)))
+        }
+        _ => None,
+    };
+    let ids: Vec<u64> = keys.iter().map(|k| k.conn).collect();
+    let preparing: Vec<_> = keys
+        .into_iter()
+        .map(|keys| {
+            let script = script(&config, templates.clone(), &keys);
+            glommio::spawn_local(prepare(config.clone(), prefill.clone(), keys, script))
+        })
         .collect();
-    let connects: Vec<_> = ids
-        .iter()
-        .map(|_| glommio::spawn_local(connect(config.addr, config.reply_timeout)))
-        .collect();
-    let mut streams = Vec::with_capacity(ids.len());
-    for connect in connects {
-        streams.push(connect.await);
+    let mut prepared = Vec::with_capacity(preparing.len());
+    for task in preparing {
+        prepared.push(task.await);
     }
     gate.arrive_and_wait().await;
     let started = Instant::now();
     let tasks: Vec<_> = ids
         .into_iter()
-        .zip(streams)
-        .map(|(id, stream)| {
-            let job = job.clone();
-            let range = KeyRange::for_connection(
-                id,
-                u64::from(config.nr_connections),
-                config.nr_keys,
-                config.seed,
-            );
-            glommio::spawn_local(async move {
-                match stream {
-                    Ok(stream) => connection::drive(&job, id, range, stream).await,
-                    Err(e) => {
-                        job.progress.connection_failed();
-                        Outcome::failed(format!("connection {id}: {e}"))
-                    }
-                }
-            })
-        })
+        .zip(prepared)
+        .map(|(id, ready)| glommio::spawn_local(run_one(job.clone(), id, ready, started)))
         .collect();
     let mut outcomes = Vec::with_capacity(tasks.len());
     for task in tasks {
@@ -170,17 +228,92 @@ async fn run_connections(
     }
 }
 
-fn job(config: &Config, progress: Arc<Progress>) -> Job {
+/// The script a connection runs.
+fn script(
+    config: &Config,
+    templates: Option<Rc<FixedTemplates>>,
+    keys: &ConnKeys,
+) -> Box<dyn Script> {
+    let (key_bytes, value_bytes) = (config.key_bytes, config.value_bytes);
+    match &config.workload {
+        Workload::Fixed { .. } => {
+            let templates = templates.expect("fixed workloads have templates");
+            Box::new(Fixed::new(templates, keys.clone(), config.seed))
+        }
+        Workload::Mix(spec) => Box::new(Mix::new(
+            *spec,
+            config.protocol,
+            keys,
+            key_bytes,
+            value_bytes,
+            config.seed,
+        )),
+        Workload::Increments => Box::new(Increments::new(key_bytes)),
+    }
+}
+
+/// Connects and, for a mixed workload, prefills the connection's keys.
+async fn prepare(
+    config: Rc<Config>,
+    prefill: Option<Rc<Job>>,
+    keys: ConnKeys,
+    script: Box<dyn Script>,
+) -> Prepared {
+    let id = keys.conn;
+    let mut stream = connect(config.addr, config.reply_timeout)
+        .await
+        .map_err(|e| format!("connection {id}: {e}"))?;
+    if let Some(job) = prefill {
+        let c = &config;
+        let mut filler = Prefill::new(c.protocol, &keys, c.key_bytes, c.value_bytes, c.seed);
+        let outcome = connection::drive(&job, id, &mut filler, &mut stream, Instant::now()).await;
+        if let Some(failure) = outcome.failure {
+            return Err(format!("prefill failed: {failure}"));
+        }
+        if outcome.mismatches > 0 {
+            let sample = outcome.mismatch_samples.join("; ");
+            return Err(format!(
+                "connection {id}: prefill got {} wrong replies: {sample}",
+                outcome.mismatches
+            ));
+        }
+    }
+    Ok((stream, script))
+}
+
+async fn run_one(job: Rc<Job>, id: u64, ready: Prepared, started: Instant) -> Outcome {
+    match ready {
+        Ok((mut stream, mut script)) => {
+            connection::drive(&job, id, &mut *script, &mut stream, started).await
+        }
+        Err(e) => {
+            job.progress.connection_failed();
+            Outcome::failed(e)
+        }
+    }
+}
+
+fn run_job(config: &Config, progress: Arc<Progress>) -> Job {
     Job {
         protocol: config.protocol,
-        shape: config.shape,
-        seed: config.seed,
-        messages: config.messages_per_connection,
         pipeline: config.pipeline,
-        request: config.protocol.request_template(&config.shape),
-        reply: config.protocol.reply_template(&config.shape),
+        span: config.span,
+        rate_ops_per_s: config.rate_ops_per_s,
+        ops_per_message: config.ops_per_message(),
+        nr_connections: config.nr_connections,
+        record: true,
         latency_ns: RefCell::new(new_histogram()),
         progress,
+    }
+}
+
+fn prefill_job(config: &Config, progress: Arc<Progress>) -> Job {
+    Job {
+        pipeline: PREFILL_PIPELINE,
+        span: Span::Messages(config.prefill_messages()),
+        rate_ops_per_s: None,
+        record: false,
+        ..run_job(config, progress)
     }
 }
 
@@ -199,17 +332,20 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
 }
 
-fn merge(results: Vec<ThreadResult>) -> Totals {
+fn merge(config: &Config, results: Vec<ThreadResult>) -> Totals {
     let mut totals = Totals {
         outcomes: Vec::new(),
         latency_ns: new_histogram(),
         elapsed: Duration::ZERO,
+        counter: None,
     };
     let started = results.iter().map(|r| r.started).min();
     let finished = results.iter().map(|r| r.finished).max();
-    if let (Some(started), Some(finished)) = (started, finished) {
-        totals.elapsed = finished - started;
-    }
+    totals.elapsed = match (config.span, started, finished) {
+        (Span::Window { duration, .. }, ..) => duration,
+        (_, Some(started), Some(finished)) => finished - started,
+        _ => Duration::ZERO,
+    };
     for result in results {
         totals
             .latency_ns

@@ -45,11 +45,11 @@ impl Template {
         self.bytes.resize(self.bytes.len() + self.key_bytes, b'?');
     }
 
-    /// Appends a value hole filled by SET `set`'s value.
-    pub fn value_hole(&mut self, set: usize) {
+    /// Appends a value hole filled by write `write`'s value.
+    pub fn value_hole(&mut self, write: usize) {
         self.values.push(Hole {
             offset: self.bytes.len(),
-            source: set,
+            source: write,
         });
         self.bytes.resize(self.bytes.len() + self.value_bytes, b'?');
     }
@@ -83,13 +83,16 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{KeyRange, Shape};
+    use crate::keys::ConnKeys;
+    use crate::workload::{Shape, WriteOp};
 
     #[test]
     fn render_fills_every_hole_and_keeps_fixed_bytes() {
         let shape = Shape {
-            sets: 1,
+            writes: 1,
             gets: 1,
+            write_op: WriteOp::Set,
+            atomic: false,
             key_bytes: 16,
             value_bytes: 4,
         };
@@ -100,7 +103,7 @@ mod tests {
         template.value_hole(0);
         template.bytes_mut().push(b'>');
         let mut plan = Plan::default();
-        plan.fill(&shape, &KeyRange::for_connection(0, 1, 10, 0), 0, 0);
+        plan.fill(&shape, &ConnKeys::new(0, 1, 10, 0), 0, 0);
         plan.keys[1] = 0x1f;
         plan.values[0] = 0xbeef_0000_0000_0000;
         let mut out = b"prev".to_vec();

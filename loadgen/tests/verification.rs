@@ -113,3 +113,45 @@ fn nothing_listening_is_a_failed_connection_not_a_hang() {
         report.connection_failures
     );
 }
+
+/// A counter server that accepts every increment but never stores it: the
+/// reset succeeds, every GETV answers value 0 at version 1, every PUTV "applies"
+/// at version 2. Each reply is plausible; the final check must catch the lie.
+fn loses_every_increment(mut stream: TcpStream) {
+    let mut prefix = [0u8; 8];
+    while stream.read_exact(&mut prefix).is_ok() {
+        let mut body = vec![0; u64::from_be_bytes(prefix) as usize];
+        if stream.read_exact(&mut body).is_err() {
+            return;
+        }
+        let message = rmpv::decode::read_value(&mut &body[..]).expect("msgpack request");
+        let requests = message.as_array().expect("array of requests");
+        let last_opcode = requests.last().and_then(|r| r[0].as_u64());
+        let element: &[u8] = match last_opcode {
+            Some(4) => &[0x93, 0xfd, 0x00, 0x01], // [-3, 0, 1]
+            Some(5) if requests.len() == 2 => &[0x92, 0xfc, 0x01], // reset: [-4, 1]
+            Some(5) => &[0x92, 0xfc, 0x02],       // [-4, 2]
+            _ => return,
+        };
+        let mut reply = ((element.len() + 1) as u64).to_be_bytes().to_vec();
+        reply.push(0x91);
+        reply.extend_from_slice(element);
+        if stream.write_all(&reply).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn increments_the_server_lost_fail_the_final_counter_check() {
+    let report = run(
+        &fake_server(loses_every_increment),
+        &["--preset", "concave-increments"],
+    );
+    assert_eq!(report.errors, 0, "every single reply looked right");
+    let increments = report.increments.as_ref().expect("an increments report");
+    assert_eq!((increments.attempts, increments.successes), (4, 4));
+    assert!(!increments.counter.verified);
+    assert_eq!(increments.counter.value, Some(0));
+    assert!(!report.passed(), "{}", report.to_text());
+}

@@ -1,8 +1,8 @@
 //! The wire formats the load generator speaks: corekv's length-prefixed msgpack
-//! ([`msgpack`]) and Redis's RESP ([`resp`]). Each turns a message [`Shape`] into
-//! a request template and an expected-reply template, and finds where one reply
-//! message ends in a receive buffer. Verification is then a byte comparison of
-//! the received reply with the rendered expected reply, the same for both.
+//! ([`msgpack`]) and Redis's RESP ([`resp`]). Each turns a fixed message
+//! [`Shape`] into a request template and an expected-reply template, encodes
+//! the single requests the other workloads build message by message, and finds
+//! where one reply message ends in a receive buffer.
 
 pub mod msgpack;
 pub mod resp;
@@ -49,12 +49,12 @@ impl Protocol {
         }
     }
 
-    /// Bytes of the first complete reply message in `buf`; `Ok(None)` if more
-    /// bytes are needed.
-    pub fn reply_len(self, buf: &[u8], shape: &Shape) -> Result<Option<usize>, BadReply> {
+    /// Bytes of the first complete reply message in `buf`, the reply to a
+    /// message of `requests` requests; `Ok(None)` if more bytes are needed.
+    pub fn reply_len(self, buf: &[u8], requests: u32) -> Result<Option<usize>, BadReply> {
         match self {
             Protocol::Msgpack => msgpack::reply_len(buf),
-            Protocol::Resp => resp::reply_len(buf, shape.ops() as usize),
+            Protocol::Resp => resp::reply_len(buf, requests as usize),
         }
     }
 

@@ -8,6 +8,9 @@
 //!                                                                     $-1\r\n (never written)
 //! ```
 //!
+//! Only SET and GET: ATOMIC, PUTV and the increments workload are corekv-only
+//! and refused by the configuration.
+//!
 //! RESP replies carry no message-level length, so [`reply_len`] walks the
 //! replies one by one to find where a message's replies end; anything that is
 //! not well-formed RESP there makes the stream unreadable.
@@ -21,19 +24,19 @@ const MAX_DEPTH: usize = 8;
 
 pub fn request_template(shape: &Shape) -> Template {
     let mut t = Template::new(shape.key_bytes, shape.value_bytes);
-    for set in 0..shape.sets as usize {
+    for write in 0..shape.writes as usize {
         t.bytes_mut().extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
         bulk_header(t.bytes_mut(), shape.key_bytes);
-        t.key_hole(set);
+        t.key_hole(write);
         t.bytes_mut().extend_from_slice(b"\r\n");
         bulk_header(t.bytes_mut(), shape.value_bytes);
-        t.value_hole(set);
+        t.value_hole(write);
         t.bytes_mut().extend_from_slice(b"\r\n");
     }
     for get in 0..shape.gets as usize {
         t.bytes_mut().extend_from_slice(b"*2\r\n$3\r\nGET\r\n");
         bulk_header(t.bytes_mut(), shape.key_bytes);
-        t.key_hole(shape.sets as usize + get);
+        t.key_hole(shape.writes as usize + get);
         t.bytes_mut().extend_from_slice(b"\r\n");
     }
     t
@@ -41,13 +44,13 @@ pub fn request_template(shape: &Shape) -> Template {
 
 pub fn reply_template(shape: &Shape) -> Template {
     let mut t = Template::new(shape.key_bytes, shape.value_bytes);
-    for _ in 0..shape.sets {
+    for _ in 0..shape.writes {
         t.bytes_mut().extend_from_slice(b"+OK\r\n");
     }
     for get in 0..shape.gets {
         if shape.gets_find_values() {
             bulk_header(t.bytes_mut(), shape.value_bytes);
-            t.value_hole((get % shape.sets) as usize);
+            t.value_hole((get % shape.writes) as usize);
             t.bytes_mut().extend_from_slice(b"\r\n");
         } else {
             t.bytes_mut().extend_from_slice(b"$-1\r\n");
@@ -130,7 +133,8 @@ pub fn describe(reply: &[u8]) -> String {
     String::from_utf8_lossy(reply).escape_debug().to_string()
 }
 
-fn bulk_header(out: &mut Vec<u8>, len: usize) {
+/// `$<len>\r\n`, the header of a bulk string of `len` bytes.
+pub fn bulk_header(out: &mut Vec<u8>, len: usize) {
     out.push(b'$');
     out.extend_from_slice(len.to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -139,11 +143,12 @@ fn bulk_header(out: &mut Vec<u8>, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workload::{KeyRange, Plan};
+    use crate::keys::ConnKeys;
+    use crate::workload::{Plan, WriteOp};
 
     fn render(shape: &Shape) -> (Vec<u8>, Vec<u8>) {
         let mut plan = Plan::default();
-        plan.fill(shape, &KeyRange::for_connection(0, 1, 100, 1), 1, 0);
+        plan.fill(shape, &ConnKeys::new(0, 1, 100, 1), 1, 0);
         plan.keys.iter_mut().for_each(|k| *k = 0x2a);
         plan.values
             .iter_mut()
@@ -157,8 +162,10 @@ mod tests {
     #[test]
     fn commands_and_replies_have_the_documented_bytes() {
         let (request, reply) = render(&Shape {
-            sets: 1,
+            writes: 1,
             gets: 1,
+            write_op: WriteOp::Set,
+            atomic: false,
             key_bytes: 16,
             value_bytes: 4,
         });
@@ -169,8 +176,10 @@ mod tests {
         );
         assert_eq!(reply, b"+OK\r\n$4\r\n0123\r\n");
         let (_, reply) = render(&Shape {
-            sets: 0,
+            writes: 0,
             gets: 2,
+            write_op: WriteOp::Set,
+            atomic: false,
             key_bytes: 16,
             value_bytes: 4,
         });
@@ -180,8 +189,10 @@ mod tests {
     #[test]
     fn reply_len_finds_the_end_of_a_message_or_asks_for_more() {
         let (_, reply) = render(&Shape {
-            sets: 2,
+            writes: 2,
             gets: 2,
+            write_op: WriteOp::Set,
+            atomic: false,
             key_bytes: 16,
             value_bytes: 10,
         });
