@@ -8,12 +8,12 @@
 
 mod common;
 
+use common::python::{describe, ensure_python_package, python};
 use common::{TestServer, REPLY_TIMEOUT};
 use rmpv::Value;
 use serde_json::{json, Value as Json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Output};
 
 /// The HTTP address the server logged ("http listening on IP:PORT").
 fn http_addr(server: &mut TestServer) -> SocketAddr {
@@ -451,52 +451,6 @@ fn several_requests_share_one_keep_alive_connection() {
     );
 }
 
-fn python(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new("python3")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run python3: {e} (is Python 3 installed?)"));
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write to python");
-    child.wait_with_output().expect("python3 output")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Makes `import prometheus_client` work, installing it with pip if missing.
-fn ensure_prometheus_client() {
-    if python(&["-c", "import prometheus_client"], b"")
-        .status
-        .success()
-    {
-        return;
-    }
-    let install = python(
-        &["-m", "pip", "install", "--quiet", "prometheus_client"],
-        b"",
-    );
-    assert!(
-        install.status.success(),
-        "the Python package `prometheus_client` is not importable and pip could not install \
-         it (pip install prometheus_client):\n{}",
-        describe(&install)
-    );
-}
-
 /// Parses a metrics page with prometheus_client; returns its samples as
 /// `{"family", "type", "name", "labels", "value"}` objects.
 fn parse_metrics(page: &[u8]) -> Vec<Json> {
@@ -539,7 +493,7 @@ fn shard_sum(samples: &[Json], name: &str) -> f64 {
 
 #[test]
 fn metrics_parse_with_the_prometheus_text_parser() {
-    ensure_prometheus_client();
+    ensure_python_package("prometheus_client", "prometheus_client");
     let (server, addr) = start(2, &["--engine", "log"]);
     let items: Vec<Json> = (0..10)
         .map(|i| json!({"key": format!("m{i}"), "value": "abcd", "version": 0}))

@@ -107,7 +107,12 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 
 /// Writes binary data as msgpack bin.
 pub fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
-    let len = bytes.len();
+    write_bin_header(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+/// Writes the header of a msgpack bin of `len` bytes (the bytes follow).
+pub fn write_bin_header(out: &mut Vec<u8>, len: usize) {
     match len {
         0..=0xff => out.extend_from_slice(&[0xc4, len as u8]),
         0x100..=0xffff => {
@@ -119,7 +124,6 @@ pub fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
             out.extend_from_slice(&(len as u32).to_be_bytes());
         }
     }
-    out.extend_from_slice(bytes);
 }
 
 /// `[-1, V]`: GET found a value.

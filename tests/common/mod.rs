@@ -4,6 +4,8 @@
 //! is read from its "listening on" log line, so parallel tests never race for ports.
 #![allow(dead_code)]
 
+pub mod python;
+
 use corekv::client::Client;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

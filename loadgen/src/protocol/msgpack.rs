@@ -104,19 +104,7 @@ pub fn describe(reply: &[u8]) -> String {
 }
 
 /// Header of a msgpack bin of `len` bytes (the bytes themselves follow).
-pub fn bin_header(out: &mut Vec<u8>, len: usize) {
-    match len {
-        0..=0xff => out.extend_from_slice(&[0xc4, len as u8]),
-        0x100..=0xffff => {
-            out.push(0xc5);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(0xc6);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
-        }
-    }
-}
+pub use corekv::proto::reply::write_bin_header as bin_header;
 
 #[cfg(test)]
 mod tests {
