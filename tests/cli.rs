@@ -735,3 +735,27 @@ fn every_subcommand_has_help_with_examples() {
         .success()
         .stdout(contains("Exit status"));
 }
+
+#[test]
+fn a_value_set_with_the_cli_survives_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let mut server = TestServer::start_in(&data_dir, 2, &["--engine", "log"]).expect("start");
+    corekv(&server, &["set", "durable", "kept after kill -9"])
+        .assert()
+        .success()
+        .stdout("");
+    corekv(&server, &["mset", "a=1", "b=2", "c=3"])
+        .assert()
+        .success();
+    assert!(!server.stop_with(libc::SIGKILL).success());
+    let server = TestServer::start_in(&data_dir, 2, &["--engine", "log"]).expect("restart");
+    corekv(&server, &["get", "durable"])
+        .assert()
+        .success()
+        .stdout("kept after kill -9\n");
+    assert_eq!(
+        text_of(&server, &["mget", "a", "b", "c"]),
+        "a: \"1\"\nb: \"2\"\nc: \"3\"\n"
+    );
+}
