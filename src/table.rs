@@ -20,6 +20,7 @@
 
 use crate::proto::reply;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
+use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 use std::sync::Arc;
 
@@ -262,9 +263,35 @@ impl Table {
     }
 
     /// Recovery: puts a logged value in place, without counting a request or
-    /// checking the memory limit (what was acknowledged must come back).
+    /// checking the memory limit (what was acknowledged must come back). One
+    /// lookup: the key is hashed once whether it is new or replaced.
     pub fn load(&mut self, key: &[u8], value: Arc<[u8]>, version: u64) {
-        self.restore(key, Prior(Some((value, version))));
+        self.stats.value_bytes += value.len() as u64;
+        self.stats.memory_bytes += entry_cost(key.len(), value.len());
+        let entry = Entry { value, version };
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(mut slot) => {
+                let old = slot.insert(entry);
+                self.stats.value_bytes -= old.value.len() as u64;
+                self.stats.memory_bytes -= entry_cost(key.len(), old.value.len());
+            }
+            EntryRef::Vacant(slot) => {
+                slot.insert(entry);
+                self.stats.keys += 1;
+            }
+        }
+    }
+
+    /// Recovery: makes room for `additional` more keys, so that loading them
+    /// does not rehash the map each time it doubles.
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
+    /// Recovery: gives back room [`Table::reserve`] set aside beyond what the
+    /// loaded keys need (the map then has the size growing would have given it).
+    pub fn shrink_to_fit(&mut self) {
+        self.map.shrink_to(0);
     }
 
     /// Recovery: removes a logged deletion's key, without counting a request.
@@ -467,6 +494,26 @@ mod tests {
             (before.keys, before.value_bytes, before.memory_bytes)
         );
         assert_eq!(after.sets, 3, "request counters keep counting what ran");
+    }
+
+    #[test]
+    fn load_and_unload_keep_the_sizes_that_set_and_delete_do() {
+        let (mut written, mut loaded) = (Table::new(NO_LIMIT), Table::new(NO_LIMIT));
+        loaded.reserve(1000);
+        for (key, value) in [(&b"a"[..], &b"12345"[..]), (b"b", b"1"), (b"a", b"12")] {
+            let version = written.set(key, value).expect("room");
+            loaded.load(key, value.into(), version);
+        }
+        written.delete(b"b");
+        loaded.unload(b"b");
+        loaded.shrink_to_fit();
+        assert_eq!(loaded.peek(b"a"), Some((&b"12"[..], 2)));
+        let (w, l) = (written.stats(), loaded.stats());
+        assert_eq!(
+            (l.keys, l.value_bytes, l.memory_bytes),
+            (w.keys, w.value_bytes, w.memory_bytes)
+        );
+        assert_eq!(l.sets, 0, "loading counts no requests");
     }
 
     #[test]

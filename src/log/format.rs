@@ -182,6 +182,21 @@ fn bytes_field(body: &mut Vec<u8>, bytes: &[u8]) {
     body.extend_from_slice(bytes);
 }
 
+/// How many bytes the record at the start of `rest` spans, header included, as
+/// far as its header tells: [`HEADER_BYTES`] while the header is incomplete or
+/// its length is implausible. A reader that holds this many bytes (or the rest
+/// of the file, if shorter) gets the same answer from [`decode_at`] as one that
+/// holds the whole file.
+pub fn frame_bytes(rest: &[u8]) -> usize {
+    match rest.get(0..4) {
+        Some(len) => match u32::from_le_bytes(len.try_into().expect("4 bytes")) {
+            len if len <= MAX_BODY_BYTES => HEADER_BYTES + len as usize,
+            _ => HEADER_BYTES,
+        },
+        None => HEADER_BYTES,
+    }
+}
+
 /// Decodes the record at `offset` of `file`.
 pub fn decode_at(file: &[u8], offset: usize) -> Decoded<'_> {
     let rest = &file[offset..];
