@@ -9,18 +9,21 @@
 //! routing, ATOMIC, `--fsync` durability and limits apply unchanged; only the
 //! translation and the JSON mapping ([`json`]) are HTTP's own.
 //!
-//! Start and stop: the listener is bound with the msgpack one (a port that
-//! cannot be bound fails start-up), and accepts once the shard serves — after
-//! recovery, which runs before any listener exists, so during recovery the port
-//! refuses connections. At shutdown the shard stops accepting, `/health`
-//! answers 503, each connection finishes the request in hand and closes
-//! (hyper's graceful shutdown), and the shard waits for them, at most
-//! [`DRAIN_TIMEOUT`], before it drains its msgpack connections.
+//! Start and stop: the address is bound before recovery, and until the shards
+//! exist [`recovering`] answers every request with 503 (`/health`:
+//! `{"status":"recovering"}`); the first shard adopts its listening socket, the
+//! others bind their own, so the port never refuses a connection between the
+//! two (a port that cannot be bound fails start-up). At shutdown the shard
+//! stops accepting, `/health` answers 503, each connection finishes the
+//! request in hand and closes (hyper's graceful shutdown), and the shard
+//! waits for them, at most [`DRAIN_TIMEOUT`], before it drains its msgpack
+//! connections.
 //!
 //! HTTP connections count against `--max-connections` and in STATS'
 //! `connections`; over the limit a connection gets a 503 and is closed.
 //!
 //! - [`compat`]: hyper's IO traits over glommio's `TcpStream`.
+//! - [`recovering`]: the 503 server during recovery, and the socket handover.
 //! - [`routes`]: paths, methods, the handlers, error responses.
 //! - [`dispatch`]: one msgpack message through a [`Round`](crate::server::round::Round).
 //! - [`json`]: JSON ↔ msgpack values.
@@ -30,6 +33,7 @@ pub mod compat;
 pub mod dispatch;
 pub mod json;
 pub mod metrics;
+pub mod recovering;
 pub mod routes;
 
 use crate::server::connection::ShardContext;
@@ -42,7 +46,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a shard waits at shutdown for its HTTP connections to finish.
@@ -57,12 +61,52 @@ pub struct HttpPlan {
     /// The resolved address (port 0 already replaced by the chosen port).
     pub addr: SocketAddr,
     pub gauges: Arc<Gauges>,
+    /// The 503 server of recovery, until a shard adopts its socket.
+    recovering: Arc<Mutex<Option<recovering::Recovering>>>,
 }
 
 impl HttpPlan {
-    /// Binds this shard's listener (SO_REUSEPORT).
+    /// Binds `addr` and answers 503 on it until [`HttpPlan::end_recovery`].
+    pub fn start(
+        addr: SocketAddr,
+        gauges: Gauges,
+        max_connections: usize,
+    ) -> std::io::Result<HttpPlan> {
+        let recovering = recovering::Recovering::start(addr, max_connections)?;
+        Ok(HttpPlan {
+            addr,
+            gauges: Arc::new(gauges),
+            recovering: Arc::new(Mutex::new(Some(recovering))),
+        })
+    }
+
+    /// Stops the 503 answers; new connections wait in the socket's backlog
+    /// until the shard that adopts it serves.
+    pub fn end_recovery(&self) {
+        if let Some(recovering) = self
+            .recovering
+            .lock()
+            .ok()
+            .as_deref_mut()
+            .and_then(Option::as_mut)
+        {
+            recovering.stop();
+        }
+    }
+
+    /// This shard's listener (SO_REUSEPORT): the recovery server's socket for
+    /// the first shard to ask, a new one for the others.
     pub fn bind(&self) -> std::io::Result<TcpListener> {
-        TcpListener::bind(self.addr).map_err(|e| std::io::Error::other(e.to_string()))
+        let adopted = self
+            .recovering
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .and_then(recovering::Recovering::into_listener);
+        match adopted {
+            Some(listener) => Ok(recovering::adopt(listener)),
+            None => TcpListener::bind(self.addr).map_err(|e| std::io::Error::other(e.to_string())),
+        }
     }
 }
 

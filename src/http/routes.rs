@@ -6,7 +6,7 @@
 //! | `/v1/get?key=K` | GET | GETV: 200 `{"key","value","version"}`, 404 if absent |
 //! | `/v1/put` | POST | one ATOMIC of PUTVs: 200 `{"result":"Success","versions":[…]}`, 409 on a version conflict |
 //! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
-//! | `/health` | GET | 200 while serving, 503 when shutting down or the shard's log is poisoned |
+//! | `/health` | GET | 200 while serving, 503 when shutting down or the shard's log is poisoned (and during recovery, [`super::recovering`]) |
 //! | `/metrics` | GET | Prometheus text format |
 //!
 //! Every failure is a JSON body `{"error": message, "code": CODE}` (on
@@ -134,7 +134,7 @@ fn wrong_method(method: &Method, path: &str, allowed: Method) -> Response {
     response
 }
 
-fn json_response(status: StatusCode, body: &Json) -> Response {
+pub(super) fn json_response(status: StatusCode, body: &Json) -> Response {
     response(status, JSON_TYPE, body.to_string().into())
 }
 

@@ -7,8 +7,10 @@
 //! 2. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
 //! 3. bind the address (and `--http-addr`) once without SO_REUSEPORT, which
 //!    fails if anyone else — including another corekv-server — listens there,
-//!    and resolves port 0;
-//! 4. start one thread per shard: build its executor, bind its listeners with
+//!    and resolves port 0; with `--http-addr`, bind it for good and answer 503
+//!    until recovery ends ([`crate::http::recovering`]);
+//! 4. recover the tables from the logs;
+//! 5. start one thread per shard: build its executor, bind its listeners with
 //!    SO_REUSEPORT, report ready; then connect the mesh and serve (the HTTP
 //!    API, [`crate::http`], as a task beside the msgpack listener).
 //!
@@ -107,16 +109,20 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
     let http = match config.http_addr {
-        Some(http_addr) => Some(crate::http::HttpPlan {
-            addr: probe_bind(http_addr)?,
-            gauges: Arc::new(crate::http::Gauges::new(
-                config.nr_shards,
-                config.engine == Engine::Log,
-            )),
-        }),
+        Some(http_addr) => {
+            let addr = probe_bind(http_addr)?;
+            let gauges = crate::http::Gauges::new(config.nr_shards, config.engine == Engine::Log);
+            // Answers 503 during recovery; see crate::http::recovering.
+            let plan = crate::http::HttpPlan::start(addr, gauges, config.max_connections)
+                .map_err(|source| ServerError::Bind { addr, source })?;
+            Some(plan)
+        }
         None => None,
     };
     let (tables, next_txn_seq) = load_tables(&config)?;
+    if let Some(http) = &http {
+        http.end_recovery();
+    }
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
