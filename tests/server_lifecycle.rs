@@ -468,3 +468,62 @@ fn a_client_pipelining_through_sigterm_receives_only_whole_correct_replies() {
     assert!(replies >= 1000, "{replies} replies");
     assert!(replies <= sent, "{replies} replies to {sent} messages");
 }
+
+#[test]
+fn a_server_whose_stderr_is_gone_still_serves_and_shuts_down_on_sigterm() {
+    let dir = temp_dir();
+    let mut child = Command::new(server_binary())
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "--engine",
+            "memory",
+            "--shards",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("COREKV_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    // Read up to the address, then close our end: every later log line fails.
+    let mut stderr = io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut addr = None;
+    for _ in 0..100 {
+        let mut line = String::new();
+        if io::BufRead::read_line(&mut stderr, &mut line).expect("read stderr") == 0 {
+            break;
+        }
+        if let Some(a) = line.split("listening on ").nth(1) {
+            addr = Some(a.trim().to_owned());
+            break;
+        }
+    }
+    drop(stderr);
+    let addr = addr.expect("the server logged its address");
+    // Requests still work (connections log at debug level as they close).
+    for _ in 0..3 {
+        let mut client =
+            corekv::client::Client::connect(addr.as_str(), Some(REPLY_TIMEOUT)).expect("connect");
+        client.set(b"k", "v".into()).expect("set");
+        assert_eq!(client.get(b"k").expect("get"), Some("v".into()));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server ignored SIGTERM once its stderr was gone");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -11,6 +11,11 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr closed: the collector went
+        // away) is dropped. By default tracing reports that with eprintln!,
+        // which panics on the same broken stderr and kills the logging thread —
+        // the signal thread, or a shard.
+        .log_internal_errors(false)
         .with_env_filter(
             EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
