@@ -40,7 +40,7 @@ fn main() -> ExitCode {
 fn run() -> Result<Report> {
     let args = Args::parse();
     let config = Config::from_args(&args)?;
-    raise_nofile_limit();
+    corekv::server::raise_nofile_limit();
     let report = corekv_loadgen::run(&config)?;
     print!("{}", report.to_text());
     if let Some(path) = &args.json {
@@ -48,21 +48,4 @@ fn run() -> Result<Report> {
             .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
     }
     Ok(report)
-}
-
-/// Each connection is a file descriptor; lift the soft limit to the hard one so
-/// thousands of connections are not capped at 1024.
-fn raise_nofile_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

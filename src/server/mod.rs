@@ -198,8 +198,9 @@ fn check_memlock() -> Result<(), ServerError> {
 }
 
 /// Each connection is a file descriptor; lift the soft limit to the hard one so
-/// `--max-connections` is not silently capped at 1024.
-fn raise_nofile_limit() {
+/// `--max-connections` is not silently capped at 1024. (The load generator
+/// calls it too, for its thousands of client connections.)
+pub fn raise_nofile_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
