@@ -282,15 +282,11 @@ impl Round {
             }
             i += len;
         }
-        // Nothing is acknowledged before its log records are safe (--fsync).
-        let local = &mut self.results[shard.id().0];
-        let first_slot = local.len();
-        if shard.execute_ops(&local_ops, buf, local).await {
-            if let Err(poisoned) = shard.settle().await {
-                let local = &mut self.results[shard.id().0];
-                local.fail_from(first_slot, ErrorCode::IoErr, &poisoned.to_string());
-            }
-        }
+        // execute_ops settles the log: nothing is acknowledged before its
+        // records are safe (--fsync).
+        shard
+            .execute_ops(&local_ops, buf, &mut self.results[shard.id().0])
+            .await;
         self.local_ops = local_ops;
     }
 

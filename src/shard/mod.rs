@@ -145,10 +145,22 @@ impl Shard {
 
     /// Runs requests owned by this shard, in order, one result slot each: leaf
     /// requests, STATS (this shard's share), and single-shard ATOMIC batches
-    /// (a marker followed by its body). Waits only for keys that an ATOMIC batch
-    /// holds or is queued for. Returns whether anything was written to the log:
-    /// then the caller must [`Shard::settle`] before answering.
-    pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
+    /// (a marker followed by its body), and settles the log: when it returns,
+    /// every write among them is safe for the `--fsync` mode and the results may
+    /// be acknowledged. If the log failed, their slots hold IOERR instead.
+    /// Waits for keys that an ATOMIC batch holds or is queued for.
+    pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) {
+        let first_slot = out.len();
+        if self.run_ops(ops, buf, out).await {
+            if let Err(poisoned) = self.settle().await {
+                out.fail_from(first_slot, ErrorCode::IoErr, &poisoned.to_string());
+            }
+        }
+    }
+
+    /// The execution part of [`Shard::execute_ops`]; returns whether anything
+    /// was appended to the log.
+    async fn run_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
         let mut wrote = false;
         let mut i = 0;
         while i < ops.len() {
@@ -408,8 +420,8 @@ impl Shard {
         self.committing.borrow_mut().remove(&txn);
     }
 
-    /// Runs a batch of request arrays forwarded by a peer, in order, and
-    /// settles its writes: the results are ready to be acknowledged.
+    /// Runs a batch of request arrays forwarded by a peer, in order; the
+    /// results are ready to be acknowledged.
     pub async fn execute_batch(&self, batch: &[u8]) -> BatchResults {
         let mut results = BatchResults::default();
         let ops = match decode_forwarded(batch) {
@@ -421,16 +433,7 @@ impl Shard {
                 return results;
             }
         };
-        let wrote = self.execute_ops(&ops, batch, &mut results).await;
-        if wrote {
-            if let Err(poisoned) = self.settle().await {
-                return BatchResults::all_errors(
-                    results.len(),
-                    ErrorCode::IoErr,
-                    &poisoned.to_string(),
-                );
-            }
-        }
+        self.execute_ops(&ops, batch, &mut results).await;
         results
     }
 
