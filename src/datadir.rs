@@ -123,6 +123,7 @@ fn check_engine(dir: &Path, engine: Engine) -> Result<bool, DataDirError> {
 
 fn write_marker(path: &Path, engine: Engine) -> io::Result<()> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
+    crate::failpoint::check("datadir::marker", None)?;
     writeln!(file, "{}", engine.name())?;
     file.sync_all()
 }

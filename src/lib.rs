@@ -32,6 +32,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod failpoint;
 pub mod http;
 pub mod log;
 pub mod notify;

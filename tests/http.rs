@@ -9,27 +9,11 @@
 mod common;
 
 use common::python::{describe, ensure_python_package, python};
-use common::{TestServer, REPLY_TIMEOUT};
+use common::{http_addr, TestServer, REPLY_TIMEOUT};
 use rmpv::Value;
 use serde_json::{json, Value as Json};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-
-/// The HTTP address the server logged ("http listening on IP:PORT").
-fn http_addr(server: &mut TestServer) -> SocketAddr {
-    // The line follows "listening on" at once; stderr() waits briefly for lines.
-    for _ in 0..50 {
-        let stderr = server.stderr();
-        let found = stderr
-            .lines()
-            .filter_map(|line| line.split("http listening on ").nth(1))
-            .find_map(|addr| addr.trim().parse().ok());
-        if let Some(addr) = found {
-            return addr;
-        }
-    }
-    panic!("no 'http listening on' line:\n{}", server.stderr());
-}
 
 /// A server with `nr_shards` shards and the HTTP API on a free port.
 fn start(nr_shards: usize, extra_args: &[&str]) -> (TestServer, SocketAddr) {

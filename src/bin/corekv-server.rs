@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    corekv::failpoint::arm_from_env();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

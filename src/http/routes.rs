@@ -101,6 +101,10 @@ pub async fn handle(
     gauges: Arc<Gauges>,
 ) -> Result<Response, Infallible> {
     let path = request.uri().path().to_owned();
+    #[cfg(feature = "failpoints")]
+    if path == "/debug/failpoint" {
+        return Ok(failpoint_handler(request).await);
+    }
     let (allowed, put) = match path.as_str() {
         "/v1/put" => (Method::POST, true),
         "/v1/get" | "/v1/stats" | "/health" | "/metrics" => (Method::GET, false),
@@ -343,6 +347,24 @@ async fn metrics_handler(dispatcher: &Dispatcher, gauges: &Gauges) -> Result<Res
     };
     let page = metrics::render(&stats, gauges, ctx.state.max_connections);
     Ok(response(StatusCode::OK, PROMETHEUS_TYPE, page.into()))
+}
+
+/// `POST /debug/failpoint` with body `NAME=ACTIONS` (test builds only): arms
+/// a failpoint on the running server; an empty ACTIONS disarms it.
+#[cfg(feature = "failpoints")]
+async fn failpoint_handler(request: hyper::Request<Incoming>) -> Response {
+    let body = match read_body(request, 4096).await {
+        Ok(body) => String::from_utf8_lossy(&body).into_owned(),
+        Err(e) => return e.into_response(false),
+    };
+    let (name, actions) = body.trim().split_once('=').unwrap_or((body.trim(), ""));
+    match crate::failpoint::configure(name, actions) {
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &json!({ "failpoint": name, "actions": actions }),
+        ),
+        Err(message) => HttpError::bad_request(message).into_response(false),
+    }
 }
 
 /// `GET /health`: this shard's view; 503 once it stops serving.

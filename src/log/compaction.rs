@@ -20,6 +20,7 @@
 
 use super::format::{self, Effect};
 use super::LogWriter;
+use crate::failpoint;
 use crate::txn::TxnId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub fn compact_path(log_path: &Path) -> PathBuf {
 /// file's size.
 pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> std::io::Result<u64> {
     let tmp = compact_path(log_path);
+    let scope = Some(log.shard());
+    failpoint::check("compaction::create", scope)?;
     let file = glommio::io::OpenOptions::new()
         .write(true)
         .read(true)
@@ -60,10 +63,12 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
         .buffered_open(&tmp)
         .await
         .map_err(std::io::Error::from)?;
-    let snapshot_len = write_snapshot(&file, &snapshot).await?;
+    let snapshot_len = write_snapshot(&file, &snapshot, scope).await?;
     let install = async {
+        failpoint::check("compaction::rename", scope)?;
         std::fs::rename(&tmp, log_path)?;
         let dir = log_path.parent().unwrap_or(Path::new("."));
+        failpoint::check("compaction::dir_fsync", scope)?;
         std::fs::File::open(dir)?.sync_all()
     };
     log.switch_file(file, snapshot.cut, snapshot_len, install)
@@ -74,6 +79,7 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
 async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
+    scope: Option<usize>,
 ) -> std::io::Result<u64> {
     let mut offset = 0u64;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
@@ -88,11 +94,11 @@ async fn write_snapshot(
         };
         format::write_effect(&mut chunk, &put);
         if chunk.len() >= CHUNK_BYTES {
-            offset += write_chunk(file, &mut chunk, offset).await?;
+            offset += write_chunk(file, &mut chunk, offset, scope).await?;
             glommio::yield_if_needed().await;
         }
     }
-    offset += write_chunk(file, &mut chunk, offset).await?;
+    offset += write_chunk(file, &mut chunk, offset, scope).await?;
     Ok(offset)
 }
 
@@ -100,10 +106,12 @@ async fn write_chunk(
     file: &glommio::io::BufferedFile,
     chunk: &mut Vec<u8>,
     offset: u64,
+    scope: Option<usize>,
 ) -> std::io::Result<u64> {
     if chunk.is_empty() {
         return Ok(0);
     }
+    failpoint::check("compaction::write", scope)?;
     let bytes = std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
     let len = bytes.len();
     let written = file

@@ -41,6 +41,7 @@ pub mod format;
 pub mod replay;
 pub mod writer;
 
+use crate::failpoint;
 use crate::shard::Router;
 use crate::table::Table;
 use replay::{apply_owned, replay_file, Replayed};
@@ -221,7 +222,9 @@ fn cut_dropped_tails(dir: &Path, replayed: &[Replayed]) -> Result<(), RecoveryEr
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        failpoint::check("recovery::write", Some(i)).map_err(io_err(&path))?;
         file.set_len(r.valid_bytes).map_err(io_err(&path))?;
+        failpoint::check("recovery::fdatasync", Some(i)).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
     }
     Ok(())
@@ -264,7 +267,9 @@ fn append_synced(path: &Path, bytes: &[u8]) -> Result<(), RecoveryError> {
         .append(true)
         .open(path)
         .map_err(io_err(path))?;
+    failpoint::check("recovery::write", None).map_err(io_err(path))?;
     file.write_all(bytes).map_err(io_err(path))?;
+    failpoint::check("recovery::fdatasync", None).map_err(io_err(path))?;
     file.sync_data().map_err(io_err(path))
 }
 
@@ -317,7 +322,9 @@ fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), RecoveryError> {
     let mut file = File::create(path).map_err(io_err(path))?;
+    failpoint::check("recovery::write", None).map_err(io_err(path))?;
     file.write_all(bytes).map_err(io_err(path))?;
+    failpoint::check("recovery::fdatasync", None).map_err(io_err(path))?;
     file.sync_all().map_err(io_err(path))
 }
 
@@ -338,6 +345,7 @@ fn swap_in_new_logs(data_dir: &Path) -> Result<(), RecoveryError> {
         fs::rename(&current, &old).map_err(io_err(&current))?;
         sync_dir(data_dir)?;
     }
+    failpoint::check("recovery::rename", None).map_err(io_err(&new))?;
     fs::rename(&new, &current).map_err(io_err(&new))?;
     sync_dir(data_dir)?;
     if old.exists() {

@@ -20,6 +20,7 @@
 //! IOERR, never acknowledged.
 
 use super::FsyncMode;
+use crate::failpoint;
 use crate::notify::Notify;
 use glommio::io::BufferedFile;
 use std::cell::{Cell, RefCell};
@@ -55,11 +56,13 @@ pub struct LogWriter {
     work: Notify,
     progress: Notify,
     syncs: Cell<u64>,
+    /// The shard this log belongs to: the scope of its failpoints.
+    shard: usize,
 }
 
 impl LogWriter {
     /// A writer appending to `file`, which holds `len` bytes of intact log.
-    pub fn new(file: BufferedFile, len: u64, mode: FsyncMode) -> Rc<LogWriter> {
+    pub fn new(file: BufferedFile, len: u64, mode: FsyncMode, shard: usize) -> Rc<LogWriter> {
         Rc::new(LogWriter {
             file: RefCell::new(Rc::new(file)),
             mode,
@@ -74,6 +77,7 @@ impl LogWriter {
             work: Notify::default(),
             progress: Notify::default(),
             syncs: Cell::new(0),
+            shard,
         })
     }
 
@@ -100,6 +104,11 @@ impl LogWriter {
     /// The position after everything appended so far.
     pub fn appended(&self) -> u64 {
         self.appended.get()
+    }
+
+    /// The shard this log belongs to.
+    pub fn shard(&self) -> usize {
+        self.shard
     }
 
     /// fdatasync calls made so far.
@@ -224,7 +233,7 @@ impl LogWriter {
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
         let mut moved = tail.to_vec();
         moved.extend_from_slice(&taken);
-        match write_and_install(&new_file, moved, snapshot_len, install).await {
+        match write_and_install(&new_file, moved, snapshot_len, install, self.shard).await {
             Ok(()) => {
                 // The new file holds logical `cut` at byte `snapshot_len`.
                 self.file_origin.set(cut as i64 - snapshot_len as i64);
@@ -248,6 +257,7 @@ impl LogWriter {
     /// the device refused (full, quota): it poisons like any other failure.
     async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> std::io::Result<()> {
         let len = buf.len();
+        failpoint::check("log::write", Some(self.shard))?;
         let file = self.file.borrow().clone();
         let n = file
             .write_at(buf, position)
@@ -267,7 +277,9 @@ impl LogWriter {
             return;
         }
         let file = self.file.borrow().clone();
-        match fdatasync_now(&file) {
+        match failpoint::check("log::fdatasync", Some(self.shard))
+            .and_then(|()| fdatasync_now(&file))
+        {
             Ok(()) => {
                 // A compaction switch may have moved `synced` further meanwhile.
                 self.synced.set(self.synced.get().max(target));
@@ -298,14 +310,17 @@ async fn write_and_install(
     bytes: Vec<u8>,
     at: u64,
     install: impl std::future::Future<Output = std::io::Result<()>>,
+    shard: usize,
 ) -> std::io::Result<()> {
     let len = bytes.len();
+    failpoint::check("compaction::write", Some(shard))?;
     if len > 0 && file.write_at(bytes, at).await? != len {
         return Err(std::io::Error::new(
             std::io::ErrorKind::WriteZero,
             "short write",
         ));
     }
+    failpoint::check("compaction::fdatasync", Some(shard))?;
     file.fdatasync().await?;
     install.await
 }

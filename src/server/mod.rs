@@ -363,7 +363,7 @@ impl LogPlan {
             .file_size()
             .await
             .map_err(|e| open_error(e.to_string()))?;
-        let writer = LogWriter::new(file, len, self.fsync);
+        let writer = LogWriter::new(file, len, self.fsync, shard.0);
         writer.start();
         Ok(writer)
     }

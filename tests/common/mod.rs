@@ -210,3 +210,73 @@ pub fn test_seed(test: &str) -> u64 {
     eprintln!("{test}: seed {seed} (replay with COREKV_TEST_SEED={seed})");
     seed
 }
+
+/// The HTTP address the server logged ("http listening on IP:PORT"); the server
+/// must have been started with `--http-addr 127.0.0.1:0`.
+pub fn http_addr(server: &mut TestServer) -> SocketAddr {
+    // The line follows "listening on" at once; stderr() waits briefly for lines.
+    for _ in 0..50 {
+        let stderr = server.stderr();
+        let found = stderr
+            .lines()
+            .filter_map(|line| line.split("http listening on ").nth(1))
+            .find_map(|addr| addr.trim().parse().ok());
+        if let Some(addr) = found {
+            return addr;
+        }
+    }
+    panic!("no 'http listening on' line:\n{}", server.stderr());
+}
+
+/// One HTTP/1.1 request on a fresh connection; returns the status code and body.
+pub fn http_request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the HTTP address");
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("read timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: corekv\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream
+        .write_all(head.as_bytes())
+        .expect("send request head");
+    stream.write_all(body).expect("send request body");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
+}
+
+/// Arms failpoint `name` (`log::fdatasync`, or `log::fdatasync@1` for shard 1
+/// only) with the `fail` crate's `actions` (`return`, `return(ENOSPC)`,
+/// `2*off->return`, …) on a server started with `--http-addr`; empty
+/// `actions` disarms it. The test build of the server has failpoints compiled in.
+pub fn arm_failpoint(http: SocketAddr, name: &str, actions: &str) {
+    let (status, body) = http_request(
+        http,
+        "POST",
+        "/debug/failpoint",
+        format!("{name}={actions}").as_bytes(),
+    );
+    assert_eq!(status, 200, "arming failpoint {name}={actions}: {body}");
+}
+
+/// A key named `prefix-<n>` owned by `shard` when there are `nr_shards`.
+pub fn key_on_shard(prefix: &str, shard: usize, nr_shards: usize) -> Vec<u8> {
+    let router = corekv::shard::Router::new(nr_shards);
+    (0..)
+        .map(|n| format!("{prefix}-{n}").into_bytes())
+        .find(|k| router.route(k).0 == shard)
+        .expect("some key lands on every shard")
+}
