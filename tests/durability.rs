@@ -27,7 +27,7 @@ mod common;
 
 use common::{test_seed, TestServer};
 use corekv::client::{decode_reply, Client, ClientError, Element, Request};
-use corekv::log::format::{decode_at, Decoded, Effect, Record};
+use corekv::log::format::{parse_file, Effect, Record};
 use corekv::shard::Router;
 use corekv::txn::TxnId;
 use rand::rngs::StdRng;
@@ -937,24 +937,28 @@ struct LogRecord {
     kind: Kind,
 }
 
-/// The intact records at the start of `bytes`, up to the first incomplete or
+/// The intact records of a log file's bytes, up to the first incomplete or
 /// damaged one, and the offset where they end.
 fn parse_log(bytes: &[u8]) -> (Vec<LogRecord>, usize) {
+    let (_, parsed, end) = parse_file(bytes).expect("a log file with a valid file header");
     let mut records = Vec::new();
-    let mut start = 0;
-    while let Decoded::Record(record, end) = decode_at(bytes, start) {
+    for (i, (start, record)) in parsed.iter().enumerate() {
         let kind = match record {
-            Record::Effect(Effect::Put { key, version, .. }) => Kind::Put(key.to_vec(), version),
+            Record::Effect(Effect::Put { key, version, .. }) => Kind::Put(key.to_vec(), *version),
             Record::Effect(Effect::Del { key }) => Kind::Del(key.to_vec()),
             Record::Batch(_) => Kind::Batch,
-            Record::Prepare { txn, .. } => Kind::Prepare(txn),
-            Record::Decide { txn, .. } => Kind::Decide(txn),
-            Record::Commit { txn } => Kind::Commit(txn),
+            Record::Prepare { txn, .. } => Kind::Prepare(*txn),
+            Record::Decide { txn, .. } => Kind::Decide(*txn),
+            Record::Commit { txn } => Kind::Commit(*txn),
         };
-        records.push(LogRecord { start, end, kind });
-        start = end;
+        let record_end = parsed.get(i + 1).map_or(end, |next| next.0);
+        records.push(LogRecord {
+            start: *start,
+            end: record_end,
+            kind,
+        });
     }
-    (records, start)
+    (records, end)
 }
 
 /// Every record of a log file, which must be intact from end to end.
@@ -963,9 +967,9 @@ fn read_log(path: &Path) -> (Vec<u8>, Vec<LogRecord>) {
     let (records, end) = parse_log(&bytes);
     if end < bytes.len() {
         panic!(
-            "{} at offset {end}: {:?}",
+            "{}: {} bytes after the last intact record at offset {end}",
             path.display(),
-            decode_at(&bytes, end)
+            bytes.len() - end
         );
     }
     (bytes, records)

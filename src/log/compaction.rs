@@ -63,7 +63,8 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
         .buffered_open(&tmp)
         .await
         .map_err(std::io::Error::from)?;
-    let snapshot_len = write_snapshot(&file, &snapshot, scope).await?;
+    let epoch = super::new_epoch();
+    let snapshot_len = write_snapshot(&file, &snapshot, epoch, scope).await?;
     let install = async {
         failpoint::check("compaction::rename", scope)?;
         std::fs::rename(&tmp, log_path)?;
@@ -71,7 +72,7 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
         failpoint::check("compaction::dir_fsync", scope)?;
         std::fs::File::open(dir)?.sync_all()
     };
-    log.switch_file(file, snapshot.cut, snapshot_len, install)
+    log.switch_file(file, (snapshot.cut, snapshot_len), epoch, install)
         .await?;
     Ok(log.file_len())
 }
@@ -79,9 +80,12 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
 async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
+    epoch: u64,
     scope: Option<usize>,
 ) -> std::io::Result<u64> {
-    let mut offset = 0u64;
+    let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
+    format::write_file_header(&mut header, epoch);
+    let mut offset = write_chunk(file, &mut header, 0, scope).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     for txn in &snapshot.commits {
         format::write_commit(&mut chunk, *txn);
@@ -94,10 +98,12 @@ async fn write_snapshot(
         };
         format::write_effect(&mut chunk, &put);
         if chunk.len() >= CHUNK_BYTES {
+            format::stamp(&mut chunk, epoch);
             offset += write_chunk(file, &mut chunk, offset, scope).await?;
             glommio::yield_if_needed().await;
         }
     }
+    format::stamp(&mut chunk, epoch);
     offset += write_chunk(file, &mut chunk, offset, scope).await?;
     Ok(offset)
 }

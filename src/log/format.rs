@@ -1,13 +1,20 @@
-//! The on-disk record format of a shard's log. Pure encoding and decoding: no
-//! I/O here.
+//! The on-disk format of a shard's log. Pure encoding and decoding: no I/O here.
 //!
-//! A log file is a sequence of records, each a checksummed frame:
+//! A log file is a file header followed by a sequence of checksummed records:
 //!
 //! ```text
-//! +----------------+----------------+---------------------------------------+
-//! | len: u32 LE    | crc: u32 LE    | body: `len` bytes                     |
-//! +----------------+----------------+---------------------------------------+
-//!                    crc = CRC-32 (IEEE) of body
+//! file header (32 bytes, at offset 0)
+//! +-----------------+------------+-------------+-------------+-----------+------------+
+//! | magic: 8 bytes  | version u32| reserved u32| epoch: u64  | reserved  | crc: u32   |
+//! | "corekvLG"      | = 1        | = 0         | random      | u32 = 0   | of 0..28   |
+//! +-----------------+------------+-------------+-------------+-----------+------------+
+//!
+//! record
+//! +--------------+-------------------+-------------------+----------------------+
+//! | len: u32     | body_crc: u32     | head_crc: u32     | body: `len` bytes    |
+//! +--------------+-------------------+-------------------+----------------------+
+//!   body_crc = CRC-32 (IEEE) of body
+//!   head_crc = CRC-32 of (epoch u64 | len u32 | body_crc u32), the file's epoch
 //!
 //! body = kind: u8, then by kind:
 //!   1 PUT      key_len u32 | key | version u64 | value_len u32 | value (raw msgpack)
@@ -22,17 +29,51 @@
 //! All integers little-endian. A BATCH or PREPARE is one record with one
 //! checksum, so it is on disk entirely or not at all.
 //!
+//! # Why two checksums and an epoch
+//!
+//! Every file gets a fresh random *epoch* when it is created, and every record's
+//! header checksum covers it. Two things follow:
+//! - **Client bytes are never taken for a record.** A value may contain any
+//!   bytes, including a perfect image of a record; but a client never learns a
+//!   file's epoch, so the image's header checksum does not match. When recovery
+//!   looks for intact records after damage (to tell a torn tail from corruption
+//!   in the middle), it only accepts headers checksummed with this file's epoch.
+//! - **Checking a header costs the same wherever it is.** `head_crc` covers 16
+//!   bytes, so testing whether an offset holds a record is O(1); only a valid
+//!   header's body is checksummed. Scanning damage is linear in its length,
+//!   whatever the bytes (see `log::replay`).
+//!
+//! It also means a record written for one file is not valid in another (a
+//! recycled or older file's records never pass as this file's).
+//!
+//! Records are encoded *unstamped* (`head_crc` zero) by the `write_*`
+//! functions, because the file they will land in is chosen only when they are
+//! written (compaction may switch files in between); [`stamp`] fills in the
+//! header checksums for a file's epoch just before the write.
+//!
+//! Files written by corekv 0.1 have no file header and 8-byte record headers
+//! (`len | body_crc`): [`Framing::Legacy`]. They are read (to upgrade them, see
+//! `log::recover`) but never written.
+//!
 //! [`decode_at`] tells a complete record from a short or damaged one; whether
 //! damage is a torn tail or corruption in the middle is decided by the caller
-//! (`log::replay`), which can look past it.
+//! (`log::replay`), which looks past it.
 
 use crate::shard::ShardId;
 use crate::txn::TxnId;
 
+/// Bytes of a file header.
+pub const FILE_HEADER_BYTES: usize = 32;
 /// Bytes of a record's frame before its body.
-pub const HEADER_BYTES: usize = 8;
-/// A body longer than this is damage, not a record: no frame is this large.
-pub const MAX_BODY_BYTES: u32 = u32::MAX / 2;
+pub const HEADER_BYTES: usize = 12;
+/// Bytes of a legacy (corekv 0.1) record's frame before its body.
+pub const LEGACY_HEADER_BYTES: usize = 8;
+/// A legacy record body longer than this is damage: no frame was this large.
+pub const LEGACY_MAX_BODY_BYTES: u32 = u32::MAX / 2;
+/// The format this build writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"corekvLG";
 
 const KIND_PUT: u8 = 1;
 const KIND_DEL: u8 = 2;
@@ -40,6 +81,85 @@ const KIND_BATCH: u8 = 3;
 const KIND_PREPARE: u8 = 4;
 const KIND_DECIDE: u8 = 5;
 const KIND_COMMIT: u8 = 6;
+
+/// How the records of one file are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A file with a header: 12-byte record headers checksummed with `epoch`.
+    Epoch(u64),
+    /// A corekv 0.1 file: no file header, 8-byte record headers.
+    Legacy,
+}
+
+impl Framing {
+    /// Bytes of a record header under this framing.
+    pub fn header_bytes(self) -> usize {
+        match self {
+            Framing::Epoch(_) => HEADER_BYTES,
+            Framing::Legacy => LEGACY_HEADER_BYTES,
+        }
+    }
+
+    /// Where the first record starts.
+    pub fn records_start(self) -> usize {
+        match self {
+            Framing::Epoch(_) => FILE_HEADER_BYTES,
+            Framing::Legacy => 0,
+        }
+    }
+}
+
+/// What the first bytes of a log file say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStart {
+    /// A valid header: the file's framing.
+    Header(Framing),
+    /// No header: a corekv 0.1 log (or an empty file).
+    Legacy,
+    /// The header is there but damaged, or from an unknown version.
+    Bad(String),
+}
+
+/// Appends a file header for `epoch`.
+pub fn write_file_header(out: &mut Vec<u8>, epoch: u64) {
+    let start = out.len();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len() - start, FILE_HEADER_BYTES);
+}
+
+/// Reads the file header at the start of `file` (which holds the first
+/// [`FILE_HEADER_BYTES`] of the file, or all of it if shorter).
+pub fn read_file_header(file: &[u8]) -> FileStart {
+    if !file.is_empty() && file.len() < MAGIC.len() && MAGIC.starts_with(file) {
+        return FileStart::Bad("the file header is cut short".into());
+    }
+    if !file.starts_with(MAGIC) {
+        return FileStart::Legacy;
+    }
+    let Some(header) = file.get(..FILE_HEADER_BYTES) else {
+        return FileStart::Bad("the file header is cut short".into());
+    };
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&header[..28]) != word(28) {
+        return FileStart::Bad("the file header's checksum does not match".into());
+    }
+    match word(8) {
+        FORMAT_VERSION => {
+            let epoch = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+            FileStart::Header(Framing::Epoch(epoch))
+        }
+        version => FileStart::Bad(format!(
+            "log format version {version}, but this corekv reads versions up to {FORMAT_VERSION} \
+             (written by a newer corekv?)"
+        )),
+    }
+}
 
 /// One change to one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,16 +254,42 @@ pub fn write_commit(out: &mut Vec<u8>, txn: TxnId) {
     });
 }
 
-/// Writes header + body, filling in the length and checksum after the body.
+/// Writes an unstamped header + body, filling in the length and body checksum
+/// after the body; [`stamp`] adds the header checksum.
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_BYTES]);
     body(out);
     let body_bytes = &out[start + HEADER_BYTES..];
-    let len = body_bytes.len() as u32;
+    let len = u32::try_from(body_bytes.len()).expect("a record body fits the frame limit, < 4 GiB");
     let crc = crc32fast::hash(body_bytes);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The header checksum of a record of `len` bytes whose body checksums to
+/// `body_crc`, in the file of `epoch`.
+fn head_crc(epoch: u64, len: u32, body_crc: u32) -> u32 {
+    let mut input = [0u8; 16];
+    input[..8].copy_from_slice(&epoch.to_le_bytes());
+    input[8..12].copy_from_slice(&len.to_le_bytes());
+    input[12..].copy_from_slice(&body_crc.to_le_bytes());
+    crc32fast::hash(&input)
+}
+
+/// Fills in the header checksum of every record in `records` (whole records,
+/// as the `write_*` functions made them) for the file of `epoch`. Records
+/// already stamped for another file are re-stamped.
+pub fn stamp(records: &mut [u8], epoch: u64) {
+    let mut at = 0;
+    while at < records.len() {
+        let header = &mut records[at..at + HEADER_BYTES];
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let body_crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        header[8..12].copy_from_slice(&head_crc(epoch, len, body_crc).to_le_bytes());
+        at += HEADER_BYTES + len as usize;
+    }
+    debug_assert_eq!(at, records.len(), "stamp() was given a partial record");
 }
 
 fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {
@@ -182,47 +328,79 @@ fn bytes_field(body: &mut Vec<u8>, bytes: &[u8]) {
     body.extend_from_slice(bytes);
 }
 
-/// How many bytes the record at the start of `rest` spans, header included, as
-/// far as its header tells: [`HEADER_BYTES`] while the header is incomplete or
-/// its length is implausible. A reader that holds this many bytes (or the rest
-/// of the file, if shorter) gets the same answer from [`decode_at`] as one that
-/// holds the whole file.
-pub fn frame_bytes(rest: &[u8]) -> usize {
-    match rest.get(0..4) {
-        Some(len) => match u32::from_le_bytes(len.try_into().expect("4 bytes")) {
-            len if len <= MAX_BODY_BYTES => HEADER_BYTES + len as usize,
-            _ => HEADER_BYTES,
-        },
-        None => HEADER_BYTES,
+/// The body length in a record header at the start of `rest`, if the header
+/// is complete and valid under `framing`: for a file with an epoch, its header
+/// checksum matches; for a legacy file, the length is plausible.
+pub fn valid_header_len(rest: &[u8], framing: Framing) -> Option<u32> {
+    let header = rest.get(..framing.header_bytes())?;
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    let len = word(0);
+    match framing {
+        Framing::Epoch(epoch) => {
+            (len > 0 && head_crc(epoch, len, word(4)) == word(8)).then_some(len)
+        }
+        Framing::Legacy => (len > 0 && len <= LEGACY_MAX_BODY_BYTES).then_some(len),
     }
 }
 
+/// How many bytes the record at the start of `rest` spans, header included, as
+/// far as its header tells: the header size while the header is incomplete or
+/// invalid. A reader that holds this many bytes (or the rest of the file, if
+/// shorter) gets the same answer from [`decode_at`] as one that holds the whole
+/// file.
+pub fn frame_bytes(rest: &[u8], framing: Framing) -> usize {
+    let header = framing.header_bytes();
+    valid_header_len(rest, framing).map_or(header, |len| header + len as usize)
+}
+
 /// Decodes the record at `offset` of `file`.
-pub fn decode_at(file: &[u8], offset: usize) -> Decoded<'_> {
+pub fn decode_at(file: &[u8], offset: usize, framing: Framing) -> Decoded<'_> {
     let rest = &file[offset..];
-    if rest.len() < HEADER_BYTES {
+    let header = framing.header_bytes();
+    if rest.len() < header {
         return Decoded::Incomplete;
     }
-    let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes"));
-    let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-    if len == 0 && crc == 0 {
+    if rest[..header].iter().all(|&b| b == 0) {
         return Decoded::Incomplete; // zero padding: a preallocated or torn tail
     }
-    if len > MAX_BODY_BYTES {
-        return Decoded::Damaged(format!("record length {len} is implausible"));
-    }
-    let end = HEADER_BYTES + len as usize;
+    let Some(len) = valid_header_len(rest, framing) else {
+        return Decoded::Damaged("the record header is damaged".into());
+    };
+    let end = header + len as usize;
     if rest.len() < end {
         return Decoded::Incomplete;
     }
-    let body = &rest[HEADER_BYTES..end];
-    if crc32fast::hash(body) != crc {
+    let body = &rest[header..end];
+    let body_crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+    if crc32fast::hash(body) != body_crc {
         return Decoded::Damaged("checksum mismatch".into());
     }
     match decode_body(body) {
         Some(record) => Decoded::Record(record, offset + end),
         None => Decoded::Damaged("checksum matches but the record does not parse".into()),
     }
+}
+
+/// A whole log file read at rest: its framing, every intact record from the
+/// start with its offset, and where they end (the first incomplete or damaged
+/// record, or the end of the file).
+pub type ParsedFile<'a> = (Framing, Vec<(usize, Record<'a>)>, usize);
+
+/// Reads a whole log file at rest, for tools and tests (recovery streams it
+/// with `log::replay`); the error says why the file header is not valid.
+pub fn parse_file(file: &[u8]) -> Result<ParsedFile<'_>, String> {
+    let framing = match read_file_header(file) {
+        FileStart::Header(framing) => framing,
+        FileStart::Legacy => Framing::Legacy,
+        FileStart::Bad(reason) => return Err(reason),
+    };
+    let mut records = Vec::new();
+    let mut at = framing.records_start();
+    while let Decoded::Record(record, next) = decode_at(file, at, framing) {
+        records.push((at, record));
+        at = next;
+    }
+    Ok((framing, records, at))
 }
 
 /// A cursor over a record body; every read is bounds-checked.
@@ -319,8 +497,12 @@ mod tests {
         coordinator: ShardId(3),
         seq: 77,
     };
+    const EPOCH: u64 = 0x5eed_0ff1_1e00;
+    const FRAMING: Framing = Framing::Epoch(EPOCH);
 
-    fn all_records() -> Vec<u8> {
+    /// A whole log file (header + one record of every kind), and where its
+    /// records start.
+    fn all_records() -> (Vec<u8>, usize) {
         let put = Effect::Put {
             key: b"k",
             version: 9,
@@ -328,29 +510,24 @@ mod tests {
         };
         let del = Effect::Del { key: b"gone" };
         let mut log = Vec::new();
+        write_file_header(&mut log, EPOCH);
+        let start = log.len();
         write_effect(&mut log, &put);
         write_effect(&mut log, &del);
         write_batch(&mut log, &[put.clone(), del.clone()]);
         write_prepare(&mut log, TXN, &[put]);
         write_decide(&mut log, TXN, true);
         write_commit(&mut log, TXN);
-        log
+        stamp(&mut log[start..], EPOCH);
+        (log, start)
     }
 
     #[test]
     fn every_record_kind_round_trips() {
-        let log = all_records();
-        let mut offset = 0;
-        let mut kinds = Vec::new();
-        while offset < log.len() {
-            match decode_at(&log, offset) {
-                Decoded::Record(record, next) => {
-                    kinds.push(record);
-                    offset = next;
-                }
-                other => panic!("at {offset}: {other:?}"),
-            }
-        }
+        let (log, _) = all_records();
+        let (framing, records, end) = parse_file(&log).expect("a valid file header");
+        assert_eq!((framing, end), (FRAMING, log.len()));
+        let kinds: Vec<_> = records.into_iter().map(|(_, record)| record).collect();
         assert_eq!(kinds.len(), 6);
         assert!(
             matches!(&kinds[3], Record::Prepare { txn, effects } if *txn == TXN && effects.len() == 1)
@@ -366,16 +543,81 @@ mod tests {
 
     #[test]
     fn a_cut_record_is_incomplete_and_a_flipped_bit_is_damage() {
-        let log = all_records();
-        let first_end = match decode_at(&log, 0) {
+        let (log, start) = all_records();
+        let first_end = match decode_at(&log, start, FRAMING) {
             Decoded::Record(_, next) => next,
             other => panic!("{other:?}"),
         };
-        assert_eq!(decode_at(&log[..first_end - 1], 0), Decoded::Incomplete);
-        assert_eq!(decode_at(&log[..3], 0), Decoded::Incomplete);
-        assert_eq!(decode_at(&[0u8; 64], 0), Decoded::Incomplete);
+        assert_eq!(
+            decode_at(&log[..first_end - 1], start, FRAMING),
+            Decoded::Incomplete
+        );
+        assert_eq!(
+            decode_at(&log[..start + 3], start, FRAMING),
+            Decoded::Incomplete
+        );
+        assert_eq!(decode_at(&[0u8; 64], 0, FRAMING), Decoded::Incomplete);
+        for flipped in [start + 1, start + 5, start + 9, start + HEADER_BYTES + 2] {
+            let mut damaged = log.clone();
+            damaged[flipped] ^= 0x40;
+            assert!(
+                matches!(decode_at(&damaged, start, FRAMING), Decoded::Damaged(_)),
+                "a flipped bit at offset {flipped}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_is_valid_only_in_the_file_of_its_epoch() {
+        let (log, start) = all_records();
+        let other = Framing::Epoch(EPOCH + 1);
+        assert!(matches!(decode_at(&log, start, other), Decoded::Damaged(_)));
+        let mut restamped = log.clone();
+        stamp(&mut restamped[start..], EPOCH + 1);
+        assert!(matches!(
+            decode_at(&restamped, start, other),
+            Decoded::Record(..)
+        ));
+        assert!(matches!(
+            decode_at(&restamped, start, FRAMING),
+            Decoded::Damaged(_)
+        ));
+    }
+
+    #[test]
+    fn a_file_header_is_recognised_checked_and_versioned() {
+        let (log, _) = all_records();
+        assert_eq!(read_file_header(&log), FileStart::Header(FRAMING));
+        assert_eq!(read_file_header(b""), FileStart::Legacy);
+        assert_eq!(
+            read_file_header(&[1, 0, 0, 0, 9, 9, 9, 9]),
+            FileStart::Legacy
+        );
+        assert!(matches!(read_file_header(&log[..20]), FileStart::Bad(_)));
+        assert!(matches!(read_file_header(&log[..3]), FileStart::Bad(_)));
         let mut damaged = log.clone();
-        damaged[HEADER_BYTES + 2] ^= 0x40;
-        assert!(matches!(decode_at(&damaged, 0), Decoded::Damaged(_)));
+        damaged[17] ^= 1;
+        assert!(matches!(read_file_header(&damaged), FileStart::Bad(_)));
+        let mut newer = Vec::new();
+        write_file_header(&mut newer, EPOCH);
+        newer[8] = 2;
+        let crc = crc32fast::hash(&newer[..28]);
+        newer[28..32].copy_from_slice(&crc.to_le_bytes());
+        match read_file_header(&newer) {
+            FileStart::Bad(reason) => assert!(reason.contains("newer"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn legacy_records_decode_with_their_eight_byte_headers() {
+        let mut legacy = Vec::new();
+        write_effect(&mut legacy, &Effect::Del { key: b"k" });
+        // A 0.1 record: len | crc | body (no header checksum).
+        legacy.drain(8..12);
+        assert!(matches!(
+            decode_at(&legacy, 0, Framing::Legacy),
+            Decoded::Record(Record::Effect(Effect::Del { key: b"k" }), 14)
+        ));
     }
 }

@@ -44,6 +44,7 @@ pub mod writer;
 use crate::failpoint;
 use crate::shard::Router;
 use crate::table::Table;
+use format::Framing;
 use replay::{apply_owned, replay_file, Replayed};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -84,6 +85,12 @@ pub enum RecoveryError {
         reason: String,
         intact_at: u64,
     },
+    #[error(
+        "{path} is not a log this corekv can read: {reason}. Nothing was modified; --salvage does \
+         not help with a damaged file header (restore the file from a backup, or move it away to \
+         start without its records)"
+    )]
+    BadFileHeader { path: PathBuf, reason: String },
     #[error("{path} says {found:?}, not a shard count")]
     BadShardsFile { path: PathBuf, found: String },
     #[error("{path} is missing: the log directory lists {nr_shards} shards but this log is gone")]
@@ -97,6 +104,9 @@ pub struct Recovered {
     pub log_lens: Vec<u64>,
     pub nr_keys: u64,
     pub nr_records: u64,
+    /// Bytes checksummed looking past damage, over all logs (linear in the
+    /// damaged regions' length; see `replay`).
+    pub scan_hashed_bytes: u64,
     pub elapsed: Duration,
     /// Where cross-shard batch numbering continues: above every number in the logs.
     pub next_txn_seq: u64,
@@ -141,17 +151,32 @@ pub fn recover(
     let nr_old = read_shards_file(&dir)?;
     let mut tables: Vec<Table> = (0..nr_old).map(|_| Table::new(u64::MAX)).collect();
     let replayed = replay_all(&dir, &mut tables, salvage)?;
-    cut_dropped_tails(&dir, &replayed)?;
-    resolve_pending(&dir, &mut tables, replayed.iter())?;
+    let nr_legacy = replayed
+        .iter()
+        .filter(|r| r.framing == Some(Framing::Legacy))
+        .count();
+    // The logs are rewritten whole when the shard count changes or when they
+    // are in corekv 0.1's format; otherwise they are kept and appended to.
+    let rewrite = nr_old != nr_shards || nr_legacy > 0;
+    if !rewrite {
+        cut_dropped_tails(&dir, &replayed)?;
+    }
+    resolve_pending(&dir, &mut tables, &replayed, !rewrite)?;
     let nr_records = replayed.iter().map(|r| r.nr_records).sum();
+    let scan_hashed_bytes = replayed.iter().map(|r| r.scan_hashed_bytes).sum();
     let next_txn_seq = replayed
         .iter()
         .filter_map(|r| r.max_txn_seq)
         .max()
         .map_or(0, |seq| seq + 1);
-    if nr_old != nr_shards {
-        tracing::info!("moving every key from {nr_old} shard logs to {nr_shards}");
-        tables = reshard(tables, nr_shards);
+    if rewrite {
+        if nr_legacy > 0 {
+            tracing::info!("upgrading {nr_legacy} shard logs from corekv 0.1's format");
+        }
+        if nr_old != nr_shards {
+            tracing::info!("moving every key from {nr_old} shard logs to {nr_shards}");
+            tables = reshard(tables, nr_shards);
+        }
         write_log_set(data_dir, &mut tables)?;
     }
     let log_lens = (0..nr_shards)
@@ -164,9 +189,27 @@ pub fn recover(
         log_lens,
         nr_keys,
         nr_records,
+        scan_hashed_bytes,
         elapsed: started.elapsed(),
         next_txn_seq,
     })
+}
+
+/// A fresh random epoch for a new log file (see `format`): records are
+/// checksummed with it, so no record written for another file passes as one of
+/// this file's.
+pub fn new_epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        return u64::from_le_bytes(bytes);
+    }
+    // No getrandom (very old kernel): the clock and pid still differ per file.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }
 
 /// Replays every shard log in parallel; refuses at the first corrupt one.
@@ -231,17 +274,20 @@ fn cut_dropped_tails(dir: &Path, replayed: &[Replayed]) -> Result<(), RecoveryEr
 }
 
 /// Applies or drops each prepared share that its own log left undecided, by the
-/// COMMIT records of all logs, and records the outcome in the participant's log.
-fn resolve_pending<'r>(
+/// COMMIT records of all logs; with `record`, appends the outcome (DECIDE) to
+/// the participant's log and syncs it, so no later compaction can lose the
+/// evidence (without, the logs are about to be rewritten from the tables).
+fn resolve_pending(
     dir: &Path,
     tables: &mut [Table],
-    replayed: impl Iterator<Item = &'r Replayed> + Clone,
+    replayed: &[Replayed],
+    record: bool,
 ) -> Result<(), RecoveryError> {
     let committed: hashbrown::HashSet<_> = replayed
-        .clone()
+        .iter()
         .flat_map(|r| r.commits.iter().copied())
         .collect();
-    for (i, r) in replayed.enumerate() {
+    for (i, r) in replayed.iter().enumerate() {
         if r.pending.is_empty() {
             continue;
         }
@@ -257,7 +303,10 @@ fn resolve_pending<'r>(
             }
             format::write_decide(&mut decisions, txn, commit);
         }
-        append_synced(&shard_log_path(dir, i), &decisions)?;
+        if let (true, Some(Framing::Epoch(epoch))) = (record, r.framing) {
+            format::stamp(&mut decisions, epoch);
+            append_synced(&shard_log_path(dir, i), &decisions)?;
+        }
     }
     Ok(())
 }
@@ -305,8 +354,12 @@ fn write_log_set(data_dir: &Path, tables: &mut [Table]) -> Result<(), RecoveryEr
     swap_in_new_logs(data_dir)
 }
 
+/// Writes a new log file, of a new epoch, holding `table` as PUT records.
 fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
+    let epoch = new_epoch();
     let mut out = Vec::new();
+    format::write_file_header(&mut out, epoch);
+    let records_start = out.len();
     for (key, value, version) in table.entries() {
         format::write_effect(
             &mut out,
@@ -317,6 +370,7 @@ fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
             },
         );
     }
+    format::stamp(&mut out[records_start..], epoch);
     write_synced(path, &out)
 }
 

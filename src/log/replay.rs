@@ -1,29 +1,48 @@
 //! Replaying one shard's log file into a table, at start-up.
 //!
 //! Rules, in the order they apply:
+//! - The file header gives the file's framing and epoch (`log::format`); a
+//!   file without one is a corekv 0.1 log, read with the old framing.
 //! - Records are applied in file order; PUT restores the exact version.
 //! - A BATCH (single-shard ATOMIC) is one record: applied whole.
 //! - A PREPARE is held aside until this file's DECIDE for it (applied if
 //!   commit). One still undecided at the end of the file is *pending*: the caller
 //!   resolves it with the coordinator's COMMIT records from every file.
 //! - At the first record that is incomplete or damaged, the rest of the file is
-//!   examined: if no intact record follows, it is a torn tail (a write cut short
-//!   by a crash, or zero padding) and the file is valid up to there. If an intact
-//!   record follows, the damage is in the middle of the log: replay refuses with
-//!   an error naming file and offset, unless salvaging, which keeps what precedes
-//!   the damage and drops the rest.
+//!   examined ([`intact_record_after_damage`]): if no intact record follows, it
+//!   is a torn tail (a write cut short by a crash, or zero padding) and the file
+//!   is valid up to there. If an intact record follows, the damage is in the
+//!   middle of the log: replay refuses with an error naming file and offset,
+//!   unless salvaging, which keeps what precedes the damage and drops the rest.
+//!
+//! # Looking past damage
+//!
+//! A record may only start where the previous one's length says, so when the
+//! damaged record's header is intact (its checksum covers its length), the
+//! search resumes after its body: a torn value's bytes are never examined. Only
+//! when the header itself is damaged does the search try every later offset,
+//! and then it accepts only headers checksummed with this file's epoch, which
+//! client bytes cannot carry. Each offset costs one 16-byte checksum, each
+//! valid header's body is checksummed once and skipped, and runs of zeros are
+//! skipped without checksums: the search is linear in the bytes after the
+//! damage, whatever they are.
 //!
 //! The file is read in chunks through one reused buffer, not whole: a record is
-//! parsed while its bytes are still in the CPU's cache. The table is sized from
-//! the first records, so the map does not rehash every key as it grows.
+//! parsed while its bytes are still in the CPU's cache. A record longer than the
+//! buffer grows it to the record's size. The table is sized from the first
+//! records, so the map does not rehash every key as it grows.
 
-use super::format::{decode_at, frame_bytes, Decoded, Effect, Record};
+use super::format::{
+    decode_at, frame_bytes, read_file_header, valid_header_len, Decoded, Effect, FileStart,
+    Framing, Record, FILE_HEADER_BYTES,
+};
 use super::RecoveryError;
 use crate::table::Table;
 use crate::txn::TxnId;
 use hashbrown::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -55,6 +74,11 @@ pub struct Replayed {
     /// Bytes after them: a torn tail, or (salvaging) everything after damage.
     pub dropped_bytes: u64,
     pub nr_records: u64,
+    /// How the file's records are framed (and its epoch).
+    pub framing: Option<Framing>,
+    /// Bytes checksummed while looking past damage: linear in the length of
+    /// the damaged region, whatever its bytes (the tests hold it to that).
+    pub scan_hashed_bytes: u64,
 }
 
 /// Replays `path` into `table`.
@@ -68,14 +92,28 @@ pub fn replay_file(
         source,
     };
     let mut log = LogReader::open(path).map_err(io_err)?;
-    let mut replayed = Replayed::default();
+    let framing = match read_file_header(log.peek(FILE_HEADER_BYTES).map_err(io_err)?) {
+        FileStart::Header(framing) => framing,
+        FileStart::Legacy => Framing::Legacy,
+        FileStart::Bad(reason) => {
+            return Err(RecoveryError::BadFileHeader {
+                path: path.to_owned(),
+                reason,
+            })
+        }
+    };
+    log.consume(framing.records_start());
+    let mut replayed = Replayed {
+        framing: Some(framing),
+        ..Replayed::default()
+    };
     let mut prepared: HashMap<TxnId, Vec<OwnedEffect>> = HashMap::new();
     loop {
-        let rest = log.next_record().map_err(io_err)?;
+        let rest = log.next_record(framing).map_err(io_err)?;
         if rest.is_empty() {
             break;
         }
-        let reason = match decode_at(rest, 0) {
+        let reason = match decode_at(rest, 0, framing) {
             Decoded::Record(record, len) => {
                 if let Some(txn) = record.txn() {
                     replayed.max_txn_seq = replayed.max_txn_seq.max(Some(txn.seq));
@@ -92,8 +130,11 @@ pub fn replay_file(
             Decoded::Damaged(reason) => reason,
         };
         let offset = log.offset();
-        let rest = log.rest_of_file().map_err(io_err)?;
-        if let Some(intact_at) = next_intact_record(rest, 0).map(|at| offset + at as u64) {
+        let mut scan = Scan::default();
+        let found = intact_record_after_damage(&mut log, framing, &mut scan).map_err(io_err)?;
+        replayed.scan_hashed_bytes = scan.hashed_bytes;
+        log.rewind_to(offset);
+        if let Some(intact_at) = found {
             if !salvage {
                 return Err(RecoveryError::Corrupt {
                     path: path.to_owned(),
@@ -106,7 +147,7 @@ pub fn replay_file(
                 "{}: {reason} at offset {offset}; salvaging: keeping the {offset} bytes before it and \
                  dropping {} bytes (intact records from offset {intact_at} are lost)",
                 path.display(),
-                rest.len()
+                log.len - offset
             );
         }
         break;
@@ -173,8 +214,17 @@ impl LogReader {
     /// The unconsumed bytes, holding the whole next record as far as its
     /// header tells (see [`frame_bytes`]) unless the file ends first; empty at
     /// the end of the file.
-    fn next_record(&mut self) -> io::Result<&[u8]> {
-        self.fill(frame_bytes(&self.buf[self.start..self.end]))?;
+    fn next_record(&mut self, framing: Framing) -> io::Result<&[u8]> {
+        // The header first: with fewer bytes than a header buffered, the record's
+        // length is unknown, and one buffer's worth may not hold the record.
+        self.fill(framing.header_bytes())?;
+        self.fill(frame_bytes(&self.buf[self.start..self.end], framing))?;
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    /// At least `want` unconsumed bytes (fewer only at the end of the file).
+    fn peek(&mut self, want: usize) -> io::Result<&[u8]> {
+        self.fill(want)?;
         Ok(&self.buf[self.start..self.end])
     }
 
@@ -185,7 +235,30 @@ impl LogReader {
     }
 
     fn consume(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.end - self.start);
         self.start += bytes;
+    }
+
+    /// Skips `bytes`, reading past what is buffered if need be.
+    fn skip(&mut self, bytes: u64) {
+        let buffered = (self.end - self.start) as u64;
+        if bytes <= buffered {
+            self.start += bytes as usize;
+            return;
+        }
+        let to = (self.offset() + bytes).min(self.len);
+        self.rewind_to(to);
+    }
+
+    /// Moves the reading position to `offset`, dropping the buffered bytes.
+    fn rewind_to(&mut self, offset: u64) {
+        if offset >= self.buf_offset && offset <= self.buf_offset + self.end as u64 {
+            self.start = (offset - self.buf_offset) as usize;
+            return;
+        }
+        self.buf_offset = offset;
+        self.start = 0;
+        self.end = 0;
     }
 
     /// Makes the unconsumed bytes number at least `want`, or all the rest of
@@ -204,9 +277,10 @@ impl LogReader {
             self.buf.resize(want, 0);
         }
         while self.end < want {
-            match self.file.read(&mut self.buf[self.end..]) {
+            let at = self.buf_offset + self.end as u64;
+            match self.file.read_at(&mut self.buf[self.end..], at) {
                 Ok(0) => {
-                    self.len = self.buf_offset + self.end as u64;
+                    self.len = at;
                     break;
                 }
                 Ok(n) => self.end += n,
@@ -218,9 +292,68 @@ impl LogReader {
     }
 }
 
-/// The offset of the first intact record after `damaged`, if any.
-fn next_intact_record(file: &[u8], damaged: usize) -> Option<usize> {
-    (damaged + 1..file.len()).find(|&at| matches!(decode_at(file, at), Decoded::Record(..)))
+/// Work done looking past damage.
+#[derive(Debug, Default)]
+struct Scan {
+    hashed_bytes: u64,
+}
+
+/// After damage at the reader's offset: the file offset of the first intact
+/// record that follows, if any (see the module doc). Moves the reader.
+fn intact_record_after_damage(
+    log: &mut LogReader,
+    framing: Framing,
+    scan: &mut Scan,
+) -> io::Result<Option<u64>> {
+    if framing == Framing::Legacy {
+        let offset = log.offset();
+        let rest = log.rest_of_file()?;
+        return Ok(next_intact_legacy_record(rest).map(|at| offset + at as u64));
+    }
+    let header = framing.header_bytes();
+    // A damaged record whose header is intact ends where its length says.
+    let damaged = log.peek(header)?;
+    scan.hashed_bytes += header as u64;
+    match valid_header_len(damaged, framing) {
+        Some(len) => log.skip(header as u64 + u64::from(len)),
+        None => log.consume(1),
+    }
+    loop {
+        let rest = log.peek(header)?;
+        if rest.len() < header {
+            return Ok(None);
+        }
+        // A record's length field is never zero: skip zeros without checksums.
+        if rest[..4] == [0; 4] {
+            let skip = rest
+                .iter()
+                .position(|&b| b != 0)
+                .map_or(rest.len() - 3, |nonzero| nonzero.saturating_sub(3));
+            log.consume(skip.max(1));
+            continue;
+        }
+        scan.hashed_bytes += header as u64;
+        let Some(len) = valid_header_len(rest, framing) else {
+            log.consume(1);
+            continue;
+        };
+        let want = header + len as usize;
+        let candidate = log.peek(want)?;
+        if candidate.len() < want {
+            return Ok(None); // a record cut short by the end of the file: the torn tail
+        }
+        scan.hashed_bytes += u64::from(len);
+        if let Decoded::Record(..) = decode_at(candidate, 0, framing) {
+            return Ok(Some(log.offset()));
+        }
+        log.consume(want);
+    }
+}
+
+/// In a corekv 0.1 log (no epoch): the offset of the first intact record in
+/// `rest` after its first byte, trying every offset.
+fn next_intact_legacy_record(rest: &[u8]) -> Option<usize> {
+    (1..rest.len()).find(|&at| matches!(decode_at(rest, at, Framing::Legacy), Decoded::Record(..)))
 }
 
 fn apply(
@@ -297,32 +430,51 @@ pub fn apply_owned(table: &mut Table, effects: Vec<OwnedEffect>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::format::write_effect;
+    use crate::log::format::{
+        stamp, write_effect, write_file_header, HEADER_BYTES, LEGACY_HEADER_BYTES,
+    };
+    use proptest::prelude::*;
 
-    const NR_PUTS: usize = 30_000; // about 4 MiB: records straddle every chunk boundary
+    const EPOCH: u64 = 0x0123_4567_89ab_cdef;
+    /// PUT body bytes besides the value: kind, key length, version, value length.
+    const PUT_OVERHEAD: usize = 1 + 4 + 8 + 4;
 
-    /// A log of [`NR_PUTS`] PUTs of 100-byte values, then one value larger than
-    /// a whole chunk; and the offset where each record starts.
-    fn log_crossing_chunks() -> (Vec<u8>, Vec<usize>) {
-        let (mut log, mut starts) = (Vec::new(), Vec::new());
-        for i in 0..NR_PUTS {
-            starts.push(log.len());
-            let key = format!("key-{i}");
+    /// A log file (header + records stamped for [`EPOCH`]) being built.
+    struct LogFile {
+        bytes: Vec<u8>,
+        /// Where each record starts, and its key.
+        records: Vec<(usize, Vec<u8>)>,
+    }
+
+    impl LogFile {
+        fn new() -> LogFile {
+            let mut bytes = Vec::new();
+            write_file_header(&mut bytes, EPOCH);
+            LogFile {
+                bytes,
+                records: Vec::new(),
+            }
+        }
+
+        /// Appends a PUT of `key` whose whole record (header included) takes
+        /// `record_bytes` bytes.
+        fn put_sized(&mut self, key: &str, record_bytes: usize) -> &mut LogFile {
+            let value_len = record_bytes - HEADER_BYTES - PUT_OVERHEAD - key.len();
+            self.put(key, &vec![0xa5; value_len])
+        }
+
+        fn put(&mut self, key: &str, value: &[u8]) -> &mut LogFile {
+            let start = self.bytes.len();
             let put = Effect::Put {
                 key: key.as_bytes(),
-                version: i as u64 + 1,
-                value: &[i as u8; 100],
+                version: self.records.len() as u64 + 1,
+                value,
             };
-            write_effect(&mut log, &put);
+            write_effect(&mut self.bytes, &put);
+            stamp(&mut self.bytes[start..], EPOCH);
+            self.records.push((start, key.as_bytes().to_vec()));
+            self
         }
-        starts.push(log.len());
-        let big = Effect::Put {
-            key: b"big",
-            version: 1,
-            value: &vec![7; CHUNK_BYTES + 3],
-        };
-        write_effect(&mut log, &big);
-        (log, starts)
     }
 
     fn replay_bytes(log: &[u8], salvage: bool) -> (Result<Replayed, RecoveryError>, Table) {
@@ -333,34 +485,90 @@ mod tests {
         (replay_file(&path, &mut table, salvage), table)
     }
 
+    /// Replays an intact log and checks every record of it came back.
+    fn assert_replays_whole(log: &LogFile, context: &str) {
+        let (replayed, table) = replay_bytes(&log.bytes, false);
+        let replayed = replayed.unwrap_or_else(|e| panic!("{context}: {e}"));
+        assert_eq!(
+            (replayed.nr_records, replayed.dropped_bytes),
+            (log.records.len() as u64, 0),
+            "{context}"
+        );
+        for (i, (start, key)) in log.records.iter().enumerate() {
+            let end = log.records.get(i + 1).map_or(log.bytes.len(), |r| r.0);
+            let expected_value = end - start - HEADER_BYTES - PUT_OVERHEAD - key.len();
+            let found = table
+                .peek(key)
+                .map(|(value, version)| (value.len(), version));
+            assert_eq!(
+                found,
+                Some((expected_value, i as u64 + 1)),
+                "{context}: record {i}"
+            );
+        }
+    }
+
+    /// Record sizes on both sides of the reader's buffer size and beyond it.
+    fn boundary_sizes() -> Vec<usize> {
+        let small = HEADER_BYTES + PUT_OVERHEAD + 8;
+        vec![
+            small,
+            CHUNK_BYTES - 7,
+            CHUNK_BYTES - 1,
+            CHUNK_BYTES,
+            CHUNK_BYTES + 1,
+            2 * CHUNK_BYTES,
+            8 * CHUNK_BYTES,
+        ]
+    }
+
     #[test]
-    fn records_across_chunk_boundaries_and_larger_than_a_chunk_replay() {
-        let (log, _) = log_crossing_chunks();
-        let (replayed, table) = replay_bytes(&log, false);
-        let replayed = replayed.expect("intact log");
-        assert_eq!(replayed.nr_records, NR_PUTS as u64 + 1);
-        assert_eq!(
-            (replayed.valid_bytes, replayed.dropped_bytes),
-            (log.len() as u64, 0)
-        );
-        assert_eq!(table.len(), NR_PUTS + 1);
-        let last = NR_PUTS - 1;
-        assert_eq!(
-            table.peek(format!("key-{last}").as_bytes()),
-            Some((&[last as u8; 100][..], NR_PUTS as u64))
-        );
-        assert_eq!(
-            table.peek(b"big").map(|(v, _)| v.len()),
-            Some(CHUNK_BYTES + 3)
-        );
+    fn a_record_of_any_size_replays_as_the_first_record_of_a_log() {
+        for size in boundary_sizes() {
+            let mut alone = LogFile::new();
+            alone.put_sized("big", size);
+            assert_replays_whole(&alone, &format!("alone, {size} bytes"));
+            let mut followed = LogFile::new();
+            followed.put_sized("big", size).put("after", b"\xa1x");
+            assert_replays_whole(&followed, &format!("first of two, {size} bytes"));
+        }
+    }
+
+    #[test]
+    fn a_record_of_any_size_replays_wherever_it_starts_against_the_buffer() {
+        let small = HEADER_BYTES + PUT_OVERHEAD + 8;
+        for size in boundary_sizes() {
+            // Start the big record at every offset around the end of the first
+            // buffer: with 0..=small+1 bytes of the buffer left for it.
+            for left in [0, 1, 3, 4, HEADER_BYTES - 1, HEADER_BYTES, small + 1] {
+                let mut log = LogFile::new();
+                let mut filler = 0;
+                while CHUNK_BYTES - log.bytes.len() > left + 2 * small {
+                    let room = CHUNK_BYTES - log.bytes.len() - left - small;
+                    log.put_sized(&format!("f{filler:06}"), room.min(64 * 1024));
+                    filler += 1;
+                }
+                let rest = CHUNK_BYTES - log.bytes.len() - left;
+                log.put_sized(&format!("f{filler:06}"), rest);
+                assert_eq!(CHUNK_BYTES - log.bytes.len(), left);
+                log.put_sized("big", size).put("after", b"\xa1x");
+                assert_replays_whole(
+                    &log,
+                    &format!("{size} bytes with {left} left in the buffer"),
+                );
+            }
+        }
     }
 
     #[test]
     fn damage_past_the_first_chunk_is_reported_at_its_file_offset() {
-        let (mut log, starts) = log_crossing_chunks();
-        let (damaged_at, intact_at) = (starts[20_000], starts[20_001]);
-        log[damaged_at + 20] ^= 1;
-        match replay_bytes(&log, false).0 {
+        let mut log = LogFile::new();
+        for i in 0..30_000 {
+            log.put(&format!("key-{i}"), &[i as u8; 100]);
+        }
+        let (damaged_at, intact_at) = (log.records[20_000].0, log.records[20_001].0);
+        log.bytes[damaged_at + HEADER_BYTES + 20] ^= 1;
+        match replay_bytes(&log.bytes, false).0 {
             Err(RecoveryError::Corrupt {
                 offset,
                 intact_at: found,
@@ -368,26 +576,215 @@ mod tests {
             }) => assert_eq!((offset, found), (damaged_at as u64, intact_at as u64)),
             other => panic!("{other:?}"),
         }
-        let (salvaged, table) = replay_bytes(&log, true);
+        let (salvaged, table) = replay_bytes(&log.bytes, true);
         let salvaged = salvaged.expect("salvage");
         assert_eq!(
             (salvaged.valid_bytes, salvaged.dropped_bytes),
-            (damaged_at as u64, (log.len() - damaged_at) as u64)
+            (damaged_at as u64, (log.bytes.len() - damaged_at) as u64)
         );
         assert_eq!(table.len(), 20_000);
     }
 
     #[test]
     fn a_torn_tail_after_the_first_chunk_is_cut() {
-        let (log, starts) = log_crossing_chunks();
-        let torn = &log[..log.len() - 5];
+        let mut log = LogFile::new();
+        for i in 0..30_000 {
+            log.put(&format!("key-{i}"), &[i as u8; 100]);
+        }
+        log.put_sized("big", CHUNK_BYTES + 3);
+        let torn = &log.bytes[..log.bytes.len() - 5];
         let (replayed, table) = replay_bytes(torn, false);
         let replayed = replayed.expect("a torn tail is not corruption");
-        let cut = starts[NR_PUTS] as u64;
+        let cut = log.records[30_000].0 as u64;
         assert_eq!(
             (replayed.valid_bytes, replayed.dropped_bytes),
             (cut, torn.len() as u64 - cut)
         );
-        assert_eq!(table.len(), NR_PUTS);
+        assert_eq!(table.len(), 30_000);
+    }
+
+    /// A value holding a perfect image of a record (even one stamped with this
+    /// file's own epoch, which no client can know) and torn by a crash is a
+    /// torn tail: the value's bytes are never taken for records.
+    #[test]
+    fn a_torn_value_holding_a_record_image_is_a_torn_tail() {
+        for epoch in [EPOCH, EPOCH ^ 1] {
+            let mut image = Vec::new();
+            write_effect(
+                &mut image,
+                &Effect::Put {
+                    key: b"forged",
+                    version: 99,
+                    value: b"\xa4evil",
+                },
+            );
+            stamp(&mut image, epoch);
+            let mut value = vec![0x90; 1000];
+            for _ in 0..100 {
+                value.extend_from_slice(&image);
+            }
+            value.extend_from_slice(&[0x90; 1000]);
+            let mut log = LogFile::new();
+            log.put("before", b"\xa1x").put("victim", &value);
+            let torn = &log.bytes[..log.bytes.len() - 500];
+            let (replayed, table) = replay_bytes(torn, false);
+            let replayed = replayed.expect("a torn tail, whatever the value holds");
+            assert_eq!(replayed.valid_bytes, log.records[1].0 as u64);
+            assert_eq!(table.len(), 1);
+            assert!(table.peek(b"forged").is_none());
+        }
+    }
+
+    /// The worst case of the old resynchronisation: a 12 MiB value of repeated
+    /// `00 10 10 00`, whose every offset claims a plausible length. Looking past
+    /// it checksums a bounded multiple of its size, header damaged or not.
+    #[test]
+    fn looking_past_damage_is_linear_in_the_bytes_after_it() {
+        let value: Vec<u8> = [0x00, 0x10, 0x10, 0x00].repeat(3 << 20);
+        let mut log = LogFile::new();
+        for i in 0..100 {
+            log.put(&format!("key-{i}"), b"\xa1x");
+        }
+        log.put("pattern", &value);
+        let start = log.records[100].0;
+        let torn = log.bytes[..log.bytes.len() - CHUNK_BYTES].to_vec();
+        let mut header_damaged = torn.clone();
+        header_damaged[start] ^= 0x01;
+        for (bytes, what) in [(&torn, "torn"), (&header_damaged, "torn, header damaged")] {
+            let (replayed, table) = replay_bytes(bytes, false);
+            let replayed = replayed.unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(replayed.valid_bytes, start as u64, "{what}");
+            assert_eq!(table.len(), 100, "{what}");
+            let after = (bytes.len() - start) as u64;
+            assert!(
+                replayed.scan_hashed_bytes <= 17 * after,
+                "{what}: {} bytes checksummed looking past {after} bytes",
+                replayed.scan_hashed_bytes
+            );
+        }
+    }
+
+    #[test]
+    fn zero_padding_after_the_last_record_is_a_torn_tail() {
+        let mut log = LogFile::new();
+        log.put("a", b"\xa1x").put("b", b"\xa1y");
+        let end = log.bytes.len();
+        log.bytes.resize(end + 8 * CHUNK_BYTES, 0);
+        let (replayed, table) = replay_bytes(&log.bytes, false);
+        let replayed = replayed.expect("zeros are a torn tail");
+        assert_eq!(replayed.valid_bytes, end as u64);
+        assert_eq!(table.len(), 2);
+        assert!(
+            replayed.scan_hashed_bytes <= 64,
+            "zeros are skipped unchecksummed"
+        );
+    }
+
+    #[test]
+    fn a_record_stamped_for_another_file_is_not_replayed() {
+        let mut log = LogFile::new();
+        log.put("a", b"\xa1x");
+        let end = log.bytes.len();
+        let mut stale = Vec::new();
+        write_effect(
+            &mut stale,
+            &Effect::Put {
+                key: b"stale",
+                version: 7,
+                value: b"\xa1s",
+            },
+        );
+        stamp(&mut stale, EPOCH.wrapping_add(1));
+        log.bytes.extend_from_slice(&stale);
+        let (replayed, table) = replay_bytes(&log.bytes, false);
+        assert_eq!(
+            replayed.expect("a stale record is a torn tail").valid_bytes,
+            end as u64
+        );
+        assert!(table.peek(b"stale").is_none());
+    }
+
+    #[test]
+    fn a_damaged_file_header_refuses_the_start_even_when_salvaging() {
+        let mut log = LogFile::new();
+        log.put("a", b"\xa1x");
+        log.bytes[20] ^= 0x08;
+        for salvage in [false, true] {
+            match replay_bytes(&log.bytes, salvage).0 {
+                Err(RecoveryError::BadFileHeader { .. }) => {}
+                other => panic!("salvage {salvage}: {other:?}"),
+            }
+        }
+    }
+
+    /// A corekv 0.1 log (no file header, 8-byte record headers) with a record
+    /// larger than the buffer first, as 0.1 wrote after a compaction.
+    #[test]
+    fn a_legacy_log_replays() {
+        let mut legacy = Vec::new();
+        for (i, len) in [CHUNK_BYTES + 9, 10, 3 * CHUNK_BYTES]
+            .into_iter()
+            .enumerate()
+        {
+            let start = legacy.len();
+            let key = format!("k{i}");
+            let put = Effect::Put {
+                key: key.as_bytes(),
+                version: 1,
+                value: &vec![1; len],
+            };
+            write_effect(&mut legacy, &put);
+            legacy.drain(start + LEGACY_HEADER_BYTES..start + HEADER_BYTES);
+        }
+        let (replayed, table) = replay_bytes(&legacy, false);
+        let replayed = replayed.expect("a legacy log");
+        assert_eq!(replayed.framing, Some(Framing::Legacy));
+        assert_eq!((replayed.nr_records, table.len()), (3, 3));
+        assert_eq!(
+            table.peek(b"k2").map(|(v, _)| v.len()),
+            Some(3 * CHUNK_BYTES)
+        );
+    }
+
+    /// Record sizes that favour the reader's boundaries: tiny, around the
+    /// buffer size, and anywhere up to three buffers.
+    fn record_size() -> impl Strategy<Value = usize> {
+        let least = HEADER_BYTES + PUT_OVERHEAD + 8;
+        prop_oneof![
+            least..least + 64,
+            (CHUNK_BYTES - 16)..(CHUNK_BYTES + 16),
+            least..3 * CHUNK_BYTES,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+        /// Any sequence of record sizes replays whole; cut anywhere, exactly the
+        /// records before the cut come back.
+        #[test]
+        fn any_sequence_of_record_sizes_replays_and_cuts_cleanly(
+            sizes in prop::collection::vec(record_size(), 1..8),
+            cut_fraction in 0.0f64..1.0,
+        ) {
+            let mut log = LogFile::new();
+            for (i, size) in sizes.iter().enumerate() {
+                log.put_sized(&format!("k{i:08}"), *size);
+            }
+            assert_replays_whole(&log, &format!("sizes {sizes:?}"));
+            let cut = FILE_HEADER_BYTES
+                + ((log.bytes.len() - FILE_HEADER_BYTES) as f64 * cut_fraction) as usize;
+            let (replayed, table) = replay_bytes(&log.bytes[..cut], false);
+            let replayed = replayed.expect("a cut log is a torn tail");
+            let whole = log.records.iter().enumerate().filter(|(i, (start, _))| {
+                let end = log.records.get(i + 1).map_or(log.bytes.len(), |r| r.0);
+                end <= cut && *start < cut
+            }).count();
+            prop_assert_eq!(table.len(), whole);
+            prop_assert_eq!(
+                replayed.valid_bytes,
+                log.records.get(whole).map_or(log.bytes.len(), |r| r.0) as u64
+            );
+        }
     }
 }

@@ -19,7 +19,7 @@
 //! in-memory table may hold writes that never reached disk; they are answered
 //! IOERR, never acknowledged.
 
-use super::FsyncMode;
+use super::{format, FsyncMode};
 use crate::failpoint;
 use crate::notify::Notify;
 use glommio::io::BufferedFile;
@@ -35,6 +35,10 @@ pub struct LogPoisoned(pub String);
 pub struct LogWriter {
     /// The current file; compaction replaces it (see [`LogWriter::switch_file`]).
     file: RefCell<Rc<BufferedFile>>,
+    /// The current file's epoch: records are stamped with it as they are
+    /// written into the file (`format::stamp`), not when appended, because
+    /// compaction may switch files in between.
+    epoch: Cell<u64>,
     mode: FsyncMode,
     /// Positions are logical (they only grow); the current file holds logical
     /// position `p` at byte `p - file_origin`, so compaction can shrink the file
@@ -61,10 +65,17 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// A writer appending to `file`, which holds `len` bytes of intact log.
-    pub fn new(file: BufferedFile, len: u64, mode: FsyncMode, shard: usize) -> Rc<LogWriter> {
+    /// A writer appending to `file` of `epoch`, which holds `len` bytes of
+    /// intact log.
+    pub fn new(
+        file: BufferedFile,
+        (len, epoch): (u64, u64),
+        mode: FsyncMode,
+        shard: usize,
+    ) -> Rc<LogWriter> {
         Rc::new(LogWriter {
             file: RefCell::new(Rc::new(file)),
+            epoch: Cell::new(epoch),
             mode,
             file_origin: Cell::new(0),
             paused: Cell::new(false),
@@ -158,10 +169,11 @@ impl LogWriter {
 
     /// Writes what is pending (and syncs in `always` mode). One round of group commit.
     async fn flush_once(&self) {
-        let buf = std::mem::take(&mut *self.pending.borrow_mut());
+        let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
         if buf.is_empty() {
             return;
         }
+        format::stamp(&mut buf, self.epoch.get());
         self.flushing.set(true);
         let len = buf.len() as u64;
         let at = self.file_offset(self.written.get());
@@ -186,8 +198,8 @@ impl LogWriter {
         self.file_offset(self.written.get())
     }
 
-    /// Compaction's switch: `new_file` holds a snapshot of the state at logical
-    /// position `cut` in its first `snapshot_len` bytes. Stops the flusher, writes
+    /// Compaction's switch: `new_file`, of epoch `new_epoch`, holds a snapshot
+    /// of the state at logical position `cut` in its first `snapshot_len` bytes. Stops the flusher, writes
     /// everything appended so far to the current file, copies the records after
     /// `cut` behind the snapshot, syncs the new file, lets `install` rename it into
     /// place, then continues appending there. Requests wait only for this switch,
@@ -195,8 +207,8 @@ impl LogWriter {
     pub async fn switch_file(
         &self,
         new_file: BufferedFile,
-        cut: u64,
-        snapshot_len: u64,
+        (cut, snapshot_len): (u64, u64),
+        new_epoch: u64,
         install: impl std::future::Future<Output = std::io::Result<()>>,
     ) -> std::io::Result<()> {
         // The records before `cut` are in the snapshot; the file must hold all of
@@ -209,7 +221,9 @@ impl LogWriter {
         }
         self.paused.set(true);
         self.progress.until(|| !self.flushing.get()).await;
-        let result = self.move_to(new_file, cut, snapshot_len, install).await;
+        let result = self
+            .move_to(new_file, (cut, snapshot_len), new_epoch, install)
+            .await;
         self.paused.set(false);
         self.work.notify_all();
         result
@@ -220,8 +234,8 @@ impl LogWriter {
     async fn move_to(
         &self,
         new_file: BufferedFile,
-        cut: u64,
-        snapshot_len: u64,
+        (cut, snapshot_len): (u64, u64),
+        new_epoch: u64,
         install: impl std::future::Future<Output = std::io::Result<()>>,
     ) -> std::io::Result<()> {
         let old = self.file.borrow().clone();
@@ -233,6 +247,9 @@ impl LogWriter {
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
         let mut moved = tail.to_vec();
         moved.extend_from_slice(&taken);
+        // The tail was stamped for the old file: records are valid only in the
+        // file of the epoch they carry.
+        format::stamp(&mut moved, new_epoch);
         match write_and_install(&new_file, moved, snapshot_len, install, self.shard).await {
             Ok(()) => {
                 // The new file holds logical `cut` at byte `snapshot_len`.
@@ -241,6 +258,7 @@ impl LogWriter {
                 self.written.set(end);
                 self.synced.set(end);
                 *self.file.borrow_mut() = Rc::new(new_file);
+                self.epoch.set(new_epoch);
                 self.progress.notify_all();
                 Ok(())
             }

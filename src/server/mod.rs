@@ -363,7 +363,18 @@ impl LogPlan {
             .file_size()
             .await
             .map_err(|e| open_error(e.to_string()))?;
-        let writer = LogWriter::new(file, len, self.fsync, shard.0);
+        // Recovery left a valid file header: appends are stamped with its epoch.
+        let header = file
+            .read_at(0, crate::log::format::FILE_HEADER_BYTES)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let epoch = match crate::log::format::read_file_header(&header) {
+            crate::log::format::FileStart::Header(crate::log::format::Framing::Epoch(epoch)) => {
+                epoch
+            }
+            other => return Err(open_error(format!("unexpected file header: {other:?}"))),
+        };
+        let writer = LogWriter::new(file, (len, epoch), self.fsync, shard.0);
         writer.start();
         Ok(writer)
     }

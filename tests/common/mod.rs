@@ -19,8 +19,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a client waits for any single reply before the test fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
-pub fn server_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_corekv-server")
+/// The server under test: this build's, or the binary `COREKV_TEST_SERVER`
+/// names (to run a test against another build, e.g. to see it fail before a fix).
+pub fn server_binary() -> String {
+    std::env::var("COREKV_TEST_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_corekv-server").to_owned())
 }
 
 /// A running server child process.
