@@ -459,3 +459,45 @@ fn read_shards_file(dir: &Path) -> Result<usize, RecoveryError> {
         .filter(|&n| n > 0)
         .ok_or(RecoveryError::BadShardsFile { path, found: text })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use format::{read_file_header, FileStart, LEGACY_HEADER_BYTES};
+
+    /// A corekv 0.1 record: an 8-byte header (`len | crc`), no header checksum.
+    fn legacy_put(out: &mut Vec<u8>, key: &[u8], version: u64, value: &[u8]) {
+        let start = out.len();
+        let put = format::Effect::Put {
+            key,
+            version,
+            value,
+        };
+        format::write_effect(out, &put);
+        out.drain(start + LEGACY_HEADER_BYTES..start + format::HEADER_BYTES);
+    }
+
+    #[test]
+    fn logs_in_the_legacy_format_are_upgraded_with_every_key_and_version() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = log_dir(data.path());
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join(SHARDS_FILE), "1\n").expect("SHARDS");
+        let mut legacy = Vec::new();
+        legacy_put(&mut legacy, b"small", 3, b"\xa1s");
+        legacy_put(&mut legacy, b"big", 7, &vec![0xc4; 3 << 20]);
+        fs::write(shard_log_path(&dir, 0), &legacy).expect("log");
+        for _ in 0..2 {
+            let recovered = recover(data.path(), 1, false).expect("recover");
+            assert_eq!(recovered.tables[0].peek(b"small"), Some((&b"\xa1s"[..], 3)));
+            assert_eq!(
+                recovered.tables[0]
+                    .peek(b"big")
+                    .map(|(v, version)| (v.len(), version)),
+                Some((3 << 20, 7))
+            );
+            let upgraded = fs::read(shard_log_path(&dir, 0)).expect("log");
+            assert!(matches!(read_file_header(&upgraded), FileStart::Header(_)));
+        }
+    }
+}
