@@ -19,6 +19,7 @@
 //! is drained (peers may still need it to run forwarded requests) before its
 //! executor exits. A second signal exits at once.
 //!
+//! - [`bind`]: listening sockets (SO_REUSEPORT, SO_REUSEADDR) and the probe.
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
@@ -26,6 +27,7 @@
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
+pub mod bind;
 pub mod connection;
 pub mod listener;
 pub mod output;
@@ -64,7 +66,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 pub enum ServerError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
-    #[error("cannot listen on {addr}: {source}")]
+    // The cause is the error's source: `{:#}` (anyhow) prints it after the
+    // message, so the message must not print it too.
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -81,7 +85,7 @@ pub enum ServerError {
          locked memory (RLIMIT_MEMLOCK >= 512 KiB) — see docs/operations.md"
     )]
     Executor { shard: ShardId, message: String },
-    #[error("{shard}: cannot listen on {addr}: {source}")]
+    #[error("{shard}: cannot listen on {addr}")]
     ShardBind {
         shard: ShardId,
         addr: SocketAddr,
@@ -219,9 +223,7 @@ pub fn raise_nofile_limit() {
 /// address (shards bind with SO_REUSEPORT, which would otherwise silently share
 /// the port with another server), and turns port 0 into a concrete port.
 fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    let bind_error = |source| ServerError::Bind { addr, source };
-    let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-    probe.local_addr().map_err(bind_error)
+    bind::probe(addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
@@ -388,10 +390,9 @@ impl ShardPlan {
     }
 
     async fn serve(self) {
-        let listener = match glommio::net::TcpListener::bind(self.addr) {
+        let listener = match bind::shard_listener(self.addr) {
             Ok(listener) => listener,
-            Err(e) => {
-                let source = std::io::Error::other(e.to_string());
+            Err(source) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,
                     addr: self.addr,
