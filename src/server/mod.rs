@@ -2,16 +2,19 @@
 //! listener on the shared address, and runs until SIGINT or SIGTERM.
 //!
 //! Start-up, in order (any failure is an error naming what to fix, before a
-//! single request is served):
-//! 1. open and lock the data directory, check the engine marker;
-//! 2. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
-//! 3. bind the address (and `--http-addr`) once without SO_REUSEPORT, which
-//!    fails if anyone else — including another corekv-server — listens there,
-//!    and resolves port 0; with `--http-addr`, bind it for good and answer 503
-//!    until recovery ends ([`crate::http::recovering`]);
-//! 4. recover the tables from the logs;
-//! 5. start one thread per shard: build its executor, bind its listeners with
-//!    SO_REUSEPORT, report ready; then connect the mesh and serve (the HTTP
+//! single request is served). The checks that need nothing on disk come
+//! first, so a start they refuse creates no data directory:
+//! 1. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
+//! 2. bind the address (and `--http-addr`) once without SO_REUSEPORT
+//!    ([`bind::probe`]), which fails if anyone else — including another
+//!    corekv-server — listens there, and resolves port 0;
+//! 3. open (create) and lock the data directory, check or write the engine
+//!    marker ([`crate::datadir`]);
+//! 4. with `--http-addr`, bind it for good and answer 503 until recovery
+//!    ends ([`crate::http::recovering`]);
+//! 5. recover the tables from the logs;
+//! 6. start one thread per shard: build its executor, bind its listeners
+//!    ([`bind`]), report ready; then connect the mesh and serve (the HTTP
 //!    API, [`crate::http`], as a task beside the msgpack listener).
 //!
 //! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
@@ -108,13 +111,13 @@ pub enum ServerError {
 /// Runs the server until it is shut down by a signal. `on_listening` is called
 /// with the bound address once every shard accepts connections.
 pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
-    let data_dir = DataDir::open(&config.data_dir, config.engine)?;
     check_memlock()?;
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
-    let http = match config.http_addr {
-        Some(http_addr) => {
-            let addr = probe_bind(http_addr)?;
+    let http_addr = config.http_addr.map(probe_bind).transpose()?;
+    let data_dir = DataDir::open(&config.data_dir, config.engine)?;
+    let http = match http_addr {
+        Some(addr) => {
             let gauges = crate::http::Gauges::new(config.nr_shards, config.engine == Engine::Log);
             // Answers 503 during recovery; see crate::http::recovering.
             let plan = crate::http::HttpPlan::start(addr, gauges, config.max_connections)
