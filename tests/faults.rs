@@ -3,6 +3,8 @@
 //! src/failpoint.rs), and what must hold after each: the failing shard's log
 //! is poisoned, its writes are answered IOERR, its reads keep working, the
 //! other shards keep serving, and after a restart nothing acknowledged is lost.
+//! A final sync that fails at shutdown makes the exit status non-zero, with
+//! the shard and what may not be on stable storage named.
 
 mod common;
 
@@ -86,4 +88,57 @@ fn a_failed_log_write_poisons_its_shard_only_and_loses_nothing_acknowledged() {
     for fsync in ["always", "never"] {
         a_failed_call_poisons_only_its_shard("log::write", fsync);
     }
+}
+
+/// Stops `server` with SIGTERM; returns whether it exited 0, and its stderr.
+fn stop(mut server: TestServer) -> (bool, String) {
+    let status = server.stop_with(libc::SIGTERM);
+    (status.success(), server.stderr())
+}
+
+/// The line the binary prints when it fails.
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|line| line.starts_with("corekv-server: error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+}
+
+#[test]
+fn a_failed_final_sync_fails_the_shutdown_and_names_the_shard_and_what_may_be_lost() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let k1 = key_on_shard("k", 1, 2);
+
+    // The happy path first: --fsync never, a clean shutdown says so and exits 0.
+    let (server, _) = start(&data_dir, 2, &["--fsync", "never"]);
+    server.client().set(&k1, value("one-1")).expect("set");
+    let (success, stderr) = stop(server);
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("shut down cleanly"), "{stderr}");
+
+    let (server, http) = start(&data_dir, 2, &["--fsync", "never"]);
+    server.client().set(&k1, value("one-2")).expect("set");
+    // Nothing syncs under --fsync never until shutdown, where it fails.
+    arm_failpoint(http, "log::fdatasync", "return");
+    let (success, stderr) = stop(server);
+    assert!(
+        !success,
+        "a failed final sync must exit non-zero:\n{stderr}"
+    );
+    assert!(!stderr.contains("shut down cleanly"), "{stderr}");
+    let error = error_line(&stderr);
+    eprintln!("{error}");
+    for needle in [
+        "shard-1: the final log sync failed",
+        "failpoint log::fdatasync fired",
+        "may not be on stable storage",
+        "writes acknowledged since its last successful sync",
+        "--fsync never",
+        "power loss",
+    ] {
+        assert!(error.contains(needle), "no {needle:?} in: {error}");
+    }
+    // Shard 0 logged nothing, so it had nothing to lose.
+    assert!(!error.contains("shard-0"), "{error}");
 }

@@ -144,6 +144,11 @@ impl LogWriter {
         }
     }
 
+    /// Bytes written to the file and not yet known to be on stable storage.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.written.get() - self.synced.get()
+    }
+
     /// Whether a failed write or sync has poisoned the log.
     pub fn poisoned(&self) -> Option<LogPoisoned> {
         self.poisoned.borrow().clone()

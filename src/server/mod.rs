@@ -19,10 +19,14 @@
 //!
 //! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
 //! lets its connections answer what they have read, and waits until every shard
-//! is drained (peers may still need it to run forwarded requests) before its
-//! executor exits. A second signal exits at once.
+//! is drained (peers may still need it to run forwarded requests), then syncs
+//! the rest of its log before its executor exits. If any shard's log could not
+//! be made safe, [`run`] returns [`ServerError::LogsNotSafe`] naming each such
+//! shard and what may be lost, and the process exits non-zero. A second
+//! signal exits at once.
 //!
 //! - [`bind`]: listening sockets (SO_REUSEPORT, SO_REUSEADDR) and the probe.
+//! - [`final_sync`]: the last log sync at shutdown, and its failure report.
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
@@ -32,6 +36,7 @@
 
 pub mod bind;
 pub mod connection;
+pub mod final_sync;
 pub mod listener;
 pub mod output;
 pub mod round;
@@ -98,6 +103,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("{0} stopped unexpectedly (its thread panicked)")]
     ShardPanicked(ShardId),
+    #[error("shutdown failed to make every log safe: {}", final_sync::describe(.0))]
+    LogsNotSafe(Vec<final_sync::UnsyncedLog>),
     #[error(transparent)]
     Recovery(#[from] crate::log::RecoveryError),
     #[error("{shard}: cannot open its log {path}: {message}")]
@@ -152,12 +159,18 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     if let Some(http) = &http {
         tracing::info!("http listening on {}", http.addr);
     }
+    let mut unsynced = Vec::new();
     for (shard, thread) in threads.into_iter().enumerate() {
-        thread
-            .join()
-            .map_err(|_| ServerError::ShardPanicked(ShardId(shard)))?;
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(log)) => unsynced.push(log),
+            Err(_) => return Err(ServerError::ShardPanicked(ShardId(shard))),
+        }
     }
     drop(data_dir);
+    if !unsynced.is_empty() {
+        return Err(ServerError::LogsNotSafe(unsynced));
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -271,7 +284,7 @@ fn spawn_shards(
     state: &Arc<ServerState>,
     (tables, next_txn_seq): (Vec<Table>, u64),
     ready: mpsc::Sender<ReadyReport>,
-) -> Vec<std::thread::JoinHandle<()>> {
+) -> Vec<std::thread::JoinHandle<ShardEnd>> {
     let cpus = allowed_cpus();
     let pin = cpus.len() >= config.nr_shards;
     if !pin {
@@ -374,8 +387,12 @@ impl LogPlan {
     }
 }
 
+/// How a shard thread ended: `Err` if its log was not wholly safe at
+/// shutdown. (A shard that failed to start reported that through `ready`.)
+type ShardEnd = Result<(), final_sync::UnsyncedLog>;
+
 impl ShardPlan {
-    fn run(self) {
+    fn run(self) -> ShardEnd {
         let executor = LocalExecutorBuilder::new(self.placement.clone())
             .name(&format!("corekv-shard-{}", self.id.0))
             .io_memory(IO_MEMORY_BYTES)
@@ -388,11 +405,12 @@ impl ShardPlan {
                     shard: self.id,
                     message,
                 }));
+                Ok(())
             }
         }
     }
 
-    async fn serve(self) {
+    async fn serve(self) -> ShardEnd {
         let listener = match bind::shard_listener(self.addr) {
             Ok(listener) => listener,
             Err(source) => {
@@ -402,7 +420,7 @@ impl ShardPlan {
                     source,
                 };
                 let _ = self.ready.send(Err(error));
-                return;
+                return Ok(());
             }
         };
         let http_listener = match self.http.as_ref().map(|plan| (plan, plan.bind())) {
@@ -415,7 +433,7 @@ impl ShardPlan {
                     source,
                 };
                 let _ = self.ready.send(Err(error));
-                return;
+                return Ok(());
             }
         };
         let log = match &self.log {
@@ -423,7 +441,7 @@ impl ShardPlan {
                 Ok(writer) => Some(writer),
                 Err(e) => {
                     let _ = self.ready.send(Err(e));
-                    return;
+                    return Ok(());
                 }
             },
             None => None,
@@ -457,9 +475,14 @@ impl ShardPlan {
         drain(self.id, &self.state, &live).await;
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
-        if let Err(e) = ctx.shard.settle_all().await {
-            tracing::error!(shard = %self.id, "final log sync failed: {e}");
+        let end = match &self.log {
+            Some(plan) => final_sync::settle(&ctx.shard, plan.fsync).await,
+            None => Ok(()),
+        };
+        if let Err(unsynced) = &end {
+            tracing::error!("{unsynced}");
         }
+        end
     }
 }
 
