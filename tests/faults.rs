@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{arm_failpoint, http_addr, key_on_shard, TestServer};
+use common::{arm_failpoint, http_addr, http_request, key_on_shard, TestServer};
 use corekv::client::{Client, ClientError};
 use rmpv::Value;
 use std::net::SocketAddr;
@@ -141,4 +141,49 @@ fn a_failed_final_sync_fails_the_shutdown_and_names_the_shard_and_what_may_be_lo
     }
     // Shard 0 logged nothing, so it had nothing to lose.
     assert!(!error.contains("shard-0"), "{error}");
+}
+
+#[test]
+fn health_is_503_from_every_shard_once_one_shards_log_is_poisoned() {
+    const MIN_PROBES: usize = 32;
+    const MAX_PROBES: usize = 256;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (server, http) = start(&temp.path().join("data"), 2, &[]);
+    let (status, body) = http_request(http, "GET", "/health", b"");
+    assert_eq!(status, 200, "{body}");
+    arm_failpoint(http, "log::fdatasync@1", "return");
+    let mut client = server.client();
+    assert_ioerr(
+        client.set(&key_on_shard("k", 1, 2), value("lost")),
+        "a write on the failing shard",
+    );
+    // Fresh connections, until both shards have answered (the kernel picks).
+    let mut answered_by = [0usize; 2];
+    for probe in 0..MAX_PROBES {
+        if probe >= MIN_PROBES && answered_by.iter().all(|&n| n > 0) {
+            break;
+        }
+        let (status, body) = http_request(http, "GET", "/health", b"");
+        assert_eq!(status, 503, "probe {probe}: {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(health["status"], "log poisoned", "{health}");
+        let shards = health["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), 2, "{health}");
+        assert_eq!(shards[0]["shard"], 0, "{health}");
+        assert_eq!(shards[0]["status"], "serving", "{health}");
+        assert_eq!(shards[1]["shard"], 1, "{health}");
+        assert_eq!(shards[1]["status"], "log poisoned", "{health}");
+        let error = shards[1]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("failpoint log::fdatasync fired"), "{health}");
+        let shard = health["shard"].as_u64().expect("answering shard") as usize;
+        answered_by[shard] += 1;
+    }
+    eprintln!(
+        "/health answered by shard 0: {}, shard 1: {}",
+        answered_by[0], answered_by[1]
+    );
+    assert!(
+        answered_by.iter().all(|&n| n > 0),
+        "one shard answered every probe: {answered_by:?}"
+    );
 }

@@ -363,8 +363,13 @@ struct LogPlan {
 }
 
 impl LogPlan {
-    /// Opens the log for appending after its recovered (intact) contents.
-    async fn open(&self, shard: ShardId) -> Result<Rc<LogWriter>, ServerError> {
+    /// Opens the log for appending after its recovered (intact) contents; a
+    /// poisoned log is reported to `state` (for `/health`).
+    async fn open(
+        &self,
+        shard: ShardId,
+        state: &Arc<ServerState>,
+    ) -> Result<Rc<LogWriter>, ServerError> {
         let open_error = |message: String| ServerError::OpenLog {
             shard,
             path: self.path.clone(),
@@ -382,6 +387,8 @@ impl LogPlan {
             .await
             .map_err(|e| open_error(e.to_string()))?;
         let writer = LogWriter::new(file, len, self.fsync, shard.0);
+        let state = state.clone();
+        writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));
         writer.start();
         Ok(writer)
     }
@@ -437,7 +444,7 @@ impl ShardPlan {
             }
         };
         let log = match &self.log {
-            Some(plan) => match plan.open(self.id).await {
+            Some(plan) => match plan.open(self.id, &self.state).await {
                 Ok(writer) => Some(writer),
                 Err(e) => {
                     let _ = self.ready.send(Err(e));
@@ -459,6 +466,7 @@ impl ShardPlan {
         }
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
+        self.state.shard_serving(self.id);
         let ctx = ShardContext {
             shard,
             state: self.state.clone(),
@@ -475,14 +483,11 @@ impl ShardPlan {
         drain(self.id, &self.state, &live).await;
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
-        let end = match &self.log {
+        // A failure is reported once, by `run`, with every shard's.
+        match &self.log {
             Some(plan) => final_sync::settle(&ctx.shard, plan.fsync).await,
             None => Ok(()),
-        };
-        if let Err(unsynced) = &end {
-            tracing::error!("{unsynced}");
         }
-        end
     }
 }
 
