@@ -1,7 +1,7 @@
 //! The little state every shard of one server shares: the live connection count
 //! (for the connection limit and STATS), the shutdown flag, and each shard's
 //! health for `/health`, which any shard answers for all of them. Atomics,
-//! plus each shard's poison message in a `OnceLock` (see [`ShardStatus`]);
+//! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
 //! nothing here guards shard data.
 
 use crate::shard::ShardId;
