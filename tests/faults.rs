@@ -3,10 +3,12 @@
 //! src/failpoint.rs), and what must hold after each: the failing shard's log
 //! is poisoned, its writes are answered IOERR, its reads keep working, the
 //! other shards keep serving, and after a restart nothing acknowledged is lost.
+//! A final sync that fails at shutdown makes the exit status non-zero, with
+//! the shard and what may not be on stable storage named.
 
 mod common;
 
-use common::{arm_failpoint, http_addr, key_on_shard, TestServer};
+use common::{arm_failpoint, http_addr, http_request, key_on_shard, TestServer};
 use corekv::client::{Client, ClientError};
 use rmpv::Value;
 use std::net::SocketAddr;
@@ -86,4 +88,102 @@ fn a_failed_log_write_poisons_its_shard_only_and_loses_nothing_acknowledged() {
     for fsync in ["always", "never"] {
         a_failed_call_poisons_only_its_shard("log::write", fsync);
     }
+}
+
+/// Stops `server` with SIGTERM; returns whether it exited 0, and its stderr.
+fn stop(mut server: TestServer) -> (bool, String) {
+    let status = server.stop_with(libc::SIGTERM);
+    (status.success(), server.stderr())
+}
+
+/// The line the binary prints when it fails.
+fn error_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .find(|line| line.starts_with("corekv-server: error:"))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"))
+}
+
+#[test]
+fn a_failed_final_sync_fails_the_shutdown_and_names_the_shard_and_what_may_be_lost() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let k1 = key_on_shard("k", 1, 2);
+
+    // The happy path first: --fsync never, a clean shutdown says so and exits 0.
+    let (server, _) = start(&data_dir, 2, &["--fsync", "never"]);
+    server.client().set(&k1, value("one-1")).expect("set");
+    let (success, stderr) = stop(server);
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("shut down cleanly"), "{stderr}");
+
+    let (server, http) = start(&data_dir, 2, &["--fsync", "never"]);
+    server.client().set(&k1, value("one-2")).expect("set");
+    // Nothing syncs under --fsync never until shutdown, where it fails.
+    arm_failpoint(http, "log::fdatasync", "return");
+    let (success, stderr) = stop(server);
+    assert!(
+        !success,
+        "a failed final sync must exit non-zero:\n{stderr}"
+    );
+    assert!(!stderr.contains("shut down cleanly"), "{stderr}");
+    let error = error_line(&stderr);
+    eprintln!("{error}");
+    for needle in [
+        "shard-1: the final log sync failed",
+        "failpoint log::fdatasync fired",
+        "may not be on stable storage",
+        "writes acknowledged since its last successful sync",
+        "--fsync never",
+        "power loss",
+    ] {
+        assert!(error.contains(needle), "no {needle:?} in: {error}");
+    }
+    // Shard 0 logged nothing, so it had nothing to lose.
+    assert!(!error.contains("shard-0"), "{error}");
+}
+
+#[test]
+fn health_is_503_from_every_shard_once_one_shards_log_is_poisoned() {
+    const MIN_PROBES: usize = 32;
+    const MAX_PROBES: usize = 256;
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (server, http) = start(&temp.path().join("data"), 2, &[]);
+    let (status, body) = http_request(http, "GET", "/health", b"");
+    assert_eq!(status, 200, "{body}");
+    arm_failpoint(http, "log::fdatasync@1", "return");
+    let mut client = server.client();
+    assert_ioerr(
+        client.set(&key_on_shard("k", 1, 2), value("lost")),
+        "a write on the failing shard",
+    );
+    // Fresh connections, until both shards have answered (the kernel picks).
+    let mut answered_by = [0usize; 2];
+    for probe in 0..MAX_PROBES {
+        if probe >= MIN_PROBES && answered_by.iter().all(|&n| n > 0) {
+            break;
+        }
+        let (status, body) = http_request(http, "GET", "/health", b"");
+        assert_eq!(status, 503, "probe {probe}: {body}");
+        let health: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(health["status"], "log poisoned", "{health}");
+        let shards = health["shards"].as_array().expect("shards");
+        assert_eq!(shards.len(), 2, "{health}");
+        assert_eq!(shards[0]["shard"], 0, "{health}");
+        assert_eq!(shards[0]["status"], "serving", "{health}");
+        assert_eq!(shards[1]["shard"], 1, "{health}");
+        assert_eq!(shards[1]["status"], "log poisoned", "{health}");
+        let error = shards[1]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("failpoint log::fdatasync fired"), "{health}");
+        let shard = health["shard"].as_u64().expect("answering shard") as usize;
+        answered_by[shard] += 1;
+    }
+    eprintln!(
+        "/health answered by shard 0: {}, shard 1: {}",
+        answered_by[0], answered_by[1]
+    );
+    assert!(
+        answered_by.iter().all(|&n| n > 0),
+        "one shard answered every probe: {answered_by:?}"
+    );
 }

@@ -2,7 +2,7 @@
 //! `/v1/stats`, `/health` and Prometheus `/metrics` (docs/http.md).
 //!
 //! Like the msgpack listener, every shard binds the HTTP address with
-//! SO_REUSEPORT (glommio's `TcpListener::bind` sets it) and serves the
+//! SO_REUSEPORT and SO_REUSEADDR ([`crate::server::bind`]) and serves the
 //! connections the kernel hands it, with hyper's HTTP/1.1 server on the shard's
 //! own executor ([`compat`]). A request is translated into one msgpack request
 //! message and served by the shard's ordinary request path ([`dispatch`]), so
@@ -94,7 +94,7 @@ impl HttpPlan {
         }
     }
 
-    /// This shard's listener (SO_REUSEPORT): the recovery server's socket for
+    /// This shard's listener ([`crate::server::bind`]): the recovery server's socket for
     /// the first shard to ask, a new one for the others.
     pub fn bind(&self) -> std::io::Result<TcpListener> {
         let adopted = self
@@ -104,8 +104,8 @@ impl HttpPlan {
             .and_then(|mut slot| slot.take())
             .and_then(recovering::Recovering::into_listener);
         match adopted {
-            Some(listener) => Ok(recovering::adopt(listener)),
-            None => TcpListener::bind(self.addr).map_err(|e| std::io::Error::other(e.to_string())),
+            Some(listener) => Ok(crate::server::bind::adopt(listener)),
+            None => crate::server::bind::shard_listener(self.addr),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The HTTP port while the logs are replayed: every request gets a 503.
 //!
 //! Recovery runs before the shards exist, so nothing could serve the HTTP API
-//! yet. [`Recovering::start`] binds the HTTP address (SO_REUSEPORT, like the
-//! shards' listeners) before recovery begins and serves it from a temporary
+//! yet. [`Recovering::start`] binds the HTTP address (SO_REUSEPORT and
+//! SO_REUSEADDR, like the shards' listeners: [`crate::server::bind`]) before recovery begins and serves it from a temporary
 //! glommio executor on its own thread: `/health` answers
 //! `503 {"status":"recovering"}`, every other path `503 {"error":…,
 //! "code":"RECOVERING"}`, each with `Connection: close`.
@@ -39,8 +39,6 @@ use std::time::{Duration, Instant};
 const ACCEPT_POLL: Duration = Duration::from_millis(2);
 /// How long connections accepted before the stop may take to send their request.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The listen backlog; glommio's `TcpListener::bind` uses the same.
-const BACKLOG: i32 = 1024;
 /// The executor does no file I/O; the least glommio accepts.
 const IO_MEMORY_BYTES: usize = 64 * 1024;
 
@@ -55,7 +53,7 @@ pub struct Recovering {
 }
 
 impl Recovering {
-    /// Binds `addr` (SO_REUSEPORT) and starts answering 503 on it; logs
+    /// Binds `addr` ([`crate::server::bind`]) and starts answering 503 on it; logs
     /// "http recovering on IP:PORT". At most `max_connections` are served at once.
     pub fn start(addr: SocketAddr, max_connections: usize) -> std::io::Result<Recovering> {
         let listener = bind(addr)?;
@@ -109,21 +107,12 @@ impl Drop for Recovering {
     }
 }
 
-/// Adopts a listening socket on this thread's glommio executor.
-pub fn adopt(listener: TcpListener) -> glommio::net::TcpListener {
-    // SAFETY: `into_raw_fd` gives up ownership of a valid, listening socket,
-    // which the glommio listener now owns (and closes) alone.
-    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
-}
-
+/// The shared listener, non-blocking: the accept loop polls it, so no accept
+/// is ever in flight in the kernel when it stops.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    let listener = crate::server::bind::shared_listener(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 async fn serve(
@@ -250,7 +239,7 @@ mod tests {
                 .make()
                 .expect("executor")
                 .run(async move {
-                    let listener = adopt(listener);
+                    let listener = crate::server::bind::adopt(listener);
                     let mut stream = listener.accept().await.expect("accept");
                     let mut buf = [0u8; 64];
                     let n = futures_lite::AsyncReadExt::read(&mut stream, &mut buf)

@@ -6,7 +6,7 @@
 //! | `/v1/get?key=K` | GET | GETV: 200 `{"key","value","version"}`, 404 if absent |
 //! | `/v1/put` | POST | one ATOMIC of PUTVs: 200 `{"result":"Success","versions":[…]}`, 409 on a version conflict |
 //! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
-//! | `/health` | GET | 200 while serving, 503 when shutting down or the shard's log is poisoned (and during recovery, [`super::recovering`]) |
+//! | `/health` | GET | every shard's state: 200 while all serve, 503 when any is recovering, shutting down or has a poisoned log (and during recovery, [`super::recovering`]) |
 //! | `/metrics` | GET | Prometheus text format |
 //!
 //! Every failure is a JSON body `{"error": message, "code": CODE}` (on
@@ -22,6 +22,8 @@ use super::json;
 use super::metrics::{self, Gauges};
 use crate::client::{Element, Request};
 use crate::proto::ErrorCode;
+use crate::server::state::ShardHealth;
+use crate::shard::ShardId;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -367,23 +369,56 @@ async fn failpoint_handler(request: hyper::Request<Incoming>) -> Response {
     }
 }
 
-/// `GET /health`: this shard's view; 503 once it stops serving.
+/// `GET /health`: every shard's health, whichever shard answers; 200 only
+/// while all of them serve.
 fn health_handler(dispatcher: &Dispatcher) -> Response {
     let ctx = dispatcher.ctx();
-    let shard = ctx.shard.id().0;
-    if ctx.shutdown.is_triggered() || ctx.state.is_shutting_down() {
-        let body = json!({ "status": "shutting down", "shard": shard });
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    // The shutdown flag is in the shared state too (this shard's trigger follows it).
+    let healths: Vec<ShardHealth> = (0..ctx.state.nr_shards)
+        .map(|shard| ctx.state.shard_health(ShardId(shard)))
+        .collect();
+    let shards: Vec<Json> = healths
+        .iter()
+        .enumerate()
+        .map(|(shard, health)| {
+            let mut entry = json!({ "shard": shard, "status": health_name(health) });
+            if let ShardHealth::LogPoisoned(cause) = health {
+                entry["error"] = json!(cause);
+            }
+            entry
+        })
+        .collect();
+    let mut body = json!({ "status": "serving", "shard": ctx.shard.id().0, "shards": shards });
+    let Some(worst) = most_telling(&healths) else {
+        return json_response(StatusCode::OK, &body);
+    };
+    body["status"] = json!(health_name(worst));
+    if let ShardHealth::LogPoisoned(cause) = worst {
+        body["error"] = json!(cause);
     }
-    if let Some(poisoned) = ctx.shard.log().and_then(|log| log.poisoned()) {
-        let body =
-            json!({ "status": "log poisoned", "error": poisoned.to_string(), "shard": shard });
-        return json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    json_response(StatusCode::SERVICE_UNAVAILABLE, &body)
+}
+
+/// The top-level status when not every shard serves: shutting down, else a
+/// poisoned log, else recovering.
+fn most_telling(healths: &[ShardHealth]) -> Option<&ShardHealth> {
+    healths
+        .iter()
+        .filter(|health| **health != ShardHealth::Serving)
+        .min_by_key(|health| match health {
+            ShardHealth::ShuttingDown => 0,
+            ShardHealth::LogPoisoned(_) => 1,
+            ShardHealth::Recovering | ShardHealth::Serving => 2,
+        })
+}
+
+fn health_name(health: &ShardHealth) -> &'static str {
+    match health {
+        ShardHealth::Recovering => "recovering",
+        ShardHealth::Serving => "serving",
+        ShardHealth::ShuttingDown => "shutting down",
+        ShardHealth::LogPoisoned(_) => "log poisoned",
     }
-    json_response(
-        StatusCode::OK,
-        &json!({ "status": "serving", "shard": shard }),
-    )
 }
 
 /// The one element of a one-request reply; an error element becomes its response.

@@ -32,6 +32,9 @@ use std::time::Duration;
 #[error("the shard's log is poisoned after a failed write or sync ({0}); restart the server")]
 pub struct LogPoisoned(pub String);
 
+/// Called with the cause when the log is poisoned (see [`LogWriter::on_poison`]).
+type PoisonObserver = Box<dyn Fn(&LogPoisoned)>;
+
 pub struct LogWriter {
     /// The current file; compaction replaces it (see [`LogWriter::switch_file`]).
     file: RefCell<Rc<BufferedFile>>,
@@ -62,6 +65,9 @@ pub struct LogWriter {
     syncs: Cell<u64>,
     /// The shard this log belongs to: the scope of its failpoints.
     shard: usize,
+    /// Told when the log is poisoned, so the rest of the server can know
+    /// (`/health` on any shard); set by [`LogWriter::on_poison`].
+    poison_observer: RefCell<Option<PoisonObserver>>,
 }
 
 impl LogWriter {
@@ -89,7 +95,14 @@ impl LogWriter {
             progress: Notify::default(),
             syncs: Cell::new(0),
             shard,
+            poison_observer: RefCell::new(None),
         })
+    }
+
+    /// Calls `observer` with the cause each time the log is poisoned (the
+    /// first cause is the one that stays).
+    pub fn on_poison(&self, observer: impl Fn(&LogPoisoned) + 'static) {
+        *self.poison_observer.borrow_mut() = Some(Box::new(observer));
     }
 
     /// Starts the flusher (and, in `interval` mode, the sync timer).
@@ -155,6 +168,11 @@ impl LogWriter {
         }
     }
 
+    /// Bytes written to the file and not yet known to be on stable storage.
+    pub fn unsynced_bytes(&self) -> u64 {
+        self.written.get() - self.synced.get()
+    }
+
     /// Whether a failed write or sync has poisoned the log.
     pub fn poisoned(&self) -> Option<LogPoisoned> {
         self.poisoned.borrow().clone()
@@ -163,6 +181,9 @@ impl LogWriter {
     fn poison(&self, what: &str, error: impl std::fmt::Display) {
         let poisoned = LogPoisoned(format!("{what}: {error}"));
         tracing::error!("{poisoned}");
+        if let Some(observer) = self.poison_observer.borrow().as_ref() {
+            observer(&poisoned);
+        }
         self.poisoned.borrow_mut().get_or_insert(poisoned);
         self.progress.notify_all();
     }

@@ -1,5 +1,5 @@
 //! A shard's listener: every shard binds the same address with SO_REUSEPORT
-//! (glommio's `TcpListener::bind` sets it), so the kernel spreads incoming
+//! ([`super::bind`]), so the kernel spreads incoming
 //! connections over the shards. Each accepted connection is served by a task on
 //! the accepting shard, which coordinates all of that connection's requests.
 //!

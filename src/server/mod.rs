@@ -2,23 +2,31 @@
 //! listener on the shared address, and runs until SIGINT or SIGTERM.
 //!
 //! Start-up, in order (any failure is an error naming what to fix, before a
-//! single request is served):
-//! 1. open and lock the data directory, check the engine marker;
-//! 2. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
-//! 3. bind the address (and `--http-addr`) once without SO_REUSEPORT, which
-//!    fails if anyone else — including another corekv-server — listens there,
-//!    and resolves port 0; with `--http-addr`, bind it for good and answer 503
-//!    until recovery ends ([`crate::http::recovering`]);
-//! 4. recover the tables from the logs;
-//! 5. start one thread per shard: build its executor, bind its listeners with
-//!    SO_REUSEPORT, report ready; then connect the mesh and serve (the HTTP
+//! single request is served). The checks that need nothing on disk come
+//! first, so a start they refuse creates no data directory:
+//! 1. check RLIMIT_MEMLOCK (glommio registers memory with io_uring);
+//! 2. bind the address (and `--http-addr`) once without SO_REUSEPORT
+//!    ([`bind::probe`]), which fails if anyone else — including another
+//!    corekv-server — listens there, and resolves port 0;
+//! 3. open (create) and lock the data directory, check or write the engine
+//!    marker ([`crate::datadir`]);
+//! 4. with `--http-addr`, bind it for good and answer 503 until recovery
+//!    ends ([`crate::http::recovering`]);
+//! 5. recover the tables from the logs;
+//! 6. start one thread per shard: build its executor, bind its listeners
+//!    ([`bind`]), report ready; then connect the mesh and serve (the HTTP
 //!    API, [`crate::http`], as a task beside the msgpack listener).
 //!
 //! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
 //! lets its connections answer what they have read, and waits until every shard
-//! is drained (peers may still need it to run forwarded requests) before its
-//! executor exits. A second signal exits at once.
+//! is drained (peers may still need it to run forwarded requests), then syncs
+//! the rest of its log before its executor exits. If any shard's log could not
+//! be made safe, [`run`] returns [`ServerError::LogsNotSafe`] naming each such
+//! shard and what may be lost, and the process exits non-zero. A second
+//! signal exits at once.
 //!
+//! - [`bind`]: listening sockets (SO_REUSEPORT, SO_REUSEADDR) and the probe.
+//! - [`final_sync`]: the last log sync at shutdown, and its failure report.
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
@@ -26,7 +34,9 @@
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
+pub mod bind;
 pub mod connection;
+pub mod final_sync;
 pub mod listener;
 pub mod output;
 pub mod round;
@@ -64,7 +74,9 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 pub enum ServerError {
     #[error(transparent)]
     DataDir(#[from] DataDirError),
-    #[error("cannot listen on {addr}: {source}")]
+    // The cause is the error's source: `{:#}` (anyhow) prints it after the
+    // message, so the message must not print it too.
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -81,7 +93,7 @@ pub enum ServerError {
          locked memory (RLIMIT_MEMLOCK >= 512 KiB) — see docs/operations.md"
     )]
     Executor { shard: ShardId, message: String },
-    #[error("{shard}: cannot listen on {addr}: {source}")]
+    #[error("{shard}: cannot listen on {addr}")]
     ShardBind {
         shard: ShardId,
         addr: SocketAddr,
@@ -91,6 +103,8 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("{0} stopped unexpectedly (its thread panicked)")]
     ShardPanicked(ShardId),
+    #[error("shutdown failed to make every log safe: {}", final_sync::describe(.0))]
+    LogsNotSafe(Vec<final_sync::UnsyncedLog>),
     #[error(transparent)]
     Recovery(#[from] crate::log::RecoveryError),
     #[error("{shard}: cannot open its log {path}: {message}")]
@@ -104,13 +118,13 @@ pub enum ServerError {
 /// Runs the server until it is shut down by a signal. `on_listening` is called
 /// with the bound address once every shard accepts connections.
 pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
-    let data_dir = DataDir::open(&config.data_dir, config.engine)?;
     check_memlock()?;
     raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
-    let http = match config.http_addr {
-        Some(http_addr) => {
-            let addr = probe_bind(http_addr)?;
+    let http_addr = config.http_addr.map(probe_bind).transpose()?;
+    let data_dir = DataDir::open(&config.data_dir, config.engine)?;
+    let http = match http_addr {
+        Some(addr) => {
             let gauges = crate::http::Gauges::new(config.nr_shards, config.engine == Engine::Log);
             // Answers 503 during recovery; see crate::http::recovering.
             let plan = crate::http::HttpPlan::start(addr, gauges, config.max_connections)
@@ -145,12 +159,18 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     if let Some(http) = &http {
         tracing::info!("http listening on {}", http.addr);
     }
+    let mut unsynced = Vec::new();
     for (shard, thread) in threads.into_iter().enumerate() {
-        thread
-            .join()
-            .map_err(|_| ServerError::ShardPanicked(ShardId(shard)))?;
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(log)) => unsynced.push(log),
+            Err(_) => return Err(ServerError::ShardPanicked(ShardId(shard))),
+        }
     }
     drop(data_dir);
+    if !unsynced.is_empty() {
+        return Err(ServerError::LogsNotSafe(unsynced));
+    }
     tracing::info!("shut down cleanly");
     Ok(())
 }
@@ -219,9 +239,7 @@ pub fn raise_nofile_limit() {
 /// address (shards bind with SO_REUSEPORT, which would otherwise silently share
 /// the port with another server), and turns port 0 into a concrete port.
 fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    let bind_error = |source| ServerError::Bind { addr, source };
-    let probe = std::net::TcpListener::bind(addr).map_err(bind_error)?;
-    probe.local_addr().map_err(bind_error)
+    bind::probe(addr).map_err(|source| ServerError::Bind { addr, source })
 }
 
 fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
@@ -266,7 +284,7 @@ fn spawn_shards(
     state: &Arc<ServerState>,
     (tables, next_txn_seq): (Vec<Table>, u64),
     ready: mpsc::Sender<ReadyReport>,
-) -> Vec<std::thread::JoinHandle<()>> {
+) -> Vec<std::thread::JoinHandle<ShardEnd>> {
     let cpus = allowed_cpus();
     let pin = cpus.len() >= config.nr_shards;
     if !pin {
@@ -345,8 +363,13 @@ struct LogPlan {
 }
 
 impl LogPlan {
-    /// Opens the log for appending after its recovered (intact) contents.
-    async fn open(&self, shard: ShardId) -> Result<Rc<LogWriter>, ServerError> {
+    /// Opens the log for appending after its recovered (intact) contents; a
+    /// poisoned log is reported to `state` (for `/health`).
+    async fn open(
+        &self,
+        shard: ShardId,
+        state: &Arc<ServerState>,
+    ) -> Result<Rc<LogWriter>, ServerError> {
         let open_error = |message: String| ServerError::OpenLog {
             shard,
             path: self.path.clone(),
@@ -375,13 +398,19 @@ impl LogPlan {
             other => return Err(open_error(format!("unexpected file header: {other:?}"))),
         };
         let writer = LogWriter::new(file, (len, epoch), self.fsync, shard.0);
+        let state = state.clone();
+        writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));
         writer.start();
         Ok(writer)
     }
 }
 
+/// How a shard thread ended: `Err` if its log was not wholly safe at
+/// shutdown. (A shard that failed to start reported that through `ready`.)
+type ShardEnd = Result<(), final_sync::UnsyncedLog>;
+
 impl ShardPlan {
-    fn run(self) {
+    fn run(self) -> ShardEnd {
         let executor = LocalExecutorBuilder::new(self.placement.clone())
             .name(&format!("corekv-shard-{}", self.id.0))
             .io_memory(IO_MEMORY_BYTES)
@@ -394,22 +423,22 @@ impl ShardPlan {
                     shard: self.id,
                     message,
                 }));
+                Ok(())
             }
         }
     }
 
-    async fn serve(self) {
-        let listener = match glommio::net::TcpListener::bind(self.addr) {
+    async fn serve(self) -> ShardEnd {
+        let listener = match bind::shard_listener(self.addr) {
             Ok(listener) => listener,
-            Err(e) => {
-                let source = std::io::Error::other(e.to_string());
+            Err(source) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,
                     addr: self.addr,
                     source,
                 };
                 let _ = self.ready.send(Err(error));
-                return;
+                return Ok(());
             }
         };
         let http_listener = match self.http.as_ref().map(|plan| (plan, plan.bind())) {
@@ -422,15 +451,15 @@ impl ShardPlan {
                     source,
                 };
                 let _ = self.ready.send(Err(error));
-                return;
+                return Ok(());
             }
         };
         let log = match &self.log {
-            Some(plan) => match plan.open(self.id).await {
+            Some(plan) => match plan.open(self.id, &self.state).await {
                 Ok(writer) => Some(writer),
                 Err(e) => {
                     let _ = self.ready.send(Err(e));
-                    return;
+                    return Ok(());
                 }
             },
             None => None,
@@ -448,6 +477,7 @@ impl ShardPlan {
         }
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
+        self.state.shard_serving(self.id);
         let ctx = ShardContext {
             shard,
             state: self.state.clone(),
@@ -464,8 +494,10 @@ impl ShardPlan {
         drain(self.id, &self.state, &live).await;
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
-        if let Err(e) = ctx.shard.settle_all().await {
-            tracing::error!(shard = %self.id, "final log sync failed: {e}");
+        // A failure is reported once, by `run`, with every shard's.
+        match &self.log {
+            Some(plan) => final_sync::settle(&ctx.shard, plan.fsync).await,
+            None => Ok(()),
         }
     }
 }

@@ -1,8 +1,12 @@
 //! The little state every shard of one server shares: the live connection count
-//! (for the connection limit and STATS) and the shutdown flag. Only atomics;
+//! (for the connection limit and STATS), the shutdown flag, and each shard's
+//! health for `/health`, which any shard answers for all of them. Atomics,
+//! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
 //! nothing here guards shard data.
 
+use crate::shard::ShardId;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 #[derive(Debug)]
 pub struct ServerState {
@@ -11,6 +15,33 @@ pub struct ServerState {
     connections: AtomicUsize,
     shutting_down: AtomicBool,
     shards_drained: AtomicUsize,
+    /// Indexed by shard.
+    shards: Box<[ShardStatus]>,
+}
+
+/// What other shards may know of one shard's health.
+#[derive(Debug, Default)]
+struct ShardStatus {
+    /// Set once the shard serves requests (its table, log and mesh are ready).
+    serving: AtomicBool,
+    /// Why its log was poisoned. The message is kept here rather than only in
+    /// the shard's own `LogWriter` because `/health` on any shard must report
+    /// it, and the writer lives on its shard's executor. A `OnceLock` fits:
+    /// the shard's log writes it at most once (the first failure wins, as in
+    /// the writer) and it never changes after, so readers take no lock. It is
+    /// not shard data: no request reads or writes it.
+    poisoned: OnceLock<String>,
+}
+
+/// One shard's health, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardHealth {
+    /// Not serving yet: the server is still starting.
+    Recovering,
+    Serving,
+    ShuttingDown,
+    /// Its log failed a write or sync: writes are answered IOERR until restart.
+    LogPoisoned(String),
 }
 
 impl ServerState {
@@ -21,6 +52,32 @@ impl ServerState {
             connections: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
             shards_drained: AtomicUsize::new(0),
+            shards: (0..nr_shards).map(|_| ShardStatus::default()).collect(),
+        }
+    }
+
+    /// Records that `shard` serves requests.
+    pub fn shard_serving(&self, shard: ShardId) {
+        self.shards[shard.0].serving.store(true, Ordering::Release);
+    }
+
+    /// Records why `shard`'s log was poisoned; the first report stays.
+    pub fn shard_log_poisoned(&self, shard: ShardId, cause: &str) {
+        // An Err only means an earlier cause was recorded, which stays.
+        let _ = self.shards[shard.0].poisoned.set(cause.to_owned());
+    }
+
+    /// `shard`'s health; a poisoned log is reported even while shutting down.
+    pub fn shard_health(&self, shard: ShardId) -> ShardHealth {
+        let status = &self.shards[shard.0];
+        if let Some(cause) = status.poisoned.get() {
+            ShardHealth::LogPoisoned(cause.clone())
+        } else if self.is_shutting_down() {
+            ShardHealth::ShuttingDown
+        } else if status.serving.load(Ordering::Acquire) {
+            ShardHealth::Serving
+        } else {
+            ShardHealth::Recovering
         }
     }
 
@@ -57,5 +114,26 @@ impl ServerState {
 
     pub fn all_shards_drained(&self) -> bool {
         self.shards_drained.load(Ordering::SeqCst) >= self.nr_shards
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_recovering_then_serving_and_its_first_poison_cause_stays() {
+        let state = ServerState::new(2, 10);
+        assert_eq!(state.shard_health(ShardId(1)), ShardHealth::Recovering);
+        state.shard_serving(ShardId(1));
+        assert_eq!(state.shard_health(ShardId(1)), ShardHealth::Serving);
+        state.shard_log_poisoned(ShardId(1), "first");
+        state.shard_log_poisoned(ShardId(1), "second");
+        let poisoned = ShardHealth::LogPoisoned("first".into());
+        assert_eq!(state.shard_health(ShardId(1)), poisoned);
+        assert_eq!(state.shard_health(ShardId(0)), ShardHealth::Recovering);
+        state.begin_shutdown();
+        assert_eq!(state.shard_health(ShardId(0)), ShardHealth::ShuttingDown);
+        assert_eq!(state.shard_health(ShardId(1)), poisoned);
     }
 }

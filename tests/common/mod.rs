@@ -1,7 +1,8 @@
 //! Test harness: runs the real `corekv-server` binary as a child process on a
 //! free loopback port with its own temporary data directory, and stops it when
-//! dropped. The server is started with `--addr 127.0.0.1:0`; the port it chose
-//! is read from its "listening on" log line, so parallel tests never race for ports.
+//! dropped. The server is started with `--addr 127.0.0.1:0` (unless a test
+//! passes `--addr`); the port it chose is read from its "listening on" log line,
+//! so parallel tests never race for ports.
 #![allow(dead_code)]
 
 pub mod python;
@@ -52,15 +53,29 @@ impl TestServer {
     }
 
     /// Starts a server on `data_dir`; on failure returns its exit status and stderr.
-    // The child moves into the returned TestServer, whose Drop kills and waits for it.
-    #[allow(clippy::zombie_processes)]
     pub fn start_in(
         data_dir: &Path,
         nr_shards: usize,
         extra_args: &[&str],
     ) -> Result<TestServer, (Option<ExitStatus>, String)> {
+        Self::start_with_env(data_dir, nr_shards, extra_args, &[])
+    }
+
+    /// [`TestServer::start_in`] with extra environment variables (`FAILPOINTS`).
+    // The child moves into the returned TestServer, whose Drop kills and waits for it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with_env(
+        data_dir: &Path,
+        nr_shards: usize,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestServer, (Option<ExitStatus>, String)> {
         let shards = nr_shards.to_string();
-        let mut args = vec!["--addr", "127.0.0.1:0", "--shards", &shards];
+        let mut args = vec!["--shards", shards.as_str()];
+        // Port 0 unless the test picks the address.
+        if !extra_args.contains(&"--addr") {
+            args.extend_from_slice(&["--addr", "127.0.0.1:0"]);
+        }
         // The memory engine unless the test picks one.
         if !extra_args.contains(&"--engine") {
             args.extend_from_slice(&["--engine", "memory"]);
@@ -71,6 +86,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(data_dir)
             .env("COREKV_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
