@@ -243,18 +243,23 @@ impl Table {
 
     /// Writes `value` under `key` unconditionally; returns the new version.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, OverMemoryLimit> {
-        let old = self.map.get(key).map(|e| (e.value.len(), e.version));
-        let new_cost = entry_cost(key.len(), value.len());
-        let old_cost = old.map_or(0, |(len, _)| entry_cost(key.len(), len));
         // An old value that someone else holds is not freed but pinned: the
         // write must have room for it too, or same-size overwrites of values
         // that stalled replies hold would grow memory without ever being refused.
-        let old_pinned_cost = match self.map.get(key) {
-            Some(e) if Arc::strong_count(&e.value) > 1 => pinned::pinned_cost(&e.value),
-            _ => 0,
-        };
+        let old = self.map.get(key).map(|e| {
+            let held = Arc::strong_count(&e.value) > 1;
+            let pinned_cost = if held {
+                pinned::pinned_cost(&e.value)
+            } else {
+                0
+            };
+            (e.value.len(), e.version, pinned_cost)
+        });
+        let new_cost = entry_cost(key.len(), value.len());
+        let old_cost = old.map_or(0, |(len, _, _)| entry_cost(key.len(), len));
+        let old_pinned_cost = old.map_or(0, |(_, _, cost)| cost);
         self.check_growth((new_cost + old_pinned_cost).saturating_sub(old_cost))?;
-        let version = old.map_or(0, |(_, v)| v) + 1;
+        let version = old.map_or(0, |(_, v, _)| v) + 1;
         let entry = Entry {
             value: value.into(),
             version,
@@ -270,7 +275,7 @@ impl Table {
             }
         }
         self.stats.value_bytes += value.len() as u64;
-        self.stats.value_bytes -= old.map_or(0, |(len, _)| len as u64);
+        self.stats.value_bytes -= old.map_or(0, |(len, _, _)| len as u64);
         self.stats.memory_bytes = self.stats.memory_bytes + new_cost - old_cost;
         self.stats.sets += 1;
         Ok(version)
