@@ -7,21 +7,27 @@
 //! - An absent key has version 0. Every successful write (SET, PUTV) makes it
 //!   old + 1; deleting makes it absent again, so the next write gives version 1.
 //! - Values are opaque: the complete msgpack encoding as it arrived.
-//! - Over the memory limit a write that would grow the table is refused with OOM;
-//!   reads, deletes and shrinking writes keep working.
+//! - Over the memory limit a write that would grow memory — the table's, or
+//!   pinned values' (below) — is refused with OOM; reads, deletes and shrinking
+//!   writes keep working.
 //! - Values are reference-counted (`Arc<[u8]>`): a read hands out a reference,
 //!   never a copy, so replies in flight cost pointers, not value bytes
-//!   (see `proto::results`). An overwrite or delete frees the old value once the
-//!   last reply holding it has been written.
+//!   (see `proto::results`). An overwrite or delete frees the old value at once
+//!   if nothing else holds it; else the value is *pinned* ([`pinned`]): kept,
+//!   and counted against the memory limit beside the table's own memory, until
+//!   a sweep finds that the last reply holding it has been written.
 //!
 //! The map is hashed with per-process random keys, not with the fixed routing
 //! seeds: every key in shard `s` has `route_hash % nr_shards == s`, and reusing
 //! that hash would leave most buckets of each shard's map empty.
 
+pub mod pinned;
+
 use crate::proto::reply;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
 use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
+use pinned::PinnedValues;
 use std::sync::Arc;
 
 /// Bytes charged per entry on top of its key and value: the boxed key and the
@@ -29,6 +35,11 @@ use std::sync::Arc;
 /// control byte, and allocator headers. An estimate that errs high, so the
 /// memory limit is conservative.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 96;
+
+/// Pinned values a write looks at before it is refused over the memory limit
+/// (all of them when there are no more). Bounds what a refused write costs when
+/// many values are pinned; the periodic sweep gets to the rest.
+pub const OOM_SWEEP_BUDGET: usize = 1024;
 
 #[derive(Debug)]
 struct Entry {
@@ -42,6 +53,9 @@ pub struct TableStats {
     pub keys: u64,
     pub value_bytes: u64,
     pub memory_bytes: u64,
+    /// Memory of values no longer in the table that replies (or a batch's undo,
+    /// or a compaction snapshot) still hold; counted against the limit too.
+    pub reply_pinned_bytes: u64,
     pub gets: u64,
     pub hits: u64,
     pub misses: u64,
@@ -55,7 +69,7 @@ pub struct TableStats {
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 12;
+    pub const NR_FIELDS: usize = 13;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -63,6 +77,7 @@ impl TableStats {
             ("keys", self.keys),
             ("value_bytes", self.value_bytes),
             ("memory_bytes", self.memory_bytes),
+            ("reply_pinned_bytes", self.reply_pinned_bytes),
             ("gets", self.gets),
             ("hits", self.hits),
             ("misses", self.misses),
@@ -81,15 +96,16 @@ impl TableStats {
             keys: v[0],
             value_bytes: v[1],
             memory_bytes: v[2],
-            gets: v[3],
-            hits: v[4],
-            misses: v[5],
-            sets: v[6],
-            deletes: v[7],
-            version_conflicts: v[8],
-            oom_rejections: v[9],
-            atomic_commits: v[10],
-            atomic_aborts: v[11],
+            reply_pinned_bytes: v[3],
+            gets: v[4],
+            hits: v[5],
+            misses: v[6],
+            sets: v[7],
+            deletes: v[8],
+            version_conflicts: v[9],
+            oom_rejections: v[10],
+            atomic_commits: v[11],
+            atomic_aborts: v[12],
         }
     }
 
@@ -128,9 +144,14 @@ pub enum PutOutcome {
 
 /// A write that would take the table over its memory limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("over the memory limit: {used_bytes} of {limit_bytes} bytes used (--max-memory-bytes)")]
+#[error(
+    "over the memory limit: {used_bytes} of {limit_bytes} bytes used{} (--max-memory-bytes)",
+    pinned_note(*reply_pinned_bytes)
+)]
 pub struct OverMemoryLimit {
+    /// The table's memory plus pinned values'.
     pub used_bytes: u64,
+    pub reply_pinned_bytes: u64,
     pub limit_bytes: u64,
 }
 
@@ -139,7 +160,17 @@ pub struct OverMemoryLimit {
 pub struct Table {
     map: HashMap<Box<[u8]>, Entry, ahash::RandomState>,
     stats: TableStats,
+    /// Values the map dropped that others still hold.
+    pinned: PinnedValues,
     memory_limit_bytes: u64,
+}
+
+/// Names the share of pinned values in an OOM message, when there is one.
+fn pinned_note(reply_pinned_bytes: u64) -> String {
+    match reply_pinned_bytes {
+        0 => String::new(),
+        n => format!(", {n} of them by values that replies not yet written still hold"),
+    }
 }
 
 fn entry_cost(key_len: usize, value_len: usize) -> u64 {
@@ -152,12 +183,29 @@ impl Table {
         Table {
             map: HashMap::with_hasher(ahash::RandomState::new()),
             stats: TableStats::default(),
+            pinned: PinnedValues::default(),
             memory_limit_bytes,
         }
     }
 
     pub fn stats(&self) -> TableStats {
-        self.stats
+        TableStats {
+            reply_pinned_bytes: self.pinned.bytes(),
+            ..self.stats
+        }
+    }
+
+    /// What the memory limit counts: the table's memory and pinned values'.
+    pub fn memory_used_bytes(&self) -> u64 {
+        self.stats.memory_bytes + self.pinned.bytes()
+    }
+
+    /// Frees pinned values whose replies are gone, looking at no more than
+    /// `budget` of them (see [`PinnedValues::sweep`]); returns the bytes freed.
+    /// The shard calls it periodically, so that what a stalled reply held is
+    /// given back once the reply is written or its connection closes.
+    pub fn sweep_pinned(&mut self, budget: usize) -> u64 {
+        self.pinned.sweep(budget)
     }
 
     pub fn len(&self) -> usize {
@@ -195,24 +243,39 @@ impl Table {
 
     /// Writes `value` under `key` unconditionally; returns the new version.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, OverMemoryLimit> {
-        let old = self.map.get(key).map(|e| (e.value.len(), e.version));
+        // An old value that someone else holds is not freed but pinned: the
+        // write must have room for it too, or same-size overwrites of values
+        // that stalled replies hold would grow memory without ever being refused.
+        let old = self.map.get(key).map(|e| {
+            let held = Arc::strong_count(&e.value) > 1;
+            let pinned_cost = if held {
+                pinned::pinned_cost(&e.value)
+            } else {
+                0
+            };
+            (e.value.len(), e.version, pinned_cost)
+        });
         let new_cost = entry_cost(key.len(), value.len());
-        let old_cost = old.map_or(0, |(len, _)| entry_cost(key.len(), len));
-        self.check_growth(new_cost.saturating_sub(old_cost))?;
-        let version = old.map_or(0, |(_, v)| v) + 1;
+        let old_cost = old.map_or(0, |(len, _, _)| entry_cost(key.len(), len));
+        let old_pinned_cost = old.map_or(0, |(_, _, cost)| cost);
+        self.check_growth((new_cost + old_pinned_cost).saturating_sub(old_cost))?;
+        let version = old.map_or(0, |(_, v, _)| v) + 1;
         let entry = Entry {
             value: value.into(),
             version,
         };
         match self.map.get_mut(key) {
-            Some(slot) => *slot = entry,
+            Some(slot) => {
+                let old = std::mem::replace(slot, entry);
+                self.pinned.displace(old.value);
+            }
             None => {
                 self.map.insert(key.into(), entry);
                 self.stats.keys += 1;
             }
         }
         self.stats.value_bytes += value.len() as u64;
-        self.stats.value_bytes -= old.map_or(0, |(len, _)| len as u64);
+        self.stats.value_bytes -= old.map_or(0, |(len, _, _)| len as u64);
         self.stats.memory_bytes = self.stats.memory_bytes + new_cost - old_cost;
         self.stats.sets += 1;
         Ok(version)
@@ -240,6 +303,7 @@ impl Table {
             return false;
         };
         self.forget_entry(key.len(), entry.value.len());
+        self.pinned.displace(entry.value);
         true
     }
 
@@ -251,10 +315,18 @@ impl Table {
     /// Puts `key` back to an earlier state (an aborted batch's undo). Adjusts the
     /// size figures; request counters keep counting what ran.
     pub fn restore(&mut self, key: &[u8], prior: Prior) {
+        if let (Some(entry), Some((value, version))) = (self.map.get(key), &prior.0) {
+            if Arc::ptr_eq(&entry.value, value) && entry.version == *version {
+                return; // unchanged (the batch's write was refused)
+            }
+        }
         if let Some(entry) = self.map.remove(key) {
             self.forget_entry(key.len(), entry.value.len());
+            self.pinned.displace(entry.value);
         }
         if let Some((value, version)) = prior.0 {
+            // The write being undone may have pinned it (the undo log held it).
+            self.pinned.take_back(&value);
             self.stats.keys += 1;
             self.stats.value_bytes += value.len() as u64;
             self.stats.memory_bytes += entry_cost(key.len(), value.len());
@@ -266,6 +338,9 @@ impl Table {
     /// checking the memory limit (what was acknowledged must come back). One
     /// lookup: the key is hashed once whether it is new or replaced.
     pub fn load(&mut self, key: &[u8], value: Arc<[u8]>, version: u64) {
+        if !self.pinned.is_empty() {
+            self.pinned.take_back(&value);
+        }
         self.stats.value_bytes += value.len() as u64;
         self.stats.memory_bytes += entry_cost(key.len(), value.len());
         let entry = Entry { value, version };
@@ -274,6 +349,7 @@ impl Table {
                 let old = slot.insert(entry);
                 self.stats.value_bytes -= old.value.len() as u64;
                 self.stats.memory_bytes -= entry_cost(key.len(), old.value.len());
+                self.pinned.displace(old.value);
             }
             EntryRef::Vacant(slot) => {
                 slot.insert(entry);
@@ -333,16 +409,26 @@ impl Table {
         self.stats.memory_bytes -= entry_cost(key_len, value_len);
     }
 
+    /// Refuses `growth` bytes more if they would pass the limit, counting pinned
+    /// values; but first frees the pinned values whose replies are gone, so a
+    /// write is never refused for memory that is only waiting for a sweep.
     fn check_growth(&mut self, growth: u64) -> Result<(), OverMemoryLimit> {
-        let used_bytes = self.stats.memory_bytes;
-        if growth > 0 && used_bytes + growth > self.memory_limit_bytes {
-            self.stats.oom_rejections += 1;
-            return Err(OverMemoryLimit {
-                used_bytes,
-                limit_bytes: self.memory_limit_bytes,
-            });
+        let fits = |table: &Table| table.memory_used_bytes() + growth <= table.memory_limit_bytes;
+        if growth == 0 || fits(self) {
+            return Ok(());
         }
-        Ok(())
+        if !self.pinned.is_empty() {
+            self.pinned.sweep(OOM_SWEEP_BUDGET);
+            if fits(self) {
+                return Ok(());
+            }
+        }
+        self.stats.oom_rejections += 1;
+        Err(OverMemoryLimit {
+            used_bytes: self.memory_used_bytes(),
+            reply_pinned_bytes: self.pinned.bytes(),
+            limit_bytes: self.memory_limit_bytes,
+        })
     }
 
     /// Runs one request whose spans point into `buf`, appending its result
@@ -464,6 +550,10 @@ mod tests {
         table.set(b"a", b"0123456789").expect("fits exactly");
         let oom = table.set(b"b", b"x").expect_err("over the limit");
         assert_eq!(oom.limit_bytes, entry_cost(1, 10));
+        assert!(
+            !oom.to_string().contains("replies"),
+            "nothing pinned: {oom}"
+        );
         assert_eq!(
             table.set(b"a", b"short"),
             Ok(2),
@@ -514,6 +604,86 @@ mod tests {
             (w.keys, w.value_bytes, w.memory_bytes)
         );
         assert_eq!(l.sets, 0, "loading counts no requests");
+    }
+
+    #[test]
+    fn a_value_a_reply_holds_after_an_overwrite_counts_against_the_limit_until_the_reply_is_gone() {
+        let limit = entry_cost(1, 1000) + pinned::pinned_cost(&[0; 1000]) + 10;
+        let mut table = Table::new(limit);
+        table.set(b"a", &[1; 1000]).expect("room");
+        let reply = table.get(b"a").expect("found").0.clone();
+        table
+            .set(b"a", &[2; 1000])
+            .expect("the pinned old value still fits");
+        assert_eq!(
+            table.stats().reply_pinned_bytes,
+            pinned::pinned_cost(&[0; 1000])
+        );
+        let second_reply = table.get(b"a").expect("found").0.clone();
+        table
+            .set(b"a", &[3; 1000])
+            .expect_err("a same-size overwrite needs room to pin the value it replaces");
+        drop(second_reply);
+        assert_eq!(table.stats().memory_bytes, entry_cost(1, 1000));
+        let oom = table.set(b"b", &[3; 100]).expect_err("pinned bytes count");
+        assert_eq!(oom.reply_pinned_bytes, pinned::pinned_cost(&[0; 1000]));
+        assert_eq!(oom.used_bytes, table.memory_used_bytes());
+        assert!(
+            oom.to_string()
+                .contains("replies not yet written still hold"),
+            "{oom}"
+        );
+        assert!(table.get(b"a").is_some(), "reads keep working");
+        drop(reply);
+        assert_eq!(table.set(b"b", &[3; 100]), Ok(1), "the refusal swept first");
+        assert_eq!(table.stats().reply_pinned_bytes, 0);
+    }
+
+    #[test]
+    fn a_deleted_value_nobody_holds_is_not_pinned_and_a_held_one_is_freed_by_a_sweep() {
+        let mut table = Table::new(NO_LIMIT);
+        table.set(b"a", b"1").expect("room");
+        table.set(b"b", b"2").expect("room");
+        let reply = table.get(b"b").expect("found").0.clone();
+        let weak = Arc::downgrade(&reply);
+        table.delete(b"a");
+        table.delete(b"b");
+        assert_eq!(table.stats().reply_pinned_bytes, pinned::pinned_cost(b"2"));
+        assert_eq!(
+            table.sweep_pinned(usize::MAX),
+            0,
+            "the reply still holds it"
+        );
+        drop(reply);
+        assert_eq!(table.sweep_pinned(usize::MAX), pinned::pinned_cost(b"2"));
+        assert!(weak.upgrade().is_none(), "the sweep freed it");
+        assert_eq!(table.stats().reply_pinned_bytes, 0);
+    }
+
+    #[test]
+    fn undoing_a_write_takes_a_pinned_prior_value_back_into_the_table() {
+        let mut table = Table::new(NO_LIMIT);
+        table.set(b"a", b"old").expect("room");
+        let prior = table.prior(b"a");
+        table.set(b"a", b"new").expect("room");
+        assert_eq!(
+            table.stats().reply_pinned_bytes,
+            pinned::pinned_cost(b"old"),
+            "the undo log holds the old value"
+        );
+        table.restore(b"a", prior);
+        assert_eq!(table.peek(b"a"), Some((&b"old"[..], 1)));
+        assert_eq!(table.stats().reply_pinned_bytes, 0);
+        // Undoing a write that was refused leaves the value where it is.
+        let mut full = Table::new(entry_cost(1, 3));
+        full.set(b"a", b"old").expect("fits exactly");
+        let prior = full.prior(b"a");
+        full.set(b"a", b"longer").expect_err("over the limit");
+        full.restore(b"a", prior);
+        assert_eq!(full.peek(b"a"), Some((&b"old"[..], 1)));
+        assert_eq!(full.stats().reply_pinned_bytes, 0);
+        full.delete(b"a");
+        assert_eq!(full.stats().reply_pinned_bytes, 0, "nothing else held it");
     }
 
     #[test]

@@ -111,7 +111,7 @@ const fn operation(op: &'static str, field: &'static str) -> TableMetric {
     }
 }
 
-const TABLE_METRICS: [TableMetric; 12] = [
+const TABLE_METRICS: [TableMetric; 13] = [
     metric("keys", "gauge", "keys", "Keys stored."),
     metric(
         "value_bytes",
@@ -124,6 +124,12 @@ const TABLE_METRICS: [TableMetric; 12] = [
         "gauge",
         "memory_bytes",
         "Memory accounted to keys and values.",
+    ),
+    metric(
+        "reply_pinned_bytes",
+        "gauge",
+        "reply_pinned_bytes",
+        "Memory of values no longer stored that unwritten replies still hold; counts against the memory limit.",
     ),
     operation("get", "gets"),
     operation("set", "sets"),

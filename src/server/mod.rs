@@ -31,6 +31,8 @@
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
 //! - [`output`]: the bounded send buffer; large values written in place.
+//! - [`reclaim`]: frees values that replies held after the table let go of
+//!   them, and gives that memory back to the operating system.
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
@@ -39,6 +41,7 @@ pub mod connection;
 pub mod final_sync;
 pub mod listener;
 pub mod output;
+pub mod reclaim;
 pub mod round;
 pub mod shutdown;
 pub mod state;
@@ -475,6 +478,7 @@ impl ShardPlan {
                 compact_when_needed(shard.clone(), plan.path.clone(), plan.compact_min_bytes);
             glommio::spawn_local(task).detach();
         }
+        glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         self.state.shard_serving(self.id);

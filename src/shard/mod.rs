@@ -143,6 +143,12 @@ impl Shard {
         self.table.borrow().stats()
     }
 
+    /// Frees pinned values whose replies are gone (see `table::pinned`); returns
+    /// the bytes freed.
+    pub fn sweep_pinned_values(&self, budget: usize) -> u64 {
+        self.table.borrow_mut().sweep_pinned(budget)
+    }
+
     /// Runs requests owned by this shard, in order, one result slot each: leaf
     /// requests, STATS (this shard's share), and single-shard ATOMIC batches
     /// (a marker followed by its body), and settles the log: when it returns,
@@ -628,7 +634,7 @@ mod tests {
 
     #[test]
     fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, u64::MAX]);
+        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, u64::MAX]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);
         assert_eq!(read_stats_element(&element), Some(stats));
