@@ -279,10 +279,12 @@ fn head_crc(epoch: u64, len: u32, body_crc: u32) -> u32 {
 
 /// Fills in the header checksum of every record in `records` (whole records,
 /// as the `write_*` functions made them) for the file of `epoch`. Records
-/// already stamped for another file are re-stamped.
-pub fn stamp(records: &mut [u8], epoch: u64) {
-    let mut at = 0;
+/// already stamped for another file are re-stamped. Returns how many records
+/// there are.
+pub fn stamp(records: &mut [u8], epoch: u64) -> u64 {
+    let (mut at, mut nr_records) = (0, 0);
     while at < records.len() {
+        nr_records += 1;
         let header = &mut records[at..at + HEADER_BYTES];
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         let body_crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
@@ -290,6 +292,7 @@ pub fn stamp(records: &mut [u8], epoch: u64) {
         at += HEADER_BYTES + len as usize;
     }
     debug_assert_eq!(at, records.len(), "stamp() was given a partial record");
+    nr_records
 }
 
 fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {

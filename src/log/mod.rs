@@ -37,8 +37,10 @@
 //!    new set whole.
 
 pub mod compaction;
+pub mod file_io;
 pub mod format;
 pub mod replay;
+pub mod sync_stats;
 pub mod writer;
 
 use crate::failpoint;
@@ -100,7 +102,8 @@ pub enum RecoveryError {
 /// The tables rebuilt from the logs, ready for the shards.
 pub struct Recovered {
     pub tables: Vec<Table>,
-    /// Length of each shard's log file: where its writer continues.
+    /// Length of each shard's intact log: where its writer continues (the file
+    /// may be longer: space allocated ahead, which reads as zeros).
     pub log_lens: Vec<u64>,
     pub nr_keys: u64,
     pub nr_records: u64,
@@ -161,7 +164,7 @@ pub fn recover(
     if !rewrite {
         cut_dropped_tails(&dir, &replayed)?;
     }
-    resolve_pending(&dir, &mut tables, &replayed, !rewrite)?;
+    let decided_bytes = resolve_pending(&dir, &mut tables, &replayed, !rewrite)?;
     let nr_records = replayed.iter().map(|r| r.nr_records).sum();
     let scan_hashed_bytes = replayed.iter().map(|r| r.scan_hashed_bytes).sum();
     let next_txn_seq = replayed
@@ -179,10 +182,15 @@ pub fn recover(
         }
         write_log_set(data_dir, &mut tables)?;
     }
-    let log_lens = (0..nr_shards)
-        .map(|i| fs::metadata(shard_log_path(&dir, i)).map(|m| m.len()))
-        .collect::<io::Result<Vec<u64>>>()
-        .map_err(io_err(&dir))?;
+    let log_lens = if rewrite {
+        (0..nr_shards)
+            .map(|i| fs::metadata(shard_log_path(&dir, i)).map(|m| m.len()))
+            .collect::<io::Result<Vec<u64>>>()
+            .map_err(io_err(&dir))?
+    } else {
+        let intact = replayed.iter().map(|r| r.valid_bytes);
+        intact.zip(decided_bytes).map(|(a, b)| a + b).collect()
+    };
     let nr_keys = tables.iter().map(|t| t.len() as u64).sum();
     Ok(Recovered {
         tables,
@@ -277,12 +285,14 @@ fn cut_dropped_tails(dir: &Path, replayed: &[Replayed]) -> Result<(), RecoveryEr
 /// COMMIT records of all logs; with `record`, appends the outcome (DECIDE) to
 /// the participant's log and syncs it, so no later compaction can lose the
 /// evidence (without, the logs are about to be rewritten from the tables).
+/// Returns the bytes appended to each log.
 fn resolve_pending(
     dir: &Path,
     tables: &mut [Table],
     replayed: &[Replayed],
     record: bool,
-) -> Result<(), RecoveryError> {
+) -> Result<Vec<u64>, RecoveryError> {
+    let mut appended = vec![0; replayed.len()];
     let committed: hashbrown::HashSet<_> = replayed
         .iter()
         .flat_map(|r| r.commits.iter().copied())
@@ -305,19 +315,23 @@ fn resolve_pending(
         }
         if let (true, Some(Framing::Epoch(epoch))) = (record, r.framing) {
             format::stamp(&mut decisions, epoch);
-            append_synced(&shard_log_path(dir, i), &decisions)?;
+            append_synced(&shard_log_path(dir, i), r.valid_bytes, &decisions)?;
+            appended[i] = decisions.len() as u64;
         }
     }
-    Ok(())
+    Ok(appended)
 }
 
-fn append_synced(path: &Path, bytes: &[u8]) -> Result<(), RecoveryError> {
-    let mut file = OpenOptions::new()
-        .append(true)
+/// Writes `bytes` at `offset` (the end of the intact log, before any space
+/// allocated ahead) and syncs them.
+fn append_synced(path: &Path, offset: u64, bytes: &[u8]) -> Result<(), RecoveryError> {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .write(true)
         .open(path)
         .map_err(io_err(path))?;
     failpoint::check("recovery::write", None).map_err(io_err(path))?;
-    file.write_all(bytes).map_err(io_err(path))?;
+    file.write_all_at(bytes, offset).map_err(io_err(path))?;
     failpoint::check("recovery::fdatasync", None).map_err(io_err(path))?;
     file.sync_data().map_err(io_err(path))
 }

@@ -73,6 +73,8 @@ pub struct Replayed {
     pub valid_bytes: u64,
     /// Bytes after them: a torn tail, or (salvaging) everything after damage.
     pub dropped_bytes: u64,
+    /// Zeros after them: space the writer allocated ahead, kept.
+    pub preallocated_bytes: u64,
     pub nr_records: u64,
     /// How the file's records are framed (and its epoch).
     pub framing: Option<Framing>,
@@ -131,11 +133,20 @@ pub fn replay_file(
         };
         let offset = log.offset();
         let mut scan = Scan::default();
-        let found = intact_record_after_damage(&mut log, framing, &mut scan).map_err(io_err)?;
+        let after = after_damage(&mut log, framing, &mut scan).map_err(io_err)?;
         replayed.scan_hashed_bytes = scan.hashed_bytes;
         log.rewind_to(offset);
-        if let Some(intact_at) = found {
-            if !salvage {
+        match after {
+            AfterDamage::Zeros => {
+                // Space allocated ahead of the writer: the log ends here.
+                replayed.valid_bytes = offset;
+                replayed.preallocated_bytes = log.len - offset;
+                table.shrink_to_fit();
+                replayed.pending = prepared;
+                return Ok(replayed);
+            }
+            AfterDamage::Torn => {}
+            AfterDamage::Intact(intact_at) if !salvage => {
                 return Err(RecoveryError::Corrupt {
                     path: path.to_owned(),
                     offset,
@@ -143,12 +154,12 @@ pub fn replay_file(
                     intact_at,
                 });
             }
-            tracing::warn!(
+            AfterDamage::Intact(intact_at) => tracing::warn!(
                 "{}: {reason} at offset {offset}; salvaging: keeping the {offset} bytes before it and \
                  dropping {} bytes (intact records from offset {intact_at} are lost)",
                 path.display(),
                 log.len - offset
-            );
+            ),
         }
         break;
     }
@@ -298,21 +309,33 @@ struct Scan {
     hashed_bytes: u64,
 }
 
-/// After damage at the reader's offset: the file offset of the first intact
-/// record that follows, if any (see the module doc). Moves the reader.
-fn intact_record_after_damage(
-    log: &mut LogReader,
-    framing: Framing,
-    scan: &mut Scan,
-) -> io::Result<Option<u64>> {
+/// What follows the first record that is incomplete or damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterDamage {
+    /// Only zeros, to the end of the file: space allocated ahead of the writer.
+    Zeros,
+    /// No intact record: a torn tail, to be cut.
+    Torn,
+    /// An intact record at this file offset: damage in the middle.
+    Intact(u64),
+}
+
+/// Looks past the damage at the reader's offset (see the module doc). Moves
+/// the reader.
+fn after_damage(log: &mut LogReader, framing: Framing, scan: &mut Scan) -> io::Result<AfterDamage> {
     if framing == Framing::Legacy {
         let offset = log.offset();
         let rest = log.rest_of_file()?;
-        return Ok(next_intact_legacy_record(rest).map(|at| offset + at as u64));
+        return Ok(match next_intact_legacy_record(rest) {
+            Some(at) => AfterDamage::Intact(offset + at as u64),
+            None => AfterDamage::Torn,
+        });
     }
     let header = framing.header_bytes();
+    let mut nonzero = false;
     // A damaged record whose header is intact ends where its length says.
     let damaged = log.peek(header)?;
+    nonzero |= damaged.iter().any(|&b| b != 0);
     scan.hashed_bytes += header as u64;
     match valid_header_len(damaged, framing) {
         Some(len) => log.skip(header as u64 + u64::from(len)),
@@ -321,7 +344,12 @@ fn intact_record_after_damage(
     loop {
         let rest = log.peek(header)?;
         if rest.len() < header {
-            return Ok(None);
+            nonzero |= rest.iter().any(|&b| b != 0);
+            return Ok(if nonzero {
+                AfterDamage::Torn
+            } else {
+                AfterDamage::Zeros
+            });
         }
         // A record's length field is never zero: skip zeros without checksums.
         if rest[..4] == [0; 4] {
@@ -332,6 +360,7 @@ fn intact_record_after_damage(
             log.consume(skip.max(1));
             continue;
         }
+        nonzero = true;
         scan.hashed_bytes += header as u64;
         let Some(len) = valid_header_len(rest, framing) else {
             log.consume(1);
@@ -340,11 +369,11 @@ fn intact_record_after_damage(
         let want = header + len as usize;
         let candidate = log.peek(want)?;
         if candidate.len() < want {
-            return Ok(None); // a record cut short by the end of the file: the torn tail
+            return Ok(AfterDamage::Torn); // a record cut short by the end of the file
         }
         scan.hashed_bytes += u64::from(len);
         if let Decoded::Record(..) = decode_at(candidate, 0, framing) {
-            return Ok(Some(log.offset()));
+            return Ok(AfterDamage::Intact(log.offset()));
         }
         log.consume(want);
     }

@@ -1,11 +1,14 @@
 //! A shard's log writer: appends records and tells each request when its
-//! records are safe, with group commit.
+//! records are safe, with a pipelined group commit.
 //!
 //! Requests append their records to an in-memory buffer ([`LogWriter::append`])
 //! and get back the log position just past them. One flusher task writes the
-//! whole buffer with one `write`, and in `always` mode follows it with one
-//! `fdatasync`; everything appended while that ran goes out in the next round,
-//! so one sync covers the writes of every connection that arrived meanwhile.
+//! whole buffer with one `pwrite` and, in `always` mode, then waits for one
+//! `fdatasync`, which runs off the shard's thread (`file_io`): while it is in
+//! flight the shard keeps reading sockets, executing requests and appending,
+//! and everything appended meanwhile goes out in the next write and sync. So
+//! at most one sync is in flight per shard, it never stalls the shard, and one
+//! sync covers every request that arrived while the previous one ran.
 //! [`LogWriter::durable`] resolves when a position is safe for the mode:
 //!
 //! | mode       | a reply waits until its records are… | survives          |
@@ -14,18 +17,39 @@
 //! | `interval` | written (a timer fdatasyncs every N ms) | kill -9          |
 //! | `never`    | written (the kernel syncs when it likes) | kill -9         |
 //!
+//! The file is allocated ahead of the write position ([`PREALLOCATE_BYTES`] at
+//! a time), so an append does not grow the file and its sync flushes data, not
+//! the file's size. The allocated space reads as zeros, which recovery takes
+//! for the end of the log.
+//!
 //! A failed write or sync *poisons* the log until restart: every waiter, now
 //! and later, gets [`LogPoisoned`], and no reply claims a write is safe. The
 //! in-memory table may hold writes that never reached disk; they are answered
 //! IOERR, never acknowledged.
 
+use super::file_io::{self, SyncMechanism};
+use super::sync_stats::SyncStats;
 use super::{format, FsyncMode};
 use crate::failpoint;
 use crate::notify::Notify;
 use glommio::io::BufferedFile;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How much of the file is allocated ahead of the write position at a time.
+/// One sync per this many bytes of log flushes a size change; the others
+/// flush data only.
+pub const PREALLOCATE_BYTES: u64 = 8 << 20;
+
+/// Where a writer starts: the log's intact length, the file's size (which may
+/// be larger: allocated ahead, zeros), and the file's epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct LogStart {
+    pub len: u64,
+    pub file_size: u64,
+    pub epoch: u64,
+}
 
 /// The log failed; nothing more is acknowledged until restart.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,7 +73,6 @@ pub struct LogWriter {
     file_origin: Cell<i64>,
     /// Set while compaction swaps files: the flusher leaves pending records alone.
     paused: Cell<bool>,
-    flushing: Cell<bool>,
     /// Records appended and not yet handed to the flusher.
     pending: RefCell<Vec<u8>>,
     /// Log position after everything appended.
@@ -58,6 +81,12 @@ pub struct LogWriter {
     written: Cell<u64>,
     /// Log position after everything known to be on stable storage.
     synced: Cell<u64>,
+    /// File offset up to which the current file is allocated (its size).
+    allocated: Cell<u64>,
+    /// Records written and not yet synced, for the records-per-sync figure.
+    unsynced_records: Cell<u64>,
+    sync_mechanism: SyncMechanism,
+    sync_stats: RefCell<SyncStats>,
     poisoned: RefCell<Option<LogPoisoned>>,
     /// Wakes the flusher (something to write) and waiters (progress).
     work: Notify,
@@ -71,25 +100,28 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// A writer appending to `file` of `epoch`, which holds `len` bytes of
-    /// intact log.
+    /// A writer appending to `file` after its intact log.
     pub fn new(
         file: BufferedFile,
-        (len, epoch): (u64, u64),
+        start: LogStart,
         mode: FsyncMode,
         shard: usize,
     ) -> Rc<LogWriter> {
+        let len = start.len;
         Rc::new(LogWriter {
             file: RefCell::new(Rc::new(file)),
-            epoch: Cell::new(epoch),
+            epoch: Cell::new(start.epoch),
             mode,
             file_origin: Cell::new(0),
             paused: Cell::new(false),
-            flushing: Cell::new(false),
             pending: RefCell::new(Vec::new()),
             appended: Cell::new(len),
             written: Cell::new(len),
             synced: Cell::new(len),
+            allocated: Cell::new(start.file_size.max(len)),
+            unsynced_records: Cell::new(0),
+            sync_mechanism: SyncMechanism::current(),
+            sync_stats: RefCell::new(SyncStats::default()),
             poisoned: RefCell::new(None),
             work: Notify::default(),
             progress: Notify::default(),
@@ -138,6 +170,11 @@ impl LogWriter {
     /// fdatasync calls made so far.
     pub fn nr_syncs(&self) -> u64 {
         self.syncs.get()
+    }
+
+    /// The latency and size histograms of the syncs so far.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.sync_stats.borrow().clone()
     }
 
     /// Resolves when everything up to `position` is safe for this mode.
@@ -194,20 +231,21 @@ impl LogWriter {
         if buf.is_empty() {
             return;
         }
-        format::stamp(&mut buf, self.epoch.get());
-        self.flushing.set(true);
+        let nr_records = format::stamp(&mut buf, self.epoch.get());
         let len = buf.len() as u64;
         let at = self.file_offset(self.written.get());
-        let written = self.write_all_at(buf, at).await;
-        self.flushing.set(false);
-        if let Err(e) = written {
+        if let Err(e) = self.write_all_at(&buf, at) {
             return self.poison("log write failed", e);
         }
         self.written.set(self.written.get() + len);
-        if self.mode == FsyncMode::Always {
-            self.sync().await;
-        }
+        self.unsynced_records
+            .set(self.unsynced_records.get() + nr_records);
         self.progress.notify_all();
+        if self.mode == FsyncMode::Always {
+            // Appends go on while this waits: they are the next round's.
+            self.sync().await;
+            self.progress.notify_all();
+        }
     }
 
     fn file_offset(&self, position: u64) -> u64 {
@@ -240,8 +278,10 @@ impl LogWriter {
         if let Some(poisoned) = self.poisoned() {
             return Err(std::io::Error::other(poisoned.to_string()));
         }
+        // Writes are synchronous, so none is half done here; the flusher may be
+        // waiting for a sync of the old file, which is harmless (the switch
+        // syncs the new file, and `synced` only grows).
         self.paused.set(true);
-        self.progress.until(|| !self.flushing.get()).await;
         let result = self
             .move_to(new_file, (cut, snapshot_len), new_epoch, install)
             .await;
@@ -271,6 +311,7 @@ impl LogWriter {
         // The tail was stamped for the old file: records are valid only in the
         // file of the epoch they carry.
         format::stamp(&mut moved, new_epoch);
+        let moved_len = moved.len() as u64;
         match write_and_install(&new_file, moved, snapshot_len, install, self.shard).await {
             Ok(()) => {
                 // The new file holds logical `cut` at byte `snapshot_len`.
@@ -278,6 +319,7 @@ impl LogWriter {
                 let end = self.written.get() + taken.len() as u64;
                 self.written.set(end);
                 self.synced.set(end);
+                self.allocated.set(snapshot_len + moved_len);
                 *self.file.borrow_mut() = Rc::new(new_file);
                 self.epoch.set(new_epoch);
                 self.progress.notify_all();
@@ -292,54 +334,55 @@ impl LogWriter {
         }
     }
 
-    /// Writes all of `buf` at `position`. A short write to a regular file means
-    /// the device refused (full, quota): it poisons like any other failure.
-    async fn write_all_at(&self, buf: Vec<u8>, position: u64) -> std::io::Result<()> {
-        let len = buf.len();
+    /// Writes all of `buf` at file offset `at`, allocating ahead first. A short
+    /// write to a regular file means the device refused (full, quota): it
+    /// poisons like any other failure.
+    fn write_all_at(&self, buf: &[u8], at: u64) -> std::io::Result<()> {
         failpoint::check("log::write", Some(self.shard))?;
         let file = self.file.borrow().clone();
-        let n = file
-            .write_at(buf, position)
-            .await
-            .map_err(std::io::Error::from)?;
-        if n != len {
-            let message = format!("short write: {n} of {len} bytes");
-            return Err(std::io::Error::new(std::io::ErrorKind::WriteZero, message));
-        }
-        Ok(())
+        self.allocate_ahead(&file, at + buf.len() as u64);
+        file_io::pwrite_all(&file, buf, at)
     }
 
-    /// Makes everything written so far durable.
+    /// Keeps the file allocated past `end`. Allocation failing (a full disk) is
+    /// not an error: the write that follows grows the file itself, or fails
+    /// and poisons.
+    fn allocate_ahead(&self, file: &BufferedFile, end: u64) {
+        let allocated = self.allocated.get();
+        if end <= allocated {
+            return;
+        }
+        let new_end = end + PREALLOCATE_BYTES;
+        match file_io::preallocate(file, allocated, new_end - allocated) {
+            Ok(()) => self.allocated.set(new_end),
+            Err(e) => tracing::debug!(shard = self.shard, "cannot allocate log space ahead: {e}"),
+        }
+    }
+
+    /// Makes everything written so far durable; the shard keeps running meanwhile.
     async fn sync(&self) {
         let target = self.written.get();
         if self.synced.get() >= target {
             return;
         }
+        let nr_records = self.unsynced_records.replace(0);
         let file = self.file.borrow().clone();
-        match failpoint::check("log::fdatasync", Some(self.shard))
-            .and_then(|()| fdatasync_now(&file))
-        {
+        let started = Instant::now();
+        let synced = match failpoint::check("log::fdatasync", Some(self.shard)) {
+            Ok(()) => file_io::fdatasync(file, self.sync_mechanism).await,
+            Err(e) => Err(e),
+        };
+        match synced {
             Ok(()) => {
                 // A compaction switch may have moved `synced` further meanwhile.
                 self.synced.set(self.synced.get().max(target));
                 self.syncs.set(self.syncs.get() + 1);
+                self.sync_stats
+                    .borrow_mut()
+                    .observe(started.elapsed(), nr_records);
             }
             Err(e) => self.poison("log fdatasync failed", e),
         }
-    }
-}
-
-/// fdatasync on the shard's own thread. Submitting it through io_uring hands it
-/// to a kernel worker thread, which on a busy machine waits for a CPU: measured
-/// here at ~2 ms median and ~25 ms p99 per group commit, against 0.15 ms for the
-/// call itself (docs/benchmarks.md). One short blocking call per group commit is
-/// the cheaper wait, and it is what every request of the group is waiting for.
-fn fdatasync_now(file: &BufferedFile) -> std::io::Result<()> {
-    use std::os::unix::io::AsRawFd;
-    // SAFETY: fdatasync on a descriptor the BufferedFile keeps open.
-    match unsafe { libc::fdatasync(file.as_raw_fd()) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
     }
 }
 

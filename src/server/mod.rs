@@ -48,6 +48,7 @@ pub mod state;
 
 use crate::config::{Config, Engine};
 use crate::datadir::{DataDir, DataDirError};
+use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
 use crate::proto::RequestLimits;
 use crate::shard::{mesh, Router, Shard, ShardId};
@@ -136,20 +137,14 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
         }
         None => None,
     };
-    let (tables, next_txn_seq) = load_tables(&config)?;
+    let loaded = load_tables(&config)?;
     if let Some(http) = &http {
         http.end_recovery();
     }
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads = spawn_shards(
-        &config,
-        (addr, http.clone()),
-        &state,
-        (tables, next_txn_seq),
-        ready_tx,
-    );
+    let threads = spawn_shards(&config, (addr, http.clone()), &state, loaded, ready_tx);
     for _ in 0..config.nr_shards {
         // A closed channel means a shard thread died before reporting; its join says why.
         match ready_rx.recv() {
@@ -178,16 +173,25 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     Ok(())
 }
 
-/// The shards' tables at start, rebuilt from the logs or empty, and where
-/// cross-shard batch numbering continues.
-fn load_tables(config: &Config) -> Result<(Vec<Table>, u64), ServerError> {
+/// What the shards start from.
+struct Loaded {
+    /// Each shard's table, rebuilt from the logs or empty.
+    tables: Vec<Table>,
+    /// Where cross-shard batch numbering continues.
+    next_txn_seq: u64,
+    /// Each shard's intact log length (empty with the memory engine).
+    log_lens: Vec<u64>,
+}
+
+fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
     let limit = config.shard_memory_limit_bytes();
     if config.engine == Engine::Memory {
         tracing::info!("recovered nothing: the memory engine keeps nothing on disk");
-        return Ok((
-            (0..config.nr_shards).map(|_| Table::new(limit)).collect(),
-            0,
-        ));
+        return Ok(Loaded {
+            tables: (0..config.nr_shards).map(|_| Table::new(limit)).collect(),
+            next_txn_seq: 0,
+            log_lens: Vec::new(),
+        });
     }
     let recovered = crate::log::recover(&config.data_dir, config.nr_shards, config.salvage)?;
     tracing::info!(
@@ -200,7 +204,11 @@ fn load_tables(config: &Config) -> Result<(Vec<Table>, u64), ServerError> {
     for table in &mut tables {
         table.set_memory_limit(limit);
     }
-    Ok((tables, recovered.next_txn_seq))
+    Ok(Loaded {
+        tables,
+        next_txn_seq: recovered.next_txn_seq,
+        log_lens: recovered.log_lens,
+    })
 }
 
 fn check_memlock() -> Result<(), ServerError> {
@@ -285,7 +293,7 @@ fn spawn_shards(
     config: &Config,
     (addr, http): (SocketAddr, Option<crate::http::HttpPlan>),
     state: &Arc<ServerState>,
-    (tables, next_txn_seq): (Vec<Table>, u64),
+    loaded: Loaded,
     ready: mpsc::Sender<ReadyReport>,
 ) -> Vec<std::thread::JoinHandle<ShardEnd>> {
     let cpus = allowed_cpus();
@@ -300,7 +308,7 @@ fn spawn_shards(
     let meshes = mesh::build(config.nr_shards);
     meshes
         .into_iter()
-        .zip(tables)
+        .zip(loaded.tables)
         .enumerate()
         .map(|(i, (mesh, table))| {
             let placement = if pin {
@@ -316,9 +324,10 @@ fn spawn_shards(
                 state: state.clone(),
                 limits: connection_limits(config),
                 table,
-                next_txn_seq,
+                next_txn_seq: loaded.next_txn_seq,
                 log: (config.engine == Engine::Log).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
+                    len: loaded.log_lens[i],
                     fsync: config.fsync,
                     compact_min_bytes: config.compact_min_bytes,
                 }),
@@ -361,6 +370,8 @@ struct ShardPlan {
 /// Where a shard's log lives, how it syncs, when it is compacted.
 struct LogPlan {
     path: std::path::PathBuf,
+    /// The intact log's length, where appends continue.
+    len: u64,
     fsync: FsyncMode,
     compact_min_bytes: u64,
 }
@@ -385,7 +396,7 @@ impl LogPlan {
             .buffered_open(&self.path)
             .await
             .map_err(|e| open_error(e.to_string()))?;
-        let len = file
+        let file_size = file
             .file_size()
             .await
             .map_err(|e| open_error(e.to_string()))?;
@@ -400,7 +411,12 @@ impl LogPlan {
             }
             other => return Err(open_error(format!("unexpected file header: {other:?}"))),
         };
-        let writer = LogWriter::new(file, (len, epoch), self.fsync, shard.0);
+        let start = LogStart {
+            len: self.len,
+            file_size,
+            epoch,
+        };
+        let writer = LogWriter::new(file, start, self.fsync, shard.0);
         let state = state.clone();
         writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));
         writer.start();
