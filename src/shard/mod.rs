@@ -30,6 +30,7 @@ pub mod mesh;
 pub mod pending;
 pub mod router;
 
+use crate::log::compaction::Snapshot;
 use crate::log::format::{self, Effect};
 use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
@@ -372,20 +373,26 @@ impl Shard {
         self.table.borrow_mut().count_atomic(committed);
     }
 
-    /// The snapshot compaction writes, if this is a moment to take one: the log
-    /// is large against the live data, and no cross-shard batch is prepared here
-    /// (the table would hold its tentative writes).
-    pub fn compaction_snapshot(&self, min_bytes: u64) -> Option<crate::log::compaction::Snapshot> {
+    /// Whether the log is due for compaction: larger than `min_bytes` and more
+    /// than twice the live data, and not poisoned. Returns the live data (the
+    /// table's `memory_bytes`, which errs high), a bound on the snapshot's size.
+    pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
         let log = self.log.as_ref()?;
+        let live_bytes = self.table.borrow().stats().memory_bytes;
+        let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
+        (due && log.poisoned().is_none()).then_some(live_bytes)
+    }
+
+    /// The snapshot compaction writes, if this is a moment to take one: no
+    /// cross-shard batch is prepared here (the table would hold its tentative
+    /// writes).
+    pub fn compaction_snapshot(&self) -> Option<Snapshot> {
+        let log = self.log.as_ref()?;
+        if !self.prepared.borrow().is_empty() {
+            return None;
+        }
         let table = self.table.borrow();
-        let live_bytes = table.stats().memory_bytes;
-        if !crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes) {
-            return None;
-        }
-        if !self.prepared.borrow().is_empty() || log.poisoned().is_some() {
-            return None;
-        }
-        Some(crate::log::compaction::Snapshot {
+        Some(Snapshot {
             cut: log.appended(),
             entries: table
                 .entries()
