@@ -1,8 +1,13 @@
-//! Online compaction where it is hard: when compaction fails or the disk is
-//! nearly full. Real `corekv-server` processes with failpoints (see src/failpoint.rs)
+//! Online compaction where it is hard: with a cross-shard batch prepared on the
+//! shard being compacted, and when compaction fails or the disk is nearly
+//! full. Real `corekv-server` processes with failpoints (see src/failpoint.rs)
 //! armed over the HTTP API, killed with SIGKILL and restarted.
 //!
 //! What must hold:
+//! - a batch held between its PREPAREs and its COMMIT (or between its COMMIT
+//!   and its DECIDEs) does not stop either shard from compacting, and comes
+//!   back after kill -9 exactly as decided: committed if its COMMIT was safe,
+//!   dropped otherwise, never in part;
 //! - a compaction that fails at any step leaves no `.compact` file, leaves the
 //!   live log writable, and the next one succeeds once the fault is gone;
 //! - on a nearly full file system compaction is skipped (or fails cleanly), the
@@ -55,6 +60,111 @@ fn assert_states(client: &mut Client, expected: &[(&[u8], State)], context: &str
             String::from_utf8_lossy(key)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// A batch prepared across a compaction
+// ---------------------------------------------------------------------------
+
+/// How the held batch ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ending {
+    /// Held before its COMMIT, released, acknowledged, then kill -9.
+    CommittedThenKilled,
+    /// Held before its COMMIT and killed there: no COMMIT anywhere.
+    KilledBeforeItsCommit,
+    /// Held after its COMMIT is safe, before any DECIDE, and killed there:
+    /// recovery completes it from the COMMIT.
+    KilledAfterItsCommit,
+}
+
+/// A batch that changes, deletes and creates keys on both shards is held by a
+/// failpoint while both shards compact (each snapshot must hold the keys'
+/// committed states and the batch's share as a PREPARE); then it ends as
+/// `ending` says and the server restarts from the compacted logs.
+fn a_batch_prepared_across_compaction(ending: Ending) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let flags = ["--compact-min-bytes", SMALL_COMPACT_MIN];
+    let (mut server, http) = start(&data_dir, 2, &flags);
+    let changed_0 = key_on_shard("changed", 0, 2);
+    let deleted_0 = key_on_shard("deleted", 0, 2);
+    let changed_1 = key_on_shard("changed", 1, 2);
+    let created_1 = key_on_shard("created", 1, 2);
+    let mut client = server.client();
+    for key in [&changed_0, &deleted_0, &changed_1] {
+        client.set(key, value("before")).expect("SET");
+    }
+    let failpoint = match ending {
+        Ending::KilledAfterItsCommit => "txn::before_decide",
+        _ => "txn::before_commit",
+    };
+    arm_failpoint(http, failpoint, "return");
+    let batch = Request::Atomic(vec![
+        Request::Set(changed_0.clone(), value("batch")),
+        Request::Del(deleted_0.clone()),
+        Request::Set(changed_1.clone(), value("batch")),
+        Request::Set(created_1.clone(), value("batch")),
+    ]);
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    wait_for_line(&mut server, &[&format!("failpoint {failpoint} holds txn")]);
+    // Both shards hold the batch's keys while they compact.
+    let fillers: Vec<_> = (0..2)
+        .map(|shard| force_compaction(&mut server, &mut client, shard, 2))
+        .collect();
+    let context = format!("{ending:?}");
+    if ending == Ending::CommittedThenKilled {
+        arm_failpoint(http, failpoint, "");
+        let reply = batch_reply.join().expect("batch client");
+        assert_eq!(reply.expect("the batch commits"), [], "{context}");
+    }
+    drop(client);
+    server.stop_with(libc::SIGKILL);
+    let (mut server, _) = start(&data_dir, 2, &flags);
+    let before = Some((value("before"), 1));
+    let batch = Some((value("batch"), 2));
+    let expected: Vec<(&[u8], State)> = match ending {
+        Ending::KilledBeforeItsCommit => vec![
+            (&changed_0, before.clone()),
+            (&deleted_0, before.clone()),
+            (&changed_1, before),
+            (&created_1, None),
+        ],
+        _ => vec![
+            (&changed_0, batch.clone()),
+            (&deleted_0, None),
+            (&changed_1, batch),
+            (&created_1, Some((value("batch"), 1))),
+        ],
+    };
+    let mut client = server.client();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_states(&mut client, &expected, &context);
+        for (filler, filler_value, version) in &fillers {
+            let filler_state = Some((filler_value.clone(), *version));
+            assert_states(&mut client, &[(filler, filler_state)], &context);
+        }
+    }));
+    if let Err(panic) = checked {
+        eprintln!("server stderr after the restart:\n{}", server.stderr());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+#[test]
+fn a_batch_prepared_while_both_shards_compact_commits_whole_after_kill_9() {
+    a_batch_prepared_across_compaction(Ending::CommittedThenKilled);
+}
+
+#[test]
+fn a_batch_still_prepared_at_kill_9_after_both_shards_compacted_is_dropped_whole() {
+    a_batch_prepared_across_compaction(Ending::KilledBeforeItsCommit);
+}
+
+#[test]
+fn a_batch_committed_but_undecided_at_kill_9_after_both_shards_compacted_is_completed() {
+    a_batch_prepared_across_compaction(Ending::KilledAfterItsCommit);
 }
 
 // ---------------------------------------------------------------------------

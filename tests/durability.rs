@@ -11,6 +11,8 @@
 //!   nothing and never stops a shard (a server that printed a panic fails
 //!   every test, whatever signal ends it);
 //! - a cross-shard ATOMIC is recovered all or nothing, whatever the instant;
+//! - under steady cross-shard batches every shard keeps compacting: its log
+//!   stays within a bound of its live data;
 //! - a torn tail (a cut record, zero padding, garbage) is cut with a warning;
 //!   damage followed by intact records refuses the start and changes no byte,
 //!   unless `--salvage`;
@@ -618,9 +620,8 @@ fn plan_batch(
     rng: &mut StdRng,
     keys: &[Vec<u8>],
     state: &KeyState,
-    id: i64,
+    value: Value,
 ) -> (Request, Vec<Element>, KeyState) {
-    let value = Value::from(id);
     let written = state.after_write(value.clone());
     let (requests, expected, after): (Vec<Request>, Vec<Element>, KeyState) =
         match rng.gen_range(0..100) {
@@ -683,27 +684,60 @@ fn same_reply(reply: &[Element], expected: &[Element]) -> bool {
         })
 }
 
+/// What one batch worker sends.
+#[derive(Clone, Copy)]
+struct BatchLoad {
+    /// Batch ids (the values written) continue from here: unique per worker.
+    first_id: i64,
+    seed: u64,
+    /// Bursts of one or two pipelined batches, at most (the kill normally ends
+    /// the worker first).
+    max_bursts: usize,
+    /// Bytes added to each value, to make the log grow faster.
+    value_padding: usize,
+}
+
+impl BatchLoad {
+    fn new(first_id: i64, seed: u64) -> BatchLoad {
+        BatchLoad {
+            first_id,
+            seed,
+            max_bursts: CRASH_MAX_BURSTS,
+            value_padding: 0,
+        }
+    }
+
+    /// The value batch `id` writes: the id, padded as asked.
+    fn value(&self, id: i64) -> Value {
+        match self.value_padding {
+            0 => Value::from(id),
+            n => Value::Array(vec![Value::from(id), Value::Binary(vec![b'.'; n])]),
+        }
+    }
+}
+
 /// Runs ATOMIC batches on the worker's groups, pipelining up to two messages,
-/// until the connection dies; returns what it knows of each group.
+/// until the connection dies or `load.max_bursts`; returns what it knows of
+/// each group.
 fn batch_worker(
     mut client: Client,
     groups: &[Vec<Vec<u8>>],
     mut tracks: Vec<Track>,
-    first_id: i64,
-    seed: u64,
+    load: BatchLoad,
     who: &str,
     killed: &AtomicBool,
 ) -> Vec<Track> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut id = first_id;
-    for _ in 0..CRASH_MAX_BURSTS {
+    let mut rng = StdRng::seed_from_u64(load.seed);
+    let mut id = load.first_id;
+    for _ in 0..load.max_bursts {
         let mut messages = Vec::new();
         let mut plans = Vec::new();
         for _ in 0..rng.gen_range(1..=2) {
             let group = rng.gen_range(0..groups.len());
             id += 1;
+            let state = tracks[group].current();
             let (batch, expected, after) =
-                plan_batch(&mut rng, &groups[group], tracks[group].current(), id);
+                plan_batch(&mut rng, &groups[group], state, load.value(id));
             tracks[group].unconfirmed.push_back(after);
             messages.push(vec![batch]);
             plans.push((group, expected));
@@ -783,15 +817,8 @@ fn cross_shard_batches_are_all_or_nothing_after_kill_9_at_random_moments() {
                     let worker_seed = seed ^ ((cycle as u64) << 32) ^ (w as u64 + 1);
                     scope.spawn(move || {
                         let who = format!("cycle={cycle} {mode} worker={w}");
-                        batch_worker(
-                            client,
-                            groups,
-                            worker_tracks,
-                            first_id,
-                            worker_seed,
-                            &who,
-                            killed,
-                        )
+                        let load = BatchLoad::new(first_id, worker_seed);
+                        batch_worker(client, groups, worker_tracks, load, &who, killed)
                     })
                 })
                 .collect();
@@ -814,6 +841,175 @@ fn cross_shard_batches_are_all_or_nothing_after_kill_9_at_random_moments() {
                 eprintln!("server stderr after the restart:\n{}", server.stderr());
                 std::panic::resume_unwind(panic);
             }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2b. Compaction under steady cross-shard batches
+// ---------------------------------------------------------------------------
+
+const STEADY_SHARDS: usize = 2;
+/// Enough clients that some batch is nearly always prepared on shard 0.
+const STEADY_WORKERS: usize = 8;
+/// 8 workers × 2 groups × 4 keys: 64 keys, 32 on each shard, every batch on both.
+const STEADY_GROUPS_PER_WORKER: usize = 2;
+/// Bursts of 1–2 batches per worker in the bounded run: about 5,400 batches,
+/// which append about 20 MB to shard 0's log (most write two 2 KiB values
+/// there), five times the bound below if shard 0 does not compact.
+const STEADY_BURSTS: usize = 450;
+const STEADY_VALUE_PADDING: usize = 2048;
+const STEADY_COMPACT_MIN: &str = "1MiB";
+/// The bound on shard 0's log. It is due for compaction once over 1 MiB (twice
+/// its live data, about 150 KB, is less) and checked every 100 ms, so it can
+/// overshoot by what the load appends in one check period plus one compaction
+/// (a snapshot of ~80 KB). This load appends about 0.2 MB per 100 ms here:
+/// the log peaked at 1.3 MB in runs with batches in flight compacted, and at
+/// 11–18 MB when shard 0 waited for a moment with no batch prepared. 4 MiB
+/// leaves room for a machine many times faster.
+const STEADY_MAX_LOG_BYTES: u64 = 4 << 20;
+
+/// Runs one batch worker per client until `load` ends them (or the kill), with shard 0's log size sampled all along; returns the
+/// workers' tracks and the largest size seen.
+fn steady_batches(
+    clients: Vec<Client>,
+    data_dir: &Path,
+    groups: &[Vec<Vec<Vec<u8>>>],
+    tracks: Vec<Vec<Track>>,
+    load: impl Fn(usize) -> BatchLoad + Sync,
+    killed: &AtomicBool,
+) -> (Vec<Vec<Track>>, u64) {
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let (done, load) = (&done, &load);
+        let monitor = scope.spawn(move || {
+            let mut largest = 0;
+            // Bounded by count: 200,000 × 5 ms is far longer than any run.
+            for _ in 0..200_000 {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(meta) = std::fs::metadata(log_path(data_dir, 0)) {
+                    largest = largest.max(meta.len());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            largest
+        });
+        let workers: Vec<_> = clients
+            .into_iter()
+            .zip(tracks)
+            .enumerate()
+            .map(|(w, (client, worker_tracks))| {
+                let groups = &groups[w];
+                scope.spawn(move || {
+                    let who = format!("steady worker {w}");
+                    batch_worker(client, groups, worker_tracks, load(w), &who, killed)
+                })
+            })
+            .collect();
+        let tracks = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker"))
+            .collect();
+        done.store(true, Ordering::SeqCst);
+        (tracks, monitor.join().expect("monitor"))
+    })
+}
+
+/// Under steady cross-shard ATOMIC load some batch is always prepared on shard
+/// 0 (the lowest shard is prepared first in every batch). Compaction must not
+/// wait for a moment with none: shard 0's log stays within a bound of its live
+/// data and shard 0 compacts while the load runs. Then a kill -9 at a random
+/// moment of the same load leaves every batch whole or absent.
+#[test]
+fn compaction_keeps_up_with_steady_cross_shard_batches_and_kill_9_leaves_them_whole() {
+    let seed = test_seed("compaction_keeps_up_with_steady_cross_shard_batches");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = [
+        "--fsync",
+        "always",
+        "--compact-min-bytes",
+        STEADY_COMPACT_MIN,
+    ];
+    let groups: Vec<Vec<Vec<Vec<u8>>>> = (0..STEADY_WORKERS)
+        .map(|w| {
+            (0..STEADY_GROUPS_PER_WORKER)
+                .map(|g| {
+                    keys_on_every_shard(&format!("steady-w{w}-g{g}"), KEYS_PER_GROUP, STEADY_SHARDS)
+                })
+                .collect()
+        })
+        .collect();
+    let tracks = vec![vec![Track::new(); STEADY_GROUPS_PER_WORKER]; STEADY_WORKERS];
+    let mut server = start_log(&data_dir, STEADY_SHARDS, &flags);
+    let never_killed = AtomicBool::new(false);
+    let bounded = |w: usize| BatchLoad {
+        max_bursts: STEADY_BURSTS,
+        value_padding: STEADY_VALUE_PADDING,
+        ..BatchLoad::new((w as i64) << 32, seed ^ (w as u64 + 1))
+    };
+    let clients = (0..STEADY_WORKERS).map(|_| server.client()).collect();
+    let (mut tracks, largest) =
+        steady_batches(clients, &data_dir, &groups, tracks, bounded, &never_killed);
+    let stderr = server.stderr();
+    let compacted = |shard: usize| {
+        let file = format!("shard-{shard}.log: ");
+        stderr
+            .lines()
+            .filter(|l| l.contains("compacted ") && l.contains(&file))
+            .count()
+    };
+    eprintln!(
+        "shard 0's log reached {largest} bytes at most; compactions: shard 0 {}, shard 1 {}",
+        compacted(0),
+        compacted(1)
+    );
+    assert!(
+        compacted(0) > 0 && largest <= STEADY_MAX_LOG_BYTES,
+        "shard 0's log reached {largest} bytes (bound {STEADY_MAX_LOG_BYTES}) and shard 0 \
+         compacted {} times under steady cross-shard batches:\n{stderr}",
+        compacted(0)
+    );
+    let mut client = server.client();
+    for (w, worker_tracks) in tracks.iter_mut().enumerate() {
+        check_groups(
+            &mut client,
+            &groups[w],
+            worker_tracks,
+            &format!("worker {w}, live"),
+        );
+    }
+    drop(client);
+
+    // The same load, killed at a random moment.
+    let killed = AtomicBool::new(false);
+    let delay = Duration::from_millis(rng.gen_range(100..1500));
+    let unbounded = |w: usize| BatchLoad {
+        value_padding: STEADY_VALUE_PADDING,
+        ..BatchLoad::new(((STEADY_WORKERS + w) as i64) << 32, seed ^ (w as u64 + 101))
+    };
+    let clients: Vec<Client> = (0..STEADY_WORKERS).map(|_| server.client()).collect();
+    let mut tracks = std::thread::scope(|scope| {
+        let (data_dir, groups, killed) = (&data_dir, &groups, &killed);
+        let run = scope
+            .spawn(move || steady_batches(clients, data_dir, groups, tracks, unbounded, killed).0);
+        std::thread::sleep(delay);
+        killed.store(true, Ordering::SeqCst);
+        stop(&mut server, libc::SIGKILL);
+        run.join().expect("steady run")
+    });
+    let mut server = start_log(&data_dir, STEADY_SHARDS, &flags);
+    let mut client = server.client();
+    for (w, worker_tracks) in tracks.iter_mut().enumerate() {
+        let context = format!("worker {w}, after kill -9 at {delay:?}");
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_groups(&mut client, &groups[w], worker_tracks, &context)
+        }));
+        if let Err(panic) = checked {
+            eprintln!("server stderr after the restart:\n{}", server.stderr());
+            std::panic::resume_unwind(panic);
         }
     }
 }

@@ -5,10 +5,9 @@
 //!
 //! 1. *Snapshot* (synchronous, on the shard, `Shard::compaction_snapshot`):
 //!    remember the log position `cut` and take the table's entries —
-//!    references, not copies of values. Only done when no cross-shard batch is
-//!    prepared here, so the table holds no tentative writes. COMMIT records of
-//!    batches still being confirmed by their participants are carried into the
-//!    snapshot (recovery may need them).
+//!    references, not copies of values. COMMIT records of batches still being
+//!    confirmed by their participants are carried into the snapshot (recovery
+//!    may need them).
 //! 2. *Write* the snapshot to `shard-<i>.log.compact`, in chunks, yielding
 //!    between them: requests keep running and appending to the old log.
 //! 3. *Switch* ([`LogWriter::switch_file`]): the records appended after `cut`
@@ -18,6 +17,43 @@
 //!
 //! A crash at any point leaves either the old log or the new one under the
 //! log's name; a leftover `.compact` file is deleted at the next start.
+//!
+//! # Cross-shard batches in flight
+//!
+//! A snapshot can be taken while cross-shard batches are prepared on the shard
+//! (under steady ATOMIC load some always are). Their writes are tentative: in
+//! the table, but decided only later. The snapshot file holds, in order:
+//!
+//! ```text
+//! COMMIT …    batches this shard coordinates whose participants have not all
+//!             confirmed their DECIDE as safe
+//! PUT …       the committed state: every key, and for a key a prepared batch
+//!             holds, its value and version before the batch (its undo log);
+//!             a key the batch created is left out
+//! PREPARE …   one per batch prepared at `cut`: the state its share gave its
+//!             keys (value and version, or DEL for a key it deleted)
+//! ```
+//!
+//! followed by the records appended after `cut`. Replaying it gives exactly
+//! what replaying the old log would have, in each case:
+//!
+//! - *Prepared before the cut, decided after it.* Its DECIDE is in the copied
+//!   tail: replay holds the snapshot's PREPARE aside, then applies it (commit)
+//!   over the PUTs of the old values, or drops it (abort), leaving them.
+//! - *Prepared and undecided at a crash.* The snapshot's PREPARE has no DECIDE:
+//!   recovery resolves it as it would the original, by the coordinator's COMMIT
+//!   record — committed if found, dropped otherwise. The COMMIT cannot have
+//!   been compacted away meanwhile: the coordinator carries it until this
+//!   shard confirms a DECIDE that is safe.
+//! - *PREPARE appended before the cut but not yet safe.* The participant votes
+//!   yes only once its PREPARE is safe, in whichever file: the old one (synced
+//!   by the flusher before the switch) or the new one, which is fdatasync-ed
+//!   before it takes the log's name, with the PREPARE in it. A crash before the
+//!   vote leaves no COMMIT anywhere, so either file's PREPARE is dropped.
+//!
+//! A batch prepared after the cut has all its records in the copied tail, and
+//! one decided before the cut has none in the snapshot: only its outcome is in
+//! the PUTs.
 //!
 //! # When compaction cannot run
 //!
@@ -31,6 +67,7 @@
 //! [`room_needed`] for the snapshot ([`free_bytes`]).
 
 use super::format::{self, Effect};
+use super::replay::OwnedEffect;
 use super::LogWriter;
 use crate::failpoint;
 use crate::txn::TxnId;
@@ -69,9 +106,19 @@ pub type SnapshotEntry = (Box<[u8]>, Arc<[u8]>, u64);
 /// The shard's state at `cut`, ready to be written without the table.
 pub struct Snapshot {
     pub cut: u64,
+    /// The committed state: a prepared batch's keys as they were before it.
     pub entries: Vec<SnapshotEntry>,
     /// COMMIT records still needed by a participant's recovery.
     pub commits: Vec<TxnId>,
+    /// Batches prepared here and undecided at `cut`.
+    pub prepared: Vec<PreparedShare>,
+}
+
+/// A batch prepared on this shard and undecided at the snapshot: its keys as
+/// its share left them, carried forward as a PREPARE record.
+pub struct PreparedShare {
+    pub txn: TxnId,
+    pub effects: Vec<OwnedEffect>,
 }
 
 /// Free bytes a compaction needs before it starts, for a shard whose live
@@ -184,8 +231,32 @@ async fn write_snapshot(
             glommio::yield_if_needed().await;
         }
     }
+    // After the PUTs: replay applies a committed share over the old values.
+    for share in &snapshot.prepared {
+        let effects: Vec<Effect<'_>> = share.effects.iter().map(borrowed).collect();
+        format::write_prepare(&mut chunk, share.txn, &effects);
+        if chunk.len() >= CHUNK_BYTES {
+            offset += write_chunk(file, &mut chunk, offset, scope).await?;
+            glommio::yield_if_needed().await;
+        }
+    }
     offset += write_chunk(file, &mut chunk, offset, scope).await?;
     Ok(offset)
+}
+
+fn borrowed(effect: &OwnedEffect) -> Effect<'_> {
+    match effect {
+        OwnedEffect::Put {
+            key,
+            version,
+            value,
+        } => Effect::Put {
+            key,
+            version: *version,
+            value,
+        },
+        OwnedEffect::Del { key } => Effect::Del { key },
+    }
 }
 
 async fn write_chunk(
