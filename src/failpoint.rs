@@ -12,6 +12,14 @@
 //! (`log::fdatasync@1`). An armed failpoint whose action is `return` makes the
 //! call fail with an I/O error naming it; `return(ENOSPC)` fails it the way a
 //! full disk does.
+//!
+//! Two failpoints do not fail a call but *hold* a cross-shard batch at a step
+//! of two-phase commit ([`hold_while_armed`]): `txn::before_commit` (every
+//! participant voted yes, the COMMIT is not logged yet) and `txn::before_decide`
+//! (the COMMIT is safe, no participant told yet). Armed with `return`, they
+//! hold the coordinator's task until disarmed, while its shard keeps serving.
+//! (The `fail` crate's own `pause` and `sleep` actions block the whole shard's
+//! thread; do not use them.)
 
 use std::io;
 
@@ -28,22 +36,56 @@ pub const NAMES: &[&str] = &[
     "recovery::fdatasync",
     "recovery::rename",
     "datadir::marker",
+    "txn::before_commit",
+    "txn::before_decide",
 ];
+
+/// The argument of failpoint `name@scope` or else `name`, if armed ("" for a
+/// bare `return`).
+#[cfg(feature = "failpoints")]
+fn hit(name: &str, scope: Option<usize>) -> Option<String> {
+    let armed = |name: &str| fail::eval(name, |arg| arg).map(|arg| arg.unwrap_or_default());
+    match scope {
+        Some(scope) => armed(&format!("{name}@{scope}")).or_else(|| armed(name)),
+        None => armed(name),
+    }
+}
 
 /// Fails with an I/O error if failpoint `name` (or `name@scope`) is armed.
 #[cfg(feature = "failpoints")]
 pub fn check(name: &str, scope: Option<usize>) -> io::Result<()> {
-    let armed = |name: &str| fail::eval(name, |arg| arg).map(|arg| arg.unwrap_or_default());
-    let hit = match scope {
-        Some(scope) => armed(&format!("{name}@{scope}")).or_else(|| armed(name)),
-        None => armed(name),
-    };
-    match hit {
+    match hit(name, scope) {
         None => Ok(()),
         Some(arg) if arg == "ENOSPC" => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
         Some(_) => Err(io::Error::other(format!("failpoint {name} fired"))),
     }
 }
+
+/// How often a held task looks whether its failpoint was disarmed.
+#[cfg(feature = "failpoints")]
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Holds the calling task while failpoint `name` (or `name@scope`) is armed,
+/// logging `failpoint NAME holds WHAT` when it starts (tests wait for that
+/// line) and `… releases WHAT` when it ends. Only this task waits: it polls,
+/// so its shard keeps serving meanwhile. Each poll consumes one count of a
+/// counted action (`3*return` holds for three polls).
+#[cfg(feature = "failpoints")]
+pub async fn hold_while_armed(name: &str, scope: Option<usize>, what: &dyn std::fmt::Display) {
+    if hit(name, scope).is_none() {
+        return;
+    }
+    tracing::info!("failpoint {name} holds {what}");
+    while hit(name, scope).is_some() {
+        glommio::timer::sleep(HOLD_POLL).await;
+    }
+    tracing::info!("failpoint {name} releases {what}");
+}
+
+/// Without the `failpoints` feature nothing is armed, ever.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub async fn hold_while_armed(_name: &str, _scope: Option<usize>, _what: &dyn std::fmt::Display) {}
 
 /// Without the `failpoints` feature nothing is armed, ever.
 #[cfg(not(feature = "failpoints"))]

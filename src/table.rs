@@ -123,6 +123,13 @@ impl TableStats {
 #[derive(Debug, Clone)]
 pub struct Prior(Option<(Arc<[u8]>, u64)>);
 
+impl Prior {
+    /// The value and version the key had, or None if it was absent.
+    pub fn state(&self) -> Option<(&Arc<[u8]>, u64)> {
+        self.0.as_ref().map(|(value, version)| (value, *version))
+    }
+}
+
 /// What a request changed, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

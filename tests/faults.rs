@@ -5,24 +5,20 @@
 //! other shards keep serving, and after a restart nothing acknowledged is lost.
 //! A final sync that fails at shutdown makes the exit status non-zero, with
 //! the shard and what may not be on stable storage named.
+//! A participant whose DECIDE record failed keeps its batch's COMMIT record
+//! alive on the coordinator, through compaction, until the restart.
 
 mod common;
 
-use common::{arm_failpoint, http_addr, http_request, key_on_shard, TestServer};
-use corekv::client::{Client, ClientError};
+use common::{
+    arm_failpoint, force_compaction, http_request, key_on_shard, start_log_with_http as start,
+    wait_for_line, TestServer,
+};
+use corekv::client::{Client, ClientError, Request};
+use corekv::shard::ShardId;
+use corekv::txn::TxnId;
 use rmpv::Value;
-use std::net::SocketAddr;
 use std::path::Path;
-
-/// A log-engine server with the HTTP API (failpoints are armed through it).
-fn start(data_dir: &Path, nr_shards: usize, extra: &[&str]) -> (TestServer, SocketAddr) {
-    let mut args = vec!["--engine", "log", "--http-addr", "127.0.0.1:0"];
-    args.extend_from_slice(extra);
-    let mut server = TestServer::start_in(data_dir, nr_shards, &args)
-        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"));
-    let http = http_addr(&mut server);
-    (server, http)
-}
 
 fn assert_ioerr(result: Result<(), ClientError>, what: &str) {
     match result {
@@ -186,4 +182,109 @@ fn health_is_503_from_every_shard_once_one_shards_log_is_poisoned() {
         answered_by.iter().all(|&n| n > 0),
         "one shard answered every probe: {answered_by:?}"
     );
+}
+
+/// The batch a `txn::…` failpoint holds, from its log line
+/// `failpoint NAME holds txn C.SEQ`.
+fn held_txn(line: &str) -> TxnId {
+    let parsed = line.split("holds txn ").nth(1).and_then(|txn| {
+        let (coordinator, seq) = txn.trim().split_once('.')?;
+        Some(TxnId {
+            coordinator: ShardId(coordinator.parse().ok()?),
+            seq: seq.parse().ok()?,
+        })
+    });
+    parsed.unwrap_or_else(|| panic!("no transaction id in {line:?}"))
+}
+
+/// What a power loss may do after a failed fdatasync: the participant's log
+/// loses its last, unsynced record, which must be the DECIDE of `txn`.
+fn lose_unsynced_decide(log: &Path, txn: TxnId) {
+    use corekv::log::format::{parse_file, Record};
+    let bytes = std::fs::read(log).expect("read the participant's log");
+    let (_, records, _) = parse_file(&bytes).expect("a log file");
+    let (start, last) = records.last().expect("the participant logged something");
+    assert!(
+        matches!(last, Record::Decide { txn: decided, commit: true } if *decided == txn),
+        "{} does not end with the DECIDE of {txn}: {last:?}",
+        log.display()
+    );
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .expect("open the participant's log");
+    file.set_len(*start as u64).expect("cut the DECIDE");
+}
+
+/// A cross-shard batch commits (its COMMIT is safe on the coordinator C), but
+/// the other participant P fails to log its DECIDE; the batch is acknowledged.
+/// C then compacts. After kill -9, P's share has a PREPARE and no DECIDE, and
+/// recovery completes it only if C's log still holds the COMMIT.
+fn a_failed_decide_keeps_the_commit(failpoint: &str) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let flags = ["--compact-min-bytes", "64KiB"];
+    let (mut server, http) = start(&data_dir, 2, &flags);
+    let keys = [key_on_shard("batch", 0, 2), key_on_shard("batch", 1, 2)];
+    let batch = Request::Atomic(
+        keys.iter()
+            .map(|k| Request::Set(k.clone(), value("batch")))
+            .collect(),
+    );
+    // Hold the batch once every participant's PREPARE is safe: P's log must
+    // fail only for the DECIDE.
+    arm_failpoint(http, "txn::before_commit", "return");
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    let txn = held_txn(&wait_for_line(
+        &mut server,
+        &["failpoint txn::before_commit holds"],
+    ));
+    let coordinator = txn.coordinator.0;
+    let participant = 1 - coordinator;
+    arm_failpoint(http, &format!("{failpoint}@{participant}"), "return");
+    arm_failpoint(http, "txn::before_commit", "");
+    let reply = batch_reply.join().expect("batch client");
+    assert_eq!(
+        reply.expect("the batch is acknowledged: its COMMIT is safe"),
+        [],
+        "{failpoint}@{participant}"
+    );
+    let mut client = server.client();
+    let (filler, filler_value, filler_version) =
+        force_compaction(&mut server, &mut client, coordinator, 2);
+    drop(client);
+    server.stop_with(libc::SIGKILL);
+    if failpoint == "log::fdatasync" {
+        let log = data_dir.join(format!("log/shard-{participant}.log"));
+        lose_unsynced_decide(&log, txn);
+    }
+    let (server, _) = start(&data_dir, 2, &flags);
+    let mut client = server.client();
+    for (shard, key) in keys.iter().enumerate() {
+        assert_eq!(
+            client.getv(key).expect("GETV"),
+            Some((value("batch"), 1)),
+            "{failpoint}@{participant}: the acknowledged batch's write on shard {shard} (coordinator \
+             {coordinator}) is lost: the COMMIT record was compacted away before the participant's \
+             DECIDE was safe"
+        );
+    }
+    assert_eq!(
+        client.getv(&filler).expect("GETV"),
+        Some((filler_value, filler_version))
+    );
+}
+
+#[test]
+fn a_participant_whose_decide_write_failed_gets_its_share_back_after_compaction_and_kill_9() {
+    // The DECIDE never reaches the participant's file.
+    a_failed_decide_keeps_the_commit("log::write");
+}
+
+#[test]
+fn a_participant_whose_decide_sync_failed_gets_its_share_back_after_compaction_and_a_power_loss() {
+    // The DECIDE is written but not synced: kill -9 keeps it (the page cache
+    // outlives the process), a power loss may not, and the test then cuts it.
+    a_failed_decide_keeps_the_commit("log::fdatasync");
 }

@@ -230,7 +230,9 @@ fn record_image(path: &Path) -> Vec<u8> {
         },
     );
     match format::read_file_header(&bytes) {
-        FileStart::Header(Framing::Epoch(epoch)) => format::stamp(&mut image, epoch),
+        FileStart::Header(Framing::Epoch(epoch)) => {
+            format::stamp(&mut image, epoch);
+        }
         // A corekv 0.1 log: 8-byte record headers.
         _ => {
             image.drain(8..12);

@@ -3,22 +3,71 @@
 //! atomically, so the log stays within a small factor of the live data however
 //! often keys are overwritten.
 //!
-//! 1. *Snapshot* (synchronous, on the shard): remember the log position `cut`
-//!    and take the table's entries — references, not copies of values. Only done
-//!    when no cross-shard batch is prepared here, so the table holds no
-//!    tentative writes. COMMIT records of batches still being confirmed by their
-//!    participants are carried into the snapshot (recovery may need them).
-//! 2. *Write* the snapshot as PUT records to `shard-<i>.log.compact`, in chunks,
-//!    yielding between them: requests keep running and appending to the old log.
+//! 1. *Snapshot* (synchronous, on the shard, `Shard::compaction_snapshot`):
+//!    remember the log position `cut` and take the table's entries —
+//!    references, not copies of values. COMMIT records of batches still being
+//!    confirmed by their participants are carried into the snapshot (recovery
+//!    may need them).
+//! 2. *Write* the snapshot to `shard-<i>.log.compact`, in chunks, yielding
+//!    between them: requests keep running and appending to the old log.
 //! 3. *Switch* ([`LogWriter::switch_file`]): the records appended after `cut`
 //!    are copied behind the snapshot, the new file is fdatasync-ed and renamed
 //!    over `shard-<i>.log` (atomic), and appends continue in it. Only this step
-//!    makes requests wait.
+//!    makes requests wait. Then the directory is synced.
 //!
 //! A crash at any point leaves either the old log or the new one under the
 //! log's name; a leftover `.compact` file is deleted at the next start.
+//!
+//! # Cross-shard batches in flight
+//!
+//! A snapshot can be taken while cross-shard batches are prepared on the shard
+//! (under steady ATOMIC load some always are). Their writes are tentative: in
+//! the table, but decided only later. The snapshot file holds, in order:
+//!
+//! ```text
+//! COMMIT …    batches this shard coordinates whose participants have not all
+//!             confirmed their DECIDE as safe
+//! PUT …       the committed state: every key, and for a key a prepared batch
+//!             holds, its value and version before the batch (its undo log);
+//!             a key the batch created is left out
+//! PREPARE …   one per batch prepared at `cut`: the state its share gave its
+//!             keys (value and version, or DEL for a key it deleted)
+//! ```
+//!
+//! followed by the records appended after `cut`. Replaying it gives exactly
+//! what replaying the old log would have, in each case:
+//!
+//! - *Prepared before the cut, decided after it.* Its DECIDE is in the copied
+//!   tail: replay holds the snapshot's PREPARE aside, then applies it (commit)
+//!   over the PUTs of the old values, or drops it (abort), leaving them.
+//! - *Prepared and undecided at a crash.* The snapshot's PREPARE has no DECIDE:
+//!   recovery resolves it as it would the original, by the coordinator's COMMIT
+//!   record — committed if found, dropped otherwise. The COMMIT cannot have
+//!   been compacted away meanwhile: the coordinator carries it until this
+//!   shard confirms a DECIDE that is safe.
+//! - *PREPARE appended before the cut but not yet safe.* The participant votes
+//!   yes only once its PREPARE is safe, in whichever file: the old one (synced
+//!   by the flusher before the switch) or the new one, which is fdatasync-ed
+//!   before it takes the log's name, with the PREPARE in it. A crash before the
+//!   vote leaves no COMMIT anywhere, so either file's PREPARE is dropped.
+//!
+//! A batch prepared after the cut has all its records in the copied tail, and
+//! one decided before the cut has none in the snapshot: only its outcome is in
+//! the PUTs.
+//!
+//! # When compaction cannot run
+//!
+//! A compaction that fails (a write refused, the disk full, a failed sync or
+//! rename) removes its `.compact` file at once and changes nothing else: the
+//! old log stays in use and writable, and no record is lost (the writer puts
+//! back what it took for the switch). Only a failed *directory* sync after
+//! the rename is different: the new file is already the log, so it stays in
+//! use ([`CompactionError::DirectoryNotSynced`]) and the caller retries the
+//! directory sync. Before starting, the caller checks the file system has
+//! [`room_needed`] for the snapshot ([`free_bytes`]).
 
 use super::format::{self, Effect};
+use super::replay::OwnedEffect;
 use super::LogWriter;
 use crate::failpoint;
 use crate::txn::TxnId;
@@ -27,6 +76,23 @@ use std::sync::Arc;
 
 /// Snapshot bytes written per chunk before yielding to requests.
 const CHUNK_BYTES: usize = 1 << 20;
+/// Free space a compaction leaves for everything else, beyond the snapshot and
+/// its share of growth (see [`room_needed`]).
+const ROOM_MARGIN_BYTES: u64 = 1 << 20;
+
+/// Why a compaction did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    /// Nothing changed: the old log is in use, and the partial `.compact` file
+    /// has been removed.
+    #[error("{0}; the log is unchanged and the partial snapshot removed")]
+    Abandoned(std::io::Error),
+    /// The new file replaced the log and is in use, but the directory sync
+    /// that makes the rename survive a power loss failed: retry it
+    /// ([`sync_log_dir`]).
+    #[error("the new file replaced the log, but syncing the log directory failed ({0}); retrying")]
+    DirectoryNotSynced(std::io::Error),
+}
 
 /// When a log is worth compacting: larger than `min_bytes` and more than twice
 /// the live data (the table's size estimate, which errs high).
@@ -37,11 +103,44 @@ pub fn should_compact(file_len: u64, live_bytes: u64, min_bytes: u64) -> bool {
 /// One entry of a snapshot: key, value, version.
 pub type SnapshotEntry = (Box<[u8]>, Arc<[u8]>, u64);
 
-/// The table's contents at `cut`, ready to be written without the table.
+/// The shard's state at `cut`, ready to be written without the table.
 pub struct Snapshot {
     pub cut: u64,
+    /// The committed state: a prepared batch's keys as they were before it.
     pub entries: Vec<SnapshotEntry>,
+    /// COMMIT records still needed by a participant's recovery.
     pub commits: Vec<TxnId>,
+    /// Batches prepared here and undecided at `cut`.
+    pub prepared: Vec<PreparedShare>,
+}
+
+/// A batch prepared on this shard and undecided at the snapshot: its keys as
+/// its share left them, carried forward as a PREPARE record.
+pub struct PreparedShare {
+    pub txn: TxnId,
+    pub effects: Vec<OwnedEffect>,
+}
+
+/// Free bytes a compaction needs before it starts, for a shard whose live
+/// data is `live_bytes` (the table's estimate, which is larger than the PUT
+/// records of the snapshot): the snapshot, a quarter more for the records
+/// appended while it is written (copied behind it, so on disk twice until the
+/// old file goes), and a fixed margin so the live log can keep growing.
+pub fn room_needed(live_bytes: u64) -> u64 {
+    live_bytes + live_bytes / 4 + ROOM_MARGIN_BYTES
+}
+
+/// Bytes an unprivileged process may still write on the file system holding
+/// `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: statvfs reads a NUL-terminated path and fills the struct we pass.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
 }
 
 /// The temporary file a shard's compaction writes.
@@ -50,9 +149,27 @@ pub fn compact_path(log_path: &Path) -> PathBuf {
 }
 
 /// Writes `snapshot` to a new file and switches `log` to it. Returns the new
-/// file's size.
-pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> std::io::Result<u64> {
+/// file's size. On failure the partial file is removed before returning.
+pub async fn compact(
+    log: &LogWriter,
+    log_path: &Path,
+    snapshot: Snapshot,
+) -> Result<u64, CompactionError> {
     let tmp = compact_path(log_path);
+    if let Err(e) = write_and_switch(log, log_path, &tmp, snapshot).await {
+        remove_partial(&tmp);
+        return Err(CompactionError::Abandoned(e));
+    }
+    sync_log_dir(log_path, log.shard()).map_err(CompactionError::DirectoryNotSynced)?;
+    Ok(log.file_len())
+}
+
+async fn write_and_switch(
+    log: &LogWriter,
+    log_path: &Path,
+    tmp: &Path,
+    snapshot: Snapshot,
+) -> std::io::Result<()> {
     let scope = Some(log.shard());
     failpoint::check("compaction::create", scope)?;
     let file = glommio::io::OpenOptions::new()
@@ -60,21 +177,37 @@ pub async fn compact(log: &LogWriter, log_path: &Path, snapshot: Snapshot) -> st
         .read(true)
         .create(true)
         .truncate(true)
-        .buffered_open(&tmp)
+        .buffered_open(tmp)
         .await
         .map_err(std::io::Error::from)?;
     let epoch = super::new_epoch();
     let snapshot_len = write_snapshot(&file, &snapshot, epoch, scope).await?;
+    // The rename is the switch: from here the new file is the log.
     let install = async {
         failpoint::check("compaction::rename", scope)?;
-        std::fs::rename(&tmp, log_path)?;
-        let dir = log_path.parent().unwrap_or(Path::new("."));
-        failpoint::check("compaction::dir_fsync", scope)?;
-        std::fs::File::open(dir)?.sync_all()
+        std::fs::rename(tmp, log_path)
     };
     log.switch_file(file, (snapshot.cut, snapshot_len), epoch, install)
-        .await?;
-    Ok(log.file_len())
+        .await
+}
+
+/// Syncs the directory holding shard `shard`'s log, so that a rename in it
+/// survives a power loss.
+pub fn sync_log_dir(log_path: &Path, shard: usize) -> std::io::Result<()> {
+    let dir = log_path.parent().unwrap_or(Path::new("."));
+    failpoint::check("compaction::dir_fsync", Some(shard))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Removes a failed compaction's file at once: left behind it would hold disk
+/// space the live log may need (on a full disk, enough to make its next
+/// append fail).
+fn remove_partial(tmp: &Path) {
+    match std::fs::remove_file(tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::error!("cannot remove {}: {e}", tmp.display()),
+    }
 }
 
 async fn write_snapshot(
@@ -103,9 +236,34 @@ async fn write_snapshot(
             glommio::yield_if_needed().await;
         }
     }
+    // After the PUTs: replay applies a committed share over the old values.
+    for share in &snapshot.prepared {
+        let effects: Vec<Effect<'_>> = share.effects.iter().map(borrowed).collect();
+        format::write_prepare(&mut chunk, share.txn, &effects);
+        if chunk.len() >= CHUNK_BYTES {
+            format::stamp(&mut chunk, epoch);
+            offset += write_chunk(file, &mut chunk, offset, scope).await?;
+            glommio::yield_if_needed().await;
+        }
+    }
     format::stamp(&mut chunk, epoch);
     offset += write_chunk(file, &mut chunk, offset, scope).await?;
     Ok(offset)
+}
+
+fn borrowed(effect: &OwnedEffect) -> Effect<'_> {
+    match effect {
+        OwnedEffect::Put {
+            key,
+            version,
+            value,
+        } => Effect::Put {
+            key,
+            version: *version,
+            value,
+        },
+        OwnedEffect::Del { key } => Effect::Del { key },
+    }
 }
 
 async fn write_chunk(

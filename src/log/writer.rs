@@ -17,8 +17,8 @@
 //! | `interval` | written (a timer fdatasyncs every N ms) | kill -9          |
 //! | `never`    | written (the kernel syncs when it likes) | kill -9         |
 //!
-//! The file is allocated ahead of the write position ([`PREALLOCATE_BYTES`] at
-//! a time), so an append does not grow the file and its sync flushes data, not
+//! The file is allocated ahead of the write position (by [`PREALLOCATE_BYTES`]
+//! at a time), so an append does not grow the file and its sync flushes data, not
 //! the file's size. The allocated space reads as zeros, which recovery takes
 //! for the end of the log.
 //!
@@ -37,10 +37,11 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// How much of the file is allocated ahead of the write position at a time.
-/// One sync per this many bytes of log flushes a size change; the others
-/// flush data only.
-pub const PREALLOCATE_BYTES: u64 = 8 << 20;
+/// How much of the file is allocated ahead of the write position at a time: a
+/// quarter of the file's size, within these bounds. One sync per this many
+/// bytes of log flushes a size change; the others flush data only. Small logs
+/// take little space; large ones extend rarely.
+pub const PREALLOCATE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(8 << 20);
 
 /// Where a writer starts: the log's intact length, the file's size (which may
 /// be larger: allocated ahead, zeros), and the file's epoch.
@@ -352,7 +353,8 @@ impl LogWriter {
         if end <= allocated {
             return;
         }
-        let new_end = end + PREALLOCATE_BYTES;
+        let step = (end / 4).clamp(*PREALLOCATE_BYTES.start(), *PREALLOCATE_BYTES.end());
+        let new_end = end + step;
         match file_io::preallocate(file, allocated, new_end - allocated) {
             Ok(()) => self.allocated.set(new_end),
             Err(e) => tracing::debug!(shard = self.shard, "cannot allocate log space ahead: {e}"),

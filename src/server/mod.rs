@@ -28,6 +28,7 @@
 //! - [`bind`]: listening sockets (SO_REUSEPORT, SO_REUSEADDR) and the probe.
 //! - [`final_sync`]: the last log sync at shutdown, and its failure report.
 //! - [`listener`]: accept loop and the connection limit.
+//! - [`compactor`]: the task that compacts the shard's log when it is due.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
 //! - [`output`]: the bounded send buffer; large values written in place.
@@ -37,6 +38,7 @@
 //! - [`state`]: the atomics all shards share.
 
 pub mod bind;
+pub mod compactor;
 pub mod connection;
 pub mod final_sync;
 pub mod listener;
@@ -490,8 +492,11 @@ impl ShardPlan {
         shard.continue_txn_numbering(self.next_txn_seq);
         shard.start_peer_tasks(inboxes);
         if let Some(plan) = &self.log {
-            let task =
-                compact_when_needed(shard.clone(), plan.path.clone(), plan.compact_min_bytes);
+            let task = compactor::compact_when_needed(
+                shard.clone(),
+                plan.path.clone(),
+                plan.compact_min_bytes,
+            );
             glommio::spawn_local(task).detach();
         }
         glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
@@ -518,31 +523,6 @@ impl ShardPlan {
         match &self.log {
             Some(plan) => final_sync::settle(&ctx.shard, plan.fsync).await,
             None => Ok(()),
-        }
-    }
-}
-
-/// How often a shard checks whether its log needs compacting.
-const COMPACTION_CHECK: Duration = Duration::from_millis(100);
-
-/// Compacts the shard's log whenever it has grown past the policy.
-async fn compact_when_needed(shard: Rc<Shard>, path: std::path::PathBuf, min_bytes: u64) {
-    loop {
-        glommio::timer::sleep(COMPACTION_CHECK).await;
-        let (Some(snapshot), Some(log)) = (shard.compaction_snapshot(min_bytes), shard.log())
-        else {
-            continue;
-        };
-        let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
-        match crate::log::compaction::compact(log, &path, snapshot).await {
-            Ok(after) => tracing::info!(
-                shard = %shard.id(),
-                "compacted {}: {before} → {after} bytes ({nr_keys} keys)",
-                path.display()
-            ),
-            Err(e) => {
-                tracing::error!(shard = %shard.id(), "compaction of {} failed: {e}", path.display())
-            }
         }
     }
 }

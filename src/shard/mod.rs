@@ -30,7 +30,9 @@ pub mod mesh;
 pub mod pending;
 pub mod router;
 
+use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
 use crate::log::format::{self, Effect};
+use crate::log::replay::OwnedEffect;
 use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
 use crate::proto::ErrorCode;
@@ -378,26 +380,51 @@ impl Shard {
         self.table.borrow_mut().count_atomic(committed);
     }
 
-    /// The snapshot compaction writes, if this is a moment to take one: the log
-    /// is large against the live data, and no cross-shard batch is prepared here
-    /// (the table would hold its tentative writes).
-    pub fn compaction_snapshot(&self, min_bytes: u64) -> Option<crate::log::compaction::Snapshot> {
+    /// Whether the log is due for compaction: larger than `min_bytes` and more
+    /// than twice the live data, and not poisoned. Returns the live data (the
+    /// table's `memory_bytes`, which errs high), a bound on the snapshot's size.
+    pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
+        let log = self.log.as_ref()?;
+        let live_bytes = self.table.borrow().stats().memory_bytes;
+        let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
+        (due && log.poisoned().is_none()).then_some(live_bytes)
+    }
+
+    /// The snapshot compaction writes, taken now (synchronously: nothing runs
+    /// meanwhile): the committed state of every key — for a key a prepared
+    /// cross-shard batch holds, its state before the batch, from the undo log —
+    /// and each prepared batch's share as the state it tentatively gave its
+    /// keys, to be carried forward as a PREPARE (`log::compaction` explains why
+    /// that resolves exactly as the original records would).
+    pub fn compaction_snapshot(&self) -> Option<Snapshot> {
         let log = self.log.as_ref()?;
         let table = self.table.borrow();
-        let live_bytes = table.stats().memory_bytes;
-        if !crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes) {
-            return None;
+        let prepared = self.prepared.borrow();
+        let held: hashbrown::HashSet<&[u8]> = prepared
+            .values()
+            .flat_map(|p| p.undo.priors().map(|(key, _)| key))
+            .collect();
+        let mut entries: Vec<SnapshotEntry> = table
+            .entries()
+            .filter(|(key, _, _)| held.is_empty() || !held.contains(key))
+            .map(|(key, value, version)| (Box::from(key), value.clone(), version))
+            .collect();
+        let mut shares = Vec::with_capacity(prepared.len());
+        for (txn, batch) in prepared.iter() {
+            let mut effects = Vec::new();
+            for (key, before) in batch.undo.priors() {
+                if let Some((value, version)) = before.state() {
+                    entries.push((Box::from(key), value.clone(), version));
+                }
+                effects.push(tentative_effect(&table, key));
+            }
+            shares.push(PreparedShare { txn: *txn, effects });
         }
-        if !self.prepared.borrow().is_empty() || log.poisoned().is_some() {
-            return None;
-        }
-        Some(crate::log::compaction::Snapshot {
+        Some(Snapshot {
             cut: log.appended(),
-            entries: table
-                .entries()
-                .map(|(key, value, version)| (Box::from(key), value.clone(), version))
-                .collect(),
+            entries,
             commits: self.committing.borrow().iter().copied().collect(),
+            prepared: shares,
         })
     }
 
@@ -612,6 +639,21 @@ fn write_stats_element(out: &mut Vec<u8>, stats: &TableStats) {
     reply::write_array_len(out, fields.len() as u32);
     for (_, value) in fields {
         reply::write_uint(out, value);
+    }
+}
+
+/// A key a prepared batch holds, as the batch left it (for its PREPARE in a
+/// snapshot): its current value and version, or a deletion if it is absent.
+fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
+    match table.prior(key).state() {
+        Some((value, version)) => OwnedEffect::Put {
+            key: Box::from(key),
+            version,
+            value: value.clone(),
+        },
+        None => OwnedEffect::Del {
+            key: Box::from(key),
+        },
     }
 }
 

@@ -5,8 +5,16 @@
 //! Runs on the shard of the connection that sent the batch, as part of that
 //! connection's round; the coordinator's own shard, if it owns keys of the
 //! batch, takes part through the same calls a peer's messages make.
+//!
+//! The COMMIT record is kept (compaction carries it forward) until every
+//! participant's DECIDE record is known to be safe, its own included: until
+//! then a crash can leave a participant with a PREPARE and no DECIDE, and
+//! recovery completes that share only if it finds the COMMIT. A participant
+//! that fails to log its decision (IOERR) or cannot be reached never confirms,
+//! so its batch's COMMIT stays until the next restart, which resolves it.
 
 use super::TxnId;
+use crate::failpoint;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::mesh::{Reply, ShardRequest, Ticket};
 use crate::shard::{Shard, ShardId};
@@ -33,7 +41,9 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
             }
         }
     }
+    let scope = Some(shard.id().0);
     if refusal.is_none() {
+        failpoint::hold_while_armed("txn::before_commit", scope, &txn).await;
         // The commit point: once COMMIT is safe in the coordinator's log, recovery
         // completes the batch on every participant, whatever happens next.
         if let Err(poisoned) = shard.log_commit(txn).await {
@@ -41,17 +51,24 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
         }
     }
     let commit = refusal.is_none();
+    if commit {
+        failpoint::hold_while_armed("txn::before_decide", scope, &txn).await;
+    }
     let mut decisions = Vec::with_capacity(yes_votes.len());
     for (participant, _) in &yes_votes {
         decisions.push(decide(shard, txn, *participant, commit).await);
     }
-    // Wait until every participant's decision is safe: only then may the
-    // COMMIT record be compacted away, and only then is the batch done.
-    for ticket in decisions.into_iter().flatten() {
-        let _ = shard.wait(ticket).await;
+    // Wait until every participant's decision is settled: only then is the
+    // batch done, and only if every DECIDE is safe may the COMMIT record go.
+    let mut every_decision_safe = true;
+    for decision in decisions {
+        every_decision_safe &= match decision {
+            Decision::Here => !commit || shard.settle().await.is_ok(),
+            Decision::Sent(ticket) => shard.wait(ticket).await.vote.is_ok(),
+            Decision::Undelivered => false,
+        };
     }
-    if commit {
-        let _ = shard.settle().await;
+    if commit && every_decision_safe {
         shard.forget_commit(txn);
     }
     shard.count_atomic(commit);
@@ -100,15 +117,28 @@ async fn prepare(
     }
 }
 
-/// Tells one participant; returns the ticket of its confirmation (None for
-/// this shard, decided in place, or a participant that is gone — shutting down
-/// with the whole server, recovery will resolve it from the COMMIT record).
-async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) -> Option<Ticket> {
+/// Where a participant's decision went.
+enum Decision {
+    /// This shard, decided in place: its DECIDE is safe once its log settles.
+    Here,
+    /// A peer, which confirms (empty answer) once its DECIDE is safe, or answers
+    /// IOERR if its log failed.
+    Sent(Ticket),
+    /// A peer that is gone (shutting down with the whole server): it never
+    /// confirms, and recovery resolves its share from the COMMIT record.
+    Undelivered,
+}
+
+/// Tells one participant the outcome.
+async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) -> Decision {
     if participant == shard.id() {
         shard.decide(txn, commit);
-        return None;
+        return Decision::Here;
     }
-    shard.send_decision(participant, txn, commit).await.ok()
+    match shard.send_decision(participant, txn, commit).await {
+        Ok(ticket) => Decision::Sent(ticket),
+        Err(_) => Decision::Undelivered,
+    }
 }
 
 /// Writes the batch's results in request order into one slot of `out`.

@@ -65,7 +65,10 @@
 //! and makes it safe before telling anyone (the commit point); each participant
 //! appends DECIDE when told and confirms once it is safe. Recovery resolves a
 //! PREPARE without DECIDE by the coordinator's COMMIT, so a crash at any
-//! instant leaves each batch all or nothing (docs/storage.md).
+//! instant leaves each batch all or nothing (docs/storage.md). The coordinator
+//! keeps the COMMIT (compaction carries it) until every participant's DECIDE is
+//! known safe; one that fails to log it never confirms, and the COMMIT stays
+//! until the restart resolves it.
 
 pub mod coordinator;
 pub mod locks;

@@ -299,3 +299,81 @@ pub fn key_on_shard(prefix: &str, shard: usize, nr_shards: usize) -> Vec<u8> {
         .find(|k| router.route(k).0 == shard)
         .expect("some key lands on every shard")
 }
+
+/// A log-engine server with the HTTP API (failpoints are armed through it) on
+/// `data_dir`, and its HTTP address.
+pub fn start_log_with_http(
+    data_dir: &Path,
+    nr_shards: usize,
+    extra_args: &[&str],
+) -> (TestServer, SocketAddr) {
+    let mut args = vec!["--engine", "log", "--http-addr", "127.0.0.1:0"];
+    args.extend_from_slice(extra_args);
+    let mut server = TestServer::start_in(data_dir, nr_shards, &args)
+        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"));
+    let http = http_addr(&mut server);
+    (server, http)
+}
+
+/// How many stderr lines so far contain every one of `needles`.
+pub fn count_lines(server: &mut TestServer, needles: &[&str]) -> usize {
+    server
+        .stderr()
+        .lines()
+        .filter(|line| needles.iter().all(|n| line.contains(n)))
+        .count()
+}
+
+/// Waits (bounded: about 30 s) until a stderr line contains every one of
+/// `needles`, and returns it; panics with the stderr if none does.
+pub fn wait_for_line(server: &mut TestServer, needles: &[&str]) -> String {
+    for _ in 0..150 {
+        let stderr = server.stderr();
+        if let Some(line) = stderr
+            .lines()
+            .find(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            return line.to_owned();
+        }
+    }
+    panic!(
+        "no line with {needles:?} in the server's stderr:\n{}",
+        server.stderr()
+    );
+}
+
+/// Compactions shard `shard` has logged so far (`compacted …/shard-<i>.log: …`).
+pub fn nr_compactions(server: &mut TestServer, shard: usize) -> usize {
+    count_lines(server, &["compacted ", &format!("shard-{shard}.log: ")])
+}
+
+/// Values of this many bytes grow a log quickly past a small `--compact-min-bytes`.
+pub const FILLER_VALUE_BYTES: usize = 16 * 1024;
+
+/// Overwrites a filler key on `shard` (16 KiB values) until the shard logs one
+/// more compaction than before; returns the filler key and its last value and
+/// version, all acknowledged. The server must run with a small
+/// `--compact-min-bytes` (64 KiB compacts after a handful of writes).
+pub fn force_compaction(
+    server: &mut TestServer,
+    client: &mut Client,
+    shard: usize,
+    nr_shards: usize,
+) -> (Vec<u8>, rmpv::Value, u64) {
+    let filler = key_on_shard("filler", shard, nr_shards);
+    let before = nr_compactions(server, shard);
+    for round in 0..100u8 {
+        for i in 0..4u8 {
+            let value = rmpv::Value::Binary(vec![round ^ i; FILLER_VALUE_BYTES]);
+            client.set(&filler, value).expect("SET of the filler key");
+        }
+        if nr_compactions(server, shard) > before {
+            let (value, version) = client
+                .getv(&filler)
+                .expect("GETV of the filler key")
+                .expect("the filler key is present");
+            return (filler, value, version);
+        }
+    }
+    panic!("shard {shard} did not compact:\n{}", server.stderr());
+}

@@ -1,0 +1,136 @@
+//! The task that keeps a shard's log compact: every [`COMPACTION_CHECK`] it
+//! asks the shard whether its log is due (`Shard::compaction_due`), checks that
+//! the file system has room for the snapshot, takes it and runs
+//! [`compaction::compact`] (`log::compaction` explains the steps).
+//!
+//! It logs changes, not every check:
+//! - `compacted PATH: BEFORE → AFTER bytes (N keys)` for each compaction;
+//! - a compaction skipped for lack of free space once, when that starts, and
+//!   once when there is room again;
+//! - each failed compaction. After a failure the next attempt waits at least
+//!   [`RETRY_AFTER_FAILURE`] and until the log has grown: retrying at once
+//!   would write the same snapshot into the same failure;
+//! - a failed directory sync after a switch once, and once when a retry (at
+//!   every check) succeeds.
+
+use crate::log::compaction::{self, CompactionError};
+use crate::log::LogWriter;
+use crate::shard::Shard;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// How often a shard checks whether its log needs compacting.
+const COMPACTION_CHECK: Duration = Duration::from_millis(100);
+/// The least time between a failed compaction and the next attempt.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Compacts the shard's log whenever it has grown past the policy.
+pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, min_bytes: u64) {
+    let mut compactor = Compactor {
+        shard,
+        path,
+        min_bytes,
+        failed: None,
+        short_of_room: false,
+        directory_unsynced: false,
+    };
+    loop {
+        glommio::timer::sleep(COMPACTION_CHECK).await;
+        let Some(log) = compactor.shard.log().cloned() else {
+            return;
+        };
+        compactor.check(&log).await;
+    }
+}
+
+/// One shard's compaction state between checks.
+struct Compactor {
+    shard: Rc<Shard>,
+    path: PathBuf,
+    min_bytes: u64,
+    /// After a failed compaction: when, and the log's end then.
+    failed: Option<(Instant, u64)>,
+    /// The last check skipped compaction for lack of free space.
+    short_of_room: bool,
+    /// A switch happened but the directory sync after it failed.
+    directory_unsynced: bool,
+}
+
+impl Compactor {
+    async fn check(&mut self, log: &LogWriter) {
+        if self.directory_unsynced {
+            self.retry_directory_sync();
+        }
+        let Some(live_bytes) = self.shard.compaction_due(self.min_bytes) else {
+            return;
+        };
+        if !self.may_retry(log) || !self.has_room(live_bytes) {
+            return;
+        }
+        let Some(snapshot) = self.shard.compaction_snapshot() else {
+            return;
+        };
+        let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
+        let (shard, path) = (self.shard.id(), self.path.display());
+        match compaction::compact(log, &self.path, snapshot).await {
+            Ok(after) => {
+                self.failed = None;
+                tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys)");
+            }
+            Err(e @ CompactionError::DirectoryNotSynced(_)) => {
+                self.failed = None;
+                self.directory_unsynced = true;
+                tracing::error!(%shard, "compaction of {path}: {e}");
+            }
+            Err(e @ CompactionError::Abandoned(_)) => {
+                self.failed = Some((Instant::now(), log.appended()));
+                tracing::error!(%shard, "compaction of {path} failed: {e}");
+            }
+        }
+    }
+
+    /// Whether enough time has passed, and the log grown, since a failure.
+    fn may_retry(&self, log: &LogWriter) -> bool {
+        match self.failed {
+            None => true,
+            Some((at, appended)) => {
+                at.elapsed() >= RETRY_AFTER_FAILURE && log.appended() > appended
+            }
+        }
+    }
+
+    /// Whether the file system has room for a snapshot of `live_bytes`; logs
+    /// when that changes.
+    fn has_room(&mut self, live_bytes: u64) -> bool {
+        let needed = compaction::room_needed(live_bytes);
+        let (shard, path) = (self.shard.id(), self.path.display());
+        let free = match compaction::free_bytes(&self.path) {
+            Ok(free) => free,
+            // Cannot tell: try, and let a failure say what is wrong.
+            Err(_) => return true,
+        };
+        let room = free >= needed;
+        if room == self.short_of_room {
+            self.short_of_room = !room;
+            match room {
+                true => {
+                    tracing::info!(%shard, "compaction of {path}: there is room again ({free} bytes free)")
+                }
+                false => tracing::warn!(
+                    %shard,
+                    "compaction of {path} skipped: it needs about {needed} bytes free and {free} are; \
+                     retrying when there is room"
+                ),
+            }
+        }
+        room
+    }
+
+    fn retry_directory_sync(&mut self) {
+        if compaction::sync_log_dir(&self.path, self.shard.id().0).is_ok() {
+            self.directory_unsynced = false;
+            tracing::info!(shard = %self.shard.id(), "synced the directory of {}", self.path.display());
+        }
+    }
+}
