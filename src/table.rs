@@ -65,11 +65,14 @@ pub struct TableStats {
     pub oom_rejections: u64,
     pub atomic_commits: u64,
     pub atomic_aborts: u64,
+    /// Syncs (fdatasync) of the shard's log; 0 with the memory engine. Filled
+    /// in by the shard, which owns the log.
+    pub log_syncs: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 13;
+    pub const NR_FIELDS: usize = 14;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -87,6 +90,7 @@ impl TableStats {
             ("oom_rejections", self.oom_rejections),
             ("atomic_commits", self.atomic_commits),
             ("atomic_aborts", self.atomic_aborts),
+            ("log_syncs", self.log_syncs),
         ]
     }
 
@@ -106,6 +110,7 @@ impl TableStats {
             oom_rejections: v[10],
             atomic_commits: v[11],
             atomic_aborts: v[12],
+            log_syncs: v[13],
         }
     }
 

@@ -521,8 +521,32 @@ fn metrics_parse_with_the_prometheus_text_parser() {
     for shard in ["0", "1"] {
         let labels = json!({"shard": shard});
         sample(&samples, "corekv_shard_log_syncs_total", labels.clone());
-        sample(&samples, "corekv_shard_log_bytes", labels);
+        sample(&samples, "corekv_shard_log_bytes", labels.clone());
+        // The group commit's histograms: how long syncs take, how many
+        // records each one covers.
+        let inf = json!({"shard": shard, "le": "+Inf"});
+        let count = sample(
+            &samples,
+            "corekv_shard_log_sync_seconds_count",
+            labels.clone(),
+        );
+        assert_eq!(
+            sample(
+                &samples,
+                "corekv_shard_log_sync_seconds_bucket",
+                inf.clone()
+            ),
+            count
+        );
+        sample(
+            &samples,
+            "corekv_shard_log_sync_seconds_sum",
+            labels.clone(),
+        );
+        sample(&samples, "corekv_shard_log_records_per_sync_bucket", inf);
+        sample(&samples, "corekv_shard_log_records_per_sync_sum", labels);
     }
+    assert!(sample(&samples, "corekv_log_syncs_total", json!({})) >= 2.0);
     let counter = samples
         .iter()
         .find(|s| s["name"] == "corekv_operations_total")

@@ -14,6 +14,7 @@
 //! family never double-counts). Counters end in `_total`.
 
 use super::dispatch::Stats;
+use crate::log::sync_stats::{Histogram, RECORDS_BOUNDS, SYNC_MICROS_BOUNDS};
 use crate::shard::Shard;
 use crate::table::TableStats;
 use std::fmt::Write;
@@ -26,9 +27,37 @@ pub const LOG_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 /// Figures each shard publishes for the others to report.
 #[derive(Debug, Default)]
 pub struct ShardGauges {
-    pub log_syncs: AtomicU64,
     pub log_bytes: AtomicU64,
     pub http_connections: AtomicU64,
+    /// The log's sync latency histogram (microseconds, non-cumulative buckets).
+    pub sync_micros: PublishedHistogram<{ SYNC_MICROS_BOUNDS.len() + 1 }>,
+    /// Records made durable per sync.
+    pub sync_records: PublishedHistogram<{ RECORDS_BOUNDS.len() + 1 }>,
+}
+
+/// A histogram a shard publishes: per-bucket counts and the sum.
+#[derive(Debug)]
+pub struct PublishedHistogram<const N: usize> {
+    pub counts: [AtomicU64; N],
+    pub sum: AtomicU64,
+}
+
+impl<const N: usize> Default for PublishedHistogram<N> {
+    fn default() -> Self {
+        PublishedHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> PublishedHistogram<N> {
+    fn store(&self, histogram: &Histogram) {
+        for (published, count) in self.counts.iter().zip(&histogram.counts) {
+            published.store(*count, Ordering::Relaxed);
+        }
+        self.sum.store(histogram.sum, Ordering::Relaxed);
+    }
 }
 
 /// One [`ShardGauges`] per shard, shared by all shards of a server.
@@ -52,8 +81,10 @@ impl Gauges {
         let (Some(log), Some(gauges)) = (shard.log(), self.shards.get(shard.id().0)) else {
             return;
         };
-        gauges.log_syncs.store(log.nr_syncs(), Ordering::Relaxed);
         gauges.log_bytes.store(log.file_len(), Ordering::Relaxed);
+        let stats = log.sync_stats();
+        gauges.sync_micros.store(&stats.micros);
+        gauges.sync_records.store(&stats.records);
     }
 }
 
@@ -111,7 +142,7 @@ const fn operation(op: &'static str, field: &'static str) -> TableMetric {
     }
 }
 
-const TABLE_METRICS: [TableMetric; 13] = [
+const TABLE_METRICS: [TableMetric; 14] = [
     metric("keys", "gauge", "keys", "Keys stored."),
     metric(
         "value_bytes",
@@ -170,6 +201,12 @@ const TABLE_METRICS: [TableMetric; 13] = [
         "atomic_aborts",
         "ATOMIC batches aborted.",
     ),
+    metric(
+        "log_syncs_total",
+        "counter",
+        "log_syncs",
+        "Log syncs (fdatasync) since start; 0 with the memory engine.",
+    ),
 ];
 
 /// The whole `/metrics` page.
@@ -211,21 +248,60 @@ pub fn render(stats: &Stats, gauges: &Gauges, max_connections: usize) -> String 
         render_gauge(
             &mut out,
             gauges,
-            "log_syncs_total",
-            "counter",
-            "Log syncs (fdatasync) since start.",
-            |g| &g.log_syncs,
-        );
-        render_gauge(
-            &mut out,
-            gauges,
             "log_bytes",
             "gauge",
-            "Bytes of the log file on disk.",
+            "Bytes of log records in the log file (not counting space allocated ahead).",
             |g| &g.log_bytes,
+        );
+        render_histogram(
+            &mut out,
+            gauges,
+            ("log_sync_seconds", "Time each log sync (fdatasync) took."),
+            (&SYNC_MICROS_BOUNDS, 1e-6),
+            |g| (&g.sync_micros.counts[..], &g.sync_micros.sum),
+        );
+        render_histogram(
+            &mut out,
+            gauges,
+            (
+                "log_records_per_sync",
+                "Log records made durable by each sync: the grouping of group commit.",
+            ),
+            (&RECORDS_BOUNDS, 1.0),
+            |g| (&g.sync_records.counts[..], &g.sync_records.sum),
         );
     }
     out
+}
+
+/// A per-shard histogram family `corekv_shard_<name>` (buckets, sum, count
+/// per shard); `scale` turns bucket bounds and the sum into the unit named.
+fn render_histogram(
+    out: &mut String,
+    gauges: &Gauges,
+    (name, help): (&str, &str),
+    (bounds, scale): (&[u64], f64),
+    pick: impl Fn(&ShardGauges) -> (&[AtomicU64], &AtomicU64),
+) {
+    let name = format!("corekv_shard_{name}");
+    family(out, &name, "histogram", &format!("{help} Per shard."));
+    for (id, shard) in gauges.shards.iter().enumerate() {
+        let (counts, sum) = pick(shard);
+        let mut cumulative = 0;
+        for (i, count) in counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = bounds.get(i).map_or("+Inf".to_owned(), |bound| {
+                (*bound as f64 * scale).to_string()
+            });
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{shard=\"{id}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = sum.load(Ordering::Relaxed) as f64 * scale;
+        let _ = writeln!(out, "{name}_sum{{shard=\"{id}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{shard=\"{id}\"}} {cumulative}");
+    }
 }
 
 fn render_table(out: &mut String, stats: &Stats) {

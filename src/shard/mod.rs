@@ -142,7 +142,9 @@ impl Shard {
 
     /// This shard's table figures, as STATS reports them.
     pub fn table_stats(&self) -> TableStats {
-        self.table.borrow().stats()
+        let mut stats = self.table.borrow().stats();
+        stats.log_syncs = self.log.as_ref().map_or(0, |log| log.nr_syncs());
+        stats
     }
 
     /// Frees pinned values whose replies are gone (see `table::pinned`); returns
@@ -676,7 +678,7 @@ mod tests {
 
     #[test]
     fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, u64::MAX]);
+        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, u64::MAX]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);
         assert_eq!(read_stats_element(&element), Some(stats));
