@@ -1,4 +1,5 @@
-//! One client connection: buffered framing over a glommio TCP stream.
+//! One client connection: buffered framing over the shard's network ring
+//! (`server::net`).
 //!
 //! The loop: read whatever the socket has into the receive buffer, find every
 //! complete frame in it, serve them all as one [`Round`], and send all their
@@ -20,6 +21,7 @@
 //! - On shutdown the connection finishes the round in hand, answers it, and
 //!   closes instead of reading again.
 
+use super::net::stream::NetStream;
 use super::output::Output;
 use super::round::Round;
 use super::shutdown::Shutdown;
@@ -28,7 +30,6 @@ use crate::proto::frame::{begin_frame, finish_frame, next_frame};
 use crate::proto::{reply, ErrorCode, FrameTooBig, RequestLimits};
 use crate::shard::Shard;
 use futures_lite::{future, AsyncReadExt};
-use glommio::net::TcpStream;
 use std::io;
 use std::ops::Range;
 use std::rc::Rc;
@@ -59,7 +60,7 @@ pub struct ShardContext {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: NetStream,
     inbuf: Vec<u8>,
     /// Bytes of `inbuf` holding received data.
     filled: usize,
@@ -79,7 +80,7 @@ struct Scan {
 
 /// Serves one connection until the client closes it, it breaks the framing, or
 /// the server shuts down.
-pub async fn serve(ctx: ShardContext, stream: TcpStream) {
+pub async fn serve(ctx: ShardContext, stream: NetStream) {
     let mut conn = Connection {
         stream,
         inbuf: vec![0; READ_CHUNK_BYTES],
@@ -112,8 +113,8 @@ impl Connection {
             }
             out.flush().await?;
             self.consume(scan.consumed);
-            // glommio reads a ready socket without suspending, so a client that
-            // always has bytes waiting would never let other tasks run.
+            // A ready socket is read without suspending, so a client that always
+            // has bytes waiting would never let other tasks run.
             glommio::yield_if_needed().await;
             if scan.cut && !ctx.shutdown.is_triggered() {
                 continue;

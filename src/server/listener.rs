@@ -9,10 +9,11 @@
 //! pause; they never stop the listener.
 
 use super::connection::{self, ShardContext};
+use super::net::listener::NetListener;
+use super::net::stream::NetStream;
 use crate::proto::frame::{begin_frame, finish_frame};
 use crate::proto::{reply, ErrorCode};
 use futures_lite::{future, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Accepts until shutdown; returns the count of this shard's live connections,
 /// which reaches zero once they have all finished.
-pub async fn accept_until_shutdown(listener: TcpListener, ctx: ShardContext) -> Rc<Cell<usize>> {
+pub async fn accept_until_shutdown(listener: NetListener, ctx: ShardContext) -> Rc<Cell<usize>> {
     let live = Rc::new(Cell::new(0usize));
     loop {
         let accept = async { Some(listener.accept().await) };
@@ -41,13 +42,10 @@ pub async fn accept_until_shutdown(listener: TcpListener, ctx: ShardContext) -> 
     }
 }
 
-fn admit(stream: TcpStream, ctx: &ShardContext, live: &Rc<Cell<usize>>) {
+fn admit(stream: NetStream, ctx: &ShardContext, live: &Rc<Cell<usize>>) {
     if !ctx.state.admit_connection() {
         glommio::spawn_local(refuse(stream, ctx.state.max_connections)).detach();
         return;
-    }
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
     live.set(live.get() + 1);
     let (ctx, live) = (ctx.clone(), live.clone());
@@ -59,7 +57,7 @@ fn admit(stream: TcpStream, ctx: &ShardContext, live: &Rc<Cell<usize>>) {
     .detach();
 }
 
-async fn refuse(mut stream: TcpStream, max_connections: usize) {
+async fn refuse(mut stream: NetStream, max_connections: usize) {
     let mut out = Vec::new();
     let start = begin_frame(&mut out);
     reply::write_array_len(&mut out, 1);

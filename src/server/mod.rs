@@ -42,6 +42,7 @@ pub mod compactor;
 pub mod connection;
 pub mod final_sync;
 pub mod listener;
+pub mod net;
 pub mod output;
 pub mod reclaim;
 pub mod round;
@@ -450,8 +451,20 @@ impl ShardPlan {
     }
 
     async fn serve(self) -> ShardEnd {
-        let listener = match bind::shard_listener(self.addr) {
-            Ok(listener) => listener,
+        let net = match net::ring::NetRing::new() {
+            Ok(net) => net,
+            Err(e) => {
+                let message = format!("cannot set up its network ring: {e}");
+                let error = ServerError::Executor {
+                    shard: self.id,
+                    message,
+                };
+                let _ = self.ready.send(Err(error));
+                return Ok(());
+            }
+        };
+        let listener = match bind::shared_listener(self.addr) {
+            Ok(listener) => net::listener::NetListener::new(listener, net.clone()),
             Err(source) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,
@@ -512,11 +525,13 @@ impl ShardPlan {
         let http = http_listener.map(|(listener, gauges)| {
             glommio::spawn_local(crate::http::serve(listener, ctx.clone(), gauges))
         });
+        glommio::spawn_local(net.clone().run()).detach();
         let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
         if let Some(http) = http {
             http.await; // stops accepting at shutdown too, then finishes its connections
         }
         drain(self.id, &self.state, &live).await;
+        net.stop();
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
         // A failure is reported once, by `run`, with every shard's.
