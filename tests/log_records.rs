@@ -317,3 +317,99 @@ fn a_torn_value_built_to_look_like_headers_everywhere_is_cut_promptly() {
     }
     assert_eq!(client.get(b"pattern").expect("get"), None);
 }
+
+/// The log is allocated ahead of its writer, so after a crash its file ends in
+/// zeros. A record torn inside that space is cut; the zeros after an intact
+/// log are kept (no warning), and appends continue over them.
+#[test]
+fn a_torn_record_inside_space_allocated_ahead_is_cut_and_the_zeros_after_are_kept() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut server = start(&data_dir, 1, &[]);
+    let mut client = server.client();
+    for i in 0..50 {
+        client
+            .set(format!("k{i}").as_bytes(), Value::from(i))
+            .expect("set");
+    }
+    client
+        .set(b"last", Value::Binary(vec![7; 300]))
+        .expect("set");
+    drop(client);
+    server.stop_with(libc::SIGKILL);
+    let log = log_path(&data_dir, 0);
+    let mut bytes = std::fs::read(&log).expect("read log");
+    let (last_start, end) = {
+        let (_, records, end) = format::parse_file(&bytes).expect("a log");
+        (records.last().expect("records").0, end)
+    };
+    assert!(
+        bytes.len() > end && bytes[end..].iter().all(|&b| b == 0),
+        "the file is allocated ahead of its records ({} bytes, records end at {end})",
+        bytes.len()
+    );
+    // A crash in the middle of the last record's write: its end never made it.
+    bytes[end - 100..end].fill(0);
+    std::fs::write(&log, &bytes).expect("write log");
+    let mut server = start(&data_dir, 1, &[]);
+    assert!(server.stderr().contains("cutting"), "{}", server.stderr());
+    let mut client = server.client();
+    assert_eq!(client.get(b"k49").expect("get"), Some(Value::from(49)));
+    assert_eq!(client.get(b"last").expect("get"), None);
+    assert_eq!(
+        std::fs::metadata(&log).expect("log").len(),
+        last_start as u64,
+        "cut back to the last intact record"
+    );
+    // Writes continue at the cut; a clean restart finds an intact log ending
+    // in zeros, and says nothing about it.
+    client.set(b"after", Value::from("cut")).expect("set");
+    drop(client);
+    server.stop_with(libc::SIGTERM);
+    let mut server = start(&data_dir, 1, &[]);
+    assert!(!server.stderr().contains("cutting"), "{}", server.stderr());
+    assert_eq!(
+        server.client().get(b"after").expect("get"),
+        Some(Value::from("cut"))
+    );
+}
+
+/// Records from another log file (as a file reused from an older log would
+/// hold) are never taken for this file's, wherever they lie after its end.
+#[test]
+fn records_of_another_file_after_the_end_of_the_log_are_not_resurrected() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (old_dir, data_dir) = (temp.path().join("old"), temp.path().join("data"));
+    for dir in [&old_dir, &data_dir] {
+        let mut server = start(dir, 1, &[]);
+        let mut client = server.client();
+        let tag = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        for i in 0..40 {
+            client
+                .set(format!("{tag}-{i}").as_bytes(), Value::from(i))
+                .expect("set");
+        }
+        drop(client);
+        server.stop_with(libc::SIGTERM);
+    }
+    let old = std::fs::read(log_path(&old_dir, 0)).expect("old log");
+    let (_, _, old_end) = format::parse_file(&old).expect("old log");
+    let log = log_path(&data_dir, 0);
+    let mut bytes = std::fs::read(&log).expect("log");
+    let (_, _, end) = format::parse_file(&bytes).expect("log");
+    // The old file's records, placed right where this log ends.
+    let stale = &old[format::FILE_HEADER_BYTES..old_end];
+    bytes.truncate(end);
+    bytes.extend_from_slice(stale);
+    std::fs::write(&log, &bytes).expect("write log");
+    let server = start(&data_dir, 1, &[]);
+    let mut client = server.client();
+    assert_eq!(client.get(b"data-39").expect("get"), Some(Value::from(39)));
+    for i in 0..40 {
+        assert_eq!(
+            client.get(format!("old-{i}").as_bytes()).expect("get"),
+            None,
+            "old-{i} came back from another file's records"
+        );
+    }
+}
