@@ -184,6 +184,12 @@ impl LogWriter {
             FsyncMode::Always => self.synced.get() >= position,
             FsyncMode::Interval(_) | FsyncMode::Never => self.written.get() >= position,
         };
+        // Without a sync to wait for, the waiter writes the records itself: a
+        // `pwrite` costs less than handing the work to the flusher task and
+        // being woken by it.
+        if self.mode != FsyncMode::Always && !safe() && !self.paused.get() {
+            self.write_pending();
+        }
         self.progress
             .until(|| safe() || self.poisoned.borrow().is_some())
             .await;
@@ -228,25 +234,35 @@ impl LogWriter {
 
     /// Writes what is pending (and syncs in `always` mode). One round of group commit.
     async fn flush_once(&self) {
-        let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
-        if buf.is_empty() {
+        if !self.write_pending() {
             return;
         }
-        let nr_records = format::stamp(&mut buf, self.epoch.get());
-        let len = buf.len() as u64;
-        let at = self.file_offset(self.written.get());
-        if let Err(e) = self.write_all_at(&buf, at) {
-            return self.poison("log write failed", e);
-        }
-        self.written.set(self.written.get() + len);
-        self.unsynced_records
-            .set(self.unsynced_records.get() + nr_records);
-        self.progress.notify_all();
         if self.mode == FsyncMode::Always {
             // Appends go on while this waits: they are the next round's.
             self.sync().await;
             self.progress.notify_all();
         }
+    }
+
+    /// Writes everything appended and not yet written, at once (no await, so
+    /// no compaction switch can come between); returns whether it wrote.
+    fn write_pending(&self) -> bool {
+        let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
+        if buf.is_empty() || self.poisoned.borrow().is_some() {
+            return false;
+        }
+        let nr_records = format::stamp(&mut buf, self.epoch.get());
+        let len = buf.len() as u64;
+        let at = self.file_offset(self.written.get());
+        if let Err(e) = self.write_all_at(&buf, at) {
+            self.poison("log write failed", e);
+            return false;
+        }
+        self.written.set(self.written.get() + len);
+        self.unsynced_records
+            .set(self.unsynced_records.get() + nr_records);
+        self.progress.notify_all();
+        true
     }
 
     fn file_offset(&self, position: u64) -> u64 {
