@@ -19,7 +19,7 @@
 
 use super::dispatch::{DispatchError, Dispatcher};
 use super::json;
-use super::metrics::{self, Gauges};
+use super::metrics;
 use crate::client::{Element, Request};
 use crate::proto::ErrorCode;
 use crate::server::state::ShardHealth;
@@ -32,7 +32,6 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::sync::Arc;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -100,7 +99,6 @@ impl From<DispatchError> for HttpError {
 pub async fn handle(
     request: hyper::Request<Incoming>,
     dispatcher: Rc<Dispatcher>,
-    gauges: Arc<Gauges>,
 ) -> Result<Response, Infallible> {
     let path = request.uri().path().to_owned();
     #[cfg(feature = "failpoints")]
@@ -125,7 +123,7 @@ pub async fn handle(
         "/v1/get" => get_handler(&request, &dispatcher).await,
         "/v1/stats" => stats_handler(&dispatcher).await,
         "/health" => Ok(health_handler(&dispatcher)),
-        _ => metrics_handler(&dispatcher, &gauges).await,
+        _ => metrics_handler(&dispatcher).await,
     };
     Ok(result.unwrap_or_else(|e| e.into_response(put)))
 }
@@ -340,14 +338,14 @@ async fn stats_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
 }
 
 /// `GET /metrics`.
-async fn metrics_handler(dispatcher: &Dispatcher, gauges: &Gauges) -> Result<Response, HttpError> {
+async fn metrics_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
     let ctx = dispatcher.ctx();
-    gauges.publish_log(&ctx.shard);
+    ctx.metrics.publish(&ctx.shard);
     let stats = match dispatcher.stats().await? {
         Ok(stats) => stats,
         Err(element) => return Err(element_error(element)),
     };
-    let page = metrics::render(&stats, gauges, ctx.state.max_connections);
+    let page = metrics::render(&stats, &ctx.metrics, &ctx.state);
     Ok(response(StatusCode::OK, PROMETHEUS_TYPE, page.into()))
 }
 
