@@ -31,6 +31,7 @@
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -8,6 +8,7 @@
 //! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
 //! | `/health` | GET | every shard's state: 200 while all serve, 503 when any is recovering, shutting down or has a poisoned log (and during recovery, [`super::recovering`]) |
 //! | `/metrics` | GET | Prometheus text format |
+//! | `/v1/backup` | POST | `{"dir": DIR}`: an online, consistent backup into DIR on the server's host ([`crate::backup`]) |
 //!
 //! Every failure is a JSON body `{"error": message, "code": CODE}` (on
 //! `/v1/put` also `"result": "Failure"`), with a 4xx status for the client's
@@ -107,6 +108,7 @@ pub async fn handle(
     }
     let (allowed, put) = match path.as_str() {
         "/v1/put" => (Method::POST, true),
+        "/v1/backup" => (Method::POST, false),
         "/v1/get" | "/v1/stats" | "/health" | "/metrics" => (Method::GET, false),
         _ => {
             let message = format!("no such path {path}; see docs/http.md");
@@ -120,6 +122,7 @@ pub async fn handle(
     }
     let result = match path.as_str() {
         "/v1/put" => put_handler(request, &dispatcher).await,
+        "/v1/backup" => backup_handler(request, &dispatcher).await,
         "/v1/get" => get_handler(&request, &dispatcher).await,
         "/v1/stats" => stats_handler(&dispatcher).await,
         "/health" => Ok(health_handler(&dispatcher)),
@@ -335,6 +338,49 @@ async fn stats_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
         .collect();
     let body = json!({ "total": stats.total, "shards": shards });
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `POST /v1/backup` with `{"dir": DIR}`: the whole backup, then its report.
+async fn backup_handler(
+    request: hyper::Request<Incoming>,
+    dispatcher: &Dispatcher,
+) -> Result<Response, HttpError> {
+    let body = read_body(request, 64 * 1024).await?;
+    let json: Json = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let dir = match json.get("dir") {
+        Some(Json::String(dir)) => std::path::PathBuf::from(dir),
+        _ => {
+            return Err(HttpError::bad_request(
+                "the body must be {\"dir\": \"/absolute/path\"}",
+            ))
+        }
+    };
+    let report = crate::backup::run(dispatcher.ctx(), dir)
+        .await
+        .map_err(backup_error)?;
+    let body = json!({
+        "dir": report.dir.display().to_string(),
+        "shards": report.nr_shards,
+        "entries": report.nr_entries,
+        "bytes": report.bytes,
+        "cut_ms": report.cut_wait.as_secs_f64() * 1e3,
+        "seconds": report.elapsed.as_secs_f64(),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn backup_error(e: crate::backup::BackupError) -> HttpError {
+    use crate::backup::BackupError as E;
+    let (status, code) = match &e {
+        E::RelativeDir(_) => (StatusCode::BAD_REQUEST, "BADREQ"),
+        E::NotEmpty(_) => (StatusCode::CONFLICT, "EXISTS"),
+        E::Busy => (StatusCode::CONFLICT, "BUSY"),
+        E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTDOWN"),
+        E::CutTimeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
+        E::Io { .. } | E::Cancelled => (StatusCode::INTERNAL_SERVER_ERROR, "IOERR"),
+    };
+    HttpError::new(status, code, e.to_string())
 }
 
 /// `GET /metrics`.
