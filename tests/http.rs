@@ -551,12 +551,11 @@ fn metrics_parse_with_the_prometheus_text_parser() {
     client.flush().expect("flush");
     client.recv_reply().expect("refusal");
 
+    // Error counts are published by each shard every second.
     let samples = scrape_until(addr, |samples| {
-        sum_where(
-            samples,
-            "corekv_error_replies_total",
-            json!({"code": "BADFRAME"}),
-        ) >= 1.0
+        ["BADFRAME", "CONFLICT"].iter().all(|code| {
+            sum_where(samples, "corekv_error_replies_total", json!({"code": code})) >= 1.0
+        })
     });
 
     // Per-shard figures are one family with a `shard` label, never a
