@@ -52,9 +52,16 @@ pub struct Cli {
 /// Flags every subcommand accepts, before or after the subcommand name.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Server address, HOST:PORT: a host name (localhost:4000), an IPv4
-    /// address or an IPv6 one in brackets ([::1]:4000).
-    #[arg(long, global = true, value_name = "HOST:PORT", default_value = DEFAULT_ADDR, value_parser = parse_host_port)]
+    // The help is an attribute rather than a doc comment: rustdoc would read
+    // the IPv6 example as a link.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST:PORT",
+        default_value = DEFAULT_ADDR,
+        value_parser = parse_host_port,
+        help = "Server address, HOST:PORT: a host name (localhost:4000), an IPv4 address or an IPv6 one in brackets ([::1]:4000)"
+    )]
     pub addr: String,
 
     /// Seconds to wait for the connection and for the reply (fractions

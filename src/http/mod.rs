@@ -1,5 +1,5 @@
 //! The HTTP API (`--http-addr`): concave's `/v1/get` and `/v1/put`, plus
-//! `/v1/stats`, `/health` and Prometheus `/metrics` (docs/http.md).
+//! `/v1/stats`, `/health`, Prometheus `/metrics` and `/v1/backup` (docs/http.md).
 //!
 //! Like the msgpack listener, every shard binds the HTTP address with
 //! SO_REUSEPORT and SO_REUSEADDR ([`crate::server::bind`]) and serves the
@@ -27,7 +27,7 @@
 //! - [`routes`]: paths, methods, the handlers, error responses.
 //! - [`dispatch`]: one msgpack message through a [`Round`](crate::server::round::Round).
 //! - [`json`]: JSON ↔ msgpack values.
-//! - [`metrics`]: the Prometheus page and the figures shards publish for it.
+//! - [`metrics`]: the Prometheus page (the figures: [`crate::metrics`]).
 
 pub mod compat;
 pub mod dispatch;
