@@ -8,15 +8,46 @@
 mod common;
 
 use common::{http_addr, http_request, TestServer};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a server that should refuse to start may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn server() -> Command {
     let mut command = Command::new(common::server_binary());
     command.stdin(Stdio::null()).stdout(Stdio::null());
     command
+}
+
+/// Runs a server that is expected to exit by itself; kills it (and fails)
+/// if it is still running after [`EXIT_TIMEOUT`]. Returns its status and stderr.
+fn exit_of(command: &mut Command) -> (ExitStatus, String) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server kept running: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().expect("stderr reader"))
 }
 
 #[test]
@@ -44,14 +75,13 @@ fn flags_come_from_corekv_environment_variables_and_the_command_line_wins() {
 #[test]
 fn an_environment_variable_that_does_not_parse_is_refused_naming_its_flag() {
     let temp = tempfile::tempdir().expect("temp dir");
-    let output = server()
-        .args(["--engine", "memory", "--data-dir"])
-        .arg(temp.path().join("data"))
-        .env("COREKV_MAX_CONNECTIONS", "lots")
-        .output()
-        .expect("run corekv-server");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (status, stderr) = exit_of(
+        server()
+            .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(temp.path().join("data"))
+            .env("COREKV_MAX_CONNECTIONS", "lots"),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("invalid value 'lots' for '--max-connections"),
         "{stderr}"
@@ -78,15 +108,14 @@ fn an_invalid_log_filter_stops_the_start_naming_where_it_came_from() {
         ),
     ];
     for (env, flags, source) in cases {
-        let output = server()
-            .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(temp.path().join("data"))
-            .args(flags)
-            .envs(env.iter().copied())
-            .output()
-            .expect("run corekv-server");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{env:?}: {stderr}");
+        let (status, stderr) = exit_of(
+            server()
+                .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
+                .arg(temp.path().join("data"))
+                .args(flags)
+                .envs(env.iter().copied()),
+        );
+        assert_eq!(status.code(), Some(1), "{env:?}: {stderr}");
         assert!(
             stderr.contains("invalid log filter") && stderr.contains(source),
             "{env:?}: {stderr}"
@@ -137,7 +166,11 @@ fn json_log_format_writes_one_json_object_per_line() {
         }
     });
     let mut lines = Vec::new();
+    // Bounded: the start-up logs a handful of lines, each within seconds.
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        if lines.len() >= 100 {
+            break;
+        }
         let listening = line.contains("listening on");
         lines.push(line);
         if listening {
