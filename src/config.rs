@@ -2,7 +2,9 @@
 //!
 //! Every flag is checked here, before anything touches the network or the data
 //! directory, so a bad flag is a precise message and a non-zero exit with
-//! nothing changed. Defaults follow BRIEF §2; the limits' defaults are explained
+//! nothing changed. Every flag can also come from the environment
+//! (`--max-connections` from `COREKV_MAX_CONNECTIONS`, clap's `env`); the
+//! command line wins. Defaults follow BRIEF §2; the limits' defaults are explained
 //! in docs/operations.md.
 
 use crate::log::FsyncMode;
@@ -37,68 +39,141 @@ impl Engine {
 
 /// corekv-server: a thread-per-core key/value server speaking length-prefixed msgpack.
 #[derive(Debug, Parser)]
-#[command(name = "corekv-server", version, about, long_about = None)]
+#[command(
+    name = "corekv-server",
+    version,
+    about,
+    long_about = None,
+    after_help = "Every flag can also be set with the environment variable shown beside it\n\
+        ([env: COREKV_…]); a flag given on the command line wins over its variable.\n\n\
+        Examples:\n  \
+        corekv-server                                   # 127.0.0.1:4000, ./corekv-data, fsync always\n  \
+        corekv-server --addr 0.0.0.0:4000 --data-dir /var/lib/corekv --http-addr 127.0.0.1:8080\n  \
+        corekv-server --engine memory --shards 4        # a cache: nothing on disk\n  \
+        corekv-server --fsync interval --fsync-interval-ms 50\n  \
+        COREKV_DATA_DIR=/srv/kv COREKV_LOG=debug corekv-server --log-format json\n\n\
+        Docs: docs/operations.md (running, monitoring, backup and restore),\n\
+        docs/storage.md (the log engine), docs/http.md (the HTTP API and /metrics)."
+)]
 pub struct ServerArgs {
     /// Address to listen on (IP:PORT). Port 0 picks a free port; the chosen
     /// address is logged as "listening on IP:PORT".
-    #[arg(long, default_value = "127.0.0.1:4000")]
+    #[arg(long, env = "COREKV_ADDR", default_value = "127.0.0.1:4000")]
     pub addr: SocketAddr,
 
     /// Also serve the HTTP API (docs/http.md) on this address (IP:PORT); off
     /// unless given. Port 0 picks a free port, logged as "http listening on IP:PORT".
-    #[arg(long)]
+    #[arg(long, env = "COREKV_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
 
     /// Number of shards (one executor thread each). Default: one per CPU this
     /// process may run on.
-    #[arg(long)]
+    #[arg(long, env = "COREKV_SHARDS")]
     pub shards: Option<usize>,
 
     /// Data directory; created if missing. Holds the engine marker and a lock.
-    #[arg(long, default_value = "./corekv-data")]
+    #[arg(long, env = "COREKV_DATA_DIR", default_value = "./corekv-data")]
     pub data_dir: PathBuf,
 
     /// Storage engine.
-    #[arg(long, value_enum, default_value_t = Engine::Log)]
+    #[arg(long, env = "COREKV_ENGINE", value_enum, default_value_t = Engine::Log)]
     pub engine: Engine,
 
     /// Largest request message accepted, in bytes (suffixes: KiB, MiB, GiB).
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    #[arg(long, env = "COREKV_MAX_FRAME_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub max_frame_bytes: u64,
 
     /// Largest key accepted, in bytes (suffixes: KiB, MiB, GiB).
-    #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
+    #[arg(long, env = "COREKV_MAX_KEY_BYTES", default_value = "64KiB", value_parser = parse_bytes)]
     pub max_key_bytes: u64,
 
     /// Most client connections open at once, across all shards.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "COREKV_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
     /// Memory for keys and values, across all shards; over it, writes get OOM
     /// and reads keep working. Default: three quarters of physical memory.
-    #[arg(long, value_parser = parse_bytes)]
+    #[arg(long, env = "COREKV_MAX_MEMORY_BYTES", value_parser = parse_bytes)]
     pub max_memory_bytes: Option<u64>,
 
     /// When a write is acknowledged (log engine): `always` after its records are
     /// fdatasync-ed (group commit; survives power loss), `interval` after they
     /// are written and synced every --fsync-interval-ms, `never` after they are
     /// written. Every mode survives kill -9.
-    #[arg(long, value_enum, default_value_t = FsyncFlag::Always)]
+    #[arg(long, env = "COREKV_FSYNC", value_enum, default_value_t = FsyncFlag::Always)]
     pub fsync: FsyncFlag,
 
     /// Sync period for --fsync interval, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, env = "COREKV_FSYNC_INTERVAL_MS", default_value_t = 100)]
     pub fsync_interval_ms: u64,
 
     /// A shard's log is compacted (rewritten as a snapshot of its live data,
     /// online) once it is larger than this and more than twice its live data.
-    #[arg(long, default_value = "64MiB", value_parser = parse_bytes)]
+    #[arg(long, env = "COREKV_COMPACT_MIN_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub compact_min_bytes: u64,
 
     /// Start even if a log is corrupt in the middle: keep the records before the
     /// damage and drop the rest of that log. Copy the data directory first.
-    #[arg(long)]
+    #[arg(long, env = "COREKV_SALVAGE")]
     pub salvage: bool,
+
+    /// Which log lines to print: a level (error, warn, info, debug, trace)
+    /// or per-module directives (info,corekv::log=debug). Without it,
+    /// RUST_LOG is read; then the default, info. A filter that does not
+    /// parse is an error.
+    #[arg(long, env = "COREKV_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line) for log shippers.
+    #[arg(long, env = "COREKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the log filter came from, for its error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFilterSource {
+    Flag,
+    CorekvLog,
+    RustLog,
+    Default,
+}
+
+impl std::fmt::Display for LogFilterSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFilterSource::Flag => "--log",
+            LogFilterSource::CorekvLog => "COREKV_LOG",
+            LogFilterSource::RustLog => "RUST_LOG",
+            LogFilterSource::Default => "the default",
+        })
+    }
+}
+
+/// The log filter to use: `--log` (or `COREKV_LOG`, which clap reads into
+/// it: `from_env` says which), else `rust_log`, else `info`. An empty value
+/// counts as unset.
+pub fn log_filter(
+    log: Option<&str>,
+    from_env: bool,
+    rust_log: Option<&str>,
+) -> (String, LogFilterSource) {
+    fn given(text: Option<&str>) -> Option<&str> {
+        text.map(str::trim).filter(|t| !t.is_empty())
+    }
+    match (given(log), given(rust_log)) {
+        (Some(filter), _) if from_env => (filter.to_owned(), LogFilterSource::CorekvLog),
+        (Some(filter), _) => (filter.to_owned(), LogFilterSource::Flag),
+        (None, Some(filter)) => (filter.to_owned(), LogFilterSource::RustLog),
+        (None, None) => ("info".to_owned(), LogFilterSource::Default),
+    }
 }
 
 /// `--fsync` values.
@@ -272,6 +347,40 @@ mod tests {
         assert_eq!(config.addr.to_string(), "127.0.0.1:4000");
         assert_eq!(config.nr_shards, default_nr_shards());
         assert_eq!(config.max_frame_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn every_flag_reads_its_corekv_environment_variable() {
+        use clap::CommandFactory;
+        let command = ServerArgs::command();
+        let mut nr_flags = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["help", "version"].contains(&long) {
+                continue;
+            }
+            let expected = format!("COREKV_{}", long.to_uppercase().replace('-', "_"));
+            let env = arg.get_env().and_then(|e| e.to_str());
+            assert_eq!(env, Some(expected.as_str()), "--{long}");
+            nr_flags += 1;
+        }
+        assert!(nr_flags >= 15, "{nr_flags} flags");
+    }
+
+    #[test]
+    fn the_log_filter_is_the_flag_then_corekv_log_then_rust_log_then_info() {
+        let source = |log, from_env, rust_log| log_filter(log, from_env, rust_log).1;
+        assert_eq!(
+            source(Some("debug"), false, Some("warn")),
+            LogFilterSource::Flag
+        );
+        assert_eq!(
+            source(Some("debug"), true, Some("warn")),
+            LogFilterSource::CorekvLog
+        );
+        assert_eq!(log_filter(None, false, Some("warn")).0, "warn");
+        assert_eq!(source(Some(" "), true, None), LogFilterSource::Default);
+        assert_eq!(log_filter(None, false, None).0, "info");
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub const NAMES: &[&str] = &[
     "recovery::fdatasync",
     "recovery::rename",
     "datadir::marker",
+    "backup::create",
+    "backup::write",
+    "backup::fdatasync",
     "txn::before_commit",
     "txn::before_decide",
 ];

@@ -20,6 +20,9 @@
 //! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
 //! - [`http`]: the optional HTTP API (`--http-addr`) — hyper on glommio,
 //!   requests translated into msgpack messages and served by the same path.
+//! - [`metrics`]: the figures `/metrics` reports — request latency, log syncs,
+//!   errors — each written only by the shard it describes.
+//! - [`backup`]: an online, consistent copy of every shard (`corekv backup`).
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
@@ -28,6 +31,7 @@
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 
+pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -35,6 +39,7 @@ pub mod datadir;
 pub mod failpoint;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod notify;
 pub mod proto;
 pub mod server;

@@ -220,8 +220,9 @@ fn an_address_that_does_not_parse_is_a_usage_error_naming_it() {
     for bad in [
         "nonsense",
         "127.0.0.1",
-        "300.1.1.1:4000",
-        "localhost:4000",
+        ":4000",
+        "host:port",
+        "::1:4000",
         "",
     ] {
         corekv_bare()
@@ -230,9 +231,56 @@ fn an_address_that_does_not_parse_is_a_usage_error_naming_it() {
             .code(EXIT_USAGE)
             .stdout("")
             .stderr(contains(format!(
-                "invalid value '{bad}' for '--addr <IP:PORT>'"
+                "invalid value '{bad}' for '--addr <HOST:PORT>'"
             )));
     }
+}
+
+#[test]
+fn addresses_may_name_a_host() {
+    let server = TestServer::start(2, &[]);
+    let addr = format!("localhost:{}", server.addr.port());
+    corekv_bare()
+        .args(["--addr", &addr, "set", "greeting", "hello"])
+        .assert()
+        .success();
+    corekv_bare()
+        .args(["--addr", &addr, "get", "greeting"])
+        .assert()
+        .success()
+        .stdout("hello\n");
+    corekv_bare()
+        .args(["--addr", "no-such-host.invalid:4000", "ping"])
+        .assert()
+        .code(EXIT_ERROR)
+        .stderr(contains("cannot connect to no-such-host.invalid:4000"));
+}
+
+#[test]
+fn ping_prints_pong_when_the_server_answers() {
+    let server = TestServer::start(2, &[]);
+    assert_eq!(text_of(&server, &["ping"]), "PONG\n");
+    let pong = json_of(&server, &["ping"]);
+    assert_eq!(pong["pong"], true);
+    assert_eq!(pong["addr"], server.addr.to_string());
+    assert!(pong["round_trip_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    corekv_at(unused_addr(), &["ping"])
+        .assert()
+        .code(EXIT_ERROR)
+        .stdout("")
+        .stderr(contains("corekv ping: cannot connect to"));
+}
+
+#[test]
+fn the_http_port_is_named_as_such_instead_of_an_implausible_reply_length() {
+    let mut server = TestServer::start(1, &["--http-addr", "127.0.0.1:0"]);
+    let http = common::http_addr(&mut server);
+    corekv_at(http, &["get", "k"])
+        .assert()
+        .code(EXIT_ERROR)
+        .stdout("")
+        .stderr(contains("it is an HTTP port (corekv-server --http-addr)"))
+        .stderr(contains("implausibly large").not());
 }
 
 #[test]

@@ -467,12 +467,61 @@ fn sample(samples: &[Json], name: &str, labels: Json) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} {labels}"))
 }
 
-fn shard_sum(samples: &[Json], name: &str) -> f64 {
+/// The sum of `name`'s samples whose labels include every one of `labels`.
+fn sum_where(samples: &[Json], name: &str, labels: Json) -> f64 {
+    let wanted = labels.as_object().expect("labels are an object");
     samples
         .iter()
         .filter(|s| s["name"] == name)
+        .filter(|s| wanted.iter().all(|(k, v)| &s["labels"][k] == v))
         .filter_map(|s| s["value"].as_f64())
         .sum()
+}
+
+/// Scrapes `/metrics` and parses it with the real parser.
+fn scrape(addr: SocketAddr) -> Vec<Json> {
+    let reply = request(addr, "GET", "/metrics", None);
+    assert_eq!(reply.status, 200);
+    assert!(reply
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
+    parse_metrics(&reply.body)
+}
+
+/// Scrapes until `ready` holds (figures other shards publish may be up to a
+/// second old); at most about 10 s.
+fn scrape_until(addr: SocketAddr, ready: impl Fn(&[Json]) -> bool) -> Vec<Json> {
+    for _ in 0..100 {
+        let samples = scrape(addr);
+        if ready(&samples) {
+            return samples;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("/metrics never showed the expected figures");
+}
+
+/// Checks one member of a histogram family: buckets ascend to `+Inf`, whose
+/// count is `_count`; returns (count, sum).
+fn histogram(samples: &[Json], name: &str, labels: Json) -> (f64, f64) {
+    let member = |s: &&Json| {
+        labels
+            .as_object()
+            .expect("labels")
+            .iter()
+            .all(|(k, v)| &s["labels"][k] == v)
+    };
+    let buckets: Vec<f64> = samples
+        .iter()
+        .filter(|s| s["name"] == format!("{name}_bucket"))
+        .filter(member)
+        .filter_map(|s| s["value"].as_f64())
+        .collect();
+    assert!(buckets.len() > 2, "{name} {labels} has buckets");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    let count = sample(samples, &format!("{name}_count"), labels.clone());
+    assert_eq!(buckets.last().copied(), Some(count), "{name} {labels}");
+    (count, sample(samples, &format!("{name}_sum"), labels))
 }
 
 #[test]
@@ -487,71 +536,131 @@ fn metrics_parse_with_the_prometheus_text_parser() {
     assert_eq!(conflict.status, 409);
     get(addr, "m1");
     get(addr, "nothing");
-    server.client().set(b"m0", Value::from("x")).expect("set");
+    let mut client = server.client();
+    client.set(b"m0", Value::from("x")).expect("set");
+    client.get(b"m1").expect("get");
+    let transfer = vec![
+        corekv::client::Request::Set(b"m2".to_vec(), Value::from(1)),
+        corekv::client::Request::Set(b"m3".to_vec(), Value::from(2)),
+    ];
+    client
+        .call(&[corekv::client::Request::Atomic(transfer)])
+        .expect("atomic");
+    // A message refused whole: not a msgpack array of requests.
+    client.send_raw(&common::frame(&[0xc1])).expect("send");
+    client.flush().expect("flush");
+    client.recv_reply().expect("refusal");
 
-    let reply = request(addr, "GET", "/metrics", None);
-    assert_eq!(reply.status, 200);
-    assert!(reply
-        .header("content-type")
-        .is_some_and(|t| t.starts_with("text/plain; version=0.0.4")));
-    let samples = parse_metrics(&reply.body);
+    // Error counts are published by each shard every second.
+    let samples = scrape_until(addr, |samples| {
+        ["BADFRAME", "CONFLICT"].iter().all(|code| {
+            sum_where(samples, "corekv_error_replies_total", json!({"code": code})) >= 1.0
+        })
+    });
 
+    // Per-shard figures are one family with a `shard` label, never a
+    // family of their own.
+    assert!(
+        samples.iter().all(|s| !s["family"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("corekv_shard_")),
+        "a corekv_shard_* family is left"
+    );
     assert_eq!(sample(&samples, "corekv_shards", json!({})), 2.0);
-    assert_eq!(sample(&samples, "corekv_keys", json!({})), 10.0);
-    assert_eq!(shard_sum(&samples, "corekv_shard_keys"), 10.0);
-    assert_eq!(sample(&samples, "corekv_value_bytes", json!({})), 47.0);
-    let sets = sample(&samples, "corekv_operations_total", json!({"op": "set"}));
-    assert_eq!(sets, 11.0);
-    assert_eq!(sample(&samples, "corekv_hits_total", json!({})), 1.0);
-    assert_eq!(sample(&samples, "corekv_misses_total", json!({})), 1.0);
+    for shard in ["0", "1"] {
+        sample(&samples, "corekv_keys", json!({"shard": shard}));
+    }
+    assert_eq!(sum_where(&samples, "corekv_keys", json!({})), 10.0);
+    assert_eq!(sum_where(&samples, "corekv_value_bytes", json!({})), 39.0);
+    let sets = sum_where(&samples, "corekv_operations_total", json!({"op": "set"}));
+    assert_eq!(sets, 13.0);
+    assert_eq!(sum_where(&samples, "corekv_hits_total", json!({})), 2.0);
+    assert_eq!(sum_where(&samples, "corekv_misses_total", json!({})), 1.0);
+    let commits = sum_where(&samples, "corekv_atomic_commits_total", json!({}));
+    assert_eq!(commits, 2.0);
+    let aborts = sum_where(&samples, "corekv_atomic_aborts_total", json!({}));
+    assert_eq!(aborts, 1.0);
+    let conflicts = json!({"code": "CONFLICT"});
+    assert!(sum_where(&samples, "corekv_error_replies_total", conflicts) >= 1.0);
+    let oom = json!({"code": "OOM"});
+    assert_eq!(sum_where(&samples, "corekv_error_replies_total", oom), 0.0);
+
+    let version = json!({"version": env!("CARGO_PKG_VERSION")});
+    assert_eq!(sample(&samples, "corekv_build_info", version), 1.0);
+    assert!(sample(&samples, "corekv_connections", json!({})) >= 2.0);
+    assert!(sample(&samples, "corekv_connections_accepted_total", json!({})) >= 6.0);
     assert_eq!(
-        sample(&samples, "corekv_atomic_commits_total", json!({})),
+        sample(&samples, "corekv_connections_refused_total", json!({})),
+        0.0
+    );
+    assert_eq!(
+        sum_where(&samples, "corekv_http_connections", json!({})),
         1.0
     );
-    assert_eq!(
-        sample(&samples, "corekv_atomic_aborts_total", json!({})),
-        1.0
-    );
-    assert_eq!(
-        shard_sum(&samples, "corekv_shard_atomic_aborts_total"),
-        sample(&samples, "corekv_atomic_aborts_total", json!({}))
-    );
-    assert!(sample(&samples, "corekv_connections", json!({})) >= 1.0);
-    assert_eq!(shard_sum(&samples, "corekv_shard_http_connections"), 1.0);
+
+    let started = sample(&samples, "process_start_time_seconds", json!({}));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    assert!(started > now - 3600.0 && started <= now + 1.0, "{started}");
+    assert!(sample(&samples, "process_resident_memory_bytes", json!({})) > 0.0);
+    let open_fds = sample(&samples, "process_open_fds", json!({}));
+    assert!(open_fds > 0.0 && open_fds <= sample(&samples, "process_max_fds", json!({})));
+    sample(&samples, "process_cpu_seconds_total", json!({}));
+
+    // Request latency, per command family, of the msgpack requests above.
+    let mut observed = std::collections::BTreeMap::new();
+    for shard in ["0", "1"] {
+        for command in ["get", "set", "delete", "atomic", "stats", "other"] {
+            let labels = json!({"shard": shard, "command": command});
+            let (count, sum) = histogram(&samples, "corekv_request_duration_seconds", labels);
+            assert!(sum >= 0.0 && (count > 0.0 || sum == 0.0));
+            *observed.entry(command).or_insert(0.0) += count;
+        }
+    }
+    assert_eq!(observed["set"], 1.0, "{observed:?}");
+    assert_eq!(observed["get"], 1.0, "{observed:?}");
+    assert_eq!(observed["atomic"], 1.0, "{observed:?}");
+    assert_eq!(observed["other"], 1.0, "{observed:?}");
+    assert_eq!(observed["delete"], 0.0, "{observed:?}");
+
+    // The log: one family per figure, a member per shard.
+    assert!(sum_where(&samples, "corekv_log_syncs_total", json!({})) >= 2.0);
     for shard in ["0", "1"] {
         let labels = json!({"shard": shard});
-        sample(&samples, "corekv_shard_log_syncs_total", labels.clone());
-        sample(&samples, "corekv_shard_log_bytes", labels.clone());
+        sample(&samples, "corekv_log_syncs_total", labels.clone());
+        sample(&samples, "corekv_log_bytes", labels.clone());
         // The group commit's histograms: how long syncs take, how many
         // records each one covers.
-        let inf = json!({"shard": shard, "le": "+Inf"});
-        let count = sample(
-            &samples,
-            "corekv_shard_log_sync_seconds_count",
-            labels.clone(),
-        );
-        assert_eq!(
-            sample(
-                &samples,
-                "corekv_shard_log_sync_seconds_bucket",
-                inf.clone()
-            ),
-            count
-        );
-        sample(
-            &samples,
-            "corekv_shard_log_sync_seconds_sum",
-            labels.clone(),
-        );
-        sample(&samples, "corekv_shard_log_records_per_sync_bucket", inf);
-        sample(&samples, "corekv_shard_log_records_per_sync_sum", labels);
+        histogram(&samples, "corekv_log_sync_duration_seconds", labels.clone());
+        histogram(&samples, "corekv_log_records_per_sync", labels);
     }
-    assert!(sample(&samples, "corekv_log_syncs_total", json!({})) >= 2.0);
-    let counter = samples
-        .iter()
-        .find(|s| s["name"] == "corekv_operations_total")
-        .expect("operations");
-    assert_eq!(counter["type"], "counter");
+    let (syncs, _) = {
+        let mut total = (0.0, 0.0);
+        for shard in ["0", "1"] {
+            let (count, sum) = histogram(
+                &samples,
+                "corekv_log_sync_duration_seconds",
+                json!({"shard": shard}),
+            );
+            total = (total.0 + count, total.1 + sum);
+        }
+        total
+    };
+    assert!(syncs >= 1.0, "the log syncs were published");
+    for (name, kind) in [
+        ("corekv_operations_total", "counter"),
+        ("corekv_request_duration_seconds_bucket", "histogram"),
+        ("corekv_build_info", "gauge"),
+    ] {
+        let found = samples
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(found["type"], kind, "{name}");
+    }
 }
 
 #[test]
@@ -567,6 +676,23 @@ fn http_connections_count_against_the_connection_limit() {
         .as_str()
         .is_some_and(|e| e.contains("--max-connections")));
     drop(client);
+    // Once the server has seen the msgpack connection close, /metrics can
+    // be scraped (until then it refuses the scrape too) and counts refusals.
+    ensure_python_package("prometheus_client", "prometheus_client");
+    let page = (0..100)
+        .find_map(|_| {
+            let reply = request(addr, "GET", "/metrics", None);
+            if reply.status == 200 {
+                return Some(reply.body);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            None
+        })
+        .expect("/metrics is served once the msgpack connection is gone");
+    let samples = parse_metrics(&page);
+    let refused = sample(&samples, "corekv_connections_refused_total", json!({}));
+    assert!(refused >= 1.0, "{refused}");
+    assert!(sample(&samples, "corekv_connections_accepted_total", json!({})) >= 2.0);
 }
 
 #[test]

@@ -1,25 +1,20 @@
-//! `corekv-server`: parses flags, sets up logging to stderr, runs the server.
+//! `corekv-server`: parses flags (and their `COREKV_*` environment
+//! variables), sets up logging to stderr, runs the server.
 
 use anyhow::Context;
-use clap::Parser;
-use corekv::config::{Config, ServerArgs};
+use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+use corekv::config::{log_filter, Config, LogFormat, ServerArgs};
 use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let args = ServerArgs::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        // A log line that cannot be written (stderr closed: the collector went
-        // away) is dropped. By default tracing reports that with eprintln!,
-        // which panics on the same broken stderr and kills the logging thread —
-        // the signal thread, or a shard.
-        .log_internal_errors(false)
-        .with_env_filter(
-            EnvFilter::try_from_env("COREKV_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let matches = ServerArgs::command().get_matches();
+    let args = ServerArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let from_env = matches.value_source("log") == Some(ValueSource::EnvVariable);
+    if let Err(e) = init_logging(&args, from_env) {
+        eprintln!("corekv-server: error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     corekv::failpoint::arm_from_env();
     match run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -29,6 +24,29 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr with the filter of `--log`/`COREKV_LOG`, else `RUST_LOG`,
+/// else `info`; a filter that does not parse is an error, not ignored.
+fn init_logging(args: &ServerArgs, from_env: bool) -> anyhow::Result<()> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (text, source) = log_filter(args.log.as_deref(), from_env, rust_log.as_deref());
+    let filter = EnvFilter::builder()
+        .parse(&text)
+        .with_context(|| format!("invalid log filter '{text}' (from {source})"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: the collector went
+        // away) is dropped. By default tracing reports that with eprintln!,
+        // which panics on the same broken stderr and kills the logging thread —
+        // the signal thread, or a shard.
+        .log_internal_errors(false)
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Ok(())
 }
 
 fn run(args: ServerArgs) -> anyhow::Result<()> {

@@ -2,21 +2,25 @@
 //! default and help text (with examples) lives here and nowhere else.
 //!
 //! Parsing is all-or-nothing: a wrong argument count, an unknown flag or
-//! subcommand, an `--addr` that is not `IP:PORT`, a bad `--timeout` or an `mset`
-//! pair without `=` is a clap usage error (message on stderr, exit 2) before
-//! anything touches the network. docs/cli.md is the user-facing reference.
+//! subcommand, an `--addr` that is not `HOST:PORT`, a bad `--timeout`, an `mset`
+//! pair without `=` or a relative backup directory is a clap usage error
+//! (message on stderr, exit 2) before anything touches the network. Host
+//! names are resolved when connecting. docs/cli.md is the user-facing
+//! reference.
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// The default server address (BRIEF §6, the kvs spec).
 pub const DEFAULT_ADDR: &str = "127.0.0.1:4000";
 
-/// Default for `--timeout`, in seconds: long enough for a GET of a large value
-/// on a loaded server, short enough that a hung server does not hang a script.
-pub const DEFAULT_TIMEOUT_SECS: &str = "5";
+/// Default for `--timeout`: long enough for a GET of a large value on a
+/// loaded server, short enough that a hung server does not hang a script.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for `--timeout` of `backup`, which waits until every shard's file
+/// is written and synced.
+pub const DEFAULT_BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The value argument of `set` that means "read the value from stdin".
 pub const STDIN_VALUE: &str = "-";
@@ -29,9 +33,11 @@ pub const STDIN_VALUE: &str = "-";
     after_help = "Examples:\n  \
         corekv set greeting hello\n  \
         corekv get greeting\n  \
-        corekv --addr 10.0.0.5:4000 mget a b c\n  \
+        corekv --addr db1.internal:4000 mget a b c\n  \
         corekv mset a=1 b=2 c=3\n  \
-        corekv stats --json\n\n\
+        corekv stats --json\n  \
+        corekv ping\n  \
+        corekv backup /var/backups/corekv/2024-06-01 --http-addr 127.0.0.1:8080\n\n\
         Exit status: 0 success, 1 error (connection, server, I/O), 2 usage error,\n\
         3 key not found (rm, mrm, get --raw). Reference: docs/cli.md"
 )]
@@ -46,19 +52,22 @@ pub struct Cli {
 /// Flags every subcommand accepts, before or after the subcommand name.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Server address, IP:PORT (IPv4 or IPv6, e.g. [::1]:4000).
-    #[arg(long, global = true, value_name = "IP:PORT", default_value = DEFAULT_ADDR)]
-    pub addr: SocketAddr,
-
-    /// Seconds to wait for the connection and for the reply (fractions allowed).
+    // The help is an attribute rather than a doc comment: rustdoc would read
+    // the IPv6 example as a link.
     #[arg(
         long,
         global = true,
-        value_name = "SECS",
-        default_value = DEFAULT_TIMEOUT_SECS,
-        value_parser = parse_timeout
+        value_name = "HOST:PORT",
+        default_value = DEFAULT_ADDR,
+        value_parser = parse_host_port,
+        help = "Server address, HOST:PORT: a host name (localhost:4000), an IPv4 address or an IPv6 one in brackets ([::1]:4000)"
     )]
-    pub timeout: Duration,
+    pub addr: String,
+
+    /// Seconds to wait for the connection and for the reply (fractions
+    /// allowed). Default: 5; for backup 3600.
+    #[arg(long, global = true, value_name = "SECS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
 
     /// Print machine-readable JSON on stdout (one document per run; see docs/cli.md).
     #[arg(long, global = true)]
@@ -126,6 +135,23 @@ pub enum Command {
         corekv stats\n  \
         corekv stats --json | jq .keys")]
     Stats,
+
+    /// Check that the server answers: one empty request message, round trip.
+    #[command(after_help = "Examples:\n  \
+        corekv ping                        # PONG\n  \
+        corekv --addr localhost:4000 ping --json\n\n\
+        Prints PONG and exits 0 when the server answered; exits 1 otherwise.")]
+    Ping,
+
+    /// Write an online, consistent backup of every shard into DIR on the
+    /// server's host (through the server's HTTP API).
+    #[command(after_help = "Examples:\n  \
+        corekv backup /var/backups/corekv/$(date +%F) --http-addr 127.0.0.1:8080\n\n\
+        DIR is a path on the server's host, absolute, new or empty; the server writes\n\
+        it while it keeps serving. Every write acknowledged before the backup began is\n\
+        in it, and no ATOMIC batch is there in part. To restore, start a server with\n\
+        --data-dir on a copy of DIR (docs/operations.md, \"Backup and restore\").")]
+    Backup(BackupArgs),
 }
 
 impl Command {
@@ -139,8 +165,30 @@ impl Command {
             Command::Mset(_) => "mset",
             Command::Mrm(_) => "mrm",
             Command::Stats => "stats",
+            Command::Ping => "ping",
+            Command::Backup(_) => "backup",
         }
     }
+
+    /// How long the command waits by default (see `--timeout`).
+    pub fn default_timeout(&self) -> Duration {
+        match self {
+            Command::Backup(_) => DEFAULT_BACKUP_TIMEOUT,
+            _ => DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where the server writes the backup: an absolute path on the server's
+    /// host, new or an empty directory.
+    #[arg(value_parser = parse_backup_dir)]
+    pub dir: PathBuf,
+
+    /// The server's HTTP address (its --http-addr), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub http_addr: String,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +244,31 @@ fn parse_pair(arg: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `HOST:PORT` with a port number; the host is resolved when connecting.
+pub fn parse_host_port(arg: &str) -> Result<String, String> {
+    let usage = || {
+        format!("expected HOST:PORT (e.g. 127.0.0.1:4000, localhost:4000, [::1]:4000), got '{arg}'")
+    };
+    let (host, port) = arg.rsplit_once(':').ok_or_else(usage)?;
+    let bare_ipv6 = host.contains(':') && !(host.starts_with('[') && host.ends_with(']'));
+    if host.is_empty() || bare_ipv6 || port.parse::<u16>().is_err() {
+        return Err(usage());
+    }
+    Ok(arg.to_owned())
+}
+
+/// The server writes the backup on its own host: a relative path would be
+/// taken relative to the server's working directory, not the caller's.
+fn parse_backup_dir(arg: &str) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(arg);
+    if !dir.is_absolute() {
+        return Err(format!(
+            "'{arg}' is relative: give an absolute path on the server's host"
+        ));
+    }
+    Ok(dir)
+}
+
 /// A positive, finite number of seconds.
 fn parse_timeout(arg: &str) -> Result<Duration, String> {
     let secs: f64 = arg
@@ -224,6 +297,21 @@ mod tests {
         assert_eq!(parse_pair("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert_eq!(parse_pair("a="), Ok(("a".into(), String::new())));
         assert!(parse_pair("novalue").is_err());
+    }
+
+    #[test]
+    fn addresses_are_host_and_port() {
+        for good in [
+            "127.0.0.1:4000",
+            "localhost:4000",
+            "[::1]:4000",
+            "db-1.internal:1",
+        ] {
+            assert_eq!(parse_host_port(good).as_deref(), Ok(good));
+        }
+        for bad in ["localhost", ":4000", "host:port", "::1:4000", "host:70000"] {
+            assert!(parse_host_port(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

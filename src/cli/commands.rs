@@ -10,6 +10,8 @@
 //!   message never is); each key's result is exact.
 //! - `mset`: one ATOMIC of N SETs, `[3, [[1,K1,V1], …]]`: all applied or none.
 //! - `stats`: one STATS.
+//! - `ping`: one empty message `[]`, answered `[]`.
+//! - `backup`: `POST /v1/backup` on the HTTP address instead ([`super::admin`]).
 //!
 //! A server error element becomes a [`CliError`]; nothing is retried.
 
@@ -19,6 +21,9 @@ use crate::client::{Client, ClientError, Element, Request};
 use rmpv::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// A subcommand ready to send.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +35,8 @@ pub enum Job {
     Mset { pairs: Vec<(String, String)> },
     Mrm { keys: Vec<String> },
     Stats,
+    Ping,
+    Backup { dir: PathBuf, http_addr: String },
 }
 
 /// What the server answered, per subcommand.
@@ -55,6 +62,12 @@ pub enum Outcome {
     /// `(key, existed)` in the order given.
     Mrm(Vec<(String, bool)>),
     Stats(BTreeMap<String, u64>),
+    Pong {
+        addr: SocketAddr,
+        round_trip: Duration,
+    },
+    /// The server's report of the backup (docs/http.md).
+    Backup(serde_json::Value),
 }
 
 impl Job {
@@ -82,7 +95,24 @@ impl Job {
                 keys: args.keys.clone(),
             },
             Command::Stats => Job::Stats,
+            Command::Ping => Job::Ping,
+            Command::Backup(args) => Job::Backup {
+                dir: args.dir.clone(),
+                http_addr: args.http_addr.clone(),
+            },
         })
+    }
+
+    /// Runs the job against the server at `addr` (backup: its HTTP address),
+    /// waiting at most `timeout` for the connection and for the reply.
+    pub fn execute(self, addr: &str, timeout: Duration) -> Result<Outcome, CliError> {
+        if let Job::Backup { dir, http_addr } = &self {
+            return super::admin::backup(http_addr, dir, timeout);
+        }
+        Client::connect(addr, Some(timeout))
+            .map_err(CliError::from)
+            .and_then(|mut client| self.run(&mut client))
+            .map_err(|e| e.on_connection(addr, timeout))
     }
 
     /// Sends the job's one message and interprets the reply.
@@ -104,6 +134,10 @@ impl Job {
             Job::Mset { pairs } => mset(client, pairs),
             Job::Mrm { keys } => mrm(client, keys),
             Job::Stats => Ok(Outcome::Stats(client.stats()?)),
+            Job::Ping => ping(client),
+            Job::Backup { .. } => Err(CliError::Usage(
+                "backup goes through the HTTP API, not a msgpack connection".into(),
+            )),
         }
     }
 }
@@ -126,6 +160,23 @@ fn set_value(args: &SetArgs, stdin: &mut dyn Read) -> Result<Value, CliError> {
         // clap's required "source" group makes this unreachable.
         (None, None) => unreachable!("set without VALUE or --file passed argument parsing"),
     }
+}
+
+/// One empty message: the server answers an empty array.
+fn ping(client: &mut Client) -> Result<Outcome, CliError> {
+    let started = Instant::now();
+    let elements = client.call(&[])?;
+    let round_trip = started.elapsed();
+    if !elements.is_empty() {
+        return Err(CliError::Protocol(format!(
+            "an empty message was answered with {} elements",
+            elements.len()
+        )));
+    }
+    Ok(Outcome::Pong {
+        addr: client.peer_addr(),
+        round_trip,
+    })
 }
 
 fn mget(client: &mut Client, keys: Vec<String>) -> Result<Outcome, CliError> {

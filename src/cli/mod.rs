@@ -3,25 +3,27 @@
 //!
 //! A run is: parse ([`args`]) → build the [`commands::Job`] (reading `set`'s
 //! value from a file or stdin first, so a bad path fails before any network
-//! traffic) → connect with `--timeout` → send exactly one request message →
-//! print the [`commands::Outcome`] ([`output`], [`render`]) → exit status.
+//! traffic) → connect with `--timeout` (host names resolved, each address
+//! tried) → send exactly one request message → print the
+//! [`commands::Outcome`] ([`output`], [`render`]) → exit status. `backup`
+//! goes through the server's HTTP API instead ([`admin`]).
 //!
 //! Exit status: 0 success; 1 an error ([`CliError`]: cannot connect, no reply
 //! in time, a server error element, an aborted `mset`, an unreadable value
 //! file); 2 a usage error (clap); 3 a key not found where that is a failure
 //! (`rm`, `mrm`, `get --raw`). docs/cli.md is the reference for users.
 
+pub mod admin;
 pub mod args;
 pub mod commands;
 pub mod output;
 pub mod render;
 
-use crate::client::{Client, ClientError};
+use crate::client::ClientError;
 use args::Cli;
 use commands::Job;
 pub use output::Status;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Exit status of a run that failed with a [`CliError`].
@@ -33,9 +35,11 @@ pub enum CliError {
     #[error("cannot connect to {addr}: {reason}; is corekv-server running there?")]
     Connect { addr: String, reason: io::Error },
     #[error("no reply from {addr} within {timeout_secs} s (see --timeout)")]
-    Timeout { addr: SocketAddr, timeout_secs: f64 },
+    Timeout { addr: String, timeout_secs: f64 },
     #[error("connection to {addr} failed: {reason}")]
-    Connection { addr: SocketAddr, reason: String },
+    Connection { addr: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
     /// An I/O error on the connection, before [`run`] adds the address.
     #[error("connection failed: {0}")]
     Io(io::Error),
@@ -73,7 +77,8 @@ impl From<ClientError> for CliError {
 
 impl CliError {
     /// Names the server's address (and the timeout) in connection errors.
-    fn on_connection(self, addr: SocketAddr, timeout: Duration) -> CliError {
+    fn on_connection(self, addr: &str, timeout: Duration) -> CliError {
+        let addr = addr.to_owned();
         let CliError::Io(e) = self else {
             return self;
         };
@@ -101,11 +106,12 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<Status, CliError> {
-    let (addr, timeout) = (cli.global.addr, cli.global.timeout);
+    let addr = cli.global.addr.as_str();
+    let timeout = cli
+        .global
+        .timeout
+        .unwrap_or_else(|| cli.command.default_timeout());
     let job = Job::from_command(&cli.command, stdin)?;
-    let outcome = Client::connect(addr, Some(timeout))
-        .map_err(CliError::from)
-        .and_then(|mut client| job.run(&mut client))
-        .map_err(|e| e.on_connection(addr, timeout))?;
+    let outcome = job.execute(addr, timeout)?;
     output::print(&outcome, cli.global.json, out, err).map_err(CliError::Output)
 }

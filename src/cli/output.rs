@@ -11,6 +11,8 @@
 //! - `mget`: `KEY: RENDERING` or `KEY: Key not found`, one line per key.
 //! - `mrm`: `KEY: deleted` or `KEY: Key not found`, one line per key.
 //! - `stats`: aligned `Label: value` lines, known metrics first.
+//! - `ping`: `PONG`.
+//! - `backup`: one line naming the directory, the shards, entries and bytes.
 //!
 //! JSON output: exactly one compact JSON document and a newline on stdout.
 
@@ -109,6 +111,16 @@ fn print_human(outcome: &Outcome, out: &mut dyn Write, err: &mut dyn Write) -> i
             note_mrm_missing(results, err)
         }
         Outcome::Stats(stats) => print_stats(stats, out),
+        Outcome::Pong { .. } => writeln!(out, "PONG"),
+        Outcome::Backup(report) => writeln!(
+            out,
+            "backup written to {}: {} shards, {} entries, {} bytes in {:.3} s",
+            report["dir"].as_str().unwrap_or("?"),
+            report["shards"],
+            report["entries"],
+            report["bytes"],
+            report["seconds"].as_f64().unwrap_or(0.0)
+        ),
     }
 }
 
@@ -242,6 +254,12 @@ pub fn json_document(outcome: &Outcome) -> serde_json::Value {
             .map(|(key, existed)| json!({ "key": key, "existed": existed }))
             .collect(),
         Outcome::Stats(stats) => json!(stats),
+        Outcome::Pong { addr, round_trip } => json!({
+            "pong": true,
+            "addr": addr.to_string(),
+            "round_trip_ms": round_trip.as_secs_f64() * 1e3,
+        }),
+        Outcome::Backup(report) => report.clone(),
     }
 }
 

@@ -156,6 +156,52 @@ fn decode_stats(map: &Value) -> Option<BTreeMap<String, u64>> {
         .collect()
 }
 
+/// Connects to the first address `addr` resolves to that accepts (as
+/// `TcpStream::connect` does), waiting at most `timeout` for each; returns
+/// the stream and the address it reached.
+pub fn connect_stream(
+    addr: &(impl ToSocketAddrs + std::fmt::Display),
+    timeout: Option<Duration>,
+) -> Result<(TcpStream, SocketAddr)> {
+    let connect_error = |source| ClientError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let targets: Vec<SocketAddr> = addr.to_socket_addrs().map_err(connect_error)?.collect();
+    let mut last_error = io::Error::other("the address resolves to nothing");
+    for target in targets {
+        let connected = match timeout {
+            Some(t) => TcpStream::connect_timeout(&target, t),
+            None => TcpStream::connect(target),
+        };
+        match connected {
+            Ok(stream) => return Ok((stream, target)),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(connect_error(last_error))
+}
+
+/// Why a reply's length prefix is not believable, with a hint when the
+/// bytes are text: another protocol answered (most often an HTTP port).
+fn implausible_reply(prefix: &[u8; LEN_PREFIX_BYTES], len: u64, peer: SocketAddr) -> String {
+    let text = String::from_utf8_lossy(prefix);
+    if prefix.starts_with(b"HTTP/") {
+        return format!(
+            "{peer} answered in HTTP (\"{text}…\"): it is an HTTP port (corekv-server \
+             --http-addr), but this client speaks corekv's msgpack protocol; use the server's \
+             --addr (default port 4000)"
+        );
+    }
+    if prefix.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        return format!(
+            "{peer} answered with text (\"{text}…\"), not corekv's msgpack protocol: is it a \
+             corekv-server --addr?"
+        );
+    }
+    format!("reply of {len} bytes is implausibly large: is {peer} a corekv-server --addr?")
+}
+
 /// A connection to a corekv server.
 pub struct Client {
     reader: BufReader<TcpStream>,
@@ -165,23 +211,13 @@ pub struct Client {
 
 impl Client {
     /// Connects, waiting at most `timeout` for the connection and for each reply.
+    /// `addr` may be a host name (`localhost:4000`): each address it
+    /// resolves to is tried in turn.
     pub fn connect(
         addr: impl ToSocketAddrs + std::fmt::Display,
         timeout: Option<Duration>,
     ) -> Result<Client> {
-        let connect_error = |source| ClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut addrs = addr.to_socket_addrs().map_err(connect_error)?;
-        let target = addrs
-            .next()
-            .ok_or_else(|| connect_error(io::Error::other("address resolves to nothing")))?;
-        let stream = match timeout {
-            Some(t) => TcpStream::connect_timeout(&target, t),
-            None => TcpStream::connect(target),
-        }
-        .map_err(connect_error)?;
+        let (stream, target) = connect_stream(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(timeout)?;
@@ -226,8 +262,8 @@ impl Client {
         self.reader.read_exact(&mut prefix)?;
         let len = u64::from_be_bytes(prefix);
         if len > MAX_REPLY_BYTES {
-            return Err(ClientError::Protocol(format!(
-                "reply of {len} bytes is implausibly large"
+            return Err(ClientError::Protocol(implausible_reply(
+                &prefix, len, self.peer,
             )));
         }
         let mut body = vec![0; len as usize];
@@ -331,6 +367,20 @@ mod tests {
             bytes,
             [0, 0, 0, 0, 0, 0, 0, 6, 0x91, 0x92, 0x00, 0xc4, 0x01, b'k']
         );
+    }
+
+    #[test]
+    fn a_reply_in_http_or_text_is_named_as_such() {
+        let peer: SocketAddr = "127.0.0.1:8080".parse().expect("address");
+        let http = implausible_reply(b"HTTP/1.1", u64::MAX, peer);
+        assert!(
+            http.contains("HTTP port") && http.contains("--addr"),
+            "{http}"
+        );
+        let text = implausible_reply(b"-ERR unk", u64::MAX, peer);
+        assert!(text.contains("answered with text"), "{text}");
+        let binary = implausible_reply(&[0xff; 8], u64::MAX, peer);
+        assert!(binary.contains("implausibly large"), "{binary}");
     }
 
     #[test]

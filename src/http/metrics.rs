@@ -1,120 +1,38 @@
 //! `/metrics`: the Prometheus text exposition format (version 0.0.4).
 //!
-//! Table figures come from one STATS through the request path, so they are the
-//! numbers a msgpack client's STATS returns, totals and per shard. Figures that
-//! STATS does not carry — each shard's log syncs and bytes on disk, and its
-//! open HTTP connections — are published by each shard into [`Gauges`] (plain
-//! atomics, written only by their own shard): HTTP connections as they open and
-//! close, log figures every [`LOG_PUBLISH_PERIOD`] and whenever that shard
-//! serves `/metrics`. Another shard's log figures may therefore be up to one
-//! period old.
+//! One family per figure. A figure that each shard has is one family with a
+//! `shard` label (`corekv_keys{shard="0"}`), so `sum(corekv_keys)` is the
+//! server's total and nothing is counted twice; server-wide figures have no
+//! `shard` label. Counters end in `_total`, durations are in seconds
+//! (`_seconds`), sizes in bytes (`_bytes`). The figures and how each reaches
+//! the shard that renders the page are described in [`crate::metrics`]; table
+//! figures come from one STATS through the request path, so they are the
+//! numbers a msgpack client's STATS returns.
 //!
-//! Names: `corekv_<figure>` is the total over shards, `corekv_shard_<figure>`
-//! with a `shard` label is each shard's share (two families, so `sum()` over a
-//! family never double-counts). Counters end in `_total`.
+//! The page is written by hand rather than with a metrics crate: every figure
+//! is read from the shards when the page is served (no registry to keep), the
+//! format is a few line shapes, and the maintained Rust client
+//! (`prometheus-client`) writes only the OpenMetrics variant and keeps its
+//! histograms behind locks, where the shards' single-writer atomics need
+//! none. tests/http.rs checks the page with the Python Prometheus client's
+//! parser.
 
 use super::dispatch::Stats;
-use crate::log::sync_stats::{Histogram, RECORDS_BOUNDS, SYNC_MICROS_BOUNDS};
-use crate::shard::Shard;
+use crate::metrics::histogram::HistogramReading;
+use crate::metrics::latency::Family;
+use crate::metrics::{process, Metrics, ShardMetrics};
+use crate::proto::ErrorCode;
+use crate::server::state::ServerState;
 use crate::table::TableStats;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::fmt::{Display, Write};
+use std::sync::atomic::Ordering;
 
-/// How often each shard publishes its log figures.
-pub const LOG_PUBLISH_PERIOD: Duration = Duration::from_secs(1);
-
-/// Figures each shard publishes for the others to report.
-#[derive(Debug, Default)]
-pub struct ShardGauges {
-    pub log_bytes: AtomicU64,
-    pub http_connections: AtomicU64,
-    /// The log's sync latency histogram (microseconds, non-cumulative buckets).
-    pub sync_micros: PublishedHistogram<{ SYNC_MICROS_BOUNDS.len() + 1 }>,
-    /// Records made durable per sync.
-    pub sync_records: PublishedHistogram<{ RECORDS_BOUNDS.len() + 1 }>,
-}
-
-/// A histogram a shard publishes: per-bucket counts and the sum.
-#[derive(Debug)]
-pub struct PublishedHistogram<const N: usize> {
-    pub counts: [AtomicU64; N],
-    pub sum: AtomicU64,
-}
-
-impl<const N: usize> Default for PublishedHistogram<N> {
-    fn default() -> Self {
-        PublishedHistogram {
-            counts: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum: AtomicU64::new(0),
-        }
-    }
-}
-
-impl<const N: usize> PublishedHistogram<N> {
-    fn store(&self, histogram: &Histogram) {
-        for (published, count) in self.counts.iter().zip(&histogram.counts) {
-            published.store(*count, Ordering::Relaxed);
-        }
-        self.sum.store(histogram.sum, Ordering::Relaxed);
-    }
-}
-
-/// One [`ShardGauges`] per shard, shared by all shards of a server.
-#[derive(Debug)]
-pub struct Gauges {
-    pub shards: Vec<ShardGauges>,
-    /// Whether the shards have logs (the log engine).
-    pub has_log: bool,
-}
-
-impl Gauges {
-    pub fn new(nr_shards: usize, has_log: bool) -> Gauges {
-        Gauges {
-            shards: (0..nr_shards).map(|_| ShardGauges::default()).collect(),
-            has_log,
-        }
-    }
-
-    /// Stores `shard`'s current log figures.
-    pub fn publish_log(&self, shard: &Shard) {
-        let (Some(log), Some(gauges)) = (shard.log(), self.shards.get(shard.id().0)) else {
-            return;
-        };
-        gauges.log_bytes.store(log.file_len(), Ordering::Relaxed);
-        let stats = log.sync_stats();
-        gauges.sync_micros.store(&stats.micros);
-        gauges.sync_records.store(&stats.records);
-    }
-}
-
-/// A metric family being written: its samples follow its HELP and TYPE lines.
-struct Family<'a> {
-    out: &'a mut String,
-}
-
-impl Family<'_> {
-    fn sample(&mut self, name: &str, labels: &str, value: u64) {
-        // Writing to a String cannot fail.
-        let _ = writeln!(self.out, "{name}{labels} {value}");
-    }
-}
-
-fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-    Family { out }
-}
-
-/// How a table figure is exposed.
+/// A table figure: its family, and the STATS field it reads.
 struct TableMetric {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    /// The STATS field.
     field: &'static str,
-    /// For `corekv_operations_total{op=…}`: the op label.
-    op: Option<&'static str>,
 }
 
 const fn metric(
@@ -128,215 +46,269 @@ const fn metric(
         kind,
         help,
         field,
-        op: None,
     }
 }
 
-const fn operation(op: &'static str, field: &'static str) -> TableMetric {
-    TableMetric {
-        name: "operations_total",
-        kind: "counter",
-        help: "Requests executed, by type (get: GET/GETV; set: SET/PUTV and writes in ATOMIC; delete: DEL/RM).",
-        field,
-        op: Some(op),
-    }
-}
-
-const TABLE_METRICS: [TableMetric; 14] = [
-    metric("keys", "gauge", "keys", "Keys stored."),
+const TABLE_METRICS: [TableMetric; 11] = [
+    metric("corekv_keys", "gauge", "keys", "Keys stored."),
     metric(
-        "value_bytes",
+        "corekv_value_bytes",
         "gauge",
         "value_bytes",
         "Bytes of stored values.",
     ),
     metric(
-        "memory_bytes",
+        "corekv_memory_bytes",
         "gauge",
         "memory_bytes",
         "Memory accounted to keys and values.",
     ),
     metric(
-        "reply_pinned_bytes",
+        "corekv_reply_pinned_bytes",
         "gauge",
         "reply_pinned_bytes",
         "Memory of values no longer stored that unwritten replies still hold; counts against the memory limit.",
     ),
-    operation("get", "gets"),
-    operation("set", "sets"),
-    operation("delete", "deletes"),
     metric(
-        "hits_total",
+        "corekv_hits_total",
         "counter",
         "hits",
         "Reads that found their key.",
     ),
     metric(
-        "misses_total",
+        "corekv_misses_total",
         "counter",
         "misses",
         "Reads that did not find their key.",
     ),
     metric(
-        "version_conflicts_total",
+        "corekv_version_conflicts_total",
         "counter",
         "version_conflicts",
         "PUTV requests refused on a version conflict.",
     ),
     metric(
-        "oom_rejections_total",
+        "corekv_oom_rejections_total",
         "counter",
         "oom_rejections",
         "Writes refused over the memory limit.",
     ),
     metric(
-        "atomic_commits_total",
+        "corekv_atomic_commits_total",
         "counter",
         "atomic_commits",
         "ATOMIC batches committed.",
     ),
     metric(
-        "atomic_aborts_total",
+        "corekv_atomic_aborts_total",
         "counter",
         "atomic_aborts",
         "ATOMIC batches aborted.",
     ),
     metric(
-        "log_syncs_total",
+        "corekv_log_syncs_total",
         "counter",
         "log_syncs",
         "Log syncs (fdatasync) since start; 0 with the memory engine.",
     ),
 ];
 
-/// The whole `/metrics` page.
-pub fn render(stats: &Stats, gauges: &Gauges, max_connections: usize) -> String {
-    let mut out = String::new();
-    let total = |field: &str| stats.total.get(field).copied().unwrap_or(0);
-    let shards = stats.total.get("shards").copied().unwrap_or(0);
-    family(
-        &mut out,
-        "corekv_shards",
-        "gauge",
-        "Shards (one executor each).",
-    )
-    .sample("corekv_shards", "", shards);
-    render_table(&mut out, stats);
-    family(
-        &mut out,
-        "corekv_connections",
-        "gauge",
-        "Open client connections, msgpack and HTTP.",
-    )
-    .sample("corekv_connections", "", total("connections"));
-    family(
-        &mut out,
-        "corekv_max_connections",
-        "gauge",
-        "The --max-connections limit.",
-    )
-    .sample("corekv_max_connections", "", max_connections as u64);
-    render_gauge(
-        &mut out,
-        gauges,
-        "http_connections",
-        "gauge",
-        "Open HTTP connections.",
-        |g| &g.http_connections,
-    );
-    if gauges.has_log {
-        render_gauge(
-            &mut out,
-            gauges,
-            "log_bytes",
-            "gauge",
-            "Bytes of log records in the log file (not counting space allocated ahead).",
-            |g| &g.log_bytes,
-        );
-        render_histogram(
-            &mut out,
-            gauges,
-            ("log_sync_seconds", "Time each log sync (fdatasync) took."),
-            (&SYNC_MICROS_BOUNDS, 1e-6),
-            |g| (&g.sync_micros.counts[..], &g.sync_micros.sum),
-        );
-        render_histogram(
-            &mut out,
-            gauges,
-            (
-                "log_records_per_sync",
-                "Log records made durable by each sync: the grouping of group commit.",
-            ),
-            (&RECORDS_BOUNDS, 1.0),
-            |g| (&g.sync_records.counts[..], &g.sync_records.sum),
-        );
-    }
-    out
+/// `corekv_operations_total{op}`: the STATS field of each op label.
+const OPERATIONS: [(&str, &str); 3] = [("get", "gets"), ("set", "sets"), ("delete", "deletes")];
+
+/// The page being written.
+struct Page {
+    out: String,
 }
 
-/// A per-shard histogram family `corekv_shard_<name>` (buckets, sum, count
-/// per shard); `scale` turns bucket bounds and the sum into the unit named.
-fn render_histogram(
-    out: &mut String,
-    gauges: &Gauges,
-    (name, help): (&str, &str),
-    (bounds, scale): (&[u64], f64),
-    pick: impl Fn(&ShardGauges) -> (&[AtomicU64], &AtomicU64),
-) {
-    let name = format!("corekv_shard_{name}");
-    family(out, &name, "histogram", &format!("{help} Per shard."));
-    for (id, shard) in gauges.shards.iter().enumerate() {
-        let (counts, sum) = pick(shard);
+impl Page {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (label, value)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{label}=\"{}\"", escape(value));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    /// One family member of a histogram: cumulative buckets, sum and count;
+    /// `scale` turns the reading's unit into the family's.
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        reading: &HistogramReading,
+        scale: f64,
+    ) {
+        let bucket_name = format!("{name}_bucket");
         let mut cumulative = 0;
-        for (i, count) in counts.iter().enumerate() {
-            cumulative += count.load(Ordering::Relaxed);
-            let le = bounds.get(i).map_or("+Inf".to_owned(), |bound| {
+        for (i, count) in reading.counts.iter().enumerate() {
+            cumulative += count;
+            let le = reading.bounds.get(i).map_or("+Inf".to_owned(), |bound| {
                 (*bound as f64 * scale).to_string()
             });
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{shard=\"{id}\",le=\"{le}\"}} {cumulative}"
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket_name, &with_le, cumulative);
+        }
+        self.sample(&format!("{name}_sum"), labels, reading.sum as f64 * scale);
+        self.sample(&format!("{name}_count"), labels, cumulative);
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole `/metrics` page.
+pub fn render(stats: &Stats, metrics: &Metrics, state: &ServerState) -> String {
+    let mut page = Page { out: String::new() };
+    render_server(&mut page, stats, state);
+    render_process(&mut page);
+    render_table(&mut page, &stats.shares);
+    render_shards(&mut page, metrics);
+    page.out
+}
+
+fn render_server(page: &mut Page, stats: &Stats, state: &ServerState) {
+    let gauge = |page: &mut Page, name: &str, help: &str, value: u64| {
+        page.family(name, "gauge", help);
+        page.sample(name, &[], value);
+    };
+    page.family(
+        "corekv_build_info",
+        "gauge",
+        "The corekv version serving; always 1.",
+    );
+    page.sample(
+        "corekv_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    gauge(
+        page,
+        "corekv_shards",
+        "Shards (one executor each).",
+        state.nr_shards as u64,
+    );
+    let connections = stats.total.get("connections").copied().unwrap_or(0);
+    gauge(
+        page,
+        "corekv_connections",
+        "Open client connections, msgpack and HTTP.",
+        connections,
+    );
+    gauge(
+        page,
+        "corekv_max_connections",
+        "The --max-connections limit.",
+        state.max_connections as u64,
+    );
+    let counter = |page: &mut Page, name: &str, help: &str, value: u64| {
+        page.family(name, "counter", help);
+        page.sample(name, &[], value);
+    };
+    counter(
+        page,
+        "corekv_connections_accepted_total",
+        "Client connections accepted, msgpack and HTTP.",
+        state.connections_accepted(),
+    );
+    counter(
+        page,
+        "corekv_connections_refused_total",
+        "Client connections refused over --max-connections.",
+        state.connections_refused(),
+    );
+}
+
+/// The standard process figures; one that cannot be read is left out.
+fn render_process(page: &mut Page) {
+    let figures = process::read();
+    let mut figure = |name: &str, kind: &str, help: &str, value: Option<f64>| {
+        if let Some(value) = value {
+            page.family(name, kind, help);
+            page.sample(name, &[], value);
+        }
+    };
+    let bytes = |v: Option<u64>| v.map(|v| v as f64);
+    figure(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since the Unix epoch, in seconds.",
+        figures.start_time_seconds,
+    );
+    figure(
+        "process_cpu_seconds_total",
+        "counter",
+        "User and system CPU time spent, in seconds.",
+        figures.cpu_seconds,
+    );
+    figure(
+        "process_resident_memory_bytes",
+        "gauge",
+        "Resident memory size in bytes.",
+        bytes(figures.resident_memory_bytes),
+    );
+    figure(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "Virtual memory size in bytes.",
+        bytes(figures.virtual_memory_bytes),
+    );
+    figure(
+        "process_open_fds",
+        "gauge",
+        "Open file descriptors.",
+        bytes(figures.open_fds),
+    );
+    figure(
+        "process_max_fds",
+        "gauge",
+        "The limit on open file descriptors (RLIMIT_NOFILE).",
+        bytes(figures.max_fds),
+    );
+}
+
+/// Table figures, one family each, one sample per shard.
+fn render_table(page: &mut Page, shares: &[TableStats]) {
+    let ids: Vec<String> = (0..shares.len()).map(|id| id.to_string()).collect();
+    for m in &TABLE_METRICS {
+        page.family(m.name, m.kind, m.help);
+        for (id, share) in ids.iter().zip(shares) {
+            page.sample(m.name, &[("shard", id)], field(share, m.field));
+        }
+    }
+    let name = "corekv_operations_total";
+    page.family(
+        name,
+        "counter",
+        "Requests executed, by type (get: GET/GETV; set: SET/PUTV and writes in ATOMIC; delete: DEL/RM).",
+    );
+    for (id, share) in ids.iter().zip(shares) {
+        for (op, stats_field) in OPERATIONS {
+            page.sample(
+                name,
+                &[("shard", id), ("op", op)],
+                field(share, stats_field),
             );
         }
-        let sum = sum.load(Ordering::Relaxed) as f64 * scale;
-        let _ = writeln!(out, "{name}_sum{{shard=\"{id}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{shard=\"{id}\"}} {cumulative}");
-    }
-}
-
-fn render_table(out: &mut String, stats: &Stats) {
-    let mut i = 0;
-    while i < TABLE_METRICS.len() {
-        let first = &TABLE_METRICS[i];
-        // Metrics of one name (the operations) are consecutive and share a family.
-        let group: Vec<&TableMetric> = TABLE_METRICS[i..]
-            .iter()
-            .take_while(|m| m.name == first.name)
-            .collect();
-        i += group.len();
-        let total_name = format!("corekv_{}", first.name);
-        let mut total = family(out, &total_name, first.kind, first.help);
-        for m in &group {
-            let value = stats.total.get(m.field).copied().unwrap_or(0);
-            total.sample(&total_name, &op_labels(m, None), value);
-        }
-        let shard_name = format!("corekv_shard_{}", first.name);
-        let help = format!("{} Per shard.", first.help);
-        let mut per_shard = family(out, &shard_name, first.kind, &help);
-        for (id, share) in stats.shares.iter().enumerate() {
-            for m in &group {
-                per_shard.sample(&shard_name, &op_labels(m, Some(id)), field(share, m.field));
-            }
-        }
-    }
-}
-
-fn op_labels(m: &TableMetric, shard: Option<usize>) -> String {
-    match (m.op, shard) {
-        (None, None) => String::new(),
-        (None, Some(id)) => format!("{{shard=\"{id}\"}}"),
-        (Some(op), None) => format!("{{op=\"{op}\"}}"),
-        (Some(op), Some(id)) => format!("{{shard=\"{id}\",op=\"{op}\"}}"),
     }
 }
 
@@ -348,26 +320,105 @@ fn field(share: &TableStats, name: &str) -> u64 {
         .map_or(0, |(_, value)| *value)
 }
 
-/// A published per-shard figure: its total and its per-shard family.
-fn render_gauge(
-    out: &mut String,
-    gauges: &Gauges,
-    name: &str,
-    kind: &str,
-    help: &str,
-    pick: impl Fn(&ShardGauges) -> &AtomicU64,
-) {
-    let values: Vec<u64> = gauges
+/// Figures the shards publish or keep in place ([`crate::metrics`]).
+fn render_shards(page: &mut Page, metrics: &Metrics) {
+    let shards: Vec<(String, &ShardMetrics)> = metrics
         .shards
         .iter()
-        .map(|g| pick(g).load(Ordering::Relaxed))
+        .enumerate()
+        .map(|(id, shard)| (id.to_string(), shard))
         .collect();
-    let total_name = format!("corekv_{name}");
-    family(out, &total_name, kind, help).sample(&total_name, "", values.iter().sum());
-    let shard_name = format!("corekv_shard_{name}");
-    let help = format!("{help} Per shard.");
-    let mut per_shard = family(out, &shard_name, kind, &help);
-    for (id, value) in values.iter().enumerate() {
-        per_shard.sample(&shard_name, &format!("{{shard=\"{id}\"}}"), *value);
+    let name = "corekv_http_connections";
+    page.family(name, "gauge", "Open HTTP connections.");
+    for (id, shard) in &shards {
+        let open = shard.http_connections.load(Ordering::Relaxed);
+        page.sample(name, &[("shard", id)], open);
+    }
+    let name = "corekv_error_replies_total";
+    page.family(
+        name,
+        "counter",
+        "Error elements [-9, CODE, message] sent, by code, counted on the shard that produced them.",
+    );
+    for (id, shard) in &shards {
+        for (code, count) in ErrorCode::ALL.iter().zip(&shard.errors) {
+            let count = count.load(Ordering::Relaxed);
+            page.sample(name, &[("shard", id), ("code", code.as_str())], count);
+        }
+    }
+    let name = "corekv_request_duration_seconds";
+    page.family(
+        name,
+        "histogram",
+        "msgpack requests, from the read that completed their message to the write of its reply, by command family.",
+    );
+    for (id, shard) in &shards {
+        for family in Family::ALL {
+            let reading = shard.requests.family(family).read();
+            let labels = [("shard", id.as_str()), ("command", family.name())];
+            page.histogram(name, &labels, &reading, 1e-9);
+        }
+    }
+    if metrics.has_log {
+        render_log(page, &shards);
+    }
+}
+
+fn render_log(page: &mut Page, shards: &[(String, &ShardMetrics)]) {
+    let name = "corekv_log_bytes";
+    page.family(
+        name,
+        "gauge",
+        "Bytes of log records in the log file (not counting space allocated ahead).",
+    );
+    for (id, shard) in shards {
+        let bytes = shard.log_bytes.load(Ordering::Relaxed);
+        page.sample(name, &[("shard", id)], bytes);
+    }
+    let name = "corekv_log_sync_duration_seconds";
+    page.family(name, "histogram", "Time each log sync (fdatasync) took.");
+    for (id, shard) in shards {
+        let reading = shard.log_sync_micros.read();
+        page.histogram(name, &[("shard", id)], &reading, 1e-6);
+    }
+    let name = "corekv_log_records_per_sync";
+    page.family(
+        name,
+        "histogram",
+        "Log records made durable by each sync: the grouping of group commit.",
+    );
+    for (id, shard) in shards {
+        let reading = shard.log_records_per_sync.read();
+        page.histogram(name, &[("shard", id)], &reading, 1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_histogram_has_cumulative_buckets_a_sum_and_a_count() {
+        static BOUNDS: [u64; 2] = [1, 10];
+        let reading = HistogramReading {
+            bounds: &BOUNDS,
+            counts: vec![1, 2, 3],
+            sum: 40,
+        };
+        let mut page = Page { out: String::new() };
+        page.histogram("h", &[("shard", "0")], &reading, 0.5);
+        assert_eq!(
+            page.out,
+            "h_bucket{shard=\"0\",le=\"0.5\"} 1\n\
+             h_bucket{shard=\"0\",le=\"5\"} 3\n\
+             h_bucket{shard=\"0\",le=\"+Inf\"} 6\n\
+             h_sum{shard=\"0\"} 20\n\
+             h_count{shard=\"0\"} 6\n"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The HTTP API (`--http-addr`): concave's `/v1/get` and `/v1/put`, plus
-//! `/v1/stats`, `/health` and Prometheus `/metrics` (docs/http.md).
+//! `/v1/stats`, `/health`, Prometheus `/metrics` and `/v1/backup` (docs/http.md).
 //!
 //! Like the msgpack listener, every shard binds the HTTP address with
 //! SO_REUSEPORT and SO_REUSEADDR ([`crate::server::bind`]) and serves the
@@ -27,7 +27,7 @@
 //! - [`routes`]: paths, methods, the handlers, error responses.
 //! - [`dispatch`]: one msgpack message through a [`Round`](crate::server::round::Round).
 //! - [`json`]: JSON ↔ msgpack values.
-//! - [`metrics`]: the Prometheus page and the figures shards publish for it.
+//! - [`metrics`]: the Prometheus page (the figures: [`crate::metrics`]).
 
 pub mod compat;
 pub mod dispatch;
@@ -41,7 +41,6 @@ use compat::HyperStream;
 use dispatch::Dispatcher;
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-pub use metrics::Gauges;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -60,22 +59,16 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 pub struct HttpPlan {
     /// The resolved address (port 0 already replaced by the chosen port).
     pub addr: SocketAddr,
-    pub gauges: Arc<Gauges>,
     /// The 503 server of recovery, until a shard adopts its socket.
     recovering: Arc<Mutex<Option<recovering::Recovering>>>,
 }
 
 impl HttpPlan {
     /// Binds `addr` and answers 503 on it until [`HttpPlan::end_recovery`].
-    pub fn start(
-        addr: SocketAddr,
-        gauges: Gauges,
-        max_connections: usize,
-    ) -> std::io::Result<HttpPlan> {
+    pub fn start(addr: SocketAddr, max_connections: usize) -> std::io::Result<HttpPlan> {
         let recovering = recovering::Recovering::start(addr, max_connections)?;
         Ok(HttpPlan {
             addr,
-            gauges: Arc::new(gauges),
             recovering: Arc::new(Mutex::new(Some(recovering))),
         })
     }
@@ -110,20 +103,16 @@ impl HttpPlan {
     }
 }
 
-/// Everything a connection's handlers share.
+/// What the shard's HTTP connections share.
 struct Shared {
-    gauges: Arc<Gauges>,
     live: Cell<usize>,
 }
 
 /// Accepts HTTP connections until shutdown, then waits (bounded) for the open
 /// ones to finish.
-pub async fn serve(listener: TcpListener, ctx: ShardContext, gauges: Arc<Gauges>) {
-    let shared = Rc::new(Shared {
-        gauges,
-        live: Cell::new(0),
-    });
-    glommio::spawn_local(publish_log_figures(ctx.clone(), shared.clone())).detach();
+pub async fn serve(listener: TcpListener, ctx: ShardContext) {
+    let shared = Rc::new(Shared { live: Cell::new(0) });
+    glommio::spawn_local(publish_figures(ctx.clone())).detach();
     loop {
         let accept = async { Some(listener.accept().await) };
         let stop = async {
@@ -145,11 +134,12 @@ pub async fn serve(listener: TcpListener, ctx: ShardContext, gauges: Arc<Gauges>
     }
 }
 
-/// Keeps this shard's log figures in [`Gauges`] fresh for other shards' `/metrics`.
-async fn publish_log_figures(ctx: ShardContext, shared: Rc<Shared>) {
+/// Keeps the figures this shard keeps to itself fresh for other shards'
+/// `/metrics` ([`crate::metrics`]).
+async fn publish_figures(ctx: ShardContext) {
     while !ctx.shutdown.is_triggered() {
-        shared.gauges.publish_log(&ctx.shard);
-        glommio::timer::sleep(metrics::LOG_PUBLISH_PERIOD).await;
+        ctx.metrics.publish(&ctx.shard);
+        glommio::timer::sleep(crate::metrics::PUBLISH_PERIOD).await;
     }
 }
 
@@ -161,38 +151,34 @@ fn admit(stream: TcpStream, ctx: &ShardContext, shared: &Rc<Shared>) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
-    count_http_connection(ctx, shared, true);
+    count_http_connection(ctx, true);
     shared.live.set(shared.live.get() + 1);
     let (ctx, shared) = (ctx.clone(), shared.clone());
     glommio::spawn_local(async move {
-        serve_connection(&ctx, &shared, stream).await;
+        serve_connection(&ctx, stream).await;
         ctx.state.release_connection();
-        count_http_connection(&ctx, &shared, false);
+        count_http_connection(&ctx, false);
         shared.live.set(shared.live.get() - 1);
     })
     .detach();
 }
 
 /// Counts an opened (or closed) connection in this shard's gauges.
-fn count_http_connection(ctx: &ShardContext, shared: &Shared, opened: bool) {
-    let Some(gauges) = shared.gauges.shards.get(ctx.shard.id().0) else {
-        return;
-    };
+fn count_http_connection(ctx: &ShardContext, opened: bool) {
+    let open = &ctx.metrics.shard(ctx.shard.id()).http_connections;
     if opened {
-        gauges.http_connections.fetch_add(1, Ordering::Relaxed);
+        open.fetch_add(1, Ordering::Relaxed);
     } else {
-        gauges.http_connections.fetch_sub(1, Ordering::Relaxed);
+        open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// Serves one connection with hyper until the client closes it, or until
 /// shutdown, when the request in hand is finished and the connection closed.
-async fn serve_connection(ctx: &ShardContext, shared: &Rc<Shared>, stream: TcpStream) {
+async fn serve_connection(ctx: &ShardContext, stream: TcpStream) {
     let dispatcher = Rc::new(Dispatcher::new(ctx.clone()));
-    let gauges = shared.gauges.clone();
-    let service = hyper::service::service_fn(move |request| {
-        routes::handle(request, dispatcher.clone(), gauges.clone())
-    });
+    let service =
+        hyper::service::service_fn(move |request| routes::handle(request, dispatcher.clone()));
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(HyperStream(stream), service);
     let mut connection = std::pin::pin!(connection);

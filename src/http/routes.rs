@@ -8,6 +8,7 @@
 //! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
 //! | `/health` | GET | every shard's state: 200 while all serve, 503 when any is recovering, shutting down or has a poisoned log (and during recovery, [`super::recovering`]) |
 //! | `/metrics` | GET | Prometheus text format |
+//! | `/v1/backup` | POST | `{"dir": DIR}`: an online, consistent backup into DIR on the server's host ([`crate::backup`]) |
 //!
 //! Every failure is a JSON body `{"error": message, "code": CODE}` (on
 //! `/v1/put` also `"result": "Failure"`), with a 4xx status for the client's
@@ -19,7 +20,7 @@
 
 use super::dispatch::{DispatchError, Dispatcher};
 use super::json;
-use super::metrics::{self, Gauges};
+use super::metrics;
 use crate::client::{Element, Request};
 use crate::proto::ErrorCode;
 use crate::server::state::ShardHealth;
@@ -32,7 +33,6 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value as Json};
 use std::convert::Infallible;
 use std::rc::Rc;
-use std::sync::Arc;
 
 pub type Response = hyper::Response<Full<Bytes>>;
 
@@ -100,7 +100,6 @@ impl From<DispatchError> for HttpError {
 pub async fn handle(
     request: hyper::Request<Incoming>,
     dispatcher: Rc<Dispatcher>,
-    gauges: Arc<Gauges>,
 ) -> Result<Response, Infallible> {
     let path = request.uri().path().to_owned();
     #[cfg(feature = "failpoints")]
@@ -109,6 +108,7 @@ pub async fn handle(
     }
     let (allowed, put) = match path.as_str() {
         "/v1/put" => (Method::POST, true),
+        "/v1/backup" => (Method::POST, false),
         "/v1/get" | "/v1/stats" | "/health" | "/metrics" => (Method::GET, false),
         _ => {
             let message = format!("no such path {path}; see docs/http.md");
@@ -122,10 +122,11 @@ pub async fn handle(
     }
     let result = match path.as_str() {
         "/v1/put" => put_handler(request, &dispatcher).await,
+        "/v1/backup" => backup_handler(request, &dispatcher).await,
         "/v1/get" => get_handler(&request, &dispatcher).await,
         "/v1/stats" => stats_handler(&dispatcher).await,
         "/health" => Ok(health_handler(&dispatcher)),
-        _ => metrics_handler(&dispatcher, &gauges).await,
+        _ => metrics_handler(&dispatcher).await,
     };
     Ok(result.unwrap_or_else(|e| e.into_response(put)))
 }
@@ -339,15 +340,58 @@ async fn stats_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
     Ok(json_response(StatusCode::OK, &body))
 }
 
+/// `POST /v1/backup` with `{"dir": DIR}`: the whole backup, then its report.
+async fn backup_handler(
+    request: hyper::Request<Incoming>,
+    dispatcher: &Dispatcher,
+) -> Result<Response, HttpError> {
+    let body = read_body(request, 64 * 1024).await?;
+    let json: Json = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    let dir = match json.get("dir") {
+        Some(Json::String(dir)) => std::path::PathBuf::from(dir),
+        _ => {
+            return Err(HttpError::bad_request(
+                "the body must be {\"dir\": \"/absolute/path\"}",
+            ))
+        }
+    };
+    let report = crate::backup::run(dispatcher.ctx(), dir)
+        .await
+        .map_err(backup_error)?;
+    let body = json!({
+        "dir": report.dir.display().to_string(),
+        "shards": report.nr_shards,
+        "entries": report.nr_entries,
+        "bytes": report.bytes,
+        "cut_ms": report.cut_wait.as_secs_f64() * 1e3,
+        "seconds": report.elapsed.as_secs_f64(),
+    });
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+fn backup_error(e: crate::backup::BackupError) -> HttpError {
+    use crate::backup::BackupError as E;
+    let (status, code) = match &e {
+        E::RelativeDir(_) => (StatusCode::BAD_REQUEST, "BADREQ"),
+        E::NotEmpty(_) => (StatusCode::CONFLICT, "EXISTS"),
+        E::Busy => (StatusCode::CONFLICT, "BUSY"),
+        E::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTDOWN"),
+        E::CutTimeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
+        E::Io { .. } | E::Cancelled => (StatusCode::INTERNAL_SERVER_ERROR, "IOERR"),
+    };
+    HttpError::new(status, code, e.to_string())
+}
+
 /// `GET /metrics`.
-async fn metrics_handler(dispatcher: &Dispatcher, gauges: &Gauges) -> Result<Response, HttpError> {
+async fn metrics_handler(dispatcher: &Dispatcher) -> Result<Response, HttpError> {
     let ctx = dispatcher.ctx();
-    gauges.publish_log(&ctx.shard);
+    ctx.metrics.publish(&ctx.shard);
     let stats = match dispatcher.stats().await? {
         Ok(stats) => stats,
         Err(element) => return Err(element_error(element)),
     };
-    let page = metrics::render(&stats, gauges, ctx.state.max_connections);
+    let page = metrics::render(&stats, &ctx.metrics, &ctx.state);
     Ok(response(StatusCode::OK, PROMETHEUS_TYPE, page.into()))
 }
 

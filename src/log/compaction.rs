@@ -181,7 +181,8 @@ async fn write_and_switch(
         .await
         .map_err(std::io::Error::from)?;
     let epoch = super::new_epoch();
-    let snapshot_len = write_snapshot(&file, &snapshot, epoch, scope).await?;
+    let failpoint = "compaction::write";
+    let snapshot_len = write_snapshot(&file, &snapshot, epoch, (failpoint, scope)).await?;
     // The rename is the switch: from here the new file is the log.
     let install = async {
         failpoint::check("compaction::rename", scope)?;
@@ -210,15 +211,20 @@ fn remove_partial(tmp: &Path) {
     }
 }
 
-async fn write_snapshot(
+/// Writes `snapshot` as a log file of `epoch` (header, then its records),
+/// from offset 0, in chunks, yielding between them; returns its length.
+/// Every chunk write checks `failpoint` (for shard `scope`). Backups write
+/// their files with it too (`crate::backup`), so they are exactly what
+/// recovery reads.
+pub async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
     epoch: u64,
-    scope: Option<usize>,
+    failpoint: (&str, Option<usize>),
 ) -> std::io::Result<u64> {
     let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
     format::write_file_header(&mut header, epoch);
-    let mut offset = write_chunk(file, &mut header, 0, scope).await?;
+    let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     for txn in &snapshot.commits {
         format::write_commit(&mut chunk, *txn);
@@ -232,7 +238,7 @@ async fn write_snapshot(
         format::write_effect(&mut chunk, &put);
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
-            offset += write_chunk(file, &mut chunk, offset, scope).await?;
+            offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
             glommio::yield_if_needed().await;
         }
     }
@@ -242,12 +248,12 @@ async fn write_snapshot(
         format::write_prepare(&mut chunk, share.txn, &effects);
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
-            offset += write_chunk(file, &mut chunk, offset, scope).await?;
+            offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
             glommio::yield_if_needed().await;
         }
     }
     format::stamp(&mut chunk, epoch);
-    offset += write_chunk(file, &mut chunk, offset, scope).await?;
+    offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
     Ok(offset)
 }
 
@@ -270,12 +276,12 @@ async fn write_chunk(
     file: &glommio::io::BufferedFile,
     chunk: &mut Vec<u8>,
     offset: u64,
-    scope: Option<usize>,
+    (failpoint, scope): (&str, Option<usize>),
 ) -> std::io::Result<u64> {
     if chunk.is_empty() {
         return Ok(0);
     }
-    failpoint::check("compaction::write", scope)?;
+    failpoint::check(failpoint, scope)?;
     let bytes = std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
     let len = bytes.len();
     let written = file

@@ -1,5 +1,13 @@
 //! Wire error codes: the one place where a failure becomes the CODE string of an
 //! `[-9, CODE, message]` element.
+//!
+//! Every error element is written by [`crate::proto::reply::write_error`],
+//! which counts it by code in a tally of the writing thread
+//! ([`errors_written`]). A shard is one thread, so each shard counts the
+//! errors it writes without sharing anything; it publishes its tally for
+//! `/metrics` (`crate::metrics`).
+
+use std::cell::Cell;
 
 /// The CODE of an error element, as BRIEF §3 lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +29,17 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of [`errors_written`].
+    pub const ALL: [ErrorCode; 7] = [
+        ErrorCode::BadFrame,
+        ErrorCode::BadReq,
+        ErrorCode::TooBig,
+        ErrorCode::Conflict,
+        ErrorCode::Oom,
+        ErrorCode::IoErr,
+        ErrorCode::Shutdown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadFrame => "BADFRAME",
@@ -34,17 +53,28 @@ impl ErrorCode {
     }
 
     pub fn parse(code: &str) -> Option<ErrorCode> {
-        let all = [
-            ErrorCode::BadFrame,
-            ErrorCode::BadReq,
-            ErrorCode::TooBig,
-            ErrorCode::Conflict,
-            ErrorCode::Oom,
-            ErrorCode::IoErr,
-            ErrorCode::Shutdown,
-        ];
-        all.into_iter().find(|c| c.as_str() == code)
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == code)
     }
+}
+
+thread_local! {
+    /// Error elements this thread has written, by [`ErrorCode::ALL`] index.
+    static ERRORS_WRITTEN: [Cell<u64>; ErrorCode::ALL.len()] =
+        const { [const { Cell::new(0) }; ErrorCode::ALL.len()] };
+}
+
+/// Counts one error element written by this thread.
+pub(crate) fn count_written(code: ErrorCode) {
+    ERRORS_WRITTEN.with(|tally| {
+        let cell = &tally[code as usize];
+        cell.set(cell.get() + 1);
+    });
+}
+
+/// The error elements this thread has written so far, by [`ErrorCode::ALL`]
+/// index.
+pub fn errors_written() -> [u64; ErrorCode::ALL.len()] {
+    ERRORS_WRITTEN.with(|tally| std::array::from_fn(|i| tally[i].get()))
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -67,5 +97,25 @@ impl RequestError {
             code,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_counted_under_its_own_index() {
+        for (i, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, i);
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+        let before = errors_written();
+        let mut out = Vec::new();
+        crate::proto::reply::write_error(&mut out, ErrorCode::Conflict, "k");
+        crate::proto::reply::write_error(&mut out, ErrorCode::Conflict, "k");
+        let after = errors_written();
+        assert_eq!(after[ErrorCode::Conflict as usize], before[3] + 2);
+        assert_eq!(after[ErrorCode::Oom as usize], before[4]);
     }
 }

@@ -183,7 +183,9 @@ pub fn write_stats<'a>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item =
 }
 
 /// `[-9, CODE, message]`: an error element.
+/// Counted by code for `/metrics` (see `proto::error`).
 pub fn write_error(out: &mut Vec<u8>, code: ErrorCode, message: &str) {
+    super::error::count_written(code);
     out.push(0x93);
     write_tag(out, TAG_ERROR);
     write_str(out, code.as_str());

@@ -34,6 +34,7 @@ use std::io;
 use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Smallest free space offered to each read.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -57,6 +58,7 @@ pub struct ShardContext {
     pub state: Arc<ServerState>,
     pub shutdown: Rc<Shutdown>,
     pub limits: ConnectionLimits,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 struct Connection {
@@ -67,6 +69,8 @@ struct Connection {
     outbuf: Vec<u8>,
     bodies: Vec<Range<usize>>,
     round: Round,
+    /// When the last read returned: the arrival of the messages it completed.
+    read_at: Instant,
 }
 
 /// What the frame scan found at the front of the receive buffer.
@@ -88,6 +92,7 @@ pub async fn serve(ctx: ShardContext, stream: NetStream) {
         outbuf: Vec::new(),
         bodies: Vec::new(),
         round: Round::new(ctx.limits.request, ctx.shard.nr_shards()),
+        read_at: Instant::now(),
     };
     if let Err(e) = conn.run(&ctx).await {
         tracing::debug!(shard = %ctx.shard.id(), "connection closed: {e}");
@@ -112,6 +117,10 @@ impl Connection {
                 return Ok(());
             }
             out.flush().await?;
+            if !self.bodies.is_empty() {
+                let requests = ctx.metrics.requests(ctx.shard.id());
+                requests.observe(self.round.tally(), self.read_at.elapsed());
+            }
             self.consume(scan.consumed);
             // A ready socket is read without suspending, so a client that always
             // has bytes waiting would never let other tasks run.
@@ -183,6 +192,7 @@ impl Connection {
         match future::or(stop, read).await {
             None | Some(Ok(0)) => Ok(false),
             Some(Ok(n)) => {
+                self.read_at = Instant::now();
                 self.filled += n;
                 Ok(true)
             }

@@ -53,6 +53,7 @@ use crate::config::{Config, Engine};
 use crate::datadir::{DataDir, DataDirError};
 use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
+use crate::metrics::Metrics;
 use crate::proto::RequestLimits;
 use crate::shard::{mesh, Router, Shard, ShardId};
 use crate::table::Table;
@@ -130,11 +131,11 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     let addr = probe_bind(config.addr)?;
     let http_addr = config.http_addr.map(probe_bind).transpose()?;
     let data_dir = DataDir::open(&config.data_dir, config.engine)?;
+    let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine == Engine::Log));
     let http = match http_addr {
         Some(addr) => {
-            let gauges = crate::http::Gauges::new(config.nr_shards, config.engine == Engine::Log);
             // Answers 503 during recovery; see crate::http::recovering.
-            let plan = crate::http::HttpPlan::start(addr, gauges, config.max_connections)
+            let plan = crate::http::HttpPlan::start(addr, config.max_connections)
                 .map_err(|source| ServerError::Bind { addr, source })?;
             Some(plan)
         }
@@ -147,7 +148,8 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
     let (ready_tx, ready_rx) = mpsc::channel();
-    let threads = spawn_shards(&config, (addr, http.clone()), &state, loaded, ready_tx);
+    let shared = (state.clone(), metrics);
+    let threads = spawn_shards(&config, (addr, http.clone()), shared, loaded, ready_tx);
     for _ in 0..config.nr_shards {
         // A closed channel means a shard thread died before reporting; its join says why.
         match ready_rx.recv() {
@@ -295,7 +297,7 @@ type ReadyReport = Result<(), ServerError>;
 fn spawn_shards(
     config: &Config,
     (addr, http): (SocketAddr, Option<crate::http::HttpPlan>),
-    state: &Arc<ServerState>,
+    (state, metrics): (Arc<ServerState>, Arc<Metrics>),
     loaded: Loaded,
     ready: mpsc::Sender<ReadyReport>,
 ) -> Vec<std::thread::JoinHandle<ShardEnd>> {
@@ -325,6 +327,7 @@ fn spawn_shards(
                 placement,
                 mesh,
                 state: state.clone(),
+                metrics: metrics.clone(),
                 limits: connection_limits(config),
                 table,
                 next_txn_seq: loaded.next_txn_seq,
@@ -361,6 +364,7 @@ struct ShardPlan {
     placement: Placement,
     mesh: mesh::MeshEnds,
     state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
     limits: ConnectionLimits,
     table: Table,
     next_txn_seq: u64,
@@ -477,7 +481,7 @@ impl ShardPlan {
         };
         let http_listener = match self.http.as_ref().map(|plan| (plan, plan.bind())) {
             None => None,
-            Some((plan, Ok(listener))) => Some((listener, plan.gauges.clone())),
+            Some((_, Ok(listener))) => Some(listener),
             Some((plan, Err(source))) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,
@@ -521,10 +525,10 @@ impl ShardPlan {
             state: self.state.clone(),
             shutdown,
             limits: self.limits,
+            metrics: self.metrics.clone(),
         };
-        let http = http_listener.map(|(listener, gauges)| {
-            glommio::spawn_local(crate::http::serve(listener, ctx.clone(), gauges))
-        });
+        let http = http_listener
+            .map(|listener| glommio::spawn_local(crate::http::serve(listener, ctx.clone())));
         glommio::spawn_local(net.clone().run()).detach();
         let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
         if let Some(http) = http {

@@ -123,6 +123,15 @@ impl Round {
         }
     }
 
+    /// The requests of the round last served, by family (request latency).
+    pub fn tally(&self) -> crate::metrics::latency::Tally {
+        let refused = self
+            .messages
+            .iter()
+            .filter(|m| matches!(m, Message::Refused(_)));
+        crate::metrics::latency::Tally::of(&self.ops, refused.count())
+    }
+
     /// Each shard's share of the last STATS this round answered, indexed by
     /// shard id; shorter than the shard count if a shard could not answer.
     pub fn stats_shares(&self) -> &[TableStats] {

@@ -1,11 +1,12 @@
 //! The little state every shard of one server shares: the live connection count
-//! (for the connection limit and STATS), the shutdown flag, and each shard's
+//! (for the connection limit and STATS) and how many were accepted and refused
+//! (for `/metrics`), whether a backup runs, the shutdown flag, and each shard's
 //! health for `/health`, which any shard answers for all of them. Atomics,
 //! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
 //! nothing here guards shard data.
 
 use crate::shard::ShardId;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Debug)]
@@ -13,6 +14,11 @@ pub struct ServerState {
     pub nr_shards: usize,
     pub max_connections: usize,
     connections: AtomicUsize,
+    connections_accepted: AtomicU64,
+    /// Refused over `--max-connections`.
+    connections_refused: AtomicU64,
+    /// Set while a backup runs: one at a time (see `crate::backup`).
+    backup_running: AtomicBool,
     shutting_down: AtomicBool,
     shards_drained: AtomicUsize,
     /// Indexed by shard.
@@ -50,6 +56,9 @@ impl ServerState {
             nr_shards,
             max_connections,
             connections: AtomicUsize::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            backup_running: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             shards_drained: AtomicUsize::new(0),
             shards: (0..nr_shards).map(|_| ShardStatus::default()).collect(),
@@ -86,9 +95,30 @@ impl ServerState {
         let previous = self.connections.fetch_add(1, Ordering::Relaxed);
         if previous >= self.max_connections {
             self.connections.fetch_sub(1, Ordering::Relaxed);
+            self.connections_refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// Connections admitted since start, msgpack and HTTP.
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections_accepted.load(Ordering::Relaxed)
+    }
+
+    /// Connections refused over `--max-connections` since start.
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused.load(Ordering::Relaxed)
+    }
+
+    /// Marks a backup as running; false if one already is.
+    pub fn begin_backup(&self) -> bool {
+        !self.backup_running.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn end_backup(&self) {
+        self.backup_running.store(false, Ordering::Release);
     }
 
     pub fn release_connection(&self) {

@@ -17,10 +17,12 @@
 //! (a connect waits for the peer's end to connect too).
 
 use super::router::ShardId;
+use super::Shard;
 use crate::proto::{BatchResults, RequestError};
 use crate::txn::TxnId;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
+use std::rc::Rc;
 
 /// Batches in flight per ordered pair of shards, per direction.
 pub const CHANNEL_CAPACITY: usize = 128;
@@ -59,6 +61,23 @@ pub enum ShardRequest {
         txn: TxnId,
         commit: bool,
     },
+    /// Run a job on the receiving shard's thread, when the message's turn
+    /// comes in its inbox (Seastar's `submit_to`). Not answered; a job that
+    /// has something to report shares a place for it with its sender. Backup
+    /// uses it to reach every shard (`crate::backup`).
+    Run(ShardJob),
+}
+
+/// A job another shard runs on its own thread, given its [`Shard`].
+pub struct ShardJob(pub Box<JobFn>);
+
+/// What a [`ShardJob`] runs.
+pub type JobFn = dyn FnOnce(&Rc<Shard>) + Send;
+
+impl std::fmt::Debug for ShardJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShardJob")
+    }
 }
 
 /// The answer to a `Batch` or `Prepare`.

@@ -44,7 +44,7 @@ use crate::txn::unit::{effect_of, run_unit};
 use crate::txn::TxnId;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use hashbrown::HashMap;
-use mesh::{ConnectedMesh, Reply, ShardRequest, ShardResponse, Ticket};
+use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -399,7 +399,13 @@ impl Shard {
     /// keys, to be carried forward as a PREPARE (`log::compaction` explains why
     /// that resolves exactly as the original records would).
     pub fn compaction_snapshot(&self) -> Option<Snapshot> {
-        let log = self.log.as_ref()?;
+        self.log.as_ref()?;
+        Some(self.snapshot())
+    }
+
+    /// The shard's state as [`Shard::compaction_snapshot`] takes it, with the
+    /// memory engine too (`cut` is then 0): what a backup writes.
+    pub fn snapshot(&self) -> Snapshot {
         let table = self.table.borrow();
         let prepared = self.prepared.borrow();
         let held: hashbrown::HashSet<&[u8]> = prepared
@@ -422,12 +428,12 @@ impl Shard {
             }
             shares.push(PreparedShare { txn: *txn, effects });
         }
-        Some(Snapshot {
-            cut: log.appended(),
+        Snapshot {
+            cut: self.log.as_ref().map_or(0, |log| log.appended()),
             entries,
             commits: self.committing.borrow().iter().copied().collect(),
             prepared: shares,
-        })
+        }
     }
 
     /// The shard's log writer (None with the memory engine).
@@ -439,8 +445,9 @@ impl Shard {
     /// COMMIT and waits until it is safe. Only then may anyone be told. Until
     /// [`Shard::forget_commit`], compaction carries the record forward.
     pub async fn log_commit(&self, txn: TxnId) -> Result<(), LogPoisoned> {
-        let Some(log) = &self.log else { return Ok(()) };
+        // Kept with the memory engine too: a backup's snapshot carries it.
         self.committing.borrow_mut().insert(txn);
+        let Some(log) = &self.log else { return Ok(()) };
         let end = log.append(|records| format::write_commit(records, txn));
         let safe = log.durable(end).await;
         if safe.is_err() {
@@ -503,6 +510,13 @@ impl Shard {
             commit,
         })
         .await
+    }
+
+    /// Sends a job for shard `to` to run on its thread ([`ShardRequest::Run`]);
+    /// waits only for channel capacity.
+    pub async fn send_job(&self, to: ShardId, job: ShardJob) -> Result<(), PeerGone> {
+        let sent = self.channel_to(to).send(ShardRequest::Run(job)).await;
+        sent.map_err(|_| PeerGone(to))
     }
 
     fn channel_to(&self, to: ShardId) -> &ConnectedSender<ShardRequest> {
@@ -588,6 +602,7 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 })
                 .detach();
             }
+            ShardRequest::Run(job) => (job.0)(&shard),
         }
     }
 }

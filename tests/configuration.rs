@@ -1,0 +1,218 @@
+//! Configuration from the environment and logging, through the real
+//! `corekv-server` binary: every flag also reads `COREKV_<FLAG>` and the
+//! command line wins; `--log`/`COREKV_LOG`, else `RUST_LOG`, choose the log
+//! lines, and a filter that does not parse stops the start; `--log-format
+//! json` writes one JSON object per line; `--help` shows the variables and
+//! examples.
+
+mod common;
+
+use common::{http_addr, http_request, TestServer};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a server that should refuse to start may take to exit.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn server() -> Command {
+    let mut command = Command::new(common::server_binary());
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    command
+}
+
+/// Runs a server that is expected to exit by itself; kills it (and fails)
+/// if it is still running after [`EXIT_TIMEOUT`]. Returns its status and stderr.
+fn exit_of(command: &mut Command) -> (ExitStatus, String) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server kept running: it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
+
+#[test]
+fn flags_come_from_corekv_environment_variables_and_the_command_line_wins() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("COREKV_HTTP_ADDR", "127.0.0.1:0"),
+        ("COREKV_MAX_CONNECTIONS", "7"),
+        // The harness passes --shards 2: the flag wins over this.
+        ("COREKV_SHARDS", "3"),
+    ];
+    let mut server = TestServer::start_with_env(&temp.path().join("data"), 2, &[], &env)
+        .unwrap_or_else(|(status, stderr)| panic!("no start ({status:?}):\n{stderr}"));
+    let stats = server.client().stats().expect("STATS");
+    assert_eq!(stats["shards"], 2, "--shards beats COREKV_SHARDS");
+    let http = http_addr(&mut server);
+    let (status, page) = http_request(http, "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    assert!(
+        page.lines().any(|line| line == "corekv_max_connections 7"),
+        "COREKV_MAX_CONNECTIONS: {page}"
+    );
+}
+
+#[test]
+fn an_environment_variable_that_does_not_parse_is_refused_naming_its_flag() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (status, stderr) = exit_of(
+        server()
+            .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(temp.path().join("data"))
+            .env("COREKV_MAX_CONNECTIONS", "lots"),
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("invalid value 'lots' for '--max-connections"),
+        "{stderr}"
+    );
+    assert!(!temp.path().join("data").exists());
+}
+
+#[test]
+fn an_invalid_log_filter_stops_the_start_naming_where_it_came_from() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    // (environment, flags, the source the error must name)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: [Case; 3] = [
+        (&[("COREKV_LOG", "corekv=loud")], &[], "(from COREKV_LOG)"),
+        (
+            &[("COREKV_LOG", "")],
+            &["--log", "info,x=[["],
+            "(from --log)",
+        ),
+        (
+            &[("COREKV_LOG", ""), ("RUST_LOG", "warn,corekv=chatty")],
+            &[],
+            "(from RUST_LOG)",
+        ),
+    ];
+    for (env, flags, source) in cases {
+        let (status, stderr) = exit_of(
+            server()
+                .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
+                .arg(temp.path().join("data"))
+                .args(flags)
+                .envs(env.iter().copied()),
+        );
+        assert_eq!(status.code(), Some(1), "{env:?}: {stderr}");
+        assert!(
+            stderr.contains("invalid log filter") && stderr.contains(source),
+            "{env:?}: {stderr}"
+        );
+        assert!(!temp.path().join("data").exists(), "nothing was created");
+    }
+}
+
+#[test]
+fn rust_log_chooses_the_log_lines_when_corekv_log_is_not_set() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let env = [("COREKV_LOG", ""), ("RUST_LOG", "warn,corekv_server=info")];
+    let mut server = TestServer::start_with_env(&temp.path().join("data"), 1, &[], &env)
+        .unwrap_or_else(|(status, stderr)| panic!("no start ({status:?}):\n{stderr}"));
+    let stderr = server.stderr();
+    assert!(stderr.contains("listening on"), "{stderr}");
+    assert!(
+        !stderr.contains("recovered nothing"),
+        "corekv::server's info lines are filtered out: {stderr}"
+    );
+}
+
+#[test]
+fn json_log_format_writes_one_json_object_per_line() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut child = server()
+        .args([
+            "--engine",
+            "memory",
+            "--addr",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+        ])
+        .args(["--log-format", "json", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .env("COREKV_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    // Bounded: the start-up logs a handful of lines, each within seconds.
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) {
+        if lines.len() >= 100 {
+            break;
+        }
+        let listening = line.contains("listening on");
+        lines.push(line);
+        if listening {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        lines.last().is_some_and(|l| l.contains("listening on")),
+        "{lines:?}"
+    );
+    for line in &lines {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(object["level"], "INFO", "{line}");
+        assert!(object["timestamp"].is_string(), "{line}");
+        assert!(object["fields"]["message"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn help_shows_every_variable_and_examples() {
+    let output = Command::new(common::server_binary())
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "COREKV_ADDR",
+        "COREKV_HTTP_ADDR",
+        "COREKV_DATA_DIR",
+        "COREKV_FSYNC",
+        "COREKV_LOG",
+        "COREKV_LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {variable}")),
+            "{variable}: {help}"
+        );
+    }
+    assert!(help.contains("Examples:"), "{help}");
+    assert!(help.contains("corekv-server --addr 0.0.0.0:4000"), "{help}");
+}
