@@ -14,7 +14,7 @@
 //!   framing, and the *round* that serves all buffered messages at once.
 //! - [`proto`]: the only code that knows msgpack — framing, request decoding and
 //!   validation, reply encoding, wire error codes. No I/O.
-//! - [`shard`]: the per-core owner of a table; key routing ([`shard::Router`]);
+//! - [`shard`]: the per-core owner of a table; key routing ([`ids::Router`]);
 //!   the cross-core mesh of bounded channels; forwarded batches.
 //! - [`table`]: the hash map and `apply(op)`: no I/O, no awaits, deterministic.
 //! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
@@ -34,6 +34,7 @@ pub mod config;
 pub mod datadir;
 pub mod failpoint;
 pub mod http;
+pub mod ids;
 pub mod log;
 pub mod notify;
 pub mod proto;

@@ -7,7 +7,7 @@ mod common;
 
 use common::{test_seed, TestServer};
 use corekv::client::{Client, Element, Request};
-use corekv::shard::Router;
+use corekv::ids::Router;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;
 use std::time::{Duration, Instant};

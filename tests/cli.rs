@@ -16,7 +16,7 @@ mod common;
 
 use assert_cmd::Command;
 use common::TestServer;
-use corekv::shard::Router;
+use corekv::ids::Router;
 use predicates::prelude::*;
 use predicates::str::contains;
 use rmpv::Value;

@@ -29,9 +29,8 @@ mod common;
 
 use common::{test_seed, TestServer};
 use corekv::client::{decode_reply, Client, ClientError, Element, Request};
+use corekv::ids::{Router, TxnId};
 use corekv::log::format::{parse_file, Effect, Record};
-use corekv::shard::Router;
-use corekv::txn::TxnId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;

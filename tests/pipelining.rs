@@ -10,7 +10,7 @@
 mod common;
 
 use common::{frame, pack, TestServer, REPLY_TIMEOUT};
-use corekv::shard::Router;
+use corekv::ids::Router;
 use rmpv::Value;
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};

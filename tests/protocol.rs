@@ -12,7 +12,7 @@
 mod common;
 
 use common::{frame, pack, TestServer, REPLY_TIMEOUT};
-use corekv::shard::Router;
+use corekv::ids::Router;
 use rmpv::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;

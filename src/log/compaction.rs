@@ -70,7 +70,7 @@ use super::format::{self, Effect};
 use super::replay::OwnedEffect;
 use super::LogWriter;
 use crate::failpoint;
-use crate::txn::TxnId;
+use crate::ids::TxnId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -59,8 +59,7 @@
 //! damage is a torn tail or corruption in the middle is decided by the caller
 //! (`log::replay`), which looks past it.
 
-use crate::shard::ShardId;
-use crate::txn::TxnId;
+use crate::ids::{ShardId, TxnId};
 
 /// Bytes of a file header.
 pub const FILE_HEADER_BYTES: usize = 32;

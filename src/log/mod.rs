@@ -44,7 +44,7 @@ pub mod sync_stats;
 pub mod writer;
 
 use crate::failpoint;
-use crate::shard::Router;
+use crate::ids::Router;
 use crate::table::Table;
 use format::Framing;
 use replay::{apply_owned, replay_file, Replayed};

@@ -50,10 +50,11 @@ pub mod state;
 
 use crate::config::{Config, Engine};
 use crate::datadir::{DataDir, DataDirError};
+use crate::ids::{Router, ShardId};
 use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
 use crate::proto::RequestLimits;
-use crate::shard::{mesh, Router, Shard, ShardId};
+use crate::shard::{mesh, Shard};
 use crate::table::Table;
 use connection::{ConnectionLimits, ShardContext};
 use glommio::{LocalExecutorBuilder, Placement};

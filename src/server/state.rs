@@ -4,7 +4,7 @@
 //! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
 //! nothing here guards shard data.
 
-use crate::shard::ShardId;
+use crate::ids::ShardId;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 

@@ -28,8 +28,8 @@
 
 pub mod mesh;
 pub mod pending;
-pub mod router;
 
+use crate::ids::TxnId;
 use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
 use crate::log::format::{self, Effect};
 use crate::log::replay::OwnedEffect;
@@ -41,7 +41,6 @@ use crate::table::{Change, Table, TableStats};
 use crate::txn::locks::LockTable;
 use crate::txn::undo::UndoLog;
 use crate::txn::unit::{effect_of, run_unit};
-use crate::txn::TxnId;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use hashbrown::HashMap;
 use mesh::{ConnectedMesh, Reply, ShardRequest, ShardResponse, Ticket};
@@ -49,7 +48,7 @@ use pending::Pending;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-pub use router::{Router, ShardId};
+pub use crate::ids::{Router, ShardId};
 
 /// Forwarded batches were validated by the sending shard; nothing is re-checked.
 const FORWARDED_LIMITS: RequestLimits = RequestLimits {

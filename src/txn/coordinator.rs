@@ -15,9 +15,10 @@
 
 use super::TxnId;
 use crate::failpoint;
+use crate::ids::ShardId;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::mesh::{Reply, ShardRequest, Ticket};
-use crate::shard::{Shard, ShardId};
+use crate::shard::Shard;
 
 /// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
 /// its single result slot to `out`: the flattened results, or one error element.

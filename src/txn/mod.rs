@@ -28,7 +28,7 @@
 //! ([`coordinator`]). Within a round the batch is a barrier: requests before it
 //! complete first, requests after it start after it is decided.
 //!
-//! 1. `Prepare` — to each participant in ascending [`ShardId`] order, one at a
+//! 1. `Prepare` — to each participant in ascending [`ShardId`](crate::ids::ShardId) order, one at a
 //!    time: the participant waits for its turn on its keys, runs its share with
 //!    undo, and if that succeeded *holds* the keys; it answers with its `Vote`:
 //!    yes with its share's results, or no with the error.
@@ -75,17 +75,4 @@ pub mod locks;
 pub mod undo;
 pub mod unit;
 
-use crate::shard::ShardId;
-
-/// Names a cross-shard batch: the coordinating shard and its sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TxnId {
-    pub coordinator: ShardId,
-    pub seq: u64,
-}
-
-impl std::fmt::Display for TxnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "txn {}.{}", self.coordinator.0, self.seq)
-    }
-}
+pub use crate::ids::TxnId;

@@ -293,7 +293,7 @@ pub fn arm_failpoint(http: SocketAddr, name: &str, actions: &str) {
 
 /// A key named `prefix-<n>` owned by `shard` when there are `nr_shards`.
 pub fn key_on_shard(prefix: &str, shard: usize, nr_shards: usize) -> Vec<u8> {
-    let router = corekv::shard::Router::new(nr_shards);
+    let router = corekv::ids::Router::new(nr_shards);
     (0..)
         .map(|n| format!("{prefix}-{n}").into_bytes())
         .find(|k| router.route(k).0 == shard)
