@@ -1,6 +1,7 @@
 //! A shard's table: the hash map from key bytes to (value, version), and
-//! [`Table::apply`], which runs one request against it and writes the result
-//! element. No I/O, no awaits, no clocks: given the same ops in the same order a
+//! [`Table::apply`], which runs one request against it, writes the result
+//! element and says what the request changed ([`Effect`], which the log
+//! records). No I/O, no awaits, no clocks: given the same ops in the same order a
 //! table always ends in the same state, which is what the model tests rely on.
 //!
 //! Semantics (BRIEF §3):
@@ -135,14 +136,20 @@ impl Prior {
     }
 }
 
-/// What a request changed, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Nothing,
-    /// The key now holds the request's value at this version.
-    Put(u64),
+/// What a request changed: one key written or deleted. [`Table::apply`] says
+/// it; the log records it as it is (`log::format`), a single-shard ATOMIC
+/// collects its requests' into one record, and recovery loads it back. Byte
+/// fields borrow the request's buffer (or, replaying, the log file's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// The key now holds `value` at `version`.
+    Put {
+        key: &'a [u8],
+        version: u64,
+        value: &'a [u8],
+    },
     /// The key existed and is gone.
-    Deleted,
+    Del { key: &'a [u8] },
 }
 
 /// What PUTV did.
@@ -445,11 +452,17 @@ impl Table {
 
     /// Runs one request whose spans point into `buf`, appending its result
     /// element (if it has one) to `out` — without ending the request's slot —
-    /// and says what it changed. STATS is not a table request: the shard answers
-    /// it, since it needs figures the table does not own.
-    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut BatchResults) -> Change {
+    /// and says what it changed, if anything. STATS is not a table request: the
+    /// shard answers it, since it needs figures the table does not own.
+    pub fn apply<'b>(
+        &mut self,
+        op: &Op,
+        buf: &'b [u8],
+        out: &mut BatchResults,
+    ) -> Option<Effect<'b>> {
         let key = op.key.of(buf);
-        let mut change = Change::Nothing;
+        let value = op.value.of(buf);
+        let mut change = None;
         match op.kind {
             OpKind::Get => match self.get(key) {
                 Some((value, _)) => {
@@ -466,14 +479,24 @@ impl Table {
                 }
                 None => reply::write_not_found(&mut out.buf),
             },
-            OpKind::Set => match self.set(key, op.value.of(buf)) {
-                Ok(version) => change = Change::Put(version),
+            OpKind::Set => match self.set(key, value) {
+                Ok(version) => {
+                    change = Some(Effect::Put {
+                        key,
+                        version,
+                        value,
+                    })
+                }
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
-            OpKind::PutV => match self.put_versioned(key, op.value.of(buf), op.version) {
+            OpKind::PutV => match self.put_versioned(key, value, op.version) {
                 Ok(PutOutcome::Applied(version)) => {
                     reply::write_done(&mut out.buf, version);
-                    change = Change::Put(version);
+                    change = Some(Effect::Put {
+                        key,
+                        version,
+                        value,
+                    });
                 }
                 Ok(PutOutcome::Conflict(current)) => {
                     reply::write_version_conflict(&mut out.buf, current)
@@ -482,14 +505,14 @@ impl Table {
             },
             OpKind::Del => {
                 if self.delete(key) {
-                    change = Change::Deleted;
+                    change = Some(Effect::Del { key });
                 }
             }
             OpKind::Rm => {
                 let existed = self.delete(key);
                 reply::write_done(&mut out.buf, u64::from(existed));
                 if existed {
-                    change = Change::Deleted;
+                    change = Some(Effect::Del { key });
                 }
             }
             OpKind::Stats | OpKind::Atomic => {
@@ -696,6 +719,47 @@ mod tests {
         assert_eq!(full.stats().reply_pinned_bytes, 0);
         full.delete(b"a");
         assert_eq!(full.stats().reply_pinned_bytes, 0, "nothing else held it");
+    }
+
+    #[test]
+    fn apply_says_what_each_request_changed() {
+        use crate::proto::decode_message;
+        let mut body = Vec::new();
+        reply::write_array_len(&mut body, 6);
+        for request in [
+            &[0x93, 0x01, 0xa1, b'k', 0xa1, b'v'][..],   // SET k v
+            &[0x94, 0x05, 0xa1, b'k', 0xa1, b'w', 0x07], // PUTV k w 7 (conflict)
+            &[0x92, 0x00, 0xa1, b'k'],                   // GET k
+            &[0x92, 0x06, 0xa1, b'k'],                   // RM k
+            &[0x92, 0x02, 0xa1, b'k'],                   // DEL k (absent)
+            &[0x94, 0x05, 0xa1, b'k', 0xa1, b'w', 0x00], // PUTV k w 0
+        ] {
+            body.extend_from_slice(request);
+        }
+        let mut ops = Vec::new();
+        let limits = crate::proto::RequestLimits { max_key_bytes: 16 };
+        decode_message(&body, 0..body.len(), &limits, &mut ops).expect("valid message");
+        let mut table = Table::new(NO_LIMIT);
+        let mut out = BatchResults::default();
+        let effects: Vec<_> = ops
+            .iter()
+            .map(|op| table.apply(op, &body, &mut out))
+            .collect();
+        let put = |version| Effect::Put {
+            key: b"k",
+            version,
+            value: b"\xa1w",
+        };
+        let set = Effect::Put {
+            key: b"k",
+            version: 1,
+            value: b"\xa1v",
+        };
+        let deleted = Effect::Del { key: b"k" };
+        assert_eq!(
+            effects,
+            [Some(set), None, None, Some(deleted), None, Some(put(1))]
+        );
     }
 
     #[test]

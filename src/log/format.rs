@@ -160,18 +160,9 @@ pub fn read_file_header(file: &[u8]) -> FileStart {
     }
 }
 
-/// One change to one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect<'a> {
-    Put {
-        key: &'a [u8],
-        version: u64,
-        value: &'a [u8],
-    },
-    Del {
-        key: &'a [u8],
-    },
-}
+/// One change to one key, as a request made it: what PUT and DEL records
+/// (alone, or inside a BATCH or PREPARE) hold.
+pub use crate::table::Effect;
 
 /// A decoded record; byte fields borrow from the file buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

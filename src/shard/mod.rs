@@ -37,10 +37,10 @@ use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Change, Table, TableStats};
+use crate::table::{Table, TableStats};
 use crate::txn::locks::LockTable;
 use crate::txn::undo::UndoLog;
-use crate::txn::unit::{effect_of, run_unit};
+use crate::txn::unit::run_unit;
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use hashbrown::HashMap;
 use mesh::{ConnectedMesh, Reply, ShardRequest, ShardResponse, Ticket};
@@ -203,15 +203,15 @@ impl Shard {
                 return false;
             }
         }
-        let change = match op.kind {
+        let effect = match op.kind {
             OpKind::Stats => {
                 write_stats_element(&mut out.buf, &self.table_stats());
-                Change::Nothing
+                None
             }
             _ => self.table.borrow_mut().apply(op, buf, out),
         };
         out.end_request();
-        match (&self.log, effect_of(op, buf, change)) {
+        match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
                 true
