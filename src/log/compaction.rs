@@ -3,11 +3,11 @@
 //! atomically, so the log stays within a small factor of the live data however
 //! often keys are overwritten.
 //!
-//! 1. *Snapshot* (synchronous, on the shard, `Shard::compaction_snapshot`):
-//!    remember the log position `cut` and take the table's entries —
-//!    references, not copies of values. COMMIT records of batches still being
-//!    confirmed by their participants are carried into the snapshot (recovery
-//!    may need them).
+//! 1. *Snapshot* (synchronous, on the shard,
+//!    `txn::Participant::compaction_snapshot`): remember the log position `cut`
+//!    and take the table's entries — references, not copies of values. COMMIT
+//!    records of batches still being confirmed by their participants are
+//!    carried into the snapshot (recovery may need them).
 //! 2. *Write* the snapshot to `shard-<i>.log.compact`, in chunks, yielding
 //!    between them: requests keep running and appending to the old log.
 //! 3. *Switch* ([`LogWriter::switch_file`]): the records appended after `cut`

@@ -56,6 +56,7 @@ use crate::log::{FsyncMode, LogWriter};
 use crate::proto::RequestLimits;
 use crate::shard::{mesh, Shard};
 use crate::table::Table;
+use crate::txn::participant::Participant;
 use connection::{ConnectionLimits, ShardContext};
 use glommio::{LocalExecutorBuilder, Placement};
 use shutdown::Shutdown;
@@ -489,8 +490,8 @@ impl ShardPlan {
         let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
         let router = Router::new(self.state.nr_shards);
-        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), mesh);
-        shard.continue_txn_numbering(self.next_txn_seq);
+        let txn = Box::new(Participant::new(self.next_txn_seq));
+        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), txn, mesh);
         shard.start_peer_tasks(inboxes);
         if let Some(plan) = &self.log {
             let task = compactor::compact_when_needed(

@@ -60,7 +60,7 @@
 //!
 //! # The log step
 //!
-//! With the log engine, [`crate::shard::Shard::prepare`] appends a PREPARE
+//! With the log engine, [`participant::Participant::prepare`] appends a PREPARE
 //! record and makes it safe before voting yes; the coordinator appends COMMIT
 //! and makes it safe before telling anyone (the commit point); each participant
 //! appends DECIDE when told and confirms once it is safe. Recovery resolves a
@@ -72,6 +72,7 @@
 
 pub mod coordinator;
 pub mod locks;
+pub mod participant;
 pub mod undo;
 pub mod unit;
 
