@@ -31,6 +31,9 @@ use hashbrown::HashMap;
 use pinned::PinnedValues;
 use std::sync::Arc;
 
+/// The figures a table keeps, as STATS reports them (`proto::stats`).
+pub use crate::proto::stats::TableStats;
+
 /// Bytes charged per entry on top of its key and value: the boxed key and the
 /// shared value (pointers, the Arc's counts), the version, the map's slot and
 /// control byte, and allocator headers. An estimate that errs high, so the
@@ -46,83 +49,6 @@ pub const OOM_SWEEP_BUDGET: usize = 1024;
 struct Entry {
     value: Arc<[u8]>,
     version: u64,
-}
-
-/// Counters a shard reports in STATS. Names are the wire names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    pub keys: u64,
-    pub value_bytes: u64,
-    pub memory_bytes: u64,
-    /// Memory of values no longer in the table that replies (or a batch's undo,
-    /// or a compaction snapshot) still hold; counted against the limit too.
-    pub reply_pinned_bytes: u64,
-    pub gets: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub sets: u64,
-    pub deletes: u64,
-    pub version_conflicts: u64,
-    pub oom_rejections: u64,
-    pub atomic_commits: u64,
-    pub atomic_aborts: u64,
-    /// Syncs (fdatasync) of the shard's log; 0 with the memory engine. Filled
-    /// in by the shard, which owns the log.
-    pub log_syncs: u64,
-}
-
-impl TableStats {
-    /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 14;
-
-    /// `(wire name, value)` pairs in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
-        [
-            ("keys", self.keys),
-            ("value_bytes", self.value_bytes),
-            ("memory_bytes", self.memory_bytes),
-            ("reply_pinned_bytes", self.reply_pinned_bytes),
-            ("gets", self.gets),
-            ("hits", self.hits),
-            ("misses", self.misses),
-            ("sets", self.sets),
-            ("deletes", self.deletes),
-            ("version_conflicts", self.version_conflicts),
-            ("oom_rejections", self.oom_rejections),
-            ("atomic_commits", self.atomic_commits),
-            ("atomic_aborts", self.atomic_aborts),
-            ("log_syncs", self.log_syncs),
-        ]
-    }
-
-    /// Rebuilds stats from values in [`TableStats::fields`] order.
-    pub fn from_values(v: [u64; Self::NR_FIELDS]) -> TableStats {
-        TableStats {
-            keys: v[0],
-            value_bytes: v[1],
-            memory_bytes: v[2],
-            reply_pinned_bytes: v[3],
-            gets: v[4],
-            hits: v[5],
-            misses: v[6],
-            sets: v[7],
-            deletes: v[8],
-            version_conflicts: v[9],
-            oom_rejections: v[10],
-            atomic_commits: v[11],
-            atomic_aborts: v[12],
-            log_syncs: v[13],
-        }
-    }
-
-    /// Field-wise sum, for STATS across shards.
-    pub fn add(&mut self, other: &TableStats) {
-        let mut sum = self.fields().map(|(_, v)| v);
-        for (total, (_, v)) in sum.iter_mut().zip(other.fields()) {
-            *total += v;
-        }
-        *self = TableStats::from_values(sum);
-    }
 }
 
 /// A key's state before a write, kept to put it back if a batch aborts.
@@ -760,12 +686,5 @@ mod tests {
             effects,
             [Some(set), None, None, Some(deleted), None, Some(put(1))]
         );
-    }
-
-    #[test]
-    fn stats_add_sums_every_field() {
-        let mut total = TableStats::from_values([1; TableStats::NR_FIELDS]);
-        total.add(&TableStats::from_values([2; TableStats::NR_FIELDS]));
-        assert!(total.fields().iter().all(|&(_, v)| v == 3));
     }
 }

@@ -46,10 +46,6 @@ const CLIENT_SIDE: &[(&str, &[&str])] = &[
 /// Layers whose modules may use each other (see the module docs).
 const SHARED_LAYERS: &[&[&str]] = &[&["server", "http"]];
 
-/// Uses against the order that the code still has, being moved out step by
-/// step: each is tolerated until it is gone, and then must leave this list.
-const NOT_YET: &[(&str, &str)] = &[("http", "client")];
-
 /// Modules whose submodules are listed one by one in the dependency list.
 const DETAILED: &[&str] = &["log", "shard", "txn"];
 
@@ -67,7 +63,7 @@ fn imports_follow_the_layer_order() {
     let mut violations = Vec::new();
     for r in &references {
         let (from, to) = (top(&r.from), top(&r.to));
-        if from == to || NOT_YET.contains(&(from, to)) {
+        if from == to {
             continue;
         }
         if let Some(why) = forbidden(from, to) {
@@ -80,25 +76,12 @@ fn imports_follow_the_layer_order() {
         "imports against the layer order (tests/layering.rs explains it):\n{}",
         violations.join("\n")
     );
-    let edges = top_level_edges(&references);
-    let gone: Vec<_> = NOT_YET
-        .iter()
-        .filter(|(from, to)| !edges.get(*from).is_some_and(|e| e.contains(*to)))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "no longer used, remove from NOT_YET: {gone:?}"
-    );
 }
 
 #[test]
 fn no_module_import_cycle_remains() {
     let references = crate_references();
-    let mut edges = top_level_edges(&references);
-    for (from, to) in NOT_YET {
-        edges.entry((*from).to_owned()).or_default().remove(*to);
-    }
-    let cycles: Vec<String> = cycles(&edges)
+    let cycles: Vec<String> = cycles(&top_level_edges(&references))
         .into_iter()
         .filter(|cycle| {
             !SHARED_LAYERS

@@ -20,8 +20,8 @@
 use super::dispatch::{DispatchError, Dispatcher};
 use super::json;
 use super::metrics::{self, Gauges};
-use crate::client::{Element, Request};
 use crate::ids::ShardId;
+use crate::proto::message::{Element, Request};
 use crate::proto::ErrorCode;
 use crate::server::state::ShardHealth;
 use bytes::Bytes;

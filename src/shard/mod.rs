@@ -36,6 +36,7 @@ use crate::ids::TxnId;
 use crate::log::format;
 use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
+use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
 use crate::table::{Table, TableStats};
@@ -46,6 +47,8 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::rc::Rc;
 
 pub use crate::ids::{Router, ShardId};
+/// A shard's STATS share, as the round reads it (`proto::stats`).
+pub use crate::proto::stats::read_stats_element;
 pub use transactions::{LocalFuture, Transactions};
 
 /// Forwarded batches were validated by the sending shard; nothing is re-checked.
@@ -432,43 +435,5 @@ async fn respond(
 async fn collect_responses(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardResponse>) {
     while let Some(response) = inbox.recv().await {
         shard.pending.complete(response);
-    }
-}
-
-/// A shard's STATS share travels as an array of integers in
-/// [`TableStats::fields`] order; only the coordinating shard turns the sum into
-/// the `[-6, {name: integer}]` element.
-fn write_stats_element(out: &mut Vec<u8>, stats: &TableStats) {
-    let fields = stats.fields();
-    reply::write_array_len(out, fields.len() as u32);
-    for (_, value) in fields {
-        reply::write_uint(out, value);
-    }
-}
-
-/// Reads an element written by [`write_stats_element`].
-pub fn read_stats_element(element: &[u8]) -> Option<TableStats> {
-    let mut cursor = Cursor::new(element);
-    if cursor.read_array_len().ok()? != TableStats::NR_FIELDS as u64 {
-        return None;
-    }
-    let mut values = [0u64; TableStats::NR_FIELDS];
-    for value in &mut values {
-        *value = u64::try_from(cursor.read_int().ok()?).ok()?;
-    }
-    Some(TableStats::from_values(values))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, u64::MAX]);
-        let mut element = Vec::new();
-        write_stats_element(&mut element, &stats);
-        assert_eq!(read_stats_element(&element), Some(stats));
-        assert_eq!(read_stats_element(&[0x90]), None);
     }
 }
