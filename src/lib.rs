@@ -28,6 +28,8 @@
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 
+#![deny(unsafe_code)]
+
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -40,5 +42,9 @@ pub mod notify;
 pub mod proto;
 pub mod server;
 pub mod shard;
+// The one module with unsafe code: every libc call and FFI hand-over, each
+// wrapped in a safe function.
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod table;
 pub mod txn;

@@ -1,5 +1,7 @@
 //! `corekv-server`: parses flags, sets up logging to stderr, runs the server.
 
+#![deny(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use corekv::config::{Config, ServerArgs};

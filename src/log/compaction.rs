@@ -133,14 +133,7 @@ pub fn room_needed(live_bytes: u64) -> u64 {
 /// Bytes an unprivileged process may still write on the file system holding
 /// `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs reads a NUL-terminated path and fills the struct we pass.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+    crate::sys::free_bytes(path)
 }
 
 /// The temporary file a shard's compaction writes.
