@@ -281,17 +281,7 @@ pub fn default_nr_shards() -> usize {
 }
 
 fn default_max_memory_bytes() -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 on error.
-    let (pages, page_size) = unsafe {
-        (
-            libc::sysconf(libc::_SC_PHYS_PAGES),
-            libc::sysconf(libc::_SC_PAGESIZE),
-        )
-    };
-    if pages <= 0 || page_size <= 0 {
-        return 1 << 30;
-    }
-    (pages as u64 * page_size as u64) / 4 * 3
+    crate::sys::physical_memory_bytes().map_or(1 << 30, |bytes| bytes / 4 * 3)
 }
 
 /// Parses a byte count: a plain integer, or one with a KiB/MiB/GiB suffix

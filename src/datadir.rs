@@ -29,7 +29,6 @@
 use crate::config::Engine;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 const ENGINE_FILE: &str = "ENGINE";
@@ -111,18 +110,13 @@ fn lock(dir: &Path) -> Result<File, DataDirError> {
         .write(true)
         .open(&path)
         .map_err(io_error(path.clone()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = io::Error::last_os_error();
-        return Err(match err.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => DataDirError::Locked {
-                path: dir.to_owned(),
-            },
-            _ => DataDirError::Io { path, source: err },
-        });
+    match crate::sys::lock_exclusive(&file) {
+        Ok(()) => Ok(file),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(DataDirError::Locked {
+            path: dir.to_owned(),
+        }),
+        Err(source) => Err(DataDirError::Io { path, source }),
     }
-    Ok(file)
 }
 
 /// Returns true when the marker was written now (first start).

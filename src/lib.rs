@@ -11,25 +11,50 @@
 //! Follow a request by reading the modules in this order:
 //!
 //! - [`server`]: per-shard listeners (SO_REUSEPORT), connections with buffered
-//!   framing, and the *round* that serves all buffered messages at once.
+//!   framing, and the *round* that serves all buffered messages at once;
+//!   start-up and shutdown.
 //! - [`proto`]: the only code that knows msgpack — framing, request decoding and
-//!   validation, reply encoding, wire error codes. No I/O.
-//! - [`shard`]: the per-core owner of a table; key routing ([`shard::Router`]);
-//!   the cross-core mesh of bounded channels; forwarded batches.
-//! - [`table`]: the hash map and `apply(op)`: no I/O, no awaits, deterministic.
-//! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
+//!   validation, reply encoding, wire error codes, STATS, and the typed
+//!   messages the clients, the CLI and the HTTP API build. No I/O.
+//! - [`shard`]: the per-core owner of a table, a log and its ends of the mesh
+//!   of bounded channels; runs the requests it owns and its peers' batches.
+//! - [`txn`]: ATOMIC batches — key locks, undo, a shard's side of two-phase
+//!   commit (the participant) and the coordinator.
+//! - [`table`]: the hash map and `apply(op)`, which says what a request
+//!   changed (an effect): no I/O, no awaits, deterministic.
+//! - [`log`]: each shard's append-only log — record format, group commit,
+//!   recovery, compaction.
 //! - [`http`]: the optional HTTP API (`--http-addr`) — hyper on glommio,
-//!   requests translated into msgpack messages and served by the same path.
+//!   requests translated into typed messages and served by the same path.
+//! - [`ids`]: `ShardId`, `TxnId` and key routing ([`ids::Router`]).
 //! - [`metrics`]: the figures `/metrics` reports — request latency, log syncs,
 //!   errors — each written only by the shard it describes.
 //! - [`backup`]: an online, consistent copy of every shard (`corekv backup`).
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
+//! - [`sys`]: every libc call, behind safe functions.
+//! - [`failpoint`] and [`notify`]: I/O failpoints for tests; executor-local
+//!   wait-until.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
 //! - [`cli`]: the `corekv` command-line client (subcommands, output formats,
 //!   exit statuses) on top of [`client`]; `src/bin/corekv.rs` only calls it.
 //!
+//! Imports flow one way: in this chain a module may use the ones to its left,
+//! never one to its right.
+//!
+//! ```text
+//! ids, sys, failpoint, notify → proto → table → log → shard → txn → metrics
+//!   → config → datadir → server, http, backup → bin
+//!                                           (client → cli beside: proto, ids only)
+//! ```
+//!
+//! A lower layer that needs something from a higher one takes it as a
+//! parameter or a small trait ([`shard::Transactions`]), never an import;
+//! `tests/layering.rs` checks it. Unsafe code is in [`sys`] only.
+//!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
+
+#![deny(unsafe_code)]
 
 pub mod backup;
 pub mod cli;
@@ -38,11 +63,16 @@ pub mod config;
 pub mod datadir;
 pub mod failpoint;
 pub mod http;
+pub mod ids;
 pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod proto;
 pub mod server;
 pub mod shard;
+// The one module with unsafe code: every libc call and FFI hand-over, each
+// wrapped in a safe function.
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod table;
 pub mod txn;

@@ -1,6 +1,7 @@
 //! A shard's table: the hash map from key bytes to (value, version), and
-//! [`Table::apply`], which runs one request against it and writes the result
-//! element. No I/O, no awaits, no clocks: given the same ops in the same order a
+//! [`Table::apply`], which runs one request against it, writes the result
+//! element and says what the request changed ([`Effect`], which the log
+//! records). No I/O, no awaits, no clocks: given the same ops in the same order a
 //! table always ends in the same state, which is what the model tests rely on.
 //!
 //! Semantics (BRIEF §3):
@@ -30,6 +31,9 @@ use hashbrown::HashMap;
 use pinned::PinnedValues;
 use std::sync::Arc;
 
+/// The figures a table keeps, as STATS reports them (`proto::stats`).
+pub use crate::proto::stats::TableStats;
+
 /// Bytes charged per entry on top of its key and value: the boxed key and the
 /// shared value (pointers, the Arc's counts), the version, the map's slot and
 /// control byte, and allocator headers. An estimate that errs high, so the
@@ -47,83 +51,6 @@ struct Entry {
     version: u64,
 }
 
-/// Counters a shard reports in STATS. Names are the wire names.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableStats {
-    pub keys: u64,
-    pub value_bytes: u64,
-    pub memory_bytes: u64,
-    /// Memory of values no longer in the table that replies (or a batch's undo,
-    /// or a compaction snapshot) still hold; counted against the limit too.
-    pub reply_pinned_bytes: u64,
-    pub gets: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub sets: u64,
-    pub deletes: u64,
-    pub version_conflicts: u64,
-    pub oom_rejections: u64,
-    pub atomic_commits: u64,
-    pub atomic_aborts: u64,
-    /// Syncs (fdatasync) of the shard's log; 0 with the memory engine. Filled
-    /// in by the shard, which owns the log.
-    pub log_syncs: u64,
-}
-
-impl TableStats {
-    /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 14;
-
-    /// `(wire name, value)` pairs in a fixed order.
-    pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
-        [
-            ("keys", self.keys),
-            ("value_bytes", self.value_bytes),
-            ("memory_bytes", self.memory_bytes),
-            ("reply_pinned_bytes", self.reply_pinned_bytes),
-            ("gets", self.gets),
-            ("hits", self.hits),
-            ("misses", self.misses),
-            ("sets", self.sets),
-            ("deletes", self.deletes),
-            ("version_conflicts", self.version_conflicts),
-            ("oom_rejections", self.oom_rejections),
-            ("atomic_commits", self.atomic_commits),
-            ("atomic_aborts", self.atomic_aborts),
-            ("log_syncs", self.log_syncs),
-        ]
-    }
-
-    /// Rebuilds stats from values in [`TableStats::fields`] order.
-    pub fn from_values(v: [u64; Self::NR_FIELDS]) -> TableStats {
-        TableStats {
-            keys: v[0],
-            value_bytes: v[1],
-            memory_bytes: v[2],
-            reply_pinned_bytes: v[3],
-            gets: v[4],
-            hits: v[5],
-            misses: v[6],
-            sets: v[7],
-            deletes: v[8],
-            version_conflicts: v[9],
-            oom_rejections: v[10],
-            atomic_commits: v[11],
-            atomic_aborts: v[12],
-            log_syncs: v[13],
-        }
-    }
-
-    /// Field-wise sum, for STATS across shards.
-    pub fn add(&mut self, other: &TableStats) {
-        let mut sum = self.fields().map(|(_, v)| v);
-        for (total, (_, v)) in sum.iter_mut().zip(other.fields()) {
-            *total += v;
-        }
-        *self = TableStats::from_values(sum);
-    }
-}
-
 /// A key's state before a write, kept to put it back if a batch aborts.
 #[derive(Debug, Clone)]
 pub struct Prior(Option<(Arc<[u8]>, u64)>);
@@ -135,14 +62,20 @@ impl Prior {
     }
 }
 
-/// What a request changed, for the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Nothing,
-    /// The key now holds the request's value at this version.
-    Put(u64),
+/// What a request changed: one key written or deleted. [`Table::apply`] says
+/// it; the log records it as it is (`log::format`), a single-shard ATOMIC
+/// collects its requests' into one record, and recovery loads it back. Byte
+/// fields borrow the request's buffer (or, replaying, the log file's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<'a> {
+    /// The key now holds `value` at `version`.
+    Put {
+        key: &'a [u8],
+        version: u64,
+        value: &'a [u8],
+    },
     /// The key existed and is gone.
-    Deleted,
+    Del { key: &'a [u8] },
 }
 
 /// What PUTV did.
@@ -445,11 +378,17 @@ impl Table {
 
     /// Runs one request whose spans point into `buf`, appending its result
     /// element (if it has one) to `out` — without ending the request's slot —
-    /// and says what it changed. STATS is not a table request: the shard answers
-    /// it, since it needs figures the table does not own.
-    pub fn apply(&mut self, op: &Op, buf: &[u8], out: &mut BatchResults) -> Change {
+    /// and says what it changed, if anything. STATS is not a table request: the
+    /// shard answers it, since it needs figures the table does not own.
+    pub fn apply<'b>(
+        &mut self,
+        op: &Op,
+        buf: &'b [u8],
+        out: &mut BatchResults,
+    ) -> Option<Effect<'b>> {
         let key = op.key.of(buf);
-        let mut change = Change::Nothing;
+        let value = op.value.of(buf);
+        let mut change = None;
         match op.kind {
             OpKind::Get => match self.get(key) {
                 Some((value, _)) => {
@@ -466,14 +405,24 @@ impl Table {
                 }
                 None => reply::write_not_found(&mut out.buf),
             },
-            OpKind::Set => match self.set(key, op.value.of(buf)) {
-                Ok(version) => change = Change::Put(version),
+            OpKind::Set => match self.set(key, value) {
+                Ok(version) => {
+                    change = Some(Effect::Put {
+                        key,
+                        version,
+                        value,
+                    })
+                }
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
-            OpKind::PutV => match self.put_versioned(key, op.value.of(buf), op.version) {
+            OpKind::PutV => match self.put_versioned(key, value, op.version) {
                 Ok(PutOutcome::Applied(version)) => {
                     reply::write_done(&mut out.buf, version);
-                    change = Change::Put(version);
+                    change = Some(Effect::Put {
+                        key,
+                        version,
+                        value,
+                    });
                 }
                 Ok(PutOutcome::Conflict(current)) => {
                     reply::write_version_conflict(&mut out.buf, current)
@@ -482,14 +431,14 @@ impl Table {
             },
             OpKind::Del => {
                 if self.delete(key) {
-                    change = Change::Deleted;
+                    change = Some(Effect::Del { key });
                 }
             }
             OpKind::Rm => {
                 let existed = self.delete(key);
                 reply::write_done(&mut out.buf, u64::from(existed));
                 if existed {
-                    change = Change::Deleted;
+                    change = Some(Effect::Del { key });
                 }
             }
             OpKind::Stats | OpKind::Atomic => {
@@ -699,9 +648,43 @@ mod tests {
     }
 
     #[test]
-    fn stats_add_sums_every_field() {
-        let mut total = TableStats::from_values([1; TableStats::NR_FIELDS]);
-        total.add(&TableStats::from_values([2; TableStats::NR_FIELDS]));
-        assert!(total.fields().iter().all(|&(_, v)| v == 3));
+    fn apply_says_what_each_request_changed() {
+        use crate::proto::decode_message;
+        let mut body = Vec::new();
+        reply::write_array_len(&mut body, 6);
+        for request in [
+            &[0x93, 0x01, 0xa1, b'k', 0xa1, b'v'][..],   // SET k v
+            &[0x94, 0x05, 0xa1, b'k', 0xa1, b'w', 0x07], // PUTV k w 7 (conflict)
+            &[0x92, 0x00, 0xa1, b'k'],                   // GET k
+            &[0x92, 0x06, 0xa1, b'k'],                   // RM k
+            &[0x92, 0x02, 0xa1, b'k'],                   // DEL k (absent)
+            &[0x94, 0x05, 0xa1, b'k', 0xa1, b'w', 0x00], // PUTV k w 0
+        ] {
+            body.extend_from_slice(request);
+        }
+        let mut ops = Vec::new();
+        let limits = crate::proto::RequestLimits { max_key_bytes: 16 };
+        decode_message(&body, 0..body.len(), &limits, &mut ops).expect("valid message");
+        let mut table = Table::new(NO_LIMIT);
+        let mut out = BatchResults::default();
+        let effects: Vec<_> = ops
+            .iter()
+            .map(|op| table.apply(op, &body, &mut out))
+            .collect();
+        let put = |version| Effect::Put {
+            key: b"k",
+            version,
+            value: b"\xa1w",
+        };
+        let set = Effect::Put {
+            key: b"k",
+            version: 1,
+            value: b"\xa1v",
+        };
+        let deleted = Effect::Del { key: b"k" };
+        assert_eq!(
+            effects,
+            [Some(set), None, None, Some(deleted), None, Some(put(1))]
+        );
     }
 }

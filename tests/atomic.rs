@@ -5,39 +5,19 @@
 
 mod common;
 
+use common::keys::{key_on_shard, keys_on_every_shard};
 use common::{test_seed, TestServer};
 use corekv::client::{Client, Element, Request};
-use corekv::shard::Router;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;
 use std::time::{Duration, Instant};
 
 const NR_SHARDS: usize = 3;
 
-/// `n` keys with the given prefix, one on each shard in turn (key i on shard i % NR_SHARDS).
-fn keys_on_every_shard(prefix: &str, n: usize) -> Vec<Vec<u8>> {
-    let router = Router::new(NR_SHARDS);
-    let mut keys = Vec::new();
-    let mut candidate = 0u64;
-    while keys.len() < n {
-        let key = format!("{prefix}-{candidate}").into_bytes();
-        if router.route(&key).0 == keys.len() % NR_SHARDS {
-            keys.push(key);
-        }
-        candidate += 1;
-    }
-    keys
-}
-
 /// Two keys owned by the same shard.
 fn keys_on_one_shard(prefix: &str) -> (Vec<u8>, Vec<u8>) {
-    let router = Router::new(NR_SHARDS);
-    let first = format!("{prefix}-0").into_bytes();
-    let second = (1..)
-        .map(|i| format!("{prefix}-{i}").into_bytes())
-        .find(|k| router.route(k) == router.route(&first))
-        .expect("some key shares the shard");
-    (first, second)
+    let on_shard_0 = |name: &str| key_on_shard(&format!("{prefix}-{name}"), 0, NR_SHARDS);
+    (on_shard_0("a"), on_shard_0("b"))
 }
 
 fn atomic(requests: Vec<Request>) -> Request {
@@ -82,7 +62,7 @@ fn the_seeds_atomic_read_and_swap_returns_the_old_value() {
 fn an_aborted_batch_answers_one_conflict_element_in_its_place() {
     let server = TestServer::start(NR_SHARDS, &[]);
     let mut client = server.client();
-    let keys = keys_on_every_shard("flat", 3);
+    let keys = keys_on_every_shard("flat", 3, NR_SHARDS);
     let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
     let batch = atomic(vec![
         set(a, 1),
@@ -107,7 +87,7 @@ fn an_aborted_batch_answers_one_conflict_element_in_its_place() {
 fn a_successful_cross_shard_batch_answers_every_result_in_order() {
     let server = TestServer::start(NR_SHARDS, &[]);
     let mut client = server.client();
-    let keys = keys_on_every_shard("ok", 3);
+    let keys = keys_on_every_shard("ok", 3, NR_SHARDS);
     let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
     client.set(c, 0.into()).expect("set c");
     let batch = atomic(vec![
@@ -142,7 +122,7 @@ fn a_successful_cross_shard_batch_answers_every_result_in_order() {
 fn a_version_conflict_on_any_shard_aborts_the_whole_batch_and_names_the_key() {
     let server = TestServer::start(NR_SHARDS, &[]);
     let mut client = server.client();
-    let keys = keys_on_every_shard("abort", 6);
+    let keys = keys_on_every_shard("abort", 6, NR_SHARDS);
     for key in &keys {
         client.set(key, "before".into()).expect("set");
     }
@@ -202,7 +182,7 @@ fn an_empty_atomic_answers_nothing_and_a_message_around_it_still_works() {
 fn requests_around_a_cross_shard_batch_take_effect_in_message_order() {
     let server = TestServer::start(NR_SHARDS, &[]);
     let mut client = server.client();
-    let keys = keys_on_every_shard("order", 3);
+    let keys = keys_on_every_shard("order", 3, NR_SHARDS);
     let (a, b) = (&keys[0], &keys[1]);
     let reply = client
         .call(&[
@@ -238,7 +218,7 @@ fn transfers_between_accounts_on_every_shard_never_change_the_total_anyone_reads
     const AUDITS_EACH: usize = 150;
     let seed = test_seed("bank");
     let server = TestServer::start(NR_SHARDS, &[]);
-    let accounts = keys_on_every_shard("account", NR_ACCOUNTS);
+    let accounts = keys_on_every_shard("account", NR_ACCOUNTS, NR_SHARDS);
     let mut setup = server.client();
     for account in &accounts {
         setup.set(account, INITIAL.into()).expect("open account");
@@ -310,7 +290,7 @@ fn clients_swapping_the_same_cross_shard_keys_in_opposite_orders_all_finish() {
     const ROUNDS_EACH: usize = 300;
     const TIME_LIMIT: Duration = Duration::from_secs(120);
     let server = TestServer::start(NR_SHARDS, &[]);
-    let keys = keys_on_every_shard("swap", 3);
+    let keys = keys_on_every_shard("swap", 3, NR_SHARDS);
     let (a, b, c) = (&keys[0], &keys[1], &keys[2]);
     let orders: [[&Vec<u8>; 3]; 4] = [[a, b, c], [c, b, a], [b, a, c], [c, a, b]];
     let started = Instant::now();
@@ -391,7 +371,7 @@ fn plain_reads_never_see_part_of_a_cross_shard_batch() {
     const NR_BATCHES: i64 = 400;
     const NR_READERS: usize = 3;
     let server = TestServer::start(NR_SHARDS, &[]);
-    let keys = keys_on_every_shard("pair", 2);
+    let keys = keys_on_every_shard("pair", 2, NR_SHARDS);
     let (a, b) = (&keys[0], &keys[1]);
     let mut writer = server.client();
     writer

@@ -15,8 +15,9 @@
 mod common;
 
 use assert_cmd::Command;
+use common::keys::{key_name_on_shard, key_names_on_every_shard};
 use common::TestServer;
-use corekv::shard::Router;
+use corekv::ids::Router;
 use predicates::prelude::*;
 use predicates::str::contains;
 use rmpv::Value;
@@ -479,22 +480,10 @@ fn raw_get_of_a_missing_key_writes_nothing_to_stdout_and_exits_3() {
 // Multi-key commands
 // ---------------------------------------------------------------------------
 
-/// Keys that together live on more than one of `nr_shards` shards.
-fn keys_across_shards(nr_shards: usize, n: usize) -> Vec<String> {
-    let keys: Vec<String> = (0..n).map(|i| format!("key-{i}")).collect();
-    let router = Router::new(nr_shards);
-    let first = router.route(keys[0].as_bytes());
-    assert!(
-        keys.iter().any(|k| router.route(k.as_bytes()) != first),
-        "test keys should span shards"
-    );
-    keys
-}
-
 #[test]
 fn mget_prints_one_line_per_key_in_the_order_given() {
     let server = TestServer::start(3, &[]);
-    let keys = keys_across_shards(3, 6);
+    let keys = key_names_on_every_shard("key", 6, 3);
     let mut client = server.client();
     for key in keys.iter().step_by(2) {
         client
@@ -523,7 +512,7 @@ fn mget_prints_one_line_per_key_in_the_order_given() {
 #[test]
 fn mrm_deletes_the_keys_that_exist_and_reports_the_missing_ones_with_exit_3() {
     let server = TestServer::start(3, &[]);
-    let keys = keys_across_shards(3, 4);
+    let keys = key_names_on_every_shard("key", 4, 3);
     let mut client = server.client();
     for key in &keys {
         client.set(key.as_bytes(), Value::from("v")).expect("set");
@@ -560,7 +549,7 @@ fn mset_with_a_pair_without_equals_is_a_usage_error() {
 fn mset_sets_every_pair_across_shards() {
     // Needs ATOMIC (issue 3).
     let server = TestServer::start(3, &[]);
-    let keys = keys_across_shards(3, 5);
+    let keys = key_names_on_every_shard("key", 5, 3);
     let pairs: Vec<String> = keys.iter().map(|k| format!("{k}=value of {k}")).collect();
     let mut args = vec!["mset"];
     args.extend(pairs.iter().map(String::as_str));
@@ -585,12 +574,8 @@ fn mset_sets_every_pair_across_shards() {
 fn mset_that_cannot_apply_one_pair_changes_no_key() {
     // Needs ATOMIC (issue 3). 1 MiB over 2 shards: each shard may hold 512 KiB.
     let server = TestServer::start(2, &["--max-memory-bytes", "1MiB"]);
-    let router = Router::new(2);
-    let big_shard = router.route(b"big");
-    let filler = (0..1000)
-        .map(|i| format!("filler-{i}"))
-        .find(|k| router.route(k.as_bytes()) == big_shard)
-        .expect("a filler key on big's shard");
+    let big_shard = Router::new(2).route(b"big").0;
+    let filler = key_name_on_shard("filler", big_shard, 2);
     let mut client = server.client();
     // Fill big's shard so that 100 KiB more does not fit there, while small
     // writes still fit on either shard.

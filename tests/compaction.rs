@@ -18,6 +18,7 @@
 
 mod common;
 
+use common::logs::log_path;
 use common::{
     arm_failpoint, count_lines, force_compaction, key_on_shard, nr_compactions,
     start_log_with_http as start, wait_for_line,
@@ -32,10 +33,6 @@ const SMALL_COMPACT_MIN: &str = "64KiB";
 
 fn value(text: &str) -> Value {
     Value::from(text)
-}
-
-fn log_path(data_dir: &Path, shard: usize) -> PathBuf {
-    data_dir.join("log").join(format!("shard-{shard}.log"))
 }
 
 /// Names of the `.compact` files in the log directory.

@@ -15,8 +15,7 @@ use common::{
     wait_for_line, TestServer,
 };
 use corekv::client::{Client, ClientError, Request};
-use corekv::shard::ShardId;
-use corekv::txn::TxnId;
+use corekv::ids::{ShardId, TxnId};
 use rmpv::Value;
 use std::path::Path;
 

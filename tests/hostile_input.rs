@@ -9,100 +9,19 @@
 
 mod common;
 
+use common::wire::{read_frame, RawConnection};
 use common::{frame, pack, test_seed, TestServer, REPLY_TIMEOUT};
 use corekv::client::{decode_reply, Client, Element, Request};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------
-// Helpers: a raw connection that sends bytes as given and reads whole frames.
+// Helpers: messages and the replies they must get.
 // ---------------------------------------------------------------------------
-
-/// A connection that writes exactly the bytes it is given.
-struct Raw {
-    stream: TcpStream,
-}
-
-impl Raw {
-    fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .expect("timeout");
-        stream
-            .set_write_timeout(Some(REPLY_TIMEOUT))
-            .expect("timeout");
-        Raw { stream }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("send to server");
-    }
-
-    /// Reads one reply frame; the server must not close the connection first.
-    fn reply(&mut self) -> Vec<u8> {
-        match read_frame(&mut self.stream) {
-            Ok(Some(body)) => body,
-            Ok(None) => panic!("server closed the connection instead of replying"),
-            Err(e) => panic!("reading a reply: {e}"),
-        }
-    }
-
-    /// Sends one framed body and returns the reply body.
-    fn call(&mut self, body: &[u8]) -> Vec<u8> {
-        self.send(&frame(body));
-        self.reply()
-    }
-
-    /// Asserts the server closes the connection without sending anything more.
-    fn expect_closed(&mut self) {
-        match read_frame(&mut self.stream) {
-            Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
-            Ok(Some(body)) => panic!("expected the connection to close, got a frame {body:02x?}"),
-            Err(e) => panic!("expected the connection to close, got {e}"),
-        }
-    }
-}
-
-/// Reads one frame. `Ok(None)` is a clean end of stream at a frame boundary; a
-/// stream that ends inside a frame is an `UnexpectedEof` error (a half-written frame).
-fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut prefix = [0u8; 8];
-    if !fill(reader, &mut prefix, true)? {
-        return Ok(None);
-    }
-    let len = u64::from_be_bytes(prefix);
-    assert!(len < 1 << 30, "reply claims an implausible {len} bytes");
-    let mut body = vec![0u8; len as usize];
-    fill(reader, &mut body, false)?;
-    Ok(Some(body))
-}
-
-/// Fills `buf`; false if the stream ended before the first byte and `eof_ok`.
-fn fill(reader: &mut impl Read, buf: &mut [u8], eof_ok: bool) -> io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) if filled == 0 && eof_ok => return Ok(false),
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("stream ended after {filled} of {} bytes", buf.len()),
-                ))
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
-}
 
 fn arr(items: Vec<Value>) -> Value {
     Value::Array(items)
@@ -147,7 +66,7 @@ const EMPTY_REPLY_BODY: [u8; 1] = [0x90];
 
 /// Asserts the server still answers: `key` holds `value`, on a new connection.
 fn assert_serves(server: &TestServer, key: &str, value: &Value) {
-    let mut raw = Raw::connect(server.addr);
+    let mut raw = RawConnection::connect(server.addr);
     assert_eq!(raw.call(&get_body(key)), found_body(value));
 }
 
@@ -357,7 +276,7 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 fn each_malformed_message_gets_its_code_runs_nothing_and_leaves_the_connection_usable() {
     let server = TestServer::start(2, &["--max-key-bytes", "64"]);
     let anchor = s("value");
-    let mut raw = Raw::connect(server.addr);
+    let mut raw = RawConnection::connect(server.addr);
     assert_eq!(
         raw.call(&set_body("anchor", anchor.clone())),
         EMPTY_REPLY_BODY
@@ -380,7 +299,7 @@ fn each_malformed_message_gets_its_code_runs_nothing_and_leaves_the_connection_u
 #[test]
 fn malformed_messages_pipelined_between_valid_ones_are_answered_in_order() {
     let server = TestServer::start(2, &["--max-key-bytes", "64"]);
-    let mut raw = Raw::connect(server.addr);
+    let mut raw = RawConnection::connect(server.addr);
     let mut burst = Vec::new();
     let mut expected = Vec::new();
     for (i, (name, body, code)) in malformed_cases().into_iter().enumerate() {
@@ -417,7 +336,7 @@ fn a_frame_over_the_limit_is_answered_toobig_after_earlier_replies_then_closed()
             .expect("set");
     }
     for declared in [1025u64, 1 << 40, u64::MAX] {
-        let mut raw = Raw::connect(server.addr);
+        let mut raw = RawConnection::connect(server.addr);
         let mut burst = frame(&set_body("burst", s("landed")));
         burst.extend(frame(&get_body("burst")));
         burst.extend(declared.to_be_bytes());
@@ -430,7 +349,7 @@ fn a_frame_over_the_limit_is_answered_toobig_after_earlier_replies_then_closed()
         raw.expect_closed();
     }
     // A frame exactly at the limit is served.
-    let mut raw = Raw::connect(server.addr);
+    let mut raw = RawConnection::connect(server.addr);
     let without_filler = pack(&arr(vec![arr(vec![1.into(), s("edge"), Value::Nil])]));
     let filler = 1024 - without_filler.len() - 2; // a bin16 header is 3 bytes, nil was 1
     let exact = set_body("edge", Value::Binary(vec![7; filler]));
@@ -527,7 +446,7 @@ fn random_bytes_framed_and_unframed_never_crash_the_server() {
     let seeds = seed_messages(&mut rng);
 
     // Framed: each body gets exactly one reply, and it decodes.
-    let mut framed = Raw::connect(server.addr);
+    let mut framed = RawConnection::connect(server.addr);
     for blob in 0..400 {
         let body = match blob % 2 {
             0 => random_bytes(&mut rng, 300),
@@ -552,7 +471,7 @@ fn random_bytes_framed_and_unframed_never_crash_the_server() {
             let declared = rng.gen_range(0..bytes.len() as u64);
             bytes[..8].copy_from_slice(&declared.to_be_bytes());
         }
-        let mut raw = Raw::connect(server.addr);
+        let mut raw = RawConnection::connect(server.addr);
         // The server may close early (an oversized prefix), so writes may fail.
         if send_in_pieces(&mut rng, &mut raw.stream, &bytes).is_ok() {
             let _ = raw.stream.shutdown(Shutdown::Write);
@@ -597,7 +516,7 @@ fn nested(depth: usize, container: &[u8]) -> Vec<u8> {
 #[test]
 fn a_deeply_nested_value_is_stored_and_returned_byte_exact_or_refused_cleanly() {
     let server = TestServer::start(2, &[]);
-    let mut raw = Raw::connect(server.addr);
+    let mut raw = RawConnection::connect(server.addr);
     let values = [
         ("arrays", nested(100_000, &[0x91])),
         ("maps", nested(100_000, &[0x81, 0xc0])),
@@ -657,12 +576,12 @@ fn a_half_sent_frame_does_not_stall_other_connections() {
         let server = TestServer::start(nr_shards, &[]);
         let full = frame(&set_body("half", s("completed later")));
         // One connection stops inside the body, one inside the length prefix.
-        let mut in_body = Raw::connect(server.addr);
+        let mut in_body = RawConnection::connect(server.addr);
         in_body.send(&full[..full.len() - 3]);
-        let mut in_prefix = Raw::connect(server.addr);
+        let mut in_prefix = RawConnection::connect(server.addr);
         in_prefix.send(&[0, 0, 0]);
         // One announces a large frame and sends only its first bytes.
-        let mut big = Raw::connect(server.addr);
+        let mut big = RawConnection::connect(server.addr);
         big.send(&(32u64 << 20).to_be_bytes());
         big.send(&[0x91; 1000]);
 
@@ -688,7 +607,7 @@ fn a_client_that_never_reads_its_replies_does_not_stall_others() {
     // 2,000 GETs of 16 KiB are 32 MiB of replies, far more than the socket
     // buffers hold; this client never reads them, so the server's writes to it
     // block while the other connections on the same shard are served.
-    let mut slow = Raw::connect(server.addr);
+    let mut slow = RawConnection::connect(server.addr);
     let gets: Vec<u8> = (0..2000).flat_map(|_| frame(&get_body("big"))).collect();
     slow.send(&gets);
     round_trips(&server, "beside-a-slow-reader", 100);
@@ -730,7 +649,7 @@ fn a_client_that_requests_far_more_than_it_reads_does_not_grow_server_memory_unb
     let big = Value::Binary(vec![0x5a; 1 << 20]);
     server.client().set(b"big", big.clone()).expect("set big");
     let before = peak_rss_bytes(server.pid());
-    let mut slow = Raw::connect(server.addr);
+    let mut slow = RawConnection::connect(server.addr);
     let gets: Vec<u8> = (0..NR_GETS).flat_map(|_| frame(&get_body("big"))).collect();
     slow.send(&gets);
     // The first reply proves the server has taken the requests in hand.
@@ -799,7 +718,7 @@ fn a_connection_over_the_limit_gets_oom_and_is_closed_while_earlier_ones_work() 
             .expect("set");
     }
     for _ in 0..3 {
-        let mut sixth = Raw::connect(server.addr);
+        let mut sixth = RawConnection::connect(server.addr);
         let reply = sixth.reply();
         let elements = decode_reply(&reply).expect("decode");
         match elements.as_slice() {
@@ -823,7 +742,7 @@ fn a_connection_over_the_limit_gets_oom_and_is_closed_while_earlier_ones_work() 
     drop(admitted.pop());
     let deadline = Instant::now() + REPLY_TIMEOUT;
     loop {
-        let mut raw = Raw::connect(server.addr);
+        let mut raw = RawConnection::connect(server.addr);
         raw.send(&frame(&get_body("limit-0")));
         let reply = raw.reply();
         if reply == found_body(&0.into()) {

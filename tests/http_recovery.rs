@@ -12,13 +12,13 @@
 
 mod common;
 
-use common::{server_binary, TestServer, REPLY_TIMEOUT};
+use common::{spawn_server, TestServer, REPLY_TIMEOUT};
 use corekv::client::{Element, Request};
 use rmpv::Value;
 use serde_json::Value as Json;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -79,25 +79,9 @@ struct Restarted {
 
 impl Restarted {
     fn start(data_dir: &std::path::Path) -> Restarted {
-        let mut child = Command::new(server_binary())
-            .args(["--addr", "127.0.0.1:0", "--shards", "2", "--engine", "log"])
-            .args(["--http-addr", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("COREKV_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn corekv-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let args = ["--addr", "127.0.0.1:0", "--shards", "2", "--engine", "log"];
+        let args = [&args[..], &["--http-addr", "127.0.0.1:0"]].concat();
+        let (child, lines) = spawn_server(data_dir, &args, &[]);
         Restarted {
             child,
             lines,

@@ -12,11 +12,12 @@
 
 mod common;
 
+use common::logs::{cut_to, log_path};
 use common::TestServer;
 use corekv::client::Client;
 use corekv::log::format::{self, Effect, FileStart, Framing};
 use rmpv::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The recovery reader's buffer (src/log/replay.rs).
@@ -33,10 +34,6 @@ fn start(data_dir: &Path, nr_shards: usize, extra: &[&str]) -> TestServer {
     args.extend_from_slice(extra);
     TestServer::start_in(data_dir, nr_shards, &args)
         .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"))
-}
-
-fn log_path(data_dir: &Path, shard: usize) -> PathBuf {
-    data_dir.join("log").join(format!("shard-{shard}.log"))
 }
 
 /// A value whose PUT record under `key` takes exactly `record_bytes` bytes.
@@ -239,14 +236,6 @@ fn record_image(path: &Path) -> Vec<u8> {
         }
     }
     image
-}
-
-fn cut_to(path: &Path, len: u64) {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| f.set_len(len))
-        .expect("truncate log");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Model test: many connections run seeded random GET/SET/DEL/GETV/PUTV/RM
 //! messages against a 4-shard server, and every result element is checked
-//! against a `HashMap` model of what the server must hold.
+//! against the reference model of what the server must hold
+//! (tests/common/model.rs).
 //!
 //! Each thread owns a disjoint set of keys, so the result of every one of its
 //! requests is determined by its own earlier requests alone, whatever the other
@@ -13,12 +14,12 @@
 
 mod common;
 
+use common::model::Model;
 use common::{TestServer, REPLY_TIMEOUT};
 use corekv::client::{decode_reply, Client, Element, Request};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 
 const NR_SHARDS: usize = 4;
@@ -29,76 +30,6 @@ const OPS_PER_THREAD: usize = 3_000;
 const MAX_OPS_PER_MESSAGE: usize = 8;
 /// Messages queued before their replies are read, at most.
 const MAX_BURST: usize = 4;
-
-/// What the server must hold for one thread's keys, and what that thread's
-/// requests must have added to the STATS counters.
-#[derive(Default)]
-struct Model {
-    entries: HashMap<Vec<u8>, (Value, u64)>,
-    counters: BTreeMap<&'static str, u64>,
-}
-
-impl Model {
-    fn count(&mut self, name: &'static str) {
-        *self.counters.entry(name).or_default() += 1;
-    }
-
-    fn version(&self, key: &[u8]) -> u64 {
-        self.entries.get(key).map_or(0, |e| e.1)
-    }
-
-    fn read(&mut self, key: &[u8]) -> Option<(Value, u64)> {
-        self.count("gets");
-        let found = self.entries.get(key).cloned();
-        self.count(if found.is_some() { "hits" } else { "misses" });
-        found
-    }
-
-    fn write(&mut self, key: &[u8], value: &Value) -> u64 {
-        self.count("sets");
-        let version = self.version(key) + 1;
-        self.entries.insert(key.to_vec(), (value.clone(), version));
-        version
-    }
-
-    fn delete(&mut self, key: &[u8]) -> bool {
-        self.count("deletes");
-        self.entries.remove(key).is_some()
-    }
-
-    /// Applies `request` and returns the element the server must answer with.
-    fn apply(&mut self, request: &Request) -> Option<Element> {
-        match request {
-            Request::Get(k) => Some(match self.read(k) {
-                Some((value, _)) => Element::Found(value),
-                None => Element::NotFound,
-            }),
-            Request::GetV(k) => Some(match self.read(k) {
-                Some((value, version)) => Element::Versioned(value, version),
-                None => Element::NotFound,
-            }),
-            Request::Set(k, v) => {
-                self.write(k, v);
-                None
-            }
-            Request::Del(k) => {
-                self.delete(k);
-                None
-            }
-            Request::PutV(k, v, expected) => {
-                let current = self.version(k);
-                if current == *expected {
-                    Some(Element::Done(self.write(k, v)))
-                } else {
-                    self.count("version_conflicts");
-                    Some(Element::VersionConflict(current))
-                }
-            }
-            Request::Rm(k) => Some(Element::Done(u64::from(self.delete(k)))),
-            Request::Atomic(_) | Request::Stats => unreachable!("not generated"),
-        }
-    }
-}
 
 /// A random msgpack value; `depth` bounds nesting.
 fn random_value(rng: &mut StdRng, depth: u32) -> Value {
@@ -150,7 +81,7 @@ fn random_request(rng: &mut StdRng, keys: &[Vec<u8>], model: &Model) -> Request 
         45..=52 => Request::Del(key),
         53..=67 => Request::GetV(key),
         68..=89 => {
-            let current = model.version(&key);
+            let current = model.state(&key).version();
             let expected = match rng.gen_range(0..8) {
                 0..=4 => current,
                 5 => 0,
@@ -211,23 +142,10 @@ fn run_thread(addr: SocketAddr, seed: u64, thread: usize) -> Model {
     model
 }
 
-/// Reads back every key of every model in one message per thread's key set.
+/// Reads back every key of every model.
 fn check_final_state(client: &mut Client, models: &[Model], seed: u64) {
     for (thread, model) in models.iter().enumerate() {
-        let keys = thread_keys(thread);
-        let requests: Vec<Request> = keys.iter().map(|k| Request::GetV(k.clone())).collect();
-        let expected: Vec<Element> = keys
-            .iter()
-            .map(|k| match model.entries.get(k) {
-                Some((value, version)) => Element::Versioned(value.clone(), *version),
-                None => Element::NotFound,
-            })
-            .collect();
-        let got = client.call(&requests).expect("final GETVs");
-        assert_eq!(
-            got, expected,
-            "seed {seed}: final state of thread {thread}'s keys"
-        );
+        model.check(client, &format!("seed {seed}: thread {thread}'s keys"));
     }
 }
 
@@ -250,11 +168,11 @@ fn random_ops_on_many_connections_match_a_hashmap_model() {
     // counter is exactly the sum of what the models counted.
     let mut client = server.client();
     let stats = client.stats().expect("STATS");
-    let nr_keys: usize = models.iter().map(|m| m.entries.len()).sum();
+    let nr_keys: usize = models.iter().map(Model::nr_keys).sum();
     let value_bytes: usize = models
         .iter()
-        .flat_map(|m| m.entries.values())
-        .map(|(value, _)| common::pack(value).len())
+        .flat_map(Model::values)
+        .map(|value| common::pack(value).len())
         .sum();
     assert_eq!(stats["keys"], nr_keys as u64, "seed {seed}: {stats:?}");
     assert_eq!(
@@ -269,7 +187,7 @@ fn random_ops_on_many_connections_match_a_hashmap_model() {
         "deletes",
         "version_conflicts",
     ] {
-        let expected: u64 = models.iter().filter_map(|m| m.counters.get(name)).sum();
+        let expected: u64 = models.iter().map(|m| m.counter(name)).sum();
         assert_eq!(stats[name], expected, "seed {seed}: {name} in {stats:?}");
     }
     assert_eq!(stats["shards"], NR_SHARDS as u64, "{stats:?}");

@@ -11,11 +11,10 @@
 
 mod common;
 
-use common::{frame, pack, TestServer, REPLY_TIMEOUT};
-use corekv::shard::Router;
+use common::keys::key_names_on_every_shard;
+use common::wire::RawConnection;
+use common::{frame, pack, TestServer};
 use rmpv::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 
 /// The reply to the empty message and to messages of only SET/DEL.
 const EMPTY_REPLY: [u8; 9] = [0, 0, 0, 0, 0, 0, 0, 1, 0x90];
@@ -27,46 +26,27 @@ const SHARD_COUNTS: [usize; 2] = [1, 3];
 // Helpers: raw connections, msgpack building, keys per shard.
 // ---------------------------------------------------------------------------
 
-/// A raw TCP connection that speaks frames, nothing more.
-struct Wire {
-    stream: TcpStream,
-}
+/// A raw connection whose replies are compared as whole frames, length
+/// prefix included.
+struct Wire(RawConnection);
 
 impl Wire {
     fn connect(server: &TestServer) -> Wire {
-        let stream = TcpStream::connect(server.addr).expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        // A guard against a hung test, not a timing assertion.
-        stream
-            .set_read_timeout(Some(REPLY_TIMEOUT))
-            .expect("timeout");
-        Wire { stream }
+        Wire(RawConnection::connect(server.addr))
     }
 
     fn send_bytes(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write to server");
+        self.0.send(bytes);
     }
 
     /// Reads one whole reply frame, length prefix included.
     fn read_frame(&mut self) -> Vec<u8> {
-        let mut prefix = [0u8; 8];
-        self.stream
-            .read_exact(&mut prefix)
-            .expect("read reply length");
-        let len = u64::from_be_bytes(prefix);
-        assert!(len < 1 << 30, "implausible reply length {len}");
-        let mut out = prefix.to_vec();
-        out.resize(8 + len as usize, 0);
-        self.stream
-            .read_exact(&mut out[8..])
-            .expect("read reply body");
-        out
+        frame(&self.0.reply())
     }
 
     /// Sends the message body `body` framed, returns the whole reply frame.
     fn exchange(&mut self, body: &[u8]) -> Vec<u8> {
-        self.send_bytes(&frame(body));
-        self.read_frame()
+        frame(&self.0.call(body))
     }
 
     /// Sends `message` and asserts its reply is exactly the frame of `expected`.
@@ -118,25 +98,6 @@ fn bin(bytes: &[u8]) -> Value {
 
 fn message(requests: Vec<Value>) -> Value {
     Value::Array(requests)
-}
-
-/// One key per shard of an `nr_shards` server: element i is owned by shard i.
-fn key_per_shard(nr_shards: usize, prefix: &str) -> Vec<String> {
-    let router = Router::new(nr_shards);
-    let mut keys: Vec<Option<String>> = vec![None; nr_shards];
-    for i in 0..100_000 {
-        let key = format!("{prefix}{i}");
-        let slot = &mut keys[router.route(key.as_bytes()).0];
-        if slot.is_none() {
-            *slot = Some(key);
-        }
-        if keys.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    keys.into_iter()
-        .map(|k| k.expect("every shard owns some key among 100000"))
-        .collect()
 }
 
 /// Raw msgpack request bytes: `[opcode, key, rest...]`, with `rest` already encoded.
@@ -250,7 +211,7 @@ fn empty_and_set_del_only_messages_are_answered_with_the_empty_array() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        let keys = key_per_shard(nr_shards, "quiet:");
+        let keys = key_names_on_every_shard("quiet:", nr_shards, nr_shards);
         let mut messages = vec![
             message(vec![]),
             message(vec![a![1, keys[0].as_str(), 1]]),
@@ -348,7 +309,7 @@ fn getv_putv_and_rm_follow_the_version_rules_on_every_shard() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        for key in key_per_shard(nr_shards, "versioned:") {
+        for key in key_names_on_every_shard("versioned:", nr_shards, nr_shards) {
             let k = key.as_str();
             let steps = [
                 (a![4, k], a![-2]),
@@ -390,7 +351,7 @@ fn getv_putv_and_rm_follow_the_version_rules_on_every_shard() {
 fn versions_past_one_byte_use_the_smallest_integer_encoding() {
     let server = TestServer::start(3, &[]);
     let mut wire = Wire::connect(&server);
-    for key in key_per_shard(3, "counter:") {
+    for key in key_names_on_every_shard("counter:", 3, 3) {
         let k = key.as_str();
         let sets: Vec<Value> = (0..300).map(|i| a![1, k, i]).collect();
         wire.expect(&message(sets), &a![]);
@@ -445,7 +406,7 @@ fn str_and_bin_keys_with_the_same_bytes_are_one_key() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        for key in key_per_shard(nr_shards, "same:") {
+        for key in key_names_on_every_shard("same:", nr_shards, nr_shards) {
             let s = key.as_str();
             let b = bin(key.as_bytes());
             wire.expect(&message(vec![a![1, s, 1]]), &a![]);
@@ -697,7 +658,7 @@ fn a_get_sees_an_earlier_set_of_the_same_message() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        for key in key_per_shard(nr_shards, "same-message:") {
+        for key in key_names_on_every_shard("same-message:", nr_shards, nr_shards) {
             let k = key.as_str();
             let requests = vec![
                 a![0, k],
@@ -734,7 +695,7 @@ fn requests_on_keys_of_different_shards_are_answered_in_request_order() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        let keys = key_per_shard(nr_shards, "interleaved:");
+        let keys = key_names_on_every_shard("interleaved:", nr_shards, nr_shards);
         let mut requests = Vec::new();
         let mut expected = Vec::new();
         // Round-robin over the shards, several rounds, so each reply element has
@@ -764,7 +725,7 @@ fn requests_on_keys_of_different_shards_are_answered_in_request_order() {
 fn a_frame_sent_one_byte_at_a_time_is_answered_once() {
     let server = TestServer::start(3, &[]);
     let mut wire = Wire::connect(&server);
-    let keys = key_per_shard(3, "trickle:");
+    let keys = key_names_on_every_shard("trickle:", 3, 3);
     let requests: Vec<Value> = keys
         .iter()
         .flat_map(|k| [a![1, k.as_str(), k.as_str()], a![0, k.as_str()]])
@@ -848,7 +809,7 @@ fn stats_count_exactly_the_operations_just_made() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        let keys = key_per_shard(nr_shards.max(3), "counted:");
+        let keys = key_names_on_every_shard("counted:", nr_shards.max(3), nr_shards.max(3));
         let (ka, kb, kc) = (keys[0].as_str(), keys[1].as_str(), keys[2].as_str());
         let kd = "counted:d";
 
@@ -925,7 +886,7 @@ fn stats_in_a_message_see_the_requests_before_them() {
     for nr_shards in SHARD_COUNTS {
         let server = TestServer::start(nr_shards, &[]);
         let mut wire = Wire::connect(&server);
-        let keys = key_per_shard(nr_shards, "seen:");
+        let keys = key_names_on_every_shard("seen:", nr_shards, nr_shards);
         let mut requests: Vec<Value> = keys.iter().map(|k| a![1, k.as_str(), "vv"]).collect();
         requests.push(a![7]);
         requests.extend(keys.iter().map(|k| a![2, k.as_str()]));

@@ -7,10 +7,11 @@
 
 mod common;
 
+use common::wire::read_frame;
 use common::{frame, pack, server_binary, TestServer, REPLY_TIMEOUT};
 use corekv::client::{decode_reply, Element};
 use rmpv::Value;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -341,37 +342,6 @@ fn a_client_that_never_reads_its_replies_does_not_block_shutdown_forever() {
     let stderr = server.stderr();
     assert!(status.success(), "{status:?}\n{stderr}");
     assert!(stderr.contains("shut down cleanly"), "{stderr}");
-}
-
-/// Reads one frame: `Ok(None)` at a clean end of stream on a frame boundary,
-/// `UnexpectedEof` if the stream ends inside a frame.
-fn read_frame(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut prefix = [0u8; 8];
-    let mut filled = 0;
-    while filled < prefix.len() {
-        match reader.read(&mut prefix[filled..])? {
-            0 if filled == 0 => return Ok(None),
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("stream ended inside a length prefix ({filled} of 8 bytes)"),
-                ))
-            }
-            n => filled += n,
-        }
-    }
-    let len = u64::from_be_bytes(prefix);
-    if len > 1 << 30 {
-        return Err(io::Error::other(format!("implausible reply length {len}")));
-    }
-    let mut body = vec![0u8; len as usize];
-    reader.read_exact(&mut body).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("stream ended inside a {len}-byte body: {e}"),
-        )
-    })?;
-    Ok(Some(body))
 }
 
 /// Message `i` of the pipelining client: SET a key to `i`, then GET it back.

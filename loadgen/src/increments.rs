@@ -22,8 +22,9 @@
 use crate::keys::{write_key, COUNTER_PREFIX};
 use crate::protocol::msgpack::{self, bin_header, OP_GETV, OP_PUTV};
 use crate::script::{Script, Tally};
-use corekv::client::{Client, Element, Request};
+use corekv::client::Client;
 use corekv::proto::frame::{begin_frame, finish_frame, LEN_PREFIX_BYTES};
+use corekv::proto::message::{Element, Request};
 use corekv::proto::msgpack::Cursor;
 use corekv::proto::reply::{write_uint, TAG_DONE, TAG_VERSIONED, TAG_VERSION_CONFLICT};
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@
 //!   of a 2-shard server, every other ATOMIC batch is local, the rest forwarded);
 //! - `spread`: key `j` on shard `j % N`, so every message touches every shard.
 
-use corekv::shard::Router;
+use corekv::ids::Router;
 
 /// Bytes of a key's namespace prefix.
 pub const KEY_PREFIX_BYTES: usize = 4;

@@ -31,6 +31,8 @@
 //! The binary (`src/main.rs`) parses flags, calls [`run`], prints the report,
 //! writes `--json`, and exits non-zero unless [`Report::passed`].
 
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod connection;
 pub mod distribution;

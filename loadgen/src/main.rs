@@ -4,6 +4,8 @@
 //! the run found errors; 2 if it could not run at all (bad flags, no io_uring,
 //! a placement the key space cannot satisfy, unwritable `--json` path).
 
+#![deny(unsafe_code)]
+
 use anyhow::{Context, Result};
 use clap::Parser;
 use corekv_loadgen::{Args, Config, Report};
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
 fn run() -> Result<Report> {
     let args = Args::parse();
     let config = Config::from_args(&args)?;
-    corekv::server::raise_nofile_limit();
+    corekv::sys::raise_nofile_limit();
     let report = corekv_loadgen::run(&config)?;
     print!("{}", report.to_text());
     if let Some(path) = &args.json {

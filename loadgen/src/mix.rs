@@ -359,8 +359,8 @@ impl Script for Prefill {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use corekv::client::{decode_reply, Element, Request};
     use corekv::proto::frame::LEN_PREFIX_BYTES;
+    use corekv::proto::message::{decode_reply, Element, Request};
     use std::collections::HashMap;
 
     fn spec(get_ratio: f64, putv_ratio: f64, distribution: Distribution) -> MixSpec {

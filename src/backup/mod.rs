@@ -216,7 +216,7 @@ async fn take_cut(
         return Err(BackupError::CutTimeout);
     }
     // No await between the release and the snapshot: this is the instant.
-    let snapshot = shard.snapshot();
+    let snapshot = crate::txn::participant::Participant::of(shard).snapshot(shard);
     let cut_wait = began.elapsed();
     write_in_background(shard, snapshot, files.clone(), dir.to_owned());
     Ok(cut_wait)
@@ -245,7 +245,7 @@ fn peer_job(cut: Arc<Cut>, files: Arc<Files>, dir: PathBuf) -> ShardJob {
     ShardJob(Box::new(move |shard: &Rc<Shard>| {
         if cut.stop_until_released() {
             // Before anything else runs on this shard: its state at the cut.
-            let snapshot = shard.snapshot();
+            let snapshot = crate::txn::participant::Participant::of(shard).snapshot(shard);
             write_in_background(shard, snapshot, files, dir);
         }
     }))

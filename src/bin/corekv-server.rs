@@ -1,6 +1,8 @@
 //! `corekv-server`: parses flags (and their `COREKV_*` environment
 //! variables), sets up logging to stderr, runs the server.
 
+#![deny(unsafe_code)]
+
 use anyhow::Context;
 use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
 use corekv::config::{log_filter, Config, LogFormat, ServerArgs};

@@ -2,6 +2,8 @@
 //! 2), runs [`corekv::cli::run`], prints any error on stderr as
 //! `corekv <subcommand>: <message>` and exits with the status docs/cli.md lists.
 
+#![deny(unsafe_code)]
+
 use anyhow::Context;
 use clap::Parser;
 use corekv::cli::{self, args::Cli};

@@ -17,7 +17,8 @@
 
 use super::args::{Command, GetArgs, SetArgs, STDIN_VALUE};
 use super::CliError;
-use crate::client::{Client, ClientError, Element, Request};
+use crate::client::{Client, ClientError};
+use crate::proto::message::{Element, Request};
 use rmpv::Value;
 use std::collections::BTreeMap;
 use std::io::Read;

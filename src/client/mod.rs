@@ -3,12 +3,11 @@
 //!
 //! [`Client::call`] sends one request message and returns its reply's elements;
 //! [`Client::send_message`] and [`Client::recv_reply`] split that in two so a
-//! caller can pipeline many messages before reading. Keys are sent as msgpack
-//! bin, values as whatever msgpack value the caller gives, exactly like the
-//! KVStore seed's Python client (`use_bin_type=True`).
+//! caller can pipeline many messages before reading. The client is only the
+//! I/O: the messages, [`Request`]s and reply [`Element`]s, and their encoding
+//! are the protocol's (`proto::message`, re-exported here).
 
-use crate::proto::frame::{begin_frame, finish_frame, LEN_PREFIX_BYTES};
-use crate::proto::reply;
+use crate::proto::frame::LEN_PREFIX_BYTES;
 use rmpv::Value;
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -32,128 +31,12 @@ pub enum ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// One request of a message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    Get(Vec<u8>),
-    Set(Vec<u8>, Value),
-    Del(Vec<u8>),
-    Atomic(Vec<Request>),
-    GetV(Vec<u8>),
-    PutV(Vec<u8>, Value, u64),
-    Rm(Vec<u8>),
-    Stats,
-}
+pub use crate::proto::message::{decode_reply, encode_message, Element, MalformedReply, Request};
 
-/// One result element of a reply.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Element {
-    /// `[-1, V]`
-    Found(Value),
-    /// `[-2]`
-    NotFound,
-    /// `[-3, V, version]`
-    Versioned(Value, u64),
-    /// `[-4, n]`: PUTV's new version, or RM's 1/0.
-    Done(u64),
-    /// `[-5, current]`
-    VersionConflict(u64),
-    /// `[-6, {name: integer}]`
-    Stats(BTreeMap<String, u64>),
-    /// `[-9, CODE, message]`
-    Error { code: String, message: String },
-}
-
-impl Request {
-    /// The request as a msgpack value.
-    pub fn to_value(&self) -> Value {
-        let bin = |k: &[u8]| Value::Binary(k.to_vec());
-        let items = match self {
-            Request::Get(k) => vec![0.into(), bin(k)],
-            Request::Set(k, v) => vec![1.into(), bin(k), v.clone()],
-            Request::Del(k) => vec![2.into(), bin(k)],
-            Request::Atomic(rs) => vec![
-                3.into(),
-                Value::Array(rs.iter().map(Request::to_value).collect()),
-            ],
-            Request::GetV(k) => vec![4.into(), bin(k)],
-            Request::PutV(k, v, version) => vec![5.into(), bin(k), v.clone(), (*version).into()],
-            Request::Rm(k) => vec![6.into(), bin(k)],
-            Request::Stats => vec![7.into()],
-        };
-        Value::Array(items)
+impl From<MalformedReply> for ClientError {
+    fn from(e: MalformedReply) -> ClientError {
+        ClientError::Protocol(e.0)
     }
-}
-
-/// Encodes a request message, length prefix included.
-pub fn encode_message(requests: &[Request]) -> Vec<u8> {
-    let message = Value::Array(requests.iter().map(Request::to_value).collect());
-    let mut out = Vec::new();
-    let start = begin_frame(&mut out);
-    rmpv::encode::write_value(&mut out, &message).expect("writing to a Vec cannot fail");
-    finish_frame(&mut out, start);
-    out
-}
-
-/// Decodes a reply body into its elements.
-pub fn decode_reply(body: &[u8]) -> Result<Vec<Element>> {
-    let mut reader = body;
-    let value =
-        rmpv::decode::read_value(&mut reader).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    if !reader.is_empty() {
-        return Err(ClientError::Protocol(
-            "trailing bytes after the reply".into(),
-        ));
-    }
-    let Value::Array(elements) = value else {
-        return Err(ClientError::Protocol(format!(
-            "reply is not an array: {value}"
-        )));
-    };
-    elements.into_iter().map(decode_element).collect()
-}
-
-fn decode_element(element: Value) -> Result<Element> {
-    let bad = |e: &Value| ClientError::Protocol(format!("unexpected result element {e}"));
-    let Value::Array(items) = &element else {
-        return Err(bad(&element));
-    };
-    let tag = items
-        .first()
-        .and_then(Value::as_i64)
-        .ok_or_else(|| bad(&element))?;
-    let uint = |i: usize| {
-        items
-            .get(i)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad(&element))
-    };
-    let parsed = match (tag as i8, items.len()) {
-        (reply::TAG_FOUND, 2) => Element::Found(items[1].clone()),
-        (reply::TAG_NOT_FOUND, 1) => Element::NotFound,
-        (reply::TAG_VERSIONED, 3) => Element::Versioned(items[1].clone(), uint(2)?),
-        (reply::TAG_DONE, 2) => Element::Done(uint(1)?),
-        (reply::TAG_VERSION_CONFLICT, 2) => Element::VersionConflict(uint(1)?),
-        (reply::TAG_STATS, 2) => {
-            Element::Stats(decode_stats(&items[1]).ok_or_else(|| bad(&element))?)
-        }
-        (reply::TAG_ERROR, 3) => Element::Error {
-            code: items[1].as_str().ok_or_else(|| bad(&element))?.to_owned(),
-            message: items[2]
-                .as_str()
-                .unwrap_or("(message is not UTF-8)")
-                .to_owned(),
-        },
-        _ => return Err(bad(&element)),
-    };
-    Ok(parsed)
-}
-
-fn decode_stats(map: &Value) -> Option<BTreeMap<String, u64>> {
-    map.as_map()?
-        .iter()
-        .map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_u64()?)))
-        .collect()
 }
 
 /// Connects to the first address `addr` resolves to that accepts (as
@@ -236,7 +119,7 @@ impl Client {
     pub fn call(&mut self, requests: &[Request]) -> Result<Vec<Element>> {
         self.send_message(requests)?;
         self.flush()?;
-        decode_reply(&self.recv_reply()?)
+        Ok(decode_reply(&self.recv_reply()?)?)
     }
 
     /// Queues one message (call [`Client::flush`] to send what is queued).
@@ -361,15 +244,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_are_framed_msgpack_arrays_with_bin_keys() {
-        let bytes = encode_message(&[Request::Get(b"k".to_vec())]);
-        assert_eq!(
-            bytes,
-            [0, 0, 0, 0, 0, 0, 0, 6, 0x91, 0x92, 0x00, 0xc4, 0x01, b'k']
-        );
-    }
-
-    #[test]
     fn a_reply_in_http_or_text_is_named_as_such() {
         let peer: SocketAddr = "127.0.0.1:8080".parse().expect("address");
         let http = implausible_reply(b"HTTP/1.1", u64::MAX, peer);
@@ -381,32 +255,5 @@ mod tests {
         assert!(text.contains("answered with text"), "{text}");
         let binary = implausible_reply(&[0xff; 8], u64::MAX, peer);
         assert!(binary.contains("implausibly large"), "{binary}");
-    }
-
-    #[test]
-    fn every_element_kind_decodes() {
-        let mut body = Vec::new();
-        reply::write_array_len(&mut body, 6);
-        reply::write_found(&mut body, &[0xa1, b'v']);
-        reply::write_not_found(&mut body);
-        reply::write_versioned(&mut body, &[0x01], 7);
-        reply::write_done(&mut body, 1);
-        reply::write_version_conflict(&mut body, 3);
-        reply::write_error(&mut body, crate::proto::ErrorCode::Oom, "full");
-        let elements = decode_reply(&body).expect("valid reply");
-        assert_eq!(
-            elements,
-            [
-                Element::Found("v".into()),
-                Element::NotFound,
-                Element::Versioned(1.into(), 7),
-                Element::Done(1),
-                Element::VersionConflict(3),
-                Element::Error {
-                    code: "OOM".into(),
-                    message: "full".into()
-                },
-            ]
-        );
     }
 }

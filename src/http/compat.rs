@@ -24,28 +24,10 @@ impl hyper::rt::Read for HyperStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        // glommio reads into an initialised slice: zero the unfilled part first.
-        // SAFETY: we only ever write initialised bytes into the cursor's memory.
-        let unfilled = unsafe { buf.as_mut() };
-        for byte in unfilled.iter_mut() {
-            byte.write(0);
-        }
-        // SAFETY: every byte of `unfilled` was initialised just above, and
-        // MaybeUninit<u8> has the layout of u8.
-        let slice = unsafe {
-            std::slice::from_raw_parts_mut(unfilled.as_mut_ptr().cast::<u8>(), unfilled.len())
-        };
-        match Pin::new(&mut self.0).poll_read(cx, slice) {
-            Poll::Ready(Ok(n)) => {
-                // SAFETY: the read initialised (and filled) the first `n` bytes.
-                unsafe { buf.advance(n) };
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        // glommio reads into an initialised slice; hyper's buffer is not.
+        crate::sys::read_into_cursor(buf, |slice| Pin::new(&mut self.0).poll_read(cx, slice))
     }
 }
 

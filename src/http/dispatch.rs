@@ -1,15 +1,16 @@
 //! Runs HTTP requests through the msgpack request path.
 //!
-//! Each HTTP request is translated into one msgpack request message
-//! ([`client::encode_message`]) and served by a [`Round`] exactly as if it had
-//! arrived on a msgpack connection of this shard: the same decoding and
-//! validation, routing to the owning shards, ATOMIC, `--fsync` settling and
-//! limits. The reply frame is written into memory and decoded with
-//! [`client::decode_reply`]. Each message runs in a task of its own, so a
-//! round always completes even if its HTTP request is abandoned. One [`Dispatcher`] (and one `Round`'s scratch
-//! space) serves one HTTP connection, whose requests hyper runs one at a time.
+//! Each HTTP request is translated into one request message of the typed
+//! model (`proto::message`, [`encode_message`]) and served by a [`Round`]
+//! exactly as if it had arrived on a msgpack connection of this shard: the
+//! same decoding and validation, routing to the owning shards, ATOMIC,
+//! `--fsync` settling and limits. The reply frame is written into memory and
+//! read back into elements ([`decode_reply`]). Each message runs in a task of
+//! its own, so a round always completes even if its HTTP request is abandoned.
+//! One [`Dispatcher`] (and one `Round`'s scratch space) serves one HTTP
+//! connection, whose requests hyper runs one at a time.
 
-use crate::client::{self, Element, Request};
+use crate::proto::message::{decode_reply, encode_message, Element, Request};
 use crate::proto::LEN_PREFIX_BYTES;
 use crate::server::connection::ShardContext;
 use crate::server::output::Output;
@@ -25,7 +26,7 @@ pub enum DispatchError {
     /// connection would also refuse.
     #[error("the request is {bytes} bytes as msgpack, over the limit of {limit} bytes (--max-frame-bytes)")]
     TooBig { bytes: u64, limit: u64 },
-    /// The server wrote something the client library cannot read: a bug.
+    /// The server wrote a reply the message model cannot read: a bug.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -81,7 +82,7 @@ impl Dispatcher {
         &self,
         requests: &[Request],
     ) -> Result<(Round, Result<Vec<Element>, DispatchError>), DispatchError> {
-        let message = client::encode_message(requests);
+        let message = encode_message(requests);
         let body_bytes = (message.len() - LEN_PREFIX_BYTES) as u64;
         let limit = self.ctx.limits.max_frame_bytes;
         if body_bytes > limit {
@@ -125,5 +126,5 @@ async fn run(
     let body = reply
         .get(LEN_PREFIX_BYTES..)
         .ok_or_else(|| DispatchError::Internal("empty reply".into()))?;
-    client::decode_reply(body).map_err(|e| DispatchError::Internal(e.to_string()))
+    decode_reply(body).map_err(|e| DispatchError::Internal(e.to_string()))
 }

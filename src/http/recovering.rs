@@ -29,7 +29,6 @@ use serde_json::json;
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -162,9 +161,7 @@ fn to_glommio(stream: std::net::TcpStream) -> glommio::net::TcpStream {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
-    // SAFETY: `into_raw_fd` gives up ownership of a valid, connected socket,
-    // which the glommio stream now owns (and closes) alone.
-    unsafe { glommio::net::TcpStream::from_raw_fd(stream.into_raw_fd()) }
+    crate::sys::adopt_stream(stream)
 }
 
 /// One request, answered 503, then the connection closes.

@@ -21,10 +21,10 @@
 use super::dispatch::{DispatchError, Dispatcher};
 use super::json;
 use super::metrics;
-use crate::client::{Element, Request};
+use crate::ids::ShardId;
+use crate::proto::message::{Element, Request};
 use crate::proto::ErrorCode;
 use crate::server::state::ShardHealth;
-use crate::shard::ShardId;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;

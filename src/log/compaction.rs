@@ -3,11 +3,11 @@
 //! atomically, so the log stays within a small factor of the live data however
 //! often keys are overwritten.
 //!
-//! 1. *Snapshot* (synchronous, on the shard, `Shard::compaction_snapshot`):
-//!    remember the log position `cut` and take the table's entries —
-//!    references, not copies of values. COMMIT records of batches still being
-//!    confirmed by their participants are carried into the snapshot (recovery
-//!    may need them).
+//! 1. *Snapshot* (synchronous, on the shard,
+//!    `txn::Participant::compaction_snapshot`): remember the log position `cut`
+//!    and take the table's entries — references, not copies of values. COMMIT
+//!    records of batches still being confirmed by their participants are
+//!    carried into the snapshot (recovery may need them).
 //! 2. *Write* the snapshot to `shard-<i>.log.compact`, in chunks, yielding
 //!    between them: requests keep running and appending to the old log.
 //! 3. *Switch* ([`LogWriter::switch_file`]): the records appended after `cut`
@@ -70,7 +70,7 @@ use super::format::{self, Effect};
 use super::replay::OwnedEffect;
 use super::LogWriter;
 use crate::failpoint;
-use crate::txn::TxnId;
+use crate::ids::TxnId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -133,14 +133,7 @@ pub fn room_needed(live_bytes: u64) -> u64 {
 /// Bytes an unprivileged process may still write on the file system holding
 /// `path`.
 pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(path.as_os_str().as_bytes())?;
-    // SAFETY: statvfs reads a NUL-terminated path and fills the struct we pass.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stats.f_bavail as u64 * stats.f_frsize as u64)
+    crate::sys::free_bytes(path)
 }
 
 /// The temporary file a shard's compaction writes.

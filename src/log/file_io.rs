@@ -1,5 +1,6 @@
 //! The system calls a shard's log makes on its file, in one place: appends
-//! (`pwrite`), syncs (`fdatasync`) and preallocation (`fallocate`).
+//! (`pwrite`), syncs (`fdatasync`) and preallocation (`fallocate`), each
+//! through its safe wrapper in `crate::sys`.
 //!
 //! Appends and preallocation are plain blocking calls on the shard's thread:
 //! a buffered write of one group commit's records is a copy into the page
@@ -8,6 +9,7 @@
 //! the machines measured in docs/benchmarks.md) and must not stop the shard:
 //! [`fdatasync`] runs it off the shard's thread and resolves when it is done.
 
+use crate::sys;
 use glommio::io::BufferedFile;
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -41,27 +43,14 @@ impl SyncMechanism {
 pub fn pwrite_all(file: &BufferedFile, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
     let fd = file.as_raw_fd();
     while !bytes.is_empty() {
-        // SAFETY: pwrite reads at most `bytes.len()` bytes from the slice we hold.
-        let n = unsafe {
-            libc::pwrite(
-                fd,
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                offset as libc::off_t,
-            )
-        };
-        match n {
-            n if n > 0 => {
-                bytes = &bytes[n as usize..];
+        match sys::pwrite(fd, bytes, offset) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
+            Ok(n) => {
+                bytes = &bytes[n..];
                 offset += n as u64;
             }
-            0 => return Err(io::Error::new(io::ErrorKind::WriteZero, "short write")),
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
         }
     }
     Ok(())
@@ -72,12 +61,12 @@ pub fn pwrite_all(file: &BufferedFile, mut bytes: &[u8], mut offset: u64) -> io:
 /// so its descriptor, open until the sync is done.
 pub async fn fdatasync(file: Rc<BufferedFile>, mechanism: SyncMechanism) -> io::Result<()> {
     match mechanism {
-        SyncMechanism::Inline => fdatasync_fd(file.as_raw_fd()),
+        SyncMechanism::Inline => sys::fdatasync(file.as_raw_fd()),
         SyncMechanism::Uring => file.fdatasync().await.map_err(io::Error::from),
         SyncMechanism::Pool => {
             let fd = file.as_raw_fd();
             let result = glommio::executor()
-                .spawn_blocking(move || fdatasync_fd(fd))
+                .spawn_blocking(move || sys::fdatasync(fd))
                 .await;
             drop(file);
             result
@@ -85,27 +74,8 @@ pub async fn fdatasync(file: Rc<BufferedFile>, mechanism: SyncMechanism) -> io::
     }
 }
 
-fn fdatasync_fd(fd: i32) -> io::Result<()> {
-    // SAFETY: fdatasync on a descriptor the caller keeps open.
-    match unsafe { libc::fdatasync(fd) } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
-}
-
 /// Allocates `[offset, offset + len)` of `file` (growing its size), so that
 /// appends into it change no file metadata and a sync flushes data only.
 pub fn preallocate(file: &BufferedFile, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate on a descriptor the BufferedFile keeps open; no memory.
-    match unsafe {
-        libc::fallocate(
-            file.as_raw_fd(),
-            0,
-            offset as libc::off_t,
-            len as libc::off_t,
-        )
-    } {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
+    sys::fallocate(file.as_raw_fd(), offset, len)
 }

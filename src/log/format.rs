@@ -59,8 +59,7 @@
 //! damage is a torn tail or corruption in the middle is decided by the caller
 //! (`log::replay`), which looks past it.
 
-use crate::shard::ShardId;
-use crate::txn::TxnId;
+use crate::ids::{ShardId, TxnId};
 
 /// Bytes of a file header.
 pub const FILE_HEADER_BYTES: usize = 32;
@@ -161,18 +160,9 @@ pub fn read_file_header(file: &[u8]) -> FileStart {
     }
 }
 
-/// One change to one key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect<'a> {
-    Put {
-        key: &'a [u8],
-        version: u64,
-        value: &'a [u8],
-    },
-    Del {
-        key: &'a [u8],
-    },
-}
+/// One change to one key, as a request made it: what PUT and DEL records
+/// (alone, or inside a BATCH or PREPARE) hold.
+pub use crate::table::Effect;
 
 /// A decoded record; byte fields borrow from the file buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]

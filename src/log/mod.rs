@@ -44,7 +44,7 @@ pub mod sync_stats;
 pub mod writer;
 
 use crate::failpoint;
-use crate::shard::Router;
+use crate::ids::Router;
 use crate::table::Table;
 use format::Framing;
 use replay::{apply_owned, replay_file, Replayed};
@@ -207,11 +207,8 @@ pub fn recover(
 /// checksummed with it, so no record written for another file passes as one of
 /// this file's.
 pub fn new_epoch() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n == bytes.len() as isize {
-        return u64::from_le_bytes(bytes);
+    if let Some(random) = crate::sys::random_u64() {
+        return random;
     }
     // No getrandom (very old kernel): the clock and pid still differ per file.
     let nanos = std::time::SystemTime::now()

@@ -37,8 +37,8 @@ use super::format::{
     Framing, Record, FILE_HEADER_BYTES,
 };
 use super::RecoveryError;
+use crate::ids::TxnId;
 use crate::table::Table;
-use crate::txn::TxnId;
 use hashbrown::{HashMap, HashSet};
 use std::fs::File;
 use std::io;

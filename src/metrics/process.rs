@@ -59,21 +59,11 @@ fn boot_time_seconds() -> Option<u64> {
 }
 
 fn sysconf(name: libc::c_int) -> Option<u64> {
-    // SAFETY: sysconf has no preconditions; it returns -1 on error.
-    let value = unsafe { libc::sysconf(name) };
-    u64::try_from(value).ok().filter(|&v| v > 0)
+    crate::sys::sysconf(name)
 }
 
 fn max_fds() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    Some(limit.rlim_cur)
+    crate::sys::nofile_limit()
 }
 
 #[cfg(test)]

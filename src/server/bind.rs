@@ -21,7 +21,6 @@
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{FromRawFd, IntoRawFd};
 
 /// The listen backlog (glommio's own `TcpListener::bind` uses the same).
 const BACKLOG: i32 = 1024;
@@ -57,9 +56,7 @@ pub fn shard_listener(addr: SocketAddr) -> io::Result<glommio::net::TcpListener>
 /// Adopts a listening socket on this thread's glommio executor. The socket
 /// must be blocking: glommio accepts through io_uring.
 pub fn adopt(listener: TcpListener) -> glommio::net::TcpListener {
-    // SAFETY: `into_raw_fd` gives up ownership of a valid, listening socket,
-    // which the glommio listener now owns (and closes) alone.
-    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
+    crate::sys::adopt_listener(listener)
 }
 
 fn new_socket(addr: SocketAddr) -> io::Result<Socket> {

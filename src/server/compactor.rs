@@ -16,6 +16,7 @@
 use crate::log::compaction::{self, CompactionError};
 use crate::log::LogWriter;
 use crate::shard::Shard;
+use crate::txn::participant::Participant;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ impl Compactor {
         if !self.may_retry(log) || !self.has_room(live_bytes) {
             return;
         }
-        let Some(snapshot) = self.shard.compaction_snapshot() else {
+        let Some(snapshot) = Participant::of(&self.shard).compaction_snapshot(&self.shard) else {
             return;
         };
         let (before, nr_keys) = (log.file_len(), snapshot.entries.len());

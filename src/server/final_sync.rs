@@ -8,8 +8,9 @@
 //! exits non-zero with every such shard named and what may not be on stable
 //! storage, instead of "shut down cleanly".
 
+use crate::ids::ShardId;
 use crate::log::FsyncMode;
-use crate::shard::{Shard, ShardId};
+use crate::shard::Shard;
 use std::fmt;
 
 /// A shard whose log was not wholly on stable storage at shutdown.

@@ -51,12 +51,15 @@ pub mod state;
 
 use crate::config::{Config, Engine};
 use crate::datadir::{DataDir, DataDirError};
+use crate::ids::{Router, ShardId};
 use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
 use crate::metrics::Metrics;
 use crate::proto::RequestLimits;
-use crate::shard::{mesh, Router, Shard, ShardId};
+use crate::shard::{mesh, Shard};
+use crate::sys;
 use crate::table::Table;
+use crate::txn::participant::Participant;
 use connection::{ConnectionLimits, ShardContext};
 use glommio::{LocalExecutorBuilder, Placement};
 use shutdown::Shutdown;
@@ -127,7 +130,7 @@ pub enum ServerError {
 /// with the bound address once every shard accepts connections.
 pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
     check_memlock()?;
-    raise_nofile_limit();
+    sys::raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
     let http_addr = config.http_addr.map(probe_bind).transpose()?;
     let data_dir = DataDir::open(&config.data_dir, config.engine)?;
@@ -216,38 +219,14 @@ fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
     })
 }
 
+/// Refuses to start below the locked memory glommio needs (unlimited, or a
+/// limit that cannot be read, is left to the executor to report).
 fn check_memlock() -> Result<(), ServerError> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass; no other memory is touched.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } != 0 {
-        return Ok(()); // cannot tell; let the executor report a real failure
-    }
-    if limit.rlim_cur != libc::RLIM_INFINITY && limit.rlim_cur < MIN_MEMLOCK_BYTES {
-        return Err(ServerError::Memlock {
-            have_bytes: limit.rlim_cur,
-        });
-    }
-    Ok(())
-}
-
-/// Each connection is a file descriptor; lift the soft limit to the hard one so
-/// `--max-connections` is not silently capped at 1024. (The load generator
-/// calls it too, for its thousands of client connections.)
-pub fn raise_nofile_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: get/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    match sys::memlock_limit_bytes() {
+        Some(have_bytes) if have_bytes < MIN_MEMLOCK_BYTES => {
+            Err(ServerError::Memlock { have_bytes })
         }
+        _ => Ok(()),
     }
 }
 
@@ -278,20 +257,6 @@ fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
     Ok(())
 }
 
-/// CPUs this process may run on, in order (its affinity mask).
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it for pid 0 (us).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return Vec::new();
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-            .collect()
-    }
-}
-
 type ReadyReport = Result<(), ServerError>;
 
 fn spawn_shards(
@@ -301,7 +266,7 @@ fn spawn_shards(
     loaded: Loaded,
     ready: mpsc::Sender<ReadyReport>,
 ) -> Vec<std::thread::JoinHandle<ShardEnd>> {
-    let cpus = allowed_cpus();
+    let cpus = sys::allowed_cpus();
     let pin = cpus.len() >= config.nr_shards;
     if !pin {
         tracing::warn!(
@@ -505,8 +470,8 @@ impl ShardPlan {
         let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
         let router = Router::new(self.state.nr_shards);
-        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), mesh);
-        shard.continue_txn_numbering(self.next_txn_seq);
+        let txn = Box::new(Participant::new(self.next_txn_seq));
+        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), txn, mesh);
         shard.start_peer_tasks(inboxes);
         if let Some(plan) = &self.log {
             let task = compactor::compact_when_needed(

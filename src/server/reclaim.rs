@@ -68,11 +68,5 @@ pub async fn sweep_pinned_values(shard: Rc<Shard>) {
 /// Asks the allocator to give the pages of freed blocks back to the operating
 /// system (glibc; other C libraries are left alone).
 fn return_free_memory_to_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and only works on the allocator's
-    // own free lists, under its arena locks; it is safe to call from any thread
-    // at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::sys::malloc_trim();
 }

@@ -5,7 +5,7 @@
 //! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
 //! nothing here guards shard data.
 
-use crate::shard::ShardId;
+use crate::ids::ShardId;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 

@@ -16,10 +16,9 @@
 //! each executor thread, where [`MeshEnds::connect`] connects them all at once
 //! (a connect waits for the peer's end to connect too).
 
-use super::router::ShardId;
 use super::Shard;
+use crate::ids::{ShardId, TxnId};
 use crate::proto::{BatchResults, RequestError};
-use crate::txn::TxnId;
 use glommio::channels::shared_channel::{self, ConnectedReceiver, ConnectedSender};
 use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
 use std::rc::Rc;

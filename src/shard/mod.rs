@@ -1,10 +1,12 @@
 //! Shards: the per-core owners of the key space.
 //!
 //! A shard is one glommio executor pinned to one CPU. It alone owns its
-//! [`Table`] (and, with the log engine, its log) and its key locks: no other
-//! thread ever touches them, so there is no lock around shard data. Other shards
-//! reach a shard's keys only by sending it a [`ShardRequest`] over the [`mesh`]
-//! and awaiting the answer.
+//! [`Table`] (and, with the log engine, its log) and its end of the [`mesh`]:
+//! no other thread ever touches them, so there is no lock around shard data.
+//! Other shards reach a shard's keys only by sending it a [`ShardRequest`] over
+//! the mesh and awaiting the answer. ATOMIC batches — key locks, undo,
+//! two-phase commit — are the transaction layer's (`crate::txn`), which sits
+//! above the shard; the shard holds it as [`Transactions`].
 //!
 //! The path of a request:
 //! 1. A connection on shard C decodes a round of messages (`server::round`).
@@ -28,28 +30,26 @@
 
 pub mod mesh;
 pub mod pending;
-pub mod router;
+pub mod transactions;
 
-use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
-use crate::log::format::{self, Effect};
-use crate::log::replay::OwnedEffect;
+use crate::ids::TxnId;
+use crate::log::format;
 use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
+use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Change, Table, TableStats};
-use crate::txn::locks::LockTable;
-use crate::txn::undo::UndoLog;
-use crate::txn::unit::{effect_of, run_unit};
-use crate::txn::TxnId;
+use crate::table::{Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
-use hashbrown::HashMap;
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
-use std::cell::{Cell, RefCell};
+use std::cell::{Ref, RefCell, RefMut};
 use std::rc::Rc;
 
-pub use router::{Router, ShardId};
+pub use crate::ids::{Router, ShardId};
+/// A shard's STATS share, as the round reads it (`proto::stats`).
+pub use crate::proto::stats::read_stats_element;
+pub use transactions::{LocalFuture, Transactions};
 
 /// Forwarded batches were validated by the sending shard; nothing is re-checked.
 const FORWARDED_LIMITS: RequestLimits = RequestLimits {
@@ -61,26 +61,16 @@ const FORWARDED_LIMITS: RequestLimits = RequestLimits {
 #[error("{0} is not accepting requests (shutting down)")]
 pub struct PeerGone(pub ShardId);
 
-/// A cross-shard batch this shard has voted yes for and not yet heard the
-/// decision of: the keys it holds and how to undo its writes.
-struct Prepared {
-    keys: Vec<Box<[u8]>>,
-    undo: UndoLog,
-}
-
-/// One shard: its id, its table and locks, and its ends of the mesh.
+/// One shard: its id, its table and log, its transaction layer, and its ends
+/// of the mesh.
 pub struct Shard {
     id: ShardId,
     router: Router,
     table: RefCell<Table>,
     /// None with `--engine memory`.
     log: Option<Rc<LogWriter>>,
-    locks: LockTable,
-    prepared: RefCell<HashMap<TxnId, Prepared>>,
-    /// Cross-shard batches this shard committed whose participants have not all
-    /// confirmed their decision yet.
-    committing: RefCell<hashbrown::HashSet<TxnId>>,
-    next_txn_seq: Cell<u64>,
+    /// Key turns, ATOMIC batches, two-phase commit (`txn::Participant`).
+    txn: Box<dyn Transactions>,
     requests_to: Vec<Option<ConnectedSender<ShardRequest>>>,
     responses_to: Vec<Option<ConnectedSender<ShardResponse>>>,
     pending: Pending,
@@ -92,20 +82,13 @@ pub struct PeerInboxes {
     responses_from: Vec<(ShardId, ConnectedReceiver<ShardResponse>)>,
 }
 
-/// The distinct keys of `ops`.
-fn distinct_keys<'b>(ops: &[Op], buf: &'b [u8]) -> Vec<&'b [u8]> {
-    let mut keys: Vec<&[u8]> = ops.iter().map(|op| op.key.of(buf)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
-}
-
 impl Shard {
     pub fn new(
         id: ShardId,
         router: Router,
         table: Table,
         log: Option<Rc<LogWriter>>,
+        txn: Box<dyn Transactions>,
         mesh: ConnectedMesh,
     ) -> (Rc<Shard>, PeerInboxes) {
         let shard = Shard {
@@ -113,10 +96,7 @@ impl Shard {
             router,
             table: RefCell::new(table),
             log,
-            locks: LockTable::default(),
-            prepared: RefCell::new(HashMap::new()),
-            committing: RefCell::new(hashbrown::HashSet::new()),
-            next_txn_seq: Cell::new(0),
+            txn,
             requests_to: mesh.requests_to,
             responses_to: mesh.responses_to,
             pending: Pending::default(),
@@ -138,6 +118,22 @@ impl Shard {
 
     pub fn nr_shards(&self) -> usize {
         self.router.nr_shards()
+    }
+
+    /// The shard's table, to read. Never held across an await.
+    pub fn table(&self) -> Ref<'_, Table> {
+        self.table.borrow()
+    }
+
+    /// The shard's table, to change (the transaction layer runs batches on
+    /// it). Never held across an await.
+    pub fn table_mut(&self) -> RefMut<'_, Table> {
+        self.table.borrow_mut()
+    }
+
+    /// The transaction layer the shard was built with.
+    pub fn transactions(&self) -> &dyn Transactions {
+        &*self.txn
     }
 
     /// This shard's table figures, as STATS reports them.
@@ -177,17 +173,17 @@ impl Shard {
             let op = &ops[i];
             if op.kind == OpKind::Atomic {
                 let body = &ops[i + 1..i + 1 + op.nr_inner as usize];
-                wrote |= self.execute_atomic(body, buf, out).await;
+                wrote |= self.txn.run_atomic(self, body, buf, out).await;
                 i += 1 + body.len();
                 continue;
             }
-            if op.kind == OpKind::Stats || self.locks.is_idle() {
+            if op.kind == OpKind::Stats || self.txn.is_idle() {
                 wrote |= self.execute(op, buf, out);
             } else {
                 let key = [op.key.of(buf)];
-                self.locks.acquire(&key).await;
+                self.txn.acquire(&key).await;
                 wrote |= self.execute(op, buf, out);
-                self.locks.pass(&key);
+                self.txn.pass(&key);
             }
             i += 1;
         }
@@ -204,15 +200,15 @@ impl Shard {
                 return false;
             }
         }
-        let change = match op.kind {
+        let effect = match op.kind {
             OpKind::Stats => {
                 write_stats_element(&mut out.buf, &self.table_stats());
-                Change::Nothing
+                None
             }
             _ => self.table.borrow_mut().apply(op, buf, out),
         };
         out.end_request();
-        match (&self.log, effect_of(op, buf, change)) {
+        match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
                 true
@@ -221,7 +217,8 @@ impl Shard {
         }
     }
 
-    fn poisoned(&self) -> Option<LogPoisoned> {
+    /// Why the log refuses writes, if it does.
+    pub fn poisoned(&self) -> Option<LogPoisoned> {
         self.log.as_ref().and_then(|log| log.poisoned())
     }
 
@@ -243,141 +240,7 @@ impl Shard {
         }
     }
 
-    /// Runs an ATOMIC batch whose keys are all on this shard, as one unit, into
-    /// one result slot: its results flattened, or one error element. Its changes
-    /// are logged as one BATCH record; returns whether there were any.
-    async fn execute_atomic(&self, body: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
-        let keys = distinct_keys(body, buf);
-        self.locks.acquire(&keys).await;
-        let mut results = BatchResults::default();
-        let mut effects = Vec::new();
-        let outcome = self.run_with_undo(body, buf, &mut results, &mut effects);
-        self.table.borrow_mut().count_atomic(outcome.is_ok());
-        self.locks.pass(&keys);
-        match outcome {
-            Ok(_) => {
-                let nr_elements = results.counts.iter().sum();
-                out.append_into_slot(results);
-                out.end_request_with(nr_elements);
-                self.log_records(|records| format::write_batch(records, &effects), &effects)
-            }
-            Err(abort) => {
-                reply::write_error(&mut out.buf, abort.code, &abort.message);
-                out.end_request_with(1);
-                false
-            }
-        }
-    }
-
-    /// Runs leaf requests as a unit; on failure rolls them back. On success
-    /// returns the undo log (to roll back later if a cross-shard batch aborts).
-    fn run_with_undo<'b>(
-        &self,
-        ops: &[Op],
-        buf: &'b [u8],
-        results: &mut BatchResults,
-        effects: &mut Vec<Effect<'b>>,
-    ) -> Result<UndoLog, RequestError> {
-        let mut undo = UndoLog::default();
-        if let Some(poisoned) = self.poisoned() {
-            return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
-        }
-        let mut table = self.table.borrow_mut();
-        match run_unit(&mut table, ops, buf, results, &mut undo, effects) {
-            Ok(()) => Ok(undo),
-            Err(abort) => {
-                undo.roll_back(&mut table);
-                Err(abort)
-            }
-        }
-    }
-
-    /// Appends records encoding `effects` unless there are none; returns whether it did.
-    fn log_records(&self, encode: impl FnOnce(&mut Vec<u8>), effects: &[Effect<'_>]) -> bool {
-        match &self.log {
-            Some(log) if !effects.is_empty() => {
-                log.append(encode);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Phase 1 of a cross-shard batch on this shard: runs this shard's share
-    /// (`ops`, leaf requests) with undo and, if it succeeded, holds its keys
-    /// until [`Shard::decide`]. Returns the vote: the share's results or the error.
-    pub async fn prepare(
-        &self,
-        txn: TxnId,
-        ops: &[Op],
-        buf: &[u8],
-    ) -> Result<BatchResults, RequestError> {
-        let keys = distinct_keys(ops, buf);
-        self.locks.acquire(&keys).await;
-        let mut results = BatchResults::default();
-        let mut effects = Vec::new();
-        let undo = match self.run_with_undo(ops, buf, &mut results, &mut effects) {
-            Ok(undo) => undo,
-            Err(no) => {
-                self.locks.pass(&keys);
-                return Err(no);
-            }
-        };
-        // Hold the keys before the first await: nobody may see the tentative writes.
-        self.locks.hold(txn, &keys);
-        let owned_keys = keys.iter().map(|k| Box::from(*k)).collect();
-        let prepared = Prepared {
-            keys: owned_keys,
-            undo,
-        };
-        self.prepared.borrow_mut().insert(txn, prepared);
-        // The prepare record must be safe before the yes vote leaves.
-        if let Some(log) = &self.log {
-            let end = log.append(|records| format::write_prepare(records, txn, &effects));
-            if let Err(poisoned) = log.durable(end).await {
-                self.decide(txn, false);
-                return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
-            }
-        }
-        Ok(results)
-    }
-
-    /// Phase 2 on this shard: keeps (commit) or rolls back (abort) the writes of
-    /// a prepared batch and releases its keys. Never waits.
-    pub fn decide(&self, txn: TxnId, commit: bool) {
-        let Some(prepared) = self.prepared.borrow_mut().remove(&txn) else {
-            debug_assert!(
-                false,
-                "decision for {txn}, which this shard did not prepare"
-            );
-            return;
-        };
-        if let Some(log) = &self.log {
-            log.append(|records| format::write_decide(records, txn, commit));
-        }
-        if !commit {
-            prepared.undo.roll_back(&mut self.table.borrow_mut());
-        }
-        self.locks.release(&prepared.keys);
-    }
-
-    /// Numbers new cross-shard batches from `seq` on (above every number a
-    /// previous run left in the logs).
-    pub fn continue_txn_numbering(&self, seq: u64) {
-        self.next_txn_seq.set(self.next_txn_seq.get().max(seq));
-    }
-
-    /// A fresh id for a batch this shard coordinates.
-    pub fn next_txn(&self) -> TxnId {
-        let seq = self.next_txn_seq.get();
-        self.next_txn_seq.set(seq + 1);
-        TxnId {
-            coordinator: self.id,
-            seq,
-        }
-    }
-
-    /// Counts a cross-shard batch this shard coordinated.
+    /// Counts an ATOMIC batch this shard ran or coordinated.
     pub fn count_atomic(&self, committed: bool) {
         self.table.borrow_mut().count_atomic(committed);
     }
@@ -392,74 +255,9 @@ impl Shard {
         (due && log.poisoned().is_none()).then_some(live_bytes)
     }
 
-    /// The snapshot compaction writes, taken now (synchronously: nothing runs
-    /// meanwhile): the committed state of every key — for a key a prepared
-    /// cross-shard batch holds, its state before the batch, from the undo log —
-    /// and each prepared batch's share as the state it tentatively gave its
-    /// keys, to be carried forward as a PREPARE (`log::compaction` explains why
-    /// that resolves exactly as the original records would).
-    pub fn compaction_snapshot(&self) -> Option<Snapshot> {
-        self.log.as_ref()?;
-        Some(self.snapshot())
-    }
-
-    /// The shard's state as [`Shard::compaction_snapshot`] takes it, with the
-    /// memory engine too (`cut` is then 0): what a backup writes.
-    pub fn snapshot(&self) -> Snapshot {
-        let table = self.table.borrow();
-        let prepared = self.prepared.borrow();
-        let held: hashbrown::HashSet<&[u8]> = prepared
-            .values()
-            .flat_map(|p| p.undo.priors().map(|(key, _)| key))
-            .collect();
-        let mut entries: Vec<SnapshotEntry> = table
-            .entries()
-            .filter(|(key, _, _)| held.is_empty() || !held.contains(key))
-            .map(|(key, value, version)| (Box::from(key), value.clone(), version))
-            .collect();
-        let mut shares = Vec::with_capacity(prepared.len());
-        for (txn, batch) in prepared.iter() {
-            let mut effects = Vec::new();
-            for (key, before) in batch.undo.priors() {
-                if let Some((value, version)) = before.state() {
-                    entries.push((Box::from(key), value.clone(), version));
-                }
-                effects.push(tentative_effect(&table, key));
-            }
-            shares.push(PreparedShare { txn: *txn, effects });
-        }
-        Snapshot {
-            cut: self.log.as_ref().map_or(0, |log| log.appended()),
-            entries,
-            commits: self.committing.borrow().iter().copied().collect(),
-            prepared: shares,
-        }
-    }
-
     /// The shard's log writer (None with the memory engine).
     pub fn log(&self) -> Option<&Rc<LogWriter>> {
         self.log.as_ref()
-    }
-
-    /// The commit point of a cross-shard batch this shard coordinates: logs
-    /// COMMIT and waits until it is safe. Only then may anyone be told. Until
-    /// [`Shard::forget_commit`], compaction carries the record forward.
-    pub async fn log_commit(&self, txn: TxnId) -> Result<(), LogPoisoned> {
-        // Kept with the memory engine too: a backup's snapshot carries it.
-        self.committing.borrow_mut().insert(txn);
-        let Some(log) = &self.log else { return Ok(()) };
-        let end = log.append(|records| format::write_commit(records, txn));
-        let safe = log.durable(end).await;
-        if safe.is_err() {
-            self.committing.borrow_mut().remove(&txn);
-        }
-        safe
-    }
-
-    /// Every participant has its decision safe: the COMMIT record of `txn` is
-    /// needed by nobody any more.
-    pub fn forget_commit(&self, txn: TxnId) {
-        self.committing.borrow_mut().remove(&txn);
     }
 
     /// Runs a batch of request arrays forwarded by a peer, in order; the
@@ -563,7 +361,7 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 txn,
                 commit,
             } => {
-                shard.decide(txn, commit);
+                shard.txn.decide(&shard, txn, commit);
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let vote = shard
@@ -578,7 +376,7 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 from,
                 ticket,
                 batch,
-            } if shard.locks.is_idle() => answer_batch(&shard, from, ticket, batch).await,
+            } if shard.txn.is_idle() => answer_batch(&shard, from, ticket, batch).await,
             ShardRequest::Batch {
                 from,
                 ticket,
@@ -614,7 +412,7 @@ async fn answer_batch(shard: &Shard, from: ShardId, ticket: Ticket, batch: Vec<u
 
 async fn answer_prepare(shard: &Shard, from: ShardId, ticket: Ticket, txn: TxnId, batch: Vec<u8>) {
     let vote = match decode_forwarded(&batch) {
-        Ok(ops) => shard.prepare(txn, &ops, &batch).await,
+        Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch).await,
         Err(e) => Err(e),
     };
     match vote {
@@ -645,58 +443,5 @@ async fn respond(
 async fn collect_responses(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardResponse>) {
     while let Some(response) = inbox.recv().await {
         shard.pending.complete(response);
-    }
-}
-
-/// A shard's STATS share travels as an array of integers in
-/// [`TableStats::fields`] order; only the coordinating shard turns the sum into
-/// the `[-6, {name: integer}]` element.
-fn write_stats_element(out: &mut Vec<u8>, stats: &TableStats) {
-    let fields = stats.fields();
-    reply::write_array_len(out, fields.len() as u32);
-    for (_, value) in fields {
-        reply::write_uint(out, value);
-    }
-}
-
-/// A key a prepared batch holds, as the batch left it (for its PREPARE in a
-/// snapshot): its current value and version, or a deletion if it is absent.
-fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
-    match table.prior(key).state() {
-        Some((value, version)) => OwnedEffect::Put {
-            key: Box::from(key),
-            version,
-            value: value.clone(),
-        },
-        None => OwnedEffect::Del {
-            key: Box::from(key),
-        },
-    }
-}
-
-/// Reads an element written by [`write_stats_element`].
-pub fn read_stats_element(element: &[u8]) -> Option<TableStats> {
-    let mut cursor = Cursor::new(element);
-    if cursor.read_array_len().ok()? != TableStats::NR_FIELDS as u64 {
-        return None;
-    }
-    let mut values = [0u64; TableStats::NR_FIELDS];
-    for value in &mut values {
-        *value = u64::try_from(cursor.read_int().ok()?).ok()?;
-    }
-    Some(TableStats::from_values(values))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, u64::MAX]);
-        let mut element = Vec::new();
-        write_stats_element(&mut element, &stats);
-        assert_eq!(read_stats_element(&element), Some(stats));
-        assert_eq!(read_stats_element(&[0x90]), None);
     }
 }

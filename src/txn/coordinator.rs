@@ -13,16 +13,19 @@
 //! that fails to log its decision (IOERR) or cannot be reached never confirms,
 //! so its batch's COMMIT stays until the next restart, which resolves it.
 
+use super::participant::Participant;
 use super::TxnId;
 use crate::failpoint;
+use crate::ids::ShardId;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::mesh::{Reply, ShardRequest, Ticket};
-use crate::shard::{Shard, ShardId};
+use crate::shard::Shard;
 
 /// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
 /// its single result slot to `out`: the flattened results, or one error element.
 pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut BatchResults) {
-    let txn = shard.next_txn();
+    let local = Participant::of(shard);
+    let txn = local.next_txn(shard.id());
     let owners: Vec<ShardId> = inner
         .iter()
         .map(|op| shard.router().route(op.key.of(buf)))
@@ -46,7 +49,7 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
         failpoint::hold_while_armed("txn::before_commit", scope, &txn).await;
         // The commit point: once COMMIT is safe in the coordinator's log, recovery
         // completes the batch on every participant, whatever happens next.
-        if let Err(poisoned) = shard.log_commit(txn).await {
+        if let Err(poisoned) = local.log_commit(shard, txn).await {
             refusal = Some(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
         }
     }
@@ -69,7 +72,7 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
         };
     }
     if commit && every_decision_safe {
-        shard.forget_commit(txn);
+        local.forget_commit(txn);
     }
     shard.count_atomic(commit);
     match refusal {
@@ -93,7 +96,7 @@ async fn prepare(
     let share = inner.iter().zip(owners).filter(|(_, o)| **o == participant);
     if participant == shard.id() {
         let ops: Vec<Op> = share.map(|(op, _)| *op).collect();
-        return shard.prepare(txn, &ops, buf).await;
+        return Participant::of(shard).prepare(shard, txn, &ops, buf).await;
     }
     let mut batch = Vec::new();
     for (op, _) in share {
@@ -132,7 +135,7 @@ enum Decision {
 /// Tells one participant the outcome.
 async fn decide(shard: &Shard, txn: TxnId, participant: ShardId, commit: bool) -> Decision {
     if participant == shard.id() {
-        shard.decide(txn, commit);
+        Participant::of(shard).decide(shard, txn, commit);
         return Decision::Here;
     }
     match shard.send_decision(participant, txn, commit).await {

@@ -200,7 +200,7 @@ impl Drop for Acquire<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shard::ShardId;
+    use crate::ids::ShardId;
     use std::sync::Arc;
     use std::task::Wake;
 

@@ -28,7 +28,7 @@
 //! ([`coordinator`]). Within a round the batch is a barrier: requests before it
 //! complete first, requests after it start after it is decided.
 //!
-//! 1. `Prepare` — to each participant in ascending [`ShardId`] order, one at a
+//! 1. `Prepare` — to each participant in ascending [`ShardId`](crate::ids::ShardId) order, one at a
 //!    time: the participant waits for its turn on its keys, runs its share with
 //!    undo, and if that succeeded *holds* the keys; it answers with its `Vote`:
 //!    yes with its share's results, or no with the error.
@@ -60,7 +60,7 @@
 //!
 //! # The log step
 //!
-//! With the log engine, [`crate::shard::Shard::prepare`] appends a PREPARE
+//! With the log engine, [`participant::Participant::prepare`] appends a PREPARE
 //! record and makes it safe before voting yes; the coordinator appends COMMIT
 //! and makes it safe before telling anyone (the commit point); each participant
 //! appends DECIDE when told and confirms once it is safe. Recovery resolves a
@@ -72,20 +72,8 @@
 
 pub mod coordinator;
 pub mod locks;
+pub mod participant;
 pub mod undo;
 pub mod unit;
 
-use crate::shard::ShardId;
-
-/// Names a cross-shard batch: the coordinating shard and its sequence number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TxnId {
-    pub coordinator: ShardId,
-    pub seq: u64,
-}
-
-impl std::fmt::Display for TxnId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "txn {}.{}", self.coordinator.0, self.seq)
-    }
-}
+pub use crate::ids::TxnId;

@@ -7,12 +7,11 @@
 //! the batch remains, and the batch answers one error element naming the key.
 
 use super::undo::UndoLog;
-use crate::log::format::Effect;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, OpKind, RequestError};
-use crate::table::{Change, PutOutcome, Table};
+use crate::table::{Effect, PutOutcome, Table};
 
 /// Runs `ops` (leaf requests, no STATS, no markers) with undo. Results go to
-/// `out`, one slot per op; each change, as the log records it, to `effects`.
+/// `out`, one slot per op; what each changed, to `effects` (for the log).
 pub fn run_unit<'b>(
     table: &mut Table,
     ops: &[Op],
@@ -22,48 +21,40 @@ pub fn run_unit<'b>(
     effects: &mut Vec<Effect<'b>>,
 ) -> Result<(), RequestError> {
     for op in ops {
-        let key = op.key.of(buf);
+        let (key, value) = (op.key.of(buf), op.value.of(buf));
         if op.kind.writes() {
             undo.record(table, key);
         }
-        let change = match op.kind {
-            OpKind::PutV => match table.put_versioned(key, op.value.of(buf), op.version) {
+        // A refused write aborts the batch here; `Table::apply` would answer it.
+        let effect = match op.kind {
+            OpKind::PutV => match table.put_versioned(key, value, op.version) {
                 Ok(PutOutcome::Applied(version)) => {
                     reply::write_done(&mut out.buf, version);
-                    Change::Put(version)
+                    Some(Effect::Put {
+                        key,
+                        version,
+                        value,
+                    })
                 }
                 Ok(PutOutcome::Conflict(current)) => {
                     return Err(conflict(key, op.version, current))
                 }
                 Err(_) => return Err(over_memory(key)),
             },
-            OpKind::Set => Change::Put(
-                table
-                    .set(key, op.value.of(buf))
-                    .map_err(|_| over_memory(key))?,
-            ),
+            OpKind::Set => {
+                let version = table.set(key, value).map_err(|_| over_memory(key))?;
+                Some(Effect::Put {
+                    key,
+                    version,
+                    value,
+                })
+            }
             _ => table.apply(op, buf, out),
         };
-        if let Some(effect) = effect_of(op, buf, change) {
-            effects.push(effect);
-        }
+        effects.extend(effect);
         out.end_request();
     }
     Ok(())
-}
-
-/// The log's view of what a request changed.
-pub fn effect_of<'b>(op: &Op, buf: &'b [u8], change: Change) -> Option<Effect<'b>> {
-    let key = op.key.of(buf);
-    match change {
-        Change::Nothing => None,
-        Change::Put(version) => Some(Effect::Put {
-            key,
-            version,
-            value: op.value.of(buf),
-        }),
-        Change::Deleted => Some(Effect::Del { key }),
-    }
 }
 
 fn over_memory(key: &[u8]) -> RequestError {

@@ -3,9 +3,25 @@
 //! dropped. The server is started with `--addr 127.0.0.1:0` (unless a test
 //! passes `--addr`); the port it chose is read from its "listening on" log line,
 //! so parallel tests never race for ports.
+//!
+//! Beside it, the support every test shares (one copy of each):
+//! - [`wire`]: a raw connection that sends bytes as given and reads whole frames;
+//! - [`keys`]: keys placed on chosen shards with the server's router;
+//! - [`model`]: the reference model of what a correct server holds and answers;
+//! - [`crash`]: log-engine servers, crash cycles (`kill -9` under load), and
+//!   what a writer may find after one;
+//! - [`logs`]: shard log files — paths, records, cutting;
+//! - [`python`]: Python 3 and its packages, for the client-compatibility tests.
 #![allow(dead_code)]
 
+pub mod crash;
+pub mod keys;
+pub mod logs;
+pub mod model;
 pub mod python;
+pub mod wire;
+
+pub use keys::key_on_shard;
 
 use corekv::client::Client;
 use std::io::{BufRead, BufReader};
@@ -81,26 +97,7 @@ impl TestServer {
             args.extend_from_slice(&["--engine", "memory"]);
         }
         args.extend_from_slice(extra_args);
-        let mut child = Command::new(server_binary())
-            .args(&args)
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("COREKV_LOG", "info")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn corekv-server");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (mut child, rx) = spawn_server(data_dir, &args, env);
         let mut seen = Vec::new();
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
@@ -184,6 +181,37 @@ impl TestServer {
             None => false,
         }
     }
+}
+
+/// Starts the server binary with `args` on `data_dir` and returns at once:
+/// the child, and its stderr lines as they come. [`TestServer`] waits for it
+/// to listen; a test that watches it start (recovery) reads the lines itself.
+pub fn spawn_server(
+    data_dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(server_binary())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("COREKV_LOG", "info")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
 }
 
 fn drain_into(rx: &mpsc::Receiver<String>, seen: &mut Vec<String>) {
@@ -289,15 +317,6 @@ pub fn arm_failpoint(http: SocketAddr, name: &str, actions: &str) {
         format!("{name}={actions}").as_bytes(),
     );
     assert_eq!(status, 200, "arming failpoint {name}={actions}: {body}");
-}
-
-/// A key named `prefix-<n>` owned by `shard` when there are `nr_shards`.
-pub fn key_on_shard(prefix: &str, shard: usize, nr_shards: usize) -> Vec<u8> {
-    let router = corekv::shard::Router::new(nr_shards);
-    (0..)
-        .map(|n| format!("{prefix}-{n}").into_bytes())
-        .find(|k| router.route(k).0 == shard)
-        .expect("some key lands on every shard")
 }
 
 /// A log-engine server with the HTTP API (failpoints are armed through it) on

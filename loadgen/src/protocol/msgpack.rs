@@ -22,8 +22,9 @@
 use super::BadReply;
 use crate::template::Template;
 use crate::workload::{Shape, WriteOp};
-use corekv::client::{decode_reply, MAX_REPLY_BYTES};
+use corekv::client::MAX_REPLY_BYTES;
 use corekv::proto::frame::{begin_frame, finish_frame, next_frame, LEN_PREFIX_BYTES};
+use corekv::proto::message::decode_reply;
 use corekv::proto::reply::{write_array_len, write_done, write_found_header, write_not_found};
 
 pub const OP_GET: u8 = 0;
@@ -111,7 +112,7 @@ mod tests {
     use super::*;
     use crate::keys::ConnKeys;
     use crate::workload::Plan;
-    use corekv::client::{encode_message, Element, Request};
+    use corekv::proto::message::{encode_message, Element, Request};
     use corekv::proto::reply::{write_bin, write_found};
 
     fn shape(writes: u32, gets: u32, value_bytes: usize) -> Shape {

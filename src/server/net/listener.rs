@@ -5,7 +5,7 @@ use super::ring::NetRing;
 use super::stream::NetStream;
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 pub struct NetListener {
@@ -26,8 +26,7 @@ impl NetListener {
         if result < 0 {
             return Err(io::Error::from_raw_os_error(-result));
         }
-        // SAFETY: a successful accept returns a new descriptor that nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(result) };
+        let fd = crate::sys::accepted(result);
         if let Err(e) = socket2::SockRef::from(&fd).set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }

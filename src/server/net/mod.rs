@@ -43,4 +43,3 @@
 pub mod listener;
 pub mod ring;
 pub mod stream;
-mod sys;

@@ -7,15 +7,15 @@
 //! alive. Each operation has a slot in [`NetRing`]; its `user_data` is the
 //! slot's index.
 
-use super::sys;
 use crate::notify::Notify;
+use crate::sys;
 use futures_lite::future;
 use glommio::io::BufferedFile;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
-use std::os::unix::io::{FromRawFd, RawFd};
+use std::os::unix::io::RawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -25,10 +25,6 @@ use std::task::{Context, Poll, Waker};
 const RING_ENTRIES: u32 = 1024;
 /// `user_data` of requests whose completion nobody waits for (cancellations).
 const IGNORED: u64 = u64::MAX;
-/// `IORING_ENTER_GETEVENTS` (the kernel ABI's value; the crate keeps its
-/// constant private): with `DEFER_TASKRUN`, only an enter carrying it runs the
-/// completions the kernel has deferred for us.
-const ENTER_GETEVENTS: u32 = 1;
 
 /// Where an operation stands.
 enum Slot {
@@ -65,11 +61,8 @@ impl NetRing {
             .setup_defer_taskrun()
             .setup_taskrun_flag()
             .build(RING_ENTRIES)?;
-        let eventfd = sys::eventfd()?;
+        let (doorbell, eventfd) = sys::eventfd_doorbell()?;
         ring.submitter().register_eventfd(eventfd)?;
-        // SAFETY: `eventfd` is a descriptor we just created and own alone; the
-        // BufferedFile closes it when the ring is dropped.
-        let doorbell = unsafe { BufferedFile::from_raw_fd(eventfd) };
         let net = NetRing {
             ring: RefCell::new(ring),
             slots: RefCell::new(Vec::new()),
@@ -141,10 +134,7 @@ impl NetRing {
 
     fn push(&self, entry: squeue::Entry) {
         loop {
-            // SAFETY: the operations pushed here (poll, accept, cancel) carry no
-            // buffers that must outlive the submission.
-            let pushed = unsafe { self.ring.borrow_mut().submission().push(&entry) };
-            if pushed.is_ok() {
+            if sys::push_bufferless(&mut self.ring.borrow_mut(), &entry) {
                 break;
             }
             // A full queue: hand it to the kernel now and try again.
@@ -202,14 +192,7 @@ impl NetRing {
         };
         if must_enter {
             let submitted = self.queued.replace(0);
-            let ring = self.ring.borrow();
-            // SAFETY: no arguments point at memory; GETEVENTS with min_complete 0
-            // runs the deferred completions without waiting.
-            let entered = unsafe {
-                ring.submitter()
-                    .enter::<libc::sigset_t>(submitted, 0, ENTER_GETEVENTS, None)
-            };
-            if let Err(e) = entered {
+            if let Err(e) = sys::enter_getevents(&self.ring.borrow(), submitted) {
                 if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
                     tracing::error!("network ring enter failed: {e}");
                 }

@@ -9,7 +9,7 @@
 //! only say "would block".
 
 use super::ring::{NetRing, Op};
-use super::sys;
+use crate::sys;
 use futures_lite::{AsyncRead, AsyncWrite};
 use std::future::Future;
 use std::io;

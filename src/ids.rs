@@ -1,7 +1,14 @@
-//! Key → owning shard. `shard = ahash(key) % nr_shards` with fixed seeds, so a
-//! key's owner is the same in every process, every restart and every build of
-//! this version (the ahash version is pinned in Cargo.toml, because ahash does
-//! not promise stable output across versions; a test below pins known values).
+//! Identities and routing, at the bottom of the crate: every module may use
+//! them and they use nothing of it.
+//!
+//! - [`ShardId`]: a shard's index; shard i runs on executor i.
+//! - [`TxnId`]: a cross-shard ATOMIC batch, named by its coordinator and a
+//!   sequence number (logged in PREPARE, DECIDE and COMMIT records).
+//! - [`Router`]: key → owning shard. `shard = ahash(key) % nr_shards` with
+//!   fixed seeds, so a key's owner is the same in every process, every restart
+//!   and every build of this version (the ahash version is pinned in
+//!   Cargo.toml, because ahash does not promise stable output across versions;
+//!   a test below pins known values).
 
 /// Index of a shard, `0..nr_shards`; shard i runs on executor i.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -10,6 +17,19 @@ pub struct ShardId(pub usize);
 impl std::fmt::Display for ShardId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "shard-{}", self.0)
+    }
+}
+
+/// Names a cross-shard batch: the coordinating shard and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TxnId {
+    pub coordinator: ShardId,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for TxnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "txn {}.{}", self.coordinator.0, self.seq)
     }
 }
 

@@ -1,0 +1,184 @@
+//! The typed message model: requests and reply elements as values, and their
+//! msgpack encoding. Sans-IO: it turns messages into bytes and bytes into
+//! elements, and leaves sockets to its callers — the client library
+//! (`crate::client`), the CLI, the HTTP API (which serves a message through
+//! the same round as a msgpack connection) and the load generator.
+//!
+//! The server's own request path does not build these values: it validates a
+//! message in place into [`Op`](super::Op)s that point into the receive buffer
+//! (`request`) and writes elements straight from the table (`reply`,
+//! `results`). Both ends share the wire constants (`reply::TAG_*`), and the
+//! tests hold the two encodings to the same bytes.
+//!
+//! Keys are sent as msgpack bin, values as whatever msgpack value the caller
+//! gives, exactly like the KVStore seed's Python client (`use_bin_type=True`).
+
+use super::frame::{begin_frame, finish_frame};
+use super::reply;
+use rmpv::Value;
+use std::collections::BTreeMap;
+
+/// A reply that is not what the protocol allows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MalformedReply(pub String);
+
+/// One request of a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Get(Vec<u8>),
+    Set(Vec<u8>, Value),
+    Del(Vec<u8>),
+    Atomic(Vec<Request>),
+    GetV(Vec<u8>),
+    PutV(Vec<u8>, Value, u64),
+    Rm(Vec<u8>),
+    Stats,
+}
+
+/// One result element of a reply.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Element {
+    /// `[-1, V]`
+    Found(Value),
+    /// `[-2]`
+    NotFound,
+    /// `[-3, V, version]`
+    Versioned(Value, u64),
+    /// `[-4, n]`: PUTV's new version, or RM's 1/0.
+    Done(u64),
+    /// `[-5, current]`
+    VersionConflict(u64),
+    /// `[-6, {name: integer}]`
+    Stats(BTreeMap<String, u64>),
+    /// `[-9, CODE, message]`
+    Error { code: String, message: String },
+}
+
+impl Request {
+    /// The request as a msgpack value.
+    pub fn to_value(&self) -> Value {
+        let bin = |k: &[u8]| Value::Binary(k.to_vec());
+        let items = match self {
+            Request::Get(k) => vec![0.into(), bin(k)],
+            Request::Set(k, v) => vec![1.into(), bin(k), v.clone()],
+            Request::Del(k) => vec![2.into(), bin(k)],
+            Request::Atomic(rs) => vec![
+                3.into(),
+                Value::Array(rs.iter().map(Request::to_value).collect()),
+            ],
+            Request::GetV(k) => vec![4.into(), bin(k)],
+            Request::PutV(k, v, version) => vec![5.into(), bin(k), v.clone(), (*version).into()],
+            Request::Rm(k) => vec![6.into(), bin(k)],
+            Request::Stats => vec![7.into()],
+        };
+        Value::Array(items)
+    }
+}
+
+/// Encodes a request message, length prefix included.
+pub fn encode_message(requests: &[Request]) -> Vec<u8> {
+    let message = Value::Array(requests.iter().map(Request::to_value).collect());
+    let mut out = Vec::new();
+    let start = begin_frame(&mut out);
+    rmpv::encode::write_value(&mut out, &message).expect("writing to a Vec cannot fail");
+    finish_frame(&mut out, start);
+    out
+}
+
+/// Decodes a reply body into its elements.
+pub fn decode_reply(body: &[u8]) -> Result<Vec<Element>, MalformedReply> {
+    let mut reader = body;
+    let value = rmpv::decode::read_value(&mut reader).map_err(|e| MalformedReply(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(MalformedReply("trailing bytes after the reply".into()));
+    }
+    let Value::Array(elements) = value else {
+        return Err(MalformedReply(format!("reply is not an array: {value}")));
+    };
+    elements.into_iter().map(decode_element).collect()
+}
+
+fn decode_element(element: Value) -> Result<Element, MalformedReply> {
+    let bad = |e: &Value| MalformedReply(format!("unexpected result element {e}"));
+    let Value::Array(items) = &element else {
+        return Err(bad(&element));
+    };
+    let tag = items
+        .first()
+        .and_then(Value::as_i64)
+        .ok_or_else(|| bad(&element))?;
+    let uint = |i: usize| {
+        items
+            .get(i)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| bad(&element))
+    };
+    let parsed = match (tag as i8, items.len()) {
+        (reply::TAG_FOUND, 2) => Element::Found(items[1].clone()),
+        (reply::TAG_NOT_FOUND, 1) => Element::NotFound,
+        (reply::TAG_VERSIONED, 3) => Element::Versioned(items[1].clone(), uint(2)?),
+        (reply::TAG_DONE, 2) => Element::Done(uint(1)?),
+        (reply::TAG_VERSION_CONFLICT, 2) => Element::VersionConflict(uint(1)?),
+        (reply::TAG_STATS, 2) => {
+            Element::Stats(decode_stats(&items[1]).ok_or_else(|| bad(&element))?)
+        }
+        (reply::TAG_ERROR, 3) => Element::Error {
+            code: items[1].as_str().ok_or_else(|| bad(&element))?.to_owned(),
+            message: items[2]
+                .as_str()
+                .unwrap_or("(message is not UTF-8)")
+                .to_owned(),
+        },
+        _ => return Err(bad(&element)),
+    };
+    Ok(parsed)
+}
+
+fn decode_stats(map: &Value) -> Option<BTreeMap<String, u64>> {
+    map.as_map()?
+        .iter()
+        .map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_u64()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_framed_msgpack_arrays_with_bin_keys() {
+        let bytes = encode_message(&[Request::Get(b"k".to_vec())]);
+        assert_eq!(
+            bytes,
+            [0, 0, 0, 0, 0, 0, 0, 6, 0x91, 0x92, 0x00, 0xc4, 0x01, b'k']
+        );
+    }
+
+    #[test]
+    fn every_element_kind_decodes() {
+        let mut body = Vec::new();
+        reply::write_array_len(&mut body, 6);
+        reply::write_found(&mut body, &[0xa1, b'v']);
+        reply::write_not_found(&mut body);
+        reply::write_versioned(&mut body, &[0x01], 7);
+        reply::write_done(&mut body, 1);
+        reply::write_version_conflict(&mut body, 3);
+        reply::write_error(&mut body, super::super::ErrorCode::Oom, "full");
+        let elements = decode_reply(&body).expect("valid reply");
+        assert_eq!(
+            elements,
+            [
+                Element::Found("v".into()),
+                Element::NotFound,
+                Element::Versioned(1.into(), 7),
+                Element::Done(1),
+                Element::VersionConflict(3),
+                Element::Error {
+                    code: "OOM".into(),
+                    message: "full".into()
+                },
+            ]
+        );
+    }
+}

@@ -1,0 +1,335 @@
+//! One shard's side of ATOMIC batches (the module docs of `txn` are the
+//! essay): the key locks every request passes while a batch holds or awaits
+//! keys, single-shard batches run as one unit, and a participant's two phases
+//! of a cross-shard batch — `Prepare` (run the share with undo, hold its keys,
+//! make its PREPARE record safe, vote) and `Commit`/`Abort` (log DECIDE, keep
+//! or roll back, release). A shard is also the coordinator of the batches its
+//! connections send: [`Participant`] numbers them and keeps each one's COMMIT
+//! record until every participant has its decision safe.
+//!
+//! The shard sits below txn and holds its `Participant` as
+//! [`Transactions`], the interface its request path calls; txn reaches the
+//! shard through a few of its methods (its table, its log, its mesh) and gets
+//! its own state back with [`Participant::of`].
+//!
+//! Compaction's snapshot is taken here ([`Participant::compaction_snapshot`]):
+//! only the participant knows which keys prepared batches hold and what they
+//! were before.
+
+use super::locks::LockTable;
+use super::undo::UndoLog;
+use super::unit::run_unit;
+use crate::ids::{ShardId, TxnId};
+use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
+use crate::log::format;
+use crate::log::replay::OwnedEffect;
+use crate::log::LogPoisoned;
+use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
+use crate::shard::{LocalFuture, Shard, Transactions};
+use crate::table::{Effect, Table};
+use hashbrown::{HashMap, HashSet};
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+
+/// A cross-shard batch this shard has voted yes for and not yet heard the
+/// decision of: the keys it holds and how to undo its writes.
+struct Prepared {
+    keys: Vec<Box<[u8]>>,
+    undo: UndoLog,
+}
+
+/// One shard's transaction state: its key locks, the batches it has prepared,
+/// and, as a coordinator, its batch numbering and the COMMITs it keeps.
+pub struct Participant {
+    locks: LockTable,
+    prepared: RefCell<HashMap<TxnId, Prepared>>,
+    /// Cross-shard batches this shard committed whose participants have not all
+    /// confirmed their decision yet.
+    committing: RefCell<HashSet<TxnId>>,
+    next_txn_seq: Cell<u64>,
+}
+
+/// The distinct keys of `ops`.
+fn distinct_keys<'b>(ops: &[Op], buf: &'b [u8]) -> Vec<&'b [u8]> {
+    let mut keys: Vec<&[u8]> = ops.iter().map(|op| op.key.of(buf)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+impl Participant {
+    /// A shard's transaction state, numbering the batches it coordinates from
+    /// `first_txn_seq` on (above every number a previous run left in the logs).
+    pub fn new(first_txn_seq: u64) -> Participant {
+        Participant {
+            locks: LockTable::default(),
+            prepared: RefCell::new(HashMap::new()),
+            committing: RefCell::new(HashSet::new()),
+            next_txn_seq: Cell::new(first_txn_seq),
+        }
+    }
+
+    /// The participant `shard` was built with.
+    pub fn of(shard: &Shard) -> &Participant {
+        shard
+            .transactions()
+            .as_any()
+            .downcast_ref()
+            .expect("every shard is built with txn's Participant (see server::ShardPlan)")
+    }
+
+    /// A fresh id for a batch the shard `coordinator` coordinates.
+    pub fn next_txn(&self, coordinator: ShardId) -> TxnId {
+        let seq = self.next_txn_seq.get();
+        self.next_txn_seq.set(seq + 1);
+        TxnId { coordinator, seq }
+    }
+
+    /// Runs an ATOMIC batch whose keys are all on `shard`, as one unit, into
+    /// one result slot: its results flattened, or one error element. Its
+    /// changes are logged as one BATCH record; returns whether there were any.
+    pub async fn run_atomic(
+        &self,
+        shard: &Shard,
+        body: &[Op],
+        buf: &[u8],
+        out: &mut BatchResults,
+    ) -> bool {
+        let keys = distinct_keys(body, buf);
+        self.locks.acquire(&keys).await;
+        let mut results = BatchResults::default();
+        let mut effects = Vec::new();
+        let outcome = run_with_undo(shard, body, buf, &mut results, &mut effects);
+        shard.count_atomic(outcome.is_ok());
+        self.locks.pass(&keys);
+        match outcome {
+            Ok(_) => {
+                let nr_elements = results.counts.iter().sum();
+                out.append_into_slot(results);
+                out.end_request_with(nr_elements);
+                match shard.log() {
+                    Some(log) if !effects.is_empty() => {
+                        log.append(|records| format::write_batch(records, &effects));
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Err(abort) => {
+                reply::write_error(&mut out.buf, abort.code, &abort.message);
+                out.end_request_with(1);
+                false
+            }
+        }
+    }
+
+    /// Phase 1 of a cross-shard batch on `shard`: runs this shard's share
+    /// (`ops`, leaf requests) with undo and, if it succeeded, holds its keys
+    /// until [`Participant::decide`]. Returns the vote: the share's results or
+    /// the error.
+    pub async fn prepare(
+        &self,
+        shard: &Shard,
+        txn: TxnId,
+        ops: &[Op],
+        buf: &[u8],
+    ) -> Result<BatchResults, RequestError> {
+        let keys = distinct_keys(ops, buf);
+        self.locks.acquire(&keys).await;
+        let mut results = BatchResults::default();
+        let mut effects = Vec::new();
+        let undo = match run_with_undo(shard, ops, buf, &mut results, &mut effects) {
+            Ok(undo) => undo,
+            Err(no) => {
+                self.locks.pass(&keys);
+                return Err(no);
+            }
+        };
+        // Hold the keys before the first await: nobody may see the tentative writes.
+        self.locks.hold(txn, &keys);
+        let owned_keys = keys.iter().map(|k| Box::from(*k)).collect();
+        let prepared = Prepared {
+            keys: owned_keys,
+            undo,
+        };
+        self.prepared.borrow_mut().insert(txn, prepared);
+        // The prepare record must be safe before the yes vote leaves.
+        if let Some(log) = shard.log() {
+            let end = log.append(|records| format::write_prepare(records, txn, &effects));
+            if let Err(poisoned) = log.durable(end).await {
+                self.decide(shard, txn, false);
+                return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+            }
+        }
+        Ok(results)
+    }
+
+    /// Phase 2 on `shard`: keeps (commit) or rolls back (abort) the writes of a
+    /// prepared batch and releases its keys. Never waits.
+    pub fn decide(&self, shard: &Shard, txn: TxnId, commit: bool) {
+        let Some(prepared) = self.prepared.borrow_mut().remove(&txn) else {
+            debug_assert!(
+                false,
+                "decision for {txn}, which this shard did not prepare"
+            );
+            return;
+        };
+        if let Some(log) = shard.log() {
+            log.append(|records| format::write_decide(records, txn, commit));
+        }
+        if !commit {
+            prepared.undo.roll_back(&mut shard.table_mut());
+        }
+        self.locks.release(&prepared.keys);
+    }
+
+    /// The commit point of a cross-shard batch `shard` coordinates: logs
+    /// COMMIT and waits until it is safe. Only then may anyone be told. Until
+    /// [`Participant::forget_commit`], compaction carries the record forward.
+    pub async fn log_commit(&self, shard: &Shard, txn: TxnId) -> Result<(), LogPoisoned> {
+        // Kept with the memory engine too: a backup's snapshot carries it.
+        self.committing.borrow_mut().insert(txn);
+        let Some(log) = shard.log() else {
+            return Ok(());
+        };
+        let end = log.append(|records| format::write_commit(records, txn));
+        let safe = log.durable(end).await;
+        if safe.is_err() {
+            self.committing.borrow_mut().remove(&txn);
+        }
+        safe
+    }
+
+    /// Every participant has its decision safe: the COMMIT record of `txn` is
+    /// needed by nobody any more.
+    pub fn forget_commit(&self, txn: TxnId) {
+        self.committing.borrow_mut().remove(&txn);
+    }
+
+    /// The snapshot compaction writes of `shard`'s log, taken now
+    /// (synchronously: nothing runs meanwhile): the committed state of every
+    /// key — for a key a prepared cross-shard batch holds, its state before the
+    /// batch, from the undo log — and each prepared batch's share as the state
+    /// it tentatively gave its keys, to be carried forward as a PREPARE
+    /// (`log::compaction` explains why that resolves exactly as the original
+    /// records would). None with the memory engine.
+    pub fn compaction_snapshot(&self, shard: &Shard) -> Option<Snapshot> {
+        shard.log()?;
+        Some(self.snapshot(shard))
+    }
+
+    /// `shard`'s state as [`Participant::compaction_snapshot`] takes it, with
+    /// the memory engine too (`cut` is then 0): what a backup writes.
+    pub fn snapshot(&self, shard: &Shard) -> Snapshot {
+        let table = shard.table();
+        let prepared = self.prepared.borrow();
+        let held: HashSet<&[u8]> = prepared
+            .values()
+            .flat_map(|p| p.undo.priors().map(|(key, _)| key))
+            .collect();
+        let mut entries: Vec<SnapshotEntry> = table
+            .entries()
+            .filter(|(key, _, _)| held.is_empty() || !held.contains(key))
+            .map(|(key, value, version)| (Box::from(key), value.clone(), version))
+            .collect();
+        let mut shares = Vec::with_capacity(prepared.len());
+        for (txn, batch) in prepared.iter() {
+            let mut effects = Vec::new();
+            for (key, before) in batch.undo.priors() {
+                if let Some((value, version)) = before.state() {
+                    entries.push((Box::from(key), value.clone(), version));
+                }
+                effects.push(tentative_effect(&table, key));
+            }
+            shares.push(PreparedShare { txn: *txn, effects });
+        }
+        Snapshot {
+            cut: shard.log().map_or(0, |log| log.appended()),
+            entries,
+            commits: self.committing.borrow().iter().copied().collect(),
+            prepared: shares,
+        }
+    }
+}
+
+/// The shard's request path calls these (see [`Transactions`]).
+impl Transactions for Participant {
+    fn is_idle(&self) -> bool {
+        self.locks.is_idle()
+    }
+
+    fn acquire<'a>(&'a self, keys: &'a [&'a [u8]]) -> LocalFuture<'a, ()> {
+        Box::pin(self.locks.acquire(keys))
+    }
+
+    fn pass(&self, keys: &[&[u8]]) {
+        self.locks.pass(keys);
+    }
+
+    fn run_atomic<'a>(
+        &'a self,
+        shard: &'a Shard,
+        body: &'a [Op],
+        buf: &'a [u8],
+        out: &'a mut BatchResults,
+    ) -> LocalFuture<'a, bool> {
+        Box::pin(Participant::run_atomic(self, shard, body, buf, out))
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        shard: &'a Shard,
+        txn: TxnId,
+        ops: &'a [Op],
+        buf: &'a [u8],
+    ) -> LocalFuture<'a, Result<BatchResults, RequestError>> {
+        Box::pin(Participant::prepare(self, shard, txn, ops, buf))
+    }
+
+    fn decide(&self, shard: &Shard, txn: TxnId, commit: bool) {
+        Participant::decide(self, shard, txn, commit);
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Runs leaf requests on `shard`'s table as a unit; on failure rolls them
+/// back. On success returns the undo log (to roll back later if a cross-shard
+/// batch aborts).
+fn run_with_undo<'b>(
+    shard: &Shard,
+    ops: &[Op],
+    buf: &'b [u8],
+    results: &mut BatchResults,
+    effects: &mut Vec<Effect<'b>>,
+) -> Result<UndoLog, RequestError> {
+    let mut undo = UndoLog::default();
+    if let Some(poisoned) = shard.poisoned() {
+        return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+    }
+    let mut table = shard.table_mut();
+    match run_unit(&mut table, ops, buf, results, &mut undo, effects) {
+        Ok(()) => Ok(undo),
+        Err(abort) => {
+            undo.roll_back(&mut table);
+            Err(abort)
+        }
+    }
+}
+
+/// A key a prepared batch holds, as the batch left it (for its PREPARE in a
+/// snapshot): its current value and version, or a deletion if it is absent.
+fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
+    match table.prior(key).state() {
+        Some((value, version)) => OwnedEffect::Put {
+            key: Box::from(key),
+            version,
+            value: value.clone(),
+        },
+        None => OwnedEffect::Del {
+            key: Box::from(key),
+        },
+    }
+}
