@@ -27,6 +27,7 @@ use std::io;
 pub const NAMES: &[&str] = &[
     "log::write",
     "log::fdatasync",
+    "log::before_sync",
     "compaction::create",
     "compaction::write",
     "compaction::fdatasync",

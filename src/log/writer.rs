@@ -389,6 +389,8 @@ impl LogWriter {
 
     /// Makes everything written so far durable; the shard keeps running meanwhile.
     async fn sync(&self) {
+        // Tests hold a sync here to see what happens meanwhile.
+        failpoint::hold_while_armed("log::before_sync", Some(self.shard), &"a log sync").await;
         let target = self.written.get();
         if self.synced.get() >= target {
             return;

@@ -33,6 +33,7 @@ use futures_lite::AsyncWrite;
 use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
+use std::rc::Rc;
 
 /// How a message of the round was decoded.
 enum Message {
@@ -147,7 +148,7 @@ impl Round {
     /// on its keys.
     pub async fn serve<W: AsyncWrite + Unpin>(
         &mut self,
-        shard: &Shard,
+        shard: &Rc<Shard>,
         state: &ServerState,
         buf: &[u8],
         bodies: &[Range<usize>],
@@ -323,7 +324,7 @@ impl Round {
         results
     }
 
-    async fn run_cross_shard(&mut self, shard: &Shard, buf: &[u8], marker: usize) {
+    async fn run_cross_shard(&mut self, shard: &Rc<Shard>, buf: &[u8], marker: usize) {
         let body = &self.ops[marker + 1..marker + 1 + self.ops[marker].nr_inner as usize];
         let mut slot = BatchResults::default();
         coordinator::run_cross_shard(shard, body, buf, &mut slot).await;

@@ -44,9 +44,11 @@ pub enum ShardRequest {
     },
     /// Phase 1 of a cross-shard ATOMIC: run this share with undo, hold its keys,
     /// and vote.
+    /// Answered twice: the vote on `tickets.0` at once, then on `tickets.1`
+    /// once the participant's PREPARE record is safe.
     Prepare {
         from: ShardId,
-        ticket: Ticket,
+        tickets: (Ticket, Ticket),
         txn: TxnId,
         batch: Vec<u8>,
     },

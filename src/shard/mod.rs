@@ -49,7 +49,7 @@ use std::rc::Rc;
 pub use crate::ids::{Router, ShardId};
 /// A shard's STATS share, as the round reads it (`proto::stats`).
 pub use crate::proto::stats::read_stats_element;
-pub use transactions::{LocalFuture, Transactions};
+pub use transactions::{LocalFuture, Transactions, Vote};
 
 /// Forwarded batches were validated by the sending shard; nothing is re-checked.
 const FORWARDED_LIMITS: RequestLimits = RequestLimits {
@@ -292,6 +292,27 @@ impl Shard {
         Ok(ticket)
     }
 
+    /// Sends a request that is answered twice (a vote, then a confirmation);
+    /// waits only for channel capacity. Await each answer with [`Shard::wait`].
+    pub async fn send_twice(
+        &self,
+        to: ShardId,
+        request: impl FnOnce((Ticket, Ticket)) -> ShardRequest,
+    ) -> Result<(Ticket, Ticket), PeerGone> {
+        let tickets = (self.pending.open(), self.pending.open());
+        if self.channel_to(to).send(request(tickets)).await.is_err() {
+            self.pending.cancel(tickets.0);
+            self.pending.cancel(tickets.1);
+            return Err(PeerGone(to));
+        }
+        Ok(tickets)
+    }
+
+    /// Gives up on the answer to `ticket` (it is dropped when it comes).
+    pub fn forget(&self, ticket: Ticket) {
+        self.pending.cancel(ticket);
+    }
+
     /// Sends phase 2 of a cross-shard batch to a participant; the answer comes
     /// once the participant's DECIDE record is safe.
     pub async fn send_decision(
@@ -390,13 +411,13 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
             }
             ShardRequest::Prepare {
                 from,
-                ticket,
+                tickets,
                 txn,
                 batch,
             } => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    answer_prepare(&shard, from, ticket, txn, batch).await
+                    answer_prepare(&shard, from, tickets, txn, batch).await
                 })
                 .detach();
             }
@@ -410,15 +431,38 @@ async fn answer_batch(shard: &Shard, from: ShardId, ticket: Ticket, batch: Vec<u
     respond(shard, from, ticket, results, Ok(())).await;
 }
 
-async fn answer_prepare(shard: &Shard, from: ShardId, ticket: Ticket, txn: TxnId, batch: Vec<u8>) {
+/// Votes on a prepared share at once (on `tickets.0`), then answers
+/// `tickets.1` once the share's PREPARE record is safe (or IOERR if the log
+/// failed): the coordinator waits for the second answer of every participant
+/// before its COMMIT, so the participants' syncs overlap.
+async fn answer_prepare(
+    shard: &Shard,
+    from: ShardId,
+    (vote_ticket, safe_ticket): (Ticket, Ticket),
+    txn: TxnId,
+    batch: Vec<u8>,
+) {
     let vote = match decode_forwarded(&batch) {
         Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch).await,
         Err(e) => Err(e),
     };
-    match vote {
-        Ok(results) => respond(shard, from, ticket, results, Ok(())).await,
-        Err(no) => respond(shard, from, ticket, BatchResults::default(), Err(no)).await,
-    }
+    let durable_at = match vote {
+        Ok((results, durable_at)) => {
+            respond(shard, from, vote_ticket, results, Ok(())).await;
+            durable_at
+        }
+        Err(no) => {
+            return respond(shard, from, vote_ticket, BatchResults::default(), Err(no)).await
+        }
+    };
+    let safe = match (shard.log(), durable_at) {
+        (Some(log), Some(end)) => log
+            .durable(end)
+            .await
+            .map_err(|p| RequestError::new(ErrorCode::IoErr, p.to_string())),
+        _ => Ok(()),
+    };
+    respond(shard, from, safe_ticket, BatchResults::default(), safe).await;
 }
 
 async fn respond(

@@ -19,6 +19,11 @@ use std::pin::Pin;
 /// as a trait object. Executor-local, like everything a shard owns.
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// A participant's yes vote on a cross-shard batch: its share's results, and
+/// the log position its PREPARE record is safe at (None without a log). The
+/// vote is given before that record is safe; the coordinator waits for it.
+pub type Vote = (BatchResults, Option<u64>);
+
 /// The transaction layer as the shard's request path sees it.
 pub trait Transactions: Any {
     /// True while no ATOMIC batch holds or awaits a key (the normal case): a
@@ -44,14 +49,15 @@ pub trait Transactions: Any {
     ) -> LocalFuture<'a, bool>;
 
     /// `Prepare` of a cross-shard batch on `shard`: runs its share `ops` with
-    /// undo, holds their keys and votes — the share's results, or the error.
+    /// undo, holds their keys, logs the PREPARE and votes — the share's
+    /// results and where the record will be safe, or the error.
     fn prepare<'a>(
         &'a self,
         shard: &'a Shard,
         txn: TxnId,
         ops: &'a [Op],
         buf: &'a [u8],
-    ) -> LocalFuture<'a, Result<BatchResults, RequestError>>;
+    ) -> LocalFuture<'a, Result<Vote, RequestError>>;
 
     /// `Commit` or `Abort` of a batch prepared on `shard`; never waits.
     fn decide(&self, shard: &Shard, txn: TxnId, commit: bool);

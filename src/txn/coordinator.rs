@@ -20,10 +20,19 @@ use crate::ids::ShardId;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::mesh::{Reply, ShardRequest, Ticket};
 use crate::shard::Shard;
+use std::rc::Rc;
 
 /// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
 /// its single result slot to `out`: the flattened results, or one error element.
-pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut BatchResults) {
+///
+/// Phases: `Prepare` each participant in ascending shard order (each votes as
+/// soon as its share is executed and its PREPARE appended); wait until every
+/// remote participant's PREPARE is safe — their syncs run in parallel; log the
+/// COMMIT (the commit point; the coordinator's own PREPARE is safe with it,
+/// being earlier in the same log); send every participant the decision; reply.
+/// The participants' confirmations that their DECIDE is safe are collected by
+/// a task of their own, which then lets the COMMIT record go.
+pub async fn run_cross_shard(shard: &Rc<Shard>, inner: &[Op], buf: &[u8], out: &mut BatchResults) {
     let local = Participant::of(shard);
     let txn = local.next_txn(shard.id());
     let owners: Vec<ShardId> = inner
@@ -34,15 +43,22 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
     participants.sort_unstable();
     participants.dedup();
     let mut yes_votes: Vec<(ShardId, BatchResults)> = Vec::with_capacity(participants.len());
+    let mut safe_tickets = Vec::with_capacity(participants.len());
     let mut refusal = None;
     for &participant in &participants {
         match prepare(shard, txn, participant, inner, &owners, buf).await {
-            Ok(results) => yes_votes.push((participant, results)),
+            Ok((results, safe_ticket)) => {
+                yes_votes.push((participant, results));
+                safe_tickets.extend(safe_ticket);
+            }
             Err(no) => {
                 refusal = Some(no);
                 break;
             }
         }
+    }
+    if let Err(no) = prepares_safe(shard, safe_tickets, refusal.is_none()).await {
+        refusal = Some(no);
     }
     let scope = Some(shard.id().0);
     if refusal.is_none() {
@@ -61,18 +77,12 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
     for (participant, _) in &yes_votes {
         decisions.push(decide(shard, txn, *participant, commit).await);
     }
-    // Wait until every participant's decision is settled: only then is the
-    // batch done, and only if every DECIDE is safe may the COMMIT record go.
-    let mut every_decision_safe = true;
-    for decision in decisions {
-        every_decision_safe &= match decision {
-            Decision::Here => !commit || shard.settle().await.is_ok(),
-            Decision::Sent(ticket) => shard.wait(ticket).await.vote.is_ok(),
-            Decision::Undelivered => false,
-        };
-    }
-    if commit && every_decision_safe {
-        local.forget_commit(txn);
+    // Every participant holds its decision (or it is in flight to it): readers
+    // see the batch whole from now on, so the client may be answered. The
+    // COMMIT record stays until every DECIDE is known to be safe.
+    if commit {
+        let shard = shard.clone();
+        glommio::spawn_local(forget_commit_when_decided(shard, txn, decisions)).detach();
     }
     shard.count_atomic(commit);
     match refusal {
@@ -84,7 +94,45 @@ pub async fn run_cross_shard(shard: &Shard, inner: &[Op], buf: &[u8], out: &mut 
     }
 }
 
-/// Asks one participant to prepare its share; returns its vote.
+/// Waits until every remote participant that voted yes has its PREPARE record
+/// safe (`wanted`), or forgets their answers (the batch aborts anyway). The
+/// first failure is the batch's refusal.
+async fn prepares_safe(
+    shard: &Shard,
+    safe_tickets: Vec<Ticket>,
+    wanted: bool,
+) -> Result<(), RequestError> {
+    let mut outcome = Ok(());
+    for ticket in safe_tickets {
+        if !wanted {
+            shard.forget(ticket);
+            continue;
+        }
+        if let Err(no) = shard.wait(ticket).await.vote {
+            outcome = outcome.and(Err(no));
+        }
+    }
+    outcome
+}
+
+/// Collects the participants' confirmations of a committed batch; only if
+/// every DECIDE (this shard's included) is safe may the COMMIT record go.
+async fn forget_commit_when_decided(shard: Rc<Shard>, txn: TxnId, decisions: Vec<Decision>) {
+    let mut every_decision_safe = true;
+    for decision in decisions {
+        every_decision_safe &= match decision {
+            Decision::Here => shard.settle().await.is_ok(),
+            Decision::Sent(ticket) => shard.wait(ticket).await.vote.is_ok(),
+            Decision::Undelivered => false,
+        };
+    }
+    if every_decision_safe {
+        Participant::of(&shard).forget_commit(txn);
+    }
+}
+
+/// Asks one participant to prepare its share; returns its vote and, for a
+/// peer, the ticket of its confirmation that the PREPARE record is safe.
 async fn prepare(
     shard: &Shard,
     txn: TxnId,
@@ -92,26 +140,36 @@ async fn prepare(
     inner: &[Op],
     owners: &[ShardId],
     buf: &[u8],
-) -> Result<BatchResults, RequestError> {
+) -> Result<(BatchResults, Option<Ticket>), RequestError> {
     let share = inner.iter().zip(owners).filter(|(_, o)| **o == participant);
     if participant == shard.id() {
         let ops: Vec<Op> = share.map(|(op, _)| *op).collect();
-        return Participant::of(shard).prepare(shard, txn, &ops, buf).await;
+        // Its PREPARE is safe once the COMMIT after it in the same log is.
+        let (results, _) = Participant::of(shard)
+            .prepare(shard, txn, &ops, buf)
+            .await?;
+        return Ok((results, None));
     }
     let mut batch = Vec::new();
     for (op, _) in share {
         batch.extend_from_slice(op.raw.of(buf));
     }
-    let request = |ticket| ShardRequest::Prepare {
+    let request = |tickets| ShardRequest::Prepare {
         from: shard.id(),
-        ticket,
+        tickets,
         txn,
         batch,
     };
-    match shard.send(participant, request).await {
-        Ok(ticket) => {
-            let Reply { results, vote } = shard.wait(ticket).await;
-            vote.map(|()| results)
+    match shard.send_twice(participant, request).await {
+        Ok((vote_ticket, safe_ticket)) => {
+            let Reply { results, vote } = shard.wait(vote_ticket).await;
+            match vote {
+                Ok(()) => Ok((results, Some(safe_ticket))),
+                Err(no) => {
+                    shard.forget(safe_ticket);
+                    Err(no)
+                }
+            }
         }
         Err(gone) => Err(RequestError::new(
             ErrorCode::Shutdown,

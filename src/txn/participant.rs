@@ -25,7 +25,7 @@ use crate::log::format;
 use crate::log::replay::OwnedEffect;
 use crate::log::LogPoisoned;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
-use crate::shard::{LocalFuture, Shard, Transactions};
+use crate::shard::{LocalFuture, Shard, Transactions, Vote};
 use crate::table::{Effect, Table};
 use hashbrown::{HashMap, HashSet};
 use std::any::Any;
@@ -133,7 +133,7 @@ impl Participant {
         txn: TxnId,
         ops: &[Op],
         buf: &[u8],
-    ) -> Result<BatchResults, RequestError> {
+    ) -> Result<Vote, RequestError> {
         let keys = distinct_keys(ops, buf);
         self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
@@ -153,15 +153,13 @@ impl Participant {
             undo,
         };
         self.prepared.borrow_mut().insert(txn, prepared);
-        // The prepare record must be safe before the yes vote leaves.
-        if let Some(log) = shard.log() {
-            let end = log.append(|records| format::write_prepare(records, txn, &effects));
-            if let Err(poisoned) = log.durable(end).await {
-                self.decide(shard, txn, false);
-                return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
-            }
-        }
-        Ok(results)
+        // The vote leaves before the PREPARE record is safe: the coordinator
+        // waits for every participant's record to be safe (in parallel) before
+        // it writes its COMMIT, so the syncs of the participants overlap.
+        let durable_at = shard
+            .log()
+            .map(|log| log.append(|records| format::write_prepare(records, txn, &effects)));
+        Ok((results, durable_at))
     }
 
     /// Phase 2 on `shard`: keeps (commit) or rolls back (abort) the writes of a
@@ -282,7 +280,7 @@ impl Transactions for Participant {
         txn: TxnId,
         ops: &'a [Op],
         buf: &'a [u8],
-    ) -> LocalFuture<'a, Result<BatchResults, RequestError>> {
+    ) -> LocalFuture<'a, Result<Vote, RequestError>> {
         Box::pin(Participant::prepare(self, shard, txn, ops, buf))
     }
 
