@@ -371,16 +371,7 @@ impl LogWriter {
         }
         let step = (end / 4).clamp(*PREALLOCATE_BYTES.start(), *PREALLOCATE_BYTES.end());
         let new_end = end + step;
-        let how = std::env::var("COREKV_LOG_PREALLOC").unwrap_or_default();
-        if how == "none" {
-            return;
-        }
-        let result = if how == "zero" {
-            let zeros = vec![0u8; (new_end - allocated) as usize];
-            file_io::pwrite_all(file, &zeros, allocated)
-        } else {
-            file_io::preallocate(file, allocated, new_end - allocated)
-        };
+        let result = file_io::preallocate(file, allocated, new_end - allocated);
         match result {
             Ok(()) => self.allocated.set(new_end),
             Err(e) => tracing::debug!(shard = self.shard, "cannot allocate log space ahead: {e}"),
