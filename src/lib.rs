@@ -17,10 +17,14 @@
 //! - [`shard`]: the per-core owner of a table; key routing ([`shard::Router`]);
 //!   the cross-core mesh of bounded channels; forwarded batches.
 //! - [`table`]: the hash map and `apply(op)`: no I/O, no awaits, deterministic.
+//!   It stores each key, value and version as one [`entry::Entry`]: a single
+//!   reference-counted allocation that replies share instead of copying.
 //! - [`txn`]: ATOMIC batches — key locks, undo, two-phase commit across shards.
 //! - [`http`]: the optional HTTP API (`--http-addr`) — hyper on glommio,
 //!   requests translated into msgpack messages and served by the same path.
 //! - [`config`] and [`datadir`]: validated flags, the locked data directory.
+//! - [`allocator`]: the process's allocator (mimalloc) and the sizes it
+//!   really holds, which the memory limit counts.
 //! - [`client`]: a blocking client library (std::net) shared by the CLI, the load
 //!   generator and the tests.
 //! - [`cli`]: the `corekv` command-line client (subcommands, output formats,
@@ -28,10 +32,12 @@
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 
+pub mod allocator;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod entry;
 pub mod failpoint;
 pub mod http;
 pub mod log;

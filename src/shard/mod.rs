@@ -384,10 +384,16 @@ impl Shard {
 
     /// Whether the log is due for compaction: larger than `min_bytes` and more
     /// than twice the live data, and not poisoned. Returns the live data (the
-    /// table's `memory_bytes`, which errs high), a bound on the snapshot's size.
+    /// size of the snapshot's records for the table's keys and values).
     pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
         let log = self.log.as_ref()?;
-        let live_bytes = self.table.borrow().stats().memory_bytes;
+        let table = self.table.borrow();
+        let stats = table.stats();
+        let live_bytes = crate::log::compaction::snapshot_bytes(
+            stats.keys,
+            table.key_bytes(),
+            stats.value_bytes,
+        );
         let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
         (due && log.poisoned().is_none()).then_some(live_bytes)
     }
@@ -408,15 +414,15 @@ impl Shard {
             .collect();
         let mut entries: Vec<SnapshotEntry> = table
             .entries()
-            .filter(|(key, _, _)| held.is_empty() || !held.contains(key))
-            .map(|(key, value, version)| (Box::from(key), value.clone(), version))
+            .filter(|entry| held.is_empty() || !held.contains(entry.key()))
+            .cloned()
             .collect();
         let mut shares = Vec::with_capacity(prepared.len());
         for (txn, batch) in prepared.iter() {
             let mut effects = Vec::new();
             for (key, before) in batch.undo.priors() {
-                if let Some((value, version)) = before.state() {
-                    entries.push((Box::from(key), value.clone(), version));
+                if let Some(entry) = before.state() {
+                    entries.push(entry.clone());
                 }
                 effects.push(tentative_effect(&table, key));
             }
@@ -648,10 +654,10 @@ fn write_stats_element(out: &mut Vec<u8>, stats: &TableStats) {
 /// snapshot): its current value and version, or a deletion if it is absent.
 fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
     match table.prior(key).state() {
-        Some((value, version)) => OwnedEffect::Put {
+        Some(entry) => OwnedEffect::Put {
             key: Box::from(key),
-            version,
-            value: value.clone(),
+            version: entry.version(),
+            value: entry.value().into(),
         },
         None => OwnedEffect::Del {
             key: Box::from(key),
