@@ -50,6 +50,11 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
+/// Every entry is allocated at least this large (the allocator's smallest
+/// class anyway), so that the four bytes after the count can always be read
+/// as one word: [`Entry::header`] decodes the common header, three one-byte
+/// varints, from that word.
+const MIN_ALLOC_BYTES: usize = REFS_BYTES + 4;
 /// Entries are aligned for their reference count.
 const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// References beyond this abort the process, as `Arc` does past `isize::MAX`:
@@ -92,8 +97,10 @@ impl Header {
         }
     }
 
+    /// The allocation's size: the header and the bytes, and at least
+    /// [`MIN_ALLOC_BYTES`].
     fn size(&self) -> usize {
-        self.key_at + self.key_len + self.value_len
+        (self.key_at + self.key_len + self.value_len).max(MIN_ALLOC_BYTES)
     }
 
     fn layout(&self) -> Layout {
@@ -193,6 +200,22 @@ impl Entry {
     }
 
     fn header(&self) -> Header {
+        // SAFETY: every allocation has at least MIN_ALLOC_BYTES.
+        let word = unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 4]>().read() };
+        let word = u32::from_le_bytes(word);
+        // Key under 64 bytes, value under 128, version under 128: three bytes.
+        if word & 0x0080_8080 == 0 {
+            return Header {
+                key_len: (word & 0x7f) as usize >> 1,
+                value_len: (word >> 8 & 0x7f) as usize,
+                version: u64::from(word >> 16 & 0x7f),
+                key_at: REFS_BYTES + 3,
+            };
+        }
+        self.decode_header()
+    }
+
+    fn decode_header(&self) -> Header {
         // SAFETY: `Entry::new` wrote three well-formed varints after the count.
         unsafe {
             let start = self.ptr.as_ptr().cast_const();
@@ -336,8 +359,9 @@ mod tests {
             (entry.key(), entry.value(), entry.version()),
             (&[][..], &[][..], 1)
         );
-        assert_eq!(entry.header().size(), 4 + 3);
-        assert!(entry.allocated_bytes() >= 7);
+        assert_eq!(header_bytes(&entry), 4 + 3);
+        assert_eq!(entry.header().size(), MIN_ALLOC_BYTES, "7 bytes, padded");
+        assert!(entry.allocated_bytes() >= MIN_ALLOC_BYTES);
         let no_key = Entry::new(b"", b"v", 2);
         assert_eq!((no_key.key(), no_key.value()), (&b""[..], &b"v"[..]));
         let no_value = Entry::new(b"k", b"", 3);
@@ -347,20 +371,36 @@ mod tests {
     #[test]
     fn lengths_and_versions_at_every_varint_boundary_round_trip() {
         // key_tag is key_len << 1, so its byte boundaries fall at half the
-        // value_len ones.
-        for len in [0, 1, 63, 64, 127, 128, 8191, 8192, 16383, 16384, 70_000] {
-            let key = vec![b'k'; len];
-            let value = vec![b'v'; len];
-            for version in [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX] {
-                let entry = Entry::new(&key, &value, version);
-                assert_eq!(entry.key(), &key[..], "key of {len} bytes");
-                assert_eq!(entry.value(), &value[..], "value of {len} bytes");
-                assert_eq!(entry.version(), version);
-                let expected = 4
-                    + varint_len((len as u64) << 1)
-                    + varint_len(len as u64)
-                    + varint_len(version);
-                assert_eq!(header_bytes(&entry), expected, "{len} bytes, v{version}");
+        // value_len ones. Each field crosses its boundaries on its own, so the
+        // one-word decoding of a three-byte header meets every mix.
+        let lens = [0, 1, 63, 64, 127, 128, 8191, 8192, 16383, 16384, 70_000];
+        let versions = [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX];
+        for key_len in lens {
+            for value_len in lens {
+                for version in versions {
+                    let (key, value) = (vec![b'k'; key_len], vec![b'v'; value_len]);
+                    let entry = Entry::new(&key, &value, version);
+                    let what = format!("{key_len}-byte key, {value_len}-byte value, v{version}");
+                    assert_eq!(entry.key(), &key[..], "{what}");
+                    assert_eq!(entry.value(), &value[..], "{what}");
+                    assert_eq!(entry.version(), version, "{what}");
+                    let expected = 4
+                        + varint_len((key_len as u64) << 1)
+                        + varint_len(value_len as u64)
+                        + varint_len(version);
+                    assert_eq!(header_bytes(&entry), expected, "{what}");
+                    let (word, decoded) = (entry.header(), entry.decode_header());
+                    assert_eq!(
+                        (word.key_len, word.value_len, word.version, word.key_at),
+                        (
+                            decoded.key_len,
+                            decoded.value_len,
+                            decoded.version,
+                            decoded.key_at
+                        ),
+                        "{what}"
+                    );
+                }
             }
         }
         assert_eq!(varint_len(127), 1);

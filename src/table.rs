@@ -232,15 +232,22 @@ fn pinned_note(reply_pinned_bytes: u64) -> String {
     }
 }
 
-/// Gives the pages of a bucket array the map just left (it grew, or shrank)
-/// back to the operating system now. It is the largest block a table frees —
-/// 9 MiB at a million keys — and the allocator would return it only after a
-/// delay, and only once this thread next frees or allocates pages, so a
-/// table that just grew would stay resident at one and a half times its
-/// buckets for an unknown time. Maps grow once per doubling, and each growth
-/// rehashes every key, so this call's cost is lost in it.
-fn release_old_buckets() {
-    allocator::return_free_memory_to_os();
+/// A bucket array the map left at least this large is given back at once.
+const RELEASE_BUCKETS_MIN_BYTES: usize = 1 << 20;
+
+/// Gives the pages of a bucket array of `allocation` bytes that the map just
+/// left (it grew, or shrank) back to the operating system now, if it is
+/// large. It is the largest block a table frees (9 MiB at a million keys),
+/// and the allocator would return it only after a delay, and only once this
+/// thread next frees or allocates pages, so a table that just grew would stay
+/// resident at one and a half times its buckets for an unknown time. A large
+/// map grows rarely and each growth rehashes every key, so the call's cost
+/// (tens of microseconds) is lost in it; small arrays are left to the
+/// allocator, which reuses their memory.
+fn release_old_buckets(allocation: usize) {
+    if allocation >= RELEASE_BUCKETS_MIN_BYTES {
+        allocator::return_free_memory_to_os();
+    }
 }
 
 /// What the allocator holds for a bucket array of `allocation` bytes (0: none).
@@ -376,6 +383,7 @@ impl Table {
             Some(_) => 0,
             None => self.index_growth_bytes(),
         };
+        let index_before = self.map.allocation_size();
         let growth = match old {
             Some(old) => (new_bytes + old.pinned_cost).saturating_sub(old.bytes),
             None => new_bytes + index_growth,
@@ -394,7 +402,7 @@ impl Table {
                 self.map
                     .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
                 if index_growth > 0 {
-                    release_old_buckets();
+                    release_old_buckets(index_before);
                 }
             }
         }
@@ -492,9 +500,12 @@ impl Table {
     /// Recovery: gives back room [`Table::reserve`] set aside beyond what the
     /// loaded keys need (the map then has the size growing would have given it).
     pub fn shrink_to_fit(&mut self) {
+        let before = self.map.allocation_size();
         let hasher = &self.hasher;
         self.map.shrink_to(0, |e| hasher.hash_one(e.key()));
-        release_old_buckets();
+        if self.map.allocation_size() != before {
+            release_old_buckets(before);
+        }
     }
 
     /// Recovery: removes a logged deletion's key, without counting a request.
