@@ -17,20 +17,25 @@
 //!
 //! ```text
 //! offset 0      4            (varints: 1 byte each below 128)
-//! +-------------+------------+--------------+------------+-----------+-------------+
-//! | refs: u32   | key_tag    | value_len    | version    | key bytes | value bytes |
-//! | (atomic)    | varint     | varint       | varint     |           |             |
-//! +-------------+------------+--------------+------------+-----------+-------------+
+//! +-------------+------------+--------------+-----------+-------------+------------+
+//! | refs: u32   | key_tag    | value_len    | key bytes | value bytes | version    |
+//! | (atomic)    | varint     | varint       |           |             | varint     |
+//! +-------------+------------+--------------+-----------+-------------+------------+
 //!   key_tag = key_len << 1 | deadline flag
 //!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
 //!             on every byte but the last
 //! ```
 //!
 //! The lengths and the version are varints because the header is most of what
-//! an entry adds to its bytes: for a 16-byte key and a 34-byte value the header
-//! is 7 bytes, the entry 57, and the allocator's 64-byte class holds it; with
-//! fixed-width fields (u32 + u64 + two u32) it would be 24 bytes, 74 in all,
-//! and the next class up (80) would hold it.
+//! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
+//! lengths and version take 3 bytes, the entry 57, and the allocator's 64-byte
+//! class holds it; with fixed-width fields (u32 + two u32 + u64) it would be
+//! 74, and the next class up (80) would hold it.
+//!
+//! The version comes last because every lookup reads the key and every reply
+//! the value: both sit behind two bytes of lengths, decoded from one load,
+//! however large the version has grown. The version, which only writes and
+//! GETV read, is decoded from the tail.
 //!
 //! The deadline flag is reserved for expiring keys: always 0 today. An entry
 //! that has one will carry it as 8 more bytes after the version, so entries
@@ -50,11 +55,6 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
-/// Every entry is allocated at least this large (the allocator's smallest
-/// class anyway), so that the four bytes after the count can always be read
-/// as one word: [`Entry::header`] decodes the common header, three one-byte
-/// varints, from that word.
-const MIN_ALLOC_BYTES: usize = REFS_BYTES + 4;
 /// Entries are aligned for their reference count.
 const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// References beyond this abort the process, as `Arc` does past `isize::MAX`:
@@ -73,38 +73,27 @@ unsafe impl Send for Entry {}
 // SAFETY: as above; `&Entry` only reads immutable bytes.
 unsafe impl Sync for Entry {}
 
-/// The decoded header: where the key and value are and how long.
-#[derive(Debug, Clone, Copy)]
+/// The decoded lengths: where the key and value are and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Header {
     key_len: usize,
     value_len: usize,
-    version: u64,
-    /// Offset of the key (the header's length).
+    /// Offset of the key (the reference count and both lengths before it).
     key_at: usize,
 }
 
 impl Header {
-    fn for_parts(key_len: usize, value_len: usize, version: u64) -> Header {
-        let key_at = REFS_BYTES
-            + varint_len(key_tag(key_len))
-            + varint_len(value_len as u64)
-            + varint_len(version);
+    fn for_lens(key_len: usize, value_len: usize) -> Header {
         Header {
             key_len,
             value_len,
-            version,
-            key_at,
+            key_at: REFS_BYTES + varint_len(key_tag(key_len)) + varint_len(value_len as u64),
         }
     }
 
-    /// The allocation's size: the header and the bytes, and at least
-    /// [`MIN_ALLOC_BYTES`].
-    fn size(&self) -> usize {
-        (self.key_at + self.key_len + self.value_len).max(MIN_ALLOC_BYTES)
-    }
-
-    fn layout(&self) -> Layout {
-        Layout::from_size_align(self.size(), ALIGN).expect("entry sizes are far below isize::MAX")
+    /// Offset of the version: right after the value.
+    fn version_at(&self) -> usize {
+        self.key_at + self.key_len + self.value_len
     }
 }
 
@@ -112,34 +101,58 @@ fn key_tag(key_len: usize) -> u64 {
     (key_len as u64) << 1
 }
 
-/// What the allocator holds for an entry of these parts: its size rounded up
-/// to the allocator's size class. The table counts this against the memory
-/// limit, before it builds the entry.
-pub fn allocated_bytes(key_len: usize, value_len: usize, version: u64) -> usize {
-    allocator::held_bytes(Header::for_parts(key_len, value_len, version).size())
+/// The layout of an entry of `size` bytes (to report a failed allocation).
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, ALIGN).expect("entry sizes are far below isize::MAX")
+}
+
+/// What an entry adds to a table's figures: its lengths, its version and what
+/// the allocator holds for it (its size rounded up to the allocator's size
+/// class, which the memory limit counts). Decoded at once, since a write
+/// needs all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub version: u64,
+    pub allocated_bytes: usize,
+}
+
+impl Footprint {
+    /// The footprint of an entry of these parts, known before it is built
+    /// (so that a write can be refused before it allocates).
+    pub fn of_parts(key_len: usize, value_len: usize, version: u64) -> Footprint {
+        let size = Header::for_lens(key_len, value_len).version_at() + varint_len(version);
+        Footprint {
+            key_bytes: key_len,
+            value_bytes: value_len,
+            version,
+            allocated_bytes: allocator::held_bytes(size),
+        }
+    }
 }
 
 impl Entry {
     /// Copies `key` and `value` into a new entry with one reference.
     pub fn new(key: &[u8], value: &[u8], version: u64) -> Entry {
-        let header = Header::for_parts(key.len(), value.len(), version);
-        let layout = header.layout();
-        // SAFETY: the layout's size is at least REFS_BYTES + 3, never zero.
-        let raw = unsafe { std::alloc::alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout)
+        let header = Header::for_lens(key.len(), value.len());
+        let size = header.version_at() + varint_len(version);
+        let Some(ptr) = allocator::allocate(size) else {
+            std::alloc::handle_alloc_error(layout(size))
         };
-        // SAFETY: `raw` is a fresh allocation of `header.size()` bytes aligned
-        // for a u32; the writes below fill exactly those bytes.
+        let raw = ptr.as_ptr();
+        // SAFETY: `raw` is a fresh allocation of `size` bytes aligned for a
+        // u32; the writes below fill exactly those bytes.
         unsafe {
             raw.cast::<AtomicU32>().write(AtomicU32::new(1));
             let mut at = raw.add(REFS_BYTES);
             at = write_varint(at, key_tag(key.len()));
             at = write_varint(at, value.len() as u64);
-            at = write_varint(at, version);
             debug_assert_eq!(at, raw.add(header.key_at));
             std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), at.add(key.len()), value.len());
+            let end = write_varint(raw.add(header.version_at()), version);
+            debug_assert_eq!(end, raw.add(size));
         }
         #[cfg(test)]
         live::created();
@@ -165,12 +178,25 @@ impl Entry {
     }
 
     pub fn version(&self) -> u64 {
-        self.header().version
+        self.version_and_size().0
     }
 
-    /// What the allocator holds for this entry (see [`allocated_bytes`]).
+    /// What the allocator holds for this entry (see [`Footprint`]).
     pub fn allocated_bytes(&self) -> usize {
-        allocator::held_bytes(self.header().size())
+        allocator::held_bytes(self.version_and_size().1)
+    }
+
+    /// The entry's lengths, version and allocated size, decoded at once.
+    pub fn footprint(&self) -> Footprint {
+        let header = self.header();
+        // SAFETY: `Entry::new` wrote a well-formed varint after the value.
+        let (version, size) = unsafe { self.read_version(header) };
+        Footprint {
+            key_bytes: header.key_len,
+            value_bytes: header.value_len,
+            version,
+            allocated_bytes: allocator::held_bytes(size),
+        }
     }
 
     /// Whether anyone else holds a reference to this entry (a reply, an undo
@@ -199,36 +225,52 @@ impl Entry {
         unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
     }
 
+    /// The lengths. Keys under 64 bytes with values under 128 (one byte
+    /// each) are decoded from one two-byte load.
     fn header(&self) -> Header {
-        // SAFETY: every allocation has at least MIN_ALLOC_BYTES.
-        let word = unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 4]>().read() };
-        let word = u32::from_le_bytes(word);
-        // Key under 64 bytes, value under 128, version under 128: three bytes.
-        if word & 0x0080_8080 == 0 {
+        // SAFETY: every entry has at least one byte of each length after the
+        // reference count (and a version after them).
+        let [tag, value_len] =
+            unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 2]>().read() };
+        if (tag | value_len) < 0x80 {
             return Header {
-                key_len: (word & 0x7f) as usize >> 1,
-                value_len: (word >> 8 & 0x7f) as usize,
-                version: u64::from(word >> 16 & 0x7f),
-                key_at: REFS_BYTES + 3,
+                key_len: usize::from(tag >> 1),
+                value_len: usize::from(value_len),
+                key_at: REFS_BYTES + 2,
             };
         }
         self.decode_header()
     }
 
     fn decode_header(&self) -> Header {
-        // SAFETY: `Entry::new` wrote three well-formed varints after the count.
+        // SAFETY: `Entry::new` wrote two well-formed varints after the count.
         unsafe {
             let start = self.ptr.as_ptr().cast_const();
             let (tag, at) = read_varint(start.add(REFS_BYTES));
             let (value_len, at) = read_varint(at);
-            let (version, at) = read_varint(at);
             Header {
                 key_len: (tag >> 1) as usize,
                 value_len: value_len as usize,
-                version,
                 key_at: at.offset_from(start) as usize,
             }
         }
+    }
+
+    /// The version, and the entry's size (it ends with the version).
+    fn version_and_size(&self) -> (u64, usize) {
+        // SAFETY: `Entry::new` wrote a well-formed varint after the value.
+        unsafe { self.read_version(self.header()) }
+    }
+
+    /// Decodes the version after the value `header` locates; returns it and
+    /// the entry's size.
+    ///
+    /// # Safety
+    /// `header` must be this entry's.
+    unsafe fn read_version(&self, header: Header) -> (u64, usize) {
+        let start = self.ptr.as_ptr().cast_const();
+        let (version, end) = read_varint(start.add(header.version_at()));
+        (version, end.offset_from(start) as usize)
     }
 }
 
@@ -251,12 +293,10 @@ impl Drop for Entry {
             return;
         }
         atomic::fence(Ordering::Acquire);
-        let layout = self.header().layout();
         #[cfg(test)]
         live::freed();
-        // SAFETY: this was the last reference; the layout is the one `new`
-        // allocated with (recomputed from the same header).
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+        // SAFETY: this was the last reference to a block from `allocate`.
+        unsafe { allocator::free(self.ptr) }
     }
 }
 
@@ -270,13 +310,10 @@ impl fmt::Debug for Entry {
     }
 }
 
-fn varint_len(mut n: u64) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
+/// Bytes of `n` as a varint: one per 7 significant bits, at least one.
+fn varint_len(n: u64) -> usize {
+    let bits = 64 - (n | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
 }
 
 /// Writes `n` as a varint at `at`; returns the byte after it.
@@ -311,8 +348,6 @@ unsafe fn read_varint(mut at: *const u8) -> (u64, *const u8) {
     }
 }
 
-/// Entries created and not yet freed on this thread, for tests that check a
-/// drop frees (unit tests build and drop their entries on their own thread).
 #[cfg(test)]
 pub(crate) mod live {
     use std::cell::Cell;
@@ -343,25 +378,29 @@ mod tests {
         entry.header().key_at
     }
 
+    fn size(entry: &Entry) -> usize {
+        entry.version_and_size().1
+    }
+
     #[test]
     fn an_entry_returns_its_key_value_and_version_byte_for_byte() {
         let entry = Entry::new(b"key", b"\xa5hello", 7);
         assert_eq!(entry.key(), b"key");
         assert_eq!(entry.value(), b"\xa5hello");
         assert_eq!(entry.version(), 7);
-        assert_eq!(header_bytes(&entry), 4 + 3);
+        assert_eq!(header_bytes(&entry), 4 + 2);
+        assert_eq!(size(&entry), 4 + 2 + 3 + 6 + 1);
     }
 
     #[test]
-    fn an_empty_key_and_an_empty_value_take_only_the_header() {
+    fn an_empty_key_and_an_empty_value_take_only_the_count_lengths_and_version() {
         let entry = Entry::new(b"", b"", 1);
         assert_eq!(
             (entry.key(), entry.value(), entry.version()),
             (&[][..], &[][..], 1)
         );
-        assert_eq!(header_bytes(&entry), 4 + 3);
-        assert_eq!(entry.header().size(), MIN_ALLOC_BYTES, "7 bytes, padded");
-        assert!(entry.allocated_bytes() >= MIN_ALLOC_BYTES);
+        assert_eq!(size(&entry), 4 + 3);
+        assert!(entry.allocated_bytes() >= 7);
         let no_key = Entry::new(b"", b"v", 2);
         assert_eq!((no_key.key(), no_key.value()), (&b""[..], &b"v"[..]));
         let no_value = Entry::new(b"k", b"", 3);
@@ -372,7 +411,7 @@ mod tests {
     fn lengths_and_versions_at_every_varint_boundary_round_trip() {
         // key_tag is key_len << 1, so its byte boundaries fall at half the
         // value_len ones. Each field crosses its boundaries on its own, so the
-        // one-word decoding of a three-byte header meets every mix.
+        // two-byte decoding of the lengths meets every mix.
         let lens = [0, 1, 63, 64, 127, 128, 8191, 8192, 16383, 16384, 70_000];
         let versions = [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX];
         for key_len in lens {
@@ -384,27 +423,26 @@ mod tests {
                     assert_eq!(entry.key(), &key[..], "{what}");
                     assert_eq!(entry.value(), &value[..], "{what}");
                     assert_eq!(entry.version(), version, "{what}");
-                    let expected = 4
-                        + varint_len((key_len as u64) << 1)
-                        + varint_len(value_len as u64)
-                        + varint_len(version);
-                    assert_eq!(header_bytes(&entry), expected, "{what}");
-                    let (word, decoded) = (entry.header(), entry.decode_header());
+                    let lengths = varint_len((key_len as u64) << 1) + varint_len(value_len as u64);
+                    assert_eq!(header_bytes(&entry), 4 + lengths, "{what}");
                     assert_eq!(
-                        (word.key_len, word.value_len, word.version, word.key_at),
-                        (
-                            decoded.key_len,
-                            decoded.value_len,
-                            decoded.version,
-                            decoded.key_at
-                        ),
+                        size(&entry),
+                        4 + lengths + key_len + value_len + varint_len(version),
                         "{what}"
                     );
+                    assert_eq!(entry.header(), entry.decode_header(), "{what}");
                 }
             }
         }
+    }
+
+    #[test]
+    fn varint_lengths_step_every_seven_bits() {
+        assert_eq!(varint_len(0), 1);
         assert_eq!(varint_len(127), 1);
         assert_eq!(varint_len(128), 2);
+        assert_eq!(varint_len(16383), 2);
+        assert_eq!(varint_len(16384), 3);
         assert_eq!(varint_len(u64::MAX), 10);
     }
 
@@ -413,17 +451,24 @@ mod tests {
         let value: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
         let entry = Entry::new(b"big", &value, 1);
         assert_eq!(entry.value(), &value[..]);
-        assert_eq!(entry.header().size(), 4 + 1 + 4 + 1 + 3 + value.len());
-        assert!(entry.allocated_bytes() >= entry.header().size());
+        assert_eq!(size(&entry), 4 + 1 + 4 + 3 + value.len() + 1);
+        assert!(entry.allocated_bytes() >= size(&entry));
     }
 
     #[test]
-    fn the_allocated_size_is_known_before_the_entry_is_built() {
+    fn the_footprint_is_known_before_the_entry_is_built() {
         for (key, value, version) in [(0, 0, 1), (16, 34, 1), (16, 34, 200), (100, 5000, 9)] {
             let entry = Entry::new(&vec![1; key], &vec![2; value], version);
+            let footprint = Footprint::of_parts(key, value, version);
+            assert_eq!(footprint, entry.footprint());
+            assert_eq!(footprint.allocated_bytes, entry.allocated_bytes());
             assert_eq!(
-                allocated_bytes(key, value, version),
-                entry.allocated_bytes()
+                (
+                    footprint.key_bytes,
+                    footprint.value_bytes,
+                    footprint.version
+                ),
+                (key, value, version)
             );
         }
     }
@@ -448,7 +493,7 @@ mod tests {
         }
         // The benchmark's shape: a 16-byte key and a 32-byte value (34 bytes
         // of msgpack) take a 64-byte block.
-        assert_eq!(allocated_bytes(16, 34, 1), 64);
+        assert_eq!(Footprint::of_parts(16, 34, 1).allocated_bytes, 64);
     }
 
     #[test]

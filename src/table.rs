@@ -35,7 +35,7 @@
 pub mod pinned;
 
 use crate::allocator;
-pub use crate::entry::Entry;
+pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
 use hashbrown::hash_table;
@@ -185,9 +185,7 @@ pub struct OverMemoryLimit {
 /// What a write needs to know of the entry it replaces.
 #[derive(Debug, Clone, Copy)]
 struct Replaced {
-    version: u64,
-    /// What the allocator holds for it.
-    bytes: u64,
+    footprint: Footprint,
     /// What it costs if it is pinned: an old entry that someone else holds is
     /// not freed but pinned, so the write must have room for it too, or
     /// same-size overwrites of values that stalled replies hold would grow
@@ -197,9 +195,9 @@ struct Replaced {
 
 impl Replaced {
     fn of(entry: &Entry) -> Replaced {
+        let footprint = entry.footprint();
         Replaced {
-            version: entry.version(),
-            bytes: entry.allocated_bytes() as u64,
+            footprint,
             pinned_cost: match entry.is_shared() {
                 true => pinned::pinned_cost(entry),
                 false => 0,
@@ -377,27 +375,34 @@ impl Table {
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, OverMemoryLimit> {
         let hash = self.hash(key);
         let old = self.map.find(hash, |e| e.key() == key).map(Replaced::of);
-        let version = old.map_or(0, |old| old.version) + 1;
-        let new_bytes = crate::entry::allocated_bytes(key.len(), value.len(), version) as u64;
+        let version = old.map_or(0, |old| old.footprint.version) + 1;
+        let new = Footprint::of_parts(key.len(), value.len(), version);
+        let new_bytes = new.allocated_bytes as u64;
         let index_growth = match old {
             Some(_) => 0,
             None => self.index_growth_bytes(),
         };
-        let index_before = self.map.allocation_size();
         let growth = match old {
-            Some(old) => (new_bytes + old.pinned_cost).saturating_sub(old.bytes),
+            Some(old) => {
+                (new_bytes + old.pinned_cost).saturating_sub(old.footprint.allocated_bytes as u64)
+            }
             None => new_bytes + index_growth,
         };
         self.check_growth(growth)?;
         let entry = Entry::new(key, value, version);
-        self.count_in(&entry);
-        match self.map.find_mut(hash, |e| e.key() == key) {
-            Some(slot) => {
-                let old = std::mem::replace(slot, entry);
-                self.count_out(&old);
-                self.pinned.displace(old);
+        self.count_in(&new);
+        match old {
+            Some(old) => {
+                let slot = self
+                    .map
+                    .find_mut(hash, |e| e.key() == key)
+                    .expect("the key was found above, and nothing has run since");
+                let replaced = std::mem::replace(slot, entry);
+                self.count_out(&old.footprint);
+                self.pinned.displace(replaced);
             }
             None => {
+                let index_before = self.map.allocation_size();
                 let hasher = &self.hasher;
                 self.map
                     .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
@@ -470,7 +475,7 @@ impl Table {
     /// as [`Table::load`] does. One lookup: the key is hashed once whether it
     /// is new or replaced.
     pub fn load_entry(&mut self, entry: Entry) {
-        self.count_in(&entry);
+        self.count_in(&entry.footprint());
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         let slot = self.map.entry(
@@ -481,7 +486,7 @@ impl Table {
         match slot {
             hash_table::Entry::Occupied(mut slot) => {
                 let old = std::mem::replace(slot.get_mut(), entry);
-                self.count_out(&old);
+                self.count_out(&old.footprint());
                 self.pinned.displace(old);
             }
             hash_table::Entry::Vacant(slot) => {
@@ -547,13 +552,13 @@ impl Table {
         let hash = self.hash(key);
         let slot = self.map.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = slot.remove();
-        self.count_out(&entry);
+        self.count_out(&entry.footprint());
         Some(entry)
     }
 
     /// Inserts an entry whose key is not in the map.
     fn insert_new(&mut self, entry: Entry) {
-        self.count_in(&entry);
+        self.count_in(&entry.footprint());
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         self.map
@@ -561,19 +566,19 @@ impl Table {
     }
 
     /// Adds an entry going into the map to the size figures.
-    fn count_in(&mut self, entry: &Entry) {
+    fn count_in(&mut self, entry: &Footprint) {
         self.stats.keys += 1;
-        self.stats.value_bytes += entry.value().len() as u64;
-        self.key_bytes += entry.key().len() as u64;
-        self.entry_bytes += entry.allocated_bytes() as u64;
+        self.stats.value_bytes += entry.value_bytes as u64;
+        self.key_bytes += entry.key_bytes as u64;
+        self.entry_bytes += entry.allocated_bytes as u64;
     }
 
     /// Removes an entry leaving the map from the size figures.
-    fn count_out(&mut self, entry: &Entry) {
+    fn count_out(&mut self, entry: &Footprint) {
         self.stats.keys -= 1;
-        self.stats.value_bytes -= entry.value().len() as u64;
-        self.key_bytes -= entry.key().len() as u64;
-        self.entry_bytes -= entry.allocated_bytes() as u64;
+        self.stats.value_bytes -= entry.value_bytes as u64;
+        self.key_bytes -= entry.key_bytes as u64;
+        self.entry_bytes -= entry.allocated_bytes as u64;
     }
 
     /// Refuses `growth` bytes more if they would pass the limit, counting pinned
@@ -667,7 +672,11 @@ fn write_oom(out: &mut Vec<u8>, key: &[u8], oom: OverMemoryLimit) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{allocated_bytes, live};
+    use crate::entry::live;
+
+    fn allocated_bytes(key_len: usize, value_len: usize, version: u64) -> usize {
+        Footprint::of_parts(key_len, value_len, version).allocated_bytes
+    }
 
     const NO_LIMIT: u64 = u64::MAX;
 
