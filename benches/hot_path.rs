@@ -72,6 +72,77 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// A message of `nr` requests of `opcode` (0 GET, 1 SET) on keys
+/// `key:{i:012}` (16 bytes) for i in `keys`, SETs with 32-byte values.
+fn message_of(opcode: u8, keys: impl Iterator<Item = usize>) -> Vec<u8> {
+    let value = Value::Binary(vec![b'v'; 32]);
+    let requests = keys.map(|i| {
+        let key = Value::Binary(format!("key:{i:012}").into_bytes());
+        match opcode {
+            1 => Value::Array(vec![1.into(), key, value.clone()]),
+            _ => Value::Array(vec![0.into(), key]),
+        }
+    });
+    let mut body = Vec::new();
+    rmpv::encode::write_value(&mut body, &Value::Array(requests.collect())).expect("encode");
+    body
+}
+
+fn apply_message(table: &mut Table, body: &[u8], out: &mut BatchResults) {
+    let mut ops = Vec::new();
+    decode_message(body, 0..body.len(), &LIMITS, &mut ops).expect("valid");
+    out.clear();
+    for op in &ops {
+        table.apply(op, body, out);
+    }
+}
+
+/// GETs over a table of 1 M keys, far larger than the CPU's caches, each
+/// message reading 100 keys not read for a long while: what a read costs
+/// when its key's entry is not cached.
+fn apply_large_table(c: &mut Criterion) {
+    let mut group = c.benchmark_group("table");
+    group.throughput(Throughput::Elements(100));
+    // Built on first use: a run that filters this benchmark out skips it.
+    let mut state = None;
+    let mut next = 0;
+    let mut out = BatchResults::default();
+    group.bench_function("apply_100_gets_1m_keys", |b| {
+        let (table, messages) = state.get_or_insert_with(large_table_and_gets);
+        b.iter(|| {
+            let (body, ops) = &messages[next];
+            next = (next + 1) % messages.len();
+            out.clear();
+            for op in ops {
+                table.apply(op, body, &mut out);
+            }
+            out.buf.len()
+        })
+    });
+    group.finish();
+}
+
+/// A table of 1 M keys, and every key once, in a scattered order (i * a
+/// prime, mod the key count), as 10 000 messages of 100 GETs.
+#[allow(clippy::type_complexity)]
+fn large_table_and_gets() -> (Table, Vec<(Vec<u8>, Vec<Op>)>) {
+    const NR_KEYS: usize = 1_000_000;
+    let mut table = Table::new(u64::MAX);
+    let mut out = BatchResults::default();
+    for start in (0..NR_KEYS).step_by(1000) {
+        apply_message(&mut table, &message_of(1, start..start + 1000), &mut out);
+    }
+    let messages = (0..NR_KEYS / 100)
+        .map(|m| {
+            let body = message_of(0, (m * 100..m * 100 + 100).map(|i| (i * 7_919) % NR_KEYS));
+            let mut ops = Vec::new();
+            decode_message(&body, 0..body.len(), &LIMITS, &mut ops).expect("valid");
+            (body, ops)
+        })
+        .collect();
+    (table, messages)
+}
+
 fn encode(c: &mut Criterion) {
     let value = [0xc4, 32]
         .iter()
@@ -94,5 +165,5 @@ fn encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, apply, encode);
+criterion_group!(benches, decode, apply, apply_large_table, encode);
 criterion_main!(benches);

@@ -21,6 +21,9 @@
 #   OUT          directory for the JSON reports (default: a new temp dir)
 #   SKIP_BUILD=1 use the binaries already built
 #   COREKV_COMMIT what to call the corekv build (default: git rev-parse of the repo)
+#   WORKLOADS    which rows to run, space-separated (default: all of them —
+#                kvstore batch16 inflight16 durable memory1m); e.g.
+#                WORKLOADS=memory1m for the memory row alone, which runs in seconds
 # Binaries are taken from ${CARGO_TARGET_DIR:-<repo>/target}/release.
 set -euo pipefail
 
@@ -31,10 +34,13 @@ CPUS=${CPUS:-0-$(($(nproc) - 1))}
 COREKV_PORT=${COREKV_PORT:-4100}
 REDIS_PORT=${REDIS_PORT:-6390}
 OUT=${OUT:-$(mktemp -d /tmp/corekv-compare.XXXXXX)}
+WORKLOADS=${WORKLOADS:-kvstore batch16 inflight16 durable memory1m}
 DATA=$OUT/corekv-data
 mkdir -p "$OUT"
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
+# selected NAME: whether the workload NAME is in $WORKLOADS.
+selected() { [[ " $WORKLOADS " == *" $1 "* ]]; }
 command -v jq >/dev/null || die "needs jq (apt-get install -y jq)"
 command -v taskset >/dev/null || die "needs taskset (util-linux)"
 
@@ -132,6 +138,11 @@ memory() {
       run "$name" "$server" "$n" "$@"
       after=$(rss_bytes "$pid")
       echo $(((after - before) / 1000000)) >"$OUT/$name-$server-$n.bytes_per_key"
+      if [ "$server" = corekv ]; then
+        # What corekv's memory limit counts, beside what the kernel sees.
+        "$BIN/corekv" --addr "127.0.0.1:$COREKV_PORT" stats --json |
+          jq '.memory_bytes / 1000000 | floor' >"$OUT/$name-$server-$n.accounted_per_key"
+      fi
     done
   done
   stop_servers
@@ -168,16 +179,19 @@ row_memory() {
   c=$(median "$OUT/$name-corekv-"*.bytes_per_key)
   r=$(median "$OUT/$name-redis-"*.bytes_per_key)
   echo "| $label, RSS growth per key | $c B | $r B | **$(ratio "$c" "$r")** |"
+  echo "| ↳ corekv's memory_bytes (what --max-memory-bytes counts) per key | $(median "$OUT/$name-corekv-"*.accounted_per_key) B | | |"
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-throughput kvstore auto --preset kvstore
-throughput batch16 1 --connections 50 --sets-per-message 8 --gets-per-message 8 --duration 5 --warmup 1
-throughput inflight16 1 --connections 50 --get-ratio 0.5 --pipeline 16 --duration 5 --warmup 1
-throughput durable auto:durable --connections 50 --sets-per-message 1 --gets-per-message 0 \
+selected kvstore && throughput kvstore auto --preset kvstore
+selected batch16 && throughput batch16 1 --connections 50 --sets-per-message 8 \
+  --gets-per-message 8 --duration 5 --warmup 1
+selected inflight16 && throughput inflight16 1 --connections 50 --get-ratio 0.5 --pipeline 16 \
   --duration 5 --warmup 1
-memory memory1m --connections 50 --sets-per-message 100 --gets-per-message 0 --keys 1000000 \
-  --key-bytes 16 --value-bytes 32 --messages 200
+selected durable && throughput durable auto:durable --connections 50 --sets-per-message 1 \
+  --gets-per-message 0 --duration 5 --warmup 1
+selected memory1m && memory memory1m --connections 50 --sets-per-message 100 \
+  --gets-per-message 0 --keys 1000000 --key-bytes 16 --value-bytes 32 --messages 200
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 COMMIT=${COREKV_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -193,16 +207,21 @@ echo "- load average at start $LOAD_START, at end $LOAD_END"
 echo
 echo "| workload | corekv | Redis | corekv / Redis |"
 echo "|---|---|---|---|"
-row_throughput kvstore "KVStore preset (corekv $SHARDS_kvstore shards, Redis 1 thread)"
-row_throughput batch16 "GET/SET, 16 per round trip (8 SET + 8 GET) × 50 conns, 1 shard vs 1 thread"
-row_throughput inflight16 "GET/SET 50/50, 16 in flight per conn × 50 conns, 1 shard vs 1 thread"
-row_memory memory1m "1 M keys (16 B keys, 32 B values), 1 shard vs 1 thread"
-row_throughput durable "Durable SET (1 per message × 50 conns), corekv $SHARDS_durable shards --fsync always vs Redis appendfsync always"
+selected kvstore &&
+  row_throughput kvstore "KVStore preset (corekv $SHARDS_kvstore shards, Redis 1 thread)"
+selected batch16 &&
+  row_throughput batch16 "GET/SET, 16 per round trip (8 SET + 8 GET) × 50 conns, 1 shard vs 1 thread"
+selected inflight16 &&
+  row_throughput inflight16 "GET/SET 50/50, 16 in flight per conn × 50 conns, 1 shard vs 1 thread"
+selected memory1m && row_memory memory1m "1 M keys (16 B keys, 32 B values), 1 shard vs 1 thread"
+selected durable &&
+  row_throughput durable "Durable SET (1 per message × 50 conns), corekv $SHARDS_durable shards --fsync always vs Redis appendfsync always"
 echo "| Restart of a 1 GB data set | not measured | | not scripted yet |"
 echo
 echo "Every run (ops/s; memory: bytes per key):"
 echo
 for name in kvstore batch16 inflight16 durable; do
+  selected "$name" || continue
   for server in corekv redis; do
     printf -- "- %s %s:" "$name" "$server"
     for n in $(seq "$RUNS"); do printf " %s" "$(human "$(jq .ops_per_s "$OUT/$name-$server-$n.json")")"; done
@@ -210,9 +229,15 @@ for name in kvstore batch16 inflight16 durable; do
   done
 done
 for server in corekv redis; do
+  selected memory1m || break
   printf -- "- memory1m %s:" "$server"
   for n in $(seq "$RUNS"); do printf " %s" "$(cat "$OUT/memory1m-$server-$n.bytes_per_key")"; done
   echo
 done
+if selected memory1m; then
+  printf -- "- memory1m corekv memory_bytes:"
+  for n in $(seq "$RUNS"); do printf " %s" "$(cat "$OUT/memory1m-corekv-$n.accounted_per_key")"; done
+  echo
+fi
 echo
 echo "JSON reports: $OUT"

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "failpoint", "notify", "sys"],
+    &["ids", "failpoint", "notify", "sys", "allocator"],
+    &["entry"],
     &["proto"],
     &["table"],
     &["log"],

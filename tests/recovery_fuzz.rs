@@ -156,7 +156,7 @@ fn first_damaged(
 fn table_state(tables: &[corekv::table::Table]) -> State {
     tables[0]
         .entries()
-        .map(|(key, value, version)| (key.to_vec(), (value.to_vec(), version)))
+        .map(|e| (e.key().to_vec(), (e.value().to_vec(), e.version())))
         .collect()
 }
 

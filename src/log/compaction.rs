@@ -72,7 +72,6 @@ use super::LogWriter;
 use crate::failpoint;
 use crate::ids::TxnId;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Snapshot bytes written per chunk before yielding to requests.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -95,13 +94,31 @@ pub enum CompactionError {
 }
 
 /// When a log is worth compacting: larger than `min_bytes` and more than twice
-/// the live data (the table's size estimate, which errs high).
+/// the live data (its snapshot's size, [`snapshot_bytes`]).
 pub fn should_compact(file_len: u64, live_bytes: u64, min_bytes: u64) -> bool {
     file_len > min_bytes && file_len > 2 * live_bytes
 }
 
-/// One entry of a snapshot: key, value, version.
-pub type SnapshotEntry = (Box<[u8]>, Arc<[u8]>, u64);
+/// The size of a snapshot's PUT records for `nr_keys` keys holding
+/// `key_bytes` of keys and `value_bytes` of values: each record is its key,
+/// its value, and a fixed frame (measured by encoding an empty one, so it
+/// follows the record format).
+pub fn snapshot_bytes(nr_keys: u64, key_bytes: u64, value_bytes: u64) -> u64 {
+    let mut empty = Vec::new();
+    format::write_effect(
+        &mut empty,
+        &Effect::Put {
+            key: b"",
+            version: 0,
+            value: b"",
+        },
+    );
+    key_bytes + value_bytes + nr_keys * empty.len() as u64
+}
+
+/// One entry of a snapshot: the table's entry (key, value, version) as it was
+/// when the snapshot was taken, shared with the table.
+pub type SnapshotEntry = crate::entry::Entry;
 
 /// The shard's state at `cut`, ready to be written without the table.
 pub struct Snapshot {
@@ -222,11 +239,11 @@ pub async fn write_snapshot(
     for txn in &snapshot.commits {
         format::write_commit(&mut chunk, *txn);
     }
-    for (key, value, version) in &snapshot.entries {
+    for entry in &snapshot.entries {
         let put = Effect::Put {
-            key,
-            version: *version,
-            value,
+            key: entry.key(),
+            version: entry.version(),
+            value: entry.value(),
         };
         format::write_effect(&mut chunk, &put);
         if chunk.len() >= CHUNK_BYTES {
@@ -288,4 +305,33 @@ async fn write_chunk(
         ));
     }
     Ok(len as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_bytes_is_the_size_of_the_put_records_of_the_keys_and_values() {
+        let entries: [(&[u8], &[u8], u64); 3] = [
+            (b"a", b"\xa1x", 1),
+            (b"longer-key", &[7; 9000], 300),
+            (b"", b"", u64::MAX),
+        ];
+        let mut records = Vec::new();
+        for (key, value, version) in entries {
+            let put = Effect::Put {
+                key,
+                version,
+                value,
+            };
+            format::write_effect(&mut records, &put);
+        }
+        let key_bytes = entries.iter().map(|e| e.0.len() as u64).sum();
+        let value_bytes = entries.iter().map(|e| e.1.len() as u64).sum();
+        assert_eq!(
+            snapshot_bytes(3, key_bytes, value_bytes),
+            records.len() as u64
+        );
+    }
 }

@@ -338,8 +338,8 @@ fn reshard(mut old: Vec<Table>, nr_shards: usize) -> Vec<Table> {
     let router = Router::new(nr_shards);
     let mut tables: Vec<Table> = (0..nr_shards).map(|_| Table::new(u64::MAX)).collect();
     for table in &mut old {
-        for (key, value, version) in table.drain() {
-            tables[router.route(&key).0].load(&key, value, version);
+        for entry in table.drain() {
+            tables[router.route(entry.key()).0].load_entry(entry);
         }
     }
     tables
@@ -371,13 +371,13 @@ fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
     let mut out = Vec::new();
     format::write_file_header(&mut out, epoch);
     let records_start = out.len();
-    for (key, value, version) in table.entries() {
+    for entry in table.entries() {
         format::write_effect(
             &mut out,
             &format::Effect::Put {
-                key,
-                version,
-                value,
+                key: entry.key(),
+                version: entry.version(),
+                value: entry.value(),
             },
         );
     }

@@ -416,7 +416,7 @@ fn apply_effect(table: &mut Table, effect: &Effect<'_>) {
             key,
             version,
             value,
-        } => table.load(key, Arc::from(*value), *version),
+        } => table.load(key, value, *version),
         Effect::Del { key } => {
             table.unload(key);
         }

@@ -3,13 +3,13 @@
 //! A GET's result element is `[-1, V]` where V may be megabytes. Copying V into
 //! every result would let a client amplify a few bytes of GETs into gigabytes of
 //! server memory before a single byte is written back. So an element's own bytes
-//! (array header, tag, version…) go into `buf`, and each value it carries is an
-//! `Arc<[u8]>` reference to the stored value, spliced in at a position of `buf`
-//! when the reply is written.
+//! (array header, tag, version…) go into `buf`, and each value it carries is a
+//! reference to the stored entry (`crate::entry::Entry`) whose value is spliced
+//! in at a position of `buf` when the reply is written.
 //!
 //! ```text
 //! buf:    | 92 ff |          | 93 fd |          01 |
-//! values:        ^ Arc(V1)          ^ Arc(V2)
+//! values:        ^ E1.value         ^ E2.value
 //!         '-- element 0 --'  '---- element 1 ------'      ends = [2, 5]
 //! ```
 //!
@@ -17,13 +17,13 @@
 //! both sides of it or end at it: every value-carrying element has at least one
 //! header byte before its value, so `start < p <= end` identifies the element.
 
-use std::sync::Arc;
+use crate::entry::Entry;
 
-/// A value spliced into the element bytes at `at`.
+/// An entry's value spliced into the element bytes at `at`.
 #[derive(Debug, Clone)]
 pub struct Splice {
     pub at: u32,
-    pub value: Arc<[u8]>,
+    pub entry: Entry,
 }
 
 /// Result slots of a batch of requests: `ends[i]` is where request i's elements
@@ -54,7 +54,12 @@ impl ElementRef<'_> {
 
     /// Length of the element on the wire.
     pub fn encoded_len(&self) -> usize {
-        self.bytes.len() + self.splices.iter().map(|s| s.value.len()).sum::<usize>()
+        self.bytes.len()
+            + self
+                .splices
+                .iter()
+                .map(|s| s.entry.value().len())
+                .sum::<usize>()
     }
 
     /// The element's pieces in wire order: its own bytes, interrupted by the
@@ -72,7 +77,7 @@ impl ElementRef<'_> {
                     let at = (splice.at - self.base) as usize;
                     let bytes = &self.bytes[from..at];
                     from = at;
-                    Some(Piece::BytesThenValue(bytes, &splice.value))
+                    Some(Piece::BytesThenValue(bytes, splice.entry.value()))
                 }
                 None => {
                     done = true;
@@ -89,7 +94,7 @@ pub enum Piece<'a> {
     /// Element bytes.
     Bytes(&'a [u8]),
     /// Element bytes followed by a spliced value.
-    BytesThenValue(&'a [u8], &'a Arc<[u8]>),
+    BytesThenValue(&'a [u8], &'a [u8]),
 }
 
 impl BatchResults {
@@ -100,11 +105,11 @@ impl BatchResults {
         self.splices.clear();
     }
 
-    /// Splices a stored value in at the current end of `buf`.
-    pub fn push_value(&mut self, value: &Arc<[u8]>) {
+    /// Splices a stored entry's value in at the current end of `buf`.
+    pub fn push_value(&mut self, entry: &Entry) {
         self.splices.push(Splice {
             at: self.buf.len() as u32,
-            value: value.clone(),
+            entry: entry.clone(),
         });
     }
 
@@ -134,7 +139,7 @@ impl BatchResults {
         for splice in element.splices {
             self.splices.push(Splice {
                 at: splice.at - element.base + base,
-                value: splice.value.clone(),
+                entry: splice.entry.clone(),
             });
         }
     }
@@ -147,7 +152,7 @@ impl BatchResults {
         self.splices
             .extend(other.splices.into_iter().map(|s| Splice {
                 at: s.at + base,
-                value: s.value,
+                entry: s.entry,
             }));
     }
 
@@ -193,7 +198,7 @@ impl BatchResults {
         self.splices
             .extend(other.splices.into_iter().map(|s| Splice {
                 at: s.at + base,
-                value: s.value,
+                entry: s.entry,
             }));
     }
 
@@ -244,8 +249,8 @@ mod tests {
 
     #[test]
     fn elements_interleave_their_bytes_and_spliced_values() {
-        let v1: Arc<[u8]> = Arc::from(&b"\xa2ab"[..]);
-        let v2: Arc<[u8]> = Arc::from(&b"\x07"[..]);
+        let v1 = Entry::new(b"k1", b"\xa2ab", 1);
+        let v2 = Entry::new(b"k2", b"\x07", 1);
         let mut results = BatchResults::default();
         results.end_request(); // a SET: no element
         results.buf.extend_from_slice(&[0x92, 0xff]);

@@ -9,7 +9,6 @@
 use crate::proto::{ElementRef, Piece};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use std::io;
-use std::sync::Arc;
 
 /// Buffered reply bytes that trigger a write before the round is done.
 pub const FLUSH_AT_BYTES: usize = 1 << 20;
@@ -45,7 +44,7 @@ impl<'a, W: AsyncWrite + Unpin> Output<'a, W> {
         self.flush_if_full().await
     }
 
-    async fn value(&mut self, value: &Arc<[u8]>) -> io::Result<()> {
+    async fn value(&mut self, value: &[u8]) -> io::Result<()> {
         if value.len() < DIRECT_WRITE_MIN_BYTES {
             self.buf.extend_from_slice(value);
             return Ok(());

@@ -247,10 +247,16 @@ impl Shard {
 
     /// Whether the log is due for compaction: larger than `min_bytes` and more
     /// than twice the live data, and not poisoned. Returns the live data (the
-    /// table's `memory_bytes`, which errs high), a bound on the snapshot's size.
+    /// size of the snapshot's records for the table's keys and values).
     pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
         let log = self.log.as_ref()?;
-        let live_bytes = self.table.borrow().stats().memory_bytes;
+        let table = self.table.borrow();
+        let stats = table.stats();
+        let live_bytes = crate::log::compaction::snapshot_bytes(
+            stats.keys,
+            table.key_bytes(),
+            stats.value_bytes,
+        );
         let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
         (due && log.poisoned().is_none()).then_some(live_bytes)
     }

@@ -227,15 +227,15 @@ impl Participant {
             .collect();
         let mut entries: Vec<SnapshotEntry> = table
             .entries()
-            .filter(|(key, _, _)| held.is_empty() || !held.contains(key))
-            .map(|(key, value, version)| (Box::from(key), value.clone(), version))
+            .filter(|entry| held.is_empty() || !held.contains(entry.key()))
+            .cloned()
             .collect();
         let mut shares = Vec::with_capacity(prepared.len());
         for (txn, batch) in prepared.iter() {
             let mut effects = Vec::new();
             for (key, before) in batch.undo.priors() {
-                if let Some((value, version)) = before.state() {
-                    entries.push((Box::from(key), value.clone(), version));
+                if let Some(entry) = before.state() {
+                    entries.push(entry.clone());
                 }
                 effects.push(tentative_effect(&table, key));
             }
@@ -321,10 +321,10 @@ fn run_with_undo<'b>(
 /// snapshot): its current value and version, or a deletion if it is absent.
 fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
     match table.prior(key).state() {
-        Some((value, version)) => OwnedEffect::Put {
+        Some(entry) => OwnedEffect::Put {
             key: Box::from(key),
-            version,
-            value: value.clone(),
+            version: entry.version(),
+            value: entry.value().into(),
         },
         None => OwnedEffect::Del {
             key: Box::from(key),

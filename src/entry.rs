@@ -1,0 +1,544 @@
+//! A stored entry: one heap allocation holding a key, its value and its
+//! version, behind a thin (8-byte), reference-counted pointer.
+//!
+//! A shard's table stores only these pointers; a GET's reply holds a clone of
+//! one and writes the entry's value bytes from it, never a copy
+//! (`proto::results`); an ATOMIC batch's undo log and a compaction snapshot
+//! hold clones too. An entry never changes once built: every write of a key
+//! makes a new one (its version is new), so a holder sees the key, value and
+//! version of the moment it took the reference, whatever the table does next.
+//!
+//! Why one allocation: with a boxed key and a shared value beside it, every
+//! entry cost two allocations, each rounded up to the allocator's size class,
+//! plus a 41-byte map slot holding both fat pointers and the version. Here the
+//! map slot is the pointer alone, and the key is compared inside the entry, so
+//! it is stored once (docs/benchmarks.md has the arithmetic and the
+//! measurements).
+//!
+//! ```text
+//! offset 0      4            (varints: 1 byte each below 128)
+//! +-------------+------------+--------------+-----------+-------------+------------+
+//! | refs: u32   | key_tag    | value_len    | key bytes | value bytes | version    |
+//! | (atomic)    | varint     | varint       |           |             | varint     |
+//! +-------------+------------+--------------+-----------+-------------+------------+
+//!   key_tag = key_len << 1 | deadline flag
+//!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
+//!             on every byte but the last
+//! ```
+//!
+//! The lengths and the version are varints because the header is most of what
+//! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
+//! lengths and version take 3 bytes, the entry 57, and the allocator's 64-byte
+//! class holds it; with fixed-width fields (u32 + two u32 + u64) it would be
+//! 74, and the next class up (80) would hold it.
+//!
+//! The version comes last because every lookup reads the key and every reply
+//! the value: both sit behind two bytes of lengths, decoded from one load,
+//! however large the version has grown. The version, which only writes and
+//! GETV read, is decoded from the tail.
+//!
+//! The deadline flag is reserved for expiring keys: always 0 today. An entry
+//! that has one will carry it as 8 more bytes after the version, so entries
+//! without one pay nothing for it.
+//!
+//! The reference count is atomic: replies travel to other shards' threads
+//! (a GET forwarded from another shard's connection) and drop their reference
+//! there. The table's owner keeps a reference for as long as anyone else holds
+//! one (`table::pinned`), so the last reference, and the free, is the owning
+//! shard's.
+
+use crate::allocator;
+use std::alloc::Layout;
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{self, AtomicU32, Ordering};
+
+/// Bytes of the reference count at the start of every entry.
+const REFS_BYTES: usize = 4;
+/// Entries are aligned for their reference count.
+const ALIGN: usize = std::mem::align_of::<AtomicU32>();
+/// References beyond this abort the process, as `Arc` does past `isize::MAX`:
+/// a count that wrapped would free an entry still in use. Reaching it takes
+/// two billion live clones (16 GiB of pointers alone).
+const MAX_REFS: u32 = u32::MAX / 2;
+
+/// A shared, immutable (key, value, version) in one allocation.
+pub struct Entry {
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: an entry's bytes never change after `Entry::new`, and its reference
+// count is atomic, so clones may be used and dropped on any thread.
+unsafe impl Send for Entry {}
+// SAFETY: as above; `&Entry` only reads immutable bytes.
+unsafe impl Sync for Entry {}
+
+/// The decoded lengths: where the key and value are and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    key_len: usize,
+    value_len: usize,
+    /// Offset of the key (the reference count and both lengths before it).
+    key_at: usize,
+}
+
+impl Header {
+    fn for_lens(key_len: usize, value_len: usize) -> Header {
+        Header {
+            key_len,
+            value_len,
+            key_at: REFS_BYTES + varint_len(key_tag(key_len)) + varint_len(value_len as u64),
+        }
+    }
+
+    /// Offset of the version: right after the value.
+    fn version_at(&self) -> usize {
+        self.key_at + self.key_len + self.value_len
+    }
+}
+
+fn key_tag(key_len: usize) -> u64 {
+    (key_len as u64) << 1
+}
+
+/// The layout of an entry of `size` bytes (to report a failed allocation).
+fn layout(size: usize) -> Layout {
+    Layout::from_size_align(size, ALIGN).expect("entry sizes are far below isize::MAX")
+}
+
+/// What an entry adds to a table's figures: its lengths, its version and what
+/// the allocator holds for it (its size rounded up to the allocator's size
+/// class, which the memory limit counts). Decoded at once, since a write
+/// needs all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+    pub version: u64,
+    pub allocated_bytes: usize,
+}
+
+impl Footprint {
+    /// The footprint of an entry of these parts, known before it is built
+    /// (so that a write can be refused before it allocates).
+    pub fn of_parts(key_len: usize, value_len: usize, version: u64) -> Footprint {
+        let size = Header::for_lens(key_len, value_len).version_at() + varint_len(version);
+        Footprint {
+            key_bytes: key_len,
+            value_bytes: value_len,
+            version,
+            allocated_bytes: allocator::held_bytes(size),
+        }
+    }
+}
+
+impl Entry {
+    /// Copies `key` and `value` into a new entry with one reference.
+    pub fn new(key: &[u8], value: &[u8], version: u64) -> Entry {
+        let header = Header::for_lens(key.len(), value.len());
+        let size = header.version_at() + varint_len(version);
+        let Some(ptr) = allocator::allocate(size) else {
+            std::alloc::handle_alloc_error(layout(size))
+        };
+        let raw = ptr.as_ptr();
+        // SAFETY: `raw` is a fresh allocation of `size` bytes aligned for a
+        // u32; the writes below fill exactly those bytes.
+        unsafe {
+            raw.cast::<AtomicU32>().write(AtomicU32::new(1));
+            let mut at = raw.add(REFS_BYTES);
+            at = write_varint(at, key_tag(key.len()));
+            at = write_varint(at, value.len() as u64);
+            debug_assert_eq!(at, raw.add(header.key_at));
+            std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
+            std::ptr::copy_nonoverlapping(value.as_ptr(), at.add(key.len()), value.len());
+            let end = write_varint(raw.add(header.version_at()), version);
+            debug_assert_eq!(end, raw.add(size));
+        }
+        #[cfg(test)]
+        live::created();
+        Entry { ptr }
+    }
+
+    pub fn key(&self) -> &[u8] {
+        let header = self.header();
+        // SAFETY: the key's bytes lie at key_at, inside the live allocation.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(header.key_at), header.key_len) }
+    }
+
+    /// The value bytes, exactly as they were written.
+    pub fn value(&self) -> &[u8] {
+        let header = self.header();
+        // SAFETY: the value's bytes follow the key, inside the live allocation.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.ptr.as_ptr().add(header.key_at + header.key_len),
+                header.value_len,
+            )
+        }
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version_and_size().0
+    }
+
+    /// What the allocator holds for this entry (see [`Footprint`]).
+    pub fn allocated_bytes(&self) -> usize {
+        allocator::held_bytes(self.version_and_size().1)
+    }
+
+    /// The entry's lengths, version and allocated size, decoded at once.
+    pub fn footprint(&self) -> Footprint {
+        let header = self.header();
+        // SAFETY: `Entry::new` wrote a well-formed varint after the value.
+        let (version, size) = unsafe { self.read_version(header) };
+        Footprint {
+            key_bytes: header.key_len,
+            value_bytes: header.value_len,
+            version,
+            allocated_bytes: allocator::held_bytes(size),
+        }
+    }
+
+    /// Whether anyone else holds a reference to this entry (a reply, an undo
+    /// log, a snapshot).
+    pub fn is_shared(&self) -> bool {
+        self.refs().load(Ordering::Acquire) > 1
+    }
+
+    /// Number of references, this one included.
+    pub fn ref_count(&self) -> usize {
+        self.refs().load(Ordering::Acquire) as usize
+    }
+
+    /// Whether two references are to the same entry.
+    pub fn ptr_eq(a: &Entry, b: &Entry) -> bool {
+        a.ptr == b.ptr
+    }
+
+    /// The entry's address: unique among live entries.
+    pub fn address(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    fn refs(&self) -> &AtomicU32 {
+        // SAFETY: every entry starts with its reference count, aligned (ALIGN).
+        unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
+    }
+
+    /// The lengths. Keys under 64 bytes with values under 128 (one byte
+    /// each) are decoded from one two-byte load.
+    fn header(&self) -> Header {
+        // SAFETY: every entry has at least one byte of each length after the
+        // reference count (and a version after them).
+        let [tag, value_len] =
+            unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 2]>().read() };
+        if (tag | value_len) < 0x80 {
+            return Header {
+                key_len: usize::from(tag >> 1),
+                value_len: usize::from(value_len),
+                key_at: REFS_BYTES + 2,
+            };
+        }
+        self.decode_header()
+    }
+
+    fn decode_header(&self) -> Header {
+        // SAFETY: `Entry::new` wrote two well-formed varints after the count.
+        unsafe {
+            let start = self.ptr.as_ptr().cast_const();
+            let (tag, at) = read_varint(start.add(REFS_BYTES));
+            let (value_len, at) = read_varint(at);
+            Header {
+                key_len: (tag >> 1) as usize,
+                value_len: value_len as usize,
+                key_at: at.offset_from(start) as usize,
+            }
+        }
+    }
+
+    /// The version, and the entry's size (it ends with the version).
+    fn version_and_size(&self) -> (u64, usize) {
+        // SAFETY: `Entry::new` wrote a well-formed varint after the value.
+        unsafe { self.read_version(self.header()) }
+    }
+
+    /// Decodes the version after the value `header` locates; returns it and
+    /// the entry's size.
+    ///
+    /// # Safety
+    /// `header` must be this entry's.
+    unsafe fn read_version(&self, header: Header) -> (u64, usize) {
+        let start = self.ptr.as_ptr().cast_const();
+        let (version, end) = read_varint(start.add(header.version_at()));
+        (version, end.offset_from(start) as usize)
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Entry {
+        // Relaxed, as in `Arc::clone`: a new reference is made from an existing
+        // one, which keeps the entry alive meanwhile.
+        if self.refs().fetch_add(1, Ordering::Relaxed) > MAX_REFS {
+            std::process::abort();
+        }
+        Entry { ptr: self.ptr }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        // Release, then Acquire before freeing, as in `Arc::drop`: every use of
+        // the entry through other references happens before the free.
+        if self.refs().fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        atomic::fence(Ordering::Acquire);
+        #[cfg(test)]
+        live::freed();
+        // SAFETY: this was the last reference to a block from `allocate`.
+        unsafe { allocator::free(self.ptr) }
+    }
+}
+
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("key", &String::from_utf8_lossy(self.key()))
+            .field("value_len", &self.value().len())
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+/// Bytes of `n` as a varint: one per 7 significant bits, at least one.
+fn varint_len(n: u64) -> usize {
+    let bits = 64 - (n | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Writes `n` as a varint at `at`; returns the byte after it.
+///
+/// # Safety
+/// `at` must be valid for `varint_len(n)` bytes of writes.
+unsafe fn write_varint(mut at: *mut u8, mut n: u64) -> *mut u8 {
+    while n >= 0x80 {
+        at.write(n as u8 | 0x80);
+        at = at.add(1);
+        n >>= 7;
+    }
+    at.write(n as u8);
+    at.add(1)
+}
+
+/// Reads a varint written by [`write_varint`]; returns it and the byte after it.
+///
+/// # Safety
+/// `at` must point at a complete varint.
+unsafe fn read_varint(mut at: *const u8) -> (u64, *const u8) {
+    let mut n = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = at.read();
+        at = at.add(1);
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return (n, at);
+        }
+        shift += 7;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod live {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<i64> = const { Cell::new(0) };
+    }
+
+    pub(crate) fn created() {
+        LIVE.with(|n| n.set(n.get() + 1));
+    }
+
+    pub(crate) fn freed() {
+        LIVE.with(|n| n.set(n.get() - 1));
+    }
+
+    /// Entries created minus entries freed on this thread so far.
+    pub(crate) fn count() -> i64 {
+        LIVE.with(Cell::get)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header_bytes(entry: &Entry) -> usize {
+        entry.header().key_at
+    }
+
+    fn size(entry: &Entry) -> usize {
+        entry.version_and_size().1
+    }
+
+    #[test]
+    fn an_entry_returns_its_key_value_and_version_byte_for_byte() {
+        let entry = Entry::new(b"key", b"\xa5hello", 7);
+        assert_eq!(entry.key(), b"key");
+        assert_eq!(entry.value(), b"\xa5hello");
+        assert_eq!(entry.version(), 7);
+        assert_eq!(header_bytes(&entry), 4 + 2);
+        assert_eq!(size(&entry), 4 + 2 + 3 + 6 + 1);
+    }
+
+    #[test]
+    fn an_empty_key_and_an_empty_value_take_only_the_count_lengths_and_version() {
+        let entry = Entry::new(b"", b"", 1);
+        assert_eq!(
+            (entry.key(), entry.value(), entry.version()),
+            (&[][..], &[][..], 1)
+        );
+        assert_eq!(size(&entry), 4 + 3);
+        assert!(entry.allocated_bytes() >= 7);
+        let no_key = Entry::new(b"", b"v", 2);
+        assert_eq!((no_key.key(), no_key.value()), (&b""[..], &b"v"[..]));
+        let no_value = Entry::new(b"k", b"", 3);
+        assert_eq!((no_value.key(), no_value.value()), (&b"k"[..], &b""[..]));
+    }
+
+    #[test]
+    fn lengths_and_versions_at_every_varint_boundary_round_trip() {
+        // key_tag is key_len << 1, so its byte boundaries fall at half the
+        // value_len ones. Each field crosses its boundaries on its own, so the
+        // two-byte decoding of the lengths meets every mix.
+        let lens = [0, 1, 63, 64, 127, 128, 8191, 8192, 16383, 16384, 70_000];
+        let versions = [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX];
+        for key_len in lens {
+            for value_len in lens {
+                for version in versions {
+                    let (key, value) = (vec![b'k'; key_len], vec![b'v'; value_len]);
+                    let entry = Entry::new(&key, &value, version);
+                    let what = format!("{key_len}-byte key, {value_len}-byte value, v{version}");
+                    assert_eq!(entry.key(), &key[..], "{what}");
+                    assert_eq!(entry.value(), &value[..], "{what}");
+                    assert_eq!(entry.version(), version, "{what}");
+                    let lengths = varint_len((key_len as u64) << 1) + varint_len(value_len as u64);
+                    assert_eq!(header_bytes(&entry), 4 + lengths, "{what}");
+                    assert_eq!(
+                        size(&entry),
+                        4 + lengths + key_len + value_len + varint_len(version),
+                        "{what}"
+                    );
+                    assert_eq!(entry.header(), entry.decode_header(), "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn varint_lengths_step_every_seven_bits() {
+        assert_eq!(varint_len(0), 1);
+        assert_eq!(varint_len(127), 1);
+        assert_eq!(varint_len(128), 2);
+        assert_eq!(varint_len(16383), 2);
+        assert_eq!(varint_len(16384), 3);
+        assert_eq!(varint_len(u64::MAX), 10);
+    }
+
+    #[test]
+    fn a_large_value_is_stored_whole() {
+        let value: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
+        let entry = Entry::new(b"big", &value, 1);
+        assert_eq!(entry.value(), &value[..]);
+        assert_eq!(size(&entry), 4 + 1 + 4 + 3 + value.len() + 1);
+        assert!(entry.allocated_bytes() >= size(&entry));
+    }
+
+    #[test]
+    fn the_footprint_is_known_before_the_entry_is_built() {
+        for (key, value, version) in [(0, 0, 1), (16, 34, 1), (16, 34, 200), (100, 5000, 9)] {
+            let entry = Entry::new(&vec![1; key], &vec![2; value], version);
+            let footprint = Footprint::of_parts(key, value, version);
+            assert_eq!(footprint, entry.footprint());
+            assert_eq!(footprint.allocated_bytes, entry.allocated_bytes());
+            assert_eq!(
+                (
+                    footprint.key_bytes,
+                    footprint.value_bytes,
+                    footprint.version
+                ),
+                (key, value, version)
+            );
+        }
+    }
+
+    #[test]
+    fn the_allocated_size_is_what_the_allocator_really_holds() {
+        for (key, value) in [
+            (0, 0),
+            (16, 34),
+            (16, 41),
+            (16, 42),
+            (200, 3000),
+            (1, 100_000),
+        ] {
+            let entry = Entry::new(&vec![1; key], &vec![2; value], 1);
+            let real = allocator::usable_bytes(entry.ptr.as_ptr());
+            assert_eq!(
+                entry.allocated_bytes(),
+                real,
+                "{key}-byte key, {value}-byte value"
+            );
+        }
+        // The benchmark's shape: a 16-byte key and a 32-byte value (34 bytes
+        // of msgpack) take a 64-byte block.
+        assert_eq!(Footprint::of_parts(16, 34, 1).allocated_bytes, 64);
+    }
+
+    #[test]
+    fn a_reply_shares_the_entry_and_the_last_reference_frees_it() {
+        let before = live::count();
+        let entry = Entry::new(b"k", b"value", 1);
+        assert!(!entry.is_shared());
+        let reply = entry.clone();
+        assert!(Entry::ptr_eq(&entry, &reply));
+        assert_eq!(reply.value().as_ptr(), entry.value().as_ptr(), "not a copy");
+        assert!(entry.is_shared());
+        assert_eq!(entry.ref_count(), 2);
+        drop(entry);
+        assert_eq!(live::count(), before + 1, "the reply keeps it alive");
+        assert_eq!(reply.ref_count(), 1);
+        assert_eq!(reply.value(), b"value");
+        drop(reply);
+        assert_eq!(live::count(), before, "the last reference freed it");
+    }
+
+    #[test]
+    fn equal_entries_are_different_entries() {
+        let (a, b) = (Entry::new(b"k", b"v", 1), Entry::new(b"k", b"v", 1));
+        assert!(!Entry::ptr_eq(&a, &b));
+        assert_ne!(a.address(), b.address());
+    }
+
+    #[test]
+    fn references_dropped_on_other_threads_leave_the_entry_to_its_owner() {
+        let entry = Entry::new(b"k", &[7; 100], 1);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let reply = entry.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let again = reply.clone();
+                        assert_eq!(again.value(), &[7; 100][..]);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("reader thread");
+        }
+        assert_eq!(entry.ref_count(), 1);
+        assert!(!entry.is_shared());
+    }
+}
