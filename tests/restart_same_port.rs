@@ -21,9 +21,11 @@ use std::time::{Duration, Instant};
 
 /// Attempts at finding free ports for the first start.
 const PORT_ATTEMPTS: usize = 10;
-/// Attempts at restarting on the same ports. A dead server's sockets keep a
-/// port busy for about a minute, so a few quick attempts still catch that.
-const RESTART_ATTEMPTS: usize = 3;
+/// Attempts at restarting on the same ports: one. A dead server's sockets would
+/// keep a port busy for about a minute without SO_REUSEADDR; after a `kill -9`
+/// the kernel also holds its listening socket while it tears down its io_uring
+/// rings, which start-up waits out by itself.
+const RESTART_ATTEMPTS: usize = 1;
 const RESTART_PAUSE: Duration = Duration::from_millis(100);
 
 /// A loopback address whose port was free a moment ago.

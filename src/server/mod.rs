@@ -233,9 +233,26 @@ fn check_memlock() -> Result<(), ServerError> {
 /// Binds once without SO_REUSEPORT: fails if anything already listens on the
 /// address (shards bind with SO_REUSEPORT, which would otherwise silently share
 /// the port with another server), and turns port 0 into a concrete port.
+///
+/// A port found in use is tried again for up to [`PORT_RELEASE_WAIT`]: a server
+/// killed with `kill -9` leaves its listening socket to the kernel until the
+/// kernel has torn down the io_uring rings that were waiting on it, which it
+/// does in the background, within a fraction of a second. A live server keeps
+/// its port, so the start still fails then, that much later.
 fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
-    bind::probe(addr).map_err(|source| ServerError::Bind { addr, source })
+    let deadline = Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match bind::probe(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            result => return result.map_err(|source| ServerError::Bind { addr, source }),
+        }
+    }
 }
+
+/// How long start-up waits for a port a dead server's kernel state still holds.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 fn install_signal_thread(state: Arc<ServerState>) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -500,7 +517,7 @@ impl ShardPlan {
             http.await; // stops accepting at shutdown too, then finishes its connections
         }
         drain(self.id, &self.state, &live).await;
-        net.stop();
+        net.close();
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.
         // A failure is reported once, by `run`, with every shard's.

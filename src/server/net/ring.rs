@@ -25,6 +25,8 @@ use std::task::{Context, Poll, Waker};
 const RING_ENTRIES: u32 = 1024;
 /// `user_data` of requests whose completion nobody waits for (cancellations).
 const IGNORED: u64 = u64::MAX;
+/// How long [`NetRing::close`] waits for cancelled operations to finish.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where an operation stands.
 enum Slot {
@@ -91,10 +93,39 @@ impl NetRing {
         self.start(entry)
     }
 
-    /// Stops the poller (the shard is exiting).
-    pub fn stop(&self) {
+    /// Stops the poller and cancels every operation still in flight, waiting
+    /// (at most [`CLOSE_WAIT`]) until the kernel has let go of them. An
+    /// operation in flight holds its socket open: a pending accept would keep
+    /// the address listening after the process exits, until the kernel tears
+    /// the ring down in the background, and a server restarted at once on the
+    /// same port would find it taken.
+    pub fn close(&self) {
         self.stopped.set(true);
         self.wake_poller.notify_all();
+        let in_flight: Vec<usize> = {
+            let slots = self.slots.borrow();
+            (0..slots.len())
+                .filter(|&i| matches!(slots[i], Slot::Waiting(_) | Slot::Abandoned))
+                .collect()
+        };
+        for slot in in_flight {
+            let cancel = opcode::AsyncCancel::new(slot as u64).build();
+            self.push(cancel.user_data(IGNORED));
+        }
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while self.nr_in_flight() > 0 && std::time::Instant::now() < deadline {
+            self.turn();
+            // The shard is exiting: nothing else runs on this thread any more.
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
+    fn nr_in_flight(&self) -> usize {
+        let slots = self.slots.borrow();
+        slots
+            .iter()
+            .filter(|slot| matches!(slot, Slot::Waiting(_) | Slot::Abandoned))
+            .count()
     }
 
     fn start(self: &Rc<Self>, entry: squeue::Entry) -> Op {
