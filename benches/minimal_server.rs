@@ -14,7 +14,7 @@
 //!   every ready socket once, serves what it read, and writes every reply at
 //!   the end of the pass, as Redis does.
 //! - `ring`: one glommio executor serving sockets through corekv's own
-//!   `corekv::server::net` (a `NetRing` and its poller task, a `NetListener`,
+//!   `corekv::net` (a `NetRing` and its poller task, a `NetListener`,
 //!   one task per connection reading and writing a `NetStream`): corekv's
 //!   current network path.
 //!
@@ -320,12 +320,12 @@ mod glommio_tcp {
 }
 
 mod ring {
-    //! The `ring` variant: corekv's own network path (`corekv::server::net`).
+    //! The `ring` variant: corekv's own network path (`corekv::net`).
 
     use super::store::Store;
     use super::task_connection;
-    use corekv::server::net::listener::NetListener;
-    use corekv::server::net::ring::NetRing;
+    use corekv::net::listener::NetListener;
+    use corekv::net::ring::NetRing;
     use std::cell::RefCell;
     use std::net::TcpListener;
     use std::rc::Rc;

@@ -59,6 +59,7 @@ fi
 if ! command -v redis-server >/dev/null; then
   apt-get install -y redis-server >/dev/null || die "cannot install redis-server"
 fi
+MACHINE="$(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r)"
 # The script, the sampler and the load generator stay off the servers' CPU.
 taskset -cp "$LOADGEN_CPU" $$ >/dev/null
 
@@ -253,7 +254,7 @@ COMMIT=${COREKV_COMMIT:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || e
 [ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null)" ] && COMMIT="$COMMIT + working tree"
 echo "## corekv vs Redis ($(date -u +%Y-%m-%d), medians of $RUNS runs)"
 echo
-echo "- machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r)"
+echo "- machine: $MACHINE"
 echo "- corekv $COMMIT; $(redis-server --version | cut -d' ' -f1-3)"
 echo "- per-core rows: 1 corekv shard, then 1 Redis thread, pinned to CPU $CORE_CPU; load generator on CPU $LOADGEN_CPU"
 echo "- default rows: corekv with its default shard count, Redis, both on CPUs $ALL_CPUS; load generator on CPU $LOADGEN_CPU"

@@ -78,6 +78,7 @@ pub mod http;
 pub mod ids;
 pub mod log;
 pub mod metrics;
+pub mod net;
 pub mod notify;
 pub mod proto;
 pub mod server;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &["ids", "failpoint", "notify", "sys", "allocator"],
-    &["entry"],
+    &["entry", "net"],
     &["proto"],
     &["table"],
     &["log"],

@@ -30,8 +30,8 @@ use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::protocol::Protocol;
 use crate::script::{Script, Tally};
+use corekv::net::stream::NetStream;
 use futures_lite::{AsyncRead, AsyncWrite, Future};
-use glommio::net::TcpStream;
 use glommio::timer::Timer;
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
@@ -74,6 +74,8 @@ pub struct Job {
     /// Latency per message, nanoseconds; one per executor, merged at the end.
     pub latency_ns: RefCell<Histogram<u64>>,
     pub progress: Arc<Progress>,
+    /// A connection waiting this long for a reply (or to write) fails.
+    pub reply_timeout: Duration,
 }
 
 /// How one connection's run went.
@@ -111,7 +113,7 @@ struct Conn<'a> {
     job: &'a Job,
     id: u64,
     script: &'a mut dyn Script,
-    stream: &'a mut TcpStream,
+    stream: &'a mut NetStream,
     out: Vec<u8>,
     /// Bytes of `out` already written.
     written: usize,
@@ -123,6 +125,11 @@ struct Conn<'a> {
     received: u64,
     schedule: Option<Schedule>,
     timer: Option<Timer>,
+    /// Fires a reply timeout; re-armed only when it goes off early, so a
+    /// message costs no timer update.
+    silence: Timer,
+    /// When the connection last read or wrote.
+    last_progress: Instant,
     /// The counted window (`None`: count everything).
     window: Option<(Instant, Instant)>,
     outcome: Outcome,
@@ -134,7 +141,7 @@ pub async fn drive(
     job: &Job,
     id: u64,
     script: &mut dyn Script,
-    stream: &mut TcpStream,
+    stream: &mut NetStream,
     started: Instant,
 ) -> Outcome {
     let schedule = job.rate_ops_per_s.map(|rate| {
@@ -163,6 +170,8 @@ pub async fn drive(
         received: 0,
         schedule,
         timer: schedule.map(|_| Timer::new(Duration::ZERO)),
+        silence: Timer::new(job.reply_timeout),
+        last_progress: started,
         window,
         outcome: Outcome::default(),
     };
@@ -328,10 +337,10 @@ impl Conn<'_> {
                 progressed |= Pin::new(timer).poll(cx).is_ready();
             }
             if progressed {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
+                self.last_progress = Instant::now();
+                return Poll::Ready(Ok(()));
             }
+            self.poll_silence(cx)
         })
         .await?;
         if self.written == self.out.len() {
@@ -339,6 +348,24 @@ impl Conn<'_> {
             self.written = 0;
         }
         Ok(())
+    }
+
+    /// Pending, unless the connection has waited `reply_timeout` for a reply
+    /// or to write since it last made progress.
+    fn poll_silence(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        while Pin::new(&mut self.silence).poll(cx).is_ready() {
+            let quiet = self.last_progress.elapsed();
+            let waiting = self.in_flight() > 0 || self.written < self.out.len();
+            if waiting && quiet >= self.job.reply_timeout {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no reply within {:?}", self.job.reply_timeout),
+                )));
+            }
+            let left = self.job.reply_timeout.saturating_sub(quiet);
+            self.silence.reset(left.max(Duration::from_millis(1)));
+        }
+        Poll::Pending
     }
 
     /// Keeps at least half a chunk free, doubling the buffer for a big reply.

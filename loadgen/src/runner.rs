@@ -22,7 +22,8 @@ use crate::progress::{Printer, Progress};
 use crate::report::{Report, Totals};
 use crate::script::Script;
 use crate::workload::{Fixed, FixedTemplates};
-use glommio::net::TcpStream;
+use corekv::net::ring::NetRing;
+use corekv::net::stream::NetStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
@@ -179,7 +180,7 @@ fn run_thread(
 }
 
 /// A connected connection with its script, ready to run.
-type Prepared = Result<(TcpStream, Box<dyn Script>), String>;
+type Prepared = Result<(NetStream, Box<dyn Script>), String>;
 
 async fn run_connections(
     config: Rc<Config>,
@@ -187,6 +188,24 @@ async fn run_connections(
     progress: Arc<Progress>,
     gate: &StartGate,
 ) -> ThreadResult {
+    // The executor's own network ring (corekv::net): its sockets' events never
+    // interrupt the thread, so the load generator costs little per message.
+    let ring = match NetRing::new() {
+        Ok(ring) => ring,
+        Err(e) => {
+            gate.arrive();
+            let failed = keys
+                .iter()
+                .map(|_| Outcome::failed(format!("network ring: {e}")));
+            return ThreadResult {
+                outcomes: failed.collect(),
+                latency_ns: new_histogram(),
+                started: Instant::now(),
+                finished: Instant::now(),
+            };
+        }
+    };
+    glommio::spawn_local(ring.clone().run()).detach();
     let job = Rc::new(run_job(&config, progress.clone()));
     let prefill = (config.prefill_messages() > 0).then(|| Rc::new(prefill_job(&config, progress)));
     let templates = match &config.workload {
@@ -200,7 +219,8 @@ async fn run_connections(
         .into_iter()
         .map(|keys| {
             let script = script(&config, templates.clone(), &keys);
-            glommio::spawn_local(prepare(config.clone(), prefill.clone(), keys, script))
+            let prepared = prepare(config.clone(), prefill.clone(), keys, script, ring.clone());
+            glommio::spawn_local(prepared)
         })
         .collect();
     let mut prepared = Vec::with_capacity(preparing.len());
@@ -219,6 +239,7 @@ async fn run_connections(
         outcomes.push(task.await);
     }
     let finished = Instant::now();
+    ring.close();
     let latency_ns = job.latency_ns.borrow().clone();
     ThreadResult {
         outcomes,
@@ -258,11 +279,11 @@ async fn prepare(
     prefill: Option<Rc<Job>>,
     keys: ConnKeys,
     script: Box<dyn Script>,
+    ring: Rc<NetRing>,
 ) -> Prepared {
     let id = keys.conn;
-    let mut stream = connect(config.addr, config.reply_timeout)
-        .await
-        .map_err(|e| format!("connection {id}: {e}"))?;
+    let mut stream = NetStream::connect(config.addr, config.reply_timeout, ring)
+        .map_err(|e| format!("connection {id}: cannot connect to {}: {e}", config.addr))?;
     if let Some(job) = prefill {
         let c = &config;
         let mut filler = Prefill::new(c.protocol, &keys, c.key_bytes, c.value_bytes, c.seed);
@@ -304,6 +325,7 @@ fn run_job(config: &Config, progress: Arc<Progress>) -> Job {
         record: true,
         latency_ns: RefCell::new(new_histogram()),
         progress,
+        reply_timeout: config.reply_timeout,
     }
 }
 
@@ -315,17 +337,6 @@ fn prefill_job(config: &Config, progress: Arc<Progress>) -> Job {
         record: false,
         ..run_job(config, progress)
     }
-}
-
-async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStream, String> {
-    let describe = |e: glommio::GlommioError<()>| format!("cannot connect to {addr}: {e}");
-    let stream = TcpStream::connect_timeout(addr, timeout)
-        .await
-        .map_err(describe)?;
-    stream.set_nodelay(true).map_err(describe)?;
-    stream.set_read_timeout(Some(timeout)).map_err(describe)?;
-    stream.set_write_timeout(Some(timeout)).map_err(describe)?;
-    Ok(stream)
 }
 
 pub(crate) fn new_histogram() -> Histogram<u64> {

@@ -155,3 +155,31 @@ fn increments_the_server_lost_fail_the_final_counter_check() {
     assert_eq!(increments.counter.value, Some(0));
     assert!(!report.passed(), "{}", report.to_text());
 }
+
+/// Reads every message and never answers.
+fn never_answers(mut stream: TcpStream) {
+    let mut buf = [0u8; 4096];
+    while let Ok(1..) = stream.read(&mut buf) {}
+}
+
+#[test]
+fn a_server_that_never_answers_fails_each_connection_at_the_reply_timeout() {
+    let addr = fake_server(never_answers);
+    let argv = [
+        "corekv-loadgen",
+        "--addr",
+        &addr,
+        "--quiet",
+        "--connections",
+        "2",
+        "--messages",
+        "5",
+        "--reply-timeout-ms",
+        "300",
+    ];
+    let config = Config::from_args(&Args::parse_from(argv)).expect("valid flags");
+    let report = corekv_loadgen::run(&config).expect("run takes place");
+    assert!(!report.passed());
+    assert_eq!(report.messages, 0);
+    assert_eq!(report.failed_connections, 2, "{report:?}");
+}

@@ -21,11 +21,11 @@
 //! - On shutdown the connection finishes the round in hand, answers it, and
 //!   closes instead of reading again.
 
-use super::net::stream::NetStream;
 use super::output::Output;
 use super::round::Round;
 use super::shutdown::Shutdown;
 use super::state::ServerState;
+use crate::net::stream::NetStream;
 use crate::proto::frame::{begin_frame, finish_frame, next_frame};
 use crate::proto::{reply, ErrorCode, FrameTooBig, RequestLimits};
 use crate::shard::Shard;

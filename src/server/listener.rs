@@ -9,8 +9,8 @@
 //! pause; they never stop the listener.
 
 use super::connection::{self, ShardContext};
-use super::net::listener::NetListener;
-use super::net::stream::NetStream;
+use crate::net::listener::NetListener;
+use crate::net::stream::NetStream;
 use crate::proto::frame::{begin_frame, finish_frame};
 use crate::proto::{reply, ErrorCode};
 use futures_lite::{future, AsyncWriteExt};

@@ -42,7 +42,6 @@ pub mod compactor;
 pub mod connection;
 pub mod final_sync;
 pub mod listener;
-pub mod net;
 pub mod output;
 pub mod reclaim;
 pub mod round;
@@ -437,7 +436,7 @@ impl ShardPlan {
     }
 
     async fn serve(self) -> ShardEnd {
-        let net = match net::ring::NetRing::new() {
+        let net = match crate::net::ring::NetRing::new() {
             Ok(net) => net,
             Err(e) => {
                 let message = format!("cannot set up its network ring: {e}");
@@ -450,7 +449,7 @@ impl ShardPlan {
             }
         };
         let listener = match bind::shared_listener(self.addr) {
-            Ok(listener) => net::listener::NetListener::new(listener, net.clone()),
+            Ok(listener) => crate::net::listener::NetListener::new(listener, net.clone()),
             Err(source) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,

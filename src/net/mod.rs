@@ -1,5 +1,7 @@
-//! The shard's network path: client sockets served through an io_uring ring
-//! of the shard's own, set up so that network events never interrupt it.
+//! The network path of a glommio executor: sockets served through an io_uring
+//! ring of the executor's own, set up so that network events never interrupt
+//! it. The server's shards serve their clients with it; the load generator
+//! drives its connections with it.
 //!
 //! # Why not glommio's sockets
 //!

@@ -41,6 +41,18 @@ impl NetStream {
         }
     }
 
+    /// Connects to `addr` (a blocking connect, bounded by `timeout`: for a
+    /// client setting up its connections), with Nagle's algorithm off.
+    pub fn connect(
+        addr: std::net::SocketAddr,
+        timeout: std::time::Duration,
+        ring: Rc<NetRing>,
+    ) -> io::Result<NetStream> {
+        let stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        Ok(NetStream::new(OwnedFd::from(stream), ring))
+    }
+
     /// Waits for `op` (armed if absent); an error result is the socket's error.
     fn wait(
         op: &mut Option<Op>,
