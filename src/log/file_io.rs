@@ -15,29 +15,6 @@ use std::io;
 use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 
-/// How a sync is carried out (chosen once per process; see docs/benchmarks.md
-/// for the measurements behind the default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyncMechanism {
-    /// A blocking `fdatasync` on the shard's own thread.
-    Inline,
-    /// io_uring's `IORING_OP_FSYNC` through glommio.
-    Uring,
-    /// `fdatasync` on glommio's blocking thread pool.
-    Pool,
-}
-
-impl SyncMechanism {
-    /// The mechanism in use: `COREKV_LOG_SYNC=inline|uring|pool`, else the default.
-    pub fn current() -> SyncMechanism {
-        match std::env::var("COREKV_LOG_SYNC").as_deref() {
-            Ok("inline") => SyncMechanism::Inline,
-            Ok("uring") => SyncMechanism::Uring,
-            _ => SyncMechanism::Pool,
-        }
-    }
-}
-
 /// Writes all of `bytes` at `offset` of `file`. A short write to a regular file
 /// means the device refused (full, quota): an error like any other.
 pub fn pwrite_all(file: &BufferedFile, mut bytes: &[u8], mut offset: u64) -> io::Result<()> {
@@ -56,22 +33,24 @@ pub fn pwrite_all(file: &BufferedFile, mut bytes: &[u8], mut offset: u64) -> io:
     Ok(())
 }
 
-/// Makes everything written to `file` durable, without blocking the shard's
-/// thread (except with [`SyncMechanism::Inline`]). The `Rc` keeps the file, and
-/// so its descriptor, open until the sync is done.
-pub async fn fdatasync(file: Rc<BufferedFile>, mechanism: SyncMechanism) -> io::Result<()> {
-    match mechanism {
-        SyncMechanism::Inline => sys::fdatasync(file.as_raw_fd()),
-        SyncMechanism::Uring => file.fdatasync().await.map_err(io::Error::from),
-        SyncMechanism::Pool => {
-            let fd = file.as_raw_fd();
-            let result = glommio::executor()
-                .spawn_blocking(move || sys::fdatasync(fd))
-                .await;
-            drop(file);
-            result
-        }
-    }
+/// Makes everything written to `file` durable without blocking the shard's
+/// thread: the `fdatasync` runs on the executor's blocking thread pool (one
+/// thread, free to run on any CPU; `server` sets it up). The `Rc` keeps the
+/// file, and so its descriptor, open until the sync is done.
+///
+/// Measured against the alternatives (docs/benchmarks.md, "Durable SET: how
+/// the sync runs"): a blocking `fdatasync` on the shard's thread stops the
+/// shard for the sync; io_uring's fsync through glommio's ring, or through the
+/// shard's own network ring, runs on a kernel worker that shares the shard's
+/// CPU; the pool thread pinned to the shard's CPU waits for it too. An unbound
+/// pool thread gave the most durable writes per second.
+pub async fn fdatasync(file: Rc<BufferedFile>) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let result = glommio::executor()
+        .spawn_blocking(move || sys::fdatasync(fd))
+        .await;
+    drop(file);
+    result
 }
 
 /// Allocates `[offset, offset + len)` of `file` (growing its size), so that

@@ -27,7 +27,7 @@
 //! in-memory table may hold writes that never reached disk; they are answered
 //! IOERR, never acknowledged.
 
-use super::file_io::{self, SyncMechanism};
+use super::file_io;
 use super::sync_stats::SyncStats;
 use super::{format, FsyncMode};
 use crate::failpoint;
@@ -86,7 +86,6 @@ pub struct LogWriter {
     allocated: Cell<u64>,
     /// Records written and not yet synced, for the records-per-sync figure.
     unsynced_records: Cell<u64>,
-    sync_mechanism: SyncMechanism,
     sync_stats: RefCell<SyncStats>,
     poisoned: RefCell<Option<LogPoisoned>>,
     /// Wakes the flusher (something to write) and waiters (progress).
@@ -121,7 +120,6 @@ impl LogWriter {
             synced: Cell::new(len),
             allocated: Cell::new(start.file_size.max(len)),
             unsynced_records: Cell::new(0),
-            sync_mechanism: SyncMechanism::current(),
             sync_stats: RefCell::new(SyncStats::default()),
             poisoned: RefCell::new(None),
             work: Notify::default(),
@@ -390,7 +388,7 @@ impl LogWriter {
         let file = self.file.borrow().clone();
         let started = Instant::now();
         let synced = match failpoint::check("log::fdatasync", Some(self.shard)) {
-            Ok(()) => file_io::fdatasync(file, self.sync_mechanism).await,
+            Ok(()) => file_io::fdatasync(file).await,
             Err(e) => Err(e),
         };
         match synced {

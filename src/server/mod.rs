@@ -60,7 +60,7 @@ use crate::sys;
 use crate::table::Table;
 use crate::txn::participant::Participant;
 use connection::{ConnectionLimits, ShardContext};
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use shutdown::Shutdown;
 use state::ServerState;
 use std::net::SocketAddr;
@@ -421,6 +421,10 @@ impl ShardPlan {
         let executor = LocalExecutorBuilder::new(self.placement.clone())
             .name(&format!("corekv-shard-{}", self.id.0))
             .io_memory(IO_MEMORY_BYTES)
+            // The log's syncs run on this pool's thread (`log::file_io`). Left
+            // free to run on any CPU, it does not wait for its busy shard's CPU
+            // to finish a sync (docs/benchmarks.md has the comparison).
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
             .make();
         match executor {
             Ok(executor) => executor.run(self.serve()),

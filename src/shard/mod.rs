@@ -269,6 +269,14 @@ impl Shard {
     /// Runs a batch of request arrays forwarded by a peer, in order; the
     /// results are ready to be acknowledged.
     pub async fn execute_batch(&self, batch: &[u8]) -> BatchResults {
+        let (results, wrote) = self.run_batch(batch).await;
+        self.settled(results, wrote).await
+    }
+
+    /// The execution part of [`Shard::execute_batch`]: its results, not yet
+    /// safe to acknowledge if it wrote (the bool). While no key is held it
+    /// never suspends.
+    async fn run_batch(&self, batch: &[u8]) -> (BatchResults, bool) {
         let mut results = BatchResults::default();
         let ops = match decode_forwarded(batch) {
             Ok(ops) => ops,
@@ -276,10 +284,21 @@ impl Shard {
                 // The sender validated these bytes; getting here is a bug.
                 debug_assert!(false, "forwarded batch failed to decode: {e}");
                 tracing::error!(shard = %self.id, "forwarded batch failed to decode: {e}");
-                return results;
+                return (results, false);
             }
         };
-        self.execute_ops(&ops, batch, &mut results).await;
+        let wrote = self.run_ops(&ops, batch, &mut results).await;
+        (results, wrote)
+    }
+
+    /// `results`, once what they wrote is safe (IOERR in their place if the
+    /// log failed).
+    async fn settled(&self, mut results: BatchResults, wrote: bool) -> BatchResults {
+        if wrote {
+            if let Err(poisoned) = self.settle().await {
+                results.fail_from(0, ErrorCode::IoErr, &poisoned.to_string());
+            }
+        }
         results
     }
 
@@ -403,7 +422,22 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 from,
                 ticket,
                 batch,
-            } if shard.txn.is_idle() => answer_batch(&shard, from, ticket, batch).await,
+            } if shard.txn.is_idle() => {
+                // Run in place, in arrival order; wait for the log in a task
+                // of its own, so the next batches run (and join the same
+                // group commit) while this one's sync is in flight.
+                let (results, wrote) = shard.run_batch(&batch).await;
+                if wrote {
+                    let shard = shard.clone();
+                    glommio::spawn_local(async move {
+                        let results = shard.settled(results, true).await;
+                        respond(&shard, from, ticket, results, Ok(())).await
+                    })
+                    .detach();
+                } else {
+                    respond(&shard, from, ticket, results, Ok(())).await;
+                }
+            }
             ShardRequest::Batch {
                 from,
                 ticket,
