@@ -61,6 +61,8 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.addr
     );
-    corekv::server::run(config, |addr| tracing::info!("listening on {addr}"))?;
+    corekv::server::run(config, corekv::http::start, |addr| {
+        tracing::info!("listening on {addr}")
+    })?;
     Ok(())
 }

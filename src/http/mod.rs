@@ -37,11 +37,12 @@ pub mod recovering;
 pub mod routes;
 
 use crate::server::connection::ShardContext;
+use crate::server::frontend::{Frontend, ShardTask};
+use crate::server::listener::admit_until_shutdown;
 use compat::HyperStream;
 use dispatch::Dispatcher;
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -103,33 +104,42 @@ impl HttpPlan {
     }
 }
 
-/// What the shard's HTTP connections share.
-struct Shared {
-    live: Cell<usize>,
+/// Starts the HTTP API for the server ([`crate::server::run`]): binds `addr`
+/// and answers 503 on it until recovery ends.
+pub fn start(addr: SocketAddr, max_connections: usize) -> std::io::Result<Arc<dyn Frontend>> {
+    Ok(Arc::new(HttpPlan::start(addr, max_connections)?))
+}
+
+impl Frontend for HttpPlan {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn end_recovery(&self) {
+        HttpPlan::end_recovery(self)
+    }
+
+    fn bind(&self) -> std::io::Result<ShardTask> {
+        let listener = HttpPlan::bind(self)?;
+        Ok(Box::new(move |ctx| Box::pin(serve(listener, ctx))))
+    }
 }
 
 /// Accepts HTTP connections until shutdown, then waits (bounded) for the open
 /// ones to finish.
 pub async fn serve(listener: TcpListener, ctx: ShardContext) {
-    let shared = Rc::new(Shared { live: Cell::new(0) });
     glommio::spawn_local(publish_figures(ctx.clone())).detach();
-    loop {
-        let accept = async { Some(listener.accept().await) };
-        let stop = async {
-            ctx.shutdown.wait().await;
-            None
-        };
-        match future::or(stop, accept).await {
-            None => break,
-            Some(Ok(stream)) => admit(stream, &ctx, &shared),
-            Some(Err(e)) => {
-                tracing::warn!(shard = %ctx.shard.id(), "http accept failed: {e}");
-                glommio::timer::sleep(ACCEPT_RETRY_PAUSE).await;
-            }
-        }
-    }
+    let listener = &listener;
+    let live = admit_until_shutdown(
+        &ctx,
+        "http accept",
+        || listener.accept(),
+        serve_admitted,
+        refuse,
+    )
+    .await;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while shared.live.get() > 0 && Instant::now() < deadline {
+    while live.get() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(DRAIN_POLL).await;
     }
 }
@@ -143,24 +153,14 @@ async fn publish_figures(ctx: ShardContext) {
     }
 }
 
-fn admit(stream: TcpStream, ctx: &ShardContext, shared: &Rc<Shared>) {
-    if !ctx.state.admit_connection() {
-        glommio::spawn_local(refuse(stream, ctx.state.max_connections)).detach();
-        return;
-    }
+/// Serves a connection the accept loop admitted, counted in this shard's gauges.
+async fn serve_admitted(stream: TcpStream, ctx: ShardContext) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!("cannot set TCP_NODELAY: {e}");
     }
-    count_http_connection(ctx, true);
-    shared.live.set(shared.live.get() + 1);
-    let (ctx, shared) = (ctx.clone(), shared.clone());
-    glommio::spawn_local(async move {
-        serve_connection(&ctx, stream).await;
-        ctx.state.release_connection();
-        count_http_connection(&ctx, false);
-        shared.live.set(shared.live.get() - 1);
-    })
-    .detach();
+    count_http_connection(&ctx, true);
+    serve_connection(&ctx, stream).await;
+    count_http_connection(&ctx, false);
 }
 
 /// Counts an opened (or closed) connection in this shard's gauges.

@@ -10,12 +10,12 @@
 //!    corekv-server — listens there, and resolves port 0;
 //! 3. open (create) and lock the data directory, check or write the engine
 //!    marker ([`crate::datadir`]);
-//! 4. with `--http-addr`, bind it for good and answer 503 until recovery
-//!    ends ([`crate::http::recovering`]);
+//! 4. with `--http-addr`, start the HTTP frontend ([`frontend`]): it binds
+//!    the address for good and answers 503 until recovery ends;
 //! 5. recover the tables from the logs;
 //! 6. start one thread per shard: build its executor, bind its listeners
 //!    ([`bind`]), report ready; then connect the mesh and serve (the HTTP
-//!    API, [`crate::http`], as a task beside the msgpack listener).
+//!    frontend's task beside the msgpack listener).
 //!
 //! Shutdown: the signal thread sets the shared flag; each shard stops accepting,
 //! lets its connections answer what they have read, and waits until every shard
@@ -27,6 +27,8 @@
 //!
 //! - [`bind`]: listening sockets (SO_REUSEPORT, SO_REUSEADDR) and the probe.
 //! - [`final_sync`]: the last log sync at shutdown, and its failure report.
+//! - [`frontend`]: how another way in (the HTTP API) starts and stops with
+//!   the server without the server knowing it.
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`compactor`]: the task that compacts the shard's log when it is due.
 //! - [`connection`]: buffered framing, one round per read.
@@ -41,6 +43,7 @@ pub mod bind;
 pub mod compactor;
 pub mod connection;
 pub mod final_sync;
+pub mod frontend;
 pub mod listener;
 pub mod output;
 pub mod reclaim;
@@ -60,6 +63,7 @@ use crate::sys;
 use crate::table::Table;
 use crate::txn::participant::Participant;
 use connection::{ConnectionLimits, ShardContext};
+use frontend::{Frontend, StartFrontend};
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use shutdown::Shutdown;
 use state::ServerState;
@@ -125,9 +129,15 @@ pub enum ServerError {
     },
 }
 
-/// Runs the server until it is shut down by a signal. `on_listening` is called
-/// with the bound address once every shard accepts connections.
-pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), ServerError> {
+/// Runs the server until it is shut down by a signal. With `--http-addr`,
+/// `start_http` starts the frontend that serves it (see [`frontend`]).
+/// `on_listening` is called with the bound address once every shard accepts
+/// connections.
+pub fn run(
+    config: Config,
+    start_http: StartFrontend,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
     check_memlock()?;
     sys::raise_nofile_limit();
     let addr = probe_bind(config.addr)?;
@@ -136,10 +146,10 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine == Engine::Log));
     let http = match http_addr {
         Some(addr) => {
-            // Answers 503 during recovery; see crate::http::recovering.
-            let plan = crate::http::HttpPlan::start(addr, config.max_connections)
+            // The HTTP API answers 503 during recovery.
+            let frontend = start_http(addr, config.max_connections)
                 .map_err(|source| ServerError::Bind { addr, source })?;
-            Some(plan)
+            Some(frontend)
         }
         None => None,
     };
@@ -162,7 +172,7 @@ pub fn run(config: Config, on_listening: impl FnOnce(SocketAddr)) -> Result<(), 
     }
     on_listening(addr);
     if let Some(http) = &http {
-        tracing::info!("http listening on {}", http.addr);
+        tracing::info!("http listening on {}", http.addr());
     }
     let mut unsynced = Vec::new();
     for (shard, thread) in threads.into_iter().enumerate() {
@@ -277,7 +287,7 @@ type ReadyReport = Result<(), ServerError>;
 
 fn spawn_shards(
     config: &Config,
-    (addr, http): (SocketAddr, Option<crate::http::HttpPlan>),
+    (addr, http): (SocketAddr, Option<Arc<dyn Frontend>>),
     (state, metrics): (Arc<ServerState>, Arc<Metrics>),
     loaded: Loaded,
     ready: mpsc::Sender<ReadyReport>,
@@ -352,7 +362,7 @@ struct ShardPlan {
     log: Option<LogPlan>,
     ready: mpsc::Sender<ReadyReport>,
     /// The HTTP API, if `--http-addr` was given.
-    http: Option<crate::http::HttpPlan>,
+    http: Option<Arc<dyn Frontend>>,
 }
 
 /// Where a shard's log lives, how it syncs, when it is compacted.
@@ -464,13 +474,13 @@ impl ShardPlan {
                 return Ok(());
             }
         };
-        let http_listener = match self.http.as_ref().map(|plan| (plan, plan.bind())) {
+        let http_task = match self.http.as_ref().map(|http| (http, http.bind())) {
             None => None,
-            Some((_, Ok(listener))) => Some(listener),
-            Some((plan, Err(source))) => {
+            Some((_, Ok(task))) => Some(task),
+            Some((http, Err(source))) => {
                 let error = ServerError::ShardBind {
                     shard: self.id,
-                    addr: plan.addr,
+                    addr: http.addr(),
                     source,
                 };
                 let _ = self.ready.send(Err(error));
@@ -512,8 +522,7 @@ impl ShardPlan {
             limits: self.limits,
             metrics: self.metrics.clone(),
         };
-        let http = http_listener
-            .map(|listener| glommio::spawn_local(crate::http::serve(listener, ctx.clone())));
+        let http = http_task.map(|serve| glommio::spawn_local(serve(ctx.clone())));
         glommio::spawn_local(net.clone().run()).detach();
         let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
         if let Some(http) = http {
