@@ -10,6 +10,7 @@
 //!
 //! Follow a request by reading the modules in this order:
 //!
+//! - [`net`]: sockets on each shard's own io_uring ring, cheap per message.
 //! - [`server`]: per-shard listeners (SO_REUSEPORT), connections with buffered
 //!   framing, and the *round* that serves all buffered messages at once;
 //!   start-up and shutdown.
@@ -47,8 +48,8 @@
 //! never one to its right.
 //!
 //! ```text
-//! ids, sys, failpoint, notify, allocator → entry → proto → table → log
-//!   → shard → txn → metrics → config → datadir → server, http, backup → bin
+//! ids, sys, failpoint, notify, allocator → entry, net → proto → table → log
+//!   → shard → txn → metrics → config → datadir → server → backup → http → bin
 //!                                           (client → cli beside: proto, ids only)
 //! ```
 //!

@@ -1,0 +1,314 @@
+//! A shard's thread: its executor, its listeners, its log, and the serving
+//! tasks, from start to the last sync at shutdown.
+//!
+//! [`spawn_shards`] starts one thread per shard, pinned to a CPU when there
+//! are enough. Each builds its glommio executor, binds its listeners and opens
+//! its log, reports ready (or why not), then connects the mesh and serves:
+//! the msgpack listener, the frontend's task (the HTTP API), the compactor
+//! and the sweep of pinned values. At shutdown it drains its connections,
+//! waits until every shard has drained (peers may still forward to it), and
+//! syncs the rest of its log.
+
+use super::connection::{ConnectionLimits, ShardContext};
+use super::frontend::Frontend;
+use super::shutdown::{self, Shutdown};
+use super::startup::Loaded;
+use super::state::ServerState;
+use super::{bind, compactor, final_sync, listener, reclaim, ServerError};
+use crate::config::{Config, Engine};
+use crate::ids::{Router, ShardId};
+use crate::log::writer::LogStart;
+use crate::log::{FsyncMode, LogWriter};
+use crate::metrics::Metrics;
+use crate::proto::RequestLimits;
+use crate::shard::{mesh, Shard};
+use crate::sys;
+use crate::table::Table;
+use crate::txn::participant::Participant;
+use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Memory each executor registers with io_uring for storage I/O. The memory
+/// engine does no file I/O, so the minimum glommio accepts is enough; keeping it
+/// small keeps many shards within a default RLIMIT_MEMLOCK.
+const IO_MEMORY_BYTES: usize = 64 * 1024;
+/// How long a shard waits at shutdown for its connections to finish their rounds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+pub type ReadyReport = Result<(), ServerError>;
+
+pub fn spawn_shards(
+    config: &Config,
+    (addr, http): (SocketAddr, Option<Arc<dyn Frontend>>),
+    (state, metrics): (Arc<ServerState>, Arc<Metrics>),
+    loaded: Loaded,
+    ready: mpsc::Sender<ReadyReport>,
+) -> Vec<std::thread::JoinHandle<ShardEnd>> {
+    let cpus = sys::allowed_cpus();
+    let pin = cpus.len() >= config.nr_shards;
+    if !pin {
+        tracing::warn!(
+            "{} shards on {} CPUs: shards are not pinned to CPUs",
+            config.nr_shards,
+            cpus.len()
+        );
+    }
+    let meshes = mesh::build(config.nr_shards);
+    meshes
+        .into_iter()
+        .zip(loaded.tables)
+        .enumerate()
+        .map(|(i, (mesh, table))| {
+            let placement = if pin {
+                Placement::Fixed(cpus[i])
+            } else {
+                Placement::Unbound
+            };
+            let plan = ShardPlan {
+                id: ShardId(i),
+                addr,
+                placement,
+                mesh,
+                state: state.clone(),
+                metrics: metrics.clone(),
+                limits: connection_limits(config),
+                table,
+                next_txn_seq: loaded.next_txn_seq,
+                log: (config.engine == Engine::Log).then(|| LogPlan {
+                    path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
+                    len: loaded.log_lens[i],
+                    fsync: config.fsync,
+                    compact_min_bytes: config.compact_min_bytes,
+                }),
+                ready: ready.clone(),
+                http: http.clone(),
+            };
+            std::thread::Builder::new()
+                .name(format!("corekv-shard-{i}"))
+                .spawn(move || plan.run())
+                .expect("spawning a shard thread")
+        })
+        .collect()
+}
+
+fn connection_limits(config: &Config) -> ConnectionLimits {
+    ConnectionLimits {
+        max_frame_bytes: config.max_frame_bytes,
+        request: RequestLimits {
+            max_key_bytes: config.max_key_bytes,
+        },
+    }
+}
+
+/// Everything a shard thread starts from.
+struct ShardPlan {
+    id: ShardId,
+    addr: SocketAddr,
+    placement: Placement,
+    mesh: mesh::MeshEnds,
+    state: Arc<ServerState>,
+    metrics: Arc<Metrics>,
+    limits: ConnectionLimits,
+    table: Table,
+    next_txn_seq: u64,
+    log: Option<LogPlan>,
+    ready: mpsc::Sender<ReadyReport>,
+    /// The HTTP API, if `--http-addr` was given.
+    http: Option<Arc<dyn Frontend>>,
+}
+
+/// Where a shard's log lives, how it syncs, when it is compacted.
+struct LogPlan {
+    path: std::path::PathBuf,
+    /// The intact log's length, where appends continue.
+    len: u64,
+    fsync: FsyncMode,
+    compact_min_bytes: u64,
+}
+
+impl LogPlan {
+    /// Opens the log for appending after its recovered (intact) contents; a
+    /// poisoned log is reported to `state` (for `/health`).
+    async fn open(
+        &self,
+        shard: ShardId,
+        state: &Arc<ServerState>,
+    ) -> Result<Rc<LogWriter>, ServerError> {
+        let open_error = |message: String| ServerError::OpenLog {
+            shard,
+            path: self.path.clone(),
+            message,
+        };
+        // Read as well as write: compaction copies the log's tail into its snapshot.
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&self.path)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let file_size = file
+            .file_size()
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        // Recovery left a valid file header: appends are stamped with its epoch.
+        let header = file
+            .read_at(0, crate::log::format::FILE_HEADER_BYTES)
+            .await
+            .map_err(|e| open_error(e.to_string()))?;
+        let epoch = match crate::log::format::read_file_header(&header) {
+            crate::log::format::FileStart::Header(crate::log::format::Framing::Epoch(epoch)) => {
+                epoch
+            }
+            other => return Err(open_error(format!("unexpected file header: {other:?}"))),
+        };
+        let start = LogStart {
+            len: self.len,
+            file_size,
+            epoch,
+        };
+        let writer = LogWriter::new(file, start, self.fsync, shard.0);
+        let state = state.clone();
+        writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));
+        writer.start();
+        Ok(writer)
+    }
+}
+
+/// How a shard thread ended: `Err` if its log was not wholly safe at
+/// shutdown. (A shard that failed to start reported that through `ready`.)
+pub type ShardEnd = Result<(), final_sync::UnsyncedLog>;
+
+impl ShardPlan {
+    fn run(self) -> ShardEnd {
+        let executor = LocalExecutorBuilder::new(self.placement.clone())
+            .name(&format!("corekv-shard-{}", self.id.0))
+            .io_memory(IO_MEMORY_BYTES)
+            // The log's syncs run on this pool's thread (`log::file_io`). Left
+            // free to run on any CPU, it does not wait for its busy shard's CPU
+            // to finish a sync (docs/benchmarks.md has the comparison).
+            .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
+            .make();
+        match executor {
+            Ok(executor) => executor.run(self.serve()),
+            Err(e) => {
+                let message = e.to_string();
+                let _ = self.ready.send(Err(ServerError::Executor {
+                    shard: self.id,
+                    message,
+                }));
+                Ok(())
+            }
+        }
+    }
+
+    async fn serve(self) -> ShardEnd {
+        let net = match crate::net::ring::NetRing::new() {
+            Ok(net) => net,
+            Err(e) => {
+                let message = format!("cannot set up its network ring: {e}");
+                let error = ServerError::Executor {
+                    shard: self.id,
+                    message,
+                };
+                let _ = self.ready.send(Err(error));
+                return Ok(());
+            }
+        };
+        let listener = match bind::shared_listener(self.addr) {
+            Ok(listener) => crate::net::listener::NetListener::new(listener, net.clone()),
+            Err(source) => {
+                let error = ServerError::ShardBind {
+                    shard: self.id,
+                    addr: self.addr,
+                    source,
+                };
+                let _ = self.ready.send(Err(error));
+                return Ok(());
+            }
+        };
+        let http_task = match self.http.as_ref().map(|http| (http, http.bind())) {
+            None => None,
+            Some((_, Ok(task))) => Some(task),
+            Some((http, Err(source))) => {
+                let error = ServerError::ShardBind {
+                    shard: self.id,
+                    addr: http.addr(),
+                    source,
+                };
+                let _ = self.ready.send(Err(error));
+                return Ok(());
+            }
+        };
+        let log = match &self.log {
+            Some(plan) => match plan.open(self.id, &self.state).await {
+                Ok(writer) => Some(writer),
+                Err(e) => {
+                    let _ = self.ready.send(Err(e));
+                    return Ok(());
+                }
+            },
+            None => None,
+        };
+        let _ = self.ready.send(Ok(()));
+        let mesh = self.mesh.connect().await;
+        let router = Router::new(self.state.nr_shards);
+        let txn = Box::new(Participant::new(self.next_txn_seq));
+        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), txn, mesh);
+        shard.start_peer_tasks(inboxes);
+        if let Some(plan) = &self.log {
+            let task = compactor::compact_when_needed(
+                shard.clone(),
+                plan.path.clone(),
+                plan.compact_min_bytes,
+            );
+            glommio::spawn_local(task).detach();
+        }
+        glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
+        let shutdown = Rc::new(Shutdown::default());
+        glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
+        self.state.shard_serving(self.id);
+        let ctx = ShardContext {
+            shard,
+            state: self.state.clone(),
+            shutdown,
+            limits: self.limits,
+            metrics: self.metrics.clone(),
+        };
+        let http = http_task.map(|serve| glommio::spawn_local(serve(ctx.clone())));
+        glommio::spawn_local(net.clone().run()).detach();
+        let live = listener::accept_until_shutdown(listener, ctx.clone()).await;
+        if let Some(http) = http {
+            http.await; // stops accepting at shutdown too, then finishes its connections
+        }
+        drain(self.id, &self.state, &live).await;
+        net.close();
+        // Everything answered has been settled already; this makes the rest of
+        // the log (DECIDE records, interval mode's unsynced tail) safe too.
+        // A failure is reported once, by `run`, with every shard's.
+        match &self.log {
+            Some(plan) => final_sync::settle(&ctx.shard, plan.fsync).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Waits for this shard's connections to finish, then for every other shard,
+/// serving forwarded requests all the while (the peer tasks keep running).
+async fn drain(id: ShardId, state: &ServerState, live: &std::cell::Cell<usize>) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while live.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+    if live.get() > 0 {
+        tracing::warn!(shard = %id, "closing {} connections that did not finish in {DRAIN_TIMEOUT:?}", live.get());
+    }
+    state.shard_drained();
+    while !state.all_shards_drained() {
+        glommio::timer::sleep(DRAIN_POLL).await;
+    }
+}
