@@ -8,13 +8,10 @@
 mod common;
 
 use common::{http_addr, http_request, TestServer};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
-
-/// How long a server that should refuse to start may take to exit.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+use std::time::Duration;
 
 fn server() -> Command {
     let mut command = Command::new(common::server_binary());
@@ -22,32 +19,12 @@ fn server() -> Command {
     command
 }
 
-/// Runs a server that is expected to exit by itself; kills it (and fails)
-/// if it is still running after [`EXIT_TIMEOUT`]. Returns its status and stderr.
+/// Runs a server that is expected to exit by itself (bounded); returns its
+/// status and stderr.
 fn exit_of(command: &mut Command) -> (ExitStatus, String) {
-    let mut child = command
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corekv-server");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for the server") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the server kept running: it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().expect("stderr reader"))
+    let output = common::run_to_exit(command);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, stderr)
 }
 
 #[test]

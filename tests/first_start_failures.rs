@@ -14,11 +14,8 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-/// Longest a refused start may take before the test calls it a hang.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The small filesystem the full-disk case fills.
 const TMPFS_OPTIONS: &str = "size=64k";
 
@@ -152,13 +149,7 @@ fn a_first_start_that_cannot_write_its_engine_marker_fails_and_the_next_start_wo
 /// `memlock_bytes` if given.
 fn run_to_exit(args: &[&str], data_dir: &Path, memlock_bytes: Option<u64>) -> Output {
     let mut command = Command::new(server_binary());
-    command
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    command.args(args).arg("--data-dir").arg(data_dir);
     if let Some(bytes) = memlock_bytes {
         // SAFETY: the closure only calls setrlimit, which is async-signal-safe.
         unsafe {
@@ -174,17 +165,7 @@ fn run_to_exit(args: &[&str], data_dir: &Path, memlock_bytes: Option<u64>) -> Ou
             });
         }
     }
-    let mut child = command.spawn().expect("spawn corekv-server");
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("corekv-server {args:?} did not exit within {EXIT_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
+    common::run_to_exit(&mut command)
 }
 
 fn assert_refused_without_a_data_dir(output: &Output, data_dir: &Path, needle: &str) {

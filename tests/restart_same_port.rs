@@ -16,8 +16,8 @@ use rmpv::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Attempts at finding free ports for the first start.
 const PORT_ATTEMPTS: usize = 10;
@@ -171,26 +171,13 @@ fn a_server_stopped_by_sigterm_with_clients_connected_restarts_on_the_same_ports
 
 /// Runs a second server that must refuse to start; returns its stderr.
 fn second_server_is_refused(args: &[&str], data_dir: &Path) -> String {
-    let mut child = Command::new(server_binary())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("COREKV_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corekv-server");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("a second server on a live server's port {args:?} did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().expect("output");
+    let output = common::run_to_exit(
+        Command::new(server_binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("COREKV_LOG", "info"),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         !output.status.success(),

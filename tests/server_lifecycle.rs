@@ -24,29 +24,13 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the server with `args` and waits (bounded) for it to exit by itself.
 fn run_to_exit(args: &[&str], data_dir: &Path) -> Output {
-    let mut child = Command::new(server_binary())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("COREKV_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn corekv-server");
-    let deadline = Instant::now() + EXIT_TIMEOUT;
-    while child.try_wait().expect("try_wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("collect output");
-            panic!(
-                "corekv-server {args:?} did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("collect output")
+    common::run_to_exit(
+        Command::new(server_binary())
+            .args(args)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("COREKV_LOG", "info"),
+    )
 }
 
 /// Asserts the run failed with a non-zero exit and stderr containing every needle.

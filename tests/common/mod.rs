@@ -43,6 +43,52 @@ pub fn server_binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_corekv-server").to_owned())
 }
 
+/// How long a server that should exit by itself (a refused start) may take.
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `command` (a server expected to exit by itself, e.g. a refused start)
+/// to its exit and returns its status and output. stdout and stderr are read
+/// while it runs, so a chatty server cannot block on a full pipe; one still
+/// running after [`EXIT_TIMEOUT`] is killed and the test fails with its stderr.
+pub fn run_to_exit(command: &mut Command) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv-server");
+    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the server") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().expect("stderr reader");
+            panic!(
+                "{command:?} did not exit within {EXIT_TIMEOUT:?}; stderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
 /// A running server child process.
 pub struct TestServer {
     child: Option<Child>,
