@@ -70,6 +70,7 @@ pub mod allocator;
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 #[allow(unsafe_code)]
@@ -84,6 +85,7 @@ pub mod notify;
 pub mod proto;
 pub mod server;
 pub mod shard;
+pub mod slot;
 // The one module with unsafe code: every libc call and FFI hand-over, each
 // wrapped in a safe function.
 #[allow(unsafe_code)]

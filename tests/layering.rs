@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "failpoint", "notify", "sys", "allocator"],
+    &["ids", "failpoint", "notify", "sys", "allocator", "slot"],
     &["entry", "net"],
     &["proto"],
     &["table"],
@@ -33,7 +33,7 @@ const LAYERS: &[&[&str]] = &[
     &["shard"],
     &["txn"],
     &["metrics"],
-    &["config"],
+    &["config", "cluster"],
     &["datadir"],
     &["server"],
     &["backup"],
