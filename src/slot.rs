@@ -46,7 +46,7 @@ impl SlotRange {
         self.first..=self.last
     }
 
-    pub fn len(self) -> usize {
+    pub fn nr_slots(self) -> usize {
         usize::from(self.last - self.first) + 1
     }
 }
@@ -144,7 +144,10 @@ mod tests {
             })
         );
         assert_eq!(
-            " 7 - 9 ".trim().parse::<SlotRange>().map(SlotRange::len),
+            " 7 - 9 "
+                .trim()
+                .parse::<SlotRange>()
+                .map(SlotRange::nr_slots),
             Ok(3)
         );
         for bad in ["", "x", "5-", "-5", "9-7", "16384", "0-16384", "1-2-3"] {
