@@ -7,6 +7,7 @@
 //! command line wins. Defaults follow BRIEF §2; the limits' defaults are explained
 //! in docs/operations.md.
 
+use crate::ids::Router;
 use crate::log::FsyncMode;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
@@ -267,6 +268,12 @@ impl Config {
             compact_min_bytes: args.compact_min_bytes,
             salvage: args.salvage,
         })
+    }
+
+    /// How keys are spread over this server's shards: by hash (a cluster
+    /// node, which routes by slot, is not built yet).
+    pub fn router(&self) -> Router {
+        Router::new(self.nr_shards)
     }
 
     /// The share of the memory limit each shard enforces on its own table.

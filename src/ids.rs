@@ -4,11 +4,15 @@
 //! - [`ShardId`]: a shard's index; shard i runs on executor i.
 //! - [`TxnId`]: a cross-shard ATOMIC batch, named by its coordinator and a
 //!   sequence number (logged in PREPARE, DECIDE and COMMIT records).
-//! - [`Router`]: key → owning shard. `shard = ahash(key) % nr_shards` with
-//!   fixed seeds, so a key's owner is the same in every process, every restart
-//!   and every build of this version (the ahash version is pinned in
-//!   Cargo.toml, because ahash does not promise stable output across versions;
-//!   a test below pins known values).
+//! - [`Router`]: key → owning shard, by one of two [`Routing`]s. By hash (the
+//!   default): `shard = ahash(key) % nr_shards` with fixed seeds, so a key's
+//!   owner is the same in every process, every restart and every build of
+//!   this version (the ahash version is pinned in Cargo.toml, because ahash
+//!   does not promise stable output across versions; a test below pins known
+//!   values). By slot (a cluster node): the key's Redis Cluster hash slot
+//!   ([`crate::slot`]) picks the shard, so every key of one slot — every key
+//!   with one hash tag — is on one shard and a single-slot command touches
+//!   one shard.
 
 /// Index of a shard, `0..nr_shards`; shard i runs on executor i.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -33,6 +37,8 @@ impl std::fmt::Display for TxnId {
     }
 }
 
+use crate::slot::{key_slot, NR_SLOTS};
+
 /// Seeds for the routing hash. Changing them moves every key to another shard.
 const ROUTING_SEEDS: [u64; 4] = [
     0x636f_7265_6b76_0001,
@@ -41,25 +47,64 @@ const ROUTING_SEEDS: [u64; 4] = [
     0x94d0_49bb_1331_11eb,
 ];
 
+/// How keys are spread over shards. Recorded with the logs: a restart with
+/// the other routing moves every key, as one with another shard count does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Routing {
+    /// By the routing hash of the whole key.
+    #[default]
+    Hash,
+    /// By the key's hash slot: shard `slot × nr_shards / 16384`, so each shard
+    /// owns one contiguous run of slots.
+    Slots,
+}
+
+impl Routing {
+    /// The word the log directory records (`log/SHARDS`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Routing::Hash => "hash",
+            Routing::Slots => "slots",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Routing> {
+        [Routing::Hash, Routing::Slots]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+}
+
 /// Decides which shard owns a key.
 #[derive(Debug, Clone)]
 pub struct Router {
     nr_shards: usize,
+    routing: Routing,
     hasher: ahash::RandomState,
 }
 
 impl Router {
+    /// Routing by hash, the default.
     pub fn new(nr_shards: usize) -> Router {
+        Router::with_routing(nr_shards, Routing::Hash)
+    }
+
+    pub fn with_routing(nr_shards: usize, routing: Routing) -> Router {
         assert!(nr_shards > 0, "a server has at least one shard");
         let [a, b, c, d] = ROUTING_SEEDS;
         Router {
             nr_shards,
+            routing,
             hasher: ahash::RandomState::with_seeds(a, b, c, d),
         }
     }
 
     pub fn nr_shards(&self) -> usize {
         self.nr_shards
+    }
+
+    pub fn routing(&self) -> Routing {
+        self.routing
     }
 
     /// The routing hash of a key (before the modulo).
@@ -69,7 +114,15 @@ impl Router {
 
     /// The shard that owns `key`.
     pub fn route(&self, key: &[u8]) -> ShardId {
-        ShardId((self.hash(key) % self.nr_shards as u64) as usize)
+        match self.routing {
+            Routing::Hash => ShardId((self.hash(key) % self.nr_shards as u64) as usize),
+            Routing::Slots => self.slot_owner(key_slot(key)),
+        }
+    }
+
+    /// With slot routing, the shard that owns `slot`.
+    pub fn slot_owner(&self, slot: u16) -> ShardId {
+        ShardId(usize::from(slot) * self.nr_shards / usize::from(NR_SLOTS))
     }
 }
 
@@ -104,5 +157,23 @@ mod tests {
             counts[router.route(format!("key:{i}").as_bytes()).0] += 1;
         }
         assert!(counts.iter().all(|&c| c > 2_000), "{counts:?}");
+    }
+
+    #[test]
+    fn slot_routing_keeps_a_hash_tag_on_one_shard_and_spreads_the_rest() {
+        let router = Router::with_routing(3, Routing::Slots);
+        let tagged = router.route(b"{user42}.name");
+        assert_eq!(router.route(b"{user42}.email"), tagged);
+        assert_eq!(router.route(b"user42"), tagged);
+        assert_eq!(router.slot_owner(0), ShardId(0));
+        assert_eq!(router.slot_owner(NR_SLOTS - 1), ShardId(2));
+        let mut counts = [0usize; 3];
+        for i in 0..9_000 {
+            counts[router.route(format!("key:{i}").as_bytes()).0] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 2_000), "{counts:?}");
+        for routing in [Routing::Hash, Routing::Slots] {
+            assert_eq!(Routing::from_name(routing.name()), Some(routing));
+        }
     }
 }

@@ -29,7 +29,9 @@
 //!   recovery, compaction.
 //! - [`http`]: the optional HTTP API (`--http-addr`) — hyper on glommio,
 //!   requests translated into typed messages and served by the same path.
-//! - [`ids`]: `ShardId`, `TxnId` and key routing ([`ids::Router`]).
+//! - [`ids`]: `ShardId`, `TxnId` and key routing ([`ids::Router`]), by hash
+//!   or by [`slot`] (Redis Cluster's hash slots).
+//! - [`cluster`]: the static cluster file: nodes, addresses, slot ranges.
 //! - [`metrics`]: the figures `/metrics` reports — request latency, log syncs,
 //!   errors — each written only by the shard it describes.
 //! - [`backup`]: an online, consistent copy of every shard (`corekv backup`).
@@ -48,8 +50,9 @@
 //! never one to its right.
 //!
 //! ```text
-//! ids, sys, failpoint, notify, allocator → entry, net → proto → table → log
-//!   → shard → txn → metrics → config → datadir → server → backup → http → bin
+//! slot, sys, failpoint, notify, allocator → ids, entry, net → proto → table
+//!   → log → shard → txn → metrics → config, cluster → datadir → server
+//!   → backup → http → bin
 //!                                           (client → cli beside: proto, ids only)
 //! ```
 //!

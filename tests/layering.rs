@@ -2,8 +2,9 @@
 //! way, from the top of the data path to the bottom, never back up.
 //!
 //! ```text
-//! ids, failpoint, notify, sys     (the foundation: they use nothing of the crate)
-//!   ← proto ← table ← log ← shard ← txn ← config ← datadir ← server
+//! slot, failpoint, notify, sys, allocator   (the foundation: they use nothing of the crate)
+//!   ← ids, entry, net
+//!   ← proto ← table ← log ← shard ← txn ← metrics ← config, cluster ← datadir ← server
 //!   ← backup ← http
 //! client ← cli                    (the client side: uses proto and ids only)
 //! ```
@@ -25,8 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// The layers, lowest first. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["ids", "failpoint", "notify", "sys", "allocator", "slot"],
-    &["entry", "net"],
+    &["slot", "failpoint", "notify", "sys", "allocator"],
+    &["ids", "entry", "net"],
     &["proto"],
     &["table"],
     &["log"],

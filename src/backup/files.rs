@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! DIR/log/shard-<i>.log   shard i's snapshot: a log file of a fresh epoch
-//! DIR/log/SHARDS          the shard count
+//! DIR/log/SHARDS          the shard count (and routing), as the log engine writes it
 //! DIR/ENGINE              "log" — written last: the mark of a complete backup
 //! ```
 //!
@@ -15,8 +15,9 @@
 
 use super::BackupError;
 use crate::failpoint;
+use crate::ids::Router;
 use crate::log::compaction::{self, Snapshot};
-use crate::log::{log_dir, shard_log_path};
+use crate::log::{log_dir, shard_log_path, shards_file_text};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -65,10 +66,11 @@ impl BackupDir {
 
     /// Writes the files that make the shard files a data directory, last
     /// `ENGINE`, each synced before the next.
-    pub fn complete(&mut self, nr_shards: usize) -> Result<(), BackupError> {
+    pub fn complete(&mut self, router: &Router) -> Result<(), BackupError> {
         let logs = log_dir(&self.path);
         let shards = logs.join("SHARDS");
-        write_synced(&shards, format!("{nr_shards}\n").as_bytes()).map_err(io_error(&shards))?;
+        let text = shards_file_text(router.nr_shards(), router.routing());
+        write_synced(&shards, text.as_bytes()).map_err(io_error(&shards))?;
         sync_dir(&logs).map_err(io_error(&logs))?;
         let engine = self.path.join("ENGINE");
         write_synced(&engine, b"log\n").map_err(io_error(&engine))?;

@@ -173,7 +173,7 @@ async fn fill(ctx: &ShardContext, dir: &Path) -> Result<BackupReport, BackupErro
     let files = Arc::new(Files::new(nr_shards));
     let cut_wait = take_cut(ctx, target.path(), &files).await?;
     let written = wait_for_files(ctx, &files).await?;
-    target.complete(nr_shards)?;
+    target.complete(ctx.shard.router())?;
     Ok(BackupReport {
         dir: dir.to_owned(),
         nr_shards,

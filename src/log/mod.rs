@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! DATA/ENGINE              "log"  (see datadir.rs)
-//! DATA/log/SHARDS          how many shard logs the directory holds, e.g. "2"
+//! DATA/log/SHARDS          how many shard logs the directory holds, and how
+//!                          keys are routed to them: "2" (by hash) or "2 slots"
 //! DATA/log/shard-0.log     shard 0's records (format.rs has the byte layout)
 //! DATA/log/shard-1.log
 //! DATA/log.new/, log.old/  only while the shard count changes (see below)
@@ -44,7 +45,7 @@ pub mod sync_stats;
 pub mod writer;
 
 use crate::failpoint;
-use crate::ids::Router;
+use crate::ids::{Router, Routing};
 use crate::table::Table;
 use format::Framing;
 use replay::{apply_owned, replay_file, Replayed};
@@ -93,7 +94,7 @@ pub enum RecoveryError {
          start without its records)"
     )]
     BadFileHeader { path: PathBuf, reason: String },
-    #[error("{path} says {found:?}, not a shard count")]
+    #[error("{path} says {found:?}, not a shard count (and routing)")]
     BadShardsFile { path: PathBuf, found: String },
     #[error("{path} is missing: the log directory lists {nr_shards} shards but this log is gone")]
     MissingLog { path: PathBuf, nr_shards: usize },
@@ -132,13 +133,15 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_DIR)
 }
 
-/// Rebuilds every shard's table from the logs in `data_dir`, for `nr_shards`
-/// shards, and leaves the directory holding exactly `nr_shards` intact logs.
+/// Rebuilds every shard's table from the logs in `data_dir`, for the shards
+/// `router` routes to, and leaves the directory holding exactly that many
+/// intact logs, each key in its owner's.
 pub fn recover(
     data_dir: &Path,
-    nr_shards: usize,
+    router: &Router,
     salvage: bool,
 ) -> Result<Recovered, RecoveryError> {
+    let nr_shards = router.nr_shards();
     let started = Instant::now();
     finish_interrupted_reshard(data_dir)?;
     let dir = log_dir(data_dir);
@@ -148,19 +151,22 @@ pub fn recover(
             &mut (0..nr_shards)
                 .map(|_| Table::new(u64::MAX))
                 .collect::<Vec<_>>(),
+            router.routing(),
         )?;
     }
     remove_compaction_leftovers(&dir)?;
-    let nr_old = read_shards_file(&dir)?;
+    let (nr_old, routing_old) = read_shards_file(&dir)?;
+    let moved = nr_old != nr_shards || routing_old != router.routing();
     let mut tables: Vec<Table> = (0..nr_old).map(|_| Table::new(u64::MAX)).collect();
     let replayed = replay_all(&dir, &mut tables, salvage)?;
     let nr_legacy = replayed
         .iter()
         .filter(|r| r.framing == Some(Framing::Legacy))
         .count();
-    // The logs are rewritten whole when the shard count changes or when they
-    // are in corekv 0.1's format; otherwise they are kept and appended to.
-    let rewrite = nr_old != nr_shards || nr_legacy > 0;
+    // The logs are rewritten whole when keys move (another shard count or
+    // routing) or when they are in corekv 0.1's format; otherwise they are
+    // kept and appended to.
+    let rewrite = moved || nr_legacy > 0;
     if !rewrite {
         cut_dropped_tails(&dir, &replayed)?;
     }
@@ -176,11 +182,15 @@ pub fn recover(
         if nr_legacy > 0 {
             tracing::info!("upgrading {nr_legacy} shard logs from corekv 0.1's format");
         }
-        if nr_old != nr_shards {
-            tracing::info!("moving every key from {nr_old} shard logs to {nr_shards}");
-            tables = reshard(tables, nr_shards);
+        if moved {
+            tracing::info!(
+                "moving every key from {nr_old} shard logs routed by {} to {nr_shards} routed by {}",
+                routing_old.name(),
+                router.routing().name()
+            );
+            tables = reshard(tables, router);
         }
-        write_log_set(data_dir, &mut tables)?;
+        write_log_set(data_dir, &mut tables, router.routing())?;
     }
     let log_lens = if rewrite {
         (0..nr_shards)
@@ -333,9 +343,9 @@ fn append_synced(path: &Path, offset: u64, bytes: &[u8]) -> Result<(), RecoveryE
     file.sync_data().map_err(io_err(path))
 }
 
-/// Moves every entry to the table of its owner under `nr_shards`.
-fn reshard(mut old: Vec<Table>, nr_shards: usize) -> Vec<Table> {
-    let router = Router::new(nr_shards);
+/// Moves every entry to the table of its owner under `router`.
+fn reshard(mut old: Vec<Table>, router: &Router) -> Vec<Table> {
+    let nr_shards = router.nr_shards();
     let mut tables: Vec<Table> = (0..nr_shards).map(|_| Table::new(u64::MAX)).collect();
     for table in &mut old {
         for entry in table.drain() {
@@ -347,7 +357,11 @@ fn reshard(mut old: Vec<Table>, nr_shards: usize) -> Vec<Table> {
 
 /// Writes one snapshot log per table into `log.new/`, then swaps it in for
 /// `log/`. Each step is synced before the next, so a crash leaves one whole set.
-fn write_log_set(data_dir: &Path, tables: &mut [Table]) -> Result<(), RecoveryError> {
+fn write_log_set(
+    data_dir: &Path,
+    tables: &mut [Table],
+    routing: Routing,
+) -> Result<(), RecoveryError> {
     let new_dir = data_dir.join(NEW_LOG_DIR);
     if new_dir.exists() {
         fs::remove_dir_all(&new_dir).map_err(io_err(&new_dir))?;
@@ -359,7 +373,7 @@ fn write_log_set(data_dir: &Path, tables: &mut [Table]) -> Result<(), RecoveryEr
     // SHARDS is written last: it marks log.new/ as complete.
     write_synced(
         &new_dir.join(SHARDS_FILE),
-        format!("{}\n", tables.len()).as_bytes(),
+        shards_file_text(tables.len(), routing).as_bytes(),
     )?;
     sync_dir(&new_dir)?;
     swap_in_new_logs(data_dir)
@@ -461,14 +475,32 @@ fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
     Ok(())
 }
 
-fn read_shards_file(dir: &Path) -> Result<usize, RecoveryError> {
+/// What `log/SHARDS` says for `nr_shards` logs routed by `routing`: the
+/// count alone for hash routing (as every corekv before slot routing wrote
+/// it), the count and `slots` otherwise.
+pub fn shards_file_text(nr_shards: usize, routing: Routing) -> String {
+    match routing {
+        Routing::Hash => format!("{nr_shards}\n"),
+        Routing::Slots => format!("{nr_shards} {}\n", routing.name()),
+    }
+}
+
+fn read_shards_file(dir: &Path) -> Result<(usize, Routing), RecoveryError> {
     let path = dir.join(SHARDS_FILE);
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    text.trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|&n| n > 0)
-        .ok_or(RecoveryError::BadShardsFile { path, found: text })
+    let mut words = text.split_whitespace();
+    let nr_shards = words
+        .next()
+        .and_then(|w| w.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let routing = match words.next() {
+        None => Some(Routing::Hash),
+        Some(word) => Routing::from_name(word),
+    };
+    match (nr_shards, routing, words.next()) {
+        (Some(nr_shards), Some(routing), None) => Ok((nr_shards, routing)),
+        _ => Err(RecoveryError::BadShardsFile { path, found: text }),
+    }
 }
 
 #[cfg(test)]
@@ -488,6 +520,70 @@ mod tests {
         out.drain(start + LEGACY_HEADER_BYTES..start + format::HEADER_BYTES);
     }
 
+    /// Which shard's table holds each key, and its value and version.
+    fn placement(tables: &[Table]) -> Vec<(Vec<u8>, usize, Vec<u8>, u64)> {
+        let mut placed: Vec<_> = tables
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, table)| {
+                table
+                    .entries()
+                    .map(move |e| (e.key().to_vec(), shard, e.value().to_vec(), e.version()))
+            })
+            .collect();
+        placed.sort();
+        placed
+    }
+
+    #[test]
+    fn a_restart_with_the_other_routing_moves_every_key_to_its_owner_and_back() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let hash = Router::new(3);
+        let slots = Router::with_routing(3, Routing::Slots);
+        let mut tables: Vec<Table> = (0..3).map(|_| Table::new(u64::MAX)).collect();
+        let keys: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("{{tag{}}}:key{i}", i % 7).into_bytes())
+            .collect();
+        for (i, key) in keys.iter().enumerate() {
+            let text = format!("v{i}");
+            let value = [&[0xa0 | text.len() as u8][..], text.as_bytes()].concat();
+            tables[hash.route(key).0].load(key, value, i as u64 + 1);
+        }
+        write_log_set(data.path(), &mut tables, Routing::Hash).expect("write logs");
+        let written = placement(&tables);
+        let shards_file = log_dir(data.path()).join(SHARDS_FILE);
+        for (router, text) in [(&slots, "3 slots\n"), (&hash, "3\n"), (&hash, "3\n")] {
+            let recovered = recover(data.path(), router, false).expect("recover");
+            let placed = placement(&recovered.tables);
+            assert_eq!(placed.len(), keys.len());
+            for (key, shard, _, _) in &placed {
+                assert_eq!(*shard, router.route(key).0, "{key:?}");
+            }
+            let strip = |p: &[(Vec<u8>, usize, Vec<u8>, u64)]| {
+                p.iter()
+                    .map(|(k, _, v, n)| (k.clone(), v.clone(), *n))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(strip(&placed), strip(&written), "values and versions kept");
+            assert_eq!(fs::read_to_string(&shards_file).expect("SHARDS"), text);
+        }
+    }
+
+    #[test]
+    fn a_shards_file_naming_an_unknown_routing_is_refused() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = log_dir(data.path());
+        fs::create_dir_all(&dir).expect("mkdir");
+        for text in ["2 ring\n", "2 slots extra\n", "0\n", "slots\n"] {
+            fs::write(dir.join(SHARDS_FILE), text).expect("SHARDS");
+            let error = read_shards_file(&dir).expect_err(text);
+            assert!(
+                matches!(error, RecoveryError::BadShardsFile { .. }),
+                "{error}"
+            );
+        }
+    }
+
     #[test]
     fn logs_in_the_legacy_format_are_upgraded_with_every_key_and_version() {
         let data = tempfile::tempdir().expect("temp dir");
@@ -499,7 +595,7 @@ mod tests {
         legacy_put(&mut legacy, b"big", 7, &vec![0xc4; 3 << 20]);
         fs::write(shard_log_path(&dir, 0), &legacy).expect("log");
         for _ in 0..2 {
-            let recovered = recover(data.path(), 1, false).expect("recover");
+            let recovered = recover(data.path(), &Router::new(1), false).expect("recover");
             assert_eq!(recovered.tables[0].peek(b"small"), Some((&b"\xa1s"[..], 3)));
             assert_eq!(
                 recovered.tables[0]

@@ -79,6 +79,7 @@ pub fn spawn_shards(
                 limits: connection_limits(config),
                 table,
                 next_txn_seq: loaded.next_txn_seq,
+                router: config.router(),
                 log: (config.engine == Engine::Log).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
                     len: loaded.log_lens[i],
@@ -116,6 +117,8 @@ struct ShardPlan {
     limits: ConnectionLimits,
     table: Table,
     next_txn_seq: u64,
+    /// Key → owning shard, as recovery placed the keys.
+    router: Router,
     log: Option<LogPlan>,
     ready: mpsc::Sender<ReadyReport>,
     /// The HTTP API, if `--http-addr` was given.
@@ -256,7 +259,7 @@ impl ShardPlan {
         };
         let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
-        let router = Router::new(self.state.nr_shards);
+        let router = self.router.clone();
         let txn = Box::new(Participant::new(self.next_txn_seq));
         let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), txn, mesh);
         shard.start_peer_tasks(inboxes);

@@ -34,7 +34,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
             log_lens: Vec::new(),
         });
     }
-    let recovered = crate::log::recover(&config.data_dir, config.nr_shards, config.salvage)?;
+    let recovered = crate::log::recover(&config.data_dir, &config.router(), config.salvage)?;
     tracing::info!(
         "recovered {} keys from {} log records in {:.3} s",
         recovered.nr_keys,
