@@ -16,6 +16,7 @@ use common::{
 };
 use corekv::client::{Client, ClientError, Request};
 use corekv::ids::{ShardId, TxnId};
+use corekv::proto::message::Element;
 use rmpv::Value;
 use std::path::Path;
 
@@ -286,4 +287,54 @@ fn a_participant_whose_decide_sync_failed_gets_its_share_back_after_compaction_a
     // The DECIDE is written but not synced: kill -9 keeps it (the page cache
     // outlives the process), a power loss may not, and the test then cuts it.
     a_failed_decide_keeps_the_commit("log::fdatasync");
+}
+
+/// The COMMIT of a cross-shard batch is written but its sync fails on the
+/// coordinator: the COMMIT may be on disk (after kill -9 it is: the page cache
+/// outlives the process), so the batch must not be aborted on the other
+/// participant. The client gets IOERR (outcome in doubt), and the restart
+/// finds the batch whole or not at all — here whole, as the COMMIT was read
+/// back — never the coordinator's share alone.
+#[test]
+fn a_commit_whose_sync_fails_leaves_the_batch_whole_or_absent_after_a_restart() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let (mut server, http) = start(&data_dir, 2, &[]);
+    let keys = [key_on_shard("doubt", 0, 2), key_on_shard("doubt", 1, 2)];
+    let batch = Request::Atomic(
+        keys.iter()
+            .map(|k| Request::Set(k.clone(), value("batch")))
+            .collect(),
+    );
+    arm_failpoint(http, "txn::before_commit", "return");
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    let txn = held_txn(&wait_for_line(
+        &mut server,
+        &["failpoint txn::before_commit holds"],
+    ));
+    let coordinator = txn.coordinator.0;
+    // The coordinator's next sync is the COMMIT's.
+    arm_failpoint(http, &format!("log::fdatasync@{coordinator}"), "return");
+    arm_failpoint(http, "txn::before_commit", "");
+    match batch_reply.join().expect("batch client").as_deref() {
+        Ok([Element::Error { code, message }]) => {
+            assert_eq!(code, "IOERR", "{message}");
+            assert!(message.contains("in doubt"), "{message}");
+        }
+        other => panic!("a COMMIT whose sync failed must not be acknowledged: {other:?}"),
+    }
+    server.stop_with(libc::SIGKILL);
+    let (server, _) = start(&data_dir, 2, &[]);
+    let mut client = server.client();
+    let found: Vec<Option<(Value, u64)>> = keys
+        .iter()
+        .map(|key| client.getv(key).expect("GETV"))
+        .collect();
+    assert_eq!(
+        found,
+        vec![Some((value("batch"), 1)); 2],
+        "coordinator {coordinator}: the batch came back half-applied (or lost though its \
+         COMMIT was written)"
+    );
 }

@@ -12,8 +12,15 @@
 //! recovery completes that share only if it finds the COMMIT. A participant
 //! that fails to log its decision (IOERR) or cannot be reached never confirms,
 //! so its batch's COMMIT stays until the next restart, which resolves it.
+//!
+//! If the COMMIT itself fails on its way to disk (its write or its sync), it
+//! may or may not be there: no decision is sent, every share stays prepared
+//! with its keys held, and the client is answered IOERR saying the outcome is
+//! in doubt. The coordinator's log is poisoned, so the server must restart,
+//! and recovery then commits every share if the COMMIT is in the log and
+//! aborts every share if it is not — never half.
 
-use super::participant::Participant;
+use super::participant::{CommitFailed, Participant};
 use super::TxnId;
 use crate::failpoint;
 use crate::ids::ShardId;
@@ -65,8 +72,26 @@ pub async fn run_cross_shard(shard: &Rc<Shard>, inner: &[Op], buf: &[u8], out: &
         failpoint::hold_while_armed("txn::before_commit", scope, &txn).await;
         // The commit point: once COMMIT is safe in the coordinator's log, recovery
         // completes the batch on every participant, whatever happens next.
-        if let Err(poisoned) = local.log_commit(shard, txn).await {
-            refusal = Some(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+        match local.log_commit(shard, txn).await {
+            Ok(()) => {}
+            Err(CommitFailed::NotWritten(poisoned)) => {
+                refusal = Some(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
+            }
+            Err(CommitFailed::InDoubt(poisoned)) => {
+                // Neither outcome may be sent: aborting would contradict a
+                // COMMIT that reached the disk, committing one that did not.
+                // Every participant keeps its share prepared, its keys held,
+                // until the restart reads this log and decides (the log is
+                // poisoned: the server must be restarted anyway).
+                shard.count_atomic(false);
+                let message = format!(
+                    "ATOMIC's outcome is in doubt until the server restarts: its COMMIT record \
+                     may or may not have reached the disk, and its keys stay held until then; {poisoned}"
+                );
+                reply::write_error(&mut out.buf, ErrorCode::IoErr, &message);
+                out.end_request_with(1);
+                return;
+            }
         }
     }
     let commit = refusal.is_none();

@@ -31,6 +31,17 @@ use hashbrown::{HashMap, HashSet};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 
+/// Why a COMMIT record is not known to be safe.
+#[derive(Debug, Clone)]
+pub enum CommitFailed {
+    /// The log was poisoned before it: the COMMIT was never written, and the
+    /// batch may be aborted everywhere.
+    NotWritten(LogPoisoned),
+    /// It failed on its way to disk: it may or may not be there, so the
+    /// batch's outcome is decided by the restart that reads the log.
+    InDoubt(LogPoisoned),
+}
+
 /// A cross-shard batch this shard has voted yes for and not yet heard the
 /// decision of: the keys it holds and how to undo its writes.
 struct Prepared {
@@ -184,18 +195,26 @@ impl Participant {
     /// The commit point of a cross-shard batch `shard` coordinates: logs
     /// COMMIT and waits until it is safe. Only then may anyone be told. Until
     /// [`Participant::forget_commit`], compaction carries the record forward.
-    pub async fn log_commit(&self, shard: &Shard, txn: TxnId) -> Result<(), LogPoisoned> {
+    pub async fn log_commit(&self, shard: &Shard, txn: TxnId) -> Result<(), CommitFailed> {
         // Kept with the memory engine too: a backup's snapshot carries it.
         self.committing.borrow_mut().insert(txn);
         let Some(log) = shard.log() else {
             return Ok(());
         };
+        if let Some(poisoned) = log.poisoned() {
+            // Nothing is written to a poisoned log: the COMMIT never will be.
+            self.committing.borrow_mut().remove(&txn);
+            return Err(CommitFailed::NotWritten(poisoned));
+        }
         let end = log.append(|records| format::write_commit(records, txn));
         let safe = log.durable(end).await;
         if safe.is_err() {
             self.committing.borrow_mut().remove(&txn);
         }
-        safe
+        // The write or the sync failed after the COMMIT was handed to the
+        // file: it may be on disk (a failed fdatasync leaves the written
+        // pages in the page cache, which a restarted server reads).
+        safe.map_err(CommitFailed::InDoubt)
     }
 
     /// Every participant has its decision safe: the COMMIT record of `txn` is
