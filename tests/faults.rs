@@ -338,3 +338,37 @@ fn a_commit_whose_sync_fails_leaves_the_batch_whole_or_absent_after_a_restart() 
          COMMIT was written)"
     );
 }
+
+/// An interval sync fails once; at shutdown the final sync must not be
+/// retried and trusted (Linux reports a failed writeback once, then a retry
+/// succeeds although the pages may be gone): the report names the bytes
+/// written since the last good sync, which may hold acknowledged writes.
+#[test]
+fn after_a_failed_sync_the_shutdown_does_not_claim_the_unsynced_writes_are_safe() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let k1 = key_on_shard("k", 1, 2);
+    let flags = ["--fsync", "interval", "--fsync-interval-ms", "50"];
+    let (mut server, http) = start(&data_dir, 2, &flags);
+    // Only the next sync of shard 1 fails; any later one would succeed.
+    arm_failpoint(http, "log::fdatasync@1", "1*return");
+    server
+        .client()
+        .set(&k1, value("acknowledged once written"))
+        .expect("set");
+    wait_for_line(&mut server, &["log fdatasync failed"]);
+    let (success, stderr) = stop(server);
+    assert!(!success, "{stderr}");
+    let error = error_line(&stderr);
+    assert!(
+        !error.contains("everything acknowledged is on stable storage"),
+        "a sync retried after a failed one was trusted: {error}"
+    );
+    for needle in [
+        "shard-1",
+        "may not be on stable storage",
+        "--fsync interval",
+    ] {
+        assert!(error.contains(needle), "no {needle:?} in: {error}");
+    }
+}

@@ -88,6 +88,8 @@ pub struct LogWriter {
     unsynced_records: Cell<u64>,
     sync_stats: RefCell<SyncStats>,
     poisoned: RefCell<Option<LogPoisoned>>,
+    /// An fdatasync failed: no later sync can vouch for what it covered.
+    sync_failed: Cell<bool>,
     /// Wakes the flusher (something to write) and waiters (progress).
     work: Notify,
     progress: Notify,
@@ -122,6 +124,7 @@ impl LogWriter {
             unsynced_records: Cell::new(0),
             sync_stats: RefCell::new(SyncStats::default()),
             poisoned: RefCell::new(None),
+            sync_failed: Cell::new(false),
             work: Notify::default(),
             progress: Notify::default(),
             syncs: Cell::new(0),
@@ -377,11 +380,16 @@ impl LogWriter {
     }
 
     /// Makes everything written so far durable; the shard keeps running meanwhile.
+    ///
+    /// After one fdatasync has failed, no later one is trusted, so none is
+    /// made: Linux reports a failed writeback once and may drop the pages, so
+    /// a retry would succeed and claim bytes safe that are not.
+    /// `unsynced_bytes` then stays what it was when the sync failed.
     async fn sync(&self) {
         // Tests hold a sync here to see what happens meanwhile.
         failpoint::hold_while_armed("log::before_sync", Some(self.shard), &"a log sync").await;
         let target = self.written.get();
-        if self.synced.get() >= target {
+        if self.synced.get() >= target || self.sync_failed.get() {
             return;
         }
         let nr_records = self.unsynced_records.replace(0);
@@ -400,7 +408,10 @@ impl LogWriter {
                     .borrow_mut()
                     .observe(started.elapsed(), nr_records);
             }
-            Err(e) => self.poison("log fdatasync failed", e),
+            Err(e) => {
+                self.sync_failed.set(true);
+                self.poison("log fdatasync failed", e);
+            }
         }
     }
 }
