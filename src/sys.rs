@@ -267,6 +267,13 @@ pub fn shutdown_write(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// Closes a descriptor the kernel handed over (an accept's socket) that
+/// nothing else owns.
+pub fn close(fd: RawFd) {
+    // SAFETY: the caller owns `fd` and nothing uses it after this.
+    drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+}
+
 /// A new blocking eventfd, as a glommio file (the network ring's doorbell:
 /// io_uring signals it, glommio reads it) and its raw descriptor, which stays
 /// valid as long as the file.

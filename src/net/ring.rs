@@ -1,11 +1,18 @@
 //! [`NetRing`]: a shard's network io_uring and the poller task that drives it
-//! (the module doc of `server::net` says why and how).
+//! (the module doc of `crate::net` says why and how).
 //!
 //! Operations are one-shot polls and accepts, which carry no buffers: a
 //! dropped [`Op`] (a connection task that stopped waiting) only needs its
 //! completion ignored and the kernel request cancelled, never memory kept
-//! alive. Each operation has a slot in [`NetRing`]; its `user_data` is the
-//! slot's index.
+//! alive — except that an accept that completed for nobody has made a socket,
+//! which is closed. Each operation has a slot in [`NetRing`]; its `user_data`
+//! is the slot's index and a generation, so a cancellation can only ever
+//! reach the operation it was made for, not a later one in the same slot.
+//!
+//! The completion queue is sized for every operation that can be in flight
+//! (each connection has at most one read and one write poll); should it
+//! overflow anyway, the kernel keeps the completions (`IORING_FEAT_NODROP`)
+//! and the next turn enters the ring to collect them.
 
 use crate::notify::Notify;
 use crate::sys;
@@ -20,24 +27,40 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-/// Submission queue entries. Each connection has at most one read and one
-/// write poll in flight; a fuller queue is submitted early, not refused.
+/// Submission queue entries; a fuller queue is submitted early, not refused.
 const RING_ENTRIES: u32 = 1024;
+/// Completion queue entries: room for two polls for each of 8 192
+/// connections of one shard (more overflow into the kernel's list, collected
+/// at the next turn).
+const COMPLETION_ENTRIES: u32 = 16 * 1024;
+/// Attempts to make room in a full submission queue before an operation is
+/// failed (with `EBUSY`) instead of waiting for ever.
+const PUSH_ATTEMPTS: usize = 3;
 /// `user_data` of requests whose completion nobody waits for (cancellations).
 const IGNORED: u64 = u64::MAX;
 /// How long [`NetRing::close`] waits for cancelled operations to finish.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Where an operation stands.
+/// Where an operation stands. `accept` marks an accept, whose successful
+/// result is a socket someone must close.
 enum Slot {
     Free {
         next: Option<usize>,
     },
-    Waiting(Option<Waker>),
-    Done(i32),
+    Waiting {
+        waker: Option<Waker>,
+        user_data: u64,
+        accept: bool,
+    },
+    Done {
+        result: i32,
+        accept: bool,
+    },
     /// Its future was dropped before completion; the slot is freed when the
     /// (cancelled) completion arrives.
-    Abandoned,
+    Abandoned {
+        accept: bool,
+    },
 }
 
 /// A shard's own network ring.
@@ -45,14 +68,14 @@ pub struct NetRing {
     ring: RefCell<IoUring>,
     slots: RefCell<Vec<Slot>>,
     free: Cell<Option<usize>>,
-    /// Entries pushed since the last submit.
-    queued: Cell<u32>,
+    /// Makes each operation's `user_data` unique (with its slot index).
+    generation: Cell<u32>,
     /// Set while the poller sleeps; a new operation must then wake it.
     parked: Cell<bool>,
     wake_poller: Notify,
     stopped: Cell<bool>,
     /// The eventfd the kernel signals while the doorbell is enabled, read
-    /// through glommio (see the module doc of `server::net`).
+    /// through glommio (see the module doc of `crate::net`).
     doorbell: BufferedFile,
 }
 
@@ -62,6 +85,7 @@ impl NetRing {
             .setup_single_issuer()
             .setup_defer_taskrun()
             .setup_taskrun_flag()
+            .setup_cqsize(COMPLETION_ENTRIES)
             .build(RING_ENTRIES)?;
         let (doorbell, eventfd) = sys::eventfd_doorbell()?;
         ring.submitter().register_eventfd(eventfd)?;
@@ -69,7 +93,7 @@ impl NetRing {
             ring: RefCell::new(ring),
             slots: RefCell::new(Vec::new()),
             free: Cell::new(None),
-            queued: Cell::new(0),
+            generation: Cell::new(0),
             parked: Cell::new(false),
             wake_poller: Notify::default(),
             stopped: Cell::new(false),
@@ -82,7 +106,7 @@ impl NetRing {
     /// A poll for `events` (`libc::POLLIN`, `libc::POLLOUT`) on `fd`.
     pub fn poll(self: &Rc<Self>, fd: RawFd, events: i16) -> Op {
         let entry = opcode::PollAdd::new(types::Fd(fd), events as u32).build();
-        self.start(entry)
+        self.start(entry, false)
     }
 
     /// An accept on the listening socket `fd`; completes with the new socket.
@@ -90,7 +114,7 @@ impl NetRing {
         let entry = opcode::Accept::new(types::Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
             .flags(libc::SOCK_CLOEXEC)
             .build();
-        self.start(entry)
+        self.start(entry, true)
     }
 
     /// Stops the poller and cancels every operation still in flight, waiting
@@ -102,15 +126,17 @@ impl NetRing {
     pub fn close(&self) {
         self.stopped.set(true);
         self.wake_poller.notify_all();
-        let in_flight: Vec<usize> = {
-            let slots = self.slots.borrow();
-            (0..slots.len())
-                .filter(|&i| matches!(slots[i], Slot::Waiting(_) | Slot::Abandoned))
-                .collect()
-        };
-        for slot in in_flight {
-            let cancel = opcode::AsyncCancel::new(slot as u64).build();
-            self.push(cancel.user_data(IGNORED));
+        let in_flight: Vec<u64> = self
+            .slots
+            .borrow()
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::Waiting { user_data, .. } => Some(*user_data),
+                _ => None,
+            })
+            .collect();
+        for user_data in in_flight {
+            self.cancel(user_data);
         }
         let deadline = std::time::Instant::now() + CLOSE_WAIT;
         while self.nr_in_flight() > 0 && std::time::Instant::now() < deadline {
@@ -124,13 +150,28 @@ impl NetRing {
         let slots = self.slots.borrow();
         slots
             .iter()
-            .filter(|slot| matches!(slot, Slot::Waiting(_) | Slot::Abandoned))
+            .filter(|slot| matches!(slot, Slot::Waiting { .. } | Slot::Abandoned { .. }))
             .count()
     }
 
-    fn start(self: &Rc<Self>, entry: squeue::Entry) -> Op {
+    fn start(self: &Rc<Self>, entry: squeue::Entry, accept: bool) -> Op {
+        let generation = self.generation.get().wrapping_add(1);
+        self.generation.set(generation);
         let slot = self.take_slot();
-        self.push(entry.user_data(slot as u64));
+        let user_data = (u64::from(generation) << 32) | slot as u64;
+        let state = if self.push(entry.user_data(user_data)) {
+            Slot::Waiting {
+                waker: None,
+                user_data,
+                accept,
+            }
+        } else {
+            Slot::Done {
+                result: -libc::EBUSY,
+                accept: false,
+            }
+        };
+        self.slots.borrow_mut()[slot] = state;
         Op {
             ring: self.clone(),
             slot,
@@ -146,11 +187,10 @@ impl NetRing {
                     unreachable!("the free list holds free slots only")
                 };
                 self.free.set(next);
-                slots[i] = Slot::Waiting(None);
                 i
             }
             None => {
-                slots.push(Slot::Waiting(None));
+                slots.push(Slot::Free { next: None });
                 slots.len() - 1
             }
         }
@@ -163,31 +203,39 @@ impl NetRing {
         self.free.set(Some(i));
     }
 
-    fn push(&self, entry: squeue::Entry) {
-        loop {
+    /// Queues `entry`, submitting a full queue first (after collecting
+    /// completions, which may be what holds the kernel back). False if no room
+    /// was made after [`PUSH_ATTEMPTS`]: the caller fails the operation.
+    fn push(&self, entry: squeue::Entry) -> bool {
+        for _ in 0..PUSH_ATTEMPTS {
             if sys::push_bufferless(&mut self.ring.borrow_mut(), &entry) {
-                break;
+                if self.parked.get() {
+                    self.wake_poller.notify_all();
+                }
+                return true;
             }
-            // A full queue: hand it to the kernel now and try again.
-            if let Err(e) = self.ring.borrow().submit() {
-                tracing::error!("network ring submit failed: {e}");
-            }
-            self.queued.set(0);
+            self.turn();
         }
-        self.queued.set(self.queued.get() + 1);
-        if self.parked.get() {
-            self.wake_poller.notify_all();
-        }
+        tracing::error!("network ring: the submission queue stays full; an operation fails");
+        false
+    }
+
+    /// Cancels the operation whose `user_data` this is, if still in flight.
+    fn cancel(&self, user_data: u64) {
+        let cancel = opcode::AsyncCancel::new(user_data).build();
+        // A cancellation that finds no room is given up: the operation then
+        // completes by itself (its socket closes or becomes ready).
+        self.push(cancel.user_data(IGNORED));
     }
 
     fn poll_op(&self, slot: usize, cx: &mut Context<'_>) -> Poll<i32> {
         let mut slots = self.slots.borrow_mut();
         match slots[slot] {
-            Slot::Done(result) => {
+            Slot::Done { result, .. } => {
                 self.free_slot(&mut slots, slot);
                 Poll::Ready(result)
             }
-            Slot::Waiting(ref mut waker) => {
+            Slot::Waiting { ref mut waker, .. } => {
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *waker = Some(cx.waker().clone()),
@@ -202,12 +250,16 @@ impl NetRing {
     fn abandon(&self, slot: usize) {
         let mut slots = self.slots.borrow_mut();
         match slots[slot] {
-            Slot::Done(_) => self.free_slot(&mut slots, slot),
-            Slot::Waiting(_) => {
-                slots[slot] = Slot::Abandoned;
+            Slot::Done { result, accept } => {
+                close_unclaimed(result, accept);
+                self.free_slot(&mut slots, slot);
+            }
+            Slot::Waiting {
+                user_data, accept, ..
+            } => {
+                slots[slot] = Slot::Abandoned { accept };
                 drop(slots);
-                let cancel = opcode::AsyncCancel::new(slot as u64).build();
-                self.push(cancel.user_data(IGNORED));
+                self.cancel(user_data);
             }
             _ => unreachable!("an operation is abandoned once"),
         }
@@ -217,13 +269,16 @@ impl NetRing {
     /// them (`GETEVENTS`); then hands every completion to its operation.
     /// Returns how many completions there were.
     fn turn(&self) -> usize {
-        let must_enter = {
+        let to_submit = {
             let mut ring = self.ring.borrow_mut();
-            self.queued.get() > 0 || ring.submission().taskrun()
+            let queue = ring.submission();
+            let to_submit = queue.len() as u32;
+            // The kernel has work for us (DEFER_TASKRUN), or completions that
+            // found the queue full wait in its overflow list.
+            (to_submit > 0 || queue.taskrun() || queue.cq_overflow()).then_some(to_submit)
         };
-        if must_enter {
-            let submitted = self.queued.replace(0);
-            if let Err(e) = sys::enter_getevents(&self.ring.borrow(), submitted) {
+        if let Some(to_submit) = to_submit {
+            if let Err(e) = sys::enter_getevents(&self.ring.borrow(), to_submit) {
                 if e.raw_os_error() != Some(libc::EINTR) && e.raw_os_error() != Some(libc::EBUSY) {
                     tracing::error!("network ring enter failed: {e}");
                 }
@@ -247,14 +302,23 @@ impl NetRing {
         if cqe.user_data() == IGNORED {
             return;
         }
-        let slot = cqe.user_data() as usize;
-        match std::mem::replace(&mut slots[slot], Slot::Done(cqe.result())) {
-            Slot::Waiting(waker) => {
-                if let Some(waker) = waker {
+        let slot = (cqe.user_data() & u64::from(u32::MAX)) as usize;
+        let result = cqe.result();
+        match slots[slot] {
+            Slot::Waiting {
+                ref mut waker,
+                accept,
+                ..
+            } => {
+                if let Some(waker) = waker.take() {
                     waker.wake();
                 }
+                slots[slot] = Slot::Done { result, accept };
             }
-            Slot::Abandoned => self.free_slot(slots, slot),
+            Slot::Abandoned { accept } => {
+                close_unclaimed(result, accept);
+                self.free_slot(slots, slot);
+            }
             _ => unreachable!("a completion for an operation not in flight"),
         }
     }
@@ -267,8 +331,13 @@ impl NetRing {
         }
     }
 
-    /// The poller: runs until [`NetRing::stop`]. See the module doc of
-    /// `server::net` for the loop and the sleeping rule.
+    /// Whether entries wait in the submission queue.
+    fn has_queued(&self) -> bool {
+        !self.ring.borrow_mut().submission().is_empty()
+    }
+
+    /// The poller: runs until [`NetRing::close`]. See the module doc of
+    /// `crate::net` for the loop and the sleeping rule.
     pub async fn run(self: Rc<Self>) {
         let mut doorbell: Option<Pin<Box<dyn Future<Output = ()>>>> = None;
         while !self.stopped.get() {
@@ -295,7 +364,7 @@ impl NetRing {
                 },
                 async {
                     self.wake_poller
-                        .until(|| self.queued.get() > 0 || self.stopped.get())
+                        .until(|| self.has_queued() || self.stopped.get())
                         .await;
                     false
                 },
@@ -316,6 +385,13 @@ impl NetRing {
             // Do not spin on a broken doorbell: poll the ring now and then.
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
+    }
+}
+
+/// The socket an accept made for an operation nobody waits for any more.
+fn close_unclaimed(result: i32, accept: bool) {
+    if accept && result >= 0 {
+        sys::close(result);
     }
 }
 

@@ -19,8 +19,9 @@ use std::rc::Rc;
 use std::task::{ready, Context, Poll};
 
 pub struct NetStream {
-    // Fields drop in this order: a poll still in flight is cancelled before
-    // its socket is closed.
+    // Fields drop in this order: a poll still in flight has its cancellation
+    // queued before the socket is closed (the kernel holds its own reference
+    // to the socket until the cancellation is submitted and done).
     /// The poll a read waits for.
     readable: Option<Op>,
     writable: Option<Op>,

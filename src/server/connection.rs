@@ -1,5 +1,5 @@
 //! One client connection: buffered framing over the shard's network ring
-//! (`server::net`).
+//! (`crate::net`).
 //!
 //! The loop: read whatever the socket has into the receive buffer, find every
 //! complete frame in it, serve them all as one [`Round`], and send all their
