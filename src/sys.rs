@@ -128,6 +128,17 @@ pub fn fdatasync(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// A second descriptor for the open file behind `fd` (close-on-exec), owned
+/// by the caller: it keeps the file open however long the caller needs it.
+pub fn dup(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    // SAFETY: fcntl on a descriptor; on success the new one is ours alone.
+    match unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) } {
+        -1 => Err(io::Error::last_os_error()),
+        // SAFETY: `new` is a fresh descriptor nothing else owns.
+        new => Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(new) }),
+    }
+}
+
 /// Allocates `[offset, offset + len)` of the file behind `fd`, growing its size.
 pub fn fallocate(fd: RawFd, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate on a descriptor the caller keeps open; no memory.

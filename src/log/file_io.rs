@@ -35,22 +35,23 @@ pub fn pwrite_all(file: &BufferedFile, mut bytes: &[u8], mut offset: u64) -> io:
 
 /// Makes everything written to `file` durable without blocking the shard's
 /// thread: the `fdatasync` runs on the executor's blocking thread pool (one
-/// thread, free to run on any CPU; `server` sets it up). The `Rc` keeps the
-/// file, and so its descriptor, open until the sync is done.
+/// thread, free to run on any CPU; `server` sets it up). It syncs a duplicate
+/// of the file's descriptor, owned by the pool's job, so the file stays open
+/// until the sync is done even if this future is dropped first (the number
+/// of a closed descriptor may be reused by another file).
 ///
-/// Measured against the alternatives (docs/benchmarks.md, "Durable SET: how
-/// the sync runs"): a blocking `fdatasync` on the shard's thread stops the
-/// shard for the sync; io_uring's fsync through glommio's ring, or through the
+/// Measured against the alternatives (docs/benchmarks.md, "Which thread runs
+/// the sync"): a blocking `fdatasync` on the shard's thread stops the shard
+/// for the sync; io_uring's fsync through glommio's ring, or through the
 /// shard's own network ring, runs on a kernel worker that shares the shard's
 /// CPU; the pool thread pinned to the shard's CPU waits for it too. An unbound
 /// pool thread gave the most durable writes per second.
 pub async fn fdatasync(file: Rc<BufferedFile>) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    let result = glommio::executor()
-        .spawn_blocking(move || sys::fdatasync(fd))
-        .await;
+    let fd = sys::dup(file.as_raw_fd())?;
     drop(file);
-    result
+    glommio::executor()
+        .spawn_blocking(move || sys::fdatasync(fd.as_raw_fd()))
+        .await
 }
 
 /// Allocates `[offset, offset + len)` of `file` (growing its size), so that

@@ -42,6 +42,9 @@ use std::time::{Duration, Instant};
 /// bytes of log flushes a size change; the others flush data only. Small logs
 /// take little space; large ones extend rarely.
 pub const PREALLOCATE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(8 << 20);
+/// A round's buffer larger than this (a huge value went through) is freed
+/// rather than kept for the next round.
+const SPARE_MAX_BYTES: usize = 4 << 20;
 
 /// Where a writer starts: the log's intact length, the file's size (which may
 /// be larger: allocated ahead, zeros), and the file's epoch.
@@ -76,6 +79,8 @@ pub struct LogWriter {
     paused: Cell<bool>,
     /// Records appended and not yet handed to the flusher.
     pending: RefCell<Vec<u8>>,
+    /// The buffer of the last round written, empty, to take `pending`'s place.
+    spare: RefCell<Vec<u8>>,
     /// Log position after everything appended.
     appended: Cell<u64>,
     /// Log position after everything written to the file.
@@ -117,6 +122,7 @@ impl LogWriter {
             file_origin: Cell::new(0),
             paused: Cell::new(false),
             pending: RefCell::new(Vec::new()),
+            spare: RefCell::new(Vec::new()),
             appended: Cell::new(len),
             written: Cell::new(len),
             synced: Cell::new(len),
@@ -248,10 +254,15 @@ impl LogWriter {
     /// Writes everything appended and not yet written, at once (no await, so
     /// no compaction switch can come between); returns whether it wrote.
     fn write_pending(&self) -> bool {
-        let mut buf = std::mem::take(&mut *self.pending.borrow_mut());
-        if buf.is_empty() || self.poisoned.borrow().is_some() {
+        if self.pending.borrow().is_empty() || self.poisoned.borrow().is_some() {
             return false;
         }
+        // The appends from now on go into the spare buffer, which keeps the
+        // capacity of earlier rounds: no regrowing the buffer every round.
+        let mut buf = std::mem::replace(
+            &mut *self.pending.borrow_mut(),
+            std::mem::take(&mut *self.spare.borrow_mut()),
+        );
         let nr_records = format::stamp(&mut buf, self.epoch.get());
         let len = buf.len() as u64;
         let at = self.file_offset(self.written.get());
@@ -263,6 +274,10 @@ impl LogWriter {
         self.unsynced_records
             .set(self.unsynced_records.get() + nr_records);
         self.progress.notify_all();
+        if buf.capacity() <= SPARE_MAX_BYTES {
+            buf.clear();
+            *self.spare.borrow_mut() = buf;
+        }
         true
     }
 
@@ -372,11 +387,13 @@ impl LogWriter {
         }
         let step = (end / 4).clamp(*PREALLOCATE_BYTES.start(), *PREALLOCATE_BYTES.end());
         let new_end = end + step;
-        let result = file_io::preallocate(file, allocated, new_end - allocated);
-        match result {
-            Ok(()) => self.allocated.set(new_end),
-            Err(e) => tracing::debug!(shard = self.shard, "cannot allocate log space ahead: {e}"),
+        if let Err(e) = file_io::preallocate(file, allocated, new_end - allocated) {
+            // Not tried again before the file reaches `new_end`: a file system
+            // without fallocate, or a full disk, would otherwise cost a failing
+            // system call per write.
+            tracing::debug!(shard = self.shard, "cannot allocate log space ahead: {e}");
         }
+        self.allocated.set(new_end);
     }
 
     /// Makes everything written so far durable; the shard keeps running meanwhile.
