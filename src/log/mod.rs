@@ -18,8 +18,9 @@
 //! Every change that a reply acknowledges: PUT (key, exact version, value) for
 //! SET and applied PUTV, DEL for a DEL/RM of a present key, BATCH for a
 //! single-shard ATOMIC (one record: all or nothing). A cross-shard ATOMIC logs a
-//! PREPARE (the participant's share) on each participant before it votes yes,
-//! then a COMMIT on the coordinator before anyone is told — the commit point —
+//! PREPARE (the participant's share) on each participant, safe before the
+//! coordinator goes on, then a COMMIT on the coordinator before anyone is told
+//! — the commit point —
 //! and a DECIDE on each participant when it is told.
 //!
 //! # Recovery ([`recover`])

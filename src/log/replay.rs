@@ -14,6 +14,9 @@
 //!   is valid up to there. If an intact record follows, the damage is in the
 //!   middle of the log: replay refuses with an error naming file and offset,
 //!   unless salvaging, which keeps what precedes the damage and drops the rest.
+//!   (A power loss during a sync can leave that too, the pages of one write
+//!   reaching the disk out of order; what follows the damage was then never
+//!   acknowledged. Refusing costs a restart with `--salvage`, never a write.)
 //!
 //! # Looking past damage
 //!

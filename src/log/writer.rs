@@ -2,8 +2,8 @@
 //! records are safe, with a pipelined group commit.
 //!
 //! Requests append their records to an in-memory buffer ([`LogWriter::append`])
-//! and get back the log position just past them. One flusher task writes the
-//! whole buffer with one `pwrite` and, in `always` mode, then waits for one
+//! and get back the log position just past them. In `always` mode one flusher
+//! task writes the whole buffer with one `pwrite` and then waits for one
 //! `fdatasync`, which runs off the shard's thread (`file_io`): while it is in
 //! flight the shard keeps reading sockets, executing requests and appending,
 //! and everything appended meanwhile goes out in the next write and sync. So

@@ -89,7 +89,7 @@ pub enum ServerError {
     Memlock { have_bytes: u64 },
     #[error(
         "{shard}: cannot start its io_uring executor: {message}. corekv needs Linux io_uring \
-         (kernel 5.8+, not disabled by sysctl kernel.io_uring_disabled or a seccomp profile) and \
+         (kernel 6.1+, not disabled by sysctl kernel.io_uring_disabled or a seccomp profile) and \
          locked memory (RLIMIT_MEMLOCK >= 512 KiB) — see docs/operations.md"
     )]
     Executor { shard: ShardId, message: String },

@@ -23,10 +23,11 @@
 //! message order. Requests on different shards may run concurrently; only ATOMIC
 //! makes several keys one unit (see `crate::txn`).
 //!
-//! Every request passes through [`Shard::execute_ops`], whether it came from a
-//! local connection or a peer: it is the one place where a request waits for a
-//! key held by an undecided ATOMIC batch. While no key is held or awaited, it
-//! never suspends.
+//! Every request runs through [`Shard::run_ops`], whether it came from a local
+//! connection ([`Shard::execute_ops`]) or a peer (`run_batch`): it is the one
+//! place where a request waits for a key held by an undecided ATOMIC batch.
+//! While no key is held or awaited, it never suspends. Both callers then
+//! settle the log before the results are answered.
 
 pub mod mesh;
 pub mod pending;

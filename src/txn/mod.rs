@@ -61,8 +61,10 @@
 //! # The log step
 //!
 //! With the log engine, [`participant::Participant::prepare`] appends a PREPARE
-//! record and makes it safe before voting yes; the coordinator appends COMMIT
-//! and makes it safe before telling anyone (the commit point); each participant
+//! record and votes at once; it confirms on a second ticket once the PREPARE is
+//! safe, so the participants' syncs overlap. The coordinator waits for every
+//! confirmation, then appends COMMIT and makes it safe before telling anyone
+//! (the commit point); each participant
 //! appends DECIDE when told and confirms once it is safe. Recovery resolves a
 //! PREPARE without DECIDE by the coordinator's COMMIT, so a crash at any
 //! instant leaves each batch all or nothing (docs/storage.md). The coordinator
