@@ -14,8 +14,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Largest frame the config accepts: spans inside a frame are stored as u32.
-const MAX_FRAME_BYTES_CEILING: u64 = u32::MAX as u64 - 1024;
+/// Largest frame the config accepts (Redis's largest bulk string too). Spans
+/// inside a frame are stored as u32, and one log record holds a whole ATOMIC
+/// batch, whose effects can take ~4.5× its wire bytes (`[1,"",nil]` is 4
+/// bytes on the wire, 18 in the log): that must stay under a record's 4 GiB.
+const MAX_FRAME_BYTES_CEILING: u64 = 512 << 20;
 /// Shards beyond this are almost certainly a typo, and every shard costs an
 /// executor thread, an io_uring ring and N-1 channel pairs.
 const MAX_SHARDS: usize = 256;

@@ -129,10 +129,11 @@ fn zero_shards_are_refused() {
 fn impossible_limits_are_refused_with_the_flag_named() {
     let dir = temp_dir();
     let data_dir = dir.path().join("data");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--max-connections", "0"], "--max-connections"),
         (&["--max-memory-bytes", "1KiB"], "--max-memory-bytes"),
         (&["--max-frame-bytes", "8"], "--max-frame-bytes"),
+        (&["--max-frame-bytes", "1GiB"], "between 16 and 536870912"),
         (&["--max-key-bytes", "0"], "--max-key-bytes"),
         (&["--max-frame-bytes", "12XB"], "--max-frame-bytes"),
     ];
