@@ -602,11 +602,24 @@ impl Table {
                     change = Some(Effect::Del { key });
                 }
             }
+            OpKind::Check => self.check_version(key, op.version, out),
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
         }
         change
+    }
+}
+
+impl Table {
+    /// CHECK outside ATOMIC: nothing when `key` is at `expected`, else
+    /// `[-5, current]`. Reads nothing and counts nothing: it is a guard (inside
+    /// ATOMIC a mismatch aborts the batch, `txn::unit`).
+    fn check_version(&self, key: &[u8], expected: u64, out: &mut BatchResults) {
+        let current = self.version(key);
+        if current != expected {
+            reply::write_version_conflict(&mut out.buf, current);
+        }
     }
 }
 

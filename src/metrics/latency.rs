@@ -63,7 +63,7 @@ impl Family {
 
     pub fn of(kind: OpKind) -> Family {
         match kind {
-            OpKind::Get | OpKind::GetV => Family::Get,
+            OpKind::Get | OpKind::GetV | OpKind::Check => Family::Get,
             OpKind::Set | OpKind::PutV => Family::Set,
             OpKind::Del | OpKind::Rm => Family::Delete,
             OpKind::Atomic => Family::Atomic,

@@ -7,6 +7,7 @@
 //! [1, K, V]          SET        [5, K, V, version] PUTV
 //! [2, K]             DEL        [6, K]             RM
 //! [3, [R...]]        ATOMIC     [7]                STATS
+//! [8, K, version]    CHECK
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -70,6 +71,7 @@ pub enum OpKind {
     PutV = 5,
     Rm = 6,
     Stats = 7,
+    Check = 8,
 }
 
 impl OpKind {
@@ -83,6 +85,7 @@ impl OpKind {
             5 => OpKind::PutV,
             6 => OpKind::Rm,
             7 => OpKind::Stats,
+            8 => OpKind::Check,
             _ => return None,
         };
         Some(kind)
@@ -95,6 +98,7 @@ impl OpKind {
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
             OpKind::Set => 3,
             OpKind::PutV => 4,
+            OpKind::Check => 3,
         }
     }
 
@@ -108,6 +112,7 @@ impl OpKind {
             OpKind::PutV => "PUTV",
             OpKind::Rm => "RM",
             OpKind::Stats => "STATS",
+            OpKind::Check => "CHECK",
         }
     }
 
@@ -130,7 +135,7 @@ pub struct Op {
     pub key: Span,
     /// The value's complete msgpack encoding; empty unless SET or PUTV.
     pub value: Span,
-    /// PUTV's expected version; 0 otherwise.
+    /// PUTV's and CHECK's expected version; 0 otherwise.
     pub version: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
@@ -241,7 +246,7 @@ fn decode_nested(
     if matches!(kind, OpKind::Set | OpKind::PutV) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
-    if kind == OpKind::PutV {
+    if matches!(kind, OpKind::PutV | OpKind::Check) {
         op.version = read_version(cursor)?;
     }
     op.raw = Span::from_range(raw_start..cursor.position());
@@ -262,7 +267,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-8)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",

@@ -44,6 +44,7 @@ pub mod final_sync;
 pub mod listener;
 pub mod output;
 pub mod reclaim;
+pub mod resp;
 pub mod round;
 pub mod shutdown;
 pub mod state;
@@ -292,6 +293,7 @@ fn spawn_shards(
         );
     }
     let meshes = mesh::build(config.nr_shards);
+    let shared_config = Arc::new(config.clone());
     meshes
         .into_iter()
         .zip(loaded.tables)
@@ -310,6 +312,7 @@ fn spawn_shards(
                 state: state.clone(),
                 metrics: metrics.clone(),
                 limits: connection_limits(config),
+                config: shared_config.clone(),
                 table,
                 next_txn_seq: loaded.next_txn_seq,
                 log: (config.engine == Engine::Log).then(|| LogPlan {
@@ -347,6 +350,8 @@ struct ShardPlan {
     state: Arc<ServerState>,
     metrics: Arc<Metrics>,
     limits: ConnectionLimits,
+    /// What CONFIG GET and INFO report over RESP.
+    config: Arc<Config>,
     table: Table,
     next_txn_seq: u64,
     log: Option<LogPlan>,
@@ -511,6 +516,7 @@ impl ShardPlan {
             shutdown,
             limits: self.limits,
             metrics: self.metrics.clone(),
+            config: self.config.clone(),
         };
         let http = http_listener
             .map(|listener| glommio::spawn_local(crate::http::serve(listener, ctx.clone())));

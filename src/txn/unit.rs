@@ -2,7 +2,7 @@
 //! order, each seeing the ones before it, every write recorded in an undo log,
 //! stopping at the first failure.
 //!
-//! A failure is a PUTV whose version does not match (CONFLICT) or a write over
+//! A failure is a PUTV or CHECK whose version does not match (CONFLICT) or a write over
 //! the memory limit (OOM). The caller then rolls the undo log back, so nothing of
 //! the batch remains, and the batch answers one error element naming the key.
 
@@ -40,6 +40,10 @@ pub fn run_unit<'b>(
                     return Err(conflict(key, op.version, current))
                 }
                 Err(_) => return Err(over_memory(key)),
+            },
+            OpKind::Check => match table.version(key) {
+                current if current == op.version => None,
+                current => return Err(conflict(key, op.version, current)),
             },
             OpKind::Set => {
                 let version = table.set(key, value).map_err(|_| over_memory(key))?;
