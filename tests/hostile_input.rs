@@ -151,8 +151,8 @@ fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         ("empty request", after_clobber(arr(vec![])), "BADREQ"),
         (
-            "unknown opcode 8",
-            after_clobber(arr(vec![8.into(), s("k")])),
+            "unknown opcode 9",
+            after_clobber(arr(vec![9.into(), s("k")])),
             "BADREQ",
         ),
         (

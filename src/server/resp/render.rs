@@ -3,7 +3,7 @@
 //! error codes become Redis-style errors.
 
 use super::introspection;
-use super::reply::Reply;
+use super::reply::{Dialect, Reply};
 use crate::proto::resp::elements::Outcome;
 use crate::proto::resp::value::{Stored, WRONGTYPE};
 use crate::proto::{ErrorCode, RequestError};
@@ -79,6 +79,8 @@ pub fn render(render: &Render, outcomes: &[Outcome<'_>], reply: &mut Reply, ctx:
             Some(Outcome::Done(_))
         ))),
         Render::MSetNx => reply.integer(1),
+        // The kv-store seed's text protocol answers DELETE `success`.
+        Render::Removed(_) if reply.dialect == Dialect::Text => reply.ok(),
         Render::Removed(_) => {
             let removed = outcomes.iter().map(|o| match o {
                 Outcome::Done(n) => *n as i64,
