@@ -38,6 +38,7 @@ pub mod pinned;
 use crate::allocator;
 pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
+use crate::proto::resp::glob;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
@@ -603,6 +604,8 @@ impl Table {
                 }
             }
             OpKind::Check => self.check_version(key, op.version, out),
+            OpKind::Scan => self.scan(op.version, op.target.count, key, out),
+            OpKind::Flush => unreachable!("FLUSH is answered by the shard ([`Table::flush`])"),
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
@@ -620,6 +623,46 @@ impl Table {
         if current != expected {
             reply::write_version_conflict(&mut out.buf, current);
         }
+    }
+
+    /// SCAN: visits up to `count` entries from `position` in the map's
+    /// iteration order and answers `[-7, next, [keys matching pattern]]`,
+    /// `next` 0 once the end is reached. The order is stable while the map
+    /// does not resize, so a full iteration without writes sees every key once.
+    /// The map exposes no bucket positions, so each call walks past the
+    /// `position` entries before it (fast, but linear in `position`).
+    fn scan(&self, position: u64, count: u32, pattern: &[u8], out: &mut BatchResults) {
+        let mut keys = Vec::new();
+        let mut visited = 0u64;
+        for entry in self.map.iter().skip(position as usize).take(count as usize) {
+            visited += 1;
+            if pattern.is_empty() || glob::matches(pattern, entry.key()) {
+                keys.push(entry.key());
+            }
+        }
+        let next = position + visited;
+        let next = if next >= self.map.len() as u64 {
+            0
+        } else {
+            next
+        };
+        reply::write_keys_header(&mut out.buf, next, keys.len() as u32);
+        keys.iter()
+            .for_each(|key| reply::write_bin(&mut out.buf, key));
+    }
+
+    /// FLUSH: deletes every key, counting each as a delete; returns the keys
+    /// (the shard logs their deletion).
+    pub fn flush(&mut self) -> Vec<Box<[u8]>> {
+        let entries: Vec<Entry> = self.map.drain().collect();
+        let mut keys = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.count_out(&entry.footprint());
+            self.stats.deletes += 1;
+            keys.push(Box::from(entry.key()));
+            self.pinned.displace(entry);
+        }
+        keys
     }
 }
 

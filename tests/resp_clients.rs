@@ -50,6 +50,12 @@ fn redis_py_watch_increments_from_several_clients_lose_nothing() {
     redis_py(2, "watch");
 }
 
+#[test]
+fn redis_py_scan_and_keys_see_every_key_of_every_shard_once() {
+    redis_py(2, "keys");
+    redis_py(3, "keys");
+}
+
 /// Runs a tool that must be installed; a missing tool fails the test.
 fn run(tool: &str, args: &[&str]) -> Output {
     Command::new(tool).args(args).output().unwrap_or_else(|e| {
@@ -86,6 +92,20 @@ fn redis_cli_one_shot_commands_work() {
     // redis-cli with RESP3.
     assert_eq!(cli(&["-3", "GET", "none"]), "\n");
     assert!(cli(&["NOSUCH"]).contains("unknown command"));
+    // --scan walks every shard.
+    for i in 0..300 {
+        cli(&["SET", &format!("scan:{i}"), "x"]);
+    }
+    let mut scanned: Vec<String> = cli(&["--scan", "--pattern", "scan:*"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    scanned.sort();
+    let mut want: Vec<String> = (0..300).map(|i| format!("scan:{i}")).collect();
+    want.sort();
+    assert_eq!(scanned, want);
+    assert_eq!(cli(&["FLUSHALL"]), "OK\n");
+    assert_eq!(cli(&["DBSIZE"]), "0\n");
 }
 
 #[test]

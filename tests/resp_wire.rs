@@ -417,4 +417,12 @@ fn a_resp_acknowledged_write_survives_kill_9() {
     assert_exchange(&mut s, &command(&[b"GET", b"d49"]), b"$7\r\ndurable\r\n");
     assert_exchange(&mut s, &command(&[b"GET", b"dn"]), b"$1\r\n5\r\n");
     assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":51\r\n");
+    // FLUSHDB is logged too.
+    assert_exchange(&mut s, &command(&[b"FLUSHDB"]), b"+OK\r\n");
+    drop(s);
+    let mut server = server;
+    server.stop_with(libc::SIGKILL);
+    let server = TestServer::start_in(&data_dir, 2, &flags).expect("restart");
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
 }

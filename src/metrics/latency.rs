@@ -63,9 +63,9 @@ impl Family {
 
     pub fn of(kind: OpKind) -> Family {
         match kind {
-            OpKind::Get | OpKind::GetV | OpKind::Check => Family::Get,
+            OpKind::Get | OpKind::GetV | OpKind::Check | OpKind::Scan => Family::Get,
             OpKind::Set | OpKind::PutV => Family::Set,
-            OpKind::Del | OpKind::Rm => Family::Delete,
+            OpKind::Del | OpKind::Rm | OpKind::Flush => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,
         }

@@ -32,5 +32,5 @@ pub mod text;
 
 pub use error::{ErrorCode, RequestError};
 pub use frame::{next_frame, Frame, FrameTooBig, LEN_PREFIX_BYTES};
-pub use request::{decode_message, Op, OpKind, RequestLimits, Span};
+pub use request::{decode_message, Op, OpKind, RequestLimits, ShardTarget, Span};
 pub use results::{BatchResults, ElementRef, Piece};

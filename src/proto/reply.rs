@@ -4,7 +4,7 @@
 //! [-1, V]            GET found               [-4, n]    PUTV applied (n = new version), RM (1/0)
 //! [-2]               not found               [-5, cur]  PUTV conflict (cur = current version)
 //! [-3, V, version]   GETV found              [-6, {name: integer}]   STATS
-//! [-9, CODE, message]  error
+//! [-7, next, [K…]]  SCAN                   [-9, CODE, message]  error
 //! ```
 //!
 //! Values are written back exactly as they arrived (they are stored as raw
@@ -21,6 +21,15 @@ pub const TAG_DONE: i8 = -4;
 pub const TAG_VERSION_CONFLICT: i8 = -5;
 pub const TAG_STATS: i8 = -6;
 pub const TAG_ERROR: i8 = -9;
+pub const TAG_KEYS: i8 = -7;
+
+/// Starts SCAN's `[-7, next_position, [K…]]`: the keys follow as bin.
+pub fn write_keys_header(out: &mut Vec<u8>, next_position: u64, nr_keys: u32) {
+    write_array_len(out, 3);
+    out.push(TAG_KEYS as u8);
+    write_uint(out, next_position);
+    write_array_len(out, nr_keys);
+}
 
 /// Writes an array header for `len` elements.
 pub fn write_array_len(out: &mut Vec<u8>, len: u32) {

@@ -8,6 +8,8 @@
 //! [2, K]             DEL        [6, K]             RM
 //! [3, [R...]]        ATOMIC     [7]                STATS
 //! [8, K, version]    CHECK
+//! [9, shard, position, count, pattern]   SCAN
+//! [10, shard]        FLUSH
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -72,6 +74,8 @@ pub enum OpKind {
     Rm = 6,
     Stats = 7,
     Check = 8,
+    Scan = 9,
+    Flush = 10,
 }
 
 impl OpKind {
@@ -86,6 +90,8 @@ impl OpKind {
             6 => OpKind::Rm,
             7 => OpKind::Stats,
             8 => OpKind::Check,
+            9 => OpKind::Scan,
+            10 => OpKind::Flush,
             _ => return None,
         };
         Some(kind)
@@ -99,6 +105,8 @@ impl OpKind {
             OpKind::Set => 3,
             OpKind::PutV => 4,
             OpKind::Check => 3,
+            OpKind::Scan => 5,
+            OpKind::Flush => 2,
         }
     }
 
@@ -113,6 +121,8 @@ impl OpKind {
             OpKind::Rm => "RM",
             OpKind::Stats => "STATS",
             OpKind::Check => "CHECK",
+            OpKind::Scan => "SCAN",
+            OpKind::Flush => "FLUSH",
         }
     }
 
@@ -123,7 +133,15 @@ impl OpKind {
 
     /// Whether the request may change the table: a write or a delete.
     pub fn writes(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm)
+        matches!(
+            self,
+            OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm | OpKind::Flush
+        )
+    }
+
+    /// SCAN and FLUSH name the shard they run on instead of a key.
+    pub fn targets_a_shard(self) -> bool {
+        matches!(self, OpKind::Scan | OpKind::Flush)
     }
 }
 
@@ -141,7 +159,21 @@ pub struct Op {
     pub raw: Span,
     /// ATOMIC only: how many requests follow this one in the op list as its body.
     pub nr_inner: u32,
+    /// SCAN and FLUSH only: the shard they run on, and SCAN's entry count.
+    pub target: ShardTarget,
 }
+
+/// The shard a SCAN or FLUSH runs on (modulo the number of shards), and how
+/// many table entries a SCAN visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardTarget {
+    pub shard: u32,
+    pub count: u32,
+}
+
+/// Most table entries one SCAN request visits, whatever count it asks for:
+/// bounds the reply and the time a shard spends on it.
+pub const MAX_SCAN_COUNT: u32 = 100_000;
 
 /// ATOMIC batches may nest (their results are flattened); deeper than this is
 /// refused, so decoding a hostile message cannot exhaust the stack.
@@ -236,11 +268,15 @@ fn decode_nested(
         version: 0,
         raw: Span::default(),
         nr_inner: 0,
+        target: ShardTarget::default(),
     };
     match kind {
         OpKind::Atomic => return decode_atomic(cursor, limits, out, depth, raw_start),
-        OpKind::Stats if depth > 0 => return Err(bad_req("STATS cannot run inside ATOMIC")),
+        OpKind::Stats | OpKind::Scan | OpKind::Flush if depth > 0 => {
+            return Err(bad_req(format!("{} cannot run inside ATOMIC", kind.name())))
+        }
         OpKind::Stats => {}
+        OpKind::Scan | OpKind::Flush => decode_shard_target(cursor, limits, kind, &mut op)?,
         _ => op.key = read_key(cursor, limits)?,
     }
     if matches!(kind, OpKind::Set | OpKind::PutV) {
@@ -267,7 +303,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-8)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-10)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -302,6 +338,7 @@ fn decode_atomic(
             version: 0,
             raw: Span::default(),
             nr_inner: 0,
+            target: ShardTarget::default(),
         });
     }
     let nr_requests = cursor.read_array_len().map_err(req_error)?;
@@ -313,6 +350,29 @@ fn decode_atomic(
     if depth == 0 {
         out[marker].nr_inner = (out.len() - marker - 1) as u32;
         out[marker].raw = Span::from_range(raw_start..cursor.position());
+    }
+    Ok(())
+}
+
+/// `shard` (FLUSH), or `shard, position, count, pattern` (SCAN): the pattern
+/// is a Redis glob in the key's place, empty for every key.
+fn decode_shard_target(
+    cursor: &mut Cursor,
+    limits: &RequestLimits,
+    kind: OpKind,
+    op: &mut Op,
+) -> Result<(), RequestError> {
+    let mut number = |what: &str| {
+        let n = cursor
+            .read_int()
+            .map_err(|_| bad_req(format!("the {what} must be an integer")))?;
+        u64::try_from(n).map_err(|_| bad_req(format!("the {what} must be >= 0, got {n}")))
+    };
+    op.target.shard = u32::try_from(number("shard")?).unwrap_or(u32::MAX);
+    if kind == OpKind::Scan {
+        op.version = number("position")?;
+        op.target.count = number("count")?.clamp(1, u64::from(MAX_SCAN_COUNT)) as u32;
+        op.key = read_key(cursor, limits)?;
     }
     Ok(())
 }

@@ -273,6 +273,9 @@ impl Round {
                         Owner::CrossShard(nr_cross_shard - 1)
                     }
                 }
+                kind if kind.targets_a_shard() => {
+                    Owner::Shard(ShardId(op.target.shard as usize % shard.nr_shards()))
+                }
                 _ => Owner::Shard(shard.router().route(op.key.of(buf))),
             };
             self.owners.push(owner);

@@ -39,7 +39,7 @@ use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Table, TableStats};
+use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
@@ -200,6 +200,9 @@ impl Shard {
                 return false;
             }
         }
+        if op.kind == OpKind::Flush {
+            return self.flush(out);
+        }
         let effect = match op.kind {
             OpKind::Stats => {
                 write_stats_element(&mut out.buf, &self.table_stats());
@@ -211,6 +214,22 @@ impl Shard {
         match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// FLUSH: deletes every key of the table, logged as one batch of
+    /// deletions; answers `[-4, keys deleted]`. Returns whether it logged.
+    fn flush(&self, out: &mut BatchResults) -> bool {
+        let keys = self.table.borrow_mut().flush();
+        reply::write_done(&mut out.buf, keys.len() as u64);
+        out.end_request();
+        match &self.log {
+            Some(log) if !keys.is_empty() => {
+                let effects: Vec<Effect<'_>> = keys.iter().map(|key| Effect::Del { key }).collect();
+                log.append(|records| format::write_batch(records, &effects));
                 true
             }
             _ => false,

@@ -3,7 +3,7 @@
 usage: redis_client.py HOST:PORT PROTOCOL SCENARIO
 
 PROTOCOL is 2 or 3 (RESP2, or RESP3 through HELLO 3). SCENARIO is one of
-`commands`, `pipeline`, `bank`, `watch`. Every loop is bounded; any failure
+`commands`, `pipeline`, `bank`, `watch`, `keys`. Every loop is bounded; any failure
 raises (non-zero exit) with what went wrong.
 """
 
@@ -189,6 +189,27 @@ def watch(r, protocol, addr):
     print(f"WATCH retries: {retries[0]}")
 
 
+def keys(r, protocol):
+    n = 5000
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"scan-{i}", i)
+    pipe.execute()
+    want = {f"scan-{i}".encode() for i in range(n)}
+    for count in (None, 7, 1000):
+        seen = list(r.scan_iter(count=count))
+        expect(len(seen), len(set(seen)), f"SCAN COUNT {count}: a key came twice")
+        expect(set(seen), want, f"SCAN COUNT {count}: the keys")
+    matched = set(r.scan_iter(match="scan-1*"))
+    expect(matched, {k for k in want if k.startswith(b"scan-1")}, "SCAN MATCH")
+    expect(set(r.keys("scan-2?")), {f"scan-2{d}".encode() for d in range(10)}, "KEYS")
+    expect(len(r.keys("*")), n, "KEYS *")
+    expect(list(r.scan_iter(_type="hash")), [], "SCAN TYPE hash")
+    expect(r.flushdb(), True, "FLUSHDB")
+    expect(r.dbsize(), 0, "DBSIZE after FLUSHDB")
+    expect(r.keys("*"), [], "KEYS after FLUSHDB")
+
+
 def main():
     addr, protocol, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     r = connect(addr, protocol)
@@ -198,6 +219,8 @@ def main():
         pipeline(r, protocol)
     elif scenario == "bank":
         bank(r, protocol, addr)
+    elif scenario == "keys":
+        keys(r, protocol)
     elif scenario == "watch":
         watch(r, protocol, addr)
     else:

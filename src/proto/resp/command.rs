@@ -63,6 +63,15 @@ pub enum Command<'a> {
     Discard,
     Watch(Vec<&'a [u8]>),
     Unwatch,
+    /// FLUSHDB and FLUSHALL (one database: the same).
+    FlushDb,
+    Keys(&'a [u8]),
+    Scan {
+        cursor: u64,
+        pattern: Option<&'a [u8]>,
+        count: Option<u64>,
+        type_name: Option<&'a [u8]>,
+    },
 }
 
 /// Why a command was refused; the text is the whole error reply, code first.
@@ -159,6 +168,16 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         b"DISCARD" => arity(1, Some(1)).map(|_| Command::Discard)?,
         b"WATCH" => arity(2, None).map(|_| Command::Watch(rest.to_vec()))?,
         b"UNWATCH" => arity(1, Some(1)).map(|_| Command::Unwatch)?,
+        b"FLUSHDB" | b"FLUSHALL" => {
+            arity(1, Some(2))?;
+            let mut upper = [0u8; MAX_NAME_BYTES];
+            match rest.first().map(|mode| uppercase(mode, &mut upper)) {
+                None | Some(b"SYNC" | b"ASYNC") => Command::FlushDb,
+                Some(_) => return Err(CommandError::new(SYNTAX)),
+            }
+        }
+        b"KEYS" => arity(2, Some(2)).map(|_| Command::Keys(rest[0]))?,
+        b"SCAN" => arity(2, None).and_then(|_| parse_scan(rest))?,
         _ => return Err(unknown_command(name, rest)),
     };
     Ok(command)
@@ -192,6 +211,36 @@ fn parse_set<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         value,
         condition,
         get,
+    })
+}
+
+fn parse_scan<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
+    let cursor = std::str::from_utf8(rest[0])
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .ok_or_else(|| CommandError::new("ERR invalid cursor"))?;
+    let (mut pattern, mut count, mut type_name) = (None, None, None);
+    let mut options = rest[1..].iter();
+    while let Some(option) = options.next() {
+        let mut upper = [0u8; MAX_NAME_BYTES];
+        let name = uppercase(option, &mut upper);
+        let value = options.next().ok_or_else(|| CommandError::new(SYNTAX))?;
+        match name {
+            b"MATCH" => pattern = Some(*value),
+            b"COUNT" => match parse_i64(value) {
+                Some(n) if n >= 1 => count = Some(n as u64),
+                Some(_) => return Err(CommandError::new(SYNTAX)),
+                None => return Err(CommandError::new(NOT_AN_INTEGER)),
+            },
+            b"TYPE" => type_name = Some(*value),
+            _ => return Err(CommandError::new(SYNTAX)),
+        }
+    }
+    Ok(Command::Scan {
+        cursor,
+        pattern,
+        count,
+        type_name,
     })
 }
 

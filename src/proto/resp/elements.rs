@@ -7,7 +7,8 @@
 
 use crate::proto::msgpack::Cursor;
 use crate::proto::reply::{
-    TAG_DONE, TAG_ERROR, TAG_FOUND, TAG_NOT_FOUND, TAG_STATS, TAG_VERSIONED, TAG_VERSION_CONFLICT,
+    TAG_DONE, TAG_ERROR, TAG_FOUND, TAG_KEYS, TAG_NOT_FOUND, TAG_STATS, TAG_VERSIONED,
+    TAG_VERSION_CONFLICT,
 };
 use crate::proto::ElementRef;
 
@@ -23,6 +24,8 @@ pub enum Outcome<'a> {
     Done(u64),
     /// PUTV or CHECK refused: the current version.
     Conflict(u64),
+    /// SCAN: the next position (0 at the end) and the keys found.
+    Keys(u64, Vec<&'a [u8]>),
     /// STATS: `name → value`.
     Stats(Vec<(String, u64)>),
     /// `[-9, CODE, message]`.
@@ -76,6 +79,15 @@ impl<'a> SlotReader<'_, 'a> {
             }
             (t, 2) if t == i128::from(TAG_DONE) => Outcome::Done(read_u64(cursor)?),
             (t, 2) if t == i128::from(TAG_VERSION_CONFLICT) => Outcome::Conflict(read_u64(cursor)?),
+            (t, 3) if t == i128::from(TAG_KEYS) => {
+                let next = read_u64(cursor)?;
+                let nr_keys = cursor.read_array_len().ok()?;
+                let mut keys = Vec::new();
+                for _ in 0..nr_keys {
+                    keys.push(&self.bytes[cursor.read_str_or_bin().ok()?]);
+                }
+                Outcome::Keys(next, keys)
+            }
             (t, _) if t == i128::from(TAG_STATS) || t == i128::from(TAG_ERROR) => {
                 let mut whole = Cursor::at(self.bytes, start);
                 let range = whole.skip_value().ok()?;

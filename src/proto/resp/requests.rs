@@ -71,6 +71,24 @@ pub fn check(out: &mut Vec<u8>, key: &[u8], version: u64) {
     write_uint(out, version);
 }
 
+/// SCAN of `shard` from `position`, visiting `count` entries, keeping the
+/// keys that match `pattern` (empty: all).
+pub fn scan(out: &mut Vec<u8>, shard: usize, position: u64, count: u32, pattern: &[u8]) {
+    write_array_len(out, 5);
+    write_uint(out, OpKind::Scan as u64);
+    write_uint(out, shard as u64);
+    write_uint(out, position);
+    write_uint(out, u64::from(count));
+    write_bin(out, pattern);
+}
+
+/// FLUSH: deletes every key of `shard`.
+pub fn flush(out: &mut Vec<u8>, shard: usize) {
+    write_array_len(out, 2);
+    write_uint(out, OpKind::Flush as u64);
+    write_uint(out, shard as u64);
+}
+
 fn keyed(out: &mut Vec<u8>, kind: OpKind, key: &[u8]) {
     write_array_len(out, 2);
     write_uint(out, kind as u64);

@@ -26,6 +26,7 @@ use super::render::{self, error_text, Render};
 use super::reply::{Dialect, Reply};
 use super::session::{Multi, Session};
 use super::translate::{self, Overlay};
+use crate::proto::request::MAX_SCAN_COUNT;
 use crate::proto::resp::command::{self, Command};
 use crate::proto::resp::elements::{read_slot, Outcome};
 use crate::proto::resp::requests;
@@ -109,6 +110,29 @@ impl Executor {
             Command::Watch(keys) => {
                 self.flush(io).await?;
                 self.watch(&keys, session, io).await?;
+            }
+            Command::FlushDb => {
+                self.flush(io).await?;
+                self.flush_db(session.dialect, io).await;
+            }
+            Command::Keys(pattern) => {
+                self.flush(io).await?;
+                self.keys(pattern, session.dialect, io).await;
+            }
+            Command::Scan {
+                cursor,
+                pattern,
+                count,
+                type_name,
+            } => {
+                self.flush(io).await?;
+                let scan = ScanCall {
+                    cursor,
+                    pattern: pattern.unwrap_or_default(),
+                    count: count.unwrap_or(DEFAULT_SCAN_COUNT),
+                    strings_only: type_name.is_some_and(|t| !t.eq_ignore_ascii_case(b"string")),
+                };
+                self.scan(&scan, session.dialect, io).await;
             }
             Command::Multi => {
                 session.multi = Some(Multi::default());
@@ -215,8 +239,16 @@ impl Executor {
                 return Ok(false);
             }
             Ok(Command::Watch(_)) => Some("ERR WATCH inside MULTI is not allowed".to_owned()),
-            Ok(Command::DbSize | Command::Info(_) | Command::Hello { .. }) => Some(
-                "ERR DBSIZE, INFO and HELLO are not supported inside MULTI in corekv".to_owned(),
+            Ok(
+                Command::DbSize
+                | Command::Info(_)
+                | Command::Hello { .. }
+                | Command::FlushDb
+                | Command::Keys(_)
+                | Command::Scan { .. },
+            ) => Some(
+                "ERR DBSIZE, INFO, HELLO, FLUSHDB, KEYS and SCAN are not supported inside MULTI in corekv"
+                    .to_owned(),
             ),
             Ok(_) => {
                 let bytes: usize = argv.iter().map(|a| a.len()).sum();
@@ -413,6 +445,106 @@ impl Executor {
         snapshot
     }
 
+    /// FLUSHDB: every shard deletes all its keys (each shard at once, not
+    /// all shards as one unit).
+    async fn flush_db<W: AsyncWrite + Unpin>(&mut self, dialect: Dialect, io: &mut Io<'_, '_, W>) {
+        let shards: Vec<usize> = (0..io.ctx.shard.nr_shards()).collect();
+        let mut failure = None;
+        per_shard(
+            io,
+            &shards,
+            |shard, buf| requests::flush(buf, shard),
+            |_, outcomes| match outcomes {
+                Ok([Outcome::Error { code, message }]) => failure = Some(error_text(code, message)),
+                Ok(_) => {}
+                Err(text) => failure = Some(text),
+            },
+        )
+        .await;
+        let mut reply = Reply::new(io.out.bytes(), dialect);
+        match failure {
+            Some(text) => reply.error(&text),
+            None => reply.ok(),
+        }
+    }
+
+    /// KEYS: scans every shard to its end, all shards in each round.
+    async fn keys<W: AsyncWrite + Unpin>(
+        &mut self,
+        pattern: &[u8],
+        dialect: Dialect,
+        io: &mut Io<'_, '_, W>,
+    ) {
+        let mut positions: Vec<(usize, u64)> = (0..io.ctx.shard.nr_shards())
+            .map(|shard| (shard, 0))
+            .collect();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut failure = None;
+        while !positions.is_empty() && failure.is_none() {
+            let shards: Vec<usize> = positions.iter().map(|(shard, _)| *shard).collect();
+            let mut next_positions = Vec::new();
+            let at = positions.clone();
+            let write = |shard: usize, buf: &mut Vec<u8>| {
+                let position = at.iter().find(|(s, _)| *s == shard).map_or(0, |(_, p)| *p);
+                requests::scan(buf, shard, position, MAX_SCAN_COUNT, pattern)
+            };
+            per_shard(io, &shards, write, |shard, outcomes| match outcomes {
+                Ok([Outcome::Keys(next, found)]) => {
+                    keys.extend(found.iter().map(|k| k.to_vec()));
+                    if *next != 0 {
+                        next_positions.push((shard, *next));
+                    }
+                }
+                Ok([Outcome::Error { code, message }]) => failure = Some(error_text(code, message)),
+                Ok(other) => failure = Some(format!("ERR internal error: SCAN answered {other:?}")),
+                Err(text) => failure = Some(text),
+            })
+            .await;
+            positions = next_positions;
+        }
+        let mut reply = Reply::new(io.out.bytes(), dialect);
+        if let Some(text) = failure {
+            return reply.error(&text);
+        }
+        reply.array(keys.len());
+        keys.iter().for_each(|key| reply.bulk(key));
+    }
+
+    /// SCAN: one step on the shard the cursor names.
+    async fn scan<W: AsyncWrite + Unpin>(
+        &mut self,
+        call: &ScanCall<'_>,
+        dialect: Dialect,
+        io: &mut Io<'_, '_, W>,
+    ) {
+        let nr_shards = io.ctx.shard.nr_shards() as u64;
+        let (shard, position) = ((call.cursor % nr_shards) as usize, call.cursor / nr_shards);
+        let visit = call.count.clamp(MIN_SCAN_VISIT, u64::from(MAX_SCAN_COUNT)) as u32;
+        let write =
+            |shard, buf: &mut Vec<u8>| requests::scan(buf, shard, position, visit, call.pattern);
+        let mut reply_bytes = Vec::new();
+        let mut reply = Reply::new(&mut reply_bytes, dialect);
+        per_shard(io, &[shard], write, |_, outcomes| match outcomes {
+            Ok([Outcome::Keys(next, found)]) => {
+                let cursor = match *next {
+                    0 if (shard as u64) + 1 < nr_shards => shard as u64 + 1,
+                    0 => 0,
+                    next => next * nr_shards + shard as u64,
+                };
+                reply.array(2);
+                reply.bulk(cursor.to_string().as_bytes());
+                let found: &[&[u8]] = if call.strings_only { &[] } else { found };
+                reply.array(found.len());
+                found.iter().for_each(|key| reply.bulk(key));
+            }
+            Ok([Outcome::Error { code, message }]) => reply.error(&error_text(code, message)),
+            Ok(other) => reply.error(&format!("ERR internal error: SCAN answered {other:?}")),
+            Err(text) => reply.error(&text),
+        })
+        .await;
+        io.out.bytes().extend_from_slice(&reply_bytes);
+    }
+
     /// WATCH: remembers each key's version now.
     async fn watch<W: AsyncWrite + Unpin>(
         &mut self,
@@ -434,6 +566,44 @@ impl Executor {
         io.out.bytes().extend_from_slice(&reply_bytes);
         Ok(())
     }
+}
+
+/// SCAN's COUNT when none is given (Redis's).
+const DEFAULT_SCAN_COUNT: u64 = 10;
+/// Table entries a SCAN visits at least, whatever its COUNT: the table walks
+/// past earlier entries on every call, so few large steps beat many small ones.
+const MIN_SCAN_VISIT: u64 = 1000;
+
+/// A SCAN's arguments.
+struct ScanCall<'a> {
+    cursor: u64,
+    pattern: &'a [u8],
+    count: u64,
+    /// TYPE other than `string`: corekv holds only strings, so nothing matches.
+    strings_only: bool,
+}
+
+/// Runs one request per shard in `shards` (one message each, `write` writes
+/// it) as one round, and hands each shard's result elements to `visit`.
+async fn per_shard<W>(
+    io: &mut Io<'_, '_, W>,
+    shards: &[usize],
+    write: impl Fn(usize, &mut Vec<u8>),
+    mut visit: impl FnMut(usize, Result<&[Outcome<'_>], String>),
+) {
+    let mut buf = Vec::new();
+    let mut bodies = Vec::with_capacity(shards.len());
+    for &shard in shards {
+        let start = buf.len();
+        requests::message(&mut buf, 1);
+        write(shard, &mut buf);
+        bodies.push(start..buf.len());
+    }
+    run_round(io, &buf, &bodies).await;
+    for (m, &shard) in shards.iter().enumerate() {
+        visit_outcomes(io.round, io.ctx, m, |outcomes| visit(shard, outcomes));
+    }
+    io.round.release_results();
 }
 
 /// Runs the messages `buf[body]` as one round and records its latency.
