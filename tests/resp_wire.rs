@@ -426,3 +426,39 @@ fn a_resp_acknowledged_write_survives_kill_9() {
     let mut s = connect(server.addr);
     assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
 }
+
+#[test]
+fn over_the_memory_limit_a_resp_write_gets_redis_oom_error_and_reads_still_work() {
+    let server = TestServer::start(1, &["--max-memory-bytes", "1048576"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"SET", b"small", b"v"]), b"+OK\r\n");
+    let big = vec![b'x'; 2 << 20];
+    assert_exchange(
+        &mut s,
+        &command(&[b"SET", b"big", &big]),
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    );
+    assert_exchange(
+        &mut s,
+        &command(&[b"MSET", b"a", b"1", b"big", &big]),
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    );
+    assert_exchange(&mut s, &command(&[b"GET", b"a"]), b"$-1\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"small"]), b"$1\r\nv\r\n");
+}
+
+#[test]
+fn a_failed_log_sync_answers_resp_writes_with_ioerr() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, http) =
+        common::start_log_with_http(&dir.path().join("data"), 1, &["--fsync", "always"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"SET", b"before", b"1"]), b"+OK\r\n");
+    common::arm_failpoint(http, "log::fdatasync", "return");
+    s.write_all(&command(&[b"SET", b"k", b"v"])).expect("send");
+    let got = show(&exchange(&mut s, b"", 6));
+    assert!(got.starts_with("-IOERR "), "{got}");
+    // Reads still work.
+    let got = exchange(&mut s, &command(&[b"GET", b"before"]), 7);
+    assert_eq!(show(&got), show(b"$1\r\n1\r\n"));
+}
