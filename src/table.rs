@@ -39,7 +39,8 @@ use crate::allocator;
 pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
 use crate::proto::resp::glob;
-use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
+use crate::proto::resp::value::{parse_i64, Stored};
+use crate::proto::{BatchResults, ErrorCode, Op, OpKind, RequestError};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
@@ -606,6 +607,9 @@ impl Table {
             OpKind::Check => self.check_version(key, op.version, out),
             OpKind::Scan => self.scan(op.version, op.target.count, key, out),
             OpKind::Flush => unreachable!("FLUSH is answered by the shard ([`Table::flush`])"),
+            OpKind::IncrBy | OpKind::Append => {
+                unreachable!("{} runs through Table::read_modify_write", op.kind.name())
+            }
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
@@ -651,6 +655,52 @@ impl Table {
             .for_each(|key| reply::write_bin(&mut out.buf, key));
     }
 
+    /// INCRBY and APPEND: computes the key's new value from its current one
+    /// (read as a Redis string, `proto::resp::value`), stores it as bin and
+    /// appends the result element (`[-8, n]`, `[-4, new length]`). Returns the
+    /// new entry, whose value the caller logs; on failure changes nothing and
+    /// writes nothing.
+    pub fn read_modify_write(
+        &mut self,
+        op: &Op,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Entry, RequestError> {
+        let key = op.key.of(buf);
+        let current = self.find(key).map(|entry| Stored::of(entry.value()));
+        let mut scratch = Vec::new();
+        let old_bytes = match current.map(|stored| stored.bytes(&mut scratch)) {
+            Some(None) => return Err(wrong_type(key)),
+            Some(Some(bytes)) => bytes,
+            None => &[],
+        };
+        let (new_bytes, incremented) = match op.kind {
+            OpKind::IncrBy => {
+                let old = match current {
+                    None => 0,
+                    Some(_) => parse_i64(old_bytes).ok_or_else(not_an_integer)?,
+                };
+                let new = old.checked_add(op.version as i64).ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::NotInteger,
+                        "increment or decrement would overflow",
+                    )
+                })?;
+                (new.to_string().into_bytes(), Some(new))
+            }
+            _ => ([old_bytes, op.value.of(buf)].concat(), None),
+        };
+        let mut stored = Vec::with_capacity(new_bytes.len() + 5);
+        reply::write_bin(&mut stored, &new_bytes);
+        self.set(key, &stored)
+            .map_err(|_| RequestError::new(ErrorCode::Oom, oom_text(key)))?;
+        match incremented {
+            Some(n) => reply::write_integer(out, n),
+            None => reply::write_done(out, new_bytes.len() as u64),
+        }
+        Ok(self.find(key).cloned().expect("the key was just written"))
+    }
+
     /// FLUSH: deletes every key, counting each as a delete; returns the keys
     /// (the shard logs their deletion).
     pub fn flush(&mut self) -> Vec<Box<[u8]>> {
@@ -664,6 +714,30 @@ impl Table {
         }
         keys
     }
+}
+
+fn wrong_type(key: &[u8]) -> RequestError {
+    RequestError::new(
+        ErrorCode::WrongType,
+        format!(
+            "the value of key {} is not a string or an integer",
+            String::from_utf8_lossy(key)
+        ),
+    )
+}
+
+fn not_an_integer() -> RequestError {
+    RequestError::new(
+        ErrorCode::NotInteger,
+        "value is not an integer or out of range",
+    )
+}
+
+fn oom_text(key: &[u8]) -> String {
+    format!(
+        "write of key {} refused, over the memory limit (--max-memory-bytes)",
+        String::from_utf8_lossy(key)
+    )
 }
 
 fn write_oom(out: &mut Vec<u8>, key: &[u8], oom: OverMemoryLimit) {

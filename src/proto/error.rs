@@ -26,11 +26,15 @@ pub enum ErrorCode {
     IoErr,
     /// The server is shutting down and did not run the request.
     Shutdown,
+    /// INCRBY or APPEND on a value that is not a string or an integer.
+    WrongType,
+    /// INCRBY on a string that is not an integer, or past the i64 range.
+    NotInteger,
 }
 
 impl ErrorCode {
     /// Every code, in the order of [`errors_written`].
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadFrame,
         ErrorCode::BadReq,
         ErrorCode::TooBig,
@@ -38,6 +42,8 @@ impl ErrorCode {
         ErrorCode::Oom,
         ErrorCode::IoErr,
         ErrorCode::Shutdown,
+        ErrorCode::WrongType,
+        ErrorCode::NotInteger,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +55,8 @@ impl ErrorCode {
             ErrorCode::Oom => "OOM",
             ErrorCode::IoErr => "IOERR",
             ErrorCode::Shutdown => "SHUTDOWN",
+            ErrorCode::WrongType => "WRONGTYPE",
+            ErrorCode::NotInteger => "NOTINT",
         }
     }
 

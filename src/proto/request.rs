@@ -10,6 +10,7 @@
 //! [8, K, version]    CHECK
 //! [9, shard, position, count, pattern]   SCAN
 //! [10, shard]        FLUSH
+//! [11, K, delta]     INCRBY     [12, K, suffix]    APPEND
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -76,6 +77,8 @@ pub enum OpKind {
     Check = 8,
     Scan = 9,
     Flush = 10,
+    IncrBy = 11,
+    Append = 12,
 }
 
 impl OpKind {
@@ -92,6 +95,8 @@ impl OpKind {
             8 => OpKind::Check,
             9 => OpKind::Scan,
             10 => OpKind::Flush,
+            11 => OpKind::IncrBy,
+            12 => OpKind::Append,
             _ => return None,
         };
         Some(kind)
@@ -107,6 +112,7 @@ impl OpKind {
             OpKind::Check => 3,
             OpKind::Scan => 5,
             OpKind::Flush => 2,
+            OpKind::IncrBy | OpKind::Append => 3,
         }
     }
 
@@ -123,19 +129,32 @@ impl OpKind {
             OpKind::Check => "CHECK",
             OpKind::Scan => "SCAN",
             OpKind::Flush => "FLUSH",
+            OpKind::IncrBy => "INCRBY",
+            OpKind::Append => "APPEND",
         }
     }
 
     /// Whether the request changes the table (and so may be refused with OOM).
     pub fn is_write(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV)
+        matches!(self, OpKind::Set | OpKind::PutV) || self.is_read_modify_write()
+    }
+
+    /// INCRBY and APPEND: the table computes the new value from the old.
+    pub fn is_read_modify_write(self) -> bool {
+        matches!(self, OpKind::IncrBy | OpKind::Append)
     }
 
     /// Whether the request may change the table: a write or a delete.
     pub fn writes(self) -> bool {
         matches!(
             self,
-            OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm | OpKind::Flush
+            OpKind::Set
+                | OpKind::PutV
+                | OpKind::Del
+                | OpKind::Rm
+                | OpKind::Flush
+                | OpKind::IncrBy
+                | OpKind::Append
         )
     }
 
@@ -151,9 +170,11 @@ pub struct Op {
     pub kind: OpKind,
     /// The key's payload bytes (the str/bin header excluded); empty for STATS.
     pub key: Span,
-    /// The value's complete msgpack encoding; empty unless SET or PUTV.
+    /// The value's complete msgpack encoding for SET and PUTV; APPEND's suffix
+    /// bytes (its payload, without the str/bin header); empty otherwise.
     pub value: Span,
-    /// PUTV's and CHECK's expected version; 0 otherwise.
+    /// PUTV's and CHECK's expected version; INCRBY's delta (an i64's bits);
+    /// SCAN's position; 0 otherwise.
     pub version: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
@@ -282,6 +303,16 @@ fn decode_nested(
     if matches!(kind, OpKind::Set | OpKind::PutV) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
+    if kind == OpKind::IncrBy {
+        op.version = read_delta(cursor)? as u64;
+    }
+    if kind == OpKind::Append {
+        op.value = Span::from_range(
+            cursor
+                .read_str_or_bin()
+                .map_err(|_| bad_req("APPEND's suffix must be a msgpack str or bin"))?,
+        );
+    }
     if matches!(kind, OpKind::PutV | OpKind::Check) {
         op.version = read_version(cursor)?;
     }
@@ -303,7 +334,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-10)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-12)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -399,6 +430,14 @@ fn read_version(cursor: &mut Cursor) -> Result<u64, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the version must be an integer"))?;
     u64::try_from(version).map_err(|_| bad_req(format!("the version must be >= 0, got {version}")))
+}
+
+/// INCRBY's delta, a signed 64-bit integer.
+fn read_delta(cursor: &mut Cursor) -> Result<i64, RequestError> {
+    let delta = cursor
+        .read_int()
+        .map_err(|_| bad_req("the delta must be an integer"))?;
+    i64::try_from(delta).map_err(|_| bad_req(format!("the delta {delta} is outside the i64 range")))
 }
 
 fn bad_req(message: impl Into<String>) -> RequestError {

@@ -203,6 +203,9 @@ impl Shard {
         if op.kind == OpKind::Flush {
             return self.flush(out);
         }
+        if op.kind.is_read_modify_write() {
+            return self.read_modify_write(op, buf, out);
+        }
         let effect = match op.kind {
             OpKind::Stats => {
                 write_stats_element(&mut out.buf, &self.table_stats());
@@ -217,6 +220,36 @@ impl Shard {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// INCRBY and APPEND: the table computes and stores the new value; its
+    /// entry is logged like a SET's. Returns whether it logged.
+    fn read_modify_write(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
+        let written = self
+            .table
+            .borrow_mut()
+            .read_modify_write(op, buf, &mut out.buf);
+        let entry = match written {
+            Ok(entry) => entry,
+            Err(refused) => {
+                reply::write_error(&mut out.buf, refused.code, &refused.message);
+                out.end_request();
+                return false;
+            }
+        };
+        out.end_request();
+        let effect = Effect::Put {
+            key: entry.key(),
+            version: entry.version(),
+            value: entry.value(),
+        };
+        match &self.log {
+            Some(log) => {
+                log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            None => false,
         }
     }
 

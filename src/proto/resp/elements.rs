@@ -7,7 +7,7 @@
 
 use crate::proto::msgpack::Cursor;
 use crate::proto::reply::{
-    TAG_DONE, TAG_ERROR, TAG_FOUND, TAG_KEYS, TAG_NOT_FOUND, TAG_STATS, TAG_VERSIONED,
+    TAG_DONE, TAG_ERROR, TAG_FOUND, TAG_INTEGER, TAG_KEYS, TAG_NOT_FOUND, TAG_STATS, TAG_VERSIONED,
     TAG_VERSION_CONFLICT,
 };
 use crate::proto::ElementRef;
@@ -24,6 +24,8 @@ pub enum Outcome<'a> {
     Done(u64),
     /// PUTV or CHECK refused: the current version.
     Conflict(u64),
+    /// INCRBY: the new value.
+    Integer(i64),
     /// SCAN: the next position (0 at the end) and the keys found.
     Keys(u64, Vec<&'a [u8]>),
     /// STATS: `name → value`.
@@ -79,6 +81,9 @@ impl<'a> SlotReader<'_, 'a> {
             }
             (t, 2) if t == i128::from(TAG_DONE) => Outcome::Done(read_u64(cursor)?),
             (t, 2) if t == i128::from(TAG_VERSION_CONFLICT) => Outcome::Conflict(read_u64(cursor)?),
+            (t, 2) if t == i128::from(TAG_INTEGER) => {
+                Outcome::Integer(i64::try_from(cursor.read_int().ok()?).ok()?)
+            }
             (t, 3) if t == i128::from(TAG_KEYS) => {
                 let next = read_u64(cursor)?;
                 let nr_keys = cursor.read_array_len().ok()?;

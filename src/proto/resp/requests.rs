@@ -71,6 +71,33 @@ pub fn check(out: &mut Vec<u8>, key: &[u8], version: u64) {
     write_uint(out, version);
 }
 
+/// INCRBY: adds `delta` to the key's integer (0 if absent).
+pub fn incr_by(out: &mut Vec<u8>, key: &[u8], delta: i64) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::IncrBy as u64);
+    write_bin(out, key);
+    write_int(out, delta);
+}
+
+/// APPEND: appends `suffix` to the key's string (empty if absent).
+pub fn append(out: &mut Vec<u8>, key: &[u8], suffix: &[u8]) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::Append as u64);
+    write_bin(out, key);
+    write_bin(out, suffix);
+}
+
+/// A signed integer in msgpack (int 64 when negative).
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    match u64::try_from(n) {
+        Ok(n) => write_uint(out, n),
+        Err(_) => {
+            out.push(0xd3);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
 /// SCAN of `shard` from `position`, visiting `count` entries, keeping the
 /// keys that match `pattern` (empty: all).
 pub fn scan(out: &mut Vec<u8>, shard: usize, position: u64, count: u32, pattern: &[u8]) {

@@ -130,7 +130,7 @@ impl Executor {
                     cursor,
                     pattern: pattern.unwrap_or_default(),
                     count: count.unwrap_or(DEFAULT_SCAN_COUNT),
-                    strings_only: type_name.is_some_and(|t| !t.eq_ignore_ascii_case(b"string")),
+                    matches_no_type: type_name.is_some_and(|t| !t.eq_ignore_ascii_case(b"string")),
                 };
                 self.scan(&scan, session.dialect, io).await;
             }
@@ -533,7 +533,7 @@ impl Executor {
                 };
                 reply.array(2);
                 reply.bulk(cursor.to_string().as_bytes());
-                let found: &[&[u8]] = if call.strings_only { &[] } else { found };
+                let found: &[&[u8]] = if call.matches_no_type { &[] } else { found };
                 reply.array(found.len());
                 found.iter().for_each(|key| reply.bulk(key));
             }
@@ -579,8 +579,8 @@ struct ScanCall<'a> {
     cursor: u64,
     pattern: &'a [u8],
     count: u64,
-    /// TYPE other than `string`: corekv holds only strings, so nothing matches.
-    strings_only: bool,
+    /// A TYPE other than `string` was asked for: corekv holds only strings.
+    matches_no_type: bool,
 }
 
 /// Runs one request per shard in `shards` (one message each, `write` writes

@@ -35,6 +35,10 @@ pub enum Render {
     StrLen,
     /// MGET of n keys: n GETs.
     MGet(usize),
+    /// INCRBY: `[-8, n]` → n.
+    Integer,
+    /// APPEND: `[-4, length]` → the length.
+    Length,
     /// DBSIZE: from STATS.
     DbSize,
     /// INFO: from STATS, these sections (lowercase; empty for the default).
@@ -48,6 +52,7 @@ impl Render {
             Render::Ok => 0,
             Render::Removed(n) | Render::Exists(n) | Render::MGet(n) => *n,
             Render::Get | Render::SetIfAbsent | Render::SetNx | Render::Type | Render::StrLen => 1,
+            Render::Integer | Render::Length => 1,
             Render::MSetNx | Render::DbSize | Render::Info(_) => 1,
         }
     }
@@ -118,6 +123,14 @@ pub fn render(render: &Render, outcomes: &[Outcome<'_>], reply: &mut Reply, ctx:
                 }
             }
         }
+        Render::Integer => match outcomes.first() {
+            Some(Outcome::Integer(n)) => reply.integer(*n),
+            other => reply.error(&format!("ERR internal error: INCRBY answered {other:?}")),
+        },
+        Render::Length => match outcomes.first() {
+            Some(Outcome::Done(n)) => reply.integer(*n as i64),
+            other => reply.error(&format!("ERR internal error: APPEND answered {other:?}")),
+        },
         Render::DbSize => reply.integer(stat(outcomes, "keys") as i64),
         Render::Info(sections) => {
             let stats = match outcomes.first() {
@@ -157,6 +170,7 @@ pub fn error_text(code: &str, message: &str) -> String {
         Some(ErrorCode::Oom) => OOM.to_owned(),
         Some(ErrorCode::IoErr) => format!("IOERR {message}"),
         Some(ErrorCode::Shutdown) => format!("ERR server is shutting down: {message}"),
+        Some(ErrorCode::WrongType) => WRONGTYPE.to_owned(),
         _ => format!("ERR {message}"),
     }
 }

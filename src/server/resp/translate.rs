@@ -1,10 +1,13 @@
 //! Store commands → the requests of the msgpack model (`proto::resp::requests`).
 //!
 //! - A *plain* command maps onto requests directly and needs nothing read
-//!   first: GET → GET, SET → SET, SET NX and SETNX → PUTV at version 0, MGET,
-//!   MSET, MSETNX, DEL, EXISTS → one ATOMIC batch (atomic across shards).
-//! - A *read-modify-write* command (INCR*, APPEND, GETSET, GETDEL, SET XX/GET,
-//!   and inside MULTI every conditional write) needs the key's value first:
+//!   first: GET → GET, SET → SET, SET NX and SETNX → PUTV at version 0,
+//!   INCR/DECR/INCRBY/DECRBY → INCRBY and APPEND → APPEND (the table computes
+//!   the new value), MGET, MSET, MSETNX, DEL, EXISTS → one ATOMIC batch
+//!   (atomic across shards).
+//! - A *read-modify-write* command (INCRBYFLOAT, GETSET, GETDEL, SET XX/GET,
+//!   and inside MULTI also INCR*, APPEND and every conditional write) needs
+//!   the key's value first:
 //!   it is computed here ([`apply_rmw`]) from the values and versions a read
 //!   returned, and written back in an ATOMIC batch that CHECKs those versions
 //!   (`server::resp::exec` retries when a CHECK fails).
@@ -20,11 +23,10 @@ use std::collections::HashMap;
 /// Whether the command must read its keys before it can write.
 pub fn is_rmw(command: &Command, in_multi: bool) -> bool {
     match command {
-        Command::IncrBy(..)
-        | Command::IncrByFloat(..)
-        | Command::Append(..)
-        | Command::GetSet(..)
-        | Command::GetDel(..) => true,
+        Command::IncrByFloat(..) | Command::GetSet(..) | Command::GetDel(..) => true,
+        // INCRBY and APPEND run in the table; inside MULTI they are computed
+        // here, so that later commands of the block see their results.
+        Command::IncrBy(..) | Command::Append(..) => in_multi,
         Command::Set { condition, get, .. } => {
             *get || *condition == SetCondition::IfPresent
                 || (in_multi && *condition == SetCondition::IfAbsent)
@@ -66,6 +68,8 @@ pub fn is_plain(command: &Command) -> bool {
             | Command::StrLen(_)
             | Command::DbSize
             | Command::Info(_)
+            | Command::IncrBy(..)
+            | Command::Append(..)
     )
 }
 
@@ -125,6 +129,14 @@ pub fn write_plain(command: &Command, buf: &mut Vec<u8>) -> Render {
                 .iter()
                 .for_each(|(k, v)| requests::put_versioned(buf, k, v, 0));
             Render::MSetNx
+        }
+        Command::IncrBy(key, delta) => {
+            requests::incr_by(buf, key, *delta);
+            Render::Integer
+        }
+        Command::Append(key, suffix) => {
+            requests::append(buf, key, suffix);
+            Render::Length
         }
         Command::DbSize => {
             requests::stats(buf);
