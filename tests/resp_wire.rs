@@ -462,3 +462,40 @@ fn a_failed_log_sync_answers_resp_writes_with_ioerr() {
     let got = exchange(&mut s, &command(&[b"GET", b"before"]), 7);
     assert_eq!(show(&got), show(b"$1\r\n1\r\n"));
 }
+
+#[test]
+fn flushdb_waits_for_a_held_atomic_batch_so_a_restart_does_not_bring_its_keys_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let (mut server, http) = common::start_log_with_http(&data_dir, 2, &["--fsync", "always"]);
+    let keys = [
+        common::keys::key_on_shard("held", 0, 2),
+        common::keys::key_on_shard("held", 1, 2),
+    ];
+    // A cross-shard batch prepared on both shards, held before its commit.
+    common::arm_failpoint(http, "txn::before_commit", "return");
+    let batch = corekv::client::Request::Atomic(
+        keys.iter()
+            .map(|k| corekv::client::Request::Set(k.clone(), Value::from("v")))
+            .collect(),
+    );
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    common::wait_for_line(&mut server, &["failpoint txn::before_commit holds"]);
+    let addr = server.addr;
+    let flush = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        exchange(&mut s, &command(&[b"FLUSHDB"]), 5)
+    });
+    // Let FLUSHDB reach the shards while the keys are held, then commit.
+    std::thread::sleep(Duration::from_millis(200));
+    common::arm_failpoint(http, "txn::before_commit", "");
+    assert_eq!(batch_reply.join().expect("batch").expect("reply"), []);
+    assert_eq!(show(&flush.join().expect("flush")), "+OK\\r\\n");
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
+    server.stop_with(libc::SIGKILL);
+    let (server, _) = common::start_log_with_http(&data_dir, 2, &["--fsync", "always"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
+}

@@ -56,6 +56,11 @@ const FORWARDED_LIMITS: RequestLimits = RequestLimits {
     max_key_bytes: usize::MAX,
 };
 
+/// How long FLUSH waits, at most, for ATOMIC batches to release their keys:
+/// [`FLUSH_MAX_WAITS`] pauses of [`FLUSH_WAIT_PAUSE`] (10 s).
+const FLUSH_MAX_WAITS: usize = 10_000;
+const FLUSH_WAIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// A message could not be delivered: the peer is shutting down.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("{0} is not accepting requests (shutting down)")]
@@ -177,6 +182,11 @@ impl Shard {
                 i += 1 + body.len();
                 continue;
             }
+            if op.kind == OpKind::Flush {
+                wrote |= self.flush_when_idle(out).await;
+                i += 1;
+                continue;
+            }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
                 wrote |= self.execute(op, buf, out);
             } else {
@@ -199,9 +209,6 @@ impl Shard {
                 out.end_request();
                 return false;
             }
-        }
-        if op.kind == OpKind::Flush {
-            return self.flush(out);
         }
         if op.kind.is_read_modify_write() {
             return self.read_modify_write(op, buf, out);
@@ -251,6 +258,28 @@ impl Shard {
             }
             None => false,
         }
+    }
+
+    /// FLUSH once no ATOMIC batch holds or awaits a key: deleting a key a
+    /// batch holds would undo it behind the batch's back (its undo, or its
+    /// prepared share replayed at its decision, would bring the key back).
+    /// Gives up with CONFLICT if batches keep holding keys.
+    async fn flush_when_idle(&self, out: &mut BatchResults) -> bool {
+        for _ in 0..FLUSH_MAX_WAITS {
+            if self.txn.is_idle() {
+                if let Some(poisoned) = self.poisoned() {
+                    reply::write_error(&mut out.buf, ErrorCode::IoErr, &poisoned.to_string());
+                    out.end_request();
+                    return false;
+                }
+                return self.flush(out);
+            }
+            glommio::timer::sleep(FLUSH_WAIT_PAUSE).await;
+        }
+        let message = "FLUSH did not run: ATOMIC batches kept holding keys; try again";
+        reply::write_error(&mut out.buf, ErrorCode::Conflict, message);
+        out.end_request();
+        false
     }
 
     /// FLUSH: deletes every key of the table, logged as one batch of
