@@ -499,3 +499,24 @@ fn flushdb_waits_for_a_held_atomic_batch_so_a_restart_does_not_bring_its_keys_ba
     let mut s = connect(server.addr);
     assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
 }
+
+#[test]
+fn a_large_command_arriving_in_many_small_pieces_is_served_whole() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    s.set_nodelay(true).expect("nodelay");
+    let names: Vec<String> = (0..5000).map(|i| format!("piece{i}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"MSET"];
+    for name in &names {
+        args.push(name.as_bytes());
+        args.push(b"v");
+    }
+    let request = command(&args);
+    // Pieces that end anywhere: inside headers, bulks and CRLFs.
+    for piece in request.chunks(997) {
+        s.write_all(piece).expect("send");
+    }
+    assert_exchange(&mut s, b"", b"+OK\r\n");
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":5000\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"piece4999"]), b"$1\r\nv\r\n");
+}

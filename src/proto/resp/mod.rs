@@ -21,4 +21,4 @@ pub mod value;
 
 pub use command::{Command, CommandError};
 pub use encode::Version;
-pub use parse::{parse_command, ProtocolError, RespLimits};
+pub use parse::{parse_command, CommandParser, ProtocolError, RespLimits};

@@ -6,9 +6,10 @@
 //! ^ array of 3   ^ bulk of 3 bytes  ...
 //! ```
 //!
-//! [`parse_command`] looks at the front of a receive buffer and returns the
-//! byte ranges of the command's arguments once the whole command is there
-//! (`Ok(None)`: need more bytes; nothing is copied). Every length is checked
+//! [`CommandParser::parse`] looks at the front of a receive buffer and returns
+//! the byte ranges of the command's arguments once the whole command is there
+//! (`Ok(None)`: need more bytes; nothing is copied; the next call resumes at
+//! the first argument not yet complete). Every length is checked
 //! against [`RespLimits`] *before* waiting for the bytes it announces, so a
 //! client cannot make the server buffer more than `max_command_bytes` for one
 //! command. A framing error is fatal for the connection ([`ProtocolError`]):
@@ -45,28 +46,99 @@ pub struct Parsed {
     pub empty: bool,
 }
 
-/// Parses one command at the front of `buf`, appending its arguments' byte
-/// ranges to `args` (left as it was unless a whole command is returned).
+/// Parses commands, resuming an incomplete one where it stopped: a command
+/// that arrives in many reads has each argument parsed once, not once per
+/// read (which a client could make quadratic with a large command of tiny
+/// arguments).
+#[derive(Debug, Default)]
+pub struct CommandParser {
+    partial: Option<Partial>,
+}
+
+/// An incomplete command: positions relative to its first byte, so they stay
+/// valid when the bytes before it are consumed and it moves to the front.
+#[derive(Debug)]
+struct Partial {
+    nr_args: usize,
+    /// Where the next argument starts.
+    next: usize,
+    args: Vec<Range<usize>>,
+}
+
+impl CommandParser {
+    /// Parses one command at the front of `buf`, appending its arguments'
+    /// byte ranges to `args` (left as it was unless a whole command is
+    /// returned). After `Ok(None)`, the next call must present the same
+    /// command at the front of its `buf`, with more bytes after it.
+    pub fn parse(
+        &mut self,
+        buf: &[u8],
+        limits: &RespLimits,
+        args: &mut Vec<Range<usize>>,
+    ) -> Result<Option<Parsed>, ProtocolError> {
+        let first_arg = args.len();
+        let (nr_args, mut next) = match self.partial.take() {
+            Some(partial) => {
+                args.extend(partial.args);
+                (partial.nr_args, partial.next)
+            }
+            None => match parse_array_header(buf, limits)? {
+                Header::Incomplete => return Ok(None),
+                Header::Empty(len) => return Ok(Some(Parsed { len, empty: true })),
+                Header::Array { nr_args, first } => (nr_args, first),
+            },
+        };
+        while args.len() - first_arg < nr_args {
+            match parse_bulk(buf, next, limits) {
+                Ok(Some(bulk)) => {
+                    next = bulk.end + 2;
+                    args.push(bulk);
+                }
+                Ok(None) => {
+                    let args = args.drain(first_arg..).collect();
+                    self.partial = Some(Partial {
+                        nr_args,
+                        next,
+                        args,
+                    });
+                    return Ok(None);
+                }
+                Err(broken) => {
+                    args.truncate(first_arg);
+                    return Err(broken);
+                }
+            }
+        }
+        Ok(Some(Parsed {
+            len: next,
+            empty: false,
+        }))
+    }
+}
+
+/// Parses one command at the front of `buf` from scratch (see
+/// [`CommandParser::parse`]).
 pub fn parse_command(
     buf: &[u8],
     limits: &RespLimits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Option<Parsed>, ProtocolError> {
-    let first_arg = args.len();
-    let result = parse_array(buf, limits, args);
-    if !matches!(result, Ok(Some(_))) {
-        args.truncate(first_arg);
-    }
-    result
+    CommandParser::default().parse(buf, limits, args)
 }
 
-fn parse_array(
-    buf: &[u8],
-    limits: &RespLimits,
-    args: &mut Vec<Range<usize>>,
-) -> Result<Option<Parsed>, ProtocolError> {
+enum Header {
+    Incomplete,
+    /// `*0` or `*-1`, this many bytes.
+    Empty(usize),
+    Array {
+        nr_args: usize,
+        first: usize,
+    },
+}
+
+fn parse_array_header(buf: &[u8], limits: &RespLimits) -> Result<Header, ProtocolError> {
     let Some(&first) = buf.first() else {
-        return Ok(None);
+        return Ok(Header::Incomplete);
     };
     if first != b'*' {
         return Err(ProtocolError(format!(
@@ -74,14 +146,11 @@ fn parse_array(
             first.escape_ascii()
         )));
     }
-    let Some((count, mut pos)) = header_line(buf, 1, "multibulk length")? else {
-        return Ok(None);
+    let Some((count, pos)) = header_line(buf, 1, "multibulk length")? else {
+        return Ok(Header::Incomplete);
     };
     if count <= 0 {
-        return Ok(Some(Parsed {
-            len: pos,
-            empty: true,
-        }));
+        return Ok(Header::Empty(pos));
     }
     let max_args = limits.max_command_bytes / MIN_ARG_BYTES;
     if count as u64 > max_args as u64 {
@@ -90,19 +159,10 @@ fn parse_array(
             limits.max_command_bytes
         )));
     }
-    for _ in 0..count {
-        match parse_bulk(buf, pos, limits)? {
-            Some(bulk) => {
-                pos = bulk.end + 2;
-                args.push(bulk);
-            }
-            None => return Ok(None),
-        }
-    }
-    Ok(Some(Parsed {
-        len: pos,
-        empty: false,
-    }))
+    Ok(Header::Array {
+        nr_args: count as usize,
+        first: pos,
+    })
 }
 
 /// Parses `$<len>\r\n<bytes>\r\n` at `pos`; returns the range of the bytes.
@@ -228,6 +288,26 @@ mod tests {
                 wire.escape_ascii().to_string()
             );
         }
+    }
+
+    #[test]
+    fn a_command_arriving_in_pieces_resumes_where_it_stopped() {
+        let wire = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n";
+        let mut parser = CommandParser::default();
+        let mut args = Vec::new();
+        for cut in 1..wire.len() {
+            let parsed = parser.parse(&wire[..cut], &LIMITS, &mut args);
+            assert_eq!(parsed, Ok(None), "cut at {cut}");
+            assert!(args.is_empty());
+        }
+        let parsed = parser.parse(wire, &LIMITS, &mut args).expect("valid");
+        assert_eq!(parsed.map(|p| p.len), Some(wire.len()));
+        let got: Vec<&[u8]> = args.iter().map(|r| &wire[r.clone()]).collect();
+        assert_eq!(got, [&b"SET"[..], b"k", b"hello"]);
+        // The parser starts afresh for the next command.
+        args.clear();
+        let next = parser.parse(b"*1\r\n$4\r\nPING\r\n", &LIMITS, &mut args);
+        assert_eq!(next.expect("valid").map(|p| p.len), Some(14));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub use reply::Dialect;
 
 use super::connection::{Connection, ShardContext, ROUND_MAX_BYTES};
 use super::output::Output;
-use crate::proto::resp::{parse_command, RespLimits};
+use crate::proto::resp::{CommandParser, RespLimits};
 use crate::proto::text;
 use exec::{Executor, Io};
 use reply::Reply;
@@ -68,10 +68,11 @@ pub(super) async fn serve(
     let limits = RespLimits {
         max_command_bytes: ctx.limits.max_frame_bytes as usize,
     };
+    let mut parser = CommandParser::default();
     loop {
         let input = &conn.inbuf[..conn.filled];
         let scan = match dialect {
-            Dialect::Resp(_) => scan_resp(input, &limits, &mut args, &mut commands),
+            Dialect::Resp(_) => scan_resp(input, &limits, &mut parser, &mut args, &mut commands),
             Dialect::Text => scan_text(input, &mut args, &mut commands),
         };
         let Connection {
@@ -126,6 +127,7 @@ pub(super) async fn serve(
 fn scan_resp(
     input: &[u8],
     limits: &RespLimits,
+    parser: &mut CommandParser,
     args: &mut Vec<Range<usize>>,
     commands: &mut Vec<Range<usize>>,
 ) -> Scan {
@@ -134,7 +136,7 @@ fn scan_resp(
     let mut consumed = 0;
     while consumed < ROUND_MAX_BYTES {
         let first = args.len();
-        match parse_command(&input[consumed..], limits, args) {
+        match parser.parse(&input[consumed..], limits, args) {
             Ok(Some(parsed)) => {
                 args[first..]
                     .iter_mut()
