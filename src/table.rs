@@ -39,7 +39,7 @@ use crate::allocator;
 pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
 use crate::proto::resp::glob;
-use crate::proto::resp::value::{parse_i64, Stored};
+use crate::proto::resp::value::{format_f64, parse_f64, parse_i64, Stored};
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind, RequestError};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
@@ -607,7 +607,7 @@ impl Table {
             OpKind::Check => self.check_version(key, op.version, out),
             OpKind::Scan => self.scan(op.version, op.target.count, key, out),
             OpKind::Flush => unreachable!("FLUSH is answered by the shard ([`Table::flush`])"),
-            OpKind::IncrBy | OpKind::Append => {
+            OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
                 unreachable!("{} runs through Table::read_modify_write", op.kind.name())
             }
             OpKind::Stats | OpKind::Atomic => {
@@ -655,9 +655,10 @@ impl Table {
             .for_each(|key| reply::write_bin(&mut out.buf, key));
     }
 
-    /// INCRBY and APPEND: computes the key's new value from its current one
-    /// (read as a Redis string, `proto::resp::value`), stores it as bin and
-    /// appends the result element (`[-8, n]`, `[-4, new length]`). Returns the
+    /// INCRBY, INCRBYFLOAT and APPEND: computes the key's new value from its
+    /// current one (read as a Redis string, `proto::resp::value`), stores it
+    /// as bin and appends the result element (`[-8, n]`, `[-1, new value]`,
+    /// `[-4, new length]`). Returns the
     /// new entry, whose value the caller logs; on failure changes nothing and
     /// writes nothing.
     pub fn read_modify_write(
@@ -674,7 +675,12 @@ impl Table {
             Some(Some(bytes)) => bytes,
             None => &[],
         };
-        let (new_bytes, incremented) = match op.kind {
+        enum Answer {
+            Integer(i64),
+            Value,
+            Length,
+        }
+        let (new_bytes, answer) = match op.kind {
             OpKind::IncrBy => {
                 let old = match current {
                     None => 0,
@@ -682,21 +688,36 @@ impl Table {
                 };
                 let new = old.checked_add(op.version as i64).ok_or_else(|| {
                     RequestError::new(
-                        ErrorCode::NotInteger,
+                        ErrorCode::NotANumber,
                         "increment or decrement would overflow",
                     )
                 })?;
-                (new.to_string().into_bytes(), Some(new))
+                (new.to_string().into_bytes(), Answer::Integer(new))
             }
-            _ => ([old_bytes, op.value.of(buf)].concat(), None),
+            OpKind::IncrByFloat => {
+                let old = match current {
+                    None => 0.0,
+                    Some(_) => parse_f64(old_bytes).ok_or_else(|| {
+                        RequestError::new(ErrorCode::NotANumber, "value is not a valid float")
+                    })?,
+                };
+                let new = old + f64::from_bits(op.version);
+                if !new.is_finite() {
+                    let message = "increment would produce NaN or Infinity";
+                    return Err(RequestError::new(ErrorCode::NotANumber, message));
+                }
+                (format_f64(new).into_bytes(), Answer::Value)
+            }
+            _ => ([old_bytes, op.value.of(buf)].concat(), Answer::Length),
         };
         let mut stored = Vec::with_capacity(new_bytes.len() + 5);
         reply::write_bin(&mut stored, &new_bytes);
         self.set(key, &stored)
             .map_err(|_| RequestError::new(ErrorCode::Oom, oom_text(key)))?;
-        match incremented {
-            Some(n) => reply::write_integer(out, n),
-            None => reply::write_done(out, new_bytes.len() as u64),
+        match answer {
+            Answer::Integer(n) => reply::write_integer(out, n),
+            Answer::Value => reply::write_found(out, &stored),
+            Answer::Length => reply::write_done(out, new_bytes.len() as u64),
         }
         Ok(self.find(key).cloned().expect("the key was just written"))
     }
@@ -728,7 +749,7 @@ fn wrong_type(key: &[u8]) -> RequestError {
 
 fn not_an_integer() -> RequestError {
     RequestError::new(
-        ErrorCode::NotInteger,
+        ErrorCode::NotANumber,
         "value is not an integer or out of range",
     )
 }

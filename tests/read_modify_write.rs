@@ -1,4 +1,4 @@
-//! INCRBY (opcode 11) and APPEND (opcode 12): the table computes the new value
+//! INCRBY (opcode 11), APPEND (opcode 12) and INCRBYFLOAT (opcode 13): the table computes the new value
 //! from the old one, alone, inside ATOMIC on one shard and across shards, and
 //! what they wrote survives kill -9 (their log records hold the computed
 //! values).
@@ -33,6 +33,10 @@ fn incr_by(key: &[u8], delta: i64) -> Value {
 
 fn append(key: &[u8], suffix: &[u8]) -> Value {
     Value::Array(vec![12.into(), bin(key), bin(suffix)])
+}
+
+fn incr_by_float(key: &[u8], delta: f64) -> Value {
+    Value::Array(vec![13.into(), bin(key), Value::F64(delta)])
 }
 
 fn atomic(requests: Vec<Value>) -> Value {
@@ -82,11 +86,30 @@ fn incrby_and_append_compute_the_new_value_in_the_table() {
         ]
     );
     let codes: Vec<&str> = replies[5..].iter().map(error_code).collect();
-    assert_eq!(codes, ["NOTINT", "WRONGTYPE", "WRONGTYPE", "NOTINT"]);
+    assert_eq!(codes, ["NOTNUM", "WRONGTYPE", "WRONGTYPE", "NOTNUM"]);
     // Stored as bin of the text, so every protocol reads the same bytes.
     assert_eq!(client.get(b"n").expect("get"), Some(bin(b"-5")));
     assert_eq!(client.get(b"s").expect("get"), Some(bin(b"xyz")));
     assert_eq!(client.getv(b"int").expect("getv"), Some((bin(b"42"), 2)));
+    // INCRBYFLOAT answers the new value as GET would.
+    let found = |text: &[u8]| Value::Array(vec![(-1).into(), bin(text)]);
+    let replies = call(
+        &mut client,
+        vec![
+            incr_by_float(b"f", 10.5),
+            incr_by_float(b"f", 0.1),
+            incr_by_float(b"int", -0.5),
+            incr_by_float(b"big", f64::MAX),
+            incr_by_float(b"text", 1.0),
+            incr_by_float(b"big", f64::MAX),
+        ],
+    );
+    assert_eq!(
+        replies[..3],
+        [found(b"10.5"), found(b"10.6"), found(b"41.5")]
+    );
+    let codes: Vec<&str> = replies[4..].iter().map(error_code).collect();
+    assert_eq!(codes, ["NOTNUM", "NOTNUM"]);
 }
 
 #[test]
@@ -113,7 +136,7 @@ fn incrby_in_atomic_batches_is_all_or_nothing_and_survives_kill_9() {
         &mut client,
         vec![atomic(vec![incr_by(&b, 1), incr_by(&text, 1)])],
     );
-    assert_eq!(error_code(&replies[0]), "NOTINT");
+    assert_eq!(error_code(&replies[0]), "NOTNUM");
     server.stop_with(libc::SIGKILL);
     let server = TestServer::start_in(&data_dir, 2, &flags).expect("restart");
     let mut client = server.client();

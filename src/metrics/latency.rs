@@ -64,7 +64,9 @@ impl Family {
     pub fn of(kind: OpKind) -> Family {
         match kind {
             OpKind::Get | OpKind::GetV | OpKind::Check | OpKind::Scan => Family::Get,
-            OpKind::Set | OpKind::PutV | OpKind::IncrBy | OpKind::Append => Family::Set,
+            OpKind::Set | OpKind::PutV | OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
+                Family::Set
+            }
             OpKind::Del | OpKind::Rm | OpKind::Flush => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,

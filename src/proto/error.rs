@@ -26,10 +26,12 @@ pub enum ErrorCode {
     IoErr,
     /// The server is shutting down and did not run the request.
     Shutdown,
-    /// INCRBY or APPEND on a value that is not a string or an integer.
+    /// INCRBY, INCRBYFLOAT or APPEND on a value that is not a string or an
+    /// integer.
     WrongType,
-    /// INCRBY on a string that is not an integer, or past the i64 range.
-    NotInteger,
+    /// INCRBY or INCRBYFLOAT on a string that is not a number of its kind,
+    /// or a result out of range (past i64, or not finite).
+    NotANumber,
 }
 
 impl ErrorCode {
@@ -43,7 +45,7 @@ impl ErrorCode {
         ErrorCode::IoErr,
         ErrorCode::Shutdown,
         ErrorCode::WrongType,
-        ErrorCode::NotInteger,
+        ErrorCode::NotANumber,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,7 +58,7 @@ impl ErrorCode {
             ErrorCode::IoErr => "IOERR",
             ErrorCode::Shutdown => "SHUTDOWN",
             ErrorCode::WrongType => "WRONGTYPE",
-            ErrorCode::NotInteger => "NOTINT",
+            ErrorCode::NotANumber => "NOTNUM",
         }
     }
 

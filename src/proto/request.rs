@@ -11,6 +11,7 @@
 //! [9, shard, position, count, pattern]   SCAN
 //! [10, shard]        FLUSH
 //! [11, K, delta]     INCRBY     [12, K, suffix]    APPEND
+//! [13, K, delta]     INCRBYFLOAT
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -79,6 +80,7 @@ pub enum OpKind {
     Flush = 10,
     IncrBy = 11,
     Append = 12,
+    IncrByFloat = 13,
 }
 
 impl OpKind {
@@ -97,6 +99,7 @@ impl OpKind {
             10 => OpKind::Flush,
             11 => OpKind::IncrBy,
             12 => OpKind::Append,
+            13 => OpKind::IncrByFloat,
             _ => return None,
         };
         Some(kind)
@@ -112,7 +115,7 @@ impl OpKind {
             OpKind::Check => 3,
             OpKind::Scan => 5,
             OpKind::Flush => 2,
-            OpKind::IncrBy | OpKind::Append => 3,
+            OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => 3,
         }
     }
 
@@ -131,6 +134,7 @@ impl OpKind {
             OpKind::Flush => "FLUSH",
             OpKind::IncrBy => "INCRBY",
             OpKind::Append => "APPEND",
+            OpKind::IncrByFloat => "INCRBYFLOAT",
         }
     }
 
@@ -139,9 +143,10 @@ impl OpKind {
         matches!(self, OpKind::Set | OpKind::PutV) || self.is_read_modify_write()
     }
 
-    /// INCRBY and APPEND: the table computes the new value from the old.
+    /// INCRBY, INCRBYFLOAT and APPEND: the table computes the new value
+    /// from the old.
     pub fn is_read_modify_write(self) -> bool {
-        matches!(self, OpKind::IncrBy | OpKind::Append)
+        matches!(self, OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat)
     }
 
     /// Whether the request may change the table: a write or a delete.
@@ -155,6 +160,7 @@ impl OpKind {
                 | OpKind::Flush
                 | OpKind::IncrBy
                 | OpKind::Append
+                | OpKind::IncrByFloat
         )
     }
 
@@ -173,7 +179,8 @@ pub struct Op {
     /// The value's complete msgpack encoding for SET and PUTV; APPEND's suffix
     /// bytes (its payload, without the str/bin header); empty otherwise.
     pub value: Span,
-    /// PUTV's and CHECK's expected version; INCRBY's delta (an i64's bits);
+    /// PUTV's and CHECK's expected version; INCRBY's delta (an i64's bits),
+    /// INCRBYFLOAT's (an f64's bits);
     /// SCAN's position; 0 otherwise.
     pub version: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
@@ -306,6 +313,15 @@ fn decode_nested(
     if kind == OpKind::IncrBy {
         op.version = read_delta(cursor)? as u64;
     }
+    if kind == OpKind::IncrByFloat {
+        let delta = cursor
+            .read_f64()
+            .map_err(|_| bad_req("the delta must be a number"))?;
+        if !delta.is_finite() {
+            return Err(bad_req("the delta must be finite"));
+        }
+        op.version = delta.to_bits();
+    }
     if kind == OpKind::Append {
         op.value = Span::from_range(
             cursor
@@ -334,7 +350,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-12)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",

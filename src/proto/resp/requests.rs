@@ -87,6 +87,15 @@ pub fn append(out: &mut Vec<u8>, key: &[u8], suffix: &[u8]) {
     write_bin(out, suffix);
 }
 
+/// INCRBYFLOAT: adds `delta` to the key's number (0 if absent).
+pub fn incr_by_float(out: &mut Vec<u8>, key: &[u8], delta: f64) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::IncrByFloat as u64);
+    write_bin(out, key);
+    out.push(0xcb);
+    out.extend_from_slice(&delta.to_bits().to_be_bytes());
+}
+
 /// A signed integer in msgpack (int 64 when negative).
 fn write_int(out: &mut Vec<u8>, n: i64) {
     match u64::try_from(n) {

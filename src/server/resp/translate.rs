@@ -2,11 +2,11 @@
 //!
 //! - A *plain* command maps onto requests directly and needs nothing read
 //!   first: GET → GET, SET → SET, SET NX and SETNX → PUTV at version 0,
-//!   INCR/DECR/INCRBY/DECRBY → INCRBY and APPEND → APPEND (the table computes
-//!   the new value), MGET, MSET, MSETNX, DEL, EXISTS → one ATOMIC batch
+//!   INCR/DECR/INCRBY/DECRBY → INCRBY, INCRBYFLOAT → INCRBYFLOAT and APPEND →
+//!   APPEND (the table computes the new value), MGET, MSET, MSETNX, DEL, EXISTS → one ATOMIC batch
 //!   (atomic across shards).
-//! - A *read-modify-write* command (INCRBYFLOAT, GETSET, GETDEL, SET XX/GET,
-//!   and inside MULTI also INCR*, APPEND and every conditional write) needs
+//! - A *read-modify-write* command (GETSET, GETDEL, SET XX/GET, and inside
+//!   MULTI also INCR*, APPEND and every conditional write) needs
 //!   the key's value first:
 //!   it is computed here ([`apply_rmw`]) from the values and versions a read
 //!   returned, and written back in an ATOMIC batch that CHECKs those versions
@@ -23,10 +23,10 @@ use std::collections::HashMap;
 /// Whether the command must read its keys before it can write.
 pub fn is_rmw(command: &Command, in_multi: bool) -> bool {
     match command {
-        Command::IncrByFloat(..) | Command::GetSet(..) | Command::GetDel(..) => true,
-        // INCRBY and APPEND run in the table; inside MULTI they are computed
-        // here, so that later commands of the block see their results.
-        Command::IncrBy(..) | Command::Append(..) => in_multi,
+        Command::GetSet(..) | Command::GetDel(..) => true,
+        // INCRBY, INCRBYFLOAT and APPEND run in the table; inside MULTI they
+        // are computed here, so that later commands of the block see them.
+        Command::IncrBy(..) | Command::IncrByFloat(..) | Command::Append(..) => in_multi,
         Command::Set { condition, get, .. } => {
             *get || *condition == SetCondition::IfPresent
                 || (in_multi && *condition == SetCondition::IfAbsent)
@@ -69,6 +69,7 @@ pub fn is_plain(command: &Command) -> bool {
             | Command::DbSize
             | Command::Info(_)
             | Command::IncrBy(..)
+            | Command::IncrByFloat(..)
             | Command::Append(..)
     )
 }
@@ -137,6 +138,10 @@ pub fn write_plain(command: &Command, buf: &mut Vec<u8>) -> Render {
         Command::Append(key, suffix) => {
             requests::append(buf, key, suffix);
             Render::Length
+        }
+        Command::IncrByFloat(key, delta) => {
+            requests::incr_by_float(buf, key, *delta);
+            Render::Get
         }
         Command::DbSize => {
             requests::stats(buf);
