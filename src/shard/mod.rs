@@ -230,8 +230,8 @@ impl Shard {
         }
     }
 
-    /// INCRBY and APPEND: the table computes and stores the new value; its
-    /// entry is logged like a SET's. Returns whether it logged.
+    /// INCRBY, INCRBYFLOAT and APPEND: the table computes and stores the new
+    /// value; its entry is logged like a SET's. Returns whether it logged.
     fn read_modify_write(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
         let written = self
             .table

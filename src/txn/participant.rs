@@ -297,8 +297,9 @@ impl Transactions for Participant {
 
 /// Runs leaf requests on `shard`'s table as a unit; on failure rolls them
 /// back. On success returns the undo log (to roll back later if a cross-shard
-/// batch aborts) and the final state of the keys INCRBY or APPEND changed
-/// (logged after `effects`: their values exist only in the table).
+/// batch aborts) and the final state of the keys INCRBY, INCRBYFLOAT or
+/// APPEND changed (logged after `effects`: their values exist only in the
+/// table).
 fn run_with_undo<'b>(
     shard: &Shard,
     ops: &[Op],

@@ -2,8 +2,9 @@
 //! order, each seeing the ones before it, every write recorded in an undo log,
 //! stopping at the first failure.
 //!
-//! A failure is a PUTV or CHECK whose version does not match (CONFLICT) or a write over
-//! the memory limit (OOM). The caller then rolls the undo log back, so nothing of
+//! A failure is a PUTV or CHECK whose version does not match (CONFLICT), a
+//! write over the memory limit (OOM), or an INCRBY, INCRBYFLOAT or APPEND on a
+//! value it cannot use (WRONGTYPE, NOTNUM). The caller then rolls the undo log back, so nothing of
 //! the batch remains, and the batch answers one error element naming the key.
 
 use super::undo::UndoLog;
@@ -12,8 +13,9 @@ use crate::table::{Effect, PutOutcome, Table};
 
 /// Runs `ops` (leaf requests, no STATS, no markers) with undo. Results go to
 /// `out`, one slot per op; what each changed, to `effects` (for the log) —
-/// except INCRBY and APPEND, whose keys go to `computed`: their values were
-/// computed here, so the caller logs those keys' final state after `effects`.
+/// except INCRBY, INCRBYFLOAT and APPEND, whose keys go to `computed`: their
+/// values were computed here, so the caller logs those keys' final state
+/// after `effects`.
 pub fn run_unit<'b>(
     table: &mut Table,
     ops: &[Op],
