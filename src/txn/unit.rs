@@ -4,8 +4,9 @@
 //!
 //! A failure is a PUTV or CHECK whose version does not match (CONFLICT), a
 //! write over the memory limit (OOM), or an INCRBY, INCRBYFLOAT or APPEND on a
-//! value it cannot use (WRONGTYPE, NOTNUM). The caller then rolls the undo log back, so nothing of
-//! the batch remains, and the batch answers one error element naming the key.
+//! value it cannot use (WRONGTYPE, NOTNUM). The caller then rolls the undo log
+//! back, so nothing of the batch remains, and the batch answers one error
+//! element (naming the key).
 
 use super::undo::UndoLog;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, OpKind, RequestError};
