@@ -38,7 +38,9 @@ pub mod pinned;
 use crate::allocator;
 pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
-use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
+use crate::proto::resp::glob;
+use crate::proto::resp::value::{format_f64, parse_f64, parse_i64, Stored};
+use crate::proto::{BatchResults, ErrorCode, Op, OpKind, RequestError};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
@@ -602,12 +604,161 @@ impl Table {
                     change = Some(Effect::Del { key });
                 }
             }
+            OpKind::Check => self.check_version(key, op.version, out),
+            OpKind::Scan => self.scan(op.version, op.target.count, key, out),
+            OpKind::Flush => unreachable!("FLUSH is answered by the shard ([`Table::flush`])"),
+            OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
+                unreachable!("{} runs through Table::read_modify_write", op.kind.name())
+            }
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
         }
         change
     }
+}
+
+impl Table {
+    /// CHECK outside ATOMIC: nothing when `key` is at `expected`, else
+    /// `[-5, current]`. Reads nothing and counts nothing: it is a guard (inside
+    /// ATOMIC a mismatch aborts the batch, `txn::unit`).
+    fn check_version(&self, key: &[u8], expected: u64, out: &mut BatchResults) {
+        let current = self.version(key);
+        if current != expected {
+            reply::write_version_conflict(&mut out.buf, current);
+        }
+    }
+
+    /// SCAN: visits up to `count` entries from `position` in the map's
+    /// iteration order and answers `[-7, next, [keys matching pattern]]`,
+    /// `next` 0 once the end is reached. The order is stable while the map
+    /// does not resize, so a full iteration without writes sees every key once.
+    /// The map exposes no bucket positions, so each call walks past the
+    /// `position` entries before it (fast, but linear in `position`).
+    fn scan(&self, position: u64, count: u32, pattern: &[u8], out: &mut BatchResults) {
+        let mut keys = Vec::new();
+        let mut visited = 0u64;
+        for entry in self.map.iter().skip(position as usize).take(count as usize) {
+            visited += 1;
+            if pattern.is_empty() || glob::matches(pattern, entry.key()) {
+                keys.push(entry.key());
+            }
+        }
+        let next = position + visited;
+        let next = if next >= self.map.len() as u64 {
+            0
+        } else {
+            next
+        };
+        reply::write_keys_header(&mut out.buf, next, keys.len() as u32);
+        keys.iter()
+            .for_each(|key| reply::write_bin(&mut out.buf, key));
+    }
+
+    /// INCRBY, INCRBYFLOAT and APPEND: computes the key's new value from its
+    /// current one (read as a Redis string, `proto::resp::value`), stores it
+    /// as bin and appends the result element (`[-8, n]`, `[-1, new value]`,
+    /// `[-4, new length]`). Returns the
+    /// new entry, whose value the caller logs; on failure changes nothing and
+    /// writes nothing.
+    pub fn read_modify_write(
+        &mut self,
+        op: &Op,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Entry, RequestError> {
+        let key = op.key.of(buf);
+        let current = self.find(key).map(|entry| Stored::of(entry.value()));
+        let mut scratch = Vec::new();
+        let old_bytes = match current.map(|stored| stored.bytes(&mut scratch)) {
+            Some(None) => return Err(wrong_type(key)),
+            Some(Some(bytes)) => bytes,
+            None => &[],
+        };
+        enum Answer {
+            Integer(i64),
+            Value,
+            Length,
+        }
+        let (new_bytes, answer) = match op.kind {
+            OpKind::IncrBy => {
+                let old = match current {
+                    None => 0,
+                    Some(_) => parse_i64(old_bytes).ok_or_else(not_an_integer)?,
+                };
+                let new = old.checked_add(op.version as i64).ok_or_else(|| {
+                    RequestError::new(
+                        ErrorCode::NotANumber,
+                        "increment or decrement would overflow",
+                    )
+                })?;
+                (new.to_string().into_bytes(), Answer::Integer(new))
+            }
+            OpKind::IncrByFloat => {
+                let old = match current {
+                    None => 0.0,
+                    Some(_) => parse_f64(old_bytes).ok_or_else(|| {
+                        RequestError::new(ErrorCode::NotANumber, "value is not a valid float")
+                    })?,
+                };
+                let new = old + f64::from_bits(op.version);
+                if !new.is_finite() {
+                    let message = "increment would produce NaN or Infinity";
+                    return Err(RequestError::new(ErrorCode::NotANumber, message));
+                }
+                (format_f64(new).into_bytes(), Answer::Value)
+            }
+            _ => ([old_bytes, op.value.of(buf)].concat(), Answer::Length),
+        };
+        let mut stored = Vec::with_capacity(new_bytes.len() + 5);
+        reply::write_bin(&mut stored, &new_bytes);
+        self.set(key, &stored)
+            .map_err(|_| RequestError::new(ErrorCode::Oom, oom_text(key)))?;
+        match answer {
+            Answer::Integer(n) => reply::write_integer(out, n),
+            Answer::Value => reply::write_found(out, &stored),
+            Answer::Length => reply::write_done(out, new_bytes.len() as u64),
+        }
+        Ok(self.find(key).cloned().expect("the key was just written"))
+    }
+
+    /// FLUSH: deletes every key, counting each as a delete; returns the keys
+    /// (the shard logs their deletion).
+    pub fn flush(&mut self) -> Vec<Box<[u8]>> {
+        let entries: Vec<Entry> = self.map.drain().collect();
+        let mut keys = Vec::with_capacity(entries.len());
+        for entry in entries {
+            self.count_out(&entry.footprint());
+            self.stats.deletes += 1;
+            keys.push(Box::from(entry.key()));
+            self.pinned.displace(entry);
+        }
+        keys
+    }
+}
+
+fn wrong_type(key: &[u8]) -> RequestError {
+    RequestError::new(
+        ErrorCode::WrongType,
+        format!(
+            "the value of key {} is not a string or an integer",
+            String::from_utf8_lossy(key)
+        ),
+    )
+}
+
+fn not_an_integer() -> RequestError {
+    RequestError::new(
+        ErrorCode::NotANumber,
+        "value is not an integer or out of range",
+    )
+}
+
+fn oom_text(key: &[u8]) -> String {
+    format!(
+        "write of key {} refused, over the memory limit (--max-memory-bytes)",
+        String::from_utf8_lossy(key)
+    )
 }
 
 fn write_oom(out: &mut Vec<u8>, key: &[u8], oom: OverMemoryLimit) {

@@ -69,6 +69,9 @@ impl HttpError {
             Some(ErrorCode::TooBig) => (StatusCode::PAYLOAD_TOO_LARGE, "TOOBIG"),
             Some(ErrorCode::Oom) => (StatusCode::INSUFFICIENT_STORAGE, "OOM"),
             Some(ErrorCode::Shutdown) => (StatusCode::SERVICE_UNAVAILABLE, "SHUTDOWN"),
+            // The HTTP API sends no INCRBY, INCRBYFLOAT or APPEND.
+            Some(ErrorCode::WrongType) => (StatusCode::CONFLICT, "WRONGTYPE"),
+            Some(ErrorCode::NotANumber) => (StatusCode::BAD_REQUEST, "NOTNUM"),
             Some(ErrorCode::IoErr) | None => (StatusCode::INTERNAL_SERVER_ERROR, "IOERR"),
         };
         HttpError::new(status, code, message)

@@ -63,9 +63,11 @@ impl Family {
 
     pub fn of(kind: OpKind) -> Family {
         match kind {
-            OpKind::Get | OpKind::GetV => Family::Get,
-            OpKind::Set | OpKind::PutV => Family::Set,
-            OpKind::Del | OpKind::Rm => Family::Delete,
+            OpKind::Get | OpKind::GetV | OpKind::Check | OpKind::Scan => Family::Get,
+            OpKind::Set | OpKind::PutV | OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
+                Family::Set
+            }
+            OpKind::Del | OpKind::Rm | OpKind::Flush => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,
         }

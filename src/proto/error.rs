@@ -26,11 +26,17 @@ pub enum ErrorCode {
     IoErr,
     /// The server is shutting down and did not run the request.
     Shutdown,
+    /// INCRBY, INCRBYFLOAT or APPEND on a value that is not a string or an
+    /// integer.
+    WrongType,
+    /// INCRBY or INCRBYFLOAT on a string that is not a number of its kind,
+    /// or a result out of range (past i64, or not finite).
+    NotANumber,
 }
 
 impl ErrorCode {
     /// Every code, in the order of [`errors_written`].
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::BadFrame,
         ErrorCode::BadReq,
         ErrorCode::TooBig,
@@ -38,6 +44,8 @@ impl ErrorCode {
         ErrorCode::Oom,
         ErrorCode::IoErr,
         ErrorCode::Shutdown,
+        ErrorCode::WrongType,
+        ErrorCode::NotANumber,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +57,8 @@ impl ErrorCode {
             ErrorCode::Oom => "OOM",
             ErrorCode::IoErr => "IOERR",
             ErrorCode::Shutdown => "SHUTDOWN",
+            ErrorCode::WrongType => "WRONGTYPE",
+            ErrorCode::NotANumber => "NOTNUM",
         }
     }
 

@@ -252,6 +252,25 @@ fn shape_of(marker: u8) -> Option<Shape> {
 }
 
 impl Cursor<'_> {
+    /// Reads a float (32 or 64 bits) or an integer, as an f64.
+    pub fn read_f64(&mut self) -> Result<f64, DecodeError> {
+        let start = self.pos;
+        match self.peek()? {
+            0xca => {
+                self.byte()?;
+                Ok(f64::from(f32::from_bits(self.be_uint(4)? as u32)))
+            }
+            0xcb => {
+                self.byte()?;
+                Ok(f64::from_bits(self.be_uint(8)?))
+            }
+            _ => self
+                .read_int()
+                .map(|n| n as f64)
+                .map_err(|_| self.unexpected("a number", start)),
+        }
+    }
+
     /// True when the next value is an array (used to tell a request from garbage
     /// before committing to a decode path).
     pub fn next_is_array(&self) -> bool {

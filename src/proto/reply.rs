@@ -4,7 +4,8 @@
 //! [-1, V]            GET found               [-4, n]    PUTV applied (n = new version), RM (1/0)
 //! [-2]               not found               [-5, cur]  PUTV conflict (cur = current version)
 //! [-3, V, version]   GETV found              [-6, {name: integer}]   STATS
-//! [-9, CODE, message]  error
+//! [-7, next, [K…]]  SCAN                   [-8, n]    INCRBY (signed)
+//!                   [-9, CODE, message]  error
 //! ```
 //!
 //! Values are written back exactly as they arrived (they are stored as raw
@@ -21,6 +22,39 @@ pub const TAG_DONE: i8 = -4;
 pub const TAG_VERSION_CONFLICT: i8 = -5;
 pub const TAG_STATS: i8 = -6;
 pub const TAG_ERROR: i8 = -9;
+pub const TAG_KEYS: i8 = -7;
+pub const TAG_INTEGER: i8 = -8;
+
+/// `[-8, n]`: INCRBY's new value, a signed integer.
+pub fn write_integer(out: &mut Vec<u8>, n: i64) {
+    out.push(0x92);
+    out.push(TAG_INTEGER as u8);
+    match n {
+        0.. => write_uint(out, n as u64),
+        -32..=-1 => out.push(n as i8 as u8),
+        -128..=-33 => out.extend_from_slice(&[0xd0, n as i8 as u8]),
+        -32768..=-129 => {
+            out.push(0xd1);
+            out.extend_from_slice(&(n as i16).to_be_bytes());
+        }
+        -2147483648..=-32769 => {
+            out.push(0xd2);
+            out.extend_from_slice(&(n as i32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xd3);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+    }
+}
+
+/// Starts SCAN's `[-7, next_position, [K…]]`: the keys follow as bin.
+pub fn write_keys_header(out: &mut Vec<u8>, next_position: u64, nr_keys: u32) {
+    write_array_len(out, 3);
+    out.push(TAG_KEYS as u8);
+    write_uint(out, next_position);
+    write_array_len(out, nr_keys);
+}
 
 /// Writes an array header for `len` elements.
 pub fn write_array_len(out: &mut Vec<u8>, len: u32) {

@@ -7,6 +7,11 @@
 //! [1, K, V]          SET        [5, K, V, version] PUTV
 //! [2, K]             DEL        [6, K]             RM
 //! [3, [R...]]        ATOMIC     [7]                STATS
+//! [8, K, version]    CHECK
+//! [9, shard, position, count, pattern]   SCAN
+//! [10, shard]        FLUSH
+//! [11, K, delta]     INCRBY     [12, K, suffix]    APPEND
+//! [13, K, delta]     INCRBYFLOAT
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -70,6 +75,12 @@ pub enum OpKind {
     PutV = 5,
     Rm = 6,
     Stats = 7,
+    Check = 8,
+    Scan = 9,
+    Flush = 10,
+    IncrBy = 11,
+    Append = 12,
+    IncrByFloat = 13,
 }
 
 impl OpKind {
@@ -83,6 +94,12 @@ impl OpKind {
             5 => OpKind::PutV,
             6 => OpKind::Rm,
             7 => OpKind::Stats,
+            8 => OpKind::Check,
+            9 => OpKind::Scan,
+            10 => OpKind::Flush,
+            11 => OpKind::IncrBy,
+            12 => OpKind::Append,
+            13 => OpKind::IncrByFloat,
             _ => return None,
         };
         Some(kind)
@@ -95,6 +112,10 @@ impl OpKind {
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
             OpKind::Set => 3,
             OpKind::PutV => 4,
+            OpKind::Check => 3,
+            OpKind::Scan => 5,
+            OpKind::Flush => 2,
+            OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => 3,
         }
     }
 
@@ -108,17 +129,44 @@ impl OpKind {
             OpKind::PutV => "PUTV",
             OpKind::Rm => "RM",
             OpKind::Stats => "STATS",
+            OpKind::Check => "CHECK",
+            OpKind::Scan => "SCAN",
+            OpKind::Flush => "FLUSH",
+            OpKind::IncrBy => "INCRBY",
+            OpKind::Append => "APPEND",
+            OpKind::IncrByFloat => "INCRBYFLOAT",
         }
     }
 
     /// Whether the request changes the table (and so may be refused with OOM).
     pub fn is_write(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV)
+        matches!(self, OpKind::Set | OpKind::PutV) || self.is_read_modify_write()
+    }
+
+    /// INCRBY, INCRBYFLOAT and APPEND: the table computes the new value
+    /// from the old.
+    pub fn is_read_modify_write(self) -> bool {
+        matches!(self, OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat)
     }
 
     /// Whether the request may change the table: a write or a delete.
     pub fn writes(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm)
+        matches!(
+            self,
+            OpKind::Set
+                | OpKind::PutV
+                | OpKind::Del
+                | OpKind::Rm
+                | OpKind::Flush
+                | OpKind::IncrBy
+                | OpKind::Append
+                | OpKind::IncrByFloat
+        )
+    }
+
+    /// SCAN and FLUSH name the shard they run on instead of a key.
+    pub fn targets_a_shard(self) -> bool {
+        matches!(self, OpKind::Scan | OpKind::Flush)
     }
 }
 
@@ -128,15 +176,32 @@ pub struct Op {
     pub kind: OpKind,
     /// The key's payload bytes (the str/bin header excluded); empty for STATS.
     pub key: Span,
-    /// The value's complete msgpack encoding; empty unless SET or PUTV.
+    /// The value's complete msgpack encoding for SET and PUTV; APPEND's suffix
+    /// bytes (its payload, without the str/bin header); empty otherwise.
     pub value: Span,
-    /// PUTV's expected version; 0 otherwise.
+    /// PUTV's and CHECK's expected version; INCRBY's delta (an i64's bits),
+    /// INCRBYFLOAT's (an f64's bits);
+    /// SCAN's position; 0 otherwise.
     pub version: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
     /// ATOMIC only: how many requests follow this one in the op list as its body.
     pub nr_inner: u32,
+    /// SCAN and FLUSH only: the shard they run on, and SCAN's entry count.
+    pub target: ShardTarget,
 }
+
+/// The shard a SCAN or FLUSH runs on (modulo the number of shards), and how
+/// many table entries a SCAN visits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardTarget {
+    pub shard: u32,
+    pub count: u32,
+}
+
+/// Most table entries one SCAN request visits, whatever count it asks for:
+/// bounds the reply and the time a shard spends on it.
+pub const MAX_SCAN_COUNT: u32 = 100_000;
 
 /// ATOMIC batches may nest (their results are flattened); deeper than this is
 /// refused, so decoding a hostile message cannot exhaust the stack.
@@ -231,17 +296,40 @@ fn decode_nested(
         version: 0,
         raw: Span::default(),
         nr_inner: 0,
+        target: ShardTarget::default(),
     };
     match kind {
         OpKind::Atomic => return decode_atomic(cursor, limits, out, depth, raw_start),
-        OpKind::Stats if depth > 0 => return Err(bad_req("STATS cannot run inside ATOMIC")),
+        OpKind::Stats | OpKind::Scan | OpKind::Flush if depth > 0 => {
+            return Err(bad_req(format!("{} cannot run inside ATOMIC", kind.name())))
+        }
         OpKind::Stats => {}
+        OpKind::Scan | OpKind::Flush => decode_shard_target(cursor, limits, kind, &mut op)?,
         _ => op.key = read_key(cursor, limits)?,
     }
     if matches!(kind, OpKind::Set | OpKind::PutV) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
-    if kind == OpKind::PutV {
+    if kind == OpKind::IncrBy {
+        op.version = read_delta(cursor)? as u64;
+    }
+    if kind == OpKind::IncrByFloat {
+        let delta = cursor
+            .read_f64()
+            .map_err(|_| bad_req("the delta must be a number"))?;
+        if !delta.is_finite() {
+            return Err(bad_req("the delta must be finite"));
+        }
+        op.version = delta.to_bits();
+    }
+    if kind == OpKind::Append {
+        op.value = Span::from_range(
+            cursor
+                .read_str_or_bin()
+                .map_err(|_| bad_req("APPEND's suffix must be a msgpack str or bin"))?,
+        );
+    }
+    if matches!(kind, OpKind::PutV | OpKind::Check) {
         op.version = read_version(cursor)?;
     }
     op.raw = Span::from_range(raw_start..cursor.position());
@@ -262,7 +350,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -297,6 +385,7 @@ fn decode_atomic(
             version: 0,
             raw: Span::default(),
             nr_inner: 0,
+            target: ShardTarget::default(),
         });
     }
     let nr_requests = cursor.read_array_len().map_err(req_error)?;
@@ -308,6 +397,29 @@ fn decode_atomic(
     if depth == 0 {
         out[marker].nr_inner = (out.len() - marker - 1) as u32;
         out[marker].raw = Span::from_range(raw_start..cursor.position());
+    }
+    Ok(())
+}
+
+/// `shard` (FLUSH), or `shard, position, count, pattern` (SCAN): the pattern
+/// is a Redis glob in the key's place, empty for every key.
+fn decode_shard_target(
+    cursor: &mut Cursor,
+    limits: &RequestLimits,
+    kind: OpKind,
+    op: &mut Op,
+) -> Result<(), RequestError> {
+    let mut number = |what: &str| {
+        let n = cursor
+            .read_int()
+            .map_err(|_| bad_req(format!("the {what} must be an integer")))?;
+        u64::try_from(n).map_err(|_| bad_req(format!("the {what} must be >= 0, got {n}")))
+    };
+    op.target.shard = u32::try_from(number("shard")?).unwrap_or(u32::MAX);
+    if kind == OpKind::Scan {
+        op.version = number("position")?;
+        op.target.count = number("count")?.clamp(1, u64::from(MAX_SCAN_COUNT)) as u32;
+        op.key = read_key(cursor, limits)?;
     }
     Ok(())
 }
@@ -334,6 +446,14 @@ fn read_version(cursor: &mut Cursor) -> Result<u64, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the version must be an integer"))?;
     u64::try_from(version).map_err(|_| bad_req(format!("the version must be >= 0, got {version}")))
+}
+
+/// INCRBY's delta, a signed 64-bit integer.
+fn read_delta(cursor: &mut Cursor) -> Result<i64, RequestError> {
+    let delta = cursor
+        .read_int()
+        .map_err(|_| bad_req("the delta must be an integer"))?;
+    i64::try_from(delta).map_err(|_| bad_req(format!("the delta {delta} is outside the i64 range")))
 }
 
 fn bad_req(message: impl Into<String>) -> RequestError {

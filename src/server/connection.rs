@@ -22,11 +22,14 @@
 //!   closes instead of reading again.
 
 use super::output::Output;
+use super::resp::{self, Dialect};
 use super::round::Round;
 use super::shutdown::Shutdown;
 use super::state::ServerState;
 use crate::net::stream::NetStream;
+use crate::proto::detect::Protocol;
 use crate::proto::frame::{begin_frame, finish_frame, next_frame};
+use crate::proto::resp::Version;
 use crate::proto::{reply, ErrorCode, FrameTooBig, RequestLimits};
 use crate::shard::Shard;
 use futures_lite::{future, AsyncReadExt};
@@ -59,18 +62,22 @@ pub struct ShardContext {
     pub shutdown: Rc<Shutdown>,
     pub limits: ConnectionLimits,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The server's configuration, as RESP's CONFIG GET and INFO report it.
+    pub config: Arc<crate::config::Config>,
 }
 
-struct Connection {
-    stream: NetStream,
-    inbuf: Vec<u8>,
+/// A connection's buffers and round, whichever protocol it speaks
+/// (`server::resp` serves RESP and text connections with them).
+pub(super) struct Connection {
+    pub(super) stream: NetStream,
+    pub(super) inbuf: Vec<u8>,
     /// Bytes of `inbuf` holding received data.
-    filled: usize,
-    outbuf: Vec<u8>,
+    pub(super) filled: usize,
+    pub(super) outbuf: Vec<u8>,
     bodies: Vec<Range<usize>>,
-    round: Round,
+    pub(super) round: Round,
     /// When the last read returned: the arrival of the messages it completed.
-    read_at: Instant,
+    pub(super) read_at: Instant,
 }
 
 /// What the frame scan found at the front of the receive buffer.
@@ -83,7 +90,8 @@ struct Scan {
 }
 
 /// Serves one connection until the client closes it, it breaks the framing, or
-/// the server shuts down.
+/// the server shuts down. Its first byte chooses the protocol
+/// ([`Protocol::of_first_byte`]).
 pub async fn serve(ctx: ShardContext, stream: NetStream) {
     let mut conn = Connection {
         stream,
@@ -94,8 +102,22 @@ pub async fn serve(ctx: ShardContext, stream: NetStream) {
         round: Round::new(ctx.limits.request, ctx.shard.nr_shards()),
         read_at: Instant::now(),
     };
-    if let Err(e) = conn.run(&ctx).await {
+    if let Err(e) = conn.start(&ctx).await {
         tracing::debug!(shard = %ctx.shard.id(), "connection closed: {e}");
+    }
+}
+
+impl Connection {
+    /// Reads the first bytes and serves the protocol they announce.
+    async fn start(&mut self, ctx: &ShardContext) -> io::Result<()> {
+        if !self.read_more(&ctx.shutdown).await? {
+            return Ok(());
+        }
+        match Protocol::of_first_byte(self.inbuf[0]) {
+            Protocol::Msgpack => self.run(ctx).await,
+            Protocol::Resp => resp::serve(self, ctx, Dialect::Resp(Version::Resp2)).await,
+            Protocol::Text => resp::serve(self, ctx, Dialect::Text).await,
+        }
     }
 }
 
@@ -172,7 +194,7 @@ impl Connection {
     }
 
     /// Drops the first `n` buffered bytes, keeping a partial frame for later.
-    fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         self.inbuf.copy_within(n..self.filled, 0);
         self.filled -= n;
         if self.inbuf.len() > SHRINK_ABOVE_BYTES && self.filled < READ_CHUNK_BYTES {
@@ -182,7 +204,7 @@ impl Connection {
     }
 
     /// Reads more bytes; false when the client closed or the server is shutting down.
-    async fn read_more(&mut self, shutdown: &Shutdown) -> io::Result<bool> {
+    pub(super) async fn read_more(&mut self, shutdown: &Shutdown) -> io::Result<bool> {
         self.make_room();
         let read = async { Some(self.stream.read(&mut self.inbuf[self.filled..]).await) };
         let stop = async {

@@ -50,6 +50,7 @@ pub mod frontend;
 pub mod listener;
 pub mod output;
 pub mod reclaim;
+pub mod resp;
 pub mod round;
 pub mod shard_thread;
 pub mod shutdown;

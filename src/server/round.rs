@@ -99,6 +99,16 @@ fn cross_shard_slot(results: &BatchResults) -> (ElementRef<'_>, u32) {
     take_slot(results, &mut ResultCursor::default())
 }
 
+/// What [`Round::visit_reply`] hands over for a message.
+pub enum ReplyPart<'r> {
+    /// The message was refused whole.
+    Refused(&'r RequestError),
+    /// One request's result slot (an ATOMIC's holds all its elements).
+    Slot(ElementRef<'r>),
+    /// A STATS element, summed over the shards.
+    Built(&'r [u8]),
+}
+
 /// A message's reply before it is written.
 struct ReplyPlan {
     nr_elements: u32,
@@ -154,6 +164,17 @@ impl Round {
         bodies: &[Range<usize>],
         out: &mut Output<'_, W>,
     ) -> io::Result<()> {
+        self.execute(shard, buf, bodies).await;
+        let written = self.write_replies(state, out).await;
+        self.release_results();
+        written
+    }
+
+    /// Steps 1–4 of [`Round::serve`]: runs the messages without writing their
+    /// replies. Another protocol then reads each message's results with
+    /// [`Round::visit_reply`], in message order, and calls
+    /// [`Round::release_results`].
+    pub async fn execute(&mut self, shard: &Rc<Shard>, buf: &[u8], bodies: &[Range<usize>]) {
         self.decode(buf, bodies);
         self.assign_owners(shard, buf);
         let mut start = 0;
@@ -170,11 +191,53 @@ impl Round {
                 self.run_cross_shard(shard, buf, barrier).await;
             }
         }
-        let written = self.write_replies(state, out).await;
-        // Drop the round's references to stored values now, not at the next round.
+        self.cursors.fill(ResultCursor::default());
+    }
+
+    /// Hands message `m`'s results to `visit`: its refusal, or each request's
+    /// result slot in order (STATS as a built element). Messages must be
+    /// visited in order, each once, after [`Round::execute`].
+    pub fn visit_reply(
+        &mut self,
+        m: usize,
+        state: &ServerState,
+        mut visit: impl FnMut(ReplyPart<'_>),
+    ) {
+        let ops = match &self.messages[m] {
+            Message::Refused(refusal) => return visit(ReplyPart::Refused(refusal)),
+            Message::Requests(ops) => ops.clone(),
+        };
+        // Planning builds the STATS elements the message needs.
+        self.plan_message(ops.clone(), state);
+        for i in ops {
+            match self.owners[i] {
+                Owner::Shard(owner) => {
+                    let (elements, _) =
+                        take_slot(&self.results[owner.0], &mut self.cursors[owner.0]);
+                    visit(ReplyPart::Slot(elements));
+                }
+                Owner::CrossShard(k) => visit(ReplyPart::Slot(
+                    cross_shard_slot(&self.cross_shard_results[k]).0,
+                )),
+                Owner::AllShards => {
+                    for cursor in &mut self.cursors {
+                        cursor.slot += 1;
+                    }
+                    let stats = self
+                        .stats_elements
+                        .pop_front()
+                        .expect("planned STATS element");
+                    visit(ReplyPart::Built(&stats));
+                }
+                Owner::Body => {}
+            }
+        }
+    }
+
+    /// Drops the round's references to stored values (now, not at the next round).
+    pub fn release_results(&mut self) {
         self.results.iter_mut().for_each(BatchResults::clear);
         self.cross_shard_results.clear();
-        written
     }
 
     fn decode(&mut self, buf: &[u8], bodies: &[Range<usize>]) {
@@ -209,6 +272,9 @@ impl Round {
                         nr_cross_shard += 1;
                         Owner::CrossShard(nr_cross_shard - 1)
                     }
+                }
+                kind if kind.targets_a_shard() => {
+                    Owner::Shard(ShardId(op.target.shard as usize % shard.nr_shards()))
                 }
                 _ => Owner::Shard(shard.router().route(op.key.of(buf))),
             };

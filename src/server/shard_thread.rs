@@ -59,6 +59,7 @@ pub fn spawn_shards(
         );
     }
     let meshes = mesh::build(config.nr_shards);
+    let shared_config = Arc::new(config.clone());
     meshes
         .into_iter()
         .zip(loaded.tables)
@@ -77,6 +78,7 @@ pub fn spawn_shards(
                 state: state.clone(),
                 metrics: metrics.clone(),
                 limits: connection_limits(config),
+                config: shared_config.clone(),
                 table,
                 next_txn_seq: loaded.next_txn_seq,
                 router: config.router(),
@@ -115,6 +117,8 @@ struct ShardPlan {
     state: Arc<ServerState>,
     metrics: Arc<Metrics>,
     limits: ConnectionLimits,
+    /// What CONFIG GET and INFO report over RESP.
+    config: Arc<Config>,
     table: Table,
     next_txn_seq: u64,
     /// Key → owning shard, as recovery placed the keys.
@@ -281,6 +285,7 @@ impl ShardPlan {
             shutdown,
             limits: self.limits,
             metrics: self.metrics.clone(),
+            config: self.config.clone(),
         };
         let http = http_task.map(|serve| glommio::spawn_local(serve(ctx.clone())));
         glommio::spawn_local(net.clone().run()).detach();

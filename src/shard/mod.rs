@@ -40,7 +40,7 @@ use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Table, TableStats};
+use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
@@ -56,6 +56,11 @@ pub use transactions::{LocalFuture, Transactions, Vote};
 const FORWARDED_LIMITS: RequestLimits = RequestLimits {
     max_key_bytes: usize::MAX,
 };
+
+/// How long FLUSH waits, at most, for ATOMIC batches to release their keys:
+/// [`FLUSH_MAX_WAITS`] pauses of [`FLUSH_WAIT_PAUSE`] (10 s).
+const FLUSH_MAX_WAITS: usize = 10_000;
+const FLUSH_WAIT_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A message could not be delivered: the peer is shutting down.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -178,6 +183,11 @@ impl Shard {
                 i += 1 + body.len();
                 continue;
             }
+            if op.kind == OpKind::Flush {
+                wrote |= self.flush_when_idle(out).await;
+                i += 1;
+                continue;
+            }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
                 wrote |= self.execute(op, buf, out);
             } else {
@@ -201,6 +211,9 @@ impl Shard {
                 return false;
             }
         }
+        if op.kind.is_read_modify_write() {
+            return self.read_modify_write(op, buf, out);
+        }
         let effect = match op.kind {
             OpKind::Stats => {
                 write_stats_element(&mut out.buf, &self.table_stats());
@@ -212,6 +225,74 @@ impl Shard {
         match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// INCRBY, INCRBYFLOAT and APPEND: the table computes and stores the new
+    /// value; its entry is logged like a SET's. Returns whether it logged.
+    fn read_modify_write(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
+        let written = self
+            .table
+            .borrow_mut()
+            .read_modify_write(op, buf, &mut out.buf);
+        let entry = match written {
+            Ok(entry) => entry,
+            Err(refused) => {
+                reply::write_error(&mut out.buf, refused.code, &refused.message);
+                out.end_request();
+                return false;
+            }
+        };
+        out.end_request();
+        let effect = Effect::Put {
+            key: entry.key(),
+            version: entry.version(),
+            value: entry.value(),
+        };
+        match &self.log {
+            Some(log) => {
+                log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// FLUSH once no ATOMIC batch holds or awaits a key: deleting a key a
+    /// batch holds would undo it behind the batch's back (its undo, or its
+    /// prepared share replayed at its decision, would bring the key back).
+    /// Gives up with CONFLICT if batches keep holding keys.
+    async fn flush_when_idle(&self, out: &mut BatchResults) -> bool {
+        for _ in 0..FLUSH_MAX_WAITS {
+            if self.txn.is_idle() {
+                if let Some(poisoned) = self.poisoned() {
+                    reply::write_error(&mut out.buf, ErrorCode::IoErr, &poisoned.to_string());
+                    out.end_request();
+                    return false;
+                }
+                return self.flush(out);
+            }
+            glommio::timer::sleep(FLUSH_WAIT_PAUSE).await;
+        }
+        let message = "FLUSH did not run: ATOMIC batches kept holding keys; try again";
+        reply::write_error(&mut out.buf, ErrorCode::Conflict, message);
+        out.end_request();
+        false
+    }
+
+    /// FLUSH: deletes every key of the table, logged as one batch of
+    /// deletions; answers `[-4, keys deleted]`. Returns whether it logged.
+    fn flush(&self, out: &mut BatchResults) -> bool {
+        let keys = self.table.borrow_mut().flush();
+        reply::write_done(&mut out.buf, keys.len() as u64);
+        out.end_request();
+        match &self.log {
+            Some(log) if !keys.is_empty() => {
+                let effects: Vec<Effect<'_>> = keys.iter().map(|key| Effect::Del { key }).collect();
+                log.append(|records| format::write_batch(records, &effects));
                 true
             }
             _ => false,

@@ -114,7 +114,8 @@ impl Participant {
         shard.count_atomic(outcome.is_ok());
         self.locks.pass(&keys);
         match outcome {
-            Ok(_) => {
+            Ok((_, computed)) => {
+                let effects = with_computed(&effects, &computed);
                 let nr_elements = results.counts.iter().sum();
                 out.append_into_slot(results);
                 out.end_request_with(nr_elements);
@@ -149,8 +150,8 @@ impl Participant {
         self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let undo = match run_with_undo(shard, ops, buf, &mut results, &mut effects) {
-            Ok(undo) => undo,
+        let (undo, computed) = match run_with_undo(shard, ops, buf, &mut results, &mut effects) {
+            Ok(done) => done,
             Err(no) => {
                 self.locks.pass(&keys);
                 return Err(no);
@@ -167,6 +168,7 @@ impl Participant {
         // The vote leaves before the PREPARE record is safe: the coordinator
         // waits for every participant's record to be safe (in parallel) before
         // it writes its COMMIT, so the syncs of the participants overlap.
+        let effects = with_computed(&effects, &computed);
         let durable_at = shard
             .log()
             .map(|log| log.append(|records| format::write_prepare(records, txn, &effects)));
@@ -314,26 +316,57 @@ impl Transactions for Participant {
 
 /// Runs leaf requests on `shard`'s table as a unit; on failure rolls them
 /// back. On success returns the undo log (to roll back later if a cross-shard
-/// batch aborts).
+/// batch aborts) and the final state of the keys INCRBY, INCRBYFLOAT or
+/// APPEND changed (logged after `effects`: their values exist only in the
+/// table).
 fn run_with_undo<'b>(
     shard: &Shard,
     ops: &[Op],
     buf: &'b [u8],
     results: &mut BatchResults,
     effects: &mut Vec<Effect<'b>>,
-) -> Result<UndoLog, RequestError> {
+) -> Result<(UndoLog, Vec<OwnedEffect>), RequestError> {
     let mut undo = UndoLog::default();
     if let Some(poisoned) = shard.poisoned() {
         return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
     }
     let mut table = shard.table_mut();
-    match run_unit(&mut table, ops, buf, results, &mut undo, effects) {
-        Ok(()) => Ok(undo),
+    let mut computed = Vec::new();
+    match run_unit(
+        &mut table,
+        ops,
+        buf,
+        results,
+        &mut undo,
+        effects,
+        &mut computed,
+    ) {
+        Ok(()) => {
+            let finals = computed.iter().map(|key| tentative_effect(&table, key));
+            Ok((undo, finals.collect()))
+        }
         Err(abort) => {
             undo.roll_back(&mut table);
             Err(abort)
         }
     }
+}
+
+/// `effects` followed by the final states of computed keys.
+fn with_computed<'a>(effects: &[Effect<'a>], computed: &'a [OwnedEffect]) -> Vec<Effect<'a>> {
+    let finals = computed.iter().map(|effect| match effect {
+        OwnedEffect::Put {
+            key,
+            version,
+            value,
+        } => Effect::Put {
+            key,
+            version: *version,
+            value,
+        },
+        OwnedEffect::Del { key } => Effect::Del { key },
+    });
+    effects.iter().cloned().chain(finals).collect()
 }
 
 /// A key a prepared batch holds, as the batch left it (for its PREPARE in a

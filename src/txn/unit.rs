@@ -2,16 +2,21 @@
 //! order, each seeing the ones before it, every write recorded in an undo log,
 //! stopping at the first failure.
 //!
-//! A failure is a PUTV whose version does not match (CONFLICT) or a write over
-//! the memory limit (OOM). The caller then rolls the undo log back, so nothing of
-//! the batch remains, and the batch answers one error element naming the key.
+//! A failure is a PUTV or CHECK whose version does not match (CONFLICT), a
+//! write over the memory limit (OOM), or an INCRBY, INCRBYFLOAT or APPEND on a
+//! value it cannot use (WRONGTYPE, NOTNUM). The caller then rolls the undo log
+//! back, so nothing of the batch remains, and the batch answers one error
+//! element (naming the key).
 
 use super::undo::UndoLog;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, OpKind, RequestError};
 use crate::table::{Effect, PutOutcome, Table};
 
 /// Runs `ops` (leaf requests, no STATS, no markers) with undo. Results go to
-/// `out`, one slot per op; what each changed, to `effects` (for the log).
+/// `out`, one slot per op; what each changed, to `effects` (for the log) —
+/// except INCRBY, INCRBYFLOAT and APPEND, whose keys go to `computed`: their
+/// values were computed here, so the caller logs those keys' final state
+/// after `effects`.
 pub fn run_unit<'b>(
     table: &mut Table,
     ops: &[Op],
@@ -19,6 +24,7 @@ pub fn run_unit<'b>(
     out: &mut BatchResults,
     undo: &mut UndoLog,
     effects: &mut Vec<Effect<'b>>,
+    computed: &mut Vec<&'b [u8]>,
 ) -> Result<(), RequestError> {
     for op in ops {
         let (key, value) = (op.key.of(buf), op.value.of(buf));
@@ -40,6 +46,17 @@ pub fn run_unit<'b>(
                     return Err(conflict(key, op.version, current))
                 }
                 Err(_) => return Err(over_memory(key)),
+            },
+            kind if kind.is_read_modify_write() => {
+                // The new value exists only in the table: the caller logs the
+                // key's final state ([`run_unit`]'s `computed`).
+                table.read_modify_write(op, buf, &mut out.buf)?;
+                computed.push(key);
+                None
+            }
+            OpKind::Check => match table.version(key) {
+                current if current == op.version => None,
+                current => return Err(conflict(key, op.version, current)),
             },
             OpKind::Set => {
                 let version = table.set(key, value).map_err(|_| over_memory(key))?;

@@ -1,0 +1,265 @@
+//! The commands about the server rather than the data: HELLO, CONFIG GET,
+//! COMMAND, INFO. Enough of each for Redis's own tools (redis-cli,
+//! redis-benchmark) and client libraries to start and report.
+
+use super::reply::Reply;
+use crate::config::Engine;
+use crate::log::FsyncMode;
+use crate::proto::resp::glob;
+use crate::server::connection::ShardContext;
+use std::fmt::Write;
+
+/// The Redis version corekv answers as (the command set and replies it follows).
+pub const REDIS_VERSION: &str = "7.2.0";
+
+/// Every command corekv answers, with Redis's arity (negative: at least).
+pub const COMMANDS: &[(&str, i64)] = &[
+    ("append", 3),
+    ("client", -2),
+    ("command", -1),
+    ("config", -2),
+    ("dbsize", 1),
+    ("decr", 2),
+    ("decrby", 3),
+    ("del", -2),
+    ("discard", 1),
+    ("echo", 2),
+    ("exec", 1),
+    ("exists", -2),
+    ("flushall", -1),
+    ("flushdb", -1),
+    ("get", 2),
+    ("getdel", 2),
+    ("getset", 3),
+    ("hello", -1),
+    ("incr", 2),
+    ("incrby", 3),
+    ("incrbyfloat", 3),
+    ("info", -1),
+    ("keys", 2),
+    ("mget", -2),
+    ("mset", -3),
+    ("msetnx", -3),
+    ("multi", 1),
+    ("ping", -1),
+    ("quit", -1),
+    ("scan", -2),
+    ("select", 2),
+    ("set", -3),
+    ("setnx", 3),
+    ("strlen", 2),
+    ("type", 2),
+    ("unlink", -2),
+    ("unwatch", 1),
+    ("watch", -2),
+];
+
+/// HELLO's reply: the server's description, as a map.
+pub fn hello(reply: &mut Reply, protocol: i64, client_id: u64) {
+    reply.map(7);
+    reply.bulk(b"server");
+    reply.bulk(b"redis");
+    reply.bulk(b"version");
+    reply.bulk(REDIS_VERSION.as_bytes());
+    reply.bulk(b"proto");
+    reply.integer(protocol);
+    reply.bulk(b"id");
+    reply.integer(client_id as i64);
+    reply.bulk(b"mode");
+    reply.bulk(b"standalone");
+    reply.bulk(b"role");
+    reply.bulk(b"master");
+    reply.bulk(b"modules");
+    reply.array(0);
+}
+
+/// CONFIG GET: every parameter matching one of the patterns, as a map.
+pub fn config_get(reply: &mut Reply, ctx: &ShardContext, patterns: &[&[u8]]) {
+    let parameters = parameters(ctx);
+    let matching: Vec<&(String, String)> = parameters
+        .iter()
+        .filter(|(name, _)| {
+            patterns
+                .iter()
+                .any(|p| glob::matches(&p.to_ascii_lowercase(), name.as_bytes()))
+        })
+        .collect();
+    reply.map(matching.len());
+    for (name, value) in matching {
+        reply.bulk(name.as_bytes());
+        reply.bulk(value.as_bytes());
+    }
+}
+
+/// The parameters CONFIG GET knows: Redis's names where corekv has the
+/// setting, and corekv's own flags under `corekv-*`.
+fn parameters(ctx: &ShardContext) -> Vec<(String, String)> {
+    let config = &ctx.config;
+    let logged = config.engine == Engine::Log;
+    let (appendfsync, fsync) = match config.fsync {
+        FsyncMode::Always => ("always", "always".to_owned()),
+        FsyncMode::Interval(every) => ("everysec", format!("interval ({} ms)", every.as_millis())),
+        FsyncMode::Never => ("no", "never".to_owned()),
+    };
+    let pairs = [
+        ("save", String::new()),
+        ("appendonly", if logged { "yes" } else { "no" }.to_owned()),
+        ("appendfsync", appendfsync.to_owned()),
+        ("maxmemory", config.max_memory_bytes.to_string()),
+        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxclients", config.max_connections.to_string()),
+        ("databases", "1".to_owned()),
+        ("port", config.addr.port().to_string()),
+        ("bind", config.addr.ip().to_string()),
+        ("proto-max-bulk-len", config.max_frame_bytes.to_string()),
+        ("corekv-shards", config.nr_shards.to_string()),
+        ("corekv-engine", config.engine.name().to_owned()),
+        ("corekv-fsync", fsync),
+        ("corekv-data-dir", config.data_dir.display().to_string()),
+        ("corekv-max-frame-bytes", config.max_frame_bytes.to_string()),
+        ("corekv-max-key-bytes", config.max_key_bytes.to_string()),
+        (
+            "corekv-max-memory-bytes",
+            config.max_memory_bytes.to_string(),
+        ),
+        ("corekv-max-connections", config.max_connections.to_string()),
+    ];
+    pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
+}
+
+/// COMMAND and COMMAND INFO: each command's name, arity, flags, and key
+/// positions (the first six fields of Redis's reply). `None`: unknown.
+pub fn command_info(reply: &mut Reply, names: Option<&[&[u8]]>) {
+    let entry = |name: &[u8]| {
+        COMMANDS
+            .iter()
+            .find(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
+    };
+    match names {
+        None => {
+            reply.array(COMMANDS.len());
+            COMMANDS
+                .iter()
+                .for_each(|command| one_command(reply, command));
+        }
+        Some(names) => {
+            reply.array(names.len());
+            for name in names {
+                match entry(name) {
+                    Some(command) => one_command(reply, command),
+                    None => reply.null(),
+                }
+            }
+        }
+    }
+}
+
+fn one_command(reply: &mut Reply, (name, arity): &(&str, i64)) {
+    let takes_key = !matches!(
+        *name,
+        "client"
+            | "command"
+            | "config"
+            | "dbsize"
+            | "discard"
+            | "echo"
+            | "exec"
+            | "hello"
+            | "info"
+            | "multi"
+            | "ping"
+            | "quit"
+            | "select"
+            | "unwatch"
+    );
+    let (first, last, step) = match *name {
+        _ if !takes_key => (0, 0, 0),
+        "mset" | "msetnx" => (1, -1, 2),
+        "del" | "unlink" | "exists" | "mget" | "watch" => (1, -1, 1),
+        _ => (1, 1, 1),
+    };
+    reply.array(6);
+    reply.bulk(name.as_bytes());
+    reply.integer(*arity);
+    reply.set(0);
+    reply.integer(first);
+    reply.integer(last);
+    reply.integer(step);
+}
+
+/// INFO's text: the requested sections (all of them by default).
+pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) -> String {
+    let stat = |name: &str| stats.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+    let wanted = |section: &str| {
+        sections.is_empty()
+            || sections
+                .iter()
+                .any(|s| s == section || s == "all" || s == "default" || s == "everything")
+    };
+    let config = &ctx.config;
+    let mut text = String::new();
+    if wanted("server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncorekv_version:{}\r\nredis_mode:standalone\r\n\
+             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\ncorekv_shards:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            config.addr.port(),
+            config.nr_shards,
+        );
+    }
+    if wanted("clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            stat("connections"),
+            config.max_connections
+        );
+    }
+    if wanted("memory") {
+        let used = stat("memory_bytes") + stat("reply_pinned_bytes");
+        let _ = write!(
+            text,
+            "# Memory\r\nused_memory:{used}\r\nused_memory_dataset:{}\r\nmaxmemory:{}\r\n\
+             maxmemory_policy:noeviction\r\n\r\n",
+            stat("value_bytes"),
+            config.max_memory_bytes
+        );
+    }
+    if wanted("persistence") {
+        let logged = config.engine == Engine::Log;
+        let _ = write!(
+            text,
+            "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nrdb_changes_since_last_save:0\r\n\
+             corekv_engine:{}\r\n\r\n",
+            u8::from(logged),
+            config.engine.name()
+        );
+    }
+    if wanted("stats") {
+        let _ = write!(
+            text,
+            "# Stats\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ncorekv_gets:{}\r\ncorekv_sets:{}\r\n\
+             corekv_deletes:{}\r\ncorekv_atomic_commits:{}\r\ncorekv_atomic_aborts:{}\r\n\
+             corekv_oom_rejections:{}\r\n\r\n",
+            stat("hits"),
+            stat("misses"),
+            stat("gets"),
+            stat("sets"),
+            stat("deletes"),
+            stat("atomic_commits"),
+            stat("atomic_aborts"),
+            stat("oom_rejections"),
+        );
+    }
+    if wanted("keyspace") {
+        text.push_str("# Keyspace\r\n");
+        let keys = stat("keys");
+        if keys > 0 {
+            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+    }
+    text
+}

@@ -1,0 +1,522 @@
+//! RESP and the text protocol on the msgpack port, byte for byte over raw
+//! sockets: the protocol chosen by the first byte, replies, hostile input, the
+//! kv-store seed's text session, values shared with msgpack and HTTP, and a
+//! RESP-acknowledged write surviving kill -9.
+
+mod common;
+
+use common::keys::key_name_on_shard;
+use common::{http_addr, http_request, TestServer};
+use rmpv::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("read timeout");
+    stream
+}
+
+/// Sends `request` and reads until `expected.len()` bytes came (or the
+/// timeout); returns what came.
+fn exchange(stream: &mut TcpStream, request: &[u8], expected_len: usize) -> Vec<u8> {
+    stream.write_all(request).expect("send");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let mut chunk = [0u8; 4096];
+    while got.len() < expected_len && Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) => panic!("reading a reply: {e} (got so far: {:?})", show(&got)),
+        }
+    }
+    got
+}
+
+fn assert_exchange(stream: &mut TcpStream, request: &[u8], expected: &[u8]) {
+    let got = exchange(stream, request, expected.len());
+    assert_eq!(show(&got), show(expected), "request {:?}", show(request));
+}
+
+/// Reads until the server closes the connection; returns everything it sent.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+fn show(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+fn command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+#[test]
+fn a_resp_connection_answers_redis_commands_byte_for_byte() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    let cases: &[(&[&[u8]], &[u8])] = &[
+        (&[b"PING"], b"+PONG\r\n"),
+        (&[b"echo", b"hi"], b"$2\r\nhi\r\n"),
+        (&[b"SET", b"k", b"v"], b"+OK\r\n"),
+        (&[b"GET", b"k"], b"$1\r\nv\r\n"),
+        (&[b"GET", b"missing"], b"$-1\r\n"),
+        (&[b"INCR", b"n"], b":1\r\n"),
+        (&[b"INCRBY", b"n", b"41"], b":42\r\n"),
+        (
+            &[b"INCR", b"k"],
+            b"-ERR value is not an integer or out of range\r\n",
+        ),
+        (&[b"MSET", b"a", b"1", b"b", b"2"], b"+OK\r\n"),
+        (
+            &[b"MGET", b"a", b"nope", b"b"],
+            b"*3\r\n$1\r\n1\r\n$-1\r\n$1\r\n2\r\n",
+        ),
+        (&[b"DEL", b"a", b"b", b"nope"], b":2\r\n"),
+        (&[b"EXISTS", b"k", b"k", b"a"], b":2\r\n"),
+        (&[b"SETNX", b"k", b"w"], b":0\r\n"),
+        (&[b"APPEND", b"k", b"xyz"], b":4\r\n"),
+        (&[b"STRLEN", b"k"], b":4\r\n"),
+        (&[b"TYPE", b"k"], b"+string\r\n"),
+        (&[b"TYPE", b"nope"], b"+none\r\n"),
+        (&[b"GETDEL", b"k"], b"$4\r\nvxyz\r\n"),
+        (&[b"SELECT", b"0"], b"+OK\r\n"),
+        (&[b"SELECT", b"1"], b"-ERR DB index is out of range\r\n"),
+        (
+            &[b"GET"],
+            b"-ERR wrong number of arguments for 'get' command\r\n",
+        ),
+        (
+            &[b"NOSUCH", b"x"],
+            b"-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n",
+        ),
+        (&[b"INCRBYFLOAT", b"f", b"10.5"], b"$4\r\n10.5\r\n"),
+        (&[b"INCRBYFLOAT", b"f", b"0.1"], b"$4\r\n10.6\r\n"),
+    ];
+    for (args, expected) in cases {
+        let got = exchange(&mut s, &command(args), expected.len());
+        assert_eq!(show(&got), show(expected), "{:?}", show(&command(args)));
+    }
+    let hello = b"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.2.0\r\n\
+                  $5\r\nproto\r\n:3\r\n$2\r\nid\r\n:";
+    let rest = b"\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n\
+                 $7\r\nmodules\r\n*0\r\n";
+    s.write_all(&command(&[b"HELLO", b"3"])).expect("send");
+    let mut got = Vec::new();
+    while !got.ends_with(rest) && got.len() < 300 {
+        got.extend(exchange(&mut s, b"", 1));
+    }
+    assert!(
+        got.starts_with(hello) && got.ends_with(rest),
+        "{}",
+        show(&got)
+    );
+    // After HELLO 3, nulls are RESP3's.
+    assert_exchange(&mut s, &command(&[b"GET", b"missing"]), b"_\r\n");
+}
+
+#[test]
+fn a_pipeline_is_answered_in_order_across_shards() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..2000 {
+        let key = format!("p{i}");
+        let value = format!("v{i}");
+        request.extend(command(&[b"SET", key.as_bytes(), value.as_bytes()]));
+        request.extend(command(&[b"GET", key.as_bytes()]));
+        request.extend(command(&[b"INCR", b"counter"]));
+        expected.extend_from_slice(b"+OK\r\n");
+        expected.extend(format!("${}\r\n{value}\r\n", value.len()).into_bytes());
+        expected.extend(format!(":{}\r\n", i + 1).into_bytes());
+    }
+    assert_exchange(&mut s, &request, &expected);
+}
+
+#[test]
+fn multi_exec_runs_as_one_unit_and_watch_aborts_on_a_changed_key() {
+    let server = TestServer::start(2, &[]);
+    let a = key_name_on_shard("acct", 0, 2);
+    let b = key_name_on_shard("acct", 1, 2);
+    let mut s = connect(server.addr);
+    let mut other = connect(server.addr);
+    assert_exchange(
+        &mut s,
+        &command(&[b"MSET", a.as_bytes(), b"10", b.as_bytes(), b"0"]),
+        b"+OK\r\n",
+    );
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"DECRBY", a.as_bytes(), b"3"]),
+        command(&[b"INCRBY", b.as_bytes(), b"3"]),
+        command(&[b"MGET", a.as_bytes(), b.as_bytes()]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    assert_exchange(
+        &mut s,
+        &block,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n:7\r\n:3\r\n*2\r\n$1\r\n7\r\n$1\r\n3\r\n",
+    );
+    // WATCH, a write by another client, then EXEC: null, nothing ran.
+    assert_exchange(&mut s, &command(&[b"WATCH", a.as_bytes()]), b"+OK\r\n");
+    assert_exchange(
+        &mut other,
+        &command(&[b"SET", a.as_bytes(), b"100"]),
+        b"+OK\r\n",
+    );
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"SET", b.as_bytes(), b"lost"]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    assert_exchange(&mut s, &block, b"+OK\r\n+QUEUED\r\n*-1\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b.as_bytes()]), b"$1\r\n3\r\n");
+    // A command refused while queueing discards the block.
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"SET", b.as_bytes(), b"lost"]),
+        command(&[b"GET"]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    assert_exchange(
+        &mut s,
+        &block,
+        b"+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    assert_exchange(&mut s, &command(&[b"GET", b.as_bytes()]), b"$1\r\n3\r\n");
+}
+
+#[test]
+fn hostile_resp_gets_a_protocol_error_and_the_connection_closes() {
+    let server = TestServer::start(2, &["--max-frame-bytes", "4096", "--max-key-bytes", "1024"]);
+    let cases: [&[u8]; 6] = [
+        b"*99999999999999\r\n",
+        b"*2\r\n$99999999\r\n",
+        b"*1\r\n$-5\r\n",
+        b"*\x00\xff\x13garbage\r\n",
+        b"*1\r\n:5\r\n",
+        b"*1\r\n$3\r\nGETxx",
+    ];
+    for case in cases {
+        let mut s = connect(server.addr);
+        // A good command first: it is answered before the error.
+        let mut request = command(&[b"PING"]);
+        request.extend_from_slice(case);
+        s.write_all(&request).expect("send");
+        let got = show(&read_to_close(&mut s));
+        assert!(
+            got.starts_with("+PONG\\r\\n-ERR Protocol error: "),
+            "{:?} got {got}",
+            show(case)
+        );
+    }
+    // A half command then close: the server carries on.
+    let mut s = connect(server.addr);
+    s.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk").expect("send");
+    drop(s);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"GET", b"k"]), b"$-1\r\n");
+    // A well-framed but wrong command keeps the connection usable.
+    assert_exchange(
+        &mut s,
+        &command(&[b"SET", b"k", b"v", b"BOGUS"]),
+        b"-ERR syntax error\r\n",
+    );
+    let too_long_key = vec![b'k'; 5000];
+    let mut s2 = connect(server.addr);
+    let got = read_to_close_after(&mut s2, &command(&[b"GET", &too_long_key]));
+    assert!(got.starts_with("-ERR Protocol error: "), "{got}");
+    assert_exchange(&mut s, &command(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn random_bytes_after_a_star_never_crash_or_stall_the_server() {
+    use rand::{Rng, SeedableRng};
+    let seed = common::test_seed("random_bytes_after_a_star_never_crash_or_stall_the_server");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let server = TestServer::start(2, &[]);
+    for case in 0..50 {
+        let mut bytes = vec![b'*'];
+        let len = rng.gen_range(1..64);
+        bytes.extend((0..len).map(|_| rng.gen::<u8>()));
+        let mut s = connect(server.addr);
+        s.write_all(&bytes).expect("send");
+        // Half-close: the server sees the end of the stream and closes too.
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let got = show(&read_to_close(&mut s));
+        assert!(
+            got.is_empty() || got.starts_with("-ERR Protocol error: ") || got.starts_with('-'),
+            "case {case} (seed {seed}): {:?} got {got}",
+            show(&bytes)
+        );
+    }
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"PING"]), b"+PONG\r\n");
+}
+
+fn read_to_close_after(stream: &mut TcpStream, request: &[u8]) -> String {
+    stream.write_all(request).expect("send");
+    show(&read_to_close(stream))
+}
+
+#[test]
+fn the_seed_text_session_works_over_a_raw_socket() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, b"SET key value\n", b"success\n");
+    assert_exchange(&mut s, b"GET key\n", b"value\n");
+    assert_exchange(&mut s, b"DELETE key\n", b"success\n");
+    assert_exchange(&mut s, b"GET key\n", b"no value stored\n");
+    assert_exchange(&mut s, b"SET greeting hello there\r\n", b"success\n");
+    assert_exchange(&mut s, b"GET greeting\r\n", b"hello there\n");
+    assert_exchange(&mut s, b"INCR visits\nINCR visits\n", b"1\n2\n");
+    assert_exchange(
+        &mut s,
+        b"FROB x\n",
+        b"ERR unknown command 'FROB', with args beginning with: 'x' \n",
+    );
+    assert_exchange(&mut s, b"STRLEN greeting\n", b"11\n");
+    // The text protocol shares the store with RESP.
+    let mut r = connect(server.addr);
+    assert_exchange(
+        &mut r,
+        &command(&[b"GET", b"greeting"]),
+        b"$11\r\nhello there\r\n",
+    );
+}
+
+#[test]
+fn values_are_the_same_bytes_over_msgpack_resp_and_http() {
+    let mut server = TestServer::start(2, &["--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&mut server);
+    let mut client = server.client();
+    let mut s = connect(server.addr);
+    let binary: Vec<u8> = (0..=255u8).collect();
+    // RESP → msgpack: bin, byte for byte.
+    assert_exchange(&mut s, &command(&[b"SET", b"bytes", &binary]), b"+OK\r\n");
+    assert_eq!(
+        client.get(b"bytes").expect("get"),
+        Some(Value::Binary(binary.clone()))
+    );
+    // msgpack str, bin and integers → RESP strings; INCR works on integers.
+    client.set(b"s", Value::from("text")).expect("set");
+    client
+        .set(b"b", Value::Binary(b"\x00\r\n".to_vec()))
+        .expect("set");
+    client.set(b"i", Value::from(-7)).expect("set");
+    client.set(b"l", Value::Array(vec![1.into()])).expect("set");
+    assert_exchange(&mut s, &command(&[b"GET", b"s"]), b"$4\r\ntext\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"b"]), b"$3\r\n\x00\r\n\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"i"]), b"$2\r\n-7\r\n");
+    assert_exchange(&mut s, &command(&[b"INCR", b"i"]), b":-6\r\n");
+    let wrongtype = b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n";
+    assert_exchange(&mut s, &command(&[b"GET", b"l"]), wrongtype);
+    assert_exchange(&mut s, &command(&[b"APPEND", b"l", b"x"]), wrongtype);
+    assert_exchange(&mut s, &command(&[b"TYPE", b"l"]), b"+msgpack\r\n");
+    // HTTP → RESP, and RESP → HTTP (bin reads as byte numbers there).
+    let (status, body) = http_request(
+        http,
+        "POST",
+        "/v1/put",
+        br#"[{"key":"h","value":"from http","version":0},{"key":"hn","value":41,"version":0}]"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_exchange(&mut s, &command(&[b"GET", b"h"]), b"$9\r\nfrom http\r\n");
+    assert_exchange(&mut s, &command(&[b"INCR", b"hn"]), b":42\r\n");
+    let (status, body) = http_request(http, "GET", "/v1/get?key=hn", b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""value":[52,50]"#), "{body}");
+}
+
+#[test]
+fn the_check_request_guards_an_atomic_batch_by_version() {
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    let (a, b) = (
+        key_name_on_shard("c", 0, 2).into_bytes(),
+        key_name_on_shard("c", 1, 2).into_bytes(),
+    );
+    client.set(&a, Value::from(1)).expect("set");
+    let check = |key: &[u8], version: u64| {
+        Value::Array(vec![8.into(), Value::Binary(key.to_vec()), version.into()])
+    };
+    let set = |key: &[u8]| Value::Array(vec![1.into(), Value::Binary(key.to_vec()), 2.into()]);
+    let atomic = |inner: Vec<Value>| {
+        common::frame(&common::pack(&Value::Array(vec![Value::Array(vec![
+            3.into(),
+            Value::Array(inner),
+        ])])))
+    };
+    // a is at version 1: the batch commits.
+    client
+        .send_raw(&atomic(vec![check(&a, 1), set(&b)]))
+        .and_then(|_| client.flush())
+        .expect("send");
+    assert_eq!(client.recv_reply().expect("reply"), [0x90]);
+    // Stale version: the batch aborts with CONFLICT and changes nothing.
+    client
+        .send_raw(&atomic(vec![set(&b), check(&a, 7)]))
+        .and_then(|_| client.flush())
+        .expect("send");
+    let reply = client.recv_reply().expect("reply");
+    assert!(show(&reply).contains("CONFLICT"), "{}", show(&reply));
+    assert_eq!(client.getv(&b).expect("getv").map(|(_, v)| v), Some(1));
+    // Outside ATOMIC: nothing when it matches, [-5, current] when not.
+    let alone = common::frame(&common::pack(&Value::Array(vec![
+        check(&a, 1),
+        check(&a, 3),
+    ])));
+    client
+        .send_raw(&alone)
+        .and_then(|_| client.flush())
+        .expect("send");
+    assert_eq!(
+        client.recv_reply().expect("reply"),
+        [0x91, 0x92, 0xfb, 0x01]
+    );
+}
+
+#[test]
+fn a_resp_acknowledged_write_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let flags = ["--engine", "log", "--fsync", "always"];
+    let mut server = TestServer::start_in(&data_dir, 2, &flags).expect("start");
+    let mut s = connect(server.addr);
+    let mut request = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        request.extend(command(&[b"SET", format!("d{i}").as_bytes(), b"durable"]));
+        expected.extend_from_slice(b"+OK\r\n");
+    }
+    request.extend(command(&[b"INCRBY", b"dn", b"5"]));
+    expected.extend_from_slice(b":5\r\n");
+    assert_exchange(&mut s, &request, &expected);
+    server.stop_with(libc::SIGKILL);
+    let server = TestServer::start_in(&data_dir, 2, &flags).expect("restart");
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"GET", b"d49"]), b"$7\r\ndurable\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"dn"]), b"$1\r\n5\r\n");
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":51\r\n");
+    // FLUSHDB is logged too.
+    assert_exchange(&mut s, &command(&[b"FLUSHDB"]), b"+OK\r\n");
+    drop(s);
+    let mut server = server;
+    server.stop_with(libc::SIGKILL);
+    let server = TestServer::start_in(&data_dir, 2, &flags).expect("restart");
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
+}
+
+#[test]
+fn over_the_memory_limit_a_resp_write_gets_redis_oom_error_and_reads_still_work() {
+    let server = TestServer::start(1, &["--max-memory-bytes", "1048576"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"SET", b"small", b"v"]), b"+OK\r\n");
+    let big = vec![b'x'; 2 << 20];
+    assert_exchange(
+        &mut s,
+        &command(&[b"SET", b"big", &big]),
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    );
+    assert_exchange(
+        &mut s,
+        &command(&[b"MSET", b"a", b"1", b"big", &big]),
+        b"-OOM command not allowed when used memory > 'maxmemory'.\r\n",
+    );
+    assert_exchange(&mut s, &command(&[b"GET", b"a"]), b"$-1\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"small"]), b"$1\r\nv\r\n");
+}
+
+#[test]
+fn a_failed_log_sync_answers_resp_writes_with_ioerr() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (server, http) =
+        common::start_log_with_http(&dir.path().join("data"), 1, &["--fsync", "always"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"SET", b"before", b"1"]), b"+OK\r\n");
+    common::arm_failpoint(http, "log::fdatasync", "return");
+    s.write_all(&command(&[b"SET", b"k", b"v"])).expect("send");
+    let got = show(&exchange(&mut s, b"", 6));
+    assert!(got.starts_with("-IOERR "), "{got}");
+    // Reads still work.
+    let got = exchange(&mut s, &command(&[b"GET", b"before"]), 7);
+    assert_eq!(show(&got), show(b"$1\r\n1\r\n"));
+}
+
+#[test]
+fn flushdb_waits_for_a_held_atomic_batch_so_a_restart_does_not_bring_its_keys_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let (mut server, http) = common::start_log_with_http(&data_dir, 2, &["--fsync", "always"]);
+    let keys = [
+        common::keys::key_on_shard("held", 0, 2),
+        common::keys::key_on_shard("held", 1, 2),
+    ];
+    // A cross-shard batch prepared on both shards, held before its commit.
+    common::arm_failpoint(http, "txn::before_commit", "return");
+    let batch = corekv::client::Request::Atomic(
+        keys.iter()
+            .map(|k| corekv::client::Request::Set(k.clone(), Value::from("v")))
+            .collect(),
+    );
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    common::wait_for_line(&mut server, &["failpoint txn::before_commit holds"]);
+    let addr = server.addr;
+    let flush = std::thread::spawn(move || {
+        let mut s = connect(addr);
+        exchange(&mut s, &command(&[b"FLUSHDB"]), 5)
+    });
+    // Let FLUSHDB reach the shards while the keys are held, then commit.
+    std::thread::sleep(Duration::from_millis(200));
+    common::arm_failpoint(http, "txn::before_commit", "");
+    assert_eq!(batch_reply.join().expect("batch").expect("reply"), []);
+    assert_eq!(show(&flush.join().expect("flush")), "+OK\\r\\n");
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
+    server.stop_with(libc::SIGKILL);
+    let (server, _) = common::start_log_with_http(&data_dir, 2, &["--fsync", "always"]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":0\r\n");
+}
+
+#[test]
+fn a_large_command_arriving_in_many_small_pieces_is_served_whole() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    s.set_nodelay(true).expect("nodelay");
+    let names: Vec<String> = (0..5000).map(|i| format!("piece{i}")).collect();
+    let mut args: Vec<&[u8]> = vec![b"MSET"];
+    for name in &names {
+        args.push(name.as_bytes());
+        args.push(b"v");
+    }
+    let request = command(&args);
+    // Pieces that end anywhere: inside headers, bulks and CRLFs.
+    for piece in request.chunks(997) {
+        s.write_all(piece).expect("send");
+    }
+    assert_exchange(&mut s, b"", b"+OK\r\n");
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":5000\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"piece4999"]), b"$1\r\nv\r\n");
+}
