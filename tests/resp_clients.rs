@@ -56,8 +56,20 @@ fn redis_py_scan_and_keys_see_every_key_of_every_shard_once() {
     redis_py(3, "keys");
 }
 
-/// Runs a tool that must be installed; a missing tool fails the test.
+/// Runs redis-cli or redis-benchmark, installing Debian's redis-tools first
+/// if they are missing (as the Python tests install their pip packages); a
+/// tool that still cannot run fails the test.
 fn run(tool: &str, args: &[&str]) -> Output {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let present = |tool| Command::new(tool).arg("--version").output().is_ok();
+        if !present("redis-cli") || !present("redis-benchmark") {
+            eprintln!("installing redis-tools with apt-get");
+            let apt = |args: &[&str]| Command::new("apt-get").args(args).status();
+            let _ = apt(&["update", "-qq"]);
+            let _ = apt(&["install", "-y", "-qq", "redis-tools"]);
+        }
+    });
     Command::new(tool).args(args).output().unwrap_or_else(|e| {
         panic!("cannot run {tool} ({e}): install redis-tools (apt-get install -y redis-tools)")
     })
