@@ -37,9 +37,17 @@
 //! however large the version has grown. The version, which only writes and
 //! GETV read, is decoded from the tail.
 //!
-//! The deadline flag is reserved for expiring keys: always 0 today. An entry
-//! that has one will carry it as 8 more bytes after the version, so entries
-//! without one pay nothing for it.
+//! An expiring key's entry has the deadline flag set and carries its deadline
+//! (absolute Unix milliseconds, u64 little-endian, unaligned) as 8 more bytes
+//! after the version, so entries without one pay nothing for it:
+//!
+//! ```text
+//! ... | version varint | deadline: u64 LE (only when the flag is set)
+//! ```
+//!
+//! Whether a key has expired is asked on every access, so the flag sits in
+//! the first byte after the count: an entry without a deadline answers from
+//! the byte the key lookup reads anyway.
 //!
 //! The reference count is atomic: replies travel to other shards' threads
 //! (a GET forwarded from another shard's connection) and drop their reference
@@ -55,6 +63,8 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
+/// Bytes of a deadline, after the version, in an entry that has one.
+const DEADLINE_BYTES: usize = 8;
 /// Entries are aligned for their reference count.
 const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// References beyond this abort the process, as `Arc` does past `isize::MAX`:
@@ -87,7 +97,7 @@ impl Header {
         Header {
             key_len,
             value_len,
-            key_at: REFS_BYTES + varint_len(key_tag(key_len)) + varint_len(value_len as u64),
+            key_at: REFS_BYTES + varint_len(key_tag(key_len, false)) + varint_len(value_len as u64),
         }
     }
 
@@ -97,8 +107,16 @@ impl Header {
     }
 }
 
-fn key_tag(key_len: usize) -> u64 {
-    (key_len as u64) << 1
+fn key_tag(key_len: usize, has_deadline: bool) -> u64 {
+    (key_len as u64) << 1 | u64::from(has_deadline)
+}
+
+/// Bytes after the version: the deadline's, if there is one.
+fn deadline_bytes(has_deadline: bool) -> usize {
+    match has_deadline {
+        true => DEADLINE_BYTES,
+        false => 0,
+    }
 }
 
 /// The layout of an entry of `size` bytes (to report a failed allocation).
@@ -122,7 +140,19 @@ impl Footprint {
     /// The footprint of an entry of these parts, known before it is built
     /// (so that a write can be refused before it allocates).
     pub fn of_parts(key_len: usize, value_len: usize, version: u64) -> Footprint {
-        let size = Header::for_lens(key_len, value_len).version_at() + varint_len(version);
+        Footprint::of_expiring(key_len, value_len, version, false)
+    }
+
+    /// As [`Footprint::of_parts`], for an entry with or without a deadline.
+    pub fn of_expiring(
+        key_len: usize,
+        value_len: usize,
+        version: u64,
+        has_deadline: bool,
+    ) -> Footprint {
+        let size = Header::for_lens(key_len, value_len).version_at()
+            + varint_len(version)
+            + deadline_bytes(has_deadline);
         Footprint {
             key_bytes: key_len,
             value_bytes: value_len,
@@ -135,8 +165,15 @@ impl Footprint {
 impl Entry {
     /// Copies `key` and `value` into a new entry with one reference.
     pub fn new(key: &[u8], value: &[u8], version: u64) -> Entry {
+        Entry::expiring(key, value, version, None)
+    }
+
+    /// Copies `key` and `value` into a new entry with one reference, which
+    /// expires at `deadline` (Unix milliseconds) if there is one.
+    pub fn expiring(key: &[u8], value: &[u8], version: u64, deadline: Option<u64>) -> Entry {
         let header = Header::for_lens(key.len(), value.len());
-        let size = header.version_at() + varint_len(version);
+        let version_end = header.version_at() + varint_len(version);
+        let size = version_end + deadline_bytes(deadline.is_some());
         let Some(ptr) = allocator::allocate(size) else {
             std::alloc::handle_alloc_error(layout(size))
         };
@@ -146,12 +183,18 @@ impl Entry {
         unsafe {
             raw.cast::<AtomicU32>().write(AtomicU32::new(1));
             let mut at = raw.add(REFS_BYTES);
-            at = write_varint(at, key_tag(key.len()));
+            at = write_varint(at, key_tag(key.len(), deadline.is_some()));
             at = write_varint(at, value.len() as u64);
             debug_assert_eq!(at, raw.add(header.key_at));
             std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), at.add(key.len()), value.len());
-            let end = write_varint(raw.add(header.version_at()), version);
+            let mut end = write_varint(raw.add(header.version_at()), version);
+            debug_assert_eq!(end, raw.add(version_end));
+            if let Some(deadline) = deadline {
+                end.cast::<[u8; DEADLINE_BYTES]>()
+                    .write_unaligned(deadline.to_le_bytes());
+                end = end.add(DEADLINE_BYTES);
+            }
             debug_assert_eq!(end, raw.add(size));
         }
         #[cfg(test)]
@@ -179,6 +222,35 @@ impl Entry {
 
     pub fn version(&self) -> u64 {
         self.version_and_size().0
+    }
+
+    /// When the key expires (Unix milliseconds), if it does.
+    pub fn deadline(&self) -> Option<u64> {
+        if !self.has_deadline() {
+            return None;
+        }
+        let header = self.header();
+        // SAFETY: the flag says `Entry::new` wrote 8 deadline bytes after the
+        // version, which ends where `read_version` says.
+        unsafe {
+            let start = self.ptr.as_ptr().cast_const();
+            let (_, end) = read_varint(start.add(header.version_at()));
+            let bytes = end.cast::<[u8; DEADLINE_BYTES]>().read_unaligned();
+            Some(u64::from_le_bytes(bytes))
+        }
+    }
+
+    /// Whether the key's deadline is at or before `now_ms`. An entry without
+    /// a deadline answers from its first header byte.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline().is_some_and(|deadline| deadline <= now_ms)
+    }
+
+    /// Whether the entry carries a deadline (the flag in its key tag).
+    fn has_deadline(&self) -> bool {
+        // SAFETY: every entry has at least one byte of key tag after the count.
+        let tag = unsafe { self.ptr.as_ptr().add(REFS_BYTES).read() };
+        tag & 1 == 1
     }
 
     /// What the allocator holds for this entry (see [`Footprint`]).
@@ -263,14 +335,15 @@ impl Entry {
     }
 
     /// Decodes the version after the value `header` locates; returns it and
-    /// the entry's size.
+    /// the entry's size (its deadline included).
     ///
     /// # Safety
     /// `header` must be this entry's.
     unsafe fn read_version(&self, header: Header) -> (u64, usize) {
         let start = self.ptr.as_ptr().cast_const();
         let (version, end) = read_varint(start.add(header.version_at()));
-        (version, end.offset_from(start) as usize)
+        let size = end.offset_from(start) as usize + deadline_bytes(self.has_deadline());
+        (version, size)
     }
 }
 
@@ -306,6 +379,7 @@ impl fmt::Debug for Entry {
             .field("key", &String::from_utf8_lossy(self.key()))
             .field("value_len", &self.value().len())
             .field("version", &self.version())
+            .field("deadline", &self.deadline())
             .finish()
     }
 }

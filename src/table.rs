@@ -1,8 +1,10 @@
 //! A shard's table: the hash map from key bytes to (value, version), and
 //! [`Table::apply`], which runs one request against it, writes the result
 //! element and says what the request changed ([`Effect`], which the log
-//! records). No I/O, no awaits, no clocks: given the same ops in the same order a
-//! table always ends in the same state, which is what the model tests rely on.
+//! records). No I/O, no awaits, and no clock of its own: the shard tells the
+//! table the time each request runs at ([`Table::set_clock`]), so given the
+//! same ops at the same times in the same order a table always ends in the
+//! same state, which is what the model tests rely on.
 //!
 //! Semantics (BRIEF §3):
 //! - An absent key has version 0. Every successful write (SET, PUTV) makes it
@@ -29,16 +31,27 @@
 //! A write is checked before it runs, including the bucket array it would make
 //! the map grow into.
 //!
+//! Expiry (`expiry`): a key may carry a deadline (absolute Unix
+//! milliseconds, stored in its entry). A key whose deadline is at or before
+//! the table's clock is absent to every request — GET and GETV miss, its
+//! version is 0 — before anything removes it; a write over it starts again
+//! at version 1. The expire index ([`deadlines`]) orders the keys that have a
+//! deadline, and the shard's sweep removes those that are due
+//! ([`Table::remove_due`]), logging each as a delete.
+//!
 //! The map is hashed with per-process random keys, not with the fixed routing
 //! seeds: every key in shard `s` has `route_hash % nr_shards == s`, and reusing
 //! that hash would leave most buckets of each shard's map empty.
 
+pub mod deadlines;
+pub mod expiry;
 pub mod pinned;
 
 use crate::allocator;
 pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
+use deadlines::DeadlineIndex;
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
@@ -83,14 +96,34 @@ impl Prior {
 /// fields borrow the request's buffer (or, replaying, the log file's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect<'a> {
-    /// The key now holds `value` at `version`.
+    /// The key now holds `value` at `version`, until `deadline` (Unix
+    /// milliseconds) if it has one.
     Put {
         key: &'a [u8],
         version: u64,
         value: &'a [u8],
+        deadline: Option<u64>,
     },
-    /// The key existed and is gone.
+    /// The key existed and is gone (deleted, or removed once expired).
     Del { key: &'a [u8] },
+    /// The key keeps its value and version and now expires at `deadline`, or
+    /// never (None): EXPIRE and PERSIST.
+    Expire {
+        key: &'a [u8],
+        deadline: Option<u64>,
+    },
+}
+
+/// What removing a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Nothing under the key.
+    Absent,
+    /// An expired entry, now gone: to clients the key was already absent,
+    /// but the removal is logged so that a restart does not bring it back.
+    Expired,
+    /// A live key, now deleted.
+    Deleted,
 }
 
 /// What PUTV did.
@@ -153,6 +186,11 @@ pub struct Table {
     /// Values the map dropped that others still hold.
     pinned: PinnedValues,
     memory_limit_bytes: u64,
+    /// The keys in `map` that have a deadline, by deadline.
+    deadlines: DeadlineIndex,
+    /// The time (Unix milliseconds) the current request runs at, as the
+    /// shard set it; entries whose deadline is at or before it are expired.
+    now_ms: u64,
 }
 
 /// Names the share of pinned values in an OOM message, when there is one.
@@ -210,6 +248,8 @@ impl Table {
             stats: TableStats::default(),
             pinned: PinnedValues::default(),
             memory_limit_bytes,
+            deadlines: DeadlineIndex::default(),
+            now_ms: 0,
         }
     }
 
@@ -217,6 +257,7 @@ impl Table {
         TableStats {
             memory_bytes: self.memory_bytes(),
             reply_pinned_bytes: self.pinned.bytes(),
+            expires: self.deadlines.len() as u64,
             ..self.stats
         }
     }
@@ -232,9 +273,10 @@ impl Table {
         self.key_bytes
     }
 
-    /// The table's own memory, as the allocator holds it: entries and buckets.
+    /// The table's own memory, as the allocator holds it: entries, buckets
+    /// and the expire index.
     fn memory_bytes(&self) -> u64 {
-        self.entry_bytes + self.index_bytes()
+        self.entry_bytes + self.index_bytes() + self.deadlines.bytes()
     }
 
     fn index_bytes(&self) -> u64 {
@@ -261,6 +303,11 @@ impl Table {
         self.map.find(self.hash(key), |e| e.key() == key)
     }
 
+    /// The key's entry unless it has expired.
+    fn find_live(&self, key: &[u8]) -> Option<&Entry> {
+        self.find(key).filter(|e| !e.is_expired(self.now_ms))
+    }
+
     /// Frees pinned values whose replies are gone, looking at no more than
     /// `budget` of them (see [`PinnedValues::sweep`]); returns the bytes freed.
     /// The shard calls it periodically, so that what a stalled reply held is
@@ -279,12 +326,12 @@ impl Table {
 
     /// The value and version of `key`, without counting a read.
     pub fn peek(&self, key: &[u8]) -> Option<(&[u8], u64)> {
-        self.find(key).map(|e| (e.value(), e.version()))
+        self.find_live(key).map(|e| (e.value(), e.version()))
     }
 
-    /// The key's current version; 0 when absent.
+    /// The key's current version; 0 when absent (or expired).
     pub fn version(&self, key: &[u8]) -> u64 {
-        self.find(key).map_or(0, Entry::version)
+        self.find_live(key).map_or(0, Entry::version)
     }
 
     /// Reads `key`, counting a get and a hit or miss. A reply clones the entry
@@ -292,24 +339,47 @@ impl Table {
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
         self.stats.gets += 1;
         let hash = self.hash(key);
+        let now_ms = self.now_ms;
         match self.map.find(hash, |e| e.key() == key) {
-            Some(entry) => {
+            Some(entry) if !entry.is_expired(now_ms) => {
                 self.stats.hits += 1;
                 Some(entry)
             }
-            None => {
+            _ => {
                 self.stats.misses += 1;
                 None
             }
         }
     }
 
-    /// Writes `value` under `key` unconditionally; returns the new version.
+    /// Writes `value` under `key` unconditionally, clearing any deadline;
+    /// returns the new version.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, OverMemoryLimit> {
+        self.write(key, value, None)
+    }
+
+    /// Writes `value` under `key` unconditionally, to expire at `deadline`
+    /// (or never); returns the new version. An expired entry under the key
+    /// is removed first: the key starts again at version 1.
+    fn write(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+    ) -> Result<u64, OverMemoryLimit> {
         let hash = self.hash(key);
-        let old = self.map.find(hash, |e| e.key() == key).map(Replaced::of);
+        let now_ms = self.now_ms;
+        let mut old = self.map.find(hash, |e| e.key() == key).map(|e| {
+            let expired = e.is_expired(now_ms);
+            (Replaced::of(e), expired)
+        });
+        if let Some((_, true)) = old {
+            self.remove_expired(key);
+            old = None;
+        }
+        let old = old.map(|(replaced, _)| replaced);
         let version = old.map_or(0, |old| old.footprint.version) + 1;
-        let new = Footprint::of_parts(key.len(), value.len(), version);
+        let new = Footprint::of_expiring(key.len(), value.len(), version, deadline.is_some());
         let new_bytes = new.allocated_bytes as u64;
         let (growth, index_growth) = match old {
             Some(old) => {
@@ -322,8 +392,8 @@ impl Table {
             }
         };
         self.check_growth(growth)?;
-        let entry = Entry::new(key, value, version);
-        self.count_in(&new);
+        let entry = Entry::expiring(key, value, version, deadline);
+        self.count_in(&new, &entry);
         match old {
             Some(old) => {
                 let slot = self
@@ -331,7 +401,7 @@ impl Table {
                     .find_mut(hash, |e| e.key() == key)
                     .expect("the key was found above, and nothing has run since");
                 let replaced = std::mem::replace(slot, entry);
-                self.count_out(&old.footprint);
+                self.count_out(&old.footprint, &replaced);
                 self.pinned.displace(replaced);
             }
             None => {
@@ -363,15 +433,34 @@ impl Table {
         self.set(key, value).map(PutOutcome::Applied)
     }
 
-    /// Deletes `key`; returns whether it existed.
+    /// Deletes `key`; returns whether it existed (an expired key did not).
     pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.remove(key) == Removal::Deleted
+    }
+
+    /// Deletes `key`, saying whether it was live, expired or absent.
+    fn remove(&mut self, key: &[u8]) -> Removal {
         self.stats.deletes += 1;
         match self.take(key) {
+            Some(entry) if entry.is_expired(self.now_ms) => {
+                self.stats.expired_keys += 1;
+                self.pinned.displace(entry);
+                Removal::Expired
+            }
             Some(entry) => {
                 self.pinned.displace(entry);
-                true
+                Removal::Deleted
             }
-            None => false,
+            None => Removal::Absent,
+        }
+    }
+
+    /// Removes `key`'s entry, which has expired (a write over it, or the
+    /// sweep), counting it as expired.
+    fn remove_expired(&mut self, key: &[u8]) {
+        if let Some(entry) = self.take(key) {
+            self.stats.expired_keys += 1;
+            self.pinned.displace(entry);
         }
     }
 
@@ -408,7 +497,7 @@ impl Table {
     /// as [`Table::load`] does. One lookup: the key is hashed once whether it
     /// is new or replaced.
     pub fn load_entry(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint());
+        self.count_in(&entry.footprint(), &entry);
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         let slot = self.map.entry(
@@ -419,7 +508,7 @@ impl Table {
         match slot {
             hash_table::Entry::Occupied(mut slot) => {
                 let old = std::mem::replace(slot.get_mut(), entry);
-                self.count_out(&old.footprint());
+                self.count_out(&old.footprint(), &old);
                 self.pinned.displace(old);
             }
             hash_table::Entry::Vacant(slot) => {
@@ -463,6 +552,7 @@ impl Table {
         self.stats.value_bytes = 0;
         self.entry_bytes = 0;
         self.key_bytes = 0;
+        self.deadlines.clear();
         self.map.drain()
     }
 
@@ -485,33 +575,41 @@ impl Table {
         let hash = self.hash(key);
         let slot = self.map.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = slot.remove();
-        self.count_out(&entry.footprint());
+        self.count_out(&entry.footprint(), &entry);
         Some(entry)
     }
 
     /// Inserts an entry whose key is not in the map.
     fn insert_new(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint());
+        self.count_in(&entry.footprint(), &entry);
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         self.map
             .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
     }
 
-    /// Adds an entry going into the map to the size figures.
-    fn count_in(&mut self, entry: &Footprint) {
+    /// Adds an entry going into the map (whose footprint is `footprint`) to
+    /// the size figures, and to the expire index if it has a deadline.
+    fn count_in(&mut self, footprint: &Footprint, entry: &Entry) {
         self.stats.keys += 1;
-        self.stats.value_bytes += entry.value_bytes as u64;
-        self.key_bytes += entry.key_bytes as u64;
-        self.entry_bytes += entry.allocated_bytes as u64;
+        self.stats.value_bytes += footprint.value_bytes as u64;
+        self.key_bytes += footprint.key_bytes as u64;
+        self.entry_bytes += footprint.allocated_bytes as u64;
+        if let Some(deadline) = entry.deadline() {
+            self.deadlines.insert(entry.key(), deadline);
+        }
     }
 
-    /// Removes an entry leaving the map from the size figures.
-    fn count_out(&mut self, entry: &Footprint) {
+    /// Removes an entry leaving the map from the size figures and the
+    /// expire index.
+    fn count_out(&mut self, footprint: &Footprint, entry: &Entry) {
         self.stats.keys -= 1;
-        self.stats.value_bytes -= entry.value_bytes as u64;
-        self.key_bytes -= entry.key_bytes as u64;
-        self.entry_bytes -= entry.allocated_bytes as u64;
+        self.stats.value_bytes -= footprint.value_bytes as u64;
+        self.key_bytes -= footprint.key_bytes as u64;
+        self.entry_bytes -= footprint.allocated_bytes as u64;
+        if let Some(deadline) = entry.deadline() {
+            self.deadlines.remove(entry.key(), deadline);
+        }
     }
 
     /// Refuses `growth` bytes more if they would pass the limit, counting pinned
@@ -572,6 +670,7 @@ impl Table {
                         key,
                         version,
                         value,
+                        deadline: None,
                     })
                 }
                 Err(oom) => write_oom(&mut out.buf, key, oom),
@@ -583,6 +682,7 @@ impl Table {
                         key,
                         version,
                         value,
+                        deadline: None,
                     });
                 }
                 Ok(PutOutcome::Conflict(current)) => {
@@ -591,15 +691,22 @@ impl Table {
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
             OpKind::Del => {
-                if self.delete(key) {
+                if self.remove(key) != Removal::Absent {
                     change = Some(Effect::Del { key });
                 }
             }
             OpKind::Rm => {
-                let existed = self.delete(key);
+                let removal = self.remove(key);
+                let existed = removal == Removal::Deleted;
                 reply::write_done(&mut out.buf, u64::from(existed));
-                if existed {
+                if removal != Removal::Absent {
                     change = Some(Effect::Del { key });
+                }
+            }
+            OpKind::SetTtl | OpKind::Expire | OpKind::Ttl | OpKind::Persist => {
+                match self.apply_expiry(op, buf, out) {
+                    Ok(effect) => change = effect,
+                    Err(oom) => write_oom(&mut out.buf, key, oom),
                 }
             }
             OpKind::Stats | OpKind::Atomic => {
@@ -977,11 +1084,13 @@ mod tests {
             key: b"k",
             version,
             value: b"\xa1w",
+            deadline: None,
         };
         let set = Effect::Put {
             key: b"k",
             version: 1,
             value: b"\xa1v",
+            deadline: None,
         };
         let deleted = Effect::Del { key: b"k" };
         assert_eq!(

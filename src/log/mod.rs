@@ -378,6 +378,7 @@ fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
                 key: entry.key(),
                 version: entry.version(),
                 value: entry.value(),
+                deadline: entry.deadline(),
             },
         );
     }
@@ -483,6 +484,7 @@ mod tests {
             key,
             version,
             value,
+            deadline: None,
         };
         format::write_effect(out, &put);
         out.drain(start + LEGACY_HEADER_BYTES..start + format::HEADER_BYTES);

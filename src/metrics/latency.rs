@@ -38,9 +38,9 @@ pub const REQUEST_NANOS_BOUNDS: [u64; 17] = [
 /// What a request is, for its latency: by opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// GET, GETV.
+    /// GET, GETV, TTL.
     Get,
-    /// SET, PUTV.
+    /// SET, PUTV, SET with a TTL, EXPIRE, PERSIST.
     Set,
     /// DEL, RM.
     Delete,
@@ -63,8 +63,9 @@ impl Family {
 
     pub fn of(kind: OpKind) -> Family {
         match kind {
-            OpKind::Get | OpKind::GetV => Family::Get,
+            OpKind::Get | OpKind::GetV | OpKind::Ttl => Family::Get,
             OpKind::Set | OpKind::PutV => Family::Set,
+            OpKind::SetTtl | OpKind::Expire | OpKind::Persist => Family::Set,
             OpKind::Del | OpKind::Rm => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,

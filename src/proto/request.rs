@@ -7,6 +7,9 @@
 //! [1, K, V]          SET        [5, K, V, version] PUTV
 //! [2, K]             DEL        [6, K]             RM
 //! [3, [R...]]        ATOMIC     [7]                STATS
+//! [16, K, V, ttl_ms] SET with a TTL
+//! [17, K, ttl_ms]    EXPIRE     [18, K]            TTL
+//! [19, K]            PERSIST
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -70,6 +73,10 @@ pub enum OpKind {
     PutV = 5,
     Rm = 6,
     Stats = 7,
+    SetTtl = 16,
+    Expire = 17,
+    Ttl = 18,
+    Persist = 19,
 }
 
 impl OpKind {
@@ -83,6 +90,19 @@ impl OpKind {
             5 => OpKind::PutV,
             6 => OpKind::Rm,
             7 => OpKind::Stats,
+            16..=23 => return OpKind::expiry_from_opcode(opcode),
+            _ => return None,
+        };
+        Some(kind)
+    }
+
+    /// The expiry opcodes (16..=23; 20..=23 are free).
+    fn expiry_from_opcode(opcode: i128) -> Option<OpKind> {
+        let kind = match opcode {
+            16 => OpKind::SetTtl,
+            17 => OpKind::Expire,
+            18 => OpKind::Ttl,
+            19 => OpKind::Persist,
             _ => return None,
         };
         Some(kind)
@@ -93,8 +113,9 @@ impl OpKind {
         match self {
             OpKind::Stats => 1,
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
-            OpKind::Set => 3,
-            OpKind::PutV => 4,
+            OpKind::Ttl | OpKind::Persist => 2,
+            OpKind::Set | OpKind::Expire => 3,
+            OpKind::PutV | OpKind::SetTtl => 4,
         }
     }
 
@@ -108,17 +129,33 @@ impl OpKind {
             OpKind::PutV => "PUTV",
             OpKind::Rm => "RM",
             OpKind::Stats => "STATS",
+            OpKind::SetTtl => "SETTTL",
+            OpKind::Expire => "EXPIRE",
+            OpKind::Ttl => "TTL",
+            OpKind::Persist => "PERSIST",
         }
     }
 
     /// Whether the request changes the table (and so may be refused with OOM).
     pub fn is_write(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV)
+        matches!(
+            self,
+            OpKind::Set | OpKind::PutV | OpKind::SetTtl | OpKind::Expire | OpKind::Persist
+        )
     }
 
     /// Whether the request may change the table: a write or a delete.
     pub fn writes(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV | OpKind::Del | OpKind::Rm)
+        self.is_write() || matches!(self, OpKind::Del | OpKind::Rm)
+    }
+
+    /// Whether the request is one of expiry's (SET with a TTL, EXPIRE, TTL,
+    /// PERSIST), which `Table::apply_expiry` runs.
+    pub fn is_expiry(self) -> bool {
+        matches!(
+            self,
+            OpKind::SetTtl | OpKind::Expire | OpKind::Ttl | OpKind::Persist
+        )
     }
 }
 
@@ -132,6 +169,9 @@ pub struct Op {
     pub value: Span,
     /// PUTV's expected version; 0 otherwise.
     pub version: u64,
+    /// The time to live in milliseconds of SET with a TTL and EXPIRE; 0
+    /// otherwise.
+    pub ttl_ms: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
     /// ATOMIC only: how many requests follow this one in the op list as its body.
@@ -229,6 +269,7 @@ fn decode_nested(
         key: Span::default(),
         value: Span::default(),
         version: 0,
+        ttl_ms: 0,
         raw: Span::default(),
         nr_inner: 0,
     };
@@ -238,11 +279,14 @@ fn decode_nested(
         OpKind::Stats => {}
         _ => op.key = read_key(cursor, limits)?,
     }
-    if matches!(kind, OpKind::Set | OpKind::PutV) {
+    if matches!(kind, OpKind::Set | OpKind::PutV | OpKind::SetTtl) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
     if kind == OpKind::PutV {
         op.version = read_version(cursor)?;
+    }
+    if matches!(kind, OpKind::SetTtl | OpKind::Expire) {
+        op.ttl_ms = read_ttl(cursor, kind)?;
     }
     op.raw = Span::from_range(raw_start..cursor.position());
     out.push(op);
@@ -262,7 +306,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7, 16-19)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -295,6 +339,7 @@ fn decode_atomic(
             key: Span::default(),
             value: Span::default(),
             version: 0,
+            ttl_ms: 0,
             raw: Span::default(),
             nr_inner: 0,
         });
@@ -334,6 +379,26 @@ fn read_version(cursor: &mut Cursor) -> Result<u64, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the version must be an integer"))?;
     u64::try_from(version).map_err(|_| bad_req(format!("the version must be >= 0, got {version}")))
+}
+
+/// The longest TTL accepted: about 290 million years, so that a deadline
+/// (now + TTL, in Unix milliseconds) always fits an i64 as well as a u64.
+pub const MAX_TTL_MS: u64 = 1 << 53;
+
+/// Reads the TTL of SET with a TTL (at least 1 ms) or EXPIRE (0 removes the
+/// key now).
+fn read_ttl(cursor: &mut Cursor, kind: OpKind) -> Result<u64, RequestError> {
+    let ttl = cursor
+        .read_int()
+        .map_err(|_| bad_req("ttl_ms must be an integer (milliseconds)"))?;
+    let min = u64::from(kind == OpKind::SetTtl);
+    match u64::try_from(ttl) {
+        Ok(ttl) if (min..=MAX_TTL_MS).contains(&ttl) => Ok(ttl),
+        _ => Err(bad_req(format!(
+            "{}'s ttl_ms must be between {min} and {MAX_TTL_MS}, got {ttl}",
+            kind.name()
+        ))),
+    }
 }
 
 fn bad_req(message: impl Into<String>) -> RequestError {
@@ -378,11 +443,23 @@ mod tests {
             req(vec![5.into(), "k5".into(), "v".into(), 7.into()]),
             req(vec![6.into(), "k6".into()]),
             req(vec![7.into()]),
+            req(vec![16.into(), "k7".into(), "v".into(), 1500.into()]),
+            req(vec![17.into(), "k8".into(), 0.into()]),
+            req(vec![18.into(), "k9".into()]),
+            req(vec![19.into(), "k10".into()]),
         ]);
         let (bytes, ops) = decode(&message).expect("valid");
         let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
         use OpKind::*;
-        assert_eq!(kinds, [Get, Set, Del, GetV, PutV, Rm, Stats]);
+        assert_eq!(
+            kinds,
+            [Get, Set, Del, GetV, PutV, Rm, Stats, SetTtl, Expire, Ttl, Persist]
+        );
+        assert_eq!(
+            (ops[7].value.of(&bytes), ops[7].ttl_ms),
+            (&b"\xa1v"[..], 1500)
+        );
+        assert_eq!((ops[8].key.of(&bytes), ops[8].ttl_ms), (&b"k8"[..], 0));
         assert_eq!(ops[0].key.of(&bytes), b"k1");
         assert_eq!(ops[1].value.of(&bytes), [0x92, 0x01, 0x02]);
         assert_eq!(ops[4].version, 7);
@@ -456,6 +533,26 @@ mod tests {
             (
                 req(vec![req(vec![0.into(), Value::Binary(vec![0; 17])])]),
                 ErrorCode::TooBig,
+            ),
+            (
+                req(vec![req(vec![16.into(), "k".into(), 1.into(), 0.into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![17.into(), "k".into(), (-5).into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![17.into(), "k".into(), "10s".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![18.into(), "k".into(), 1.into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![20.into(), "k".into()])]),
+                ErrorCode::BadReq,
             ),
         ];
         for (message, code) in cases {

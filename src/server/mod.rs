@@ -34,12 +34,14 @@
 //! - [`output`]: the bounded send buffer; large values written in place.
 //! - [`reclaim`]: frees values that replies held after the table let go of
 //!   them, and gives that memory back to the operating system.
+//! - [`expiry`]: the active sweep of keys whose deadline has passed.
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
 pub mod bind;
 pub mod compactor;
 pub mod connection;
+pub mod expiry;
 pub mod final_sync;
 pub mod listener;
 pub mod output;
@@ -502,6 +504,7 @@ impl ShardPlan {
             glommio::spawn_local(task).detach();
         }
         glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
+        expiry::start(shard.clone());
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         self.state.shard_serving(self.id);

@@ -39,7 +39,8 @@ use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::{Table, TableStats};
+use crate::table::expiry::wall_clock_ms;
+use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
@@ -149,6 +150,44 @@ impl Shard {
         self.table.borrow_mut().sweep_pinned(budget)
     }
 
+    /// Removes up to `budget` keys whose deadline has passed (the expiry
+    /// sweep, `server::expiry`) and logs each as a delete, so a restart does
+    /// not bring it back. Keys an ATOMIC batch holds or awaits are waited
+    /// for, as any request waits; returns how many keys were removed.
+    pub async fn remove_expired(&self, budget: usize) -> usize {
+        let now_ms = wall_clock_ms();
+        let mut keys = self.table.borrow().due_keys(now_ms, budget);
+        if keys.is_empty() {
+            return 0;
+        }
+        keys.sort_unstable();
+        let keys: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+        let wait = !self.txn.is_idle();
+        if wait {
+            self.txn.acquire(&keys).await;
+        }
+        let removed: Vec<&[u8]> = {
+            let mut table = self.table.borrow_mut();
+            let mut removed = keys.clone();
+            removed.retain(|key| table.remove_if_expired(key, now_ms));
+            removed
+        };
+        match &self.log {
+            Some(log) if !removed.is_empty() && self.poisoned().is_none() => {
+                log.append(|records| {
+                    for &key in &removed {
+                        format::write_effect(records, &Effect::Del { key });
+                    }
+                });
+            }
+            _ => {}
+        }
+        if wait {
+            self.txn.pass(&keys);
+        }
+        removed.len()
+    }
+
     /// Runs requests owned by this shard, in order, one result slot each: leaf
     /// requests, STATS (this shard's share), and single-shard ATOMIC batches
     /// (a marker followed by its body), and settles the log: when it returns,
@@ -205,7 +244,12 @@ impl Shard {
                 write_stats_element(&mut out.buf, &self.table_stats());
                 None
             }
-            _ => self.table.borrow_mut().apply(op, buf, out),
+            _ => {
+                let mut table = self.table.borrow_mut();
+                // Each request judges expiry at the time it runs.
+                table.set_clock(wall_clock_ms());
+                table.apply(op, buf, out)
+            }
         };
         out.end_request();
         match (&self.log, effect) {
@@ -454,10 +498,11 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 tickets,
                 txn,
                 batch,
+                now_ms,
             } => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    answer_prepare(&shard, from, tickets, txn, batch).await
+                    answer_prepare(&shard, from, tickets, (txn, now_ms), batch).await
                 })
                 .detach();
             }
@@ -479,11 +524,11 @@ async fn answer_prepare(
     shard: &Shard,
     from: ShardId,
     (vote_ticket, safe_ticket): (Ticket, Ticket),
-    txn: TxnId,
+    (txn, now_ms): (TxnId, u64),
     batch: Vec<u8>,
 ) {
     let vote = match decode_forwarded(&batch) {
-        Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch).await,
+        Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch, now_ms).await,
         Err(e) => Err(e),
     };
     let durable_at = match vote {

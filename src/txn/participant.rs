@@ -26,6 +26,7 @@ use crate::log::replay::OwnedEffect;
 use crate::log::LogPoisoned;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::{LocalFuture, Shard, Transactions, Vote};
+use crate::table::expiry::wall_clock_ms;
 use crate::table::{Effect, Table};
 use hashbrown::{HashMap, HashSet};
 use std::any::Any;
@@ -97,9 +98,12 @@ impl Participant {
     ) -> bool {
         let keys = distinct_keys(body, buf);
         self.locks.acquire(&keys).await;
+        // One clock reading for the whole batch: no request of it sees a key
+        // alive that another saw expired.
+        let now_ms = wall_clock_ms();
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let outcome = run_with_undo(shard, body, buf, &mut results, &mut effects);
+        let outcome = run_with_undo(shard, body, buf, now_ms, &mut results, &mut effects);
         shard.count_atomic(outcome.is_ok());
         self.locks.pass(&keys);
         match outcome {
@@ -133,12 +137,13 @@ impl Participant {
         txn: TxnId,
         ops: &[Op],
         buf: &[u8],
+        now_ms: u64,
     ) -> Result<Vote, RequestError> {
         let keys = distinct_keys(ops, buf);
         self.locks.acquire(&keys).await;
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let undo = match run_with_undo(shard, ops, buf, &mut results, &mut effects) {
+        let undo = match run_with_undo(shard, ops, buf, now_ms, &mut results, &mut effects) {
             Ok(undo) => undo,
             Err(no) => {
                 self.locks.pass(&keys);
@@ -280,8 +285,9 @@ impl Transactions for Participant {
         txn: TxnId,
         ops: &'a [Op],
         buf: &'a [u8],
+        now_ms: u64,
     ) -> LocalFuture<'a, Result<Vote, RequestError>> {
-        Box::pin(Participant::prepare(self, shard, txn, ops, buf))
+        Box::pin(Participant::prepare(self, shard, txn, ops, buf, now_ms))
     }
 
     fn decide(&self, shard: &Shard, txn: TxnId, commit: bool) {
@@ -293,13 +299,14 @@ impl Transactions for Participant {
     }
 }
 
-/// Runs leaf requests on `shard`'s table as a unit; on failure rolls them
-/// back. On success returns the undo log (to roll back later if a cross-shard
-/// batch aborts).
+/// Runs leaf requests on `shard`'s table as a unit, judging expiry at
+/// `now_ms`; on failure rolls them back. On success returns the undo log (to
+/// roll back later if a cross-shard batch aborts).
 fn run_with_undo<'b>(
     shard: &Shard,
     ops: &[Op],
     buf: &'b [u8],
+    now_ms: u64,
     results: &mut BatchResults,
     effects: &mut Vec<Effect<'b>>,
 ) -> Result<UndoLog, RequestError> {
@@ -308,6 +315,7 @@ fn run_with_undo<'b>(
         return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
     }
     let mut table = shard.table_mut();
+    table.set_clock(now_ms);
     match run_unit(&mut table, ops, buf, results, &mut undo, effects) {
         Ok(()) => Ok(undo),
         Err(abort) => {
@@ -325,6 +333,7 @@ fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
             key: Box::from(key),
             version: entry.version(),
             value: entry.value().into(),
+            deadline: entry.deadline(),
         },
         None => OwnedEffect::Del {
             key: Box::from(key),

@@ -3,7 +3,7 @@
 //! stopping at the first failure.
 //!
 //! A failure is a PUTV whose version does not match (CONFLICT) or a write over
-//! the memory limit (OOM). The caller then rolls the undo log back, so nothing of
+//! the memory limit (OOM) — SET with a TTL, EXPIRE and PERSIST included. The caller then rolls the undo log back, so nothing of
 //! the batch remains, and the batch answers one error element naming the key.
 
 use super::undo::UndoLog;
@@ -34,6 +34,7 @@ pub fn run_unit<'b>(
                         key,
                         version,
                         value,
+                        deadline: None,
                     })
                 }
                 Ok(PutOutcome::Conflict(current)) => {
@@ -47,8 +48,12 @@ pub fn run_unit<'b>(
                     key,
                     version,
                     value,
+                    deadline: None,
                 })
             }
+            kind if kind.is_expiry() => table
+                .apply_expiry(op, buf, out)
+                .map_err(|_| over_memory(key))?,
             _ => table.apply(op, buf, out),
         };
         effects.extend(effect);

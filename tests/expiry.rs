@@ -1,0 +1,355 @@
+//! Expiry through the msgpack protocol, against the real server: SET with a
+//! TTL, EXPIRE, TTL and PERSIST with Redis's semantics, keys that are absent
+//! once expired whether or not anyone reads them, ATOMIC batches that judge
+//! expiry at one instant, and deadlines that survive restarts, kill -9,
+//! compaction and a change of the shard count.
+//!
+//! Time is real here, so no test waits for a deadline to be *near*: a key
+//! either has a TTL far longer than the test (it must be there) or a short one
+//! that the test waits out with a bounded poll (it must go, eventually).
+
+mod common;
+
+use common::crash::{start_log, stop, temp_data_dir};
+use common::keys::key_on_shard;
+use common::{force_compaction, TestServer};
+use corekv::client::{Client, Element, KeyTtl, Request};
+use rmpv::Value;
+use std::time::{Duration, Instant};
+
+/// A TTL no test outlives: a key with it must be present.
+const HOUR_MS: u64 = 3_600_000;
+/// A TTL that a test waits out.
+const SHORT_TTL_MS: u64 = 300;
+/// How long a test polls for something that must happen eventually.
+const PATIENCE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `done` until it holds; panics after [`PATIENCE`] naming `what`.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(POLL);
+    }
+}
+
+fn remaining(ttl: KeyTtl) -> u64 {
+    match ttl {
+        KeyTtl::Remaining(ms) => ms,
+        other => panic!("expected a remaining TTL, got {other:?}"),
+    }
+}
+
+fn stat(client: &mut Client, name: &str) -> u64 {
+    client.stats().expect("STATS")[name]
+}
+
+#[test]
+fn a_key_set_with_a_ttl_is_absent_everywhere_once_it_expires() {
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    for shard in 0..2 {
+        let key = key_on_shard("short", shard, 2);
+        client
+            .set_with_ttl(&key, "v".into(), SHORT_TTL_MS)
+            .expect("SET with a TTL");
+        let ttl = remaining(client.ttl(&key).expect("TTL"));
+        assert!(ttl <= SHORT_TTL_MS, "{ttl} ms left of {SHORT_TTL_MS}");
+        eventually("the key expires", || {
+            client.get(&key).expect("GET").is_none()
+        });
+        assert_eq!(client.getv(&key).expect("GETV"), None);
+        assert_eq!(client.ttl(&key).expect("TTL"), KeyTtl::Missing);
+        assert!(!client.expire(&key, HOUR_MS).expect("EXPIRE"), "absent");
+        assert_eq!(
+            client.putv(&key, "new".into(), 0).expect("PUTV"),
+            Ok(1),
+            "an expired key has version 0, and the next write version 1"
+        );
+        assert_eq!(client.ttl(&key).expect("TTL"), KeyTtl::NoDeadline);
+    }
+}
+
+#[test]
+fn ttl_expire_persist_and_plain_writes_follow_redis() {
+    let server = TestServer::start(1, &[]);
+    let mut client = server.client();
+    let key = b"k".to_vec();
+    assert_eq!(client.ttl(&key).expect("TTL"), KeyTtl::Missing);
+    assert!(!client.persist(&key).expect("PERSIST"));
+    client.set(&key, "v".into()).expect("SET");
+    assert_eq!(client.ttl(&key).expect("TTL"), KeyTtl::NoDeadline);
+    assert!(!client.persist(&key).expect("PERSIST"), "no deadline");
+    assert!(client.expire(&key, HOUR_MS).expect("EXPIRE"));
+    let ttl = remaining(client.ttl(&key).expect("TTL"));
+    assert!(ttl > 0 && ttl <= HOUR_MS, "{ttl}");
+    assert_eq!(
+        client.getv(&key).expect("GETV"),
+        Some(("v".into(), 1)),
+        "EXPIRE keeps the value and the version"
+    );
+    assert_eq!(stat(&mut client, "expires"), 1);
+    assert!(client.persist(&key).expect("PERSIST"));
+    assert_eq!(client.ttl(&key).expect("TTL"), KeyTtl::NoDeadline);
+    assert_eq!(stat(&mut client, "expires"), 0);
+
+    client.expire(&key, HOUR_MS).expect("EXPIRE");
+    client.set(&key, "w".into()).expect("SET");
+    assert_eq!(
+        client.ttl(&key).expect("TTL"),
+        KeyTtl::NoDeadline,
+        "a plain SET clears the TTL"
+    );
+    client
+        .set_with_ttl(&key, "x".into(), HOUR_MS)
+        .expect("SET with a TTL");
+    assert_eq!(client.getv(&key).expect("GETV"), Some(("x".into(), 3)));
+    assert_eq!(client.putv(&key, "y".into(), 3).expect("PUTV"), Ok(4));
+    assert_eq!(
+        client.ttl(&key).expect("TTL"),
+        KeyTtl::NoDeadline,
+        "PUTV replaces the value and clears the TTL"
+    );
+    assert!(client.expire(&key, 0).expect("EXPIRE 0"));
+    assert_eq!(
+        client.get(&key).expect("GET"),
+        None,
+        "EXPIRE 0 removes the key"
+    );
+    assert_eq!(stat(&mut client, "keys"), 0);
+    assert_eq!(stat(&mut client, "expired_keys"), 1);
+}
+
+#[test]
+fn bad_ttls_are_refused_and_nothing_of_the_message_runs() {
+    let server = TestServer::start(1, &[]);
+    let mut client = server.client();
+    for bad in [
+        Request::SetTtl(b"k".to_vec(), "v".into(), 0),
+        Request::SetTtl(b"k".to_vec(), "v".into(), u64::MAX),
+    ] {
+        let elements = client
+            .call(&[Request::Set(b"other".to_vec(), 1.into()), bad])
+            .expect("a reply");
+        match &elements[..] {
+            [Element::Error { code, message }] => {
+                assert_eq!(code, "BADREQ");
+                assert!(message.contains("ttl_ms"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(client.get(b"other").expect("GET"), None);
+}
+
+#[test]
+fn expiry_requests_run_inside_atomic_batches_on_every_shard() {
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    let (a, b) = (key_on_shard("a", 0, 2), key_on_shard("b", 1, 2));
+    client.set(&b, "old".into()).expect("SET");
+    let elements = client
+        .call(&[Request::Atomic(vec![
+            Request::SetTtl(a.clone(), "v".into(), HOUR_MS),
+            Request::Expire(b.clone(), HOUR_MS),
+            Request::Ttl(a.clone()),
+            Request::Persist(b.clone()),
+            Request::Ttl(b.clone()),
+        ])])
+        .expect("ATOMIC");
+    match &elements[..] {
+        [Element::Done(1), Element::Integer(ttl_a), Element::Done(1), Element::Integer(-1)] => {
+            assert!(*ttl_a > 0 && *ttl_a <= HOUR_MS as i64, "{ttl_a}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // An aborted batch leaves every deadline as it was.
+    let elements = client
+        .call(&[Request::Atomic(vec![
+            Request::Expire(b.clone(), 5),
+            Request::Persist(a.clone()),
+            Request::PutV(b.clone(), "x".into(), 99),
+        ])])
+        .expect("ATOMIC");
+    assert!(
+        matches!(&elements[..], [Element::Error { code, .. }] if code == "CONFLICT"),
+        "{elements:?}"
+    );
+    assert_eq!(client.ttl(&b).expect("TTL"), KeyTtl::NoDeadline);
+    assert!(matches!(client.ttl(&a).expect("TTL"), KeyTtl::Remaining(_)));
+}
+
+#[test]
+fn an_atomic_batch_never_sees_one_key_alive_and_another_with_the_same_deadline_expired() {
+    // Both keys get one deadline: the batch that sets them reads the clock
+    // once. Every later batch that reads both must then find both or neither,
+    // on whichever shards they live and however the shards' clock readings
+    // would fall around the deadline.
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    for round in 0..3 {
+        let (a, b) = (
+            key_on_shard(&format!("a{round}"), 0, 2),
+            key_on_shard(&format!("b{round}"), 1, 2),
+        );
+        let set = client
+            .call(&[Request::Atomic(vec![
+                Request::SetTtl(a.clone(), "v".into(), SHORT_TTL_MS),
+                Request::SetTtl(b.clone(), "v".into(), SHORT_TTL_MS),
+            ])])
+            .expect("ATOMIC");
+        assert_eq!(set, []);
+        let mut reads = 0;
+        eventually("both keys expire", || {
+            reads += 1;
+            let elements = client
+                .call(&[Request::Atomic(vec![
+                    Request::Get(a.clone()),
+                    Request::Get(b.clone()),
+                ])])
+                .expect("ATOMIC");
+            match &elements[..] {
+                [Element::Found(_), Element::Found(_)] => false,
+                [Element::NotFound, Element::NotFound] => true,
+                other => {
+                    panic!("round {round}, read {reads}: one key alive, one expired: {other:?}")
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn keys_nobody_reads_again_are_removed_by_the_sweep() {
+    const NR_KEYS: usize = 100_000;
+    const TTL_MS: u64 = 2_000;
+    const BATCH: usize = 1_000;
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    for start in (0..NR_KEYS).step_by(BATCH) {
+        let requests: Vec<Request> = (start..start + BATCH)
+            .map(|i| Request::SetTtl(format!("key:{i:08}").into_bytes(), Value::from(i), TTL_MS))
+            .collect();
+        assert_eq!(client.call(&requests).expect("SET with a TTL"), []);
+    }
+    client.set(b"forever", "v".into()).expect("SET");
+    let written = Instant::now();
+    let allowed_left = (NR_KEYS / 100) as u64 + 1; // 1 %, and the key without a TTL
+    let deadline = written + Duration::from_secs(12);
+    let mut keys = stat(&mut client, "keys");
+    while keys > allowed_left {
+        assert!(
+            Instant::now() < deadline,
+            "{keys} keys left 12 s after writing {NR_KEYS} with a {TTL_MS} ms TTL"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        keys = stat(&mut client, "keys");
+    }
+    eventually("every expiring key is swept", || {
+        stat(&mut client, "keys") == 1
+    });
+    let stats = client.stats().expect("STATS");
+    assert_eq!(stats["expired_keys"], NR_KEYS as u64, "{stats:?}");
+    assert_eq!((stats["expires"], stats["gets"]), (0, 0), "{stats:?}");
+    assert_eq!(client.get(b"forever").expect("GET"), Some("v".into()));
+}
+
+#[test]
+fn expired_keys_stay_gone_after_kill_9_and_after_a_clean_restart() {
+    let (_temp, data_dir) = temp_data_dir();
+    for signal in [libc::SIGKILL, libc::SIGTERM] {
+        let mut server = start_log(&data_dir, 2, &[]);
+        let mut client = server.client();
+        let short: Vec<Vec<u8>> = (0..2).map(|s| key_on_shard("short", s, 2)).collect();
+        let long: Vec<Vec<u8>> = (0..2).map(|s| key_on_shard("long", s, 2)).collect();
+        for (short, long) in short.iter().zip(&long) {
+            client.set(short, "v".into()).expect("SET");
+            client
+                .expire(short, SHORT_TTL_MS)
+                .expect("EXPIRE")
+                .then_some(())
+                .expect("present");
+            client
+                .set_with_ttl(long, "v".into(), HOUR_MS)
+                .expect("SET with a TTL");
+        }
+        eventually("the sweep removes the short keys", || {
+            stat(&mut client, "keys") == 2
+        });
+        let before = remaining(client.ttl(&long[0]).expect("TTL"));
+        stop(&mut server, signal);
+        let server = start_log(&data_dir, 2, &[]);
+        let mut client = server.client();
+        for key in &short {
+            assert_eq!(client.get(key).expect("GET"), None, "after signal {signal}");
+        }
+        assert_eq!(stat(&mut client, "keys"), 2, "after signal {signal}");
+        for key in &long {
+            let after = remaining(client.ttl(key).expect("TTL"));
+            assert!(
+                after <= before,
+                "the deadline stayed where it was: {after} > {before}"
+            );
+        }
+        drop(client);
+        drop(server);
+        std::fs::remove_dir_all(&data_dir).expect("a fresh data directory for the next signal");
+    }
+}
+
+#[test]
+fn a_key_whose_deadline_passed_while_the_server_was_down_is_absent_after_recovery() {
+    let (_temp, data_dir) = temp_data_dir();
+    let mut server = start_log(&data_dir, 1, &[]);
+    let mut client = server.client();
+    client
+        .set_with_ttl(b"k", "v".into(), SHORT_TTL_MS)
+        .expect("SET with a TTL");
+    client.set(b"plain", "v".into()).expect("SET");
+    stop(&mut server, libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(SHORT_TTL_MS + 100));
+    let server = start_log(&data_dir, 1, &[]);
+    let mut client = server.client();
+    assert_eq!(client.get(b"k").expect("GET"), None);
+    assert_eq!(client.getv(b"k").expect("GETV"), None);
+    eventually("the sweep drops the recovered key", || {
+        stat(&mut client, "keys") == 1
+    });
+    assert_eq!(stat(&mut client, "expired_keys"), 1);
+}
+
+#[test]
+fn deadlines_survive_compaction_and_a_change_of_the_shard_count() {
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--compact-min-bytes", "64KiB"];
+    let mut server = start_log(&data_dir, 2, &flags);
+    let mut client = server.client();
+    let keys: Vec<Vec<u8>> = (0..20).map(|i| format!("ttl-{i}").into_bytes()).collect();
+    for key in &keys {
+        client
+            .set_with_ttl(key, "v".into(), HOUR_MS)
+            .expect("SET with a TTL");
+    }
+    client.set(b"persisted", "v".into()).expect("SET");
+    client.expire(b"persisted", HOUR_MS).expect("EXPIRE");
+    client.persist(b"persisted").expect("PERSIST");
+    for shard in 0..2 {
+        force_compaction(&mut server, &mut client, shard, 2);
+    }
+    stop(&mut server, libc::SIGTERM);
+    for nr_shards in [3, 1] {
+        let mut server = start_log(&data_dir, nr_shards, &flags);
+        let mut client = server.client();
+        for key in &keys {
+            let ttl = remaining(client.ttl(key).expect("TTL"));
+            assert!(ttl > 0 && ttl <= HOUR_MS, "{nr_shards} shards: {ttl}");
+        }
+        assert_eq!(
+            client.ttl(b"persisted").expect("TTL"),
+            KeyTtl::NoDeadline,
+            "{nr_shards} shards"
+        );
+        stop(&mut server, libc::SIGTERM);
+    }
+}
