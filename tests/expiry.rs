@@ -2,7 +2,8 @@
 //! TTL, EXPIRE, TTL and PERSIST with Redis's semantics, keys that are absent
 //! once expired whether or not anyone reads them, ATOMIC batches that judge
 //! expiry at one instant, and deadlines that survive restarts, kill -9,
-//! compaction and a change of the shard count.
+//! compaction and a change of the shard count; and the same through the HTTP
+//! API (`ttl_ms`) and the `corekv` command line.
 //!
 //! Time is real here, so no test waits for a deadline to be *near*: a key
 //! either has a TTL far longer than the test (it must be there) or a short one
@@ -12,7 +13,7 @@ mod common;
 
 use common::crash::{start_log, stop, temp_data_dir};
 use common::keys::key_on_shard;
-use common::{force_compaction, TestServer};
+use common::{force_compaction, http_addr, http_request, TestServer};
 use corekv::client::{Client, Element, KeyTtl, Request};
 use rmpv::Value;
 use std::time::{Duration, Instant};
@@ -352,4 +353,129 @@ fn deadlines_survive_compaction_and_a_change_of_the_shard_count() {
         );
         stop(&mut server, libc::SIGTERM);
     }
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[test]
+fn http_puts_take_a_ttl_and_gets_report_it_until_the_key_expires() {
+    let mut server = TestServer::start(2, &["--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&mut server);
+    let items = r#"[{"key":"short","value":"v","version":0,"ttl_ms":300},
+                    {"key":"long","value":1,"version":0,"ttl_ms":3600000},
+                    {"key":"plain","value":2,"version":0}]"#;
+    let (status, body) = http_request(http, "POST", "/v1/put", items.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["versions"], serde_json::json!([1, 1, 1]));
+    let (status, body) = http_request(http, "GET", "/v1/get?key=long", b"");
+    assert_eq!(status, 200, "{body}");
+    let ttl = json(&body)["ttl_ms"]
+        .as_u64()
+        .expect("ttl_ms of a key that expires");
+    assert!(ttl > 0 && ttl <= HOUR_MS, "{body}");
+    let (status, body) = http_request(http, "GET", "/v1/get?key=plain", b"");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        json(&body).get("ttl_ms"),
+        None,
+        "no deadline, no field: {body}"
+    );
+    eventually("the short key expires over HTTP", || {
+        http_request(http, "GET", "/v1/get?key=short", b"").0 == 404
+    });
+    // A put without ttl_ms over a key that had one clears it, as PUTV does.
+    let (status, body) = http_request(
+        http,
+        "POST",
+        "/v1/put",
+        br#"[{"key":"long","value":3,"version":1}]"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let (_, body) = http_request(http, "GET", "/v1/get?key=long", b"");
+    assert_eq!(json(&body).get("ttl_ms"), None, "{body}");
+    for bad in [
+        r#"[{"key":"k","value":1,"version":0,"ttl_ms":0}]"#,
+        r#"[{"key":"k","value":1,"version":0,"ttl_ms":"10s"}]"#,
+        r#"[{"key":"k","value":1,"version":0,"ttl_ms":-1}]"#,
+    ] {
+        let (status, body) = http_request(http, "POST", "/v1/put", bad.as_bytes());
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("ttl_ms"), "{body}");
+    }
+    let mut client = server.client();
+    assert_eq!(
+        client.get(b"k").expect("GET"),
+        None,
+        "a refused put wrote nothing"
+    );
+}
+
+/// `corekv --addr ADDR ARGS…`, bounded in time.
+fn corekv(server: &TestServer, args: &[&str]) -> assert_cmd::assert::Assert {
+    assert_cmd::Command::new(env!("CARGO_BIN_EXE_corekv"))
+        .timeout(Duration::from_secs(30))
+        .arg("--addr")
+        .arg(server.addr.to_string())
+        .args(args)
+        .assert()
+}
+
+fn stdout(assert: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&assert.get_output().stdout).into_owned()
+}
+
+#[test]
+fn the_command_line_sets_expires_reads_and_persists_ttls() {
+    let server = TestServer::start(1, &[]);
+    corekv(&server, &["set", "k", "v", "--ttl", "1h"]).success();
+    let ttl = stdout(&corekv(&server, &["ttl", "k"]).success());
+    let ms: u64 = ttl
+        .trim()
+        .strip_suffix(" ms")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ttl printed {ttl:?}"));
+    assert!(ms > 0 && ms <= HOUR_MS, "{ttl}");
+    let json = stdout(&corekv(&server, &["ttl", "k", "--json"]).success());
+    assert!(json.contains("\"ttl_ms\":"), "{json}");
+    corekv(&server, &["persist", "k"]).success().stdout("");
+    corekv(&server, &["ttl", "k"])
+        .success()
+        .stdout("no expiry\n");
+    corekv(&server, &["persist", "k"]).code(3);
+    corekv(&server, &["expire", "k", "300ms"])
+        .success()
+        .stdout("");
+    corekv(&server, &["expire", "missing", "10s"])
+        .code(3)
+        .stderr("Key not found\n");
+    corekv(&server, &["ttl", "missing"])
+        .success()
+        .stdout("Key not found\n");
+    let mut client = server.client();
+    eventually("the key expires", || {
+        client.get(b"k").expect("GET").is_none()
+    });
+    corekv(&server, &["get", "k"])
+        .success()
+        .stdout("Key not found\n");
+}
+
+#[test]
+fn bad_durations_on_the_command_line_are_usage_errors_that_send_nothing() {
+    let server = TestServer::start(1, &[]);
+    for args in [
+        &["set", "k", "v", "--ttl", "ten"][..],
+        &["set", "k", "v", "--ttl", "0s"],
+        &["set", "k", "v", "--ttl", "-5s"],
+        &["expire", "k", "10x"],
+        &["expire", "k"],
+    ] {
+        let assert = corekv(&server, args).code(2);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(!stderr.is_empty(), "{args:?}: no message");
+    }
+    let mut client = server.client();
+    assert_eq!(client.get(b"k").expect("GET"), None);
 }
