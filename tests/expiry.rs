@@ -385,6 +385,11 @@ fn http_puts_take_a_ttl_and_gets_report_it_until_the_key_expires() {
     eventually("the short key expires over HTTP", || {
         http_request(http, "GET", "/v1/get?key=short", b"").0 == 404
     });
+    eventually("/metrics counts the expired key", || {
+        metric_sum(http, "corekv_expired_keys_total") == 1
+    });
+    assert_eq!(metric_sum(http, "corekv_expiring_keys"), 1, "the long key");
+    assert_eq!(metric_sum(http, "corekv_evicted_keys_total"), 0);
     // A put without ttl_ms over a key that had one clears it, as PUTV does.
     let (status, body) = http_request(
         http,
@@ -410,6 +415,22 @@ fn http_puts_take_a_ttl_and_gets_report_it_until_the_key_expires() {
         None,
         "a refused put wrote nothing"
     );
+}
+
+/// The sum over shards of a per-shard family on /metrics.
+fn metric_sum(http: std::net::SocketAddr, family: &str) -> u64 {
+    let (status, page) = http_request(http, "GET", "/metrics", b"");
+    assert_eq!(status, 200, "{page}");
+    let samples: Vec<u64> = page
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")))
+        .map(|line| {
+            let value = line.rsplit(' ').next().unwrap_or("");
+            value.parse().unwrap_or_else(|_| panic!("{line}"))
+        })
+        .collect();
+    assert!(!samples.is_empty(), "no {family} on /metrics:\n{page}");
+    samples.iter().sum()
 }
 
 /// `corekv --addr ADDR ARGS…`, bounded in time.
