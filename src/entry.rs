@@ -16,11 +16,11 @@
 //! measurements).
 //!
 //! ```text
-//! offset 0      4            (varints: 1 byte each below 128)
-//! +-------------+------------+--------------+-----------+-------------+------------+
-//! | refs: u32   | key_tag    | value_len    | key bytes | value bytes | version    |
-//! | (atomic)    | varint     | varint       |           |             | varint     |
-//! +-------------+------------+--------------+-----------+-------------+------------+
+//! offset 0      4              8            (varints: 1 byte each below 128)
+//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
+//! | refs: u32   | access: u32  | key_tag    | value_len    | key bytes | value bytes | version    |
+//! | (atomic)    | (atomic)     | varint     | varint       |           |             | varint     |
+//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
 //!   key_tag = key_len << 1 | deadline flag
 //!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
 //!             on every byte but the last
@@ -28,9 +28,10 @@
 //!
 //! The lengths and the version are varints because the header is most of what
 //! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
-//! lengths and version take 3 bytes, the entry 57, and the allocator's 64-byte
-//! class holds it; with fixed-width fields (u32 + two u32 + u64) it would be
-//! 74, and the next class up (80) would hold it.
+//! lengths and version take 3 bytes, the entry 61 (with the count and the
+//! access clock), and the allocator's 64-byte class holds it; with
+//! fixed-width fields (u32 + two u32 + u64) it would be 76, and the next
+//! class up (80) would hold it.
 //!
 //! The version comes last because every lookup reads the key and every reply
 //! the value: both sit behind two bytes of lengths, decoded from one load,
@@ -49,6 +50,17 @@
 //! the first byte after the count: an entry without a deadline answers from
 //! the byte the key lookup reads anyway.
 //!
+//! The access clock is the one field that changes after `Entry::new`: the
+//! owning shard stamps it with its coarse clock when the entry is written or
+//! read, and the memory limit's LRU eviction compares stamps of sampled keys
+//! (`table::eviction`, as Redis's 24-bit LRU field in each object). Four
+//! bytes of hundredths of a second wrap every 497 days, which only makes a
+//! key idle for longer than that look younger than it is; a coarser clock
+//! (Redis's ticks once a second) cannot tell apart the keys a busy shard
+//! writes within one tick, and then evicts the newest as readily as the
+//! oldest. It is atomic because references are read on other threads,
+//! though only the owner writes it.
+//!
 //! The reference count is atomic: replies travel to other shards' threads
 //! (a GET forwarded from another shard's connection) and drop their reference
 //! there. The table's owner keeps a reference for as long as anyone else holds
@@ -63,6 +75,10 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
+/// Bytes of the access clock, after the reference count.
+const ACCESS_BYTES: usize = 4;
+/// Where the lengths start: after the count and the access clock.
+const LENGTHS_AT: usize = REFS_BYTES + ACCESS_BYTES;
 /// Bytes of a deadline, after the version, in an entry that has one.
 const DEADLINE_BYTES: usize = 8;
 /// Entries are aligned for their reference count.
@@ -97,7 +113,7 @@ impl Header {
         Header {
             key_len,
             value_len,
-            key_at: REFS_BYTES + varint_len(key_tag(key_len, false)) + varint_len(value_len as u64),
+            key_at: LENGTHS_AT + varint_len(key_tag(key_len, false)) + varint_len(value_len as u64),
         }
     }
 
@@ -182,7 +198,10 @@ impl Entry {
         // u32; the writes below fill exactly those bytes.
         unsafe {
             raw.cast::<AtomicU32>().write(AtomicU32::new(1));
-            let mut at = raw.add(REFS_BYTES);
+            raw.add(REFS_BYTES)
+                .cast::<AtomicU32>()
+                .write(AtomicU32::new(0));
+            let mut at = raw.add(LENGTHS_AT);
             at = write_varint(at, key_tag(key.len(), deadline.is_some()));
             at = write_varint(at, value.len() as u64);
             debug_assert_eq!(at, raw.add(header.key_at));
@@ -249,7 +268,7 @@ impl Entry {
     /// Whether the entry carries a deadline (the flag in its key tag).
     fn has_deadline(&self) -> bool {
         // SAFETY: every entry has at least one byte of key tag after the count.
-        let tag = unsafe { self.ptr.as_ptr().add(REFS_BYTES).read() };
+        let tag = unsafe { self.ptr.as_ptr().add(LENGTHS_AT).read() };
         tag & 1 == 1
     }
 
@@ -292,6 +311,24 @@ impl Entry {
         self.ptr.as_ptr() as usize
     }
 
+    /// The coarse clock of the entry's last write or read (see the module
+    /// docs): what LRU eviction compares.
+    pub fn access_clock(&self) -> u32 {
+        self.access().load(Ordering::Relaxed)
+    }
+
+    /// Stamps the entry as written or read at `clock`. Relaxed: the owning
+    /// shard alone writes and compares it; nothing else depends on it.
+    pub fn touch(&self, clock: u32) {
+        self.access().store(clock, Ordering::Relaxed);
+    }
+
+    fn access(&self) -> &AtomicU32 {
+        // SAFETY: every entry has its access clock after the count, at an
+        // offset aligned for a u32 (entries are aligned for a u32).
+        unsafe { &*self.ptr.as_ptr().add(REFS_BYTES).cast::<AtomicU32>() }
+    }
+
     fn refs(&self) -> &AtomicU32 {
         // SAFETY: every entry starts with its reference count, aligned (ALIGN).
         unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
@@ -303,12 +340,12 @@ impl Entry {
         // SAFETY: every entry has at least one byte of each length after the
         // reference count (and a version after them).
         let [tag, value_len] =
-            unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 2]>().read() };
+            unsafe { self.ptr.as_ptr().add(LENGTHS_AT).cast::<[u8; 2]>().read() };
         if (tag | value_len) < 0x80 {
             return Header {
                 key_len: usize::from(tag >> 1),
                 value_len: usize::from(value_len),
-                key_at: REFS_BYTES + 2,
+                key_at: LENGTHS_AT + 2,
             };
         }
         self.decode_header()
@@ -318,7 +355,7 @@ impl Entry {
         // SAFETY: `Entry::new` wrote two well-formed varints after the count.
         unsafe {
             let start = self.ptr.as_ptr().cast_const();
-            let (tag, at) = read_varint(start.add(REFS_BYTES));
+            let (tag, at) = read_varint(start.add(LENGTHS_AT));
             let (value_len, at) = read_varint(at);
             Header {
                 key_len: (tag >> 1) as usize,
@@ -462,8 +499,8 @@ mod tests {
         assert_eq!(entry.key(), b"key");
         assert_eq!(entry.value(), b"\xa5hello");
         assert_eq!(entry.version(), 7);
-        assert_eq!(header_bytes(&entry), 4 + 2);
-        assert_eq!(size(&entry), 4 + 2 + 3 + 6 + 1);
+        assert_eq!(header_bytes(&entry), LENGTHS_AT + 2);
+        assert_eq!(size(&entry), LENGTHS_AT + 2 + 3 + 6 + 1);
     }
 
     #[test]
@@ -473,8 +510,8 @@ mod tests {
             (entry.key(), entry.value(), entry.version()),
             (&[][..], &[][..], 1)
         );
-        assert_eq!(size(&entry), 4 + 3);
-        assert!(entry.allocated_bytes() >= 7);
+        assert_eq!(size(&entry), LENGTHS_AT + 3);
+        assert!(entry.allocated_bytes() >= LENGTHS_AT + 3);
         let no_key = Entry::new(b"", b"v", 2);
         assert_eq!((no_key.key(), no_key.value()), (&b""[..], &b"v"[..]));
         let no_value = Entry::new(b"k", b"", 3);
@@ -498,10 +535,10 @@ mod tests {
                     assert_eq!(entry.value(), &value[..], "{what}");
                     assert_eq!(entry.version(), version, "{what}");
                     let lengths = varint_len((key_len as u64) << 1) + varint_len(value_len as u64);
-                    assert_eq!(header_bytes(&entry), 4 + lengths, "{what}");
+                    assert_eq!(header_bytes(&entry), LENGTHS_AT + lengths, "{what}");
                     assert_eq!(
                         size(&entry),
-                        4 + lengths + key_len + value_len + varint_len(version),
+                        LENGTHS_AT + lengths + key_len + value_len + varint_len(version),
                         "{what}"
                     );
                     assert_eq!(entry.header(), entry.decode_header(), "{what}");
@@ -525,7 +562,7 @@ mod tests {
         let value: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
         let entry = Entry::new(b"big", &value, 1);
         assert_eq!(entry.value(), &value[..]);
-        assert_eq!(size(&entry), 4 + 1 + 4 + 3 + value.len() + 1);
+        assert_eq!(size(&entry), LENGTHS_AT + 1 + 4 + 3 + value.len() + 1);
         assert!(entry.allocated_bytes() >= size(&entry));
     }
 
@@ -586,6 +623,16 @@ mod tests {
         assert_eq!(reply.value(), b"value");
         drop(reply);
         assert_eq!(live::count(), before, "the last reference freed it");
+    }
+
+    #[test]
+    fn the_access_clock_changes_and_nothing_else_does() {
+        let entry = Entry::expiring(b"key", b"value", 300, Some(12_345));
+        assert_eq!(entry.access_clock(), 0);
+        entry.touch(u32::MAX);
+        assert_eq!(entry.access_clock(), u32::MAX);
+        assert_eq!((entry.key(), entry.value()), (&b"key"[..], &b"value"[..]));
+        assert_eq!((entry.version(), entry.deadline()), (300, Some(12_345)));
     }
 
     #[test]

@@ -44,6 +44,7 @@
 //! that hash would leave most buckets of each shard's map empty.
 
 pub mod deadlines;
+pub mod eviction;
 pub mod expiry;
 pub mod pinned;
 
@@ -52,9 +53,11 @@ pub use crate::entry::{Entry, Footprint};
 use crate::proto::reply;
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind};
 use deadlines::DeadlineIndex;
+use eviction::{access_clock_at, EvictionPolicy};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
+use std::cell::Cell;
 
 /// The figures a table keeps, as STATS reports them (`proto::stats`).
 pub use crate::proto::stats::TableStats;
@@ -191,7 +194,17 @@ pub struct Table {
     /// The time (Unix milliseconds) the current request runs at, as the
     /// shard set it; entries whose deadline is at or before it are expired.
     now_ms: u64,
+    /// What a write over the memory limit does (`eviction`).
+    policy: EvictionPolicy,
+    /// Keys evicted that the shard has not logged yet.
+    evicted: Vec<Box<[u8]>>,
+    /// The state of the generator that samples keys to evict.
+    random: Cell<u64>,
 }
+
+/// The sampling generator's first state: fixed, so a table's evictions
+/// depend only on its requests, as everything else in it does.
+const RANDOM_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Names the share of pinned values in an OOM message, when there is one.
 fn pinned_note(reply_pinned_bytes: u64) -> String {
@@ -250,6 +263,9 @@ impl Table {
             memory_limit_bytes,
             deadlines: DeadlineIndex::default(),
             now_ms: 0,
+            policy: EvictionPolicy::NoEviction,
+            evicted: Vec::new(),
+            random: Cell::new(RANDOM_SEED),
         }
     }
 
@@ -343,6 +359,7 @@ impl Table {
         match self.map.find(hash, |e| e.key() == key) {
             Some(entry) if !entry.is_expired(now_ms) => {
                 self.stats.hits += 1;
+                entry.touch(access_clock_at(now_ms));
                 Some(entry)
             }
             _ => {
@@ -391,8 +408,9 @@ impl Table {
                 (new_bytes + index_growth, index_growth)
             }
         };
-        self.check_growth(growth)?;
+        self.check_growth(growth, key)?;
         let entry = Entry::expiring(key, value, version, deadline);
+        entry.touch(access_clock_at(now_ms));
         self.count_in(&new, &entry);
         match old {
             Some(old) => {
@@ -612,10 +630,11 @@ impl Table {
         }
     }
 
-    /// Refuses `growth` bytes more if they would pass the limit, counting pinned
-    /// values; but first frees the pinned values whose replies are gone, so a
-    /// write is never refused for memory that is only waiting for a sweep.
-    fn check_growth(&mut self, growth: u64) -> Result<(), OverMemoryLimit> {
+    /// Refuses `growth` bytes more (for a write of `key`) if they would pass
+    /// the limit, counting pinned values; but first frees the pinned values
+    /// whose replies are gone, so a write is never refused for memory that is
+    /// only waiting for a sweep, and then evicts keys if the policy says so.
+    fn check_growth(&mut self, growth: u64, key: &[u8]) -> Result<(), OverMemoryLimit> {
         let fits = |table: &Table| table.memory_used_bytes() + growth <= table.memory_limit_bytes;
         if growth == 0 || fits(self) {
             return Ok(());
@@ -625,6 +644,9 @@ impl Table {
             if fits(self) {
                 return Ok(());
             }
+        }
+        if self.policy != EvictionPolicy::NoEviction && self.evict_for(growth, key) {
+            return Ok(());
         }
         self.stats.oom_rejections += 1;
         Err(OverMemoryLimit {

@@ -500,3 +500,163 @@ fn bad_durations_on_the_command_line_are_usage_errors_that_send_nothing() {
     let mut client = server.client();
     assert_eq!(client.get(b"k").expect("GET"), None);
 }
+
+/// The server's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in:\n{status}"));
+    kib * 1024
+}
+
+#[test]
+fn allkeys_lru_writes_100_mb_through_a_32_mib_limit_and_keeps_the_newest_keys() {
+    const LIMIT: u64 = 32 << 20;
+    const VALUE_BYTES: usize = 4096;
+    const NR_WRITES: usize = 100_000_000 / VALUE_BYTES;
+    const BATCH: usize = 100;
+    let server = TestServer::start(
+        2,
+        &[
+            "--max-memory-bytes",
+            "32MiB",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ],
+    );
+    let baseline = rss_bytes(server.pid());
+    let mut client = server.client();
+    let value = |i: usize| Value::Binary(vec![(i % 251) as u8; VALUE_BYTES]);
+    for start in (0..NR_WRITES).step_by(BATCH) {
+        let requests: Vec<Request> = (start..start + BATCH)
+            .map(|i| Request::Set(format!("key:{i:08}").into_bytes(), value(i)))
+            .collect();
+        let reply = client.call(&requests).expect("SETs");
+        assert_eq!(reply, [], "writes {start}..{}: refused", start + BATCH);
+    }
+    let stats = client.stats().expect("STATS");
+    let rss = rss_bytes(server.pid());
+    eprintln!("baseline RSS {baseline}, after {rss}; {stats:?}");
+    assert_eq!(stats["oom_rejections"], 0, "{stats:?}");
+    assert!(stats["evicted_keys"] > 0, "{stats:?}");
+    assert!(
+        stats["memory_bytes"] + stats["reply_pinned_bytes"] <= LIMIT,
+        "{stats:?}"
+    );
+    assert!(
+        rss <= 2 * LIMIT + baseline,
+        "RSS {rss} bytes after 100 MB through a {LIMIT}-byte limit (baseline {baseline})"
+    );
+    for i in NR_WRITES - 200..NR_WRITES {
+        let key = format!("key:{i:08}");
+        let found = client.get(key.as_bytes()).expect("GET");
+        assert!(
+            found == Some(value(i)),
+            "{key}, among the newest, was evicted"
+        );
+    }
+}
+
+#[test]
+fn noeviction_refuses_writes_with_oom_and_reads_keep_working() {
+    let server = TestServer::start(1, &["--max-memory-bytes", "2MiB"]);
+    let mut client = server.client();
+    client.set(b"first", "v".into()).expect("SET");
+    let mut refused = None;
+    for i in 0..10_000 {
+        let reply = client
+            .call(&[Request::Set(
+                format!("k{i}").into_bytes(),
+                Value::Binary(vec![0; 4096]),
+            )])
+            .expect("SET");
+        if let [Element::Error { code, .. }] = &reply[..] {
+            assert_eq!(code, "OOM");
+            refused = Some(i);
+            break;
+        }
+    }
+    let refused = refused.expect("40 MB never hit a 2 MiB limit");
+    assert!(refused > 100, "refused after {refused} writes");
+    assert_eq!(client.get(b"first").expect("GET"), Some("v".into()));
+    let stats = client.stats().expect("STATS");
+    assert_eq!(stats["evicted_keys"], 0, "{stats:?}");
+}
+
+#[test]
+fn evicted_keys_stay_gone_after_a_restart() {
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = [
+        "--max-memory-bytes",
+        "4MiB",
+        "--maxmemory-policy",
+        "allkeys-random",
+    ];
+    let mut server = start_log(&data_dir, 2, &flags);
+    let mut client = server.client();
+    for i in 0..4_000 {
+        client
+            .set(format!("k{i}").as_bytes(), Value::Binary(vec![1; 4096]))
+            .expect("SET under an evicting policy");
+    }
+    let before = client.stats().expect("STATS");
+    assert!(before["evicted_keys"] > 1_000, "{before:?}");
+    stop(&mut server, libc::SIGKILL);
+    let server = start_log(&data_dir, 2, &flags);
+    let mut client = server.client();
+    let after = client.stats().expect("STATS");
+    assert_eq!(
+        after["keys"], before["keys"],
+        "evictions were logged as deletes"
+    );
+}
+
+#[test]
+fn volatile_ttl_evicts_the_keys_nearest_their_deadline_and_keeps_the_rest() {
+    let server = TestServer::start(
+        1,
+        &[
+            "--max-memory-bytes",
+            "4MiB",
+            "--maxmemory-policy",
+            "volatile-ttl",
+        ],
+    );
+    let mut client = server.client();
+    for i in 0..200 {
+        client
+            .set(
+                format!("plain-{i}").as_bytes(),
+                Value::Binary(vec![0; 4096]),
+            )
+            .expect("SET");
+    }
+    for i in 0..2_000 {
+        let ttl = HOUR_MS + i as u64 * 1000;
+        let reply = client
+            .call(&[Request::SetTtl(
+                format!("ttl-{i}").into_bytes(),
+                Value::Binary(vec![0; 4096]),
+                ttl,
+            )])
+            .expect("SET with a TTL");
+        assert_eq!(reply, [], "write {i}");
+    }
+    for i in 0..200 {
+        assert!(client
+            .get(format!("plain-{i}").as_bytes())
+            .expect("GET")
+            .is_some());
+    }
+    assert!(
+        client.get(b"ttl-1999").expect("GET").is_some(),
+        "the latest deadline stays"
+    );
+    assert!(
+        client.get(b"ttl-0").expect("GET").is_none(),
+        "the nearest went first"
+    );
+}

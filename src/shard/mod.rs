@@ -252,9 +252,28 @@ impl Shard {
             }
         };
         out.end_request();
-        match (&self.log, effect) {
+        let wrote = match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            _ => false,
+        };
+        self.log_evictions() || wrote
+    }
+
+    /// Logs a delete for every key the table evicted (or removed as expired
+    /// to make room) since the last call, after the records of the requests
+    /// that made it; returns whether it appended anything.
+    pub fn log_evictions(&self) -> bool {
+        let evicted = self.table.borrow_mut().take_evicted();
+        match &self.log {
+            Some(log) if !evicted.is_empty() && self.poisoned().is_none() => {
+                log.append(|records| {
+                    for key in &evicted {
+                        format::write_effect(records, &Effect::Del { key });
+                    }
+                });
                 true
             }
             _ => false,

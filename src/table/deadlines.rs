@@ -71,6 +71,30 @@ impl DeadlineIndex {
             .collect()
     }
 
+    /// Up to `n` keys with the earliest deadlines, earliest first.
+    pub fn earliest_keys(&self, n: usize) -> impl Iterator<Item = &[u8]> + '_ {
+        self.by_deadline.iter().take(n).map(|(_, key)| &key[..])
+    }
+
+    /// The key at or after a random point (`random`) of the range from the
+    /// earliest deadline to the latest, or the earliest key: a sample of the
+    /// keys with a deadline, in O(log n).
+    pub fn at_random_point(&self, random: u64) -> Option<&[u8]> {
+        let (first, _) = self.by_deadline.first()?;
+        let (last, _) = self.by_deadline.last()?;
+        let span = last - first;
+        let point = match span {
+            u64::MAX => random,
+            span => first + random % (span + 1),
+        };
+        let empty: Box<[u8]> = Box::default();
+        self.by_deadline
+            .range((point, empty)..)
+            .chain(self.by_deadline.iter())
+            .map(|(_, key)| &key[..])
+            .next()
+    }
+
     /// The earliest deadline in the index.
     pub fn earliest(&self) -> Option<u64> {
         self.by_deadline.first().map(|(deadline, _)| *deadline)

@@ -181,7 +181,7 @@ impl Table {
         );
         let growth = (new.allocated_bytes as u64 + old.pinned_cost)
             .saturating_sub(old.footprint.allocated_bytes as u64);
-        self.check_growth(growth)?;
+        self.check_growth(growth, key)?;
         let entry = {
             let current = self
                 .map

@@ -106,7 +106,7 @@ impl Participant {
         let outcome = run_with_undo(shard, body, buf, now_ms, &mut results, &mut effects);
         shard.count_atomic(outcome.is_ok());
         self.locks.pass(&keys);
-        match outcome {
+        let wrote = match outcome {
             Ok(_) => {
                 let nr_elements = results.counts.iter().sum();
                 out.append_into_slot(results);
@@ -124,7 +124,10 @@ impl Participant {
                 out.end_request_with(1);
                 false
             }
-        }
+        };
+        // Keys the batch's writes evicted, whether or not it committed.
+        shard.log_evictions();
+        wrote
     }
 
     /// Phase 1 of a cross-shard batch on `shard`: runs this shard's share
@@ -147,6 +150,7 @@ impl Participant {
             Ok(undo) => undo,
             Err(no) => {
                 self.locks.pass(&keys);
+                shard.log_evictions();
                 return Err(no);
             }
         };
@@ -164,6 +168,7 @@ impl Participant {
         let durable_at = shard
             .log()
             .map(|log| log.append(|records| format::write_prepare(records, txn, &effects)));
+        shard.log_evictions();
         Ok((results, durable_at))
     }
 
