@@ -411,7 +411,6 @@ impl Table {
         self.check_growth(growth, key)?;
         let entry = Entry::expiring(key, value, version, deadline);
         entry.touch(access_clock_at(now_ms));
-        self.count_in(&new, &entry);
         match old {
             Some(old) => {
                 let slot = self
@@ -419,10 +418,12 @@ impl Table {
                     .find_mut(hash, |e| e.key() == key)
                     .expect("the key was found above, and nothing has run since");
                 let replaced = std::mem::replace(slot, entry);
-                self.count_out(&old.footprint, &replaced);
+                self.count_out(&old.footprint, key, replaced.deadline());
+                self.count_in(&new, key, deadline);
                 self.pinned.displace(replaced);
             }
             None => {
+                self.count_in(&new, key, deadline);
                 let index_before = self.map.allocation_size();
                 let hasher = &self.hasher;
                 self.map
@@ -515,7 +516,11 @@ impl Table {
     /// as [`Table::load`] does. One lookup: the key is hashed once whether it
     /// is new or replaced.
     pub fn load_entry(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint(), &entry);
+        let footprint = entry.footprint();
+        let deadline = entry.deadline();
+        // The expire index needs the key once the entry has moved into the
+        // map; only keys with a deadline are copied for it.
+        let indexed_key: Option<Box<[u8]>> = deadline.map(|_| Box::from(entry.key()));
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         let slot = self.map.entry(
@@ -523,16 +528,23 @@ impl Table {
             |e| e.key() == entry.key(),
             |e| hasher.hash_one(e.key()),
         );
-        match slot {
-            hash_table::Entry::Occupied(mut slot) => {
-                let old = std::mem::replace(slot.get_mut(), entry);
-                self.count_out(&old.footprint(), &old);
-                self.pinned.displace(old);
-            }
+        let replaced = match slot {
+            hash_table::Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
             hash_table::Entry::Vacant(slot) => {
                 slot.insert(entry);
+                None
             }
+        };
+        // Out before in: the new entry may have the old one's deadline.
+        if let Some(old) = replaced {
+            self.count_out(&old.footprint(), old.key(), old.deadline());
+            self.pinned.displace(old);
         }
+        self.count_in(
+            &footprint,
+            indexed_key.as_deref().unwrap_or_default(),
+            deadline,
+        );
     }
 
     /// Recovery: makes room for `additional` more keys, so that loading them
@@ -593,40 +605,42 @@ impl Table {
         let hash = self.hash(key);
         let slot = self.map.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = slot.remove();
-        self.count_out(&entry.footprint(), &entry);
+        self.count_out(&entry.footprint(), entry.key(), entry.deadline());
         Some(entry)
     }
 
     /// Inserts an entry whose key is not in the map.
     fn insert_new(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint(), &entry);
+        self.count_in(&entry.footprint(), entry.key(), entry.deadline());
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         self.map
             .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
     }
 
-    /// Adds an entry going into the map (whose footprint is `footprint`) to
-    /// the size figures, and to the expire index if it has a deadline.
-    fn count_in(&mut self, footprint: &Footprint, entry: &Entry) {
+    /// Adds an entry of `key` going into the map (whose footprint is
+    /// `footprint`) to the size figures, and to the expire index if it has a
+    /// deadline. A replaced entry must be counted out first: both may have
+    /// the same deadline, which is one place in the index.
+    fn count_in(&mut self, footprint: &Footprint, key: &[u8], deadline: Option<u64>) {
         self.stats.keys += 1;
         self.stats.value_bytes += footprint.value_bytes as u64;
         self.key_bytes += footprint.key_bytes as u64;
         self.entry_bytes += footprint.allocated_bytes as u64;
-        if let Some(deadline) = entry.deadline() {
-            self.deadlines.insert(entry.key(), deadline);
+        if let Some(deadline) = deadline {
+            self.deadlines.insert(key, deadline);
         }
     }
 
-    /// Removes an entry leaving the map from the size figures and the
-    /// expire index.
-    fn count_out(&mut self, footprint: &Footprint, entry: &Entry) {
+    /// Removes an entry of `key` leaving the map from the size figures and
+    /// the expire index.
+    fn count_out(&mut self, footprint: &Footprint, key: &[u8], deadline: Option<u64>) {
         self.stats.keys -= 1;
         self.stats.value_bytes -= footprint.value_bytes as u64;
         self.key_bytes -= footprint.key_bytes as u64;
         self.entry_bytes -= footprint.allocated_bytes as u64;
-        if let Some(deadline) = entry.deadline() {
-            self.deadlines.remove(entry.key(), deadline);
+        if let Some(deadline) = deadline {
+            self.deadlines.remove(key, deadline);
         }
     }
 
