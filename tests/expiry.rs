@@ -13,6 +13,7 @@ mod common;
 
 use common::crash::{start_log, stop, temp_data_dir};
 use common::keys::key_on_shard;
+use common::logs::{log_path, read_log, Kind};
 use common::{force_compaction, http_addr, http_request, TestServer};
 use corekv::client::{Client, Element, KeyTtl, Request};
 use rmpv::Value;
@@ -185,11 +186,15 @@ fn expiry_requests_run_inside_atomic_batches_on_every_shard() {
 fn an_atomic_batch_never_sees_one_key_alive_and_another_with_the_same_deadline_expired() {
     // Both keys get one deadline: the batch that sets them reads the clock
     // once. Every later batch that reads both must then find both or neither,
-    // on whichever shards they live and however the shards' clock readings
-    // would fall around the deadline.
+    // on whichever shards they live. The reads follow each other without a
+    // pause, so around the deadline one of them runs while it passes: were
+    // each shard to read its own clock, that read would find the key on the
+    // shard asked first alive and the other expired, about every other round.
+    const ROUNDS: usize = 8;
+    const MAX_READS: usize = 1_000_000;
     let server = TestServer::start(2, &[]);
     let mut client = server.client();
-    for round in 0..3 {
+    for round in 0..ROUNDS {
         let (a, b) = (
             key_on_shard(&format!("a{round}"), 0, 2),
             key_on_shard(&format!("b{round}"), 1, 2),
@@ -201,23 +206,24 @@ fn an_atomic_batch_never_sees_one_key_alive_and_another_with_the_same_deadline_e
             ])])
             .expect("ATOMIC");
         assert_eq!(set, []);
-        let mut reads = 0;
-        eventually("both keys expire", || {
-            reads += 1;
-            let elements = client
-                .call(&[Request::Atomic(vec![
-                    Request::Get(a.clone()),
-                    Request::Get(b.clone()),
-                ])])
-                .expect("ATOMIC");
-            match &elements[..] {
-                [Element::Found(_), Element::Found(_)] => false,
-                [Element::NotFound, Element::NotFound] => true,
+        let read = [Request::Atomic(vec![
+            Request::Get(a.clone()),
+            Request::Get(b.clone()),
+        ])];
+        let give_up = Instant::now() + PATIENCE;
+        for reads in 0.. {
+            assert!(
+                reads < MAX_READS && Instant::now() < give_up,
+                "round {round}: the keys did not expire"
+            );
+            match &client.call(&read).expect("ATOMIC")[..] {
+                [Element::Found(_), Element::Found(_)] => continue,
+                [Element::NotFound, Element::NotFound] => break,
                 other => {
                     panic!("round {round}, read {reads}: one key alive, one expired: {other:?}")
                 }
             }
-        });
+        }
     }
 }
 
@@ -278,8 +284,26 @@ fn expired_keys_stay_gone_after_kill_9_and_after_a_clean_restart() {
         eventually("the sweep removes the short keys", || {
             stat(&mut client, "keys") == 2
         });
+        // An acknowledged write on each shard: what its log held before it
+        // (the sweep's deletes) is on disk too.
+        for key in &long {
+            assert!(client.expire(key, HOUR_MS).expect("EXPIRE"));
+        }
         let before = remaining(client.ttl(&long[0]).expect("TTL"));
         stop(&mut server, signal);
+        for (shard, key) in short.iter().enumerate() {
+            let (_, records) = read_log(&log_path(&data_dir, shard));
+            let last = records
+                .iter()
+                .rev()
+                .find(|r| matches!(&r.kind, Kind::Put(k, _) | Kind::Del(k) | Kind::Expire(k, _) if k == key))
+                .map(|r| r.kind.clone());
+            assert_eq!(
+                last,
+                Some(Kind::Del(key.clone())),
+                "the expiry was logged as a delete"
+            );
+        }
         let server = start_log(&data_dir, 2, &[]);
         let mut client = server.client();
         for key in &short {
@@ -659,4 +683,37 @@ fn volatile_ttl_evicts_the_keys_nearest_their_deadline_and_keeps_the_rest() {
         client.get(b"ttl-0").expect("GET").is_none(),
         "the nearest went first"
     );
+}
+
+#[test]
+fn a_backup_keeps_every_deadline() {
+    let mut server = TestServer::start(2, &["--engine", "log", "--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&mut server);
+    let mut client = server.client();
+    for i in 0..10 {
+        client
+            .set_with_ttl(format!("ttl-{i}").as_bytes(), "v".into(), HOUR_MS)
+            .expect("SET with a TTL");
+    }
+    client.set(b"plain", "v".into()).expect("SET");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("backup");
+    let body = serde_json::json!({ "dir": dir.display().to_string() }).to_string();
+    let (status, report) = http_request(http, "POST", "/v1/backup", body.as_bytes());
+    assert_eq!(status, 200, "{report}");
+    let restored = start_log(&dir, 2, &[]);
+    let mut restored_client = restored.client();
+    for i in 0..10 {
+        let ttl = remaining(
+            restored_client
+                .ttl(format!("ttl-{i}").as_bytes())
+                .expect("TTL"),
+        );
+        assert!(ttl > 0 && ttl <= HOUR_MS, "{ttl}");
+    }
+    assert_eq!(
+        restored_client.ttl(b"plain").expect("TTL"),
+        KeyTtl::NoDeadline
+    );
+    assert_eq!(stat(&mut restored_client, "expires"), 10);
 }
