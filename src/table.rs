@@ -39,6 +39,9 @@
 //! deadline, and the shard's sweep removes those that are due
 //! ([`Table::remove_due`]), logging each as a delete.
 //!
+//! Eviction (`eviction`): over the memory limit, a write is refused with OOM,
+//! or keys are evicted to make room, as `--maxmemory-policy` says.
+//!
 //! The map is hashed with per-process random keys, not with the fixed routing
 //! seeds: every key in shard `s` has `route_hash % nr_shards == s`, and reusing
 //! that hash would leave most buckets of each shard's map empty.
@@ -160,6 +163,8 @@ struct Replaced {
     /// same-size overwrites of values that stalled replies hold would grow
     /// memory without ever being refused.
     pinned_cost: u64,
+    /// Whether it has a deadline (and so a place in the expire index).
+    has_deadline: bool,
 }
 
 impl Replaced {
@@ -171,6 +176,17 @@ impl Replaced {
                 true => pinned::pinned_cost(entry),
                 false => 0,
             },
+            has_deadline: entry.deadline().is_some(),
+        }
+    }
+
+    /// The expire index's growth when the key's entry is replaced by one
+    /// with (or without) a deadline.
+    fn index_growth(old: Option<&Replaced>, key: &[u8], has_deadline: bool) -> u64 {
+        let had_deadline = old.is_some_and(|old| old.has_deadline);
+        match has_deadline && !had_deadline {
+            true => deadlines::cost(key),
+            false => 0,
         }
     }
 }
@@ -408,6 +424,7 @@ impl Table {
                 (new_bytes + index_growth, index_growth)
             }
         };
+        let growth = growth + Replaced::index_growth(old.as_ref(), key, deadline.is_some());
         self.check_growth(growth, key)?;
         let entry = Entry::expiring(key, value, version, deadline);
         entry.touch(access_clock_at(now_ms));

@@ -106,7 +106,9 @@ impl DeadlineIndex {
     }
 }
 
-fn cost(key: &[u8]) -> u64 {
+/// What indexing `key` costs, as [`DeadlineIndex::bytes`] counts it: a
+/// write that gives a key a deadline needs this much room too.
+pub fn cost(key: &[u8]) -> u64 {
     let copy = match key.len() {
         0 => 0,
         n => allocator::held_bytes(n) as u64,

@@ -179,8 +179,10 @@ impl Table {
             old.footprint.version,
             deadline.is_some(),
         );
-        let growth = (new.allocated_bytes as u64 + old.pinned_cost)
-            .saturating_sub(old.footprint.allocated_bytes as u64);
+        let growth = (new.allocated_bytes as u64
+            + old.pinned_cost
+            + Replaced::index_growth(Some(&old), key, deadline.is_some()))
+        .saturating_sub(old.footprint.allocated_bytes as u64);
         self.check_growth(growth, key)?;
         let entry = {
             let current = self
@@ -391,6 +393,29 @@ mod tests {
         assert_eq!(table.stats().expires, 1);
         assert_eq!(table.remove_due(100, 10), [Box::from(&b"k"[..])]);
         assert_eq!(table.len(), 0, "the sweep found it");
+    }
+
+    #[test]
+    fn writes_with_a_deadline_never_take_memory_past_the_limit() {
+        let limit = 256 << 10;
+        let mut table = Table::new(limit);
+        let mut refused = 0;
+        for i in 0..100_000u32 {
+            let key = i.to_le_bytes();
+            let written = match i % 3 {
+                0 => table.set_expiring(&key, &[1; 40], 1000).map(|_| ()),
+                1 => table.set(&key, &[1; 40]).map(|_| ()),
+                _ => table.expire(&(i - 1).to_le_bytes(), 500).map(|_| ()),
+            };
+            match written {
+                Ok(()) => assert!(table.memory_used_bytes() <= limit, "after request {i}"),
+                Err(_) => refused += 1,
+            }
+            if refused == 10 {
+                break;
+            }
+        }
+        assert_eq!(refused, 10, "the limit was reached");
     }
 
     #[test]
