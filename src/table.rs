@@ -216,6 +216,9 @@ pub struct Table {
     evicted: Vec<Box<[u8]>>,
     /// The state of the generator that samples keys to evict.
     random: Cell<u64>,
+    /// The latest deadline of a key removed in the background
+    /// ([`Table::swept_up_to`]).
+    swept_up_to: u64,
 }
 
 /// The sampling generator's first state: fixed, so a table's evictions
@@ -282,6 +285,7 @@ impl Table {
             policy: EvictionPolicy::NoEviction,
             evicted: Vec::new(),
             random: Cell::new(RANDOM_SEED),
+            swept_up_to: 0,
         }
     }
 
@@ -756,12 +760,17 @@ impl Table {
                     change = Some(Effect::Del { key });
                 }
             }
-            OpKind::SetTtl | OpKind::Expire | OpKind::Ttl | OpKind::Persist => {
-                match self.apply_expiry(op, buf, out) {
-                    Ok(effect) => change = effect,
-                    Err(oom) => write_oom(&mut out.buf, key, oom),
-                }
-            }
+            OpKind::SetTtl
+            | OpKind::Expire
+            | OpKind::Ttl
+            | OpKind::Persist
+            | OpKind::ExpireAt
+            | OpKind::SetKeepTtl
+            | OpKind::ExpireTime
+            | OpKind::SetAt => match self.apply_expiry(op, buf, out) {
+                Ok(effect) => change = effect,
+                Err(oom) => write_oom(&mut out.buf, key, oom),
+            },
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }

@@ -123,6 +123,66 @@ fn ttl_expire_persist_and_plain_writes_follow_redis() {
     assert_eq!(stat(&mut client, "expired_keys"), 1);
 }
 
+/// The wall clock in Unix milliseconds, as the server reads it.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
+}
+
+#[test]
+fn absolute_deadlines_keepttl_and_expiretime_follow_redis() {
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    let in_an_hour = unix_ms() + HOUR_MS;
+    client
+        .set_at(b"k", "v".into(), in_an_hour)
+        .expect("SET with a deadline");
+    assert_eq!(
+        client.expire_time(b"k").expect("EXPIRETIME"),
+        KeyTtl::Remaining(in_an_hour),
+        "the deadline as given"
+    );
+    client
+        .set_keep_ttl(b"k", "w".into())
+        .expect("SET keeping the deadline");
+    assert_eq!(client.getv(b"k").expect("GETV"), Some(("w".into(), 2)));
+    assert_eq!(
+        client.expire_time(b"k").expect("EXPIRETIME"),
+        KeyTtl::Remaining(in_an_hour)
+    );
+    assert!(client.expire_at(b"k", in_an_hour + 1).expect("EXPIREAT"));
+    assert_eq!(
+        client.expire_time(b"k").expect("EXPIRETIME"),
+        KeyTtl::Remaining(in_an_hour + 1)
+    );
+    client
+        .set_keep_ttl(b"plain", "v".into())
+        .expect("SET keeping no deadline");
+    assert_eq!(
+        client.expire_time(b"plain").expect("EXPIRETIME"),
+        KeyTtl::NoDeadline
+    );
+    assert_eq!(
+        client.expire_time(b"missing").expect("EXPIRETIME"),
+        KeyTtl::Missing
+    );
+    assert!(!client.expire_at(b"missing", in_an_hour).expect("EXPIREAT"));
+    assert!(client.expire_at(b"plain", 1).expect("EXPIREAT in the past"));
+    assert_eq!(client.get(b"plain").expect("GET"), None, "removed at once");
+    client
+        .set_at(b"k", "x".into(), 1)
+        .expect("SET with a past deadline");
+    assert_eq!(
+        client.get(b"k").expect("GET"),
+        None,
+        "a past deadline removes the key"
+    );
+    let stats = client.stats().expect("STATS");
+    assert_eq!((stats["keys"], stats["expired_keys"]), (0, 2), "{stats:?}");
+}
+
 #[test]
 fn bad_ttls_are_refused_and_nothing_of_the_message_runs() {
     let server = TestServer::start(1, &[]);

@@ -253,6 +253,33 @@ impl Client {
         }
     }
 
+    /// SET with a deadline: the key expires at `unix_ms` (one in the past
+    /// removes it instead).
+    pub fn set_at(&mut self, key: &[u8], value: Value, unix_ms: u64) -> Result<()> {
+        self.no_result(Request::SetAt(key.to_vec(), value, unix_ms))
+    }
+
+    /// SET keeping the key's deadline (Redis's KEEPTTL).
+    pub fn set_keep_ttl(&mut self, key: &[u8], value: Value) -> Result<()> {
+        self.no_result(Request::SetKeepTtl(key.to_vec(), value))
+    }
+
+    /// EXPIREAT: whether the key existed (and now expires at `unix_ms`).
+    pub fn expire_at(&mut self, key: &[u8], unix_ms: u64) -> Result<bool> {
+        self.done_flag(Request::ExpireAt(key.to_vec(), unix_ms), "EXPIREAT")
+    }
+
+    /// EXPIRETIME: the key's deadline, `KeyTtl::Remaining(unix_ms)`.
+    pub fn expire_time(&mut self, key: &[u8]) -> Result<KeyTtl> {
+        match self.one(Request::ExpireTime(key.to_vec()))? {
+            Element::Integer(n) => KeyTtl::from_reply(n)
+                .ok_or_else(|| ClientError::Protocol(format!("EXPIRETIME answered {n}"))),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected EXPIRETIME result {other:?}"
+            ))),
+        }
+    }
+
     /// PERSIST: whether the key had a deadline (which it no longer has).
     pub fn persist(&mut self, key: &[u8]) -> Result<bool> {
         self.done_flag(Request::Persist(key.to_vec()), "PERSIST")

@@ -42,16 +42,27 @@ pub enum Request {
     Ttl(Vec<u8>),
     /// `[19, K]`: the key no longer expires.
     Persist(Vec<u8>),
+    /// `[20, K, unix_ms]`: the key expires at `unix_ms` (at once if past).
+    ExpireAt(Vec<u8>, u64),
+    /// `[21, K, V]`: SET that keeps the key's deadline (Redis's KEEPTTL).
+    SetKeepTtl(Vec<u8>, Value),
+    /// `[22, K]`: the key's deadline in Unix milliseconds ([`KeyTtl`]).
+    ExpireTime(Vec<u8>),
+    /// `[23, K, V, unix_ms]`: SET that expires at `unix_ms` (removes the key
+    /// if past).
+    SetAt(Vec<u8>, Value, u64),
 }
 
-/// What TTL answers about a key (Redis's PTTL, in milliseconds).
+/// What TTL (Redis's PTTL, in milliseconds) and EXPIRETIME (PEXPIRETIME,
+/// Unix milliseconds) answer about a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyTtl {
     /// `[-7, -2]`: no such key (or it has expired).
     Missing,
     /// `[-7, -1]`: the key never expires.
     NoDeadline,
-    /// `[-7, ms]`: the key expires in this many milliseconds.
+    /// `[-7, ms]`: TTL: the key expires in this many milliseconds;
+    /// EXPIRETIME: at this Unix time in milliseconds.
     Remaining(u64),
 }
 
@@ -109,6 +120,10 @@ impl Request {
             Request::Expire(k, ttl_ms) => vec![17.into(), bin(k), (*ttl_ms).into()],
             Request::Ttl(k) => vec![18.into(), bin(k)],
             Request::Persist(k) => vec![19.into(), bin(k)],
+            Request::ExpireAt(k, unix_ms) => vec![20.into(), bin(k), (*unix_ms).into()],
+            Request::SetKeepTtl(k, v) => vec![21.into(), bin(k), v.clone()],
+            Request::ExpireTime(k) => vec![22.into(), bin(k)],
+            Request::SetAt(k, v, unix_ms) => vec![23.into(), bin(k), v.clone(), (*unix_ms).into()],
         };
         Value::Array(items)
     }
@@ -197,6 +212,16 @@ mod tests {
         assert_eq!(value(Request::Expire(b"k".to_vec(), 0)), "[17, [107], 0]");
         assert_eq!(value(Request::Ttl(b"k".to_vec())), "[18, [107]]");
         assert_eq!(value(Request::Persist(b"k".to_vec())), "[19, [107]]");
+        assert_eq!(value(Request::ExpireAt(b"k".to_vec(), 9)), "[20, [107], 9]");
+        assert_eq!(
+            value(Request::SetKeepTtl(b"k".to_vec(), "v".into())),
+            r#"[21, [107], "v"]"#
+        );
+        assert_eq!(value(Request::ExpireTime(b"k".to_vec())), "[22, [107]]");
+        assert_eq!(
+            value(Request::SetAt(b"k".to_vec(), "v".into(), 9)),
+            r#"[23, [107], "v", 9]"#
+        );
         assert_eq!(KeyTtl::from_reply(-2), Some(KeyTtl::Missing));
         assert_eq!(KeyTtl::from_reply(-1), Some(KeyTtl::NoDeadline));
         assert_eq!(KeyTtl::from_reply(7), Some(KeyTtl::Remaining(7)));

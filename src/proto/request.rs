@@ -9,7 +9,9 @@
 //! [3, [R...]]        ATOMIC     [7]                STATS
 //! [16, K, V, ttl_ms] SET with a TTL
 //! [17, K, ttl_ms]    EXPIRE     [18, K]            TTL
-//! [19, K]            PERSIST
+//! [19, K]            PERSIST    [20, K, unix_ms]   EXPIREAT
+//! [21, K, V]         SET keeping the deadline (KEEPTTL)
+//! [22, K]            EXPIRETIME [23, K, V, unix_ms] SET with a deadline
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -77,6 +79,10 @@ pub enum OpKind {
     Expire = 17,
     Ttl = 18,
     Persist = 19,
+    ExpireAt = 20,
+    SetKeepTtl = 21,
+    ExpireTime = 22,
+    SetAt = 23,
 }
 
 impl OpKind {
@@ -96,13 +102,17 @@ impl OpKind {
         Some(kind)
     }
 
-    /// The expiry opcodes (16..=23; 20..=23 are free).
+    /// The expiry opcodes, 16..=23.
     fn expiry_from_opcode(opcode: i128) -> Option<OpKind> {
         let kind = match opcode {
             16 => OpKind::SetTtl,
             17 => OpKind::Expire,
             18 => OpKind::Ttl,
             19 => OpKind::Persist,
+            20 => OpKind::ExpireAt,
+            21 => OpKind::SetKeepTtl,
+            22 => OpKind::ExpireTime,
+            23 => OpKind::SetAt,
             _ => return None,
         };
         Some(kind)
@@ -113,9 +123,9 @@ impl OpKind {
         match self {
             OpKind::Stats => 1,
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
-            OpKind::Ttl | OpKind::Persist => 2,
-            OpKind::Set | OpKind::Expire => 3,
-            OpKind::PutV | OpKind::SetTtl => 4,
+            OpKind::Ttl | OpKind::Persist | OpKind::ExpireTime => 2,
+            OpKind::Set | OpKind::Expire | OpKind::ExpireAt | OpKind::SetKeepTtl => 3,
+            OpKind::PutV | OpKind::SetTtl | OpKind::SetAt => 4,
         }
     }
 
@@ -133,6 +143,10 @@ impl OpKind {
             OpKind::Expire => "EXPIRE",
             OpKind::Ttl => "TTL",
             OpKind::Persist => "PERSIST",
+            OpKind::ExpireAt => "EXPIREAT",
+            OpKind::SetKeepTtl => "SETKEEPTTL",
+            OpKind::ExpireTime => "EXPIRETIME",
+            OpKind::SetAt => "SETAT",
         }
     }
 
@@ -140,7 +154,14 @@ impl OpKind {
     pub fn is_write(self) -> bool {
         matches!(
             self,
-            OpKind::Set | OpKind::PutV | OpKind::SetTtl | OpKind::Expire | OpKind::Persist
+            OpKind::Set
+                | OpKind::PutV
+                | OpKind::SetTtl
+                | OpKind::Expire
+                | OpKind::Persist
+                | OpKind::ExpireAt
+                | OpKind::SetKeepTtl
+                | OpKind::SetAt
         )
     }
 
@@ -149,13 +170,10 @@ impl OpKind {
         self.is_write() || matches!(self, OpKind::Del | OpKind::Rm)
     }
 
-    /// Whether the request is one of expiry's (SET with a TTL, EXPIRE, TTL,
-    /// PERSIST), which `Table::apply_expiry` runs.
+    /// Whether the request is one of expiry's (opcodes 16..=23), which
+    /// `Table::apply_expiry` runs.
     pub fn is_expiry(self) -> bool {
-        matches!(
-            self,
-            OpKind::SetTtl | OpKind::Expire | OpKind::Ttl | OpKind::Persist
-        )
+        (OpKind::SetTtl as u8..=OpKind::SetAt as u8).contains(&(self as u8))
     }
 }
 
@@ -169,9 +187,10 @@ pub struct Op {
     pub value: Span,
     /// PUTV's expected version; 0 otherwise.
     pub version: u64,
-    /// The time to live in milliseconds of SET with a TTL and EXPIRE; 0
+    /// SET with a TTL and EXPIRE: the time to live in milliseconds; SET with
+    /// a deadline and EXPIREAT: the deadline in Unix milliseconds; 0
     /// otherwise.
-    pub ttl_ms: u64,
+    pub expiry_ms: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
     /// ATOMIC only: how many requests follow this one in the op list as its body.
@@ -269,7 +288,7 @@ fn decode_nested(
         key: Span::default(),
         value: Span::default(),
         version: 0,
-        ttl_ms: 0,
+        expiry_ms: 0,
         raw: Span::default(),
         nr_inner: 0,
     };
@@ -279,14 +298,20 @@ fn decode_nested(
         OpKind::Stats => {}
         _ => op.key = read_key(cursor, limits)?,
     }
-    if matches!(kind, OpKind::Set | OpKind::PutV | OpKind::SetTtl) {
+    if matches!(
+        kind,
+        OpKind::Set | OpKind::PutV | OpKind::SetTtl | OpKind::SetKeepTtl | OpKind::SetAt
+    ) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
     if kind == OpKind::PutV {
         op.version = read_version(cursor)?;
     }
     if matches!(kind, OpKind::SetTtl | OpKind::Expire) {
-        op.ttl_ms = read_ttl(cursor, kind)?;
+        op.expiry_ms = read_ttl(cursor, kind)?;
+    }
+    if matches!(kind, OpKind::SetAt | OpKind::ExpireAt) {
+        op.expiry_ms = read_deadline(cursor, kind)?;
     }
     op.raw = Span::from_range(raw_start..cursor.position());
     out.push(op);
@@ -306,7 +331,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7, 16-19)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-7, 16-23)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -339,7 +364,7 @@ fn decode_atomic(
             key: Span::default(),
             value: Span::default(),
             version: 0,
-            ttl_ms: 0,
+            expiry_ms: 0,
             raw: Span::default(),
             nr_inner: 0,
         });
@@ -401,6 +426,24 @@ fn read_ttl(cursor: &mut Cursor, kind: OpKind) -> Result<u64, RequestError> {
     }
 }
 
+/// The latest deadline accepted, in Unix milliseconds: as for a TTL.
+pub const MAX_DEADLINE_MS: u64 = 1 << 53;
+
+/// Reads the deadline of SET with a deadline or EXPIREAT: Unix milliseconds,
+/// where one already past is allowed (the key goes at once).
+fn read_deadline(cursor: &mut Cursor, kind: OpKind) -> Result<u64, RequestError> {
+    let deadline = cursor
+        .read_int()
+        .map_err(|_| bad_req("unix_ms must be an integer (Unix milliseconds)"))?;
+    match u64::try_from(deadline) {
+        Ok(deadline) if deadline <= MAX_DEADLINE_MS => Ok(deadline),
+        _ => Err(bad_req(format!(
+            "{}'s unix_ms must be between 0 and {MAX_DEADLINE_MS}, got {deadline}",
+            kind.name()
+        ))),
+    }
+}
+
 fn bad_req(message: impl Into<String>) -> RequestError {
     RequestError::new(ErrorCode::BadReq, message)
 }
@@ -447,19 +490,35 @@ mod tests {
             req(vec![17.into(), "k8".into(), 0.into()]),
             req(vec![18.into(), "k9".into()]),
             req(vec![19.into(), "k10".into()]),
+            req(vec![20.into(), "k11".into(), 1_700_000_000_000u64.into()]),
+            req(vec![21.into(), "k12".into(), "v".into()]),
+            req(vec![22.into(), "k13".into()]),
+            req(vec![23.into(), "k14".into(), "v".into(), 5.into()]),
         ]);
         let (bytes, ops) = decode(&message).expect("valid");
         let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
         use OpKind::*;
         assert_eq!(
             kinds,
-            [Get, Set, Del, GetV, PutV, Rm, Stats, SetTtl, Expire, Ttl, Persist]
+            [
+                Get, Set, Del, GetV, PutV, Rm, Stats, SetTtl, Expire, Ttl, Persist, ExpireAt,
+                SetKeepTtl, ExpireTime, SetAt
+            ]
+        );
+        assert_eq!(ops[11].expiry_ms, 1_700_000_000_000);
+        assert_eq!(
+            (ops[12].value.of(&bytes), ops[12].expiry_ms),
+            (&b"\xa1v"[..], 0)
         );
         assert_eq!(
-            (ops[7].value.of(&bytes), ops[7].ttl_ms),
+            (ops[14].value.of(&bytes), ops[14].expiry_ms),
+            (&b"\xa1v"[..], 5)
+        );
+        assert_eq!(
+            (ops[7].value.of(&bytes), ops[7].expiry_ms),
             (&b"\xa1v"[..], 1500)
         );
-        assert_eq!((ops[8].key.of(&bytes), ops[8].ttl_ms), (&b"k8"[..], 0));
+        assert_eq!((ops[8].key.of(&bytes), ops[8].expiry_ms), (&b"k8"[..], 0));
         assert_eq!(ops[0].key.of(&bytes), b"k1");
         assert_eq!(ops[1].value.of(&bytes), [0x92, 0x01, 0x02]);
         assert_eq!(ops[4].version, 7);
@@ -551,7 +610,20 @@ mod tests {
                 ErrorCode::BadReq,
             ),
             (
-                req(vec![req(vec![20.into(), "k".into()])]),
+                req(vec![req(vec![24.into(), "k".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![20.into(), "k".into(), (-1).into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![
+                    23.into(),
+                    "k".into(),
+                    1.into(),
+                    u64::MAX.into(),
+                ])]),
                 ErrorCode::BadReq,
             ),
         ];

@@ -39,7 +39,7 @@ use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
-use crate::table::expiry::wall_clock_ms;
+use crate::table::expiry::{wall_clock_ms, REMOVAL_GRACE_MS};
 use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
@@ -155,7 +155,8 @@ impl Shard {
     /// not bring it back. Keys an ATOMIC batch holds or awaits are waited
     /// for, as any request waits; returns how many keys were removed.
     pub async fn remove_expired(&self, budget: usize) -> usize {
-        let now_ms = wall_clock_ms();
+        // Keys past their deadline by the grace only (see REMOVAL_GRACE_MS).
+        let now_ms = wall_clock_ms().saturating_sub(REMOVAL_GRACE_MS);
         let mut keys = self.table.borrow().due_keys(now_ms, budget);
         if keys.is_empty() {
             return 0;

@@ -14,8 +14,8 @@
 //! | `volatile-random` | one key sampled among those with a deadline | it |
 //! | `volatile-ttl` | the keys with the nearest deadlines | the nearest |
 //!
-//! Before any live key, keys whose deadline has passed go (they are absent
-//! already). Idleness is approximated as Redis does: each entry carries an
+//! Before any live key, keys whose deadline passed more than
+//! `REMOVAL_GRACE_MS` ago go (they are absent already). Idleness is approximated as Redis does: each entry carries an
 //! access clock in hundredths of a second (`Entry::touch`), stamped when it is
 //! written or read, and the sampled key with the oldest stamp goes. Sampling
 //! the whole map picks random buckets of the hash table; sampling keys with a
@@ -28,6 +28,7 @@
 //! refused with OOM. Evicted keys are collected ([`Table::take_evicted`]) so
 //! the shard logs each as a delete: a restart does not bring them back.
 
+use super::expiry::REMOVAL_GRACE_MS;
 use super::Table;
 use crate::entry::Entry;
 
@@ -96,7 +97,8 @@ impl Table {
     /// limit; returns whether they do.
     pub(super) fn evict_for(&mut self, growth: u64, protect: &[u8]) -> bool {
         let fits = |table: &Table| table.memory_used_bytes() + growth <= table.memory_limit_bytes;
-        let expired = self.remove_due(self.now_ms, EXPIRED_FIRST_BUDGET);
+        let removable = self.now_ms.saturating_sub(REMOVAL_GRACE_MS);
+        let expired = self.remove_due(removable, EXPIRED_FIRST_BUDGET);
         self.evicted.extend(expired);
         for _ in 0..MAX_EVICTIONS_PER_WRITE {
             if fits(self) {

@@ -1,16 +1,20 @@
-//! The table's side of expiry: SET with a TTL, EXPIRE, TTL and PERSIST, the
-//! removal of keys that are due (the shard's sweep), recovery's loading of
-//! deadlines, and the one wall-clock reading the layers above use.
+//! The table's side of expiry: SET with a TTL (or a deadline, or keeping
+//! the key's), EXPIRE, EXPIREAT, TTL, EXPIRETIME and PERSIST, the removal of
+//! keys that are due (the shard's sweep), recovery's loading of deadlines,
+//! and the one wall-clock reading the layers above use.
 //!
 //! Semantics, as Redis's:
 //! - A key whose deadline is at or before the table's clock is absent to
 //!   every request (`Table::find_live`), whether or not it is still stored.
 //! - A plain write (SET, PUTV) replaces the value and clears the deadline;
-//!   SET with a TTL sets both. EXPIRE and PERSIST change only the deadline:
-//!   the value and the version stay.
-//! - EXPIRE with a TTL of 0 removes the key at once (and answers 1).
-//! - TTL answers the remaining milliseconds, [`TTL_NO_DEADLINE`] for a key
-//!   without a deadline, [`TTL_MISSING`] for an absent key (PTTL's answers).
+//!   SET with a TTL or a deadline sets both; SET keeping the deadline
+//!   (KEEPTTL) replaces the value only. EXPIRE, EXPIREAT and PERSIST change
+//!   only the deadline: the value and the version stay.
+//! - A deadline that is not in the future (EXPIRE 0, EXPIREAT or SET with a
+//!   deadline in the past) removes the key at once.
+//! - TTL answers the remaining milliseconds, EXPIRETIME the deadline,
+//!   [`TTL_NO_DEADLINE`] for a key without one, [`TTL_MISSING`] for an
+//!   absent key (PTTL's and PEXPIRETIME's answers).
 //!
 //! Deadlines are absolute (Unix milliseconds): a TTL becomes `now + ttl_ms`
 //! once, when the request runs, and that is what the entry stores and the log
@@ -19,6 +23,20 @@
 use super::{Effect, Entry, Footprint, OverMemoryLimit, Replaced, Table};
 use crate::proto::{reply, BatchResults, Op, OpKind};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How long after its deadline a key may be removed in the background (the
+/// sweep, or eviction's expired-first pass). Until then it is only absent.
+///
+/// Why wait: a cross-shard ATOMIC batch judges expiry at its coordinator's
+/// clock reading, on every shard, but its shares run a little later, one
+/// shard after another. Were the sweep to remove a key the moment its
+/// deadline passed, a share running after that could find the key gone
+/// although the batch's reading says it is alive, while another share found
+/// a key with the same deadline alive. With the grace, that can happen only
+/// to a batch whose shares run more than the grace after its reading, and
+/// such a share is refused (see [`Table::swept_up_to`]) rather than served
+/// inconsistently.
+pub const REMOVAL_GRACE_MS: u64 = 1_000;
 
 /// TTL's answer for a key that has no deadline.
 pub const TTL_NO_DEADLINE: i64 = -1;
@@ -97,7 +115,7 @@ impl Table {
         match op.kind {
             OpKind::SetTtl => {
                 let value = op.value.of(buf);
-                let (version, deadline) = self.set_expiring(key, value, op.ttl_ms)?;
+                let (version, deadline) = self.set_expiring(key, value, op.expiry_ms)?;
                 Ok(Some(Effect::Put {
                     key,
                     version,
@@ -105,13 +123,36 @@ impl Table {
                     deadline: Some(deadline),
                 }))
             }
-            OpKind::Expire => {
-                let effect = self.expire(key, op.ttl_ms)?;
+            OpKind::SetAt => {
+                let value = op.value.of(buf);
+                self.set_at(key, value, op.expiry_ms)
+            }
+            OpKind::SetKeepTtl => {
+                let value = op.value.of(buf);
+                let deadline = self.deadline(key);
+                let version = self.write(key, value, deadline)?;
+                Ok(Some(Effect::Put {
+                    key,
+                    version,
+                    value,
+                    deadline,
+                }))
+            }
+            OpKind::Expire | OpKind::ExpireAt => {
+                let deadline = match op.kind {
+                    OpKind::Expire => self.deadline_after(op.expiry_ms),
+                    _ => op.expiry_ms,
+                };
+                let effect = self.expire_at(key, deadline)?;
                 reply::write_done(&mut out.buf, u64::from(effect.is_some()));
                 Ok(effect)
             }
             OpKind::Ttl => {
                 reply::write_integer(&mut out.buf, self.ttl_ms(key));
+                Ok(None)
+            }
+            OpKind::ExpireTime => {
+                reply::write_integer(&mut out.buf, self.expire_time(key));
                 Ok(None)
             }
             OpKind::Persist => {
@@ -130,15 +171,53 @@ impl Table {
         key: &'k [u8],
         ttl_ms: u64,
     ) -> Result<Option<Effect<'k>>, OverMemoryLimit> {
+        self.expire_at(key, self.deadline_after(ttl_ms))
+    }
+
+    /// The key's deadline in Unix milliseconds, or [`TTL_NO_DEADLINE`] /
+    /// [`TTL_MISSING`] (EXPIRETIME).
+    pub fn expire_time(&self, key: &[u8]) -> i64 {
+        match self.find_live(key) {
+            None => TTL_MISSING,
+            Some(entry) => entry.deadline().map_or(TTL_NO_DEADLINE, |deadline| {
+                i64::try_from(deadline).unwrap_or(i64::MAX)
+            }),
+        }
+    }
+
+    /// SET with a deadline: writes `value` under `key` to expire at
+    /// `deadline`; one not in the future removes the key instead (the write
+    /// would be expired at once).
+    pub fn set_at<'b>(
+        &mut self,
+        key: &'b [u8],
+        value: &'b [u8],
+        deadline: u64,
+    ) -> Result<Option<Effect<'b>>, OverMemoryLimit> {
+        if deadline <= self.now_ms {
+            return Ok(self.expire_now(key).then_some(Effect::Del { key }));
+        }
+        let version = self.write(key, value, Some(deadline))?;
+        Ok(Some(Effect::Put {
+            key,
+            version,
+            value,
+            deadline: Some(deadline),
+        }))
+    }
+
+    /// EXPIREAT: gives a live key the deadline `deadline` (one not in the
+    /// future removes it now). None if the key is absent.
+    pub fn expire_at<'k>(
+        &mut self,
+        key: &'k [u8],
+        deadline: u64,
+    ) -> Result<Option<Effect<'k>>, OverMemoryLimit> {
         if self.find_live(key).is_none() {
             return Ok(None);
         }
-        let deadline = self.deadline_after(ttl_ms);
         if deadline <= self.now_ms {
-            if let Some(entry) = self.take(key) {
-                self.stats.expired_keys += 1;
-                self.pinned.displace(entry);
-            }
+            self.expire_now(key);
             return Ok(Some(Effect::Del { key }));
         }
         self.replace_deadline(key, Some(deadline))?;
@@ -146,6 +225,19 @@ impl Table {
             key,
             deadline: Some(deadline),
         }))
+    }
+
+    /// Removes `key`, given a deadline that is not in the future, counting it
+    /// as expired; returns whether anything was stored under it.
+    fn expire_now(&mut self, key: &[u8]) -> bool {
+        match self.take(key) {
+            Some(entry) => {
+                self.stats.expired_keys += 1;
+                self.pinned.displace(entry);
+                true
+            }
+            None => false,
+        }
     }
 
     /// PERSIST: removes a live key's deadline. None if the key is absent or
@@ -202,6 +294,13 @@ impl Table {
         Ok(())
     }
 
+    /// The latest deadline of a key removed in the background (sweep or
+    /// eviction), 0 if none: a batch whose clock reading is before it might
+    /// find such a key gone while its reading says alive.
+    pub fn swept_up_to(&self) -> u64 {
+        self.swept_up_to
+    }
+
     /// Removes up to `budget` keys whose deadline is at or before `now_ms`,
     /// earliest first, counting each as expired; returns them.
     pub fn remove_due(&mut self, now_ms: u64, budget: usize) -> Vec<Box<[u8]>> {
@@ -220,9 +319,13 @@ impl Table {
     /// counting it as expired; returns whether it did (the shard then logs a
     /// delete).
     pub fn remove_if_expired(&mut self, key: &[u8], now_ms: u64) -> bool {
-        if !self.find(key).is_some_and(|e| e.is_expired(now_ms)) {
+        let Some(deadline) = self.find(key).and_then(Entry::deadline) else {
+            return false;
+        };
+        if deadline > now_ms {
             return false;
         }
+        self.swept_up_to = self.swept_up_to.max(deadline);
         self.remove_expired(key);
         true
     }
@@ -354,8 +457,10 @@ mod tests {
         assert!(!table.has_due(9));
         let removed = table.remove_due(14, 3);
         assert_eq!(removed, ["k0", "k1", "k2"].map(|k| Box::from(k.as_bytes())));
+        assert_eq!(table.swept_up_to(), 12, "the latest deadline removed");
         assert_eq!(table.remove_due(14, 100).len(), 2);
         assert!(!table.has_due(14));
+        assert_eq!(table.swept_up_to(), 14);
         let TableStats {
             keys,
             expires,
@@ -416,6 +521,70 @@ mod tests {
             }
         }
         assert_eq!(refused, 10, "the limit was reached");
+    }
+
+    #[test]
+    fn absolute_deadlines_keepttl_and_expiretime_follow_redis() {
+        let mut table = at(1000);
+        assert_eq!(table.expire_time(b"k"), TTL_MISSING);
+        assert_eq!(table.expire_at(b"k", 5000), Ok(None), "absent");
+        assert_eq!(
+            table.set_at(b"k", b"v", 5000).map(|e| e.is_some()),
+            Ok(true)
+        );
+        assert_eq!((table.expire_time(b"k"), table.ttl_ms(b"k")), (5000, 4000));
+        assert_eq!(
+            table.expire_at(b"k", 7000),
+            Ok(Some(Effect::Expire {
+                key: b"k",
+                deadline: Some(7000)
+            }))
+        );
+        table.persist(b"k").expect("room");
+        assert_eq!(table.expire_time(b"k"), TTL_NO_DEADLINE);
+        table.expire_at(b"k", 9000).expect("room");
+        let op = |kind, key: &[u8], value: &[u8]| {
+            let mut body = vec![0x93, kind as u8];
+            body.push(0xa0 | key.len() as u8);
+            body.extend_from_slice(key);
+            body.push(0xa0 | value.len() as u8);
+            body.extend_from_slice(value);
+            body
+        };
+        let body = op(crate::proto::OpKind::SetKeepTtl, b"k", b"w");
+        let mut ops = Vec::new();
+        let mut message = vec![0x91];
+        message.extend_from_slice(&body);
+        let limits = crate::proto::RequestLimits { max_key_bytes: 16 };
+        crate::proto::decode_message(&message, 0..message.len(), &limits, &mut ops).expect("valid");
+        let mut out = BatchResults::default();
+        let effect = table
+            .apply_expiry(&ops[0], &message, &mut out)
+            .expect("room");
+        assert!(
+            matches!(
+                effect,
+                Some(Effect::Put {
+                    version: 2,
+                    deadline: Some(9000),
+                    ..
+                })
+            ),
+            "{effect:?}"
+        );
+        assert_eq!(table.peek(b"k"), Some((&b"\xa1w"[..], 2)));
+        assert_eq!(table.expire_time(b"k"), 9000, "KEEPTTL kept it");
+        assert_eq!(
+            table.set_at(b"k", b"x", 1000),
+            Ok(Some(Effect::Del { key: b"k" }))
+        );
+        assert_eq!(
+            table.peek(b"k"),
+            None,
+            "a deadline in the past removes the key"
+        );
+        assert_eq!(table.set_at(b"k", b"x", 999), Ok(None), "nothing to remove");
+        assert_eq!(table.expire_at(b"k", 1), Ok(None));
     }
 
     #[test]

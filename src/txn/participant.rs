@@ -144,6 +144,10 @@ impl Participant {
     ) -> Result<Vote, RequestError> {
         let keys = distinct_keys(ops, buf);
         self.locks.acquire(&keys).await;
+        if now_ms < shard.table().swept_up_to() {
+            self.locks.pass(&keys);
+            return Err(stale_clock(now_ms));
+        }
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
         let undo = match run_with_undo(shard, ops, buf, now_ms, &mut results, &mut effects) {
@@ -302,6 +306,21 @@ impl Transactions for Participant {
     fn as_any(&self) -> &dyn Any {
         self
     }
+}
+
+/// The refusal of a share that runs so long after its batch's clock reading
+/// that the shard may already have removed keys the reading says are alive:
+/// answering would mix expired and alive keys of one instant. Retrying the
+/// batch takes a new reading.
+fn stale_clock(now_ms: u64) -> RequestError {
+    RequestError::new(
+        ErrorCode::Conflict,
+        format!(
+            "ATOMIC aborted: it ran more than {} ms after its clock reading ({now_ms}), \
+             and expired keys may already be gone; retry",
+            crate::table::expiry::REMOVAL_GRACE_MS
+        ),
+    )
 }
 
 /// Runs leaf requests on `shard`'s table as a unit, judging expiry at

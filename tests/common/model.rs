@@ -177,7 +177,11 @@ impl Model {
             | Request::SetTtl(..)
             | Request::Expire(..)
             | Request::Ttl(_)
-            | Request::Persist(_) => {
+            | Request::Persist(_)
+            | Request::ExpireAt(..)
+            | Request::SetKeepTtl(..)
+            | Request::ExpireTime(_)
+            | Request::SetAt(..) => {
                 panic!("the model does not predict {request:?} here")
             }
         }
