@@ -9,6 +9,7 @@
 
 use crate::ids::Router;
 use crate::log::FsyncMode;
+use crate::table::eviction::EvictionPolicy;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,9 +97,23 @@ pub struct ServerArgs {
     pub max_connections: usize,
 
     /// Memory for keys and values, across all shards; over it, writes get OOM
-    /// and reads keep working. Default: three quarters of physical memory.
+    /// (or make room, see --maxmemory-policy) and reads keep working.
+    /// Default: three quarters of physical memory.
     #[arg(long, env = "COREKV_MAX_MEMORY_BYTES", value_parser = parse_bytes)]
     pub max_memory_bytes: Option<u64>,
+
+    /// What a write over --max-memory-bytes does: `noeviction` refuses it
+    /// with OOM; the others evict keys to make room, as Redis's policies of
+    /// the same names do (allkeys-: any key, volatile-: keys with an expiry;
+    /// -lru: the least recently used of a sample, -random: any, volatile-ttl:
+    /// the nearest deadline). Each shard evicts from its own share.
+    #[arg(
+        long = "maxmemory-policy",
+        env = "COREKV_MAXMEMORY_POLICY",
+        value_enum,
+        default_value_t = MaxMemoryPolicy::Noeviction
+    )]
+    pub maxmemory_policy: MaxMemoryPolicy,
 
     /// When a write is acknowledged (log engine): `always` after its records are
     /// fdatasync-ed (group commit; survives power loss), `interval` after they
@@ -132,6 +147,36 @@ pub struct ServerArgs {
     /// object per line) for log shippers.
     #[arg(long, env = "COREKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// `--maxmemory-policy` values: Redis's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MaxMemoryPolicy {
+    Noeviction,
+    #[value(name = "allkeys-lru")]
+    AllkeysLru,
+    #[value(name = "volatile-lru")]
+    VolatileLru,
+    #[value(name = "allkeys-random")]
+    AllkeysRandom,
+    #[value(name = "volatile-random")]
+    VolatileRandom,
+    #[value(name = "volatile-ttl")]
+    VolatileTtl,
+}
+
+impl MaxMemoryPolicy {
+    /// The table's policy of this name.
+    pub fn eviction(self) -> EvictionPolicy {
+        match self {
+            MaxMemoryPolicy::Noeviction => EvictionPolicy::NoEviction,
+            MaxMemoryPolicy::AllkeysLru => EvictionPolicy::AllKeysLru,
+            MaxMemoryPolicy::VolatileLru => EvictionPolicy::VolatileLru,
+            MaxMemoryPolicy::AllkeysRandom => EvictionPolicy::AllKeysRandom,
+            MaxMemoryPolicy::VolatileRandom => EvictionPolicy::VolatileRandom,
+            MaxMemoryPolicy::VolatileTtl => EvictionPolicy::VolatileTtl,
+        }
+    }
 }
 
 /// `--log-format` values.
@@ -217,6 +262,7 @@ pub struct Config {
     pub max_key_bytes: usize,
     pub max_connections: usize,
     pub max_memory_bytes: u64,
+    pub eviction: EvictionPolicy,
     pub fsync: FsyncMode,
     pub compact_min_bytes: u64,
     pub salvage: bool,
@@ -267,6 +313,7 @@ impl Config {
             max_key_bytes: args.max_key_bytes as usize,
             max_connections: args.max_connections,
             max_memory_bytes,
+            eviction: args.maxmemory_policy.eviction(),
             fsync,
             compact_min_bytes: args.compact_min_bytes,
             salvage: args.salvage,

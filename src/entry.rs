@@ -16,11 +16,11 @@
 //! measurements).
 //!
 //! ```text
-//! offset 0      4            (varints: 1 byte each below 128)
-//! +-------------+------------+--------------+-----------+-------------+------------+
-//! | refs: u32   | key_tag    | value_len    | key bytes | value bytes | version    |
-//! | (atomic)    | varint     | varint       |           |             | varint     |
-//! +-------------+------------+--------------+-----------+-------------+------------+
+//! offset 0      4              8            (varints: 1 byte each below 128)
+//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
+//! | refs: u32   | access: u32  | key_tag    | value_len    | key bytes | value bytes | version    |
+//! | (atomic)    | (atomic)     | varint     | varint       |           |             | varint     |
+//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
 //!   key_tag = key_len << 1 | deadline flag
 //!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
 //!             on every byte but the last
@@ -28,18 +28,38 @@
 //!
 //! The lengths and the version are varints because the header is most of what
 //! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
-//! lengths and version take 3 bytes, the entry 57, and the allocator's 64-byte
-//! class holds it; with fixed-width fields (u32 + two u32 + u64) it would be
-//! 74, and the next class up (80) would hold it.
+//! lengths and version take 3 bytes, the entry 61 (with the count and the
+//! access clock), and the allocator's 64-byte class holds it; with
+//! fixed-width fields (u32 + two u32 + u64) it would be 76, and the next
+//! class up (80) would hold it.
 //!
 //! The version comes last because every lookup reads the key and every reply
 //! the value: both sit behind two bytes of lengths, decoded from one load,
 //! however large the version has grown. The version, which only writes and
 //! GETV read, is decoded from the tail.
 //!
-//! The deadline flag is reserved for expiring keys: always 0 today. An entry
-//! that has one will carry it as 8 more bytes after the version, so entries
-//! without one pay nothing for it.
+//! An expiring key's entry has the deadline flag set and carries its deadline
+//! (absolute Unix milliseconds, u64 little-endian, unaligned) as 8 more bytes
+//! after the version, so entries without one pay nothing for it:
+//!
+//! ```text
+//! ... | version varint | deadline: u64 LE (only when the flag is set)
+//! ```
+//!
+//! Whether a key has expired is asked on every access, so the flag sits in
+//! the first byte after the count: an entry without a deadline answers from
+//! the byte the key lookup reads anyway.
+//!
+//! The access clock is the one field that changes after `Entry::new`: the
+//! owning shard stamps it with its coarse clock when the entry is written or
+//! read, and the memory limit's LRU eviction compares stamps of sampled keys
+//! (`table::eviction`, as Redis's 24-bit LRU field in each object). Four
+//! bytes of hundredths of a second wrap every 497 days, which only makes a
+//! key idle for longer than that look younger than it is; a coarser clock
+//! (Redis's ticks once a second) cannot tell apart the keys a busy shard
+//! writes within one tick, and then evicts the newest as readily as the
+//! oldest. It is atomic because references are read on other threads,
+//! though only the owner writes it.
 //!
 //! The reference count is atomic: replies travel to other shards' threads
 //! (a GET forwarded from another shard's connection) and drop their reference
@@ -55,6 +75,12 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
+/// Bytes of the access clock, after the reference count.
+const ACCESS_BYTES: usize = 4;
+/// Where the lengths start: after the count and the access clock.
+const LENGTHS_AT: usize = REFS_BYTES + ACCESS_BYTES;
+/// Bytes of a deadline, after the version, in an entry that has one.
+const DEADLINE_BYTES: usize = 8;
 /// Entries are aligned for their reference count.
 const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// References beyond this abort the process, as `Arc` does past `isize::MAX`:
@@ -87,7 +113,7 @@ impl Header {
         Header {
             key_len,
             value_len,
-            key_at: REFS_BYTES + varint_len(key_tag(key_len)) + varint_len(value_len as u64),
+            key_at: LENGTHS_AT + varint_len(key_tag(key_len, false)) + varint_len(value_len as u64),
         }
     }
 
@@ -97,8 +123,16 @@ impl Header {
     }
 }
 
-fn key_tag(key_len: usize) -> u64 {
-    (key_len as u64) << 1
+fn key_tag(key_len: usize, has_deadline: bool) -> u64 {
+    (key_len as u64) << 1 | u64::from(has_deadline)
+}
+
+/// Bytes after the version: the deadline's, if there is one.
+fn deadline_bytes(has_deadline: bool) -> usize {
+    match has_deadline {
+        true => DEADLINE_BYTES,
+        false => 0,
+    }
 }
 
 /// The layout of an entry of `size` bytes (to report a failed allocation).
@@ -122,7 +156,19 @@ impl Footprint {
     /// The footprint of an entry of these parts, known before it is built
     /// (so that a write can be refused before it allocates).
     pub fn of_parts(key_len: usize, value_len: usize, version: u64) -> Footprint {
-        let size = Header::for_lens(key_len, value_len).version_at() + varint_len(version);
+        Footprint::of_expiring(key_len, value_len, version, false)
+    }
+
+    /// As [`Footprint::of_parts`], for an entry with or without a deadline.
+    pub fn of_expiring(
+        key_len: usize,
+        value_len: usize,
+        version: u64,
+        has_deadline: bool,
+    ) -> Footprint {
+        let size = Header::for_lens(key_len, value_len).version_at()
+            + varint_len(version)
+            + deadline_bytes(has_deadline);
         Footprint {
             key_bytes: key_len,
             value_bytes: value_len,
@@ -135,8 +181,15 @@ impl Footprint {
 impl Entry {
     /// Copies `key` and `value` into a new entry with one reference.
     pub fn new(key: &[u8], value: &[u8], version: u64) -> Entry {
+        Entry::expiring(key, value, version, None)
+    }
+
+    /// Copies `key` and `value` into a new entry with one reference, which
+    /// expires at `deadline` (Unix milliseconds) if there is one.
+    pub fn expiring(key: &[u8], value: &[u8], version: u64, deadline: Option<u64>) -> Entry {
         let header = Header::for_lens(key.len(), value.len());
-        let size = header.version_at() + varint_len(version);
+        let version_end = header.version_at() + varint_len(version);
+        let size = version_end + deadline_bytes(deadline.is_some());
         let Some(ptr) = allocator::allocate(size) else {
             std::alloc::handle_alloc_error(layout(size))
         };
@@ -145,13 +198,22 @@ impl Entry {
         // u32; the writes below fill exactly those bytes.
         unsafe {
             raw.cast::<AtomicU32>().write(AtomicU32::new(1));
-            let mut at = raw.add(REFS_BYTES);
-            at = write_varint(at, key_tag(key.len()));
+            raw.add(REFS_BYTES)
+                .cast::<AtomicU32>()
+                .write(AtomicU32::new(0));
+            let mut at = raw.add(LENGTHS_AT);
+            at = write_varint(at, key_tag(key.len(), deadline.is_some()));
             at = write_varint(at, value.len() as u64);
             debug_assert_eq!(at, raw.add(header.key_at));
             std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
             std::ptr::copy_nonoverlapping(value.as_ptr(), at.add(key.len()), value.len());
-            let end = write_varint(raw.add(header.version_at()), version);
+            let mut end = write_varint(raw.add(header.version_at()), version);
+            debug_assert_eq!(end, raw.add(version_end));
+            if let Some(deadline) = deadline {
+                end.cast::<[u8; DEADLINE_BYTES]>()
+                    .write_unaligned(deadline.to_le_bytes());
+                end = end.add(DEADLINE_BYTES);
+            }
             debug_assert_eq!(end, raw.add(size));
         }
         #[cfg(test)]
@@ -179,6 +241,35 @@ impl Entry {
 
     pub fn version(&self) -> u64 {
         self.version_and_size().0
+    }
+
+    /// When the key expires (Unix milliseconds), if it does.
+    pub fn deadline(&self) -> Option<u64> {
+        if !self.has_deadline() {
+            return None;
+        }
+        let header = self.header();
+        // SAFETY: the flag says `Entry::new` wrote 8 deadline bytes after the
+        // version, which ends where `read_version` says.
+        unsafe {
+            let start = self.ptr.as_ptr().cast_const();
+            let (_, end) = read_varint(start.add(header.version_at()));
+            let bytes = end.cast::<[u8; DEADLINE_BYTES]>().read_unaligned();
+            Some(u64::from_le_bytes(bytes))
+        }
+    }
+
+    /// Whether the key's deadline is at or before `now_ms`. An entry without
+    /// a deadline answers from its first header byte.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.deadline().is_some_and(|deadline| deadline <= now_ms)
+    }
+
+    /// Whether the entry carries a deadline (the flag in its key tag).
+    fn has_deadline(&self) -> bool {
+        // SAFETY: every entry has at least one byte of key tag after the count.
+        let tag = unsafe { self.ptr.as_ptr().add(LENGTHS_AT).read() };
+        tag & 1 == 1
     }
 
     /// What the allocator holds for this entry (see [`Footprint`]).
@@ -220,6 +311,24 @@ impl Entry {
         self.ptr.as_ptr() as usize
     }
 
+    /// The coarse clock of the entry's last write or read (see the module
+    /// docs): what LRU eviction compares.
+    pub fn access_clock(&self) -> u32 {
+        self.access().load(Ordering::Relaxed)
+    }
+
+    /// Stamps the entry as written or read at `clock`. Relaxed: the owning
+    /// shard alone writes and compares it; nothing else depends on it.
+    pub fn touch(&self, clock: u32) {
+        self.access().store(clock, Ordering::Relaxed);
+    }
+
+    fn access(&self) -> &AtomicU32 {
+        // SAFETY: every entry has its access clock after the count, at an
+        // offset aligned for a u32 (entries are aligned for a u32).
+        unsafe { &*self.ptr.as_ptr().add(REFS_BYTES).cast::<AtomicU32>() }
+    }
+
     fn refs(&self) -> &AtomicU32 {
         // SAFETY: every entry starts with its reference count, aligned (ALIGN).
         unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
@@ -231,12 +340,12 @@ impl Entry {
         // SAFETY: every entry has at least one byte of each length after the
         // reference count (and a version after them).
         let [tag, value_len] =
-            unsafe { self.ptr.as_ptr().add(REFS_BYTES).cast::<[u8; 2]>().read() };
+            unsafe { self.ptr.as_ptr().add(LENGTHS_AT).cast::<[u8; 2]>().read() };
         if (tag | value_len) < 0x80 {
             return Header {
                 key_len: usize::from(tag >> 1),
                 value_len: usize::from(value_len),
-                key_at: REFS_BYTES + 2,
+                key_at: LENGTHS_AT + 2,
             };
         }
         self.decode_header()
@@ -246,7 +355,7 @@ impl Entry {
         // SAFETY: `Entry::new` wrote two well-formed varints after the count.
         unsafe {
             let start = self.ptr.as_ptr().cast_const();
-            let (tag, at) = read_varint(start.add(REFS_BYTES));
+            let (tag, at) = read_varint(start.add(LENGTHS_AT));
             let (value_len, at) = read_varint(at);
             Header {
                 key_len: (tag >> 1) as usize,
@@ -263,14 +372,15 @@ impl Entry {
     }
 
     /// Decodes the version after the value `header` locates; returns it and
-    /// the entry's size.
+    /// the entry's size (its deadline included).
     ///
     /// # Safety
     /// `header` must be this entry's.
     unsafe fn read_version(&self, header: Header) -> (u64, usize) {
         let start = self.ptr.as_ptr().cast_const();
         let (version, end) = read_varint(start.add(header.version_at()));
-        (version, end.offset_from(start) as usize)
+        let size = end.offset_from(start) as usize + deadline_bytes(self.has_deadline());
+        (version, size)
     }
 }
 
@@ -306,6 +416,7 @@ impl fmt::Debug for Entry {
             .field("key", &String::from_utf8_lossy(self.key()))
             .field("value_len", &self.value().len())
             .field("version", &self.version())
+            .field("deadline", &self.deadline())
             .finish()
     }
 }
@@ -388,8 +499,8 @@ mod tests {
         assert_eq!(entry.key(), b"key");
         assert_eq!(entry.value(), b"\xa5hello");
         assert_eq!(entry.version(), 7);
-        assert_eq!(header_bytes(&entry), 4 + 2);
-        assert_eq!(size(&entry), 4 + 2 + 3 + 6 + 1);
+        assert_eq!(header_bytes(&entry), LENGTHS_AT + 2);
+        assert_eq!(size(&entry), LENGTHS_AT + 2 + 3 + 6 + 1);
     }
 
     #[test]
@@ -399,8 +510,8 @@ mod tests {
             (entry.key(), entry.value(), entry.version()),
             (&[][..], &[][..], 1)
         );
-        assert_eq!(size(&entry), 4 + 3);
-        assert!(entry.allocated_bytes() >= 7);
+        assert_eq!(size(&entry), LENGTHS_AT + 3);
+        assert!(entry.allocated_bytes() >= LENGTHS_AT + 3);
         let no_key = Entry::new(b"", b"v", 2);
         assert_eq!((no_key.key(), no_key.value()), (&b""[..], &b"v"[..]));
         let no_value = Entry::new(b"k", b"", 3);
@@ -424,10 +535,10 @@ mod tests {
                     assert_eq!(entry.value(), &value[..], "{what}");
                     assert_eq!(entry.version(), version, "{what}");
                     let lengths = varint_len((key_len as u64) << 1) + varint_len(value_len as u64);
-                    assert_eq!(header_bytes(&entry), 4 + lengths, "{what}");
+                    assert_eq!(header_bytes(&entry), LENGTHS_AT + lengths, "{what}");
                     assert_eq!(
                         size(&entry),
-                        4 + lengths + key_len + value_len + varint_len(version),
+                        LENGTHS_AT + lengths + key_len + value_len + varint_len(version),
                         "{what}"
                     );
                     assert_eq!(entry.header(), entry.decode_header(), "{what}");
@@ -451,7 +562,7 @@ mod tests {
         let value: Vec<u8> = (0..(4usize << 20)).map(|i| (i % 251) as u8).collect();
         let entry = Entry::new(b"big", &value, 1);
         assert_eq!(entry.value(), &value[..]);
-        assert_eq!(size(&entry), 4 + 1 + 4 + 3 + value.len() + 1);
+        assert_eq!(size(&entry), LENGTHS_AT + 1 + 4 + 3 + value.len() + 1);
         assert!(entry.allocated_bytes() >= size(&entry));
     }
 
@@ -512,6 +623,16 @@ mod tests {
         assert_eq!(reply.value(), b"value");
         drop(reply);
         assert_eq!(live::count(), before, "the last reference freed it");
+    }
+
+    #[test]
+    fn the_access_clock_changes_and_nothing_else_does() {
+        let entry = Entry::expiring(b"key", b"value", 300, Some(12_345));
+        assert_eq!(entry.access_clock(), 0);
+        entry.touch(u32::MAX);
+        assert_eq!(entry.access_clock(), u32::MAX);
+        assert_eq!((entry.key(), entry.value()), (&b"key"[..], &b"value"[..]));
+        assert_eq!((entry.version(), entry.deadline()), (300, Some(12_345)));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! A shard's table: the hash map from key bytes to (value, version), and
 //! [`Table::apply`], which runs one request against it, writes the result
 //! element and says what the request changed ([`Effect`], which the log
-//! records). No I/O, no awaits, no clocks: given the same ops in the same order a
-//! table always ends in the same state, which is what the model tests rely on.
+//! records). No I/O, no awaits, and no clock of its own: the shard tells the
+//! table the time each request runs at ([`Table::set_clock`]), so given the
+//! same ops at the same times in the same order a table always ends in the
+//! same state, which is what the model tests rely on.
 //!
 //! Semantics (BRIEF §3):
 //! - An absent key has version 0. Every successful write (SET, PUTV) makes it
@@ -29,10 +31,24 @@
 //! A write is checked before it runs, including the bucket array it would make
 //! the map grow into.
 //!
+//! Expiry (`expiry`): a key may carry a deadline (absolute Unix
+//! milliseconds, stored in its entry). A key whose deadline is at or before
+//! the table's clock is absent to every request — GET and GETV miss, its
+//! version is 0 — before anything removes it; a write over it starts again
+//! at version 1. The expire index ([`deadlines`]) orders the keys that have a
+//! deadline, and the shard's sweep removes those that are due
+//! ([`Table::remove_due`]), logging each as a delete.
+//!
+//! Eviction (`eviction`): over the memory limit, a write is refused with OOM,
+//! or keys are evicted to make room, as `--maxmemory-policy` says.
+//!
 //! The map is hashed with per-process random keys, not with the fixed routing
 //! seeds: every key in shard `s` has `route_hash % nr_shards == s`, and reusing
 //! that hash would leave most buckets of each shard's map empty.
 
+pub mod deadlines;
+pub mod eviction;
+pub mod expiry;
 pub mod pinned;
 
 use crate::allocator;
@@ -41,9 +57,12 @@ use crate::proto::reply;
 use crate::proto::resp::glob;
 use crate::proto::resp::value::{format_f64, parse_f64, parse_i64, Stored};
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind, RequestError};
+use deadlines::DeadlineIndex;
+use eviction::{access_clock_at, EvictionPolicy};
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
+use std::cell::Cell;
 
 /// The figures a table keeps, as STATS reports them (`proto::stats`).
 pub use crate::proto::stats::TableStats;
@@ -85,14 +104,34 @@ impl Prior {
 /// fields borrow the request's buffer (or, replaying, the log file's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect<'a> {
-    /// The key now holds `value` at `version`.
+    /// The key now holds `value` at `version`, until `deadline` (Unix
+    /// milliseconds) if it has one.
     Put {
         key: &'a [u8],
         version: u64,
         value: &'a [u8],
+        deadline: Option<u64>,
     },
-    /// The key existed and is gone.
+    /// The key existed and is gone (deleted, or removed once expired).
     Del { key: &'a [u8] },
+    /// The key keeps its value and version and now expires at `deadline`, or
+    /// never (None): EXPIRE and PERSIST.
+    Expire {
+        key: &'a [u8],
+        deadline: Option<u64>,
+    },
+}
+
+/// What removing a key found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Nothing under the key.
+    Absent,
+    /// An expired entry, now gone: to clients the key was already absent,
+    /// but the removal is logged so that a restart does not bring it back.
+    Expired,
+    /// A live key, now deleted.
+    Deleted,
 }
 
 /// What PUTV did.
@@ -126,6 +165,8 @@ struct Replaced {
     /// same-size overwrites of values that stalled replies hold would grow
     /// memory without ever being refused.
     pinned_cost: u64,
+    /// Whether it has a deadline (and so a place in the expire index).
+    has_deadline: bool,
 }
 
 impl Replaced {
@@ -137,6 +178,17 @@ impl Replaced {
                 true => pinned::pinned_cost(entry),
                 false => 0,
             },
+            has_deadline: entry.deadline().is_some(),
+        }
+    }
+
+    /// The expire index's growth when the key's entry is replaced by one
+    /// with (or without) a deadline.
+    fn index_growth(old: Option<&Replaced>, key: &[u8], has_deadline: bool) -> u64 {
+        let had_deadline = old.is_some_and(|old| old.has_deadline);
+        match has_deadline && !had_deadline {
+            true => deadlines::cost(key),
+            false => 0,
         }
     }
 }
@@ -155,7 +207,25 @@ pub struct Table {
     /// Values the map dropped that others still hold.
     pinned: PinnedValues,
     memory_limit_bytes: u64,
+    /// The keys in `map` that have a deadline, by deadline.
+    deadlines: DeadlineIndex,
+    /// The time (Unix milliseconds) the current request runs at, as the
+    /// shard set it; entries whose deadline is at or before it are expired.
+    now_ms: u64,
+    /// What a write over the memory limit does (`eviction`).
+    policy: EvictionPolicy,
+    /// Keys evicted that the shard has not logged yet.
+    evicted: Vec<Box<[u8]>>,
+    /// The state of the generator that samples keys to evict.
+    random: Cell<u64>,
+    /// The latest deadline of a key removed in the background
+    /// ([`Table::swept_up_to`]).
+    swept_up_to: u64,
 }
+
+/// The sampling generator's first state: fixed, so a table's evictions
+/// depend only on its requests, as everything else in it does.
+const RANDOM_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Names the share of pinned values in an OOM message, when there is one.
 fn pinned_note(reply_pinned_bytes: u64) -> String {
@@ -212,6 +282,12 @@ impl Table {
             stats: TableStats::default(),
             pinned: PinnedValues::default(),
             memory_limit_bytes,
+            deadlines: DeadlineIndex::default(),
+            now_ms: 0,
+            policy: EvictionPolicy::NoEviction,
+            evicted: Vec::new(),
+            random: Cell::new(RANDOM_SEED),
+            swept_up_to: 0,
         }
     }
 
@@ -219,6 +295,7 @@ impl Table {
         TableStats {
             memory_bytes: self.memory_bytes(),
             reply_pinned_bytes: self.pinned.bytes(),
+            expires: self.deadlines.len() as u64,
             ..self.stats
         }
     }
@@ -234,9 +311,10 @@ impl Table {
         self.key_bytes
     }
 
-    /// The table's own memory, as the allocator holds it: entries and buckets.
+    /// The table's own memory, as the allocator holds it: entries, buckets
+    /// and the expire index.
     fn memory_bytes(&self) -> u64 {
-        self.entry_bytes + self.index_bytes()
+        self.entry_bytes + self.index_bytes() + self.deadlines.bytes()
     }
 
     fn index_bytes(&self) -> u64 {
@@ -263,6 +341,11 @@ impl Table {
         self.map.find(self.hash(key), |e| e.key() == key)
     }
 
+    /// The key's entry unless it has expired.
+    fn find_live(&self, key: &[u8]) -> Option<&Entry> {
+        self.find(key).filter(|e| !e.is_expired(self.now_ms))
+    }
+
     /// Frees pinned values whose replies are gone, looking at no more than
     /// `budget` of them (see [`PinnedValues::sweep`]); returns the bytes freed.
     /// The shard calls it periodically, so that what a stalled reply held is
@@ -281,12 +364,12 @@ impl Table {
 
     /// The value and version of `key`, without counting a read.
     pub fn peek(&self, key: &[u8]) -> Option<(&[u8], u64)> {
-        self.find(key).map(|e| (e.value(), e.version()))
+        self.find_live(key).map(|e| (e.value(), e.version()))
     }
 
-    /// The key's current version; 0 when absent.
+    /// The key's current version; 0 when absent (or expired).
     pub fn version(&self, key: &[u8]) -> u64 {
-        self.find(key).map_or(0, Entry::version)
+        self.find_live(key).map_or(0, Entry::version)
     }
 
     /// Reads `key`, counting a get and a hit or miss. A reply clones the entry
@@ -294,24 +377,48 @@ impl Table {
     pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
         self.stats.gets += 1;
         let hash = self.hash(key);
+        let now_ms = self.now_ms;
         match self.map.find(hash, |e| e.key() == key) {
-            Some(entry) => {
+            Some(entry) if !entry.is_expired(now_ms) => {
                 self.stats.hits += 1;
+                entry.touch(access_clock_at(now_ms));
                 Some(entry)
             }
-            None => {
+            _ => {
                 self.stats.misses += 1;
                 None
             }
         }
     }
 
-    /// Writes `value` under `key` unconditionally; returns the new version.
+    /// Writes `value` under `key` unconditionally, clearing any deadline;
+    /// returns the new version.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<u64, OverMemoryLimit> {
+        self.write(key, value, None)
+    }
+
+    /// Writes `value` under `key` unconditionally, to expire at `deadline`
+    /// (or never); returns the new version. An expired entry under the key
+    /// is removed first: the key starts again at version 1.
+    fn write(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+    ) -> Result<u64, OverMemoryLimit> {
         let hash = self.hash(key);
-        let old = self.map.find(hash, |e| e.key() == key).map(Replaced::of);
+        let now_ms = self.now_ms;
+        let mut old = self.map.find(hash, |e| e.key() == key).map(|e| {
+            let expired = e.is_expired(now_ms);
+            (Replaced::of(e), expired)
+        });
+        if let Some((_, true)) = old {
+            self.remove_expired(key);
+            old = None;
+        }
+        let old = old.map(|(replaced, _)| replaced);
         let version = old.map_or(0, |old| old.footprint.version) + 1;
-        let new = Footprint::of_parts(key.len(), value.len(), version);
+        let new = Footprint::of_expiring(key.len(), value.len(), version, deadline.is_some());
         let new_bytes = new.allocated_bytes as u64;
         let (growth, index_growth) = match old {
             Some(old) => {
@@ -323,9 +430,10 @@ impl Table {
                 (new_bytes + index_growth, index_growth)
             }
         };
-        self.check_growth(growth)?;
-        let entry = Entry::new(key, value, version);
-        self.count_in(&new);
+        let growth = growth + Replaced::index_growth(old.as_ref(), key, deadline.is_some());
+        self.check_growth(growth, key)?;
+        let entry = Entry::expiring(key, value, version, deadline);
+        entry.touch(access_clock_at(now_ms));
         match old {
             Some(old) => {
                 let slot = self
@@ -333,10 +441,12 @@ impl Table {
                     .find_mut(hash, |e| e.key() == key)
                     .expect("the key was found above, and nothing has run since");
                 let replaced = std::mem::replace(slot, entry);
-                self.count_out(&old.footprint);
+                self.count_out(&old.footprint, key, replaced.deadline());
+                self.count_in(&new, key, deadline);
                 self.pinned.displace(replaced);
             }
             None => {
+                self.count_in(&new, key, deadline);
                 let index_before = self.map.allocation_size();
                 let hasher = &self.hasher;
                 self.map
@@ -365,15 +475,34 @@ impl Table {
         self.set(key, value).map(PutOutcome::Applied)
     }
 
-    /// Deletes `key`; returns whether it existed.
+    /// Deletes `key`; returns whether it existed (an expired key did not).
     pub fn delete(&mut self, key: &[u8]) -> bool {
+        self.remove(key) == Removal::Deleted
+    }
+
+    /// Deletes `key`, saying whether it was live, expired or absent.
+    fn remove(&mut self, key: &[u8]) -> Removal {
         self.stats.deletes += 1;
         match self.take(key) {
+            Some(entry) if entry.is_expired(self.now_ms) => {
+                self.stats.expired_keys += 1;
+                self.pinned.displace(entry);
+                Removal::Expired
+            }
             Some(entry) => {
                 self.pinned.displace(entry);
-                true
+                Removal::Deleted
             }
-            None => false,
+            None => Removal::Absent,
+        }
+    }
+
+    /// Removes `key`'s entry, which has expired (a write over it, or the
+    /// sweep), counting it as expired.
+    fn remove_expired(&mut self, key: &[u8]) {
+        if let Some(entry) = self.take(key) {
+            self.stats.expired_keys += 1;
+            self.pinned.displace(entry);
         }
     }
 
@@ -410,7 +539,11 @@ impl Table {
     /// as [`Table::load`] does. One lookup: the key is hashed once whether it
     /// is new or replaced.
     pub fn load_entry(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint());
+        let footprint = entry.footprint();
+        let deadline = entry.deadline();
+        // The expire index needs the key once the entry has moved into the
+        // map; only keys with a deadline are copied for it.
+        let indexed_key: Option<Box<[u8]>> = deadline.map(|_| Box::from(entry.key()));
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         let slot = self.map.entry(
@@ -418,16 +551,23 @@ impl Table {
             |e| e.key() == entry.key(),
             |e| hasher.hash_one(e.key()),
         );
-        match slot {
-            hash_table::Entry::Occupied(mut slot) => {
-                let old = std::mem::replace(slot.get_mut(), entry);
-                self.count_out(&old.footprint());
-                self.pinned.displace(old);
-            }
+        let replaced = match slot {
+            hash_table::Entry::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), entry)),
             hash_table::Entry::Vacant(slot) => {
                 slot.insert(entry);
+                None
             }
+        };
+        // Out before in: the new entry may have the old one's deadline.
+        if let Some(old) = replaced {
+            self.count_out(&old.footprint(), old.key(), old.deadline());
+            self.pinned.displace(old);
         }
+        self.count_in(
+            &footprint,
+            indexed_key.as_deref().unwrap_or_default(),
+            deadline,
+        );
     }
 
     /// Recovery: makes room for `additional` more keys, so that loading them
@@ -465,6 +605,7 @@ impl Table {
         self.stats.value_bytes = 0;
         self.entry_bytes = 0;
         self.key_bytes = 0;
+        self.deadlines.clear();
         self.map.drain()
     }
 
@@ -487,39 +628,50 @@ impl Table {
         let hash = self.hash(key);
         let slot = self.map.find_entry(hash, |e| e.key() == key).ok()?;
         let (entry, _) = slot.remove();
-        self.count_out(&entry.footprint());
+        self.count_out(&entry.footprint(), entry.key(), entry.deadline());
         Some(entry)
     }
 
     /// Inserts an entry whose key is not in the map.
     fn insert_new(&mut self, entry: Entry) {
-        self.count_in(&entry.footprint());
+        self.count_in(&entry.footprint(), entry.key(), entry.deadline());
         let hasher = &self.hasher;
         let hash = hasher.hash_one(entry.key());
         self.map
             .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
     }
 
-    /// Adds an entry going into the map to the size figures.
-    fn count_in(&mut self, entry: &Footprint) {
+    /// Adds an entry of `key` going into the map (whose footprint is
+    /// `footprint`) to the size figures, and to the expire index if it has a
+    /// deadline. A replaced entry must be counted out first: both may have
+    /// the same deadline, which is one place in the index.
+    fn count_in(&mut self, footprint: &Footprint, key: &[u8], deadline: Option<u64>) {
         self.stats.keys += 1;
-        self.stats.value_bytes += entry.value_bytes as u64;
-        self.key_bytes += entry.key_bytes as u64;
-        self.entry_bytes += entry.allocated_bytes as u64;
+        self.stats.value_bytes += footprint.value_bytes as u64;
+        self.key_bytes += footprint.key_bytes as u64;
+        self.entry_bytes += footprint.allocated_bytes as u64;
+        if let Some(deadline) = deadline {
+            self.deadlines.insert(key, deadline);
+        }
     }
 
-    /// Removes an entry leaving the map from the size figures.
-    fn count_out(&mut self, entry: &Footprint) {
+    /// Removes an entry of `key` leaving the map from the size figures and
+    /// the expire index.
+    fn count_out(&mut self, footprint: &Footprint, key: &[u8], deadline: Option<u64>) {
         self.stats.keys -= 1;
-        self.stats.value_bytes -= entry.value_bytes as u64;
-        self.key_bytes -= entry.key_bytes as u64;
-        self.entry_bytes -= entry.allocated_bytes as u64;
+        self.stats.value_bytes -= footprint.value_bytes as u64;
+        self.key_bytes -= footprint.key_bytes as u64;
+        self.entry_bytes -= footprint.allocated_bytes as u64;
+        if let Some(deadline) = deadline {
+            self.deadlines.remove(key, deadline);
+        }
     }
 
-    /// Refuses `growth` bytes more if they would pass the limit, counting pinned
-    /// values; but first frees the pinned values whose replies are gone, so a
-    /// write is never refused for memory that is only waiting for a sweep.
-    fn check_growth(&mut self, growth: u64) -> Result<(), OverMemoryLimit> {
+    /// Refuses `growth` bytes more (for a write of `key`) if they would pass
+    /// the limit, counting pinned values; but first frees the pinned values
+    /// whose replies are gone, so a write is never refused for memory that is
+    /// only waiting for a sweep, and then evicts keys if the policy says so.
+    fn check_growth(&mut self, growth: u64, key: &[u8]) -> Result<(), OverMemoryLimit> {
         let fits = |table: &Table| table.memory_used_bytes() + growth <= table.memory_limit_bytes;
         if growth == 0 || fits(self) {
             return Ok(());
@@ -529,6 +681,9 @@ impl Table {
             if fits(self) {
                 return Ok(());
             }
+        }
+        if self.policy != EvictionPolicy::NoEviction && self.evict_for(growth, key) {
+            return Ok(());
         }
         self.stats.oom_rejections += 1;
         Err(OverMemoryLimit {
@@ -574,6 +729,7 @@ impl Table {
                         key,
                         version,
                         value,
+                        deadline: None,
                     })
                 }
                 Err(oom) => write_oom(&mut out.buf, key, oom),
@@ -585,6 +741,7 @@ impl Table {
                         key,
                         version,
                         value,
+                        deadline: None,
                     });
                 }
                 Ok(PutOutcome::Conflict(current)) => {
@@ -593,14 +750,15 @@ impl Table {
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
             OpKind::Del => {
-                if self.delete(key) {
+                if self.remove(key) != Removal::Absent {
                     change = Some(Effect::Del { key });
                 }
             }
             OpKind::Rm => {
-                let existed = self.delete(key);
+                let removal = self.remove(key);
+                let existed = removal == Removal::Deleted;
                 reply::write_done(&mut out.buf, u64::from(existed));
-                if existed {
+                if removal != Removal::Absent {
                     change = Some(Effect::Del { key });
                 }
             }
@@ -610,6 +768,17 @@ impl Table {
             OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
                 unreachable!("{} runs through Table::read_modify_write", op.kind.name())
             }
+            OpKind::SetTtl
+            | OpKind::Expire
+            | OpKind::Ttl
+            | OpKind::Persist
+            | OpKind::ExpireAt
+            | OpKind::SetKeepTtl
+            | OpKind::ExpireTime
+            | OpKind::SetAt => match self.apply_expiry(op, buf, out) {
+                Ok(effect) => change = effect,
+                Err(oom) => write_oom(&mut out.buf, key, oom),
+            },
             OpKind::Stats | OpKind::Atomic => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
@@ -640,6 +809,9 @@ impl Table {
         let mut visited = 0u64;
         for entry in self.map.iter().skip(position as usize).take(count as usize) {
             visited += 1;
+            if entry.is_expired(self.now_ms) {
+                continue;
+            }
             if pattern.is_empty() || glob::matches(pattern, entry.key()) {
                 keys.push(entry.key());
             }
@@ -668,7 +840,10 @@ impl Table {
         out: &mut Vec<u8>,
     ) -> Result<Entry, RequestError> {
         let key = op.key.of(buf);
-        let current = self.find(key).map(|entry| Stored::of(entry.value()));
+        let live = self.find_live(key);
+        // As Redis's INCR and APPEND, the new value keeps the key's deadline.
+        let deadline = live.and_then(Entry::deadline);
+        let current = live.map(|entry| Stored::of(entry.value()));
         let mut scratch = Vec::new();
         let old_bytes = match current.map(|stored| stored.bytes(&mut scratch)) {
             Some(None) => return Err(wrong_type(key)),
@@ -712,7 +887,7 @@ impl Table {
         };
         let mut stored = Vec::with_capacity(new_bytes.len() + 5);
         reply::write_bin(&mut stored, &new_bytes);
-        self.set(key, &stored)
+        self.write(key, &stored, deadline)
             .map_err(|_| RequestError::new(ErrorCode::Oom, oom_text(key)))?;
         match answer {
             Answer::Integer(n) => reply::write_integer(out, n),
@@ -728,7 +903,7 @@ impl Table {
         let entries: Vec<Entry> = self.map.drain().collect();
         let mut keys = Vec::with_capacity(entries.len());
         for entry in entries {
-            self.count_out(&entry.footprint());
+            self.count_out(&entry.footprint(), entry.key(), entry.deadline());
             self.stats.deletes += 1;
             keys.push(Box::from(entry.key()));
             self.pinned.displace(entry);
@@ -1128,11 +1303,13 @@ mod tests {
             key: b"k",
             version,
             value: b"\xa1w",
+            deadline: None,
         };
         let set = Effect::Put {
             key: b"k",
             version: 1,
             value: b"\xa1v",
+            deadline: None,
         };
         let deleted = Effect::Del { key: b"k" };
         assert_eq!(

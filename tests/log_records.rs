@@ -224,6 +224,7 @@ fn record_image(path: &Path) -> Vec<u8> {
             key: b"forged",
             version: 99,
             value: b"\xa4evil",
+            deadline: None,
         },
     );
     match format::read_file_header(&bytes) {

@@ -145,3 +145,75 @@ fn incrby_in_atomic_batches_is_all_or_nothing_and_survives_kill_9() {
     assert_eq!(client.get(&a2).expect("get"), Some(bin(b"8")));
     assert_eq!(client.get(&text).expect("get"), Some(bin(b"xy")));
 }
+
+/// As Redis's INCR and APPEND: the computed value keeps the key's deadline,
+/// and an expired key counts as absent (it starts again from nothing).
+#[test]
+fn incrby_and_append_keep_a_deadline_and_treat_an_expired_key_as_absent() {
+    let server = TestServer::start(2, &[]);
+    let mut client = server.client();
+    let set_ttl = |key: &[u8], value: &str, ttl_ms: u64| {
+        Value::Array(vec![16.into(), bin(key), value.into(), ttl_ms.into()])
+    };
+    let ttl = |key: &[u8]| Value::Array(vec![18.into(), bin(key)]);
+    let integer = |element: &Value| match element.as_array().map(Vec::as_slice) {
+        Some([tag, n]) if tag.as_i64() == Some(-8) => n.as_i64().expect("an integer"),
+        _ => panic!("not an integer element: {element}"),
+    };
+    let hour_ms = 3_600_000;
+    call(
+        &mut client,
+        vec![
+            set_ttl(b"counter", "5", hour_ms),
+            set_ttl(b"text", "ab", hour_ms),
+        ],
+    );
+    let replies = call(
+        &mut client,
+        vec![
+            incr_by(b"counter", 2),
+            append(b"text", b"c"),
+            ttl(b"counter"),
+            ttl(b"text"),
+        ],
+    );
+    assert_eq!(integer(&replies[0]), 7);
+    for remaining in [integer(&replies[2]), integer(&replies[3])] {
+        assert!(
+            (1..=hour_ms as i64).contains(&remaining),
+            "the deadline was lost: {replies:?}"
+        );
+    }
+    // A key that has expired is absent to INCRBY and APPEND.
+    call(
+        &mut client,
+        vec![set_ttl(b"short", "41", 1), set_ttl(b"short-text", "old", 1)],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while integer(&call(&mut client, vec![ttl(b"short")])[0]) != -2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never expired"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let replies = call(
+        &mut client,
+        vec![
+            incr_by(b"short", 1),
+            append(b"short-text", b"new"),
+            ttl(b"short"),
+        ],
+    );
+    assert_eq!(integer(&replies[0]), 1, "{replies:?}");
+    assert_eq!(
+        replies[1],
+        Value::Array(vec![(-4).into(), 3.into()]),
+        "{replies:?}"
+    );
+    assert_eq!(
+        integer(&replies[2]),
+        -1,
+        "a new key has no deadline: {replies:?}"
+    );
+}

@@ -75,12 +75,14 @@ fn prefix_states(records: &[(usize, Record<'_>)]) -> Vec<State> {
             key,
             version,
             value,
+            ..
         } => {
             state.insert(key.to_vec(), (value.to_vec(), *version));
         }
         Effect::Del { key } => {
             state.remove(*key);
         }
+        Effect::Expire { .. } => {}
     };
     for (_, record) in records {
         match record {

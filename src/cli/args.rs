@@ -35,6 +35,8 @@ pub const STDIN_VALUE: &str = "-";
         corekv get greeting\n  \
         corekv --addr db1.internal:4000 mget a b c\n  \
         corekv mset a=1 b=2 c=3\n  \
+        corekv set session:1 token --ttl 30m\n  \
+        corekv ttl session:1\n  \
         corekv stats --json\n  \
         corekv ping\n  \
         corekv backup /var/backups/corekv/2024-06-01 --http-addr 127.0.0.1:8080\n\n\
@@ -80,8 +82,10 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         corekv set greeting hello          # value sent as a msgpack str\n  \
         corekv set photo --file cat.jpg    # value sent as msgpack bin (raw bytes)\n  \
-        printf 'a\\0b' | corekv set blob -  # raw bytes from stdin\n\n\
-        Prints nothing on success.")]
+        printf 'a\\0b' | corekv set blob -  # raw bytes from stdin\n  \
+        corekv set session token --ttl 10s # expires in 10 seconds\n\n\
+        Prints nothing on success. Without --ttl the key never expires (a\n\
+        deadline it had is cleared).")]
     Set(SetArgs),
 
     /// Print the value of KEY, or "Key not found".
@@ -130,6 +134,28 @@ pub enum Command {
         Every key that existed is removed; exits 3 if any key was missing.")]
     Mrm(KeysArgs),
 
+    /// Make KEY expire after DURATION (0 removes it now); a missing key is an
+    /// error ("Key not found" on stderr, exit 3).
+    #[command(after_help = "Examples:\n  \
+        corekv expire session 10s\n  \
+        corekv expire session 1500ms\n\n\
+        DURATION: a number and a unit, ms, s, m, h or d (10s, 1.5s, 500ms, 2h); a\n\
+        bare number is seconds. The value and the version stay as they are.")]
+    Expire(ExpireArgs),
+
+    /// Print how long KEY has left: "N ms", "no expiry", or "Key not found".
+    #[command(after_help = "Examples:\n  \
+        corekv ttl session                 # 9981 ms\n  \
+        corekv ttl session --json          # {\"key\":\"session\",\"found\":true,\"ttl_ms\":9981}\n\n\
+        Exits 0 whether or not the key exists, as get does.")]
+    Ttl(KeyArgs),
+
+    /// Remove KEY's expiry, so that it stays until deleted; exit 3 if the key
+    /// is missing or has no expiry.
+    #[command(after_help = "Examples:\n  \
+        corekv persist session")]
+    Persist(KeyArgs),
+
     /// Print the server's metrics: keys stored, bytes of values, operation counts.
     #[command(after_help = "Examples:\n  \
         corekv stats\n  \
@@ -167,6 +193,9 @@ impl Command {
             Command::Stats => "stats",
             Command::Ping => "ping",
             Command::Backup(_) => "backup",
+            Command::Expire(_) => "expire",
+            Command::Ttl(_) => "ttl",
+            Command::Persist(_) => "persist",
         }
     }
 
@@ -203,6 +232,22 @@ pub struct SetArgs {
     /// Read the value's raw bytes from PATH (sent as msgpack bin).
     #[arg(long, value_name = "PATH")]
     pub file: Option<PathBuf>,
+
+    /// Expire the key after DURATION (10s, 1.5s, 500ms, 2m, 1h, 1d; a bare
+    /// number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub ttl: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The key (its UTF-8 bytes).
+    pub key: String,
+
+    /// How long until the key expires (10s, 1.5s, 500ms, 2m, 1h, 1d; a bare
+    /// number is seconds; 0 removes the key now).
+    #[arg(value_parser = parse_expire_after)]
+    pub duration: u64,
 }
 
 #[derive(Debug, Args)]
@@ -269,6 +314,55 @@ fn parse_backup_dir(arg: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// The longest TTL a server accepts, in milliseconds (see docs/protocol.md).
+const MAX_TTL_MS: u64 = crate::proto::request::MAX_TTL_MS;
+
+/// `--ttl`: a duration of at least 1 ms, in milliseconds.
+fn parse_ttl(arg: &str) -> Result<u64, String> {
+    match parse_duration_ms(arg)? {
+        0 => Err(format!("'{arg}' is no time at all: a TTL is at least 1ms")),
+        ms => Ok(ms),
+    }
+}
+
+/// `expire`'s DURATION, in milliseconds; 0 is allowed (the key goes now).
+fn parse_expire_after(arg: &str) -> Result<u64, String> {
+    parse_duration_ms(arg)
+}
+
+/// `10s`, `1.5s`, `500ms`, `2m`, `1h`, `1d`, or a bare number of seconds, in
+/// whole milliseconds (a fraction of a millisecond rounds up: a TTL never
+/// comes out shorter than asked).
+pub fn parse_duration_ms(arg: &str) -> Result<u64, String> {
+    let usage = || {
+        format!(
+            "expected a duration such as 10s, 1.5s, 500ms, 2m, 1h or 1d (a bare number is \
+             seconds), got '{arg}'"
+        )
+    };
+    let text = arg.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let ms_per_unit = match unit {
+        "ms" => 1.0,
+        "" | "s" => 1e3,
+        "m" => 60e3,
+        "h" => 3_600e3,
+        "d" => 86_400e3,
+        _ => return Err(usage()),
+    };
+    let number: f64 = number.parse().map_err(|_| usage())?;
+    let ms = (number * ms_per_unit).ceil();
+    if !(0.0..=MAX_TTL_MS as f64).contains(&ms) {
+        return Err(format!(
+            "'{arg}' is longer than the longest TTL, {MAX_TTL_MS}ms"
+        ));
+    }
+    Ok(ms as u64)
+}
+
 /// A positive, finite number of seconds.
 fn parse_timeout(arg: &str) -> Result<Duration, String> {
     let secs: f64 = arg
@@ -312,6 +406,38 @@ mod tests {
         for bad in ["localhost", ":4000", "host:port", "::1:4000", "host:70000"] {
             assert!(parse_host_port(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn durations_take_a_unit_or_mean_seconds() {
+        for (arg, ms) in [
+            ("10s", 10_000),
+            ("10", 10_000),
+            ("1.5s", 1_500),
+            ("500ms", 500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1d", 86_400_000),
+            ("0", 0),
+            ("0.0004s", 1),
+        ] {
+            assert_eq!(parse_duration_ms(arg), Ok(ms), "{arg}");
+        }
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "-5s",
+            "1e3",
+            "ten",
+            "10 s",
+            "1.2.3s",
+            "99999999999d",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad} accepted");
+        }
+        assert!(parse_ttl("0s").is_err(), "a TTL of nothing");
+        assert_eq!(parse_expire_after("0s"), Ok(0));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! Every job is exactly one request message, so one round trip:
 //! - `set`/`get`/`rm`: one SET / GET / RM (RM, not DEL, because it reports
-//!   whether the key existed).
+//!   whether the key existed); `set --ttl`: one SET with a TTL.
+//! - `expire`/`ttl`/`persist`: one EXPIRE / TTL / PERSIST.
 //! - `mget`/`mrm`: one message of N GETs / RMs. Not atomic as a whole (a
 //!   message never is); each key's result is exact.
 //! - `mset`: one ATOMIC of N SETs, `[3, [[1,K1,V1], …]]`: all applied or none.
@@ -17,7 +18,7 @@
 
 use super::args::{Command, GetArgs, SetArgs, STDIN_VALUE};
 use super::CliError;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, KeyTtl};
 use crate::proto::message::{Element, Request};
 use rmpv::Value;
 use std::collections::BTreeMap;
@@ -29,15 +30,43 @@ use std::time::{Duration, Instant};
 /// A subcommand ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Job {
-    Set { key: String, value: Value },
-    Get { key: String, raw: bool },
-    Rm { key: String },
-    Mget { keys: Vec<String> },
-    Mset { pairs: Vec<(String, String)> },
-    Mrm { keys: Vec<String> },
+    Set {
+        key: String,
+        value: Value,
+        ttl_ms: Option<u64>,
+    },
+    Expire {
+        key: String,
+        ttl_ms: u64,
+    },
+    Ttl {
+        key: String,
+    },
+    Persist {
+        key: String,
+    },
+    Get {
+        key: String,
+        raw: bool,
+    },
+    Rm {
+        key: String,
+    },
+    Mget {
+        keys: Vec<String>,
+    },
+    Mset {
+        pairs: Vec<(String, String)>,
+    },
+    Mrm {
+        keys: Vec<String>,
+    },
     Stats,
     Ping,
-    Backup { dir: PathBuf, http_addr: String },
+    Backup {
+        dir: PathBuf,
+        http_addr: String,
+    },
 }
 
 /// What the server answered, per subcommand.
@@ -69,6 +98,19 @@ pub enum Outcome {
     },
     /// The server's report of the backup (docs/http.md).
     Backup(serde_json::Value),
+    Expire {
+        key: String,
+        existed: bool,
+    },
+    Ttl {
+        key: String,
+        ttl: KeyTtl,
+    },
+    /// `removed`: the key had a deadline, and now has none.
+    Persist {
+        key: String,
+        removed: bool,
+    },
 }
 
 impl Job {
@@ -78,6 +120,17 @@ impl Job {
             Command::Set(args) => Job::Set {
                 key: args.key.clone(),
                 value: set_value(args, stdin)?,
+                ttl_ms: args.ttl,
+            },
+            Command::Expire(args) => Job::Expire {
+                key: args.key.clone(),
+                ttl_ms: args.duration,
+            },
+            Command::Ttl(args) => Job::Ttl {
+                key: args.key.clone(),
+            },
+            Command::Persist(args) => Job::Persist {
+                key: args.key.clone(),
             },
             Command::Get(GetArgs { key, raw }) => Job::Get {
                 key: key.clone(),
@@ -119,9 +172,33 @@ impl Job {
     /// Sends the job's one message and interprets the reply.
     pub fn run(self, client: &mut Client) -> Result<Outcome, CliError> {
         match self {
-            Job::Set { key, value } => {
+            Job::Set {
+                key,
+                value,
+                ttl_ms: None,
+            } => {
                 client.set(key.as_bytes(), value)?;
                 Ok(Outcome::Set { key })
+            }
+            Job::Set {
+                key,
+                value,
+                ttl_ms: Some(ttl_ms),
+            } => {
+                client.set_with_ttl(key.as_bytes(), value, ttl_ms)?;
+                Ok(Outcome::Set { key })
+            }
+            Job::Expire { key, ttl_ms } => {
+                let existed = client.expire(key.as_bytes(), ttl_ms)?;
+                Ok(Outcome::Expire { key, existed })
+            }
+            Job::Ttl { key } => {
+                let ttl = client.ttl(key.as_bytes())?;
+                Ok(Outcome::Ttl { key, ttl })
+            }
+            Job::Persist { key } => {
+                let removed = client.persist(key.as_bytes())?;
+                Ok(Outcome::Persist { key, removed })
             }
             Job::Get { key, raw } => {
                 let value = client.get(key.as_bytes())?;
@@ -282,6 +359,7 @@ mod tests {
         let set = |value: Value| Job::Set {
             key: "k".into(),
             value,
+            ttl_ms: None,
         };
         assert_eq!(
             job(&["corekv", "set", "k", "v"], b"").ok(),
@@ -290,6 +368,25 @@ mod tests {
         assert_eq!(
             job(&["corekv", "set", "k", "-"], b"\0\xff").ok(),
             Some(set(Value::Binary(vec![0, 0xff])))
+        );
+    }
+
+    #[test]
+    fn ttl_flags_and_durations_become_milliseconds() {
+        assert_eq!(
+            job(&["corekv", "set", "k", "v", "--ttl", "1.5s"], b"").ok(),
+            Some(Job::Set {
+                key: "k".into(),
+                value: "v".into(),
+                ttl_ms: Some(1500)
+            })
+        );
+        assert_eq!(
+            job(&["corekv", "expire", "k", "2m"], b"").ok(),
+            Some(Job::Expire {
+                key: "k".into(),
+                ttl_ms: 120_000
+            })
         );
     }
 

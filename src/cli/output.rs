@@ -13,11 +13,15 @@
 //! - `stats`: aligned `Label: value` lines, known metrics first.
 //! - `ping`: `PONG`.
 //! - `backup`: one line naming the directory, the shards, entries and bytes.
+//! - `expire`: nothing; missing: `Key not found` on stderr.
+//! - `ttl`: `N ms`, `no expiry`, or `Key not found`.
+//! - `persist`: nothing; a key missing or without an expiry: a note on stderr.
 //!
 //! JSON output: exactly one compact JSON document and a newline on stdout.
 
 use super::commands::Outcome;
 use super::render;
+use crate::client::KeyTtl;
 use rmpv::Value;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -25,6 +29,10 @@ use std::io::{self, Write};
 
 /// The message for a missing key, as the kvs spec spells it.
 pub const KEY_NOT_FOUND: &str = "Key not found";
+/// `ttl` of a key that never expires.
+pub const NO_EXPIRY: &str = "no expiry";
+/// `persist` of a key that is missing or has no expiry.
+pub const NO_EXPIRY_TO_REMOVE: &str = "Key not found or it has no expiry";
 
 /// How a run that reached the server ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +80,8 @@ pub fn print(
 fn status(outcome: &Outcome) -> Status {
     let missing = match outcome {
         Outcome::Get { value, raw, .. } => *raw && value.is_none(),
-        Outcome::Rm { existed, .. } => !existed,
+        Outcome::Rm { existed, .. } | Outcome::Expire { existed, .. } => !existed,
+        Outcome::Persist { removed, .. } => !removed,
         Outcome::Mrm(results) => results.iter().any(|(_, existed)| !existed),
         _ => false,
     };
@@ -87,7 +96,10 @@ fn status(outcome: &Outcome) -> Status {
 /// makes the exit status non-zero still goes to stderr.
 fn note_not_found(outcome: &Outcome, err: &mut dyn Write) -> io::Result<()> {
     match outcome {
-        Outcome::Rm { existed: false, .. } => writeln!(err, "{KEY_NOT_FOUND}"),
+        Outcome::Rm { existed: false, .. } | Outcome::Expire { existed: false, .. } => {
+            writeln!(err, "{KEY_NOT_FOUND}")
+        }
+        Outcome::Persist { removed: false, .. } => writeln!(err, "{NO_EXPIRY_TO_REMOVE}"),
         Outcome::Mrm(results) => note_mrm_missing(results, err),
         _ => Ok(()),
     }
@@ -97,6 +109,16 @@ fn print_human(outcome: &Outcome, out: &mut dyn Write, err: &mut dyn Write) -> i
     match outcome {
         Outcome::Set { .. } | Outcome::Mset { .. } | Outcome::Rm { existed: true, .. } => Ok(()),
         Outcome::Rm { existed: false, .. } => writeln!(err, "{KEY_NOT_FOUND}"),
+        Outcome::Expire { existed, .. }
+        | Outcome::Persist {
+            removed: existed, ..
+        } if *existed => Ok(()),
+        Outcome::Expire { .. } | Outcome::Persist { .. } => note_not_found(outcome, err),
+        Outcome::Ttl { ttl, .. } => match ttl {
+            KeyTtl::Remaining(ms) => writeln!(out, "{ms} ms"),
+            KeyTtl::NoDeadline => writeln!(out, "{NO_EXPIRY}"),
+            KeyTtl::Missing => writeln!(out, "{KEY_NOT_FOUND}"),
+        },
         Outcome::Get { value, raw, .. } => print_get(value.as_ref(), *raw, out, err),
         Outcome::Mget(values) => values.iter().try_for_each(|(key, value)| {
             let shown = value.as_ref().map(render::readable);
@@ -175,8 +197,9 @@ fn show_key(key: &str) -> String {
 
 /// Human labels for the STATS names docs/protocol.md defines, in print order.
 /// Names the server does not report are skipped.
-const STATS_LABELS: [(&str, &str); 14] = [
+const STATS_LABELS: [(&str, &str); 17] = [
     ("keys", "Keys stored"),
+    ("expires", "  with an expiry"),
     ("value_bytes", "Bytes of values"),
     ("memory_bytes", "Memory used (estimate)"),
     ("gets", "Get operations"),
@@ -188,6 +211,8 @@ const STATS_LABELS: [(&str, &str); 14] = [
     ("atomic_commits", "Atomic batches committed"),
     ("atomic_aborts", "Atomic batches aborted"),
     ("oom_rejections", "Writes refused (OOM)"),
+    ("expired_keys", "Keys expired"),
+    ("evicted_keys", "Keys evicted"),
     ("shards", "Shards"),
     ("connections", "Open connections"),
 ];
@@ -260,6 +285,13 @@ pub fn json_document(outcome: &Outcome) -> serde_json::Value {
             "round_trip_ms": round_trip.as_secs_f64() * 1e3,
         }),
         Outcome::Backup(report) => report.clone(),
+        Outcome::Expire { key, existed } => json!({ "key": key, "existed": existed }),
+        Outcome::Ttl { key, ttl } => match ttl {
+            KeyTtl::Missing => json!({ "key": key, "found": false }),
+            KeyTtl::NoDeadline => json!({ "key": key, "found": true, "ttl_ms": null }),
+            KeyTtl::Remaining(ms) => json!({ "key": key, "found": true, "ttl_ms": ms }),
+        },
+        Outcome::Persist { key, removed } => json!({ "key": key, "persisted": removed }),
     }
 }
 

@@ -31,7 +31,9 @@ pub enum ClientError {
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-pub use crate::proto::message::{decode_reply, encode_message, Element, MalformedReply, Request};
+pub use crate::proto::message::{
+    decode_reply, encode_message, Element, KeyTtl, MalformedReply, Request,
+};
 
 impl From<MalformedReply> for ClientError {
     fn from(e: MalformedReply) -> ClientError {
@@ -225,6 +227,70 @@ impl Client {
             Element::Done(n) => Ok(n == 1),
             other => Err(ClientError::Protocol(format!(
                 "unexpected RM result {other:?}"
+            ))),
+        }
+    }
+
+    /// SET with a TTL: the key expires `ttl_ms` milliseconds from now.
+    pub fn set_with_ttl(&mut self, key: &[u8], value: Value, ttl_ms: u64) -> Result<()> {
+        self.no_result(Request::SetTtl(key.to_vec(), value, ttl_ms))
+    }
+
+    /// EXPIRE: whether the key existed (and now expires `ttl_ms` from now;
+    /// 0 removes it at once).
+    pub fn expire(&mut self, key: &[u8], ttl_ms: u64) -> Result<bool> {
+        self.done_flag(Request::Expire(key.to_vec(), ttl_ms), "EXPIRE")
+    }
+
+    /// TTL: the key's remaining time to live.
+    pub fn ttl(&mut self, key: &[u8]) -> Result<KeyTtl> {
+        match self.one(Request::Ttl(key.to_vec()))? {
+            Element::Integer(n) => KeyTtl::from_reply(n)
+                .ok_or_else(|| ClientError::Protocol(format!("TTL answered {n}"))),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected TTL result {other:?}"
+            ))),
+        }
+    }
+
+    /// SET with a deadline: the key expires at `unix_ms` (one in the past
+    /// removes it instead).
+    pub fn set_at(&mut self, key: &[u8], value: Value, unix_ms: u64) -> Result<()> {
+        self.no_result(Request::SetAt(key.to_vec(), value, unix_ms))
+    }
+
+    /// SET keeping the key's deadline (Redis's KEEPTTL).
+    pub fn set_keep_ttl(&mut self, key: &[u8], value: Value) -> Result<()> {
+        self.no_result(Request::SetKeepTtl(key.to_vec(), value))
+    }
+
+    /// EXPIREAT: whether the key existed (and now expires at `unix_ms`).
+    pub fn expire_at(&mut self, key: &[u8], unix_ms: u64) -> Result<bool> {
+        self.done_flag(Request::ExpireAt(key.to_vec(), unix_ms), "EXPIREAT")
+    }
+
+    /// EXPIRETIME: the key's deadline, `KeyTtl::Remaining(unix_ms)`.
+    pub fn expire_time(&mut self, key: &[u8]) -> Result<KeyTtl> {
+        match self.one(Request::ExpireTime(key.to_vec()))? {
+            Element::Integer(n) => KeyTtl::from_reply(n)
+                .ok_or_else(|| ClientError::Protocol(format!("EXPIRETIME answered {n}"))),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected EXPIRETIME result {other:?}"
+            ))),
+        }
+    }
+
+    /// PERSIST: whether the key had a deadline (which it no longer has).
+    pub fn persist(&mut self, key: &[u8]) -> Result<bool> {
+        self.done_flag(Request::Persist(key.to_vec()), "PERSIST")
+    }
+
+    /// A request answered `[-4, 1]` or `[-4, 0]`.
+    fn done_flag(&mut self, request: Request, name: &str) -> Result<bool> {
+        match self.one(request)? {
+            Element::Done(n) => Ok(n == 1),
+            other => Err(ClientError::Protocol(format!(
+                "unexpected {name} result {other:?}"
             ))),
         }
     }

@@ -49,7 +49,7 @@ const fn metric(
     }
 }
 
-const TABLE_METRICS: [TableMetric; 11] = [
+const TABLE_METRICS: [TableMetric; 14] = [
     metric("corekv_keys", "gauge", "keys", "Keys stored."),
     metric(
         "corekv_value_bytes",
@@ -110,6 +110,24 @@ const TABLE_METRICS: [TableMetric; 11] = [
         "counter",
         "log_syncs",
         "Log syncs (fdatasync) since start; 0 with the memory engine.",
+    ),
+    metric(
+        "corekv_expiring_keys",
+        "gauge",
+        "expires",
+        "Keys stored with an expiry deadline.",
+    ),
+    metric(
+        "corekv_expired_keys_total",
+        "counter",
+        "expired_keys",
+        "Keys removed because their deadline passed.",
+    ),
+    metric(
+        "corekv_evicted_keys_total",
+        "counter",
+        "evicted_keys",
+        "Keys evicted to stay under the memory limit (--maxmemory-policy).",
     ),
 ];
 

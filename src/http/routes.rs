@@ -3,8 +3,8 @@
 //!
 //! | path | method | handler |
 //! |---|---|---|
-//! | `/v1/get?key=K` | GET | GETV: 200 `{"key","value","version"}`, 404 if absent |
-//! | `/v1/put` | POST | one ATOMIC of PUTVs: 200 `{"result":"Success","versions":[…]}`, 409 on a version conflict |
+//! | `/v1/get?key=K` | GET | GETV and TTL: 200 `{"key","value","version"}` (and `"ttl_ms"` if the key expires), 404 if absent |
+//! | `/v1/put` | POST | one ATOMIC of PUTVs (each followed by an EXPIRE if the item has `ttl_ms`): 200 `{"result":"Success","versions":[…]}`, 409 on a version conflict |
 //! | `/v1/stats` | GET | STATS as JSON, totals and per shard |
 //! | `/health` | GET | every shard's state: 200 while all serve, 503 when any is recovering, shutting down or has a poisoned log (and during recovery, [`super::recovering`]) |
 //! | `/metrics` | GET | Prometheus text format |
@@ -23,8 +23,10 @@ use super::json;
 use super::metrics;
 use crate::ids::ShardId;
 use crate::proto::message::{Element, Request};
+use crate::proto::request::MAX_TTL_MS;
 use crate::proto::ErrorCode;
 use crate::server::state::ShardHealth;
+use crate::table::expiry::TTL_MISSING;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -163,13 +165,30 @@ async fn get_handler(
     dispatcher: &Dispatcher,
 ) -> Result<Response, HttpError> {
     let key = query_key(request.uri().query().unwrap_or(""))?;
-    let reply = dispatcher
-        .call(&[Request::GetV(key.clone().into_bytes())])
-        .await?;
-    match single(reply)? {
+    let bytes = key.clone().into_bytes();
+    // GETV then TTL of the same key: they run in this order on its shard,
+    // each at its own clock reading (not an ATOMIC, which a read does not
+    // need and which would count as a batch).
+    let read = [Request::GetV(bytes.clone()), Request::Ttl(bytes)];
+    let mut reply = dispatcher.call(&read).await?.into_iter();
+    let (found, ttl) = match (reply.next(), reply.next(), reply.next()) {
+        (Some(found), Some(Element::Integer(ttl)), None) => (found, ttl),
+        (Some(element), None, None) => (single(vec![element])?, -2),
+        (first, _, _) => return Err(unexpected(&first.unwrap_or(Element::NotFound))),
+    };
+    match found {
+        // Found, then expired before the TTL ran: it is gone now.
+        Element::Versioned(..) if ttl == TTL_MISSING => {
+            let body = json!({ "error": "key not found", "code": "NOTFOUND", "key": key });
+            Ok(json_response(StatusCode::NOT_FOUND, &body))
+        }
         Element::Versioned(value, version) => {
-            let body =
+            let mut body =
                 json!({ "key": key, "value": json::from_msgpack(&value), "version": version });
+            // -1: no deadline, and then no field.
+            if ttl >= 0 {
+                body["ttl_ms"] = json!(ttl);
+            }
             Ok(json_response(StatusCode::OK, &body))
         }
         Element::NotFound => {
@@ -213,21 +232,39 @@ async fn put_handler(
 ) -> Result<Response, HttpError> {
     let limit = dispatcher.ctx().limits.max_frame_bytes;
     let body = read_body(request, limit).await?;
-    let puts = parse_puts(&body)?;
-    if puts.is_empty() {
+    let items = parse_puts(&body)?;
+    if items.is_empty() {
         return Ok(json_response(
             StatusCode::OK,
             &json!({ "result": "Success", "versions": [] }),
         ));
     }
-    let nr_puts = puts.len();
-    let reply = dispatcher.call(&[Request::Atomic(puts)]).await?;
+    let nr_puts = items.len();
+    let mut requests = Vec::with_capacity(nr_puts);
+    let mut answers_of = Vec::with_capacity(nr_puts);
+    for item in items {
+        answers_of.push(1 + usize::from(item.ttl_ms.is_some()));
+        requests.push(Request::PutV(item.key.clone(), item.value, item.version));
+        if let Some(ttl_ms) = item.ttl_ms {
+            // PUTV clears a deadline; the EXPIRE after it sets the item's.
+            requests.push(Request::Expire(item.key, ttl_ms));
+        }
+    }
+    let reply = dispatcher.call(&[Request::Atomic(requests)]).await?;
+    let mut reply = reply.into_iter();
     let mut versions = Vec::with_capacity(nr_puts);
-    for element in reply {
-        match element {
-            Element::Done(version) => versions.push(version),
-            Element::Error { code, message } => return Err(HttpError::from_server(&code, message)),
-            other => return Err(unexpected(&other)),
+    for answers in answers_of {
+        match reply.next() {
+            Some(Element::Done(version)) => versions.push(version),
+            Some(Element::Error { code, message }) => {
+                return Err(HttpError::from_server(&code, message))
+            }
+            Some(other) => return Err(unexpected(&other)),
+            None => break,
+        }
+        if answers == 2 {
+            // The EXPIRE's `[-4, 1]`: the key was just written.
+            reply.next();
         }
     }
     if versions.len() != nr_puts {
@@ -273,8 +310,18 @@ async fn read_body(request: hyper::Request<Incoming>, limit: u64) -> Result<Byte
     }
 }
 
-/// The body of a put: `[{"key": str, "value": V, "version": uint}, …]`.
-fn parse_puts(body: &[u8]) -> Result<Vec<Request>, HttpError> {
+/// One item of a put.
+struct PutItem {
+    key: Vec<u8>,
+    value: rmpv::Value,
+    version: u64,
+    /// The key expires this long after the put; without it, never.
+    ttl_ms: Option<u64>,
+}
+
+/// The body of a put: `[{"key": str, "value": V, "version": uint,
+/// "ttl_ms": uint (optional)}, …]`.
+fn parse_puts(body: &[u8]) -> Result<Vec<PutItem>, HttpError> {
     let json: Json = serde_json::from_slice(body)
         .map_err(|e| HttpError::bad_request(format!("the body is not valid JSON: {e}")))?;
     let Json::Array(items) = json else {
@@ -291,16 +338,16 @@ fn parse_puts(body: &[u8]) -> Result<Vec<Request>, HttpError> {
         .collect()
 }
 
-fn parse_put(item: &Json) -> Result<Request, String> {
+fn parse_put(item: &Json) -> Result<PutItem, String> {
     let Json::Object(fields) = item else {
         return Err("must be an object {\"key\", \"value\", \"version\"}".into());
     };
     if let Some(name) = fields
         .keys()
-        .find(|k| !["key", "value", "version"].contains(&k.as_str()))
+        .find(|k| !["key", "value", "version", "ttl_ms"].contains(&k.as_str()))
     {
         return Err(format!(
-            "unknown field \"{name}\" (fields are key, value, version)"
+            "unknown field \"{name}\" (fields are key, value, version, ttl_ms)"
         ));
     }
     let key = match fields.get("key") {
@@ -316,7 +363,22 @@ fn parse_put(item: &Json) -> Result<Request, String> {
             .ok_or("\"version\" must be a non-negative integer (0 creates the key)")?,
         None => return Err("missing field \"version\" (0 creates the key)".into()),
     };
-    Ok(Request::PutV(key, value, version))
+    let ttl_ms = match fields.get("ttl_ms") {
+        None => None,
+        Some(ttl) => Some(
+            ttl.as_u64()
+                .filter(|ms| (1..=MAX_TTL_MS).contains(ms))
+                .ok_or(format!(
+                    "\"ttl_ms\" must be an integer of milliseconds from 1 to {MAX_TTL_MS}"
+                ))?,
+        ),
+    };
+    Ok(PutItem {
+        key,
+        value,
+        version,
+        ttl_ms,
+    })
 }
 
 /// `GET /v1/stats`: STATS totals and each shard's share.

@@ -111,6 +111,7 @@ pub fn snapshot_bytes(nr_keys: u64, key_bytes: u64, value_bytes: u64) -> u64 {
             key: b"",
             version: 0,
             value: b"",
+            deadline: None,
         },
     );
     key_bytes + value_bytes + nr_keys * empty.len() as u64
@@ -244,6 +245,7 @@ pub async fn write_snapshot(
             key: entry.key(),
             version: entry.version(),
             value: entry.value(),
+            deadline: entry.deadline(),
         };
         format::write_effect(&mut chunk, &put);
         if chunk.len() >= CHUNK_BYTES {
@@ -273,12 +275,18 @@ fn borrowed(effect: &OwnedEffect) -> Effect<'_> {
             key,
             version,
             value,
+            deadline,
         } => Effect::Put {
             key,
             version: *version,
             value,
+            deadline: *deadline,
         },
         OwnedEffect::Del { key } => Effect::Del { key },
+        OwnedEffect::Expire { key, deadline } => Effect::Expire {
+            key,
+            deadline: *deadline,
+        },
     }
 }
 
@@ -324,6 +332,7 @@ mod tests {
                 key,
                 version,
                 value,
+                deadline: None,
             };
             format::write_effect(&mut records, &put);
         }

@@ -6,7 +6,7 @@
 //! file header (32 bytes, at offset 0)
 //! +-----------------+------------+-------------+-------------+-----------+------------+
 //! | magic: 8 bytes  | version u32| reserved u32| epoch: u64  | reserved  | crc: u32   |
-//! | "corekvLG"      | = 1        | = 0         | random      | u32 = 0   | of 0..28   |
+//! | "corekvLG"      | = 2        | = 0         | random      | u32 = 0   | of 0..28   |
 //! +-----------------+------------+-------------+-------------+-----------+------------+
 //!
 //! record
@@ -23,8 +23,16 @@
 //!   4 PREPARE  txn | n u32 | n × (PUT or DEL body)     a participant's share
 //!   5 DECIDE   txn | commit u8                         the participant heard the decision
 //!   6 COMMIT   txn                                      the coordinator's commit point
+//!   7 PUTX     PUT body | deadline u64                  a write that expires (format 2)
+//!   8 EXPIRE   key_len u32 | key | deadline u64        a new deadline (format 2)
+//!   9 PERSIST  key_len u32 | key                       the deadline removed (format 2)
 //!   txn = coordinator shard u32 | seq u64
+//!   deadline = Unix milliseconds
 //! ```
+//!
+//! BATCH and PREPARE hold PUT, DEL, PUTX, EXPIRE and PERSIST bodies. A write
+//! without a deadline is a PUT, byte for byte as in format 1, so a log of a
+//! server that never used expiry reads the same in either format.
 //!
 //! All integers little-endian. A BATCH or PREPARE is one record with one
 //! checksum, so it is on disk entirely or not at all.
@@ -69,8 +77,12 @@ pub const HEADER_BYTES: usize = 12;
 pub const LEGACY_HEADER_BYTES: usize = 8;
 /// A legacy record body longer than this is damage: no frame was this large.
 pub const LEGACY_MAX_BODY_BYTES: u32 = u32::MAX / 2;
-/// The format this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format this build writes: 2 added the expiry records (PUTX, EXPIRE,
+/// PERSIST).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format with a file header, which this build still reads (it
+/// has no expiry records).
+pub const FIRST_HEADER_VERSION: u32 = 1;
 
 const MAGIC: &[u8; 8] = b"corekvLG";
 
@@ -80,6 +92,9 @@ const KIND_BATCH: u8 = 3;
 const KIND_PREPARE: u8 = 4;
 const KIND_DECIDE: u8 = 5;
 const KIND_COMMIT: u8 = 6;
+const KIND_PUTX: u8 = 7;
+const KIND_EXPIRE: u8 = 8;
+const KIND_PERSIST: u8 = 9;
 
 /// How the records of one file are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,7 +164,7 @@ pub fn read_file_header(file: &[u8]) -> FileStart {
         return FileStart::Bad("the file header's checksum does not match".into());
     }
     match word(8) {
-        FORMAT_VERSION => {
+        FIRST_HEADER_VERSION..=FORMAT_VERSION => {
             let epoch = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
             FileStart::Header(Framing::Epoch(epoch))
         }
@@ -291,15 +306,32 @@ fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {
             key,
             version,
             value,
+            deadline,
         } => {
-            body.push(KIND_PUT);
+            body.push(match deadline {
+                None => KIND_PUT,
+                Some(_) => KIND_PUTX,
+            });
             bytes_field(body, key);
             body.extend_from_slice(&version.to_le_bytes());
             bytes_field(body, value);
+            if let Some(deadline) = deadline {
+                body.extend_from_slice(&deadline.to_le_bytes());
+            }
         }
         Effect::Del { key } => {
             body.push(KIND_DEL);
             bytes_field(body, key);
+        }
+        Effect::Expire { key, deadline } => {
+            body.push(match deadline {
+                Some(_) => KIND_EXPIRE,
+                None => KIND_PERSIST,
+            });
+            bytes_field(body, key);
+            if let Some(deadline) = deadline {
+                body.extend_from_slice(&deadline.to_le_bytes());
+            }
         }
     }
 }
@@ -442,8 +474,23 @@ impl<'a> Reader<'a> {
                 key: self.bytes()?,
                 version: self.u64()?,
                 value: self.bytes()?,
+                deadline: None,
+            }),
+            KIND_PUTX => Some(Effect::Put {
+                key: self.bytes()?,
+                version: self.u64()?,
+                value: self.bytes()?,
+                deadline: Some(self.u64()?),
             }),
             KIND_DEL => Some(Effect::Del { key: self.bytes()? }),
+            KIND_EXPIRE => Some(Effect::Expire {
+                key: self.bytes()?,
+                deadline: Some(self.u64()?),
+            }),
+            KIND_PERSIST => Some(Effect::Expire {
+                key: self.bytes()?,
+                deadline: None,
+            }),
             _ => None,
         }
     }
@@ -461,7 +508,9 @@ impl<'a> Reader<'a> {
 fn decode_body(body: &[u8]) -> Option<Record<'_>> {
     let mut reader = Reader { bytes: body };
     let record = match *body.first()? {
-        KIND_PUT | KIND_DEL => Record::Effect(reader.effect()?),
+        KIND_PUT | KIND_DEL | KIND_PUTX | KIND_EXPIRE | KIND_PERSIST => {
+            Record::Effect(reader.effect()?)
+        }
         kind => {
             reader.u8()?;
             match kind {
@@ -500,6 +549,7 @@ mod tests {
             key: b"k",
             version: 9,
             value: b"\xa1v",
+            deadline: None,
         };
         let del = Effect::Del { key: b"gone" };
         let mut log = Vec::new();
@@ -593,13 +643,71 @@ mod tests {
         assert!(matches!(read_file_header(&damaged), FileStart::Bad(_)));
         let mut newer = Vec::new();
         write_file_header(&mut newer, EPOCH);
-        newer[8] = 2;
+        newer[8] = 3;
         let crc = crc32fast::hash(&newer[..28]);
         newer[28..32].copy_from_slice(&crc.to_le_bytes());
         match read_file_header(&newer) {
             FileStart::Bad(reason) => assert!(reason.contains("newer"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn expiry_records_round_trip_alone_and_inside_batches() {
+        let effects = [
+            Effect::Put {
+                key: b"k",
+                version: 3,
+                value: b"\xa1v",
+                deadline: Some(1_700_000_000_123),
+            },
+            Effect::Expire {
+                key: b"k",
+                deadline: Some(u64::MAX),
+            },
+            Effect::Expire {
+                key: b"k",
+                deadline: None,
+            },
+        ];
+        let mut log = Vec::new();
+        write_file_header(&mut log, EPOCH);
+        let start = log.len();
+        for effect in &effects {
+            write_effect(&mut log, effect);
+        }
+        write_batch(&mut log, &effects);
+        write_prepare(&mut log, TXN, &effects);
+        stamp(&mut log[start..], EPOCH);
+        let (_, records, end) = parse_file(&log).expect("a valid file header");
+        assert_eq!(end, log.len());
+        let records: Vec<_> = records.into_iter().map(|(_, record)| record).collect();
+        let mut expected: Vec<_> = effects.iter().cloned().map(Record::Effect).collect();
+        expected.push(Record::Batch(effects.to_vec()));
+        expected.push(Record::Prepare {
+            txn: TXN,
+            effects: effects.to_vec(),
+        });
+        assert_eq!(records, expected);
+    }
+
+    #[test]
+    fn a_write_without_a_deadline_is_a_format_1_put_and_format_1_files_still_read() {
+        let put = Effect::Put {
+            key: b"k",
+            version: 1,
+            value: b"v",
+            deadline: None,
+        };
+        let mut record = Vec::new();
+        write_effect(&mut record, &put);
+        assert_eq!(record[HEADER_BYTES], KIND_PUT);
+        let mut v1 = Vec::new();
+        write_file_header(&mut v1, EPOCH);
+        v1[8] = 1;
+        let crc = crc32fast::hash(&v1[..28]);
+        v1[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(read_file_header(&v1), FileStart::Header(FRAMING));
     }
 
     #[test]

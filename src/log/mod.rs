@@ -393,6 +393,7 @@ fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
                 key: entry.key(),
                 version: entry.version(),
                 value: entry.value(),
+                deadline: entry.deadline(),
             },
         );
     }
@@ -516,6 +517,7 @@ mod tests {
             key,
             version,
             value,
+            deadline: None,
         };
         format::write_effect(out, &put);
         out.drain(start + LEGACY_HEADER_BYTES..start + format::HEADER_BYTES);

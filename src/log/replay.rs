@@ -56,9 +56,14 @@ pub enum OwnedEffect {
         key: Box<[u8]>,
         version: u64,
         value: Arc<[u8]>,
+        deadline: Option<u64>,
     },
     Del {
         key: Box<[u8]>,
+    },
+    Expire {
+        key: Box<[u8]>,
+        deadline: Option<u64>,
     },
 }
 
@@ -419,10 +424,12 @@ fn apply_effect(table: &mut Table, effect: &Effect<'_>) {
             key,
             version,
             value,
-        } => table.load(key, value, *version),
+            deadline,
+        } => table.load_expiring(key, value, *version, *deadline),
         Effect::Del { key } => {
             table.unload(key);
         }
+        Effect::Expire { key, deadline } => table.load_deadline(key, *deadline),
     }
 }
 
@@ -432,13 +439,19 @@ fn to_owned(effect: &Effect<'_>) -> OwnedEffect {
             key,
             version,
             value,
+            deadline,
         } => OwnedEffect::Put {
             key: Box::from(*key),
             version: *version,
             value: Arc::from(*value),
+            deadline: *deadline,
         },
         Effect::Del { key } => OwnedEffect::Del {
             key: Box::from(*key),
+        },
+        Effect::Expire { key, deadline } => OwnedEffect::Expire {
+            key: Box::from(*key),
+            deadline: *deadline,
         },
     }
 }
@@ -451,10 +464,12 @@ pub fn apply_owned(table: &mut Table, effects: Vec<OwnedEffect>) {
                 key,
                 version,
                 value,
-            } => table.load(&key, value, version),
+                deadline,
+            } => table.load_expiring(&key, value, version, deadline),
             OwnedEffect::Del { key } => {
                 table.unload(&key);
             }
+            OwnedEffect::Expire { key, deadline } => table.load_deadline(&key, deadline),
         }
     }
 }
@@ -501,6 +516,7 @@ mod tests {
                 key: key.as_bytes(),
                 version: self.records.len() as u64 + 1,
                 value,
+                deadline: None,
             };
             write_effect(&mut self.bytes, &put);
             stamp(&mut self.bytes[start..], EPOCH);
@@ -648,6 +664,7 @@ mod tests {
                     key: b"forged",
                     version: 99,
                     value: b"\xa4evil",
+                    deadline: None,
                 },
             );
             stamp(&mut image, epoch);
@@ -724,6 +741,7 @@ mod tests {
                 key: b"stale",
                 version: 7,
                 value: b"\xa1s",
+                deadline: None,
             },
         );
         stamp(&mut stale, EPOCH.wrapping_add(1));
@@ -764,6 +782,7 @@ mod tests {
                 key: key.as_bytes(),
                 version: 1,
                 value: &vec![1; len],
+                deadline: None,
             };
             write_effect(&mut legacy, &put);
             legacy.drain(start + LEGACY_HEADER_BYTES..start + HEADER_BYTES);

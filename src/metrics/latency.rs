@@ -38,9 +38,10 @@ pub const REQUEST_NANOS_BOUNDS: [u64; 17] = [
 /// What a request is, for its latency: by opcode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
-    /// GET, GETV.
+    /// GET, GETV, TTL, EXPIRETIME.
     Get,
-    /// SET, PUTV.
+    /// SET, PUTV, and the expiry writes (SET with a TTL or a deadline or
+    /// keeping it, EXPIRE, EXPIREAT, PERSIST).
     Set,
     /// DEL, RM.
     Delete,
@@ -64,9 +65,12 @@ impl Family {
     pub fn of(kind: OpKind) -> Family {
         match kind {
             OpKind::Get | OpKind::GetV | OpKind::Check | OpKind::Scan => Family::Get,
+            OpKind::Ttl | OpKind::ExpireTime => Family::Get,
             OpKind::Set | OpKind::PutV | OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat => {
                 Family::Set
             }
+            OpKind::SetTtl | OpKind::Expire | OpKind::Persist | OpKind::ExpireAt => Family::Set,
+            OpKind::SetKeepTtl | OpKind::SetAt => Family::Set,
             OpKind::Del | OpKind::Rm | OpKind::Flush => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,

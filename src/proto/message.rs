@@ -34,6 +34,49 @@ pub enum Request {
     PutV(Vec<u8>, Value, u64),
     Rm(Vec<u8>),
     Stats,
+    /// `[16, K, V, ttl_ms]`: SET that expires `ttl_ms` from now.
+    SetTtl(Vec<u8>, Value, u64),
+    /// `[17, K, ttl_ms]`: the key expires `ttl_ms` from now (0: at once).
+    Expire(Vec<u8>, u64),
+    /// `[18, K]`: the key's remaining time to live ([`KeyTtl`]).
+    Ttl(Vec<u8>),
+    /// `[19, K]`: the key no longer expires.
+    Persist(Vec<u8>),
+    /// `[20, K, unix_ms]`: the key expires at `unix_ms` (at once if past).
+    ExpireAt(Vec<u8>, u64),
+    /// `[21, K, V]`: SET that keeps the key's deadline (Redis's KEEPTTL).
+    SetKeepTtl(Vec<u8>, Value),
+    /// `[22, K]`: the key's deadline in Unix milliseconds ([`KeyTtl`]).
+    ExpireTime(Vec<u8>),
+    /// `[23, K, V, unix_ms]`: SET that expires at `unix_ms` (removes the key
+    /// if past).
+    SetAt(Vec<u8>, Value, u64),
+}
+
+/// What TTL (Redis's PTTL, in milliseconds) and EXPIRETIME (PEXPIRETIME,
+/// Unix milliseconds) answer about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// `[-8, -2]`: no such key (or it has expired).
+    Missing,
+    /// `[-8, -1]`: the key never expires.
+    NoDeadline,
+    /// `[-8, ms]`: TTL: the key expires in this many milliseconds;
+    /// EXPIRETIME: at this Unix time in milliseconds.
+    Remaining(u64),
+}
+
+impl KeyTtl {
+    /// The TTL element's integer as what it means; None for a value the
+    /// protocol does not allow.
+    pub fn from_reply(n: i64) -> Option<KeyTtl> {
+        match n {
+            -2 => Some(KeyTtl::Missing),
+            -1 => Some(KeyTtl::NoDeadline),
+            0.. => Some(KeyTtl::Remaining(n as u64)),
+            _ => None,
+        }
+    }
 }
 
 /// One result element of a reply.
@@ -51,6 +94,8 @@ pub enum Element {
     VersionConflict(u64),
     /// `[-6, {name: integer}]`
     Stats(BTreeMap<String, u64>),
+    /// `[-8, n]`: a signed integer: INCRBY's new value, TTL's answer ([`KeyTtl`]).
+    Integer(i64),
     /// `[-9, CODE, message]`
     Error { code: String, message: String },
 }
@@ -71,6 +116,14 @@ impl Request {
             Request::PutV(k, v, version) => vec![5.into(), bin(k), v.clone(), (*version).into()],
             Request::Rm(k) => vec![6.into(), bin(k)],
             Request::Stats => vec![7.into()],
+            Request::SetTtl(k, v, ttl_ms) => vec![16.into(), bin(k), v.clone(), (*ttl_ms).into()],
+            Request::Expire(k, ttl_ms) => vec![17.into(), bin(k), (*ttl_ms).into()],
+            Request::Ttl(k) => vec![18.into(), bin(k)],
+            Request::Persist(k) => vec![19.into(), bin(k)],
+            Request::ExpireAt(k, unix_ms) => vec![20.into(), bin(k), (*unix_ms).into()],
+            Request::SetKeepTtl(k, v) => vec![21.into(), bin(k), v.clone()],
+            Request::ExpireTime(k) => vec![22.into(), bin(k)],
+            Request::SetAt(k, v, unix_ms) => vec![23.into(), bin(k), v.clone(), (*unix_ms).into()],
         };
         Value::Array(items)
     }
@@ -120,6 +173,9 @@ fn decode_element(element: Value) -> Result<Element, MalformedReply> {
         (reply::TAG_VERSIONED, 3) => Element::Versioned(items[1].clone(), uint(2)?),
         (reply::TAG_DONE, 2) => Element::Done(uint(1)?),
         (reply::TAG_VERSION_CONFLICT, 2) => Element::VersionConflict(uint(1)?),
+        (reply::TAG_INTEGER, 2) => {
+            Element::Integer(items[1].as_i64().ok_or_else(|| bad(&element))?)
+        }
         (reply::TAG_STATS, 2) => {
             Element::Stats(decode_stats(&items[1]).ok_or_else(|| bad(&element))?)
         }
@@ -147,6 +203,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn expiry_requests_encode_as_their_opcodes() {
+        let value = |r: Request| r.to_value().to_string();
+        assert_eq!(
+            value(Request::SetTtl(b"k".to_vec(), "v".into(), 1500)),
+            r#"[16, [107], "v", 1500]"#
+        );
+        assert_eq!(value(Request::Expire(b"k".to_vec(), 0)), "[17, [107], 0]");
+        assert_eq!(value(Request::Ttl(b"k".to_vec())), "[18, [107]]");
+        assert_eq!(value(Request::Persist(b"k".to_vec())), "[19, [107]]");
+        assert_eq!(value(Request::ExpireAt(b"k".to_vec(), 9)), "[20, [107], 9]");
+        assert_eq!(
+            value(Request::SetKeepTtl(b"k".to_vec(), "v".into())),
+            r#"[21, [107], "v"]"#
+        );
+        assert_eq!(value(Request::ExpireTime(b"k".to_vec())), "[22, [107]]");
+        assert_eq!(
+            value(Request::SetAt(b"k".to_vec(), "v".into(), 9)),
+            r#"[23, [107], "v", 9]"#
+        );
+        assert_eq!(KeyTtl::from_reply(-2), Some(KeyTtl::Missing));
+        assert_eq!(KeyTtl::from_reply(-1), Some(KeyTtl::NoDeadline));
+        assert_eq!(KeyTtl::from_reply(7), Some(KeyTtl::Remaining(7)));
+        assert_eq!(KeyTtl::from_reply(-3), None);
+    }
+
+    #[test]
     fn messages_are_framed_msgpack_arrays_with_bin_keys() {
         let bytes = encode_message(&[Request::Get(b"k".to_vec())]);
         assert_eq!(
@@ -158,7 +240,9 @@ mod tests {
     #[test]
     fn every_element_kind_decodes() {
         let mut body = Vec::new();
-        reply::write_array_len(&mut body, 6);
+        reply::write_array_len(&mut body, 8);
+        reply::write_integer(&mut body, -2);
+        reply::write_integer(&mut body, 1500);
         reply::write_found(&mut body, &[0xa1, b'v']);
         reply::write_not_found(&mut body);
         reply::write_versioned(&mut body, &[0x01], 7);
@@ -169,6 +253,8 @@ mod tests {
         assert_eq!(
             elements,
             [
+                Element::Integer(-2),
+                Element::Integer(1500),
                 Element::Found("v".into()),
                 Element::NotFound,
                 Element::Versioned(1.into(), 7),

@@ -4,7 +4,7 @@
 //! [-1, V]            GET found               [-4, n]    PUTV applied (n = new version), RM (1/0)
 //! [-2]               not found               [-5, cur]  PUTV conflict (cur = current version)
 //! [-3, V, version]   GETV found              [-6, {name: integer}]   STATS
-//! [-7, next, [K…]]  SCAN                   [-8, n]    INCRBY (signed)
+//! [-7, next, [K…]]  SCAN                   [-8, n]    a signed integer: INCRBY, TTL
 //!                   [-9, CODE, message]  error
 //! ```
 //!
@@ -21,32 +21,9 @@ pub const TAG_VERSIONED: i8 = -3;
 pub const TAG_DONE: i8 = -4;
 pub const TAG_VERSION_CONFLICT: i8 = -5;
 pub const TAG_STATS: i8 = -6;
-pub const TAG_ERROR: i8 = -9;
 pub const TAG_KEYS: i8 = -7;
 pub const TAG_INTEGER: i8 = -8;
-
-/// `[-8, n]`: INCRBY's new value, a signed integer.
-pub fn write_integer(out: &mut Vec<u8>, n: i64) {
-    out.push(0x92);
-    out.push(TAG_INTEGER as u8);
-    match n {
-        0.. => write_uint(out, n as u64),
-        -32..=-1 => out.push(n as i8 as u8),
-        -128..=-33 => out.extend_from_slice(&[0xd0, n as i8 as u8]),
-        -32768..=-129 => {
-            out.push(0xd1);
-            out.extend_from_slice(&(n as i16).to_be_bytes());
-        }
-        -2147483648..=-32769 => {
-            out.push(0xd2);
-            out.extend_from_slice(&(n as i32).to_be_bytes());
-        }
-        _ => {
-            out.push(0xd3);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
+pub const TAG_ERROR: i8 = -9;
 
 /// Starts SCAN's `[-7, next_position, [K…]]`: the keys follow as bin.
 pub fn write_keys_header(out: &mut Vec<u8>, next_position: u64, nr_keys: u32) {
@@ -91,6 +68,36 @@ pub fn write_map_len(out: &mut Vec<u8>, len: u32) {
         _ => {
             out.push(0xdf);
             out.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+}
+
+/// Writes a signed integer element `[-8, n]`: INCRBY's new value, TTL's
+/// answer.
+pub fn write_integer(out: &mut Vec<u8>, n: i64) {
+    out.push(0x92);
+    write_tag(out, TAG_INTEGER);
+    write_int(out, n);
+}
+
+/// Writes a signed integer in its smallest encoding (non-negative ones as
+/// [`write_uint`] does).
+pub fn write_int(out: &mut Vec<u8>, n: i64) {
+    match n {
+        0.. => write_uint(out, n as u64),
+        -32..=-1 => out.push(n as i8 as u8),
+        -0x80..=-33 => out.extend_from_slice(&[0xd0, n as i8 as u8]),
+        -0x8000..=-0x81 => {
+            out.push(0xd1);
+            out.extend_from_slice(&(n as i16).to_be_bytes());
+        }
+        -0x8000_0000..=-0x8001 => {
+            out.push(0xd2);
+            out.extend_from_slice(&(n as i32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xd3);
+            out.extend_from_slice(&n.to_be_bytes());
         }
     }
 }
@@ -251,6 +258,30 @@ mod tests {
         ] {
             let mut out = Vec::new();
             write_uint(&mut out, n);
+            assert_eq!(out, encoded(n.into()), "{n}");
+        }
+    }
+
+    #[test]
+    fn signed_integers_match_a_reference_msgpack_encoder() {
+        for n in [
+            0i64,
+            1,
+            -1,
+            -2,
+            -32,
+            -33,
+            -128,
+            -129,
+            -32_768,
+            -32_769,
+            i64::from(i32::MIN),
+            i64::from(i32::MIN) - 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
             assert_eq!(out, encoded(n.into()), "{n}");
         }
     }

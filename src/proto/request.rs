@@ -12,6 +12,11 @@
 //! [10, shard]        FLUSH
 //! [11, K, delta]     INCRBY     [12, K, suffix]    APPEND
 //! [13, K, delta]     INCRBYFLOAT
+//! [16, K, V, ttl_ms] SET with a TTL
+//! [17, K, ttl_ms]    EXPIRE     [18, K]            TTL
+//! [19, K]            PERSIST    [20, K, unix_ms]   EXPIREAT
+//! [21, K, V]         SET keeping the deadline (KEEPTTL)
+//! [22, K]            EXPIRETIME [23, K, V, unix_ms] SET with a deadline
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -81,6 +86,14 @@ pub enum OpKind {
     IncrBy = 11,
     Append = 12,
     IncrByFloat = 13,
+    SetTtl = 16,
+    Expire = 17,
+    Ttl = 18,
+    Persist = 19,
+    ExpireAt = 20,
+    SetKeepTtl = 21,
+    ExpireTime = 22,
+    SetAt = 23,
 }
 
 impl OpKind {
@@ -100,6 +113,23 @@ impl OpKind {
             11 => OpKind::IncrBy,
             12 => OpKind::Append,
             13 => OpKind::IncrByFloat,
+            16..=23 => return OpKind::expiry_from_opcode(opcode),
+            _ => return None,
+        };
+        Some(kind)
+    }
+
+    /// The expiry opcodes, 16..=23.
+    fn expiry_from_opcode(opcode: i128) -> Option<OpKind> {
+        let kind = match opcode {
+            16 => OpKind::SetTtl,
+            17 => OpKind::Expire,
+            18 => OpKind::Ttl,
+            19 => OpKind::Persist,
+            20 => OpKind::ExpireAt,
+            21 => OpKind::SetKeepTtl,
+            22 => OpKind::ExpireTime,
+            23 => OpKind::SetAt,
             _ => return None,
         };
         Some(kind)
@@ -110,8 +140,9 @@ impl OpKind {
         match self {
             OpKind::Stats => 1,
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
-            OpKind::Set => 3,
-            OpKind::PutV => 4,
+            OpKind::Ttl | OpKind::Persist | OpKind::ExpireTime => 2,
+            OpKind::Set | OpKind::Expire | OpKind::ExpireAt | OpKind::SetKeepTtl => 3,
+            OpKind::PutV | OpKind::SetTtl | OpKind::SetAt => 4,
             OpKind::Check => 3,
             OpKind::Scan => 5,
             OpKind::Flush => 2,
@@ -135,12 +166,30 @@ impl OpKind {
             OpKind::IncrBy => "INCRBY",
             OpKind::Append => "APPEND",
             OpKind::IncrByFloat => "INCRBYFLOAT",
+            OpKind::SetTtl => "SETTTL",
+            OpKind::Expire => "EXPIRE",
+            OpKind::Ttl => "TTL",
+            OpKind::Persist => "PERSIST",
+            OpKind::ExpireAt => "EXPIREAT",
+            OpKind::SetKeepTtl => "SETKEEPTTL",
+            OpKind::ExpireTime => "EXPIRETIME",
+            OpKind::SetAt => "SETAT",
         }
     }
 
     /// Whether the request changes the table (and so may be refused with OOM).
     pub fn is_write(self) -> bool {
-        matches!(self, OpKind::Set | OpKind::PutV) || self.is_read_modify_write()
+        matches!(
+            self,
+            OpKind::Set
+                | OpKind::PutV
+                | OpKind::SetTtl
+                | OpKind::Expire
+                | OpKind::Persist
+                | OpKind::ExpireAt
+                | OpKind::SetKeepTtl
+                | OpKind::SetAt
+        ) || self.is_read_modify_write()
     }
 
     /// INCRBY, INCRBYFLOAT and APPEND: the table computes the new value
@@ -151,22 +200,18 @@ impl OpKind {
 
     /// Whether the request may change the table: a write or a delete.
     pub fn writes(self) -> bool {
-        matches!(
-            self,
-            OpKind::Set
-                | OpKind::PutV
-                | OpKind::Del
-                | OpKind::Rm
-                | OpKind::Flush
-                | OpKind::IncrBy
-                | OpKind::Append
-                | OpKind::IncrByFloat
-        )
+        self.is_write() || matches!(self, OpKind::Del | OpKind::Rm | OpKind::Flush)
     }
 
     /// SCAN and FLUSH name the shard they run on instead of a key.
     pub fn targets_a_shard(self) -> bool {
         matches!(self, OpKind::Scan | OpKind::Flush)
+    }
+
+    /// Whether the request is one of expiry's (opcodes 16..=23), which
+    /// `Table::apply_expiry` runs.
+    pub fn is_expiry(self) -> bool {
+        (OpKind::SetTtl as u8..=OpKind::SetAt as u8).contains(&(self as u8))
     }
 }
 
@@ -183,6 +228,10 @@ pub struct Op {
     /// INCRBYFLOAT's (an f64's bits);
     /// SCAN's position; 0 otherwise.
     pub version: u64,
+    /// SET with a TTL and EXPIRE: the time to live in milliseconds; SET with
+    /// a deadline and EXPIREAT: the deadline in Unix milliseconds; 0
+    /// otherwise.
+    pub expiry_ms: u64,
     /// The whole request array, so it can be forwarded to another shard verbatim.
     pub raw: Span,
     /// ATOMIC only: how many requests follow this one in the op list as its body.
@@ -294,6 +343,7 @@ fn decode_nested(
         key: Span::default(),
         value: Span::default(),
         version: 0,
+        expiry_ms: 0,
         raw: Span::default(),
         nr_inner: 0,
         target: ShardTarget::default(),
@@ -307,7 +357,10 @@ fn decode_nested(
         OpKind::Scan | OpKind::Flush => decode_shard_target(cursor, limits, kind, &mut op)?,
         _ => op.key = read_key(cursor, limits)?,
     }
-    if matches!(kind, OpKind::Set | OpKind::PutV) {
+    if matches!(
+        kind,
+        OpKind::Set | OpKind::PutV | OpKind::SetTtl | OpKind::SetKeepTtl | OpKind::SetAt
+    ) {
         op.value = Span::from_range(cursor.skip_value().map_err(req_error)?);
     }
     if kind == OpKind::IncrBy {
@@ -332,6 +385,12 @@ fn decode_nested(
     if matches!(kind, OpKind::PutV | OpKind::Check) {
         op.version = read_version(cursor)?;
     }
+    if matches!(kind, OpKind::SetTtl | OpKind::Expire) {
+        op.expiry_ms = read_ttl(cursor, kind)?;
+    }
+    if matches!(kind, OpKind::SetAt | OpKind::ExpireAt) {
+        op.expiry_ms = read_deadline(cursor, kind)?;
+    }
     op.raw = Span::from_range(raw_start..cursor.position());
     out.push(op);
     Ok(())
@@ -350,7 +409,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13, 16-23)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -383,6 +442,7 @@ fn decode_atomic(
             key: Span::default(),
             value: Span::default(),
             version: 0,
+            expiry_ms: 0,
             raw: Span::default(),
             nr_inner: 0,
             target: ShardTarget::default(),
@@ -456,6 +516,44 @@ fn read_delta(cursor: &mut Cursor) -> Result<i64, RequestError> {
     i64::try_from(delta).map_err(|_| bad_req(format!("the delta {delta} is outside the i64 range")))
 }
 
+/// The longest TTL accepted: about 290 million years, so that a deadline
+/// (now + TTL, in Unix milliseconds) always fits an i64 as well as a u64.
+pub const MAX_TTL_MS: u64 = 1 << 53;
+
+/// Reads the TTL of SET with a TTL (at least 1 ms) or EXPIRE (0 removes the
+/// key now).
+fn read_ttl(cursor: &mut Cursor, kind: OpKind) -> Result<u64, RequestError> {
+    let ttl = cursor
+        .read_int()
+        .map_err(|_| bad_req("ttl_ms must be an integer (milliseconds)"))?;
+    let min = u64::from(kind == OpKind::SetTtl);
+    match u64::try_from(ttl) {
+        Ok(ttl) if (min..=MAX_TTL_MS).contains(&ttl) => Ok(ttl),
+        _ => Err(bad_req(format!(
+            "{}'s ttl_ms must be between {min} and {MAX_TTL_MS}, got {ttl}",
+            kind.name()
+        ))),
+    }
+}
+
+/// The latest deadline accepted, in Unix milliseconds: as for a TTL.
+pub const MAX_DEADLINE_MS: u64 = 1 << 53;
+
+/// Reads the deadline of SET with a deadline or EXPIREAT: Unix milliseconds,
+/// where one already past is allowed (the key goes at once).
+fn read_deadline(cursor: &mut Cursor, kind: OpKind) -> Result<u64, RequestError> {
+    let deadline = cursor
+        .read_int()
+        .map_err(|_| bad_req("unix_ms must be an integer (Unix milliseconds)"))?;
+    match u64::try_from(deadline) {
+        Ok(deadline) if deadline <= MAX_DEADLINE_MS => Ok(deadline),
+        _ => Err(bad_req(format!(
+            "{}'s unix_ms must be between 0 and {MAX_DEADLINE_MS}, got {deadline}",
+            kind.name()
+        ))),
+    }
+}
+
 fn bad_req(message: impl Into<String>) -> RequestError {
     RequestError::new(ErrorCode::BadReq, message)
 }
@@ -498,11 +596,39 @@ mod tests {
             req(vec![5.into(), "k5".into(), "v".into(), 7.into()]),
             req(vec![6.into(), "k6".into()]),
             req(vec![7.into()]),
+            req(vec![16.into(), "k7".into(), "v".into(), 1500.into()]),
+            req(vec![17.into(), "k8".into(), 0.into()]),
+            req(vec![18.into(), "k9".into()]),
+            req(vec![19.into(), "k10".into()]),
+            req(vec![20.into(), "k11".into(), 1_700_000_000_000u64.into()]),
+            req(vec![21.into(), "k12".into(), "v".into()]),
+            req(vec![22.into(), "k13".into()]),
+            req(vec![23.into(), "k14".into(), "v".into(), 5.into()]),
         ]);
         let (bytes, ops) = decode(&message).expect("valid");
         let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
         use OpKind::*;
-        assert_eq!(kinds, [Get, Set, Del, GetV, PutV, Rm, Stats]);
+        assert_eq!(
+            kinds,
+            [
+                Get, Set, Del, GetV, PutV, Rm, Stats, SetTtl, Expire, Ttl, Persist, ExpireAt,
+                SetKeepTtl, ExpireTime, SetAt
+            ]
+        );
+        assert_eq!(ops[11].expiry_ms, 1_700_000_000_000);
+        assert_eq!(
+            (ops[12].value.of(&bytes), ops[12].expiry_ms),
+            (&b"\xa1v"[..], 0)
+        );
+        assert_eq!(
+            (ops[14].value.of(&bytes), ops[14].expiry_ms),
+            (&b"\xa1v"[..], 5)
+        );
+        assert_eq!(
+            (ops[7].value.of(&bytes), ops[7].expiry_ms),
+            (&b"\xa1v"[..], 1500)
+        );
+        assert_eq!((ops[8].key.of(&bytes), ops[8].expiry_ms), (&b"k8"[..], 0));
         assert_eq!(ops[0].key.of(&bytes), b"k1");
         assert_eq!(ops[1].value.of(&bytes), [0x92, 0x01, 0x02]);
         assert_eq!(ops[4].version, 7);
@@ -576,6 +702,39 @@ mod tests {
             (
                 req(vec![req(vec![0.into(), Value::Binary(vec![0; 17])])]),
                 ErrorCode::TooBig,
+            ),
+            (
+                req(vec![req(vec![16.into(), "k".into(), 1.into(), 0.into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![17.into(), "k".into(), (-5).into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![17.into(), "k".into(), "10s".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![18.into(), "k".into(), 1.into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![24.into(), "k".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![20.into(), "k".into(), (-1).into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![
+                    23.into(),
+                    "k".into(),
+                    1.into(),
+                    u64::MAX.into(),
+                ])]),
+                ErrorCode::BadReq,
             ),
         ];
         for (message, code) in cases {

@@ -33,11 +33,18 @@ pub struct TableStats {
     /// Syncs (fdatasync) of the shard's log; 0 with the memory engine. Filled
     /// in by the shard, which owns the log.
     pub log_syncs: u64,
+    /// Keys stored with a deadline (expired ones not yet removed included).
+    pub expires: u64,
+    /// Keys removed because their deadline passed (by the sweep, or by a
+    /// request that met them).
+    pub expired_keys: u64,
+    /// Keys removed to make room under the memory limit.
+    pub evicted_keys: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 14;
+    pub const NR_FIELDS: usize = 17;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -56,6 +63,9 @@ impl TableStats {
             ("atomic_commits", self.atomic_commits),
             ("atomic_aborts", self.atomic_aborts),
             ("log_syncs", self.log_syncs),
+            ("expires", self.expires),
+            ("expired_keys", self.expired_keys),
+            ("evicted_keys", self.evicted_keys),
         ]
     }
 
@@ -76,6 +86,9 @@ impl TableStats {
             atomic_commits: v[11],
             atomic_aborts: v[12],
             log_syncs: v[13],
+            expires: v[14],
+            expired_keys: v[15],
+            evicted_keys: v[16],
         }
     }
 
@@ -126,7 +139,25 @@ mod tests {
 
     #[test]
     fn stats_element_round_trips() {
-        let stats = TableStats::from_values([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, u64::MAX]);
+        let stats = TableStats::from_values([
+            1,
+            2,
+            3,
+            4,
+            5,
+            6,
+            7,
+            8,
+            9,
+            10,
+            11,
+            12,
+            13,
+            u64::MAX,
+            15,
+            16,
+            17,
+        ]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);
         assert_eq!(read_stats_element(&element), Some(stats));

@@ -39,12 +39,14 @@
 //! - [`startup`]: the steps before any shard thread — locked memory, the
 //!   address probe, signals, the tables recovered from the logs.
 //! - [`shard_thread`]: one shard's thread from its executor to its last sync.
+//! - [`expiry`]: the active sweep of keys whose deadline has passed.
 //! - [`shutdown`]: the per-shard shutdown signal.
 //! - [`state`]: the atomics all shards share.
 
 pub mod bind;
 pub mod compactor;
 pub mod connection;
+pub mod expiry;
 pub mod final_sync;
 pub mod frontend;
 pub mod listener;

@@ -14,7 +14,7 @@ use super::frontend::Frontend;
 use super::shutdown::{self, Shutdown};
 use super::startup::Loaded;
 use super::state::ServerState;
-use super::{bind, compactor, final_sync, listener, reclaim, ServerError};
+use super::{bind, compactor, expiry, final_sync, listener, reclaim, ServerError};
 use crate::config::{Config, Engine};
 use crate::ids::{Router, ShardId};
 use crate::log::writer::LogStart;
@@ -276,6 +276,7 @@ impl ShardPlan {
             glommio::spawn_local(task).detach();
         }
         glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
+        expiry::start(shard.clone());
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         self.state.shard_serving(self.id);

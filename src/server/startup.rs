@@ -29,7 +29,13 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
     if config.engine == Engine::Memory {
         tracing::info!("recovered nothing: the memory engine keeps nothing on disk");
         return Ok(Loaded {
-            tables: (0..config.nr_shards).map(|_| Table::new(limit)).collect(),
+            tables: (0..config.nr_shards)
+                .map(|_| {
+                    let mut table = Table::new(limit);
+                    table.set_eviction_policy(config.eviction);
+                    table
+                })
+                .collect(),
             next_txn_seq: 0,
             log_lens: Vec::new(),
         });
@@ -44,6 +50,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
     let mut tables = recovered.tables;
     for table in &mut tables {
         table.set_memory_limit(limit);
+        table.set_eviction_policy(config.eviction);
     }
     Ok(Loaded {
         tables,

@@ -51,6 +51,8 @@ pub enum ShardRequest {
         tickets: (Ticket, Ticket),
         txn: TxnId,
         batch: Vec<u8>,
+        /// The coordinator's clock reading for the whole batch (Unix ms).
+        now_ms: u64,
     },
     /// Phase 2: commit (keep the writes) or abort (roll back), then release the
     /// keys — at once, never waiting. Answered (empty) once the participant's

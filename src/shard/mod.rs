@@ -40,6 +40,7 @@ use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
 use crate::proto::ErrorCode;
 use crate::proto::{reply, request, BatchResults, Op, OpKind, RequestError, RequestLimits};
+use crate::table::expiry::{wall_clock_ms, REMOVAL_GRACE_MS};
 use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
@@ -155,6 +156,45 @@ impl Shard {
         self.table.borrow_mut().sweep_pinned(budget)
     }
 
+    /// Removes up to `budget` keys whose deadline has passed (the expiry
+    /// sweep, `server::expiry`) and logs each as a delete, so a restart does
+    /// not bring it back. Keys an ATOMIC batch holds or awaits are waited
+    /// for, as any request waits; returns how many keys were removed.
+    pub async fn remove_expired(&self, budget: usize) -> usize {
+        // Keys past their deadline by the grace only (see REMOVAL_GRACE_MS).
+        let now_ms = wall_clock_ms().saturating_sub(REMOVAL_GRACE_MS);
+        let mut keys = self.table.borrow().due_keys(now_ms, budget);
+        if keys.is_empty() {
+            return 0;
+        }
+        keys.sort_unstable();
+        let keys: Vec<&[u8]> = keys.iter().map(|key| &key[..]).collect();
+        let wait = !self.txn.is_idle();
+        if wait {
+            self.txn.acquire(&keys).await;
+        }
+        let removed: Vec<&[u8]> = {
+            let mut table = self.table.borrow_mut();
+            let mut removed = keys.clone();
+            removed.retain(|key| table.remove_if_expired(key, now_ms));
+            removed
+        };
+        match &self.log {
+            Some(log) if !removed.is_empty() && self.poisoned().is_none() => {
+                log.append(|records| {
+                    for &key in &removed {
+                        format::write_effect(records, &Effect::Del { key });
+                    }
+                });
+            }
+            _ => {}
+        }
+        if wait {
+            self.txn.pass(&keys);
+        }
+        removed.len()
+    }
+
     /// Runs requests owned by this shard, in order, one result slot each: leaf
     /// requests, STATS (this shard's share), and single-shard ATOMIC batches
     /// (a marker followed by its body), and settles the log: when it returns,
@@ -219,12 +259,36 @@ impl Shard {
                 write_stats_element(&mut out.buf, &self.table_stats());
                 None
             }
-            _ => self.table.borrow_mut().apply(op, buf, out),
+            _ => {
+                let mut table = self.table.borrow_mut();
+                // Each request judges expiry at the time it runs.
+                table.set_clock(wall_clock_ms());
+                table.apply(op, buf, out)
+            }
         };
         out.end_request();
-        match (&self.log, effect) {
+        let wrote = match (&self.log, effect) {
             (Some(log), Some(effect)) => {
                 log.append(|records| format::write_effect(records, &effect));
+                true
+            }
+            _ => false,
+        };
+        self.log_evictions() || wrote
+    }
+
+    /// Logs a delete for every key the table evicted (or removed as expired
+    /// to make room) since the last call, after the records of the requests
+    /// that made it; returns whether it appended anything.
+    pub fn log_evictions(&self) -> bool {
+        let evicted = self.table.borrow_mut().take_evicted();
+        match &self.log {
+            Some(log) if !evicted.is_empty() && self.poisoned().is_none() => {
+                log.append(|records| {
+                    for key in &evicted {
+                        format::write_effect(records, &Effect::Del { key });
+                    }
+                });
                 true
             }
             _ => false,
@@ -234,10 +298,11 @@ impl Shard {
     /// INCRBY, INCRBYFLOAT and APPEND: the table computes and stores the new
     /// value; its entry is logged like a SET's. Returns whether it logged.
     fn read_modify_write(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
-        let written = self
-            .table
-            .borrow_mut()
-            .read_modify_write(op, buf, &mut out.buf);
+        let written = {
+            let mut table = self.table.borrow_mut();
+            table.set_clock(wall_clock_ms());
+            table.read_modify_write(op, buf, &mut out.buf)
+        };
         let entry = match written {
             Ok(entry) => entry,
             Err(refused) => {
@@ -251,14 +316,16 @@ impl Shard {
             key: entry.key(),
             version: entry.version(),
             value: entry.value(),
+            deadline: entry.deadline(),
         };
-        match &self.log {
+        let wrote = match &self.log {
             Some(log) => {
                 log.append(|records| format::write_effect(records, &effect));
                 true
             }
             None => false,
-        }
+        };
+        self.log_evictions() || wrote
     }
 
     /// FLUSH once no ATOMIC batch holds or awaits a key: deleting a key a
@@ -536,10 +603,11 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 tickets,
                 txn,
                 batch,
+                now_ms,
             } => {
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
-                    answer_prepare(&shard, from, tickets, txn, batch).await
+                    answer_prepare(&shard, from, tickets, (txn, now_ms), batch).await
                 })
                 .detach();
             }
@@ -561,11 +629,11 @@ async fn answer_prepare(
     shard: &Shard,
     from: ShardId,
     (vote_ticket, safe_ticket): (Ticket, Ticket),
-    txn: TxnId,
+    (txn, now_ms): (TxnId, u64),
     batch: Vec<u8>,
 ) {
     let vote = match decode_forwarded(&batch) {
-        Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch).await,
+        Ok(ops) => shard.txn.prepare(shard, txn, &ops, &batch, now_ms).await,
         Err(e) => Err(e),
     };
     let durable_at = match vote {

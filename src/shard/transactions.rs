@@ -49,14 +49,17 @@ pub trait Transactions: Any {
     ) -> LocalFuture<'a, bool>;
 
     /// `Prepare` of a cross-shard batch on `shard`: runs its share `ops` with
-    /// undo, holds their keys, logs the PREPARE and votes — the share's
-    /// results and where the record will be safe, or the error.
+    /// undo at the coordinator's clock reading `now_ms` (every share of a
+    /// batch judges expiry at the same instant), holds their keys, logs the
+    /// PREPARE and votes — the share's results and where the record will be
+    /// safe, or the error.
     fn prepare<'a>(
         &'a self,
         shard: &'a Shard,
         txn: TxnId,
         ops: &'a [Op],
         buf: &'a [u8],
+        now_ms: u64,
     ) -> LocalFuture<'a, Result<Vote, RequestError>>;
 
     /// `Commit` or `Abort` of a batch prepared on `shard`; never waits.

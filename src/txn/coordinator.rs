@@ -27,6 +27,7 @@ use crate::ids::ShardId;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::mesh::{Reply, ShardRequest, Ticket};
 use crate::shard::Shard;
+use crate::table::expiry::wall_clock_ms;
 use std::rc::Rc;
 
 /// Runs the batch whose leaf requests are `inner` (spans into `buf`) and writes
@@ -42,6 +43,8 @@ use std::rc::Rc;
 pub async fn run_cross_shard(shard: &Rc<Shard>, inner: &[Op], buf: &[u8], out: &mut BatchResults) {
     let local = Participant::of(shard);
     let txn = local.next_txn(shard.id());
+    // The batch's one clock reading: every participant judges expiry at it.
+    let now_ms = wall_clock_ms();
     let owners: Vec<ShardId> = inner
         .iter()
         .map(|op| shard.router().route(op.key.of(buf)))
@@ -53,7 +56,7 @@ pub async fn run_cross_shard(shard: &Rc<Shard>, inner: &[Op], buf: &[u8], out: &
     let mut safe_tickets = Vec::with_capacity(participants.len());
     let mut refusal = None;
     for &participant in &participants {
-        match prepare(shard, txn, participant, inner, &owners, buf).await {
+        match prepare(shard, (txn, now_ms), participant, inner, &owners, buf).await {
             Ok((results, safe_ticket)) => {
                 yes_votes.push((participant, results));
                 safe_tickets.extend(safe_ticket);
@@ -160,7 +163,7 @@ async fn forget_commit_when_decided(shard: Rc<Shard>, txn: TxnId, decisions: Vec
 /// peer, the ticket of its confirmation that the PREPARE record is safe.
 async fn prepare(
     shard: &Shard,
-    txn: TxnId,
+    (txn, now_ms): (TxnId, u64),
     participant: ShardId,
     inner: &[Op],
     owners: &[ShardId],
@@ -171,7 +174,7 @@ async fn prepare(
         let ops: Vec<Op> = share.map(|(op, _)| *op).collect();
         // Its PREPARE is safe once the COMMIT after it in the same log is.
         let (results, _) = Participant::of(shard)
-            .prepare(shard, txn, &ops, buf)
+            .prepare(shard, txn, &ops, buf, now_ms)
             .await?;
         return Ok((results, None));
     }
@@ -184,6 +187,7 @@ async fn prepare(
         tickets,
         txn,
         batch,
+        now_ms,
     };
     match shard.send_twice(participant, request).await {
         Ok((vote_ticket, safe_ticket)) => {

@@ -34,6 +34,14 @@ struct KeyLock {
     queue: VecDeque<WaiterId>,
 }
 
+/// The lock of `key`, made if it has none (the key is copied only then).
+fn lock_of<'t>(table: &'t mut HashMap<Box<[u8]>, KeyLock>, key: &[u8]) -> &'t mut KeyLock {
+    if !table.contains_key(key) {
+        table.insert(Box::from(key), KeyLock::default());
+    }
+    table.get_mut(key).expect("the key's lock is there")
+}
+
 struct Waiter {
     keys: Vec<Box<[u8]>>,
     waker: Option<Waker>,
@@ -66,7 +74,7 @@ impl LockTable {
         self.next_waiter.set(id.0 + 1);
         let mut table = self.keys.borrow_mut();
         for key in keys {
-            table.entry_ref(*key).or_default().queue.push_back(id);
+            lock_of(&mut table, key).queue.push_back(id);
         }
         let waiter = Waiter {
             keys: keys.iter().map(|k| Box::from(*k)).collect(),
@@ -83,7 +91,7 @@ impl LockTable {
     pub fn hold(&self, txn: TxnId, keys: &[&[u8]]) {
         let mut table = self.keys.borrow_mut();
         for key in keys {
-            let lock = table.entry_ref(*key).or_default();
+            let lock = lock_of(&mut table, key);
             debug_assert!(lock.holder.is_none(), "a turn means nobody holds the key");
             lock.holder = Some(txn);
         }

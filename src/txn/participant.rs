@@ -26,6 +26,7 @@ use crate::log::replay::OwnedEffect;
 use crate::log::LogPoisoned;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
 use crate::shard::{LocalFuture, Shard, Transactions, Vote};
+use crate::table::expiry::wall_clock_ms;
 use crate::table::{Effect, Table};
 use hashbrown::{HashMap, HashSet};
 use std::any::Any;
@@ -108,12 +109,15 @@ impl Participant {
     ) -> bool {
         let keys = distinct_keys(body, buf);
         self.locks.acquire(&keys).await;
+        // One clock reading for the whole batch: no request of it sees a key
+        // alive that another saw expired.
+        let now_ms = wall_clock_ms();
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let outcome = run_with_undo(shard, body, buf, &mut results, &mut effects);
+        let outcome = run_with_undo(shard, body, buf, now_ms, &mut results, &mut effects);
         shard.count_atomic(outcome.is_ok());
         self.locks.pass(&keys);
-        match outcome {
+        let wrote = match outcome {
             Ok((_, computed)) => {
                 let effects = with_computed(&effects, &computed);
                 let nr_elements = results.counts.iter().sum();
@@ -132,7 +136,10 @@ impl Participant {
                 out.end_request_with(1);
                 false
             }
-        }
+        };
+        // Keys the batch's writes evicted, whether or not it committed.
+        shard.log_evictions();
+        wrote
     }
 
     /// Phase 1 of a cross-shard batch on `shard`: runs this shard's share
@@ -145,18 +152,25 @@ impl Participant {
         txn: TxnId,
         ops: &[Op],
         buf: &[u8],
+        now_ms: u64,
     ) -> Result<Vote, RequestError> {
         let keys = distinct_keys(ops, buf);
         self.locks.acquire(&keys).await;
+        if now_ms < shard.table().swept_up_to() {
+            self.locks.pass(&keys);
+            return Err(stale_clock(now_ms));
+        }
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let (undo, computed) = match run_with_undo(shard, ops, buf, &mut results, &mut effects) {
-            Ok(done) => done,
-            Err(no) => {
-                self.locks.pass(&keys);
-                return Err(no);
-            }
-        };
+        let (undo, computed) =
+            match run_with_undo(shard, ops, buf, now_ms, &mut results, &mut effects) {
+                Ok(done) => done,
+                Err(no) => {
+                    self.locks.pass(&keys);
+                    shard.log_evictions();
+                    return Err(no);
+                }
+            };
         // Hold the keys before the first await: nobody may see the tentative writes.
         self.locks.hold(txn, &keys);
         let owned_keys = keys.iter().map(|k| Box::from(*k)).collect();
@@ -172,6 +186,7 @@ impl Participant {
         let durable_at = shard
             .log()
             .map(|log| log.append(|records| format::write_prepare(records, txn, &effects)));
+        shard.log_evictions();
         Ok((results, durable_at))
     }
 
@@ -301,8 +316,9 @@ impl Transactions for Participant {
         txn: TxnId,
         ops: &'a [Op],
         buf: &'a [u8],
+        now_ms: u64,
     ) -> LocalFuture<'a, Result<Vote, RequestError>> {
-        Box::pin(Participant::prepare(self, shard, txn, ops, buf))
+        Box::pin(Participant::prepare(self, shard, txn, ops, buf, now_ms))
     }
 
     fn decide(&self, shard: &Shard, txn: TxnId, commit: bool) {
@@ -314,15 +330,31 @@ impl Transactions for Participant {
     }
 }
 
-/// Runs leaf requests on `shard`'s table as a unit; on failure rolls them
-/// back. On success returns the undo log (to roll back later if a cross-shard
-/// batch aborts) and the final state of the keys INCRBY, INCRBYFLOAT or
-/// APPEND changed (logged after `effects`: their values exist only in the
-/// table).
+/// The refusal of a share that runs so long after its batch's clock reading
+/// that the shard may already have removed keys the reading says are alive:
+/// answering would mix expired and alive keys of one instant. Retrying the
+/// batch takes a new reading.
+fn stale_clock(now_ms: u64) -> RequestError {
+    RequestError::new(
+        ErrorCode::Conflict,
+        format!(
+            "ATOMIC aborted: it ran more than {} ms after its clock reading ({now_ms}), \
+             and expired keys may already be gone; retry",
+            crate::table::expiry::REMOVAL_GRACE_MS
+        ),
+    )
+}
+
+/// Runs leaf requests on `shard`'s table as a unit, judging expiry at
+/// `now_ms`; on failure rolls them back. On success returns the undo log (to
+/// roll back later if a cross-shard batch aborts) and the final state of the
+/// keys INCRBY, INCRBYFLOAT or APPEND changed (logged after `effects`: their
+/// values exist only in the table).
 fn run_with_undo<'b>(
     shard: &Shard,
     ops: &[Op],
     buf: &'b [u8],
+    now_ms: u64,
     results: &mut BatchResults,
     effects: &mut Vec<Effect<'b>>,
 ) -> Result<(UndoLog, Vec<OwnedEffect>), RequestError> {
@@ -331,6 +363,7 @@ fn run_with_undo<'b>(
         return Err(RequestError::new(ErrorCode::IoErr, poisoned.to_string()));
     }
     let mut table = shard.table_mut();
+    table.set_clock(now_ms);
     let mut computed = Vec::new();
     match run_unit(
         &mut table,
@@ -359,12 +392,18 @@ fn with_computed<'a>(effects: &[Effect<'a>], computed: &'a [OwnedEffect]) -> Vec
             key,
             version,
             value,
+            deadline,
         } => Effect::Put {
             key,
             version: *version,
             value,
+            deadline: *deadline,
         },
         OwnedEffect::Del { key } => Effect::Del { key },
+        OwnedEffect::Expire { key, deadline } => Effect::Expire {
+            key,
+            deadline: *deadline,
+        },
     });
     effects.iter().cloned().chain(finals).collect()
 }
@@ -377,6 +416,7 @@ fn tentative_effect(table: &Table, key: &[u8]) -> OwnedEffect {
             key: Box::from(key),
             version: entry.version(),
             value: entry.value().into(),
+            deadline: entry.deadline(),
         },
         None => OwnedEffect::Del {
             key: Box::from(key),

@@ -3,10 +3,10 @@
 //! stopping at the first failure.
 //!
 //! A failure is a PUTV or CHECK whose version does not match (CONFLICT), a
-//! write over the memory limit (OOM), or an INCRBY, INCRBYFLOAT or APPEND on a
-//! value it cannot use (WRONGTYPE, NOTNUM). The caller then rolls the undo log
-//! back, so nothing of the batch remains, and the batch answers one error
-//! element (naming the key).
+//! write over the memory limit (OOM) — SET with a TTL, EXPIRE and PERSIST
+//! included — or an INCRBY, INCRBYFLOAT or APPEND on a value it cannot use
+//! (WRONGTYPE, NOTNUM). The caller then rolls the undo log back, so nothing of
+//! the batch remains, and the batch answers one error element (naming the key).
 
 use super::undo::UndoLog;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, OpKind, RequestError};
@@ -40,6 +40,7 @@ pub fn run_unit<'b>(
                         key,
                         version,
                         value,
+                        deadline: None,
                     })
                 }
                 Ok(PutOutcome::Conflict(current)) => {
@@ -64,8 +65,12 @@ pub fn run_unit<'b>(
                     key,
                     version,
                     value,
+                    deadline: None,
                 })
             }
+            kind if kind.is_expiry() => table
+                .apply_expiry(op, buf, out)
+                .map_err(|_| over_memory(key))?,
             _ => table.apply(op, buf, out),
         };
         effects.extend(effect);

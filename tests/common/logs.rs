@@ -28,6 +28,8 @@ pub fn cut_to(path: &Path, len: u64) {
 pub enum Kind {
     Put(Vec<u8>, u64),
     Del(Vec<u8>),
+    /// EXPIRE or PERSIST: the key's new deadline.
+    Expire(Vec<u8>, Option<u64>),
     Batch,
     Prepare(TxnId),
     Decide(TxnId),
@@ -51,6 +53,9 @@ pub fn parse_log(bytes: &[u8]) -> (Vec<LogRecord>, usize) {
         let kind = match record {
             Record::Effect(Effect::Put { key, version, .. }) => Kind::Put(key.to_vec(), *version),
             Record::Effect(Effect::Del { key }) => Kind::Del(key.to_vec()),
+            Record::Effect(Effect::Expire { key, deadline }) => {
+                Kind::Expire(key.to_vec(), *deadline)
+            }
             Record::Batch(_) => Kind::Batch,
             Record::Prepare { txn, .. } => Kind::Prepare(*txn),
             Record::Decide { txn, .. } => Kind::Decide(*txn),

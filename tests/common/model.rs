@@ -172,7 +172,16 @@ impl Model {
                 }
             }
             Request::Rm(k) => Some(Element::Done(u64::from(self.delete(k)))),
-            Request::Atomic(_) | Request::Stats => {
+            Request::Atomic(_)
+            | Request::Stats
+            | Request::SetTtl(..)
+            | Request::Expire(..)
+            | Request::Ttl(_)
+            | Request::Persist(_)
+            | Request::ExpireAt(..)
+            | Request::SetKeepTtl(..)
+            | Request::ExpireTime(_)
+            | Request::SetAt(..) => {
                 panic!("the model does not predict {request:?} here")
             }
         }
@@ -224,6 +233,7 @@ pub fn encode_reply(elements: &[Element]) -> Vec<u8> {
                 }
                 Element::Done(n) => vec![int(-4), (*n).into()],
                 Element::VersionConflict(current) => vec![int(-5), (*current).into()],
+                Element::Integer(n) => vec![int(-8), int(*n)],
                 Element::Stats(stats) => vec![
                     int(-6),
                     Value::Map(
