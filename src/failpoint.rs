@@ -13,10 +13,12 @@
 //! call fail with an I/O error naming it; `return(ENOSPC)` fails it the way a
 //! full disk does.
 //!
-//! Two failpoints do not fail a call but *hold* a cross-shard batch at a step
-//! of two-phase commit ([`hold_while_armed`]): `txn::before_commit` (every
-//! participant voted yes, the COMMIT is not logged yet) and `txn::before_decide`
-//! (the COMMIT is safe, no participant told yet). Armed with `return`, they
+//! Three failpoints do not fail a call but *hold* a cross-shard batch at a
+//! step of two-phase commit ([`hold_while_armed`]): `txn::before_prepare`
+//! (before the participant of the scope is asked to prepare; the scope is the
+//! participant's shard), `txn::before_commit` (every participant voted yes,
+//! the COMMIT is not logged yet) and `txn::before_decide` (the COMMIT is
+//! safe, no participant told yet). Armed with `return`, they
 //! hold the coordinator's task until disarmed, while its shard keeps serving.
 //! (The `fail` crate's own `pause` and `sleep` actions block the whole shard's
 //! thread; do not use them.)
@@ -40,6 +42,7 @@ pub const NAMES: &[&str] = &[
     "backup::create",
     "backup::write",
     "backup::fdatasync",
+    "txn::before_prepare",
     "txn::before_commit",
     "txn::before_decide",
 ];

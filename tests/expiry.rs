@@ -288,6 +288,53 @@ fn an_atomic_batch_never_sees_one_key_alive_and_another_with_the_same_deadline_e
 }
 
 #[test]
+fn a_cross_shard_batch_held_past_a_deadline_is_refused_rather_than_finding_a_swept_key() {
+    // The batch reads the clock before the keys' deadline, prepares shard 0
+    // (a is alive), and is held before shard 1 until shard 1's sweep has
+    // removed b. Served at its reading, it would answer a alive and b gone.
+    const TTL_MS: u64 = 2_000;
+    let mut server = TestServer::start(2, &["--http-addr", "127.0.0.1:0"]);
+    let http = http_addr(&mut server);
+    let mut client = server.client();
+    let mut observer = server.client();
+    let (a, b) = (key_on_shard("a", 0, 2), key_on_shard("b", 1, 2));
+    let set = client
+        .call(&[Request::Atomic(vec![
+            Request::SetTtl(a.clone(), "v".into(), TTL_MS),
+            Request::SetTtl(b.clone(), "v".into(), TTL_MS),
+        ])])
+        .expect("ATOMIC");
+    assert_eq!(set, []);
+    common::arm_failpoint(http, "txn::before_prepare@1", "return");
+    let read = [Request::Atomic(vec![
+        Request::Get(a.clone()),
+        Request::Get(b.clone()),
+    ])];
+    client.send_message(&read).expect("send");
+    client.flush().expect("flush");
+    common::wait_for_line(&mut server, &["failpoint txn::before_prepare holds"]);
+    eventually("shard 1's sweep removes b", || {
+        stat(&mut observer, "expired_keys") >= 1
+    });
+    common::arm_failpoint(http, "txn::before_prepare@1", "");
+    let reply = client.recv_reply().expect("the held batch's reply");
+    let elements = corekv::client::decode_reply(&reply).expect("a reply");
+    match &elements[..] {
+        [Element::Error { code, message }] => {
+            assert_eq!(code, "CONFLICT", "{message}");
+            assert!(message.contains("clock reading"), "{message}");
+        }
+        other => panic!("the held batch answered {other:?}"),
+    }
+    let retried = client.call(&read).expect("ATOMIC");
+    assert_eq!(
+        retried,
+        [Element::NotFound, Element::NotFound],
+        "a retry reads again"
+    );
+}
+
+#[test]
 fn keys_nobody_reads_again_are_removed_by_the_sweep() {
     const NR_KEYS: usize = 100_000;
     const TTL_MS: u64 = 2_000;

@@ -178,3 +178,26 @@ fn open_loop_runs_for_a_duration_after_a_warmup() {
     assert_eq!(report.messages_expected, None);
     assert!(report.messages > 0, "{}", report.to_text());
 }
+
+#[test]
+fn a_mix_whose_sets_carry_a_ttl_gets_every_reply_right_and_leaves_keys_expiring() {
+    let server = TestServer::start(2, &[]);
+    let flags = [
+        "--get-ratio",
+        "0.5",
+        "--set-ttl-ms",
+        "3600000",
+        "--ops-per-message",
+        "4",
+        "--connections",
+        "4",
+        "--messages",
+        "100",
+        "--keys",
+        "400",
+    ];
+    let report = run(&server, &flags);
+    assert_eq!(report.ops, 4 * 100 * 4);
+    let stats = server.client().stats().expect("STATS");
+    assert!(stats["expires"] > 0, "{stats:?}");
+}

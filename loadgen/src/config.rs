@@ -231,6 +231,12 @@ pub struct Args {
     #[arg(long, requires = "get_ratio")]
     pub ops_per_message: Option<u32>,
 
+    /// Mixed workload: each SET expires this many milliseconds after it runs
+    /// (corekv's SET with a TTL; RESP: SET K V PX MS). Pick one longer than
+    /// the run: GETs expect the values written.
+    #[arg(long, value_name = "MS", requires = "get_ratio")]
+    pub set_ttl_ms: Option<u64>,
+
     /// Mixed workload: how keys are drawn from a connection's partition.
     #[arg(long, value_enum, requires = "get_ratio")]
     pub distribution: Option<Distribution>,
@@ -527,6 +533,9 @@ impl Config {
             "a positive number",
             theta > 0.0 && theta.is_finite(),
         )?;
+        if spec.set_ttl_ms == Some(0) {
+            return Err(ConfigError::Zero { flag: "set-ttl-ms" });
+        }
         match spec.ops {
             0 => {
                 return Err(ConfigError::Zero {
@@ -611,6 +620,7 @@ fn workload(
             putv_ratio: args.putv_ratio.unwrap_or(0.0),
             distribution: args.distribution.unwrap_or(Distribution::Uniform),
             zipf_theta: args.zipf_theta,
+            set_ttl_ms: args.set_ttl_ms,
         }));
     }
     let (writes, gets, atomic) = match args.atomic_keys {
@@ -845,7 +855,8 @@ mod tests {
                 get_ratio: 0.5,
                 putv_ratio: 0.0,
                 distribution: Distribution::Uniform,
-                zipf_theta: 0.99
+                zipf_theta: 0.99,
+                set_ttl_ms: None,
             })
         );
     }

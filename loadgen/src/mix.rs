@@ -20,7 +20,7 @@
 
 use crate::distribution::{Distribution, KeySampler, Rng};
 use crate::keys::{mix, write_key, write_value, ConnKeys, OWNED_PREFIX};
-use crate::protocol::msgpack::{bin_header, OP_DEL, OP_GET, OP_PUTV, OP_SET};
+use crate::protocol::msgpack::{bin_header, OP_DEL, OP_GET, OP_PUTV, OP_SET, OP_SET_TTL};
 use crate::protocol::resp::bulk_header;
 use crate::protocol::Protocol;
 use crate::script::{compare, Script};
@@ -40,6 +40,10 @@ pub struct MixSpec {
     pub distribution: Distribution,
     /// Zipf exponent (used with [`Distribution::Zipf`]).
     pub zipf_theta: f64,
+    /// SETs expire this many milliseconds after they run (SET with a TTL;
+    /// RESP: `SET K V PX ms`). It must outlast the run: a GET of a key that
+    /// expired would not find the value it expects.
+    pub set_ttl_ms: Option<u64>,
 }
 
 impl MixSpec {
@@ -84,6 +88,8 @@ struct Encoder {
     /// RESP bulk headers of a key and of a value (`$16\r\n`).
     key_header: Vec<u8>,
     value_header: Vec<u8>,
+    /// SET's TTL ([`MixSpec::set_ttl_ms`]).
+    set_ttl_ms: Option<u64>,
 }
 
 impl Encoder {
@@ -97,7 +103,13 @@ impl Encoder {
             value_bytes,
             key_header,
             value_header,
+            set_ttl_ms: None,
         }
+    }
+
+    /// The encoder, its SETs with a TTL of `ttl_ms` if there is one.
+    fn with_set_ttl(self, set_ttl_ms: Option<u64>) -> Encoder {
+        Encoder { set_ttl_ms, ..self }
     }
 
     /// Starts a message of `requests` requests whose reply has `results`
@@ -143,16 +155,31 @@ impl Encoder {
     }
 
     fn set(&self, out: &mut Vec<u8>, expected: &mut Vec<u8>, index: u64, value: u64) {
-        match self.protocol {
-            Protocol::Msgpack => {
+        match (self.protocol, self.set_ttl_ms) {
+            (Protocol::Msgpack, None) => {
                 out.extend_from_slice(&[0x93, OP_SET]);
                 self.key(out, index);
                 self.value(out, value);
             }
-            Protocol::Resp => {
-                out.extend_from_slice(b"*3\r\n$3\r\nSET\r\n");
+            (Protocol::Msgpack, Some(ttl_ms)) => {
+                out.extend_from_slice(&[0x94, OP_SET_TTL]);
                 self.key(out, index);
                 self.value(out, value);
+                write_uint(out, ttl_ms);
+            }
+            (Protocol::Resp, ttl) => {
+                let nr_args: &[u8] = if ttl.is_some() { b"*5" } else { b"*3" };
+                out.extend_from_slice(nr_args);
+                out.extend_from_slice(b"\r\n$3\r\nSET\r\n");
+                self.key(out, index);
+                self.value(out, value);
+                if let Some(ttl_ms) = ttl {
+                    let ttl = ttl_ms.to_string();
+                    out.extend_from_slice(b"$2\r\nPX\r\n");
+                    bulk_header(out, ttl.len());
+                    out.extend_from_slice(ttl.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
                 expected.extend_from_slice(b"+OK\r\n");
             }
         }
@@ -238,7 +265,7 @@ impl Mix {
         let (base, len) = keys.partition();
         Mix {
             spec,
-            encoder: Encoder::new(protocol, key_bytes, value_bytes),
+            encoder: Encoder::new(protocol, key_bytes, value_bytes).with_set_ttl(spec.set_ttl_ms),
             seed,
             base,
             sampler: KeySampler::new(spec.distribution, len, spec.zipf_theta),
@@ -370,6 +397,7 @@ mod tests {
             putv_ratio,
             distribution,
             zipf_theta: 0.99,
+            set_ttl_ms: None,
         }
     }
 
@@ -377,6 +405,29 @@ mod tests {
         let mut key = vec![0; 16];
         write_key(&OWNED_PREFIX, index, &mut key);
         key
+    }
+
+    #[test]
+    fn a_set_with_a_ttl_is_corekvs_opcode_16_or_redis_set_px() {
+        let encoder = Encoder::new(Protocol::Msgpack, 16, 32).with_set_ttl(Some(3_600_000));
+        let (mut out, mut expected) = (vec![0x91], Vec::new());
+        encoder.set(&mut out, &mut expected, 7, 42);
+        let message: rmpv::Value = rmpv::decode::read_value(&mut &out[..]).expect("msgpack");
+        let request = &message.as_array().expect("a message")[0];
+        let items = request.as_array().expect("a request");
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].as_u64(), Some(16));
+        assert_eq!(items[1].as_slice(), Some(&key(7)[..]));
+        assert_eq!(items[3].as_u64(), Some(3_600_000));
+        assert!(expected.is_empty(), "SET with a TTL answers nothing");
+
+        let encoder = Encoder::new(Protocol::Resp, 16, 32).with_set_ttl(Some(1500));
+        let (mut out, mut expected) = (Vec::new(), Vec::new());
+        encoder.set(&mut out, &mut expected, 7, 42);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        assert!(text.starts_with("*5\r\n$3\r\nSET\r\n$16\r\n"), "{text:?}");
+        assert!(text.ends_with("$2\r\nPX\r\n$4\r\n1500\r\n"), "{text:?}");
+        assert_eq!(expected, b"+OK\r\n");
     }
 
     /// A HashMap server: applies decoded requests, returns the reply elements.

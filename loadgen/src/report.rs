@@ -69,6 +69,8 @@ pub struct MixReport {
     pub set_ratio: f64,
     pub distribution: Distribution,
     pub zipf_theta: Option<f64>,
+    /// SETs expire this long after they run (`--set-ttl-ms`).
+    pub set_ttl_ms: Option<u64>,
 }
 
 /// Latency per message, from its send (open loop: its intended send) to its
@@ -288,8 +290,11 @@ fn describe(w: &WorkloadReport) -> String {
         let theta = m
             .zipf_theta
             .map_or(String::new(), |t| format!(" theta {t}"));
+        let ttl = m
+            .set_ttl_ms
+            .map_or(String::new(), |ms| format!(", SETs with a {ms} ms TTL"));
         format!(
-            "{} random requests ({:.0}% GET, {:.0}% PUTV, {:.0}% SET), {:?}{theta} keys",
+            "{} random requests ({:.0}% GET, {:.0}% PUTV, {:.0}% SET), {:?}{theta} keys{ttl}",
             w.ops_per_message,
             m.get_ratio * 100.0,
             m.putv_ratio * 100.0,
@@ -334,6 +339,7 @@ fn workload(config: &Config) -> WorkloadReport {
             set_ratio: spec.set_ratio(),
             distribution: spec.distribution,
             zipf_theta: (spec.distribution == Distribution::Zipf).then_some(spec.zipf_theta),
+            set_ttl_ms: spec.set_ttl_ms,
         }),
         _ => None,
     };
@@ -526,6 +532,7 @@ mod tests {
                 "get_ratio",
                 "putv_ratio",
                 "set_ratio",
+                "set_ttl_ms",
                 "zipf_theta"
             ]
         );

@@ -214,12 +214,16 @@ impl Shard {
     /// was appended to the log.
     async fn run_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) -> bool {
         let mut wrote = false;
+        // The time the requests run at, for expiry: read once while they run
+        // back to back (a round's run takes microseconds), again after a wait.
+        let mut now_ms = wall_clock_ms();
         let mut i = 0;
         while i < ops.len() {
             let op = &ops[i];
             if op.kind == OpKind::Atomic {
                 let body = &ops[i + 1..i + 1 + op.nr_inner as usize];
                 wrote |= self.txn.run_atomic(self, body, buf, out).await;
+                now_ms = wall_clock_ms();
                 i += 1 + body.len();
                 continue;
             }
@@ -229,11 +233,12 @@ impl Shard {
                 continue;
             }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
-                wrote |= self.execute(op, buf, out);
+                wrote |= self.execute(op, buf, now_ms, out);
             } else {
                 let key = [op.key.of(buf)];
                 self.txn.acquire(&key).await;
-                wrote |= self.execute(op, buf, out);
+                now_ms = wall_clock_ms();
+                wrote |= self.execute(op, buf, now_ms, out);
                 self.txn.pass(&key);
             }
             i += 1;
@@ -241,9 +246,9 @@ impl Shard {
         wrote
     }
 
-    /// Runs one leaf request or STATS, records its result slot in `out`, and
-    /// appends its change to the log; returns whether it did.
-    fn execute(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
+    /// Runs one leaf request or STATS at `now_ms`, records its result slot in
+    /// `out`, and appends its change to the log; returns whether it did.
+    fn execute(&self, op: &Op, buf: &[u8], now_ms: u64, out: &mut BatchResults) -> bool {
         if op.kind.writes() {
             if let Some(poisoned) = self.poisoned() {
                 reply::write_error(&mut out.buf, ErrorCode::IoErr, &poisoned.to_string());
@@ -252,7 +257,7 @@ impl Shard {
             }
         }
         if op.kind.is_read_modify_write() {
-            return self.read_modify_write(op, buf, out);
+            return self.read_modify_write(op, buf, now_ms, out);
         }
         let effect = match op.kind {
             OpKind::Stats => {
@@ -261,8 +266,7 @@ impl Shard {
             }
             _ => {
                 let mut table = self.table.borrow_mut();
-                // Each request judges expiry at the time it runs.
-                table.set_clock(wall_clock_ms());
+                table.set_clock(now_ms);
                 table.apply(op, buf, out)
             }
         };
@@ -297,10 +301,10 @@ impl Shard {
 
     /// INCRBY, INCRBYFLOAT and APPEND: the table computes and stores the new
     /// value; its entry is logged like a SET's. Returns whether it logged.
-    fn read_modify_write(&self, op: &Op, buf: &[u8], out: &mut BatchResults) -> bool {
+    fn read_modify_write(&self, op: &Op, buf: &[u8], now_ms: u64, out: &mut BatchResults) -> bool {
         let written = {
             let mut table = self.table.borrow_mut();
-            table.set_clock(wall_clock_ms());
+            table.set_clock(now_ms);
             table.read_modify_write(op, buf, &mut out.buf)
         };
         let entry = match written {

@@ -169,6 +169,7 @@ async fn prepare(
     owners: &[ShardId],
     buf: &[u8],
 ) -> Result<(BatchResults, Option<Ticket>), RequestError> {
+    failpoint::hold_while_armed("txn::before_prepare", Some(participant.0), &txn).await;
     let share = inner.iter().zip(owners).filter(|(_, o)| **o == participant);
     if participant == shard.id() {
         let ops: Vec<Op> = share.map(|(op, _)| *op).collect();

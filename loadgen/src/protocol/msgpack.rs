@@ -33,6 +33,8 @@ pub const OP_DEL: u8 = 2;
 pub const OP_ATOMIC: u8 = 3;
 pub const OP_GETV: u8 = 4;
 pub const OP_PUTV: u8 = 5;
+/// SET with a TTL, `[16, K, V, ttl_ms]`.
+pub const OP_SET_TTL: u8 = 16;
 
 pub fn request_template(shape: &Shape) -> Template {
     let mut t = Template::new(shape.key_bytes, shape.value_bytes);
