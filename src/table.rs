@@ -798,17 +798,19 @@ impl Table {
         }
     }
 
-    /// SCAN: visits up to `count` entries from `position` in the map's
-    /// iteration order and answers `[-7, next, [keys matching pattern]]`,
-    /// `next` 0 once the end is reached. The order is stable while the map
-    /// does not resize, so a full iteration without writes sees every key once.
-    /// The map exposes no bucket positions, so each call walks past the
-    /// `position` entries before it (fast, but linear in `position`).
+    /// SCAN: looks at up to `count` buckets of the map from bucket `position`
+    /// and answers `[-7, next, [keys matching pattern]]`, `next` 0 once the
+    /// last bucket is passed. Positions are bucket indices, stable while the
+    /// map does not resize, so a full iteration without writes sees every key
+    /// once, and each call costs only the buckets it looks at.
     fn scan(&self, position: u64, count: u32, pattern: &[u8], out: &mut BatchResults) {
+        let nr_buckets = self.map.num_buckets() as u64;
+        let end = position.saturating_add(u64::from(count)).min(nr_buckets);
         let mut keys = Vec::new();
-        let mut visited = 0u64;
-        for entry in self.map.iter().skip(position as usize).take(count as usize) {
-            visited += 1;
+        for bucket in position.min(end)..end {
+            let Some(entry) = self.map.get_bucket(bucket as usize) else {
+                continue;
+            };
             if entry.is_expired(self.now_ms) {
                 continue;
             }
@@ -816,12 +818,7 @@ impl Table {
                 keys.push(entry.key());
             }
         }
-        let next = position + visited;
-        let next = if next >= self.map.len() as u64 {
-            0
-        } else {
-            next
-        };
+        let next = if end >= nr_buckets { 0 } else { end };
         reply::write_keys_header(&mut out.buf, next, keys.len() as u32);
         keys.iter()
             .for_each(|key| reply::write_bin(&mut out.buf, key));

@@ -570,8 +570,9 @@ impl Executor {
 
 /// SCAN's COUNT when none is given (Redis's).
 const DEFAULT_SCAN_COUNT: u64 = 10;
-/// Table entries a SCAN visits at least, whatever its COUNT: the table walks
-/// past earlier entries on every call, so few large steps beat many small ones.
+/// Table buckets a SCAN looks at, at least, whatever its COUNT: the keys of
+/// a step come back in one reply, so few large steps cost less than many
+/// small round trips.
 const MIN_SCAN_VISIT: u64 = 1000;
 
 /// A SCAN's arguments.
