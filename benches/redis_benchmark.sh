@@ -25,7 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 CORE_CPU=${CORE_CPU:-1}
 BENCH_CPU=${BENCH_CPU:-0}
-ALL_CPUS=0-$(($(nproc) - 1))
+NR_CPUS=$(nproc)
+ALL_CPUS=0-$((NR_CPUS - 1))
 COREKV_PORT=${COREKV_PORT:-4120}
 REDIS_PORT=${REDIS_PORT:-6391}
 TESTS=${TESTS:-"set get"}
@@ -101,7 +102,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 echo "## redis-benchmark: corekv (RESP) vs Redis ($(date -u +%Y-%m-%d), medians of $RUNS runs)"
 echo
-echo "- machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r)"
+echo "- machine: $NR_CPUS CPUs, $(lscpu | sed -n 's/^Model name: *//p'), Linux $(uname -r)"
 echo "- corekv $(git -C "$ROOT" rev-parse --short HEAD) (--engine memory); $(redis-server --version | cut -d' ' -f1-3) (--save '' --appendonly no)"
 echo "- redis-benchmark -c 50 -d 16 -r 100000 -n $REQUESTS, pinned to CPU $BENCH_CPU"
 echo "- core rows: 1 corekv shard, then 1 Redis thread, pinned to CPU $CORE_CPU; default rows: corekv's default shards and Redis on CPUs $ALL_CPUS"
