@@ -27,7 +27,7 @@
 #   COREKV_COMMIT what to call the corekv build (default: git rev-parse of the repo)
 #   WORKLOADS     rows to run, space-separated (default: all —
 #                 set1 get1 inflight16 kvstore1 kvstore durable1 durable durable16
-#                 durable1k memory1m)
+#                 durable1k setttl1 memoryttl memory1m)
 # Binaries are taken from ${CARGO_TARGET_DIR:-<repo>/target}/release.
 set -euo pipefail
 
@@ -42,7 +42,7 @@ REDIS_PORT=${REDIS_PORT:-6390}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 OUT=${OUT:-$(mktemp -d /tmp/corekv-compare.XXXXXX)}
-WORKLOADS=${WORKLOADS:-set1 get1 inflight16 kvstore1 kvstore durable1 durable durable16 durable1k memory1m}
+WORKLOADS=${WORKLOADS:-set1 get1 inflight16 kvstore1 kvstore durable1 durable durable16 durable1k setttl1 memoryttl memory1m}
 DATA=$OUT/corekv-data
 SAMPLE_S=0.05
 MARGIN_S=0.1
@@ -177,7 +177,16 @@ throughput() {
   done
 }
 
-# memory NAME FLAGS...: RSS growth per key while loading 1 M keys.
+# keys SERVER: how many keys the running server holds.
+keys() {
+  if [ "$1" = corekv ]; then
+    "$BIN/corekv" stats --addr "127.0.0.1:$COREKV_PORT" --json | jq '.keys'
+  else
+    redis-cli -p "$REDIS_PORT" dbsize
+  fi
+}
+
+# memory NAME FLAGS...: RSS growth over the load, per key the server then holds.
 memory() {
   local name=$1
   shift
@@ -188,7 +197,7 @@ memory() {
       before=$(awk '/^VmRSS/ {print $2}' "/proc/$PID/status")
       run "$name" "$server" "$n" "$@"
       after=$(awk '/^VmRSS/ {print $2}' "/proc/$PID/status")
-      echo $(((after - before) * 1024 / 1000000)) >"$OUT/$name-$server-$n.bytes_per_key"
+      echo $(((after - before) * 1024 / $(keys "$server"))) >"$OUT/$name-$server-$n.bytes_per_key"
       stop_server
     done
   done
@@ -246,6 +255,10 @@ selected durable && throughput durable always default "${SET1[@]}"
 selected durable16 && throughput durable16 always core "${SET1[@]}" --pipeline 16
 selected durable1k && throughput durable1k always core --connections 50 --sets-per-message 1 \
   --gets-per-message 0 --value-bytes 1024 "${TIMED[@]}"
+selected setttl1 && throughput setttl1 memory core --connections 50 --get-ratio 0 \
+  --set-ttl-ms 3600000 --value-bytes 16 "${TIMED[@]}"
+selected memoryttl && memory memoryttl --connections 50 --get-ratio 0 --set-ttl-ms 3600000 \
+  --ops-per-message 100 --keys 1000000 --key-bytes 16 --value-bytes 32 --messages 200
 selected memory1m && memory memory1m --connections 50 --sets-per-message 100 --gets-per-message 0 \
   --keys 1000000 --key-bytes 16 --value-bytes 32 --messages 200
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -272,6 +285,8 @@ selected durable1 && row_durable durable1 "Durable SET 16 B, 1 in flight × 50, 
 selected durable && row_durable durable "Durable SET 16 B, 1 in flight × 50, default shards vs Redis, ops/s"
 selected durable16 && row_durable durable16 "Durable SET 16 B, 16 in flight × 50, 1 shard vs 1 thread, ops/s"
 selected durable1k && row_durable durable1k "Durable SET 1 KiB, 1 in flight × 50, 1 shard vs 1 thread, ops/s"
+selected setttl1 && row_throughput setttl1 "SET with a 1 h TTL (Redis: SET … PX), 1 in flight × 50, 1 shard vs 1 thread, ops/s"
+selected memoryttl && row_memory memoryttl "~630 k keys with a 1 h TTL (16 B keys, 32 B values), 1 shard vs 1 thread"
 selected memory1m && row_memory memory1m "1 M keys (16 B keys, 32 B values), 1 shard vs 1 thread"
 echo
 echo "Reports: $OUT"
