@@ -256,7 +256,7 @@ pub async fn write_snapshot(
     }
     // After the PUTs: replay applies a committed share over the old values.
     for share in &snapshot.prepared {
-        let effects: Vec<Effect<'_>> = share.effects.iter().map(borrowed).collect();
+        let effects: Vec<Effect<'_>> = share.effects.iter().map(OwnedEffect::borrowed).collect();
         format::write_prepare(&mut chunk, share.txn, &effects);
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
@@ -267,27 +267,6 @@ pub async fn write_snapshot(
     format::stamp(&mut chunk, epoch);
     offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
     Ok(offset)
-}
-
-fn borrowed(effect: &OwnedEffect) -> Effect<'_> {
-    match effect {
-        OwnedEffect::Put {
-            key,
-            version,
-            value,
-            deadline,
-        } => Effect::Put {
-            key,
-            version: *version,
-            value,
-            deadline: *deadline,
-        },
-        OwnedEffect::Del { key } => Effect::Del { key },
-        OwnedEffect::Expire { key, deadline } => Effect::Expire {
-            key,
-            deadline: *deadline,
-        },
-    }
 }
 
 async fn write_chunk(

@@ -67,6 +67,30 @@ pub enum OwnedEffect {
     },
 }
 
+impl OwnedEffect {
+    /// The effect as the log writes it, borrowing this one's bytes.
+    pub fn borrowed(&self) -> Effect<'_> {
+        match self {
+            OwnedEffect::Put {
+                key,
+                version,
+                value,
+                deadline,
+            } => Effect::Put {
+                key,
+                version: *version,
+                value,
+                deadline: *deadline,
+            },
+            OwnedEffect::Del { key } => Effect::Del { key },
+            OwnedEffect::Expire { key, deadline } => Effect::Expire {
+                key,
+                deadline: *deadline,
+            },
+        }
+    }
+}
+
 /// What replaying one file found.
 #[derive(Debug, Default)]
 pub struct Replayed {

@@ -387,24 +387,7 @@ fn run_with_undo<'b>(
 
 /// `effects` followed by the final states of computed keys.
 fn with_computed<'a>(effects: &[Effect<'a>], computed: &'a [OwnedEffect]) -> Vec<Effect<'a>> {
-    let finals = computed.iter().map(|effect| match effect {
-        OwnedEffect::Put {
-            key,
-            version,
-            value,
-            deadline,
-        } => Effect::Put {
-            key,
-            version: *version,
-            value,
-            deadline: *deadline,
-        },
-        OwnedEffect::Del { key } => Effect::Del { key },
-        OwnedEffect::Expire { key, deadline } => Effect::Expire {
-            key,
-            deadline: *deadline,
-        },
-    });
+    let finals = computed.iter().map(OwnedEffect::borrowed);
     effects.iter().cloned().chain(finals).collect()
 }
 
