@@ -26,10 +26,14 @@ pub const COMMANDS: &[(&str, i64)] = &[
     ("echo", 2),
     ("exec", 1),
     ("exists", -2),
+    ("expire", -3),
+    ("expireat", -3),
+    ("expiretime", 2),
     ("flushall", -1),
     ("flushdb", -1),
     ("get", 2),
     ("getdel", 2),
+    ("getex", -2),
     ("getset", 3),
     ("hello", -1),
     ("incr", 2),
@@ -41,13 +45,21 @@ pub const COMMANDS: &[(&str, i64)] = &[
     ("mset", -3),
     ("msetnx", -3),
     ("multi", 1),
+    ("persist", 2),
+    ("pexpire", -3),
+    ("pexpireat", -3),
+    ("pexpiretime", 2),
     ("ping", -1),
+    ("psetex", 4),
+    ("pttl", 2),
     ("quit", -1),
     ("scan", -2),
     ("select", 2),
     ("set", -3),
+    ("setex", 4),
     ("setnx", 3),
     ("strlen", 2),
+    ("ttl", 2),
     ("type", 2),
     ("unlink", -2),
     ("unwatch", 1),
@@ -258,7 +270,8 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
         text.push_str("# Keyspace\r\n");
         let keys = stat("keys");
         if keys > 0 {
-            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            let expires = stat("expires");
+            let _ = write!(text, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
     text
