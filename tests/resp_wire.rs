@@ -912,6 +912,14 @@ fn command_and_info_list_the_expiry_commands_and_keys_with_a_deadline() {
             show(&reply)
         );
     }
+    let docs = b"*2\r\n$4\r\npttl\r\n*4\r\n$7\r\nsummary\r\n\
+                 $53\r\nReturns the expiration time in milliseconds of a key.\r\n\
+                 $5\r\ngroup\r\n$7\r\ngeneric\r\n";
+    assert_exchange(
+        &mut s,
+        &command(&[b"COMMAND", b"DOCS", b"pttl", b"nosuch"]),
+        docs,
+    );
     let request = [
         command(&[b"SET", b"a", b"v", b"EX", b"100"]),
         command(&[b"SET", b"b", b"v"]),

@@ -67,7 +67,7 @@ pub enum Command<'a> {
     ClientSetInfo,
     CommandList,
     CommandCount,
-    CommandDocs,
+    CommandDocs(Vec<&'a [u8]>),
     CommandInfo(Vec<&'a [u8]>),
     ConfigGet(Vec<&'a [u8]>),
     Info(Vec<&'a [u8]>),
@@ -578,7 +578,7 @@ fn parse_command_command<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandEr
     let mut upper = [0u8; MAX_NAME_BYTES];
     let command = match uppercase(sub, &mut upper) {
         b"COUNT" => Command::CommandCount,
-        b"DOCS" => Command::CommandDocs,
+        b"DOCS" => Command::CommandDocs(args.to_vec()),
         b"INFO" => Command::CommandInfo(args.to_vec()),
         _ => return Err(unknown_subcommand("COMMAND", sub)),
     };
