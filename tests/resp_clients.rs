@@ -99,6 +99,16 @@ fn redis_cli_one_shot_commands_work() {
         "hello world\n5\n\n"
     );
     assert_eq!(cli(&["DBSIZE"]), "2\n");
+    // Expiry: SET EX, TTL, PERSIST.
+    assert_eq!(cli(&["SET", "session", "s", "EX", "100"]), "OK\n");
+    let ttl: i64 = cli(&["TTL", "session"])
+        .trim()
+        .parse()
+        .expect("TTL is an integer");
+    assert!((1..=100).contains(&ttl), "TTL after EX 100: {ttl}");
+    assert_eq!(cli(&["PERSIST", "session"]), "1\n");
+    assert_eq!(cli(&["TTL", "session"]), "-1\n");
+    assert_eq!(cli(&["DEL", "session"]), "1\n");
     assert!(cli(&["INFO", "server"]).contains("redis_version:"));
     assert_eq!(cli(&["CONFIG", "GET", "appendonly"]), "appendonly\nno\n");
     // redis-cli with RESP3.

@@ -520,3 +520,427 @@ fn a_large_command_arriving_in_many_small_pieces_is_served_whole() {
     assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":5000\r\n");
     assert_exchange(&mut s, &command(&[b"GET", b"piece4999"]), b"$1\r\nv\r\n");
 }
+
+/// A Unix time in seconds far in the future (2100-01-01), for deadlines
+/// whose replies do not depend on the clock.
+const FAR_SECONDS: &str = "4102444800";
+
+/// Switches the connection to RESP3 (reading HELLO's map to its end).
+fn hello3(s: &mut TcpStream) {
+    let end = b"$7\r\nmodules\r\n*0\r\n";
+    s.write_all(&command(&[b"HELLO", b"3"])).expect("send");
+    let mut got = Vec::new();
+    while !got.ends_with(end) && got.len() < 300 {
+        got.extend(exchange(s, b"", 1));
+    }
+    assert!(got.ends_with(end), "{}", show(&got));
+}
+
+/// Sends one command whose reply is an integer and returns it.
+fn integer_reply(s: &mut TcpStream, args: &[&[u8]]) -> i64 {
+    s.write_all(&command(args)).expect("send");
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n") && got.len() < 64 {
+        got.extend(exchange(s, b"", 1));
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.strip_prefix(':')
+        .and_then(|n| n.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("{args:?}: not an integer reply: {text:?}"))
+}
+
+#[test]
+fn expiry_commands_answer_with_redis_reply_types_in_resp2_and_resp3() {
+    let server = TestServer::start(2, &[]);
+    for protocol in [2, 3] {
+        let mut s = connect(server.addr);
+        let null: &[u8] = if protocol == 3 {
+            hello3(&mut s);
+            b"_\r\n"
+        } else {
+            b"$-1\r\n"
+        };
+        let far = FAR_SECONDS.as_bytes();
+        let far_ms = format!("{FAR_SECONDS}123");
+        let far_ms = far_ms.as_bytes();
+        let far_reply = format!(":{FAR_SECONDS}\r\n");
+        let far_ms_reply = format!(":{FAR_SECONDS}123\r\n");
+        let far_reply = far_reply.as_bytes();
+        let far_ms_reply = far_ms_reply.as_bytes();
+        let invalid = |name: &str| format!("-ERR invalid expire time in '{name}' command\r\n");
+        let (set_invalid, setex_invalid, psetex_invalid) =
+            (invalid("set"), invalid("setex"), invalid("psetex"));
+        let (getex_invalid, expire_invalid, pexpire_invalid) =
+            (invalid("getex"), invalid("expire"), invalid("pexpire"));
+        let not_integer: &[u8] = b"-ERR value is not an integer or out of range\r\n";
+        let syntax: &[u8] = b"-ERR syntax error\r\n";
+        let cases: &[(&[&[u8]], &[u8])] = &[
+            // Missing keys: -2, 0, null.
+            (&[b"TTL", b"none"], b":-2\r\n"),
+            (&[b"PTTL", b"none"], b":-2\r\n"),
+            (&[b"EXPIRETIME", b"none"], b":-2\r\n"),
+            (&[b"PEXPIRETIME", b"none"], b":-2\r\n"),
+            (&[b"EXPIRE", b"none", b"10"], b":0\r\n"),
+            (&[b"PEXPIREAT", b"none", far_ms], b":0\r\n"),
+            (&[b"PERSIST", b"none"], b":0\r\n"),
+            (&[b"GETEX", b"none", b"EX", b"10"], null),
+            // A key without a deadline: -1.
+            (&[b"SET", b"k", b"v"], b"+OK\r\n"),
+            (&[b"TTL", b"k"], b":-1\r\n"),
+            (&[b"PEXPIRETIME", b"k"], b":-1\r\n"),
+            (&[b"PERSIST", b"k"], b":0\r\n"),
+            // EXPIREAT and its reading back; EXPIRETIME rounds down.
+            (&[b"EXPIREAT", b"k", far], b":1\r\n"),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (&[b"PEXPIREAT", b"k", far_ms], b":1\r\n"),
+            (&[b"PEXPIRETIME", b"k"], far_ms_reply),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (&[b"PERSIST", b"k"], b":1\r\n"),
+            (&[b"PERSIST", b"k"], b":0\r\n"),
+            (&[b"TTL", b"k"], b":-1\r\n"),
+            // SET's options, alone and with NX, XX and GET.
+            (&[b"SET", b"k", b"v1", b"EXAT", far], b"+OK\r\n"),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (&[b"SET", b"k", b"v2", b"KEEPTTL"], b"+OK\r\n"),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (&[b"GET", b"k"], b"$2\r\nv2\r\n"),
+            (&[b"SET", b"k", b"v3"], b"+OK\r\n"),
+            (&[b"TTL", b"k"], b":-1\r\n"),
+            (
+                &[b"SET", b"k", b"v4", b"PXAT", far_ms, b"GET"],
+                b"$2\r\nv3\r\n",
+            ),
+            (&[b"PEXPIRETIME", b"k"], far_ms_reply),
+            (&[b"SET", b"k", b"v5", b"NX", b"EX", b"100"], null),
+            (
+                &[b"SET", b"k", b"v5", b"NX", b"GET", b"EX", b"100"],
+                b"$2\r\nv4\r\n",
+            ),
+            (&[b"PEXPIRETIME", b"k"], far_ms_reply),
+            (&[b"SET", b"k", b"v6", b"XX", b"EXAT", far], b"+OK\r\n"),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (
+                &[b"SET", b"k", b"v7", b"XX", b"KEEPTTL", b"GET"],
+                b"$2\r\nv6\r\n",
+            ),
+            (&[b"EXPIRETIME", b"k"], far_reply),
+            (&[b"SET", b"nope", b"v", b"XX", b"PX", b"100"], null),
+            (&[b"EXISTS", b"nope"], b":0\r\n"),
+            (
+                &[b"SET", b"fresh", b"v", b"NX", b"PXAT", far_ms],
+                b"+OK\r\n",
+            ),
+            (&[b"PEXPIRETIME", b"fresh"], far_ms_reply),
+            // GETSET clears the deadline; INCR and APPEND keep it.
+            (&[b"GETSET", b"fresh", b"w"], b"$1\r\nv\r\n"),
+            (&[b"TTL", b"fresh"], b":-1\r\n"),
+            (&[b"SET", b"n", b"1", b"EXAT", far], b"+OK\r\n"),
+            (&[b"INCR", b"n"], b":2\r\n"),
+            (&[b"APPEND", b"n", b"0"], b":2\r\n"),
+            (&[b"EXPIRETIME", b"n"], far_reply),
+            // GETEX.
+            (&[b"GETEX", b"n"], b"$2\r\n20\r\n"),
+            (&[b"GETEX", b"n", b"PERSIST"], b"$2\r\n20\r\n"),
+            (&[b"TTL", b"n"], b":-1\r\n"),
+            (&[b"GETEX", b"n", b"EXAT", far], b"$2\r\n20\r\n"),
+            (&[b"EXPIRETIME", b"n"], far_reply),
+            (&[b"GETEX", b"n", b"PXAT", b"1"], b"$2\r\n20\r\n"),
+            (&[b"EXISTS", b"n"], b":0\r\n"),
+            // Times at or before now remove the key (and answer 1).
+            (&[b"SET", b"gone", b"v"], b"+OK\r\n"),
+            (&[b"EXPIRE", b"gone", b"-5"], b":1\r\n"),
+            (&[b"GET", b"gone"], null),
+            (&[b"SET", b"gone", b"v"], b"+OK\r\n"),
+            (&[b"PEXPIRE", b"gone", b"0"], b":1\r\n"),
+            (&[b"TTL", b"gone"], b":-2\r\n"),
+            (&[b"SET", b"gone", b"v"], b"+OK\r\n"),
+            (&[b"EXPIREAT", b"gone", b"1"], b":1\r\n"),
+            (&[b"EXISTS", b"gone"], b":0\r\n"),
+            (&[b"SET", b"gone", b"v", b"EXAT", b"1"], b"+OK\r\n"),
+            (&[b"GET", b"gone"], null),
+            (&[b"SETEX", b"sx", b"100", b"v"], b"+OK\r\n"),
+            (&[b"PSETEX", b"psx", b"100000", b"v"], b"+OK\r\n"),
+            (&[b"GET", b"psx"], b"$1\r\nv\r\n"),
+            // Bad times: Redis's texts.
+            (&[b"SET", b"k", b"v", b"EX", b"0"], set_invalid.as_bytes()),
+            (&[b"SET", b"k", b"v", b"PX", b"-1"], set_invalid.as_bytes()),
+            (&[b"SET", b"k", b"v", b"EXAT", b"0"], set_invalid.as_bytes()),
+            (
+                &[b"SET", b"k", b"v", b"EX", b"9223372036854775807"],
+                set_invalid.as_bytes(),
+            ),
+            (&[b"SET", b"k", b"v", b"EX", b"1.5"], not_integer),
+            (&[b"SET", b"k", b"v", b"PX", b"soon"], not_integer),
+            (&[b"SETEX", b"k", b"0", b"v"], setex_invalid.as_bytes()),
+            (&[b"SETEX", b"k", b"-3", b"v"], setex_invalid.as_bytes()),
+            (&[b"PSETEX", b"k", b"0", b"v"], psetex_invalid.as_bytes()),
+            (&[b"SETEX", b"k", b"x", b"v"], not_integer),
+            (&[b"GETEX", b"k", b"PX", b"0"], getex_invalid.as_bytes()),
+            (&[b"EXPIRE", b"k", b"x"], not_integer),
+            (
+                &[b"EXPIRE", b"k", b"9223372036854775807"],
+                expire_invalid.as_bytes(),
+            ),
+            (
+                &[b"PEXPIRE", b"k", b"9223372036854775807"],
+                pexpire_invalid.as_bytes(),
+            ),
+            (&[b"PEXPIRE", b"k", b"99999999999999999999"], not_integer),
+            // Invalid combinations: Redis's syntax errors.
+            (&[b"SET", b"k", b"v", b"EX", b"1", b"PX", b"1"], syntax),
+            (&[b"SET", b"k", b"v", b"KEEPTTL", b"EX", b"1"], syntax),
+            (&[b"SET", b"k", b"v", b"PXAT", b"1", b"KEEPTTL"], syntax),
+            (&[b"SET", b"k", b"v", b"NX", b"XX", b"EX", b"1"], syntax),
+            (&[b"SET", b"k", b"v", b"EX"], syntax),
+            (&[b"GETEX", b"k", b"PERSIST", b"EX", b"1"], syntax),
+            (&[b"GETEX", b"k", b"KEEPTTL"], syntax),
+            (
+                &[b"EXPIRE", b"k", b"1", b"NX", b"GT"],
+                b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"1", b"GT", b"LT"],
+                b"-ERR GT and LT options at the same time are not compatible\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"1", b"SOON"],
+                b"-ERR Unsupported option SOON\r\n",
+            ),
+            (
+                &[b"EXPIRE", b"k", b"1", b"GT"],
+                b"-ERR the NX, XX, GT and LT options are not supported: \
+                  corekv cannot apply them atomically\r\n",
+            ),
+            (
+                &[b"TTL", b"k", b"x"],
+                b"-ERR wrong number of arguments for 'ttl' command\r\n",
+            ),
+        ];
+        for (args, expected) in cases {
+            let got = exchange(&mut s, &command(args), expected.len());
+            assert_eq!(
+                show(&got),
+                show(expected),
+                "RESP{protocol} {:?}",
+                show(&command(args))
+            );
+        }
+        // Relative TTLs: read back within their range (the clock moves).
+        assert_exchange(
+            &mut s,
+            &command(&[b"SET", b"r", b"v", b"EX", b"100"]),
+            b"+OK\r\n",
+        );
+        let ttl = integer_reply(&mut s, &[b"TTL", b"r"]);
+        assert!((1..=100).contains(&ttl), "TTL after EX 100: {ttl}");
+        let pttl = integer_reply(&mut s, &[b"PTTL", b"r"]);
+        assert!((1..=100_000).contains(&pttl), "PTTL after EX 100: {pttl}");
+        assert_exchange(&mut s, &command(&[b"PEXPIRE", b"r", b"5000"]), b":1\r\n");
+        let pttl = integer_reply(&mut s, &[b"PTTL", b"r"]);
+        assert!(
+            (1..=5000).contains(&pttl),
+            "PTTL after PEXPIRE 5000: {pttl}"
+        );
+        for key in [&b"sx"[..], b"psx"] {
+            let ttl = integer_reply(&mut s, &[b"TTL", key]);
+            assert!((1..=100).contains(&ttl), "TTL after SETEX 100: {ttl}");
+        }
+        assert_exchange(&mut s, &command(&[b"FLUSHDB"]), b"+OK\r\n");
+    }
+}
+
+#[test]
+fn a_key_set_with_px_50_is_gone_once_its_deadline_passes() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    assert_exchange(
+        &mut s,
+        &command(&[b"SET", b"brief", b"v", b"PX", b"50"]),
+        b"+OK\r\n",
+    );
+    let mut gone = false;
+    for _ in 0..1000 {
+        if exchange(&mut s, &command(&[b"EXISTS", b"brief"]), 4) == b":0\r\n" {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone, "the key was still there after 1000 polls");
+    assert_exchange(&mut s, &command(&[b"GET", b"brief"]), b"$-1\r\n");
+    assert_exchange(&mut s, &command(&[b"TTL", b"brief"]), b":-2\r\n");
+}
+
+#[test]
+fn expiry_commands_inside_multi_exec_run_in_the_one_atomic_unit() {
+    let server = TestServer::start(2, &[]);
+    let a = key_name_on_shard("ttl", 0, 2);
+    let b = key_name_on_shard("ttl", 1, 2);
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let far = FAR_SECONDS.as_bytes();
+    let mut s = connect(server.addr);
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"SET", a, b"5", b"EXAT", far]),
+        command(&[b"SET", b, b"1"]),
+        command(&[b"EXPIREAT", b, far]),
+        // INCR inside MULTI is computed from the block's view: it keeps the
+        // deadline as Redis's does.
+        command(&[b"INCR", a]),
+        command(&[b"EXPIRETIME", a]),
+        command(&[b"EXPIRETIME", b]),
+        command(&[b"PERSIST", b]),
+        command(&[b"TTL", b]),
+        // EXPIRE 0 removes the key: a later INCR of the block starts from 0.
+        command(&[b"EXPIRE", a, b"0"]),
+        command(&[b"GET", a]),
+        command(&[b"INCR", a]),
+        command(&[b"EXPIRETIME", a]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    let far_reply = format!(":{FAR_SECONDS}\r\n");
+    let expected = [
+        &b"+OK\r\n"[..],
+        &b"+QUEUED\r\n".repeat(12),
+        b"*12\r\n+OK\r\n+OK\r\n:1\r\n:6\r\n",
+        far_reply.as_bytes(),
+        far_reply.as_bytes(),
+        b":1\r\n:-1\r\n:1\r\n$-1\r\n:1\r\n:-1\r\n",
+    ]
+    .concat();
+    assert_exchange(&mut s, &block, &expected);
+    // SET EX inside MULTI with a read-modify-write (SET XX GET) after it.
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"SET", b, b"x", b"EXAT", far]),
+        command(&[b"SET", b, b"y", b"XX", b"KEEPTTL", b"GET"]),
+        command(&[b"EXPIRETIME", b]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    let expected = [
+        &b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n$1\r\nx\r\n"[..],
+        far_reply.as_bytes(),
+    ]
+    .concat();
+    assert_exchange(&mut s, &block, &expected);
+    assert_exchange(&mut s, &command(&[b"GET", b]), b"$1\r\ny\r\n");
+}
+
+#[test]
+fn a_resp_acknowledged_set_ex_survives_kill_9_with_its_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let flags = ["--engine", "log", "--fsync", "always"];
+    let mut server = TestServer::start_in(&data_dir, 2, &flags).expect("start");
+    let mut s = connect(server.addr);
+    let far = FAR_SECONDS.as_bytes();
+    let mut request = Vec::new();
+    request.extend(command(&[b"SET", b"ex", b"v", b"EX", b"3600"]));
+    request.extend(command(&[b"SET", b"at", b"v", b"EXAT", far]));
+    request.extend(command(&[b"SETEX", b"setex", b"3600", b"v"]));
+    request.extend(command(&[b"SET", b"expired", b"v"]));
+    request.extend(command(&[b"EXPIREAT", b"kept", far]));
+    request.extend(command(&[b"SET", b"kept", b"v"]));
+    request.extend(command(&[b"EXPIREAT", b"kept", far]));
+    request.extend(command(&[b"SET", b"persisted", b"v", b"EXAT", far]));
+    request.extend(command(&[b"PERSIST", b"persisted"]));
+    request.extend(command(&[b"PEXPIRE", b"expired", b"0"]));
+    assert_exchange(
+        &mut s,
+        &request,
+        b"+OK\r\n+OK\r\n+OK\r\n+OK\r\n:0\r\n+OK\r\n:1\r\n+OK\r\n:1\r\n:1\r\n",
+    );
+    let ex_deadline = integer_reply(&mut s, &[b"PEXPIRETIME", b"ex"]);
+    server.stop_with(libc::SIGKILL);
+    let server = TestServer::start_in(&data_dir, 2, &flags).expect("restart");
+    let mut s = connect(server.addr);
+    // The deadline is absolute: the same after the restart, not moved.
+    assert_eq!(integer_reply(&mut s, &[b"PEXPIRETIME", b"ex"]), ex_deadline);
+    let far_reply = format!(":{FAR_SECONDS}\r\n");
+    assert_exchange(
+        &mut s,
+        &command(&[b"EXPIRETIME", b"at"]),
+        far_reply.as_bytes(),
+    );
+    assert_exchange(
+        &mut s,
+        &command(&[b"EXPIRETIME", b"kept"]),
+        far_reply.as_bytes(),
+    );
+    let ttl = integer_reply(&mut s, &[b"TTL", b"setex"]);
+    assert!((1..=3600).contains(&ttl), "TTL after SETEX 3600: {ttl}");
+    assert_exchange(&mut s, &command(&[b"TTL", b"persisted"]), b":-1\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"expired"]), b"$-1\r\n");
+    assert_exchange(&mut s, &command(&[b"GET", b"ex"]), b"$1\r\nv\r\n");
+    assert_exchange(&mut s, &command(&[b"DBSIZE"]), b":5\r\n");
+}
+
+#[test]
+fn command_and_info_list_the_expiry_commands_and_keys_with_a_deadline() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"COMMAND", b"COUNT"]), b":50\r\n");
+    for (name, arity) in [
+        ("expire", "-3"),
+        ("pexpire", "-3"),
+        ("expireat", "-3"),
+        ("pexpireat", "-3"),
+        ("ttl", "2"),
+        ("pttl", "2"),
+        ("expiretime", "2"),
+        ("pexpiretime", "2"),
+        ("persist", "2"),
+        ("setex", "4"),
+        ("psetex", "4"),
+        ("getex", "-2"),
+    ] {
+        let entry = format!("${}\r\n{name}\r\n:{arity}\r\n", name.len());
+        let mut reply = exchange(&mut s, &command(&[b"COMMAND", b"INFO", name.as_bytes()]), 1);
+        while !String::from_utf8_lossy(&reply).contains(&entry) && reply.len() < 4096 {
+            let more = exchange(&mut s, b"", 1);
+            if more.is_empty() {
+                break;
+            }
+            reply.extend(more);
+        }
+        let text = String::from_utf8_lossy(&reply);
+        assert!(
+            text.starts_with("*1\r\n*") && text.contains(&entry),
+            "COMMAND INFO {name}: {}",
+            show(&reply)
+        );
+    }
+    let docs = b"*2\r\n$4\r\npttl\r\n*4\r\n$7\r\nsummary\r\n\
+                 $53\r\nReturns the expiration time in milliseconds of a key.\r\n\
+                 $5\r\ngroup\r\n$7\r\ngeneric\r\n";
+    assert_exchange(
+        &mut s,
+        &command(&[b"COMMAND", b"DOCS", b"pttl", b"nosuch"]),
+        docs,
+    );
+    let request = [
+        command(&[b"SET", b"a", b"v", b"EX", b"100"]),
+        command(&[b"SET", b"b", b"v"]),
+        command(&[b"SETEX", b"c", b"100", b"v"]),
+    ]
+    .concat();
+    assert_exchange(&mut s, &request, b"+OK\r\n+OK\r\n+OK\r\n");
+    let want = "db0:keys=3,expires=2,";
+    s.write_all(&command(&[b"INFO", b"keyspace"]))
+        .expect("send");
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(want) && got.len() < 4096 {
+        let more = exchange(&mut s, b"", 1);
+        if more.is_empty() {
+            break;
+        }
+        got.extend(more);
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains(want),
+        "{}",
+        show(&got)
+    );
+}

@@ -9,6 +9,7 @@ raises (non-zero exit) with what went wrong.
 
 import sys
 import threading
+import time
 
 import redis
 
@@ -49,7 +50,6 @@ def commands(r, protocol):
     expect(r.set("k", "x", xx=True), True, "SET XX existing")
     expect(r.set("nokey", "x", xx=True), None, "SET XX missing")
     expect(r.set("k", "y", get=True), b"x", "SET GET")
-    expect_error(lambda: r.set("k", "v", ex=10), "not supported", "SET EX")
     expect(r.setnx("k", "z"), False, "SETNX existing")
     expect(r.setnx("nx", "z"), True, "SETNX fresh")
     expect(r.getset("k", "new"), b"y", "GETSET")
@@ -95,12 +95,81 @@ def commands(r, protocol):
     pipe = r.pipeline(transaction=True)
     pipe.set("t", "1").incr("t").append("t", "0").get("t").getdel("t").exists("t")
     expect(pipe.execute(), [True, 2, 2, b"20", b"20", 0], "MULTI/EXEC")
+    expiry(r)
     # HELLO: the server's map, with the protocol asked for.
     hello = r.execute_command("HELLO", protocol)
     if isinstance(hello, list):  # RESP2: a flat list of names and values
         hello = dict(zip(hello[::2], hello[1::2]))
     proto = {k.decode() if isinstance(k, bytes) else k: v for k, v in hello.items()}["proto"]
     expect(proto, protocol, "HELLO proto")
+
+
+FAR = 4102444800  # 2100-01-01, in Unix seconds: deadlines the clock does not change
+
+
+def expiry(r):
+    """The expiry commands through redis-py's own methods."""
+    expect(r.ttl("no-such-key"), -2, "TTL missing")
+    expect(r.pttl("no-such-key"), -2, "PTTL missing")
+    expect(r.expire("no-such-key", 10), False, "EXPIRE missing")
+    expect(r.persist("no-such-key"), False, "PERSIST missing")
+    expect(r.set("e", "v", ex=100), True, "SET EX")
+    expect(0 < r.ttl("e") <= 100, True, "TTL after SET EX")
+    expect(0 < r.pttl("e") <= 100_000, True, "PTTL after SET EX")
+    expect(r.set("e", "w", keepttl=True), True, "SET KEEPTTL")
+    expect(0 < r.ttl("e") <= 100, True, "KEEPTTL kept the TTL")
+    expect(r.set("e", "x"), True, "plain SET")
+    expect(r.ttl("e"), -1, "plain SET cleared the TTL")
+    expect(r.set("e", "y", px=100_000, get=True), b"x", "SET PX GET")
+    expect(r.set("e", "z", nx=True, ex=10), None, "SET NX EX on an existing key")
+    expect(r.set("e", "z", xx=True, exat=FAR), True, "SET XX EXAT")
+    expect(r.expiretime("e"), FAR, "EXPIRETIME")
+    expect(r.pexpiretime("e"), FAR * 1000, "PEXPIRETIME")
+    expect(r.set("e", "z", pxat=FAR * 1000 + 5), True, "SET PXAT")
+    expect(r.pexpiretime("e"), FAR * 1000 + 5, "PEXPIRETIME after PXAT")
+    expect(r.persist("e"), True, "PERSIST")
+    expect(r.ttl("e"), -1, "TTL after PERSIST")
+    expect(r.expire("e", 100), True, "EXPIRE")
+    expect(r.pexpire("e", 100_000), True, "PEXPIRE")
+    expect(r.expireat("e", FAR), True, "EXPIREAT")
+    expect(r.pexpireat("e", FAR * 1000), True, "PEXPIREAT")
+    expect(r.expiretime("e"), FAR, "EXPIRETIME after PEXPIREAT")
+    expect(r.incr("counter-with-ttl"), 1, "INCR")
+    expect(r.expireat("counter-with-ttl", FAR), True, "EXPIREAT counter")
+    expect(r.incr("counter-with-ttl"), 2, "INCR again")
+    expect(r.append("counter-with-ttl", "0"), 2, "APPEND")
+    expect(r.expiretime("counter-with-ttl"), FAR, "INCR and APPEND kept the deadline")
+    expect(r.getset("counter-with-ttl", "0"), b"20", "GETSET")
+    expect(r.ttl("counter-with-ttl"), -1, "GETSET cleared the deadline")
+    expect(r.setex("sx", 100, "v"), True, "SETEX")
+    expect(0 < r.ttl("sx") <= 100, True, "TTL after SETEX")
+    expect(r.psetex("psx", 100_000, "v"), True, "PSETEX")
+    expect(0 < r.pttl("psx") <= 100_000, True, "PTTL after PSETEX")
+    expect(r.getex("psx", persist=True), b"v", "GETEX PERSIST")
+    expect(r.ttl("psx"), -1, "TTL after GETEX PERSIST")
+    expect(r.getex("psx", exat=FAR), b"v", "GETEX EXAT")
+    expect(r.expiretime("psx"), FAR, "EXPIRETIME after GETEX EXAT")
+    expect(r.getex("psx", px=100_000), b"v", "GETEX PX")
+    expect(r.getex("psx"), b"v", "GETEX")
+    expect(r.getex("no-such-key", ex=5), None, "GETEX missing")
+    expect(r.expire("psx", -1), True, "EXPIRE negative")
+    expect(r.exists("psx"), 0, "EXPIRE negative removed the key")
+    expect_error(lambda: r.set("k", "v", ex=0), "invalid expire time in 'set' command", "EX 0")
+    expect_error(lambda: r.setex("k", -1, "v"), "invalid expire time in 'setex' command", "SETEX -1")
+    expect_error(lambda: r.expire("e", 10, gt=True), "not supported", "EXPIRE GT")
+    # PX 50: gone once the deadline passes (bounded polling, no timing).
+    expect(r.set("brief", "v", px=50), True, "SET PX 50")
+    for _ in range(1000):
+        if r.get("brief") is None:
+            break
+        time.sleep(0.01)
+    expect(r.get("brief"), None, "the PX 50 key expired")
+    # Inside MULTI/EXEC.
+    pipe = r.pipeline(transaction=True)
+    pipe.set("tx", "1", exat=FAR).expire("tx-other", 10).incr("tx").expiretime("tx")
+    pipe.persist("tx").ttl("tx")
+    expect(pipe.execute(), [True, False, 2, FAR, True, -1], "expiry in MULTI/EXEC")
+    r.delete("e", "sx", "tx", "counter-with-ttl")
 
 
 def pipeline(r, protocol):

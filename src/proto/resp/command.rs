@@ -15,6 +15,41 @@ pub enum SetCondition {
     IfPresent,
 }
 
+/// When a key is to expire, as the store's requests take it: both in
+/// milliseconds, at most [`MAX_EXPIRY_MS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// This many milliseconds from when the request runs (0: at once).
+    In(u64),
+    /// At this Unix time in milliseconds (not in the future: at once).
+    At(u64),
+}
+
+/// What a SET does to the key's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// No option: the key no longer expires (Redis's SET clears the TTL).
+    Clear,
+    /// KEEPTTL.
+    Keep,
+    /// EX, PX, EXAT, PXAT (and SETEX, PSETEX).
+    Expire(Deadline),
+}
+
+/// What GETEX does to the key's deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetExChange {
+    Persist,
+    Expire(Deadline),
+}
+
+/// The unit TTL and EXPIRETIME answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Milliseconds,
+}
+
 /// A command of the key/value store or the connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command<'a> {
@@ -32,7 +67,7 @@ pub enum Command<'a> {
     ClientSetInfo,
     CommandList,
     CommandCount,
-    CommandDocs,
+    CommandDocs(Vec<&'a [u8]>),
     CommandInfo(Vec<&'a [u8]>),
     ConfigGet(Vec<&'a [u8]>),
     Info(Vec<&'a [u8]>),
@@ -43,6 +78,7 @@ pub enum Command<'a> {
         value: &'a [u8],
         condition: SetCondition,
         get: bool,
+        expiry: SetExpiry,
     },
     SetNx(&'a [u8], &'a [u8]),
     GetSet(&'a [u8], &'a [u8]),
@@ -66,6 +102,14 @@ pub enum Command<'a> {
     /// FLUSHDB and FLUSHALL (one database: the same).
     FlushDb,
     Keys(&'a [u8]),
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT.
+    Expire(&'a [u8], Deadline),
+    /// TTL and PTTL.
+    Ttl(&'a [u8], TimeUnit),
+    /// EXPIRETIME and PEXPIRETIME.
+    ExpireTime(&'a [u8], TimeUnit),
+    Persist(&'a [u8]),
+    GetEx(&'a [u8], Option<GetExChange>),
     Scan {
         cursor: u64,
         pattern: Option<&'a [u8]>,
@@ -87,8 +131,16 @@ impl CommandError {
 
 pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const SYNTAX: &str = "ERR syntax error";
-pub const EXPIRY_NOT_SUPPORTED: &str =
-    "ERR EX, PX, EXAT, PXAT and KEEPTTL are not supported yet (corekv has no key expiry)";
+/// EXPIRE's options that depend on the key's current deadline: a deadline
+/// change does not change the key's version, so the CHECK that guards
+/// read-modify-write commands could not tell that another client changed the
+/// deadline between the read and the write.
+pub const EXPIRE_CONDITIONS_NOT_SUPPORTED: &str =
+    "ERR the NX, XX, GT and LT options are not supported: corekv cannot apply them atomically";
+
+/// The largest TTL or deadline the store accepts, in milliseconds (2^53,
+/// about 285,000 years); a longer one is an invalid expire time.
+pub const MAX_EXPIRY_MS: u64 = 1 << 53;
 
 /// Longest command or subcommand name recognised (longer is unknown).
 const MAX_NAME_BYTES: usize = 16;
@@ -112,6 +164,34 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         b"GET" => arity(2, Some(2)).map(|_| Command::Get(rest[0]))?,
         b"SET" => arity(3, None).and_then(|_| parse_set(rest))?,
         b"SETNX" => arity(3, Some(3)).map(|_| Command::SetNx(rest[0], rest[1]))?,
+        b"SETEX" | b"PSETEX" => {
+            arity(4, Some(4))?;
+            let (unit, command) = match name_upper {
+                b"SETEX" => (Unit::Seconds, "setex"),
+                _ => (Unit::Milliseconds, "psetex"),
+            };
+            Command::Set {
+                key: rest[0],
+                value: rest[2],
+                condition: SetCondition::Always,
+                get: false,
+                expiry: SetExpiry::Expire(set_deadline(rest[1], unit, false, command)?),
+            }
+        }
+        b"GETEX" => arity(2, None).and_then(|_| parse_getex(rest))?,
+        b"EXPIRE" | b"PEXPIRE" | b"EXPIREAT" | b"PEXPIREAT" => {
+            arity(3, None)?;
+            parse_expire(name_upper, rest)?
+        }
+        b"TTL" => arity(2, Some(2)).map(|_| Command::Ttl(rest[0], TimeUnit::Seconds))?,
+        b"PTTL" => arity(2, Some(2)).map(|_| Command::Ttl(rest[0], TimeUnit::Milliseconds))?,
+        b"EXPIRETIME" => {
+            arity(2, Some(2)).map(|_| Command::ExpireTime(rest[0], TimeUnit::Seconds))?
+        }
+        b"PEXPIRETIME" => {
+            arity(2, Some(2)).map(|_| Command::ExpireTime(rest[0], TimeUnit::Milliseconds))?
+        }
+        b"PERSIST" => arity(2, Some(2)).map(|_| Command::Persist(rest[0]))?,
         b"GETSET" => arity(3, Some(3)).map(|_| Command::GetSet(rest[0], rest[1]))?,
         b"GETDEL" => arity(2, Some(2)).map(|_| Command::GetDel(rest[0]))?,
         b"MGET" => arity(2, None).map(|_| Command::MGet(rest.to_vec()))?,
@@ -183,35 +263,227 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
     Ok(command)
 }
 
+/// The unit a time argument is given in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Seconds,
+    Milliseconds,
+}
+
+impl Unit {
+    fn millis(self) -> i64 {
+        match self {
+            Unit::Seconds => 1000,
+            Unit::Milliseconds => 1,
+        }
+    }
+}
+
+/// SET's and GETEX's time options: which one, and its argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeOption<'a> {
+    /// EX, PX (relative) or EXAT, PXAT (absolute).
+    Expire {
+        unit: Unit,
+        absolute: bool,
+        arg: &'a [u8],
+    },
+    /// KEEPTTL (SET) or PERSIST (GETEX).
+    Keep,
+    Persist,
+}
+
+/// Reads one of SET's or GETEX's time options at `option`, Redis's way: EX,
+/// PX, EXAT and PXAT exclude each other (the same one repeated: the last
+/// counts), and KEEPTTL and PERSIST exclude them all. None: not a time option
+/// that fits here.
+fn time_option<'a>(
+    option: &[u8],
+    next: Option<&&'a [u8]>,
+    current: Option<TimeOption<'a>>,
+    allowed: TimeOption<'static>,
+) -> Option<TimeOption<'a>> {
+    let mut upper = [0u8; MAX_NAME_BYTES];
+    let (unit, absolute) = match uppercase(option, &mut upper) {
+        b"EX" => (Unit::Seconds, false),
+        b"PX" => (Unit::Milliseconds, false),
+        b"EXAT" => (Unit::Seconds, true),
+        b"PXAT" => (Unit::Milliseconds, true),
+        b"KEEPTTL" if allowed == TimeOption::Keep => {
+            return matches!(current, None | Some(TimeOption::Keep)).then_some(TimeOption::Keep)
+        }
+        b"PERSIST" if allowed == TimeOption::Persist => {
+            return matches!(current, None | Some(TimeOption::Persist))
+                .then_some(TimeOption::Persist)
+        }
+        _ => return None,
+    };
+    let fits = match current {
+        None => true,
+        Some(TimeOption::Expire {
+            unit: u,
+            absolute: a,
+            ..
+        }) => (u, a) == (unit, absolute),
+        Some(_) => false,
+    };
+    let arg = *next.filter(|_| fits)?;
+    Some(TimeOption::Expire {
+        unit,
+        absolute,
+        arg,
+    })
+}
+
+/// How many arguments a time option takes after its name.
+fn time_option_args(option: &TimeOption) -> usize {
+    match option {
+        TimeOption::Expire { .. } => 1,
+        _ => 0,
+    }
+}
+
 fn parse_set<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
     let (key, value) = (rest[0], rest[1]);
     let mut condition = SetCondition::Always;
     let mut get = false;
-    let mut expiry = false;
-    let mut options = rest[2..].iter();
-    while let Some(option) = options.next() {
+    let mut time = None;
+    let mut at = 2;
+    while let Some(option) = rest.get(at) {
         let mut upper = [0u8; MAX_NAME_BYTES];
         match uppercase(option, &mut upper) {
             b"NX" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
             b"XX" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
             b"GET" => get = true,
-            b"KEEPTTL" => expiry = true,
-            b"EX" | b"PX" | b"EXAT" | b"PXAT" => {
-                options.next().ok_or_else(|| CommandError::new(SYNTAX))?;
-                expiry = true;
+            _ => {
+                let found = time_option(option, rest.get(at + 1), time, TimeOption::Keep)
+                    .ok_or_else(|| CommandError::new(SYNTAX))?;
+                at += time_option_args(&found);
+                time = Some(found);
             }
-            _ => return Err(CommandError::new(SYNTAX)),
         }
+        at += 1;
     }
-    if expiry {
-        return Err(CommandError::new(EXPIRY_NOT_SUPPORTED));
-    }
+    let expiry = match time {
+        None => SetExpiry::Clear,
+        Some(TimeOption::Keep) => SetExpiry::Keep,
+        Some(TimeOption::Expire {
+            unit,
+            absolute,
+            arg,
+        }) => SetExpiry::Expire(set_deadline(arg, unit, absolute, "set")?),
+        Some(TimeOption::Persist) => unreachable!("PERSIST is not one of SET's options"),
+    };
     Ok(Command::Set {
         key,
         value,
         condition,
         get,
+        expiry,
     })
+}
+
+fn parse_getex<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
+    let mut time = None;
+    let mut at = 1;
+    while let Some(option) = rest.get(at) {
+        let found = time_option(option, rest.get(at + 1), time, TimeOption::Persist)
+            .ok_or_else(|| CommandError::new(SYNTAX))?;
+        at += 1 + time_option_args(&found);
+        time = Some(found);
+    }
+    let change = match time {
+        None => None,
+        Some(TimeOption::Persist) => Some(GetExChange::Persist),
+        Some(TimeOption::Expire {
+            unit,
+            absolute,
+            arg,
+        }) => Some(GetExChange::Expire(set_deadline(
+            arg, unit, absolute, "getex",
+        )?)),
+        Some(TimeOption::Keep) => unreachable!("KEEPTTL is not one of GETEX's options"),
+    };
+    Ok(Command::GetEx(rest[0], change))
+}
+
+/// SET's, SETEX's and GETEX's time argument, as Redis checks it: an
+/// integer, above 0, whose milliseconds do not overflow (nor, here, exceed
+/// [`MAX_EXPIRY_MS`]).
+fn set_deadline(
+    arg: &[u8],
+    unit: Unit,
+    absolute: bool,
+    command: &str,
+) -> Result<Deadline, CommandError> {
+    let n = integer(arg)?;
+    let ms = n
+        .checked_mul(unit.millis())
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| (1..=MAX_EXPIRY_MS).contains(ms))
+        .ok_or_else(|| invalid_expire_time(command))?;
+    Ok(match absolute {
+        true => Deadline::At(ms),
+        false => Deadline::In(ms),
+    })
+}
+
+/// EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT: options first, then the time,
+/// as Redis checks them. A time at or before now (negative included)
+/// removes the key.
+fn parse_expire<'a>(name_upper: &[u8], rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
+    let (unit, absolute, command) = match name_upper {
+        b"EXPIRE" => (Unit::Seconds, false, "expire"),
+        b"PEXPIRE" => (Unit::Milliseconds, false, "pexpire"),
+        b"EXPIREAT" => (Unit::Seconds, true, "expireat"),
+        _ => (Unit::Milliseconds, true, "pexpireat"),
+    };
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
+    for option in &rest[2..] {
+        let mut upper = [0u8; MAX_NAME_BYTES];
+        match uppercase(option, &mut upper) {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GT" => gt = true,
+            b"LT" => lt = true,
+            _ => {
+                return Err(CommandError(format!(
+                    "ERR Unsupported option {}",
+                    lossy(&option[..option.len().min(128)])
+                )))
+            }
+        }
+    }
+    if nx && (xx || gt || lt) {
+        return Err(CommandError::new(
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Err(CommandError::new(
+            "ERR GT and LT options at the same time are not compatible",
+        ));
+    }
+    let n = integer(rest[1])?;
+    let ms = n
+        .checked_mul(unit.millis())
+        .ok_or_else(|| invalid_expire_time(command))?;
+    if ms > MAX_EXPIRY_MS as i64 {
+        return Err(invalid_expire_time(command));
+    }
+    if nx || xx || gt || lt {
+        return Err(CommandError::new(EXPIRE_CONDITIONS_NOT_SUPPORTED));
+    }
+    let ms = ms.max(0) as u64;
+    let deadline = match absolute {
+        true => Deadline::At(ms),
+        false => Deadline::In(ms),
+    };
+    Ok(Command::Expire(rest[0], deadline))
+}
+
+fn invalid_expire_time(command: &str) -> CommandError {
+    CommandError(format!("ERR invalid expire time in '{command}' command"))
 }
 
 fn parse_scan<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
@@ -306,7 +578,7 @@ fn parse_command_command<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandEr
     let mut upper = [0u8; MAX_NAME_BYTES];
     let command = match uppercase(sub, &mut upper) {
         b"COUNT" => Command::CommandCount,
-        b"DOCS" => Command::CommandDocs,
+        b"DOCS" => Command::CommandDocs(args.to_vec()),
         b"INFO" => Command::CommandInfo(args.to_vec()),
         _ => return Err(unknown_subcommand("COMMAND", sub)),
     };
@@ -396,7 +668,8 @@ mod tests {
                 key: b"k",
                 value: b"v",
                 condition: SetCondition::IfAbsent,
-                get: true
+                get: true,
+                expiry: SetExpiry::Clear,
             })
         );
         assert_eq!(
@@ -418,7 +691,6 @@ mod tests {
         );
         assert_eq!(error("SET k v NX XX"), SYNTAX);
         assert_eq!(error("SET k v EX"), SYNTAX);
-        assert_eq!(error("SET k v EX 10"), EXPIRY_NOT_SUPPORTED);
         assert_eq!(error("INCRBY k x"), NOT_AN_INTEGER);
         assert_eq!(
             error("DECRBY k -9223372036854775808"),
@@ -431,5 +703,143 @@ mod tests {
         );
         assert_eq!(error("HELLO 4"), "NOPROTO unsupported protocol version");
         assert!(error("CONFIG SET maxmemory 1").contains("read-only"));
+    }
+
+    #[test]
+    fn set_takes_every_valid_combination_of_expiry_and_conditions() {
+        let expiry = |line| match parse_words(line) {
+            Ok(Command::Set {
+                condition,
+                get,
+                expiry,
+                ..
+            }) => (condition, get, expiry),
+            other => panic!("{line}: {other:?}"),
+        };
+        use Deadline::{At, In};
+        use SetCondition::{Always, IfAbsent, IfPresent};
+        assert_eq!(
+            expiry("SET k v EX 10"),
+            (Always, false, SetExpiry::Expire(In(10_000)))
+        );
+        assert_eq!(
+            expiry("SET k v px 50 NX"),
+            (IfAbsent, false, SetExpiry::Expire(In(50)))
+        );
+        assert_eq!(
+            expiry("SET k v XX EXAT 1700000000 GET"),
+            (IfPresent, true, SetExpiry::Expire(At(1_700_000_000_000)))
+        );
+        assert_eq!(
+            expiry("SET k v PXAT 5 GET NX"),
+            (IfAbsent, true, SetExpiry::Expire(At(5)))
+        );
+        assert_eq!(
+            expiry("SET k v KEEPTTL XX"),
+            (IfPresent, false, SetExpiry::Keep)
+        );
+        // The same option repeated: the last counts, as in Redis.
+        assert_eq!(
+            expiry("SET k v EX 1 EX 2"),
+            (Always, false, SetExpiry::Expire(In(2_000)))
+        );
+        assert_eq!(parse_words("SETEX k 3 v"), parse_words("SET k v EX 3"));
+        assert_eq!(parse_words("PSETEX k 3 v"), parse_words("SET k v PX 3"));
+    }
+
+    #[test]
+    fn invalid_expiry_options_and_times_are_refused_with_redis_texts() {
+        let error = |line| parse_words(line).expect_err(line).0;
+        for line in [
+            "SET k v EX 1 PX 1",
+            "SET k v KEEPTTL EX 1",
+            "SET k v EX 1 KEEPTTL",
+            "SET k v EXAT 1 PXAT 1",
+            "SET k v PX",
+            "SET k v PERSIST",
+            "GETEX k KEEPTTL",
+            "GETEX k PERSIST EX 1",
+            "GETEX k EX 1 PERSIST",
+            "GETEX k NX",
+        ] {
+            assert_eq!(error(line), SYNTAX, "{line}");
+        }
+        assert_eq!(error("SET k v EX x"), NOT_AN_INTEGER);
+        assert_eq!(
+            error("SET k v EX 0"),
+            "ERR invalid expire time in 'set' command"
+        );
+        assert_eq!(
+            error("SET k v PX -5"),
+            "ERR invalid expire time in 'set' command"
+        );
+        assert_eq!(
+            error("SET k v EX 9223372036854775"),
+            "ERR invalid expire time in 'set' command"
+        );
+        assert_eq!(
+            error("SETEX k 0 v"),
+            "ERR invalid expire time in 'setex' command"
+        );
+        assert_eq!(
+            error("PSETEX k -1 v"),
+            "ERR invalid expire time in 'psetex' command"
+        );
+        assert_eq!(error("SETEX k x v"), NOT_AN_INTEGER);
+        assert_eq!(
+            error("GETEX k EXAT 0"),
+            "ERR invalid expire time in 'getex' command"
+        );
+        assert_eq!(
+            error("EXPIRE k 9223372036854775807"),
+            "ERR invalid expire time in 'expire' command"
+        );
+        assert_eq!(
+            error("EXPIRE k -9223372036854775808"),
+            "ERR invalid expire time in 'expire' command"
+        );
+        assert_eq!(error("PEXPIRE k 1.5"), NOT_AN_INTEGER);
+        assert_eq!(error("EXPIRE k 1 FOO"), "ERR Unsupported option FOO");
+        assert_eq!(
+            error("EXPIRE k 1 NX XX"),
+            "ERR NX and XX, GT or LT options at the same time are not compatible"
+        );
+        assert_eq!(
+            error("EXPIRE k 1 GT LT"),
+            "ERR GT and LT options at the same time are not compatible"
+        );
+        assert_eq!(error("EXPIRE k 1 GT"), EXPIRE_CONDITIONS_NOT_SUPPORTED);
+        assert_eq!(
+            error("TTL"),
+            "ERR wrong number of arguments for 'ttl' command"
+        );
+        assert_eq!(
+            error("SETEX k 1"),
+            "ERR wrong number of arguments for 'setex' command"
+        );
+    }
+
+    #[test]
+    fn expire_times_at_or_before_now_remove_the_key() {
+        assert_eq!(
+            parse_words("EXPIRE k -10"),
+            Ok(Command::Expire(b"k", Deadline::In(0)))
+        );
+        assert_eq!(
+            parse_words("pexpireat k -1"),
+            Ok(Command::Expire(b"k", Deadline::At(0)))
+        );
+        assert_eq!(
+            parse_words("EXPIREAT k 1700000000"),
+            Ok(Command::Expire(b"k", Deadline::At(1_700_000_000_000)))
+        );
+        assert_eq!(
+            parse_words("GETEX k PERSIST"),
+            Ok(Command::GetEx(b"k", Some(GetExChange::Persist)))
+        );
+        assert_eq!(
+            parse_words("PTTL k"),
+            Ok(Command::Ttl(b"k", TimeUnit::Milliseconds))
+        );
     }
 }

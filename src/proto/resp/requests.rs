@@ -46,6 +46,64 @@ pub fn set(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     write_bin(out, value);
 }
 
+/// SET with a TTL (`[16, K, V, ttl_ms]`): the key expires `ttl_ms` from now.
+pub fn set_with_ttl(out: &mut Vec<u8>, key: &[u8], value: &[u8], ttl_ms: u64) {
+    write_array_len(out, 4);
+    write_uint(out, OpKind::SetTtl as u64);
+    write_bin(out, key);
+    write_bin(out, value);
+    write_uint(out, ttl_ms);
+}
+
+/// SET with a deadline (`[23, K, V, unix_ms]`); one not in the future
+/// removes the key instead.
+pub fn set_with_deadline(out: &mut Vec<u8>, key: &[u8], value: &[u8], unix_ms: u64) {
+    write_array_len(out, 4);
+    write_uint(out, OpKind::SetAt as u64);
+    write_bin(out, key);
+    write_bin(out, value);
+    write_uint(out, unix_ms);
+}
+
+/// SET keeping the key's deadline (`[21, K, V]`, Redis's KEEPTTL).
+pub fn set_keep_ttl(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::SetKeepTtl as u64);
+    write_bin(out, key);
+    write_bin(out, value);
+}
+
+/// EXPIRE (`[17, K, ttl_ms]`): the key expires `ttl_ms` from now (0: at once).
+pub fn expire(out: &mut Vec<u8>, key: &[u8], ttl_ms: u64) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::Expire as u64);
+    write_bin(out, key);
+    write_uint(out, ttl_ms);
+}
+
+/// EXPIREAT (`[20, K, unix_ms]`): the key expires at `unix_ms`.
+pub fn expire_at(out: &mut Vec<u8>, key: &[u8], unix_ms: u64) {
+    write_array_len(out, 3);
+    write_uint(out, OpKind::ExpireAt as u64);
+    write_bin(out, key);
+    write_uint(out, unix_ms);
+}
+
+/// TTL (`[18, K]`): the remaining milliseconds, -1 or -2.
+pub fn ttl(out: &mut Vec<u8>, key: &[u8]) {
+    keyed(out, OpKind::Ttl, key);
+}
+
+/// EXPIRETIME (`[22, K]`): the deadline in Unix milliseconds, -1 or -2.
+pub fn expire_time(out: &mut Vec<u8>, key: &[u8]) {
+    keyed(out, OpKind::ExpireTime, key);
+}
+
+/// PERSIST (`[19, K]`): the key no longer expires.
+pub fn persist(out: &mut Vec<u8>, key: &[u8]) {
+    keyed(out, OpKind::Persist, key);
+}
+
 /// SET of a value already in msgpack (a value read back unchanged).
 pub fn set_msgpack(out: &mut Vec<u8>, key: &[u8], msgpack: &[u8]) {
     write_array_len(out, 3);

@@ -746,7 +746,7 @@ fn connection_command(
         Command::ClientSetInfo => reply.ok(),
         Command::CommandList => introspection::command_info(&mut reply, None),
         Command::CommandCount => reply.integer(introspection::COMMANDS.len() as i64),
-        Command::CommandDocs => reply.map(0),
+        Command::CommandDocs(names) => introspection::command_docs(&mut reply, names),
         Command::CommandInfo(names) => introspection::command_info(&mut reply, Some(names)),
         Command::ConfigGet(patterns) => introspection::config_get(&mut reply, ctx, patterns),
         other => reply.error(&format!(

@@ -26,10 +26,14 @@ pub const COMMANDS: &[(&str, i64)] = &[
     ("echo", 2),
     ("exec", 1),
     ("exists", -2),
+    ("expire", -3),
+    ("expireat", -3),
+    ("expiretime", 2),
     ("flushall", -1),
     ("flushdb", -1),
     ("get", 2),
     ("getdel", 2),
+    ("getex", -2),
     ("getset", 3),
     ("hello", -1),
     ("incr", 2),
@@ -41,18 +45,103 @@ pub const COMMANDS: &[(&str, i64)] = &[
     ("mset", -3),
     ("msetnx", -3),
     ("multi", 1),
+    ("persist", 2),
+    ("pexpire", -3),
+    ("pexpireat", -3),
+    ("pexpiretime", 2),
     ("ping", -1),
+    ("psetex", 4),
+    ("pttl", 2),
     ("quit", -1),
     ("scan", -2),
     ("select", 2),
     ("set", -3),
+    ("setex", 4),
     ("setnx", 3),
     ("strlen", 2),
+    ("ttl", 2),
     ("type", 2),
     ("unlink", -2),
     ("unwatch", 1),
     ("watch", -2),
 ];
+
+/// COMMAND DOCS: each command's group and summary (Redis's texts).
+const DOCS: &[(&str, &str, &str)] = &[
+    ("append", "string", "Appends a string to the value of a key. Creates the key if it doesn't exist."),
+    ("client", "connection", "A container for client connection commands."),
+    ("command", "server", "Returns detailed information about all commands."),
+    ("config", "server", "A container for server configuration commands."),
+    ("dbsize", "server", "Returns the number of keys in the database."),
+    ("decr", "string", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    ("decrby", "string", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
+    ("del", "generic", "Deletes one or more keys."),
+    ("discard", "transactions", "Discards a transaction."),
+    ("echo", "connection", "Returns the given string."),
+    ("exec", "transactions", "Executes all commands in a transaction."),
+    ("exists", "generic", "Determines whether one or more keys exist."),
+    ("expire", "generic", "Sets the expiration time of a key in seconds."),
+    ("expireat", "generic", "Sets the expiration time of a key to a Unix timestamp."),
+    ("expiretime", "generic", "Returns the expiration time of a key as a Unix timestamp."),
+    ("flushall", "server", "Removes all keys from all databases."),
+    ("flushdb", "server", "Remove all keys from the current database."),
+    ("get", "string", "Returns the string value of a key."),
+    ("getdel", "string", "Returns the string value of a key after deleting the key."),
+    ("getex", "string", "Returns the string value of a key after setting its expiration time."),
+    ("getset", "string", "Returns the previous string value of a key after setting it to a new value."),
+    ("hello", "connection", "Handshakes with the Redis server."),
+    ("incr", "string", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    ("incrby", "string", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    ("incrbyfloat", "string", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    ("info", "server", "Returns information and statistics about the server."),
+    ("keys", "generic", "Returns all key names that match a pattern."),
+    ("mget", "string", "Atomically returns the string values of one or more keys."),
+    ("mset", "string", "Atomically creates or modifies the string values of one or more keys."),
+    ("msetnx", "string", "Atomically modifies the string values of one or more keys only when all keys don't exist."),
+    ("multi", "transactions", "Starts a transaction."),
+    ("persist", "generic", "Removes the expiration time of a key."),
+    ("pexpire", "generic", "Sets the expiration time of a key in milliseconds."),
+    ("pexpireat", "generic", "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    ("pexpiretime", "generic", "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    ("ping", "connection", "Returns the server's liveliness response."),
+    ("psetex", "string", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist."),
+    ("pttl", "generic", "Returns the expiration time in milliseconds of a key."),
+    ("quit", "connection", "Closes the connection."),
+    ("scan", "generic", "Iterates over the key names in the database."),
+    ("select", "connection", "Changes the selected database."),
+    ("set", "string", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
+    ("setex", "string", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist."),
+    ("setnx", "string", "Set the string value of a key only when the key doesn't exist."),
+    ("strlen", "string", "Returns the length of a string value."),
+    ("ttl", "generic", "Returns the expiration time in seconds of a key."),
+    ("type", "generic", "Determines the type of value stored at a key."),
+    ("unlink", "generic", "Asynchronously deletes one or more keys."),
+    ("unwatch", "transactions", "Forgets about watched keys of a transaction."),
+    ("watch", "transactions", "Monitors changes to keys to determine the execution of a transaction."),
+];
+
+/// COMMAND DOCS: a map of each command asked for (all when none is named;
+/// unknown names are left out, as Redis does) to its summary and group.
+pub fn command_docs(reply: &mut Reply, names: &[&[u8]]) {
+    let wanted: Vec<&(&str, &str, &str)> = DOCS
+        .iter()
+        .filter(|(name, _, _)| {
+            names.is_empty()
+                || names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        })
+        .collect();
+    reply.map(wanted.len());
+    for (name, group, summary) in wanted {
+        reply.bulk(name.as_bytes());
+        reply.map(2);
+        reply.bulk(b"summary");
+        reply.bulk(summary.as_bytes());
+        reply.bulk(b"group");
+        reply.bulk(group.as_bytes());
+    }
+}
 
 /// HELLO's reply: the server's description, as a map.
 pub fn hello(reply: &mut Reply, protocol: i64, client_id: u64) {
@@ -258,8 +347,21 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
         text.push_str("# Keyspace\r\n");
         let keys = stat("keys");
         if keys > 0 {
-            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            let expires = stat("expires");
+            let _ = write!(text, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_its_docs_and_only_those() {
+        let names: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        let documented: Vec<&str> = DOCS.iter().map(|(name, _, _)| *name).collect();
+        assert_eq!(names, documented);
+    }
 }

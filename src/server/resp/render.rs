@@ -4,6 +4,7 @@
 
 use super::introspection;
 use super::reply::{Dialect, Reply};
+use crate::proto::resp::command::TimeUnit;
 use crate::proto::resp::elements::Outcome;
 use crate::proto::resp::value::{Stored, WRONGTYPE};
 use crate::proto::{ErrorCode, RequestError};
@@ -43,6 +44,14 @@ pub enum Render {
     DbSize,
     /// INFO: from STATS, these sections (lowercase; empty for the default).
     Info(Vec<String>),
+    /// EXPIRE*, PERSIST: `[-4, 1|0]` → 1 or 0.
+    Flag,
+    /// TTL, PTTL: `[-8, ms|-1|-2]` → the TTL in the unit (seconds rounded).
+    Ttl(TimeUnit),
+    /// EXPIRETIME, PEXPIRETIME: `[-8, unix_ms|-1|-2]` → the deadline in the unit.
+    ExpireTime(TimeUnit),
+    /// GETEX with an option: a GET, then the deadline change's element.
+    GetEx,
 }
 
 impl Render {
@@ -54,6 +63,8 @@ impl Render {
             Render::Get | Render::SetIfAbsent | Render::SetNx | Render::Type | Render::StrLen => 1,
             Render::Integer | Render::Length => 1,
             Render::MSetNx | Render::DbSize | Render::Info(_) => 1,
+            Render::Flag | Render::Ttl(_) | Render::ExpireTime(_) => 1,
+            Render::GetEx => 2,
         }
     }
 }
@@ -71,7 +82,7 @@ pub fn render(render: &Render, outcomes: &[Outcome<'_>], reply: &mut Reply, ctx:
     let mut scratch = Vec::new();
     match render {
         Render::Ok => reply.ok(),
-        Render::Get => match outcomes.first() {
+        Render::Get | Render::GetEx => match outcomes.first() {
             Some(Outcome::Found(value)) => string(value, reply, &mut scratch),
             _ => reply.null(),
         },
@@ -130,6 +141,21 @@ pub fn render(render: &Render, outcomes: &[Outcome<'_>], reply: &mut Reply, ctx:
         Render::Length => match outcomes.first() {
             Some(Outcome::Done(n)) => reply.integer(*n as i64),
             other => reply.error(&format!("ERR internal error: APPEND answered {other:?}")),
+        },
+        Render::Flag => match outcomes.first() {
+            Some(Outcome::Done(n)) => reply.integer(*n as i64),
+            other => reply.error(&format!("ERR internal error: EXPIRE answered {other:?}")),
+        },
+        Render::Ttl(unit) | Render::ExpireTime(unit) => match outcomes.first() {
+            // -1 (no deadline) and -2 (no such key) stay as they are.
+            Some(Outcome::Integer(n)) if *n < 0 => reply.integer(*n),
+            Some(Outcome::Integer(ms)) => reply.integer(match (render, unit) {
+                (_, TimeUnit::Milliseconds) => *ms,
+                // Redis rounds a TTL to the nearest second, a deadline down.
+                (Render::Ttl(_), TimeUnit::Seconds) => (ms + 500) / 1000,
+                (_, TimeUnit::Seconds) => ms / 1000,
+            }),
+            other => reply.error(&format!("ERR internal error: TTL answered {other:?}")),
         },
         Render::DbSize => reply.integer(stat(outcomes, "keys") as i64),
         Render::Info(sections) => {

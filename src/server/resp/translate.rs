@@ -4,20 +4,30 @@
 //!   first: GET → GET, SET → SET, SET NX and SETNX → PUTV at version 0,
 //!   INCR/DECR/INCRBY/DECRBY → INCRBY, INCRBYFLOAT → INCRBYFLOAT and APPEND →
 //!   APPEND (the table computes the new value), MGET, MSET, MSETNX, DEL, EXISTS → one ATOMIC batch
-//!   (atomic across shards).
-//! - A *read-modify-write* command (GETSET, GETDEL, SET XX/GET, and inside
+//!   (atomic across shards). Expiry: SET EX/PX and SETEX/PSETEX → SET with a
+//!   TTL, SET EXAT/PXAT → SET with a deadline, SET KEEPTTL → SET keeping the
+//!   deadline, EXPIRE/PEXPIRE → EXPIRE, EXPIREAT/PEXPIREAT → EXPIREAT,
+//!   TTL/PTTL → TTL, EXPIRETIME/PEXPIRETIME → EXPIRETIME, PERSIST → PERSIST,
+//!   GETEX → an ATOMIC batch of GET and the deadline change.
+//! - A *read-modify-write* command (GETSET, GETDEL, SET XX/GET, SET NX with
+//!   a TTL or deadline, and inside
 //!   MULTI also INCR*, APPEND and every conditional write) needs
 //!   the key's value first:
 //!   it is computed here ([`apply_rmw`]) from the values and versions a read
 //!   returned, and written back in an ATOMIC batch that CHECKs those versions
-//!   (`server::resp::exec` retries when a CHECK fails).
+//!   (`server::resp::exec` retries when a CHECK fails). What it writes
+//!   treats the deadline as Redis does: SET and GETSET clear it (or set
+//!   SET's own), INCR*, APPEND keep it.
 
 use super::render::Render;
 use super::reply::Reply;
 use crate::proto::reply::write_bin;
-use crate::proto::resp::command::{Command, SetCondition, NOT_AN_INTEGER};
+use crate::proto::resp::command::{
+    Command, Deadline, GetExChange, SetCondition, SetExpiry, NOT_AN_INTEGER,
+};
 use crate::proto::resp::requests;
 use crate::proto::resp::value::{format_f64, parse_f64, Stored, WrongType, WRONGTYPE};
+use crate::table::expiry::wall_clock_ms;
 use std::collections::HashMap;
 
 /// Whether the command must read its keys before it can write.
@@ -27,9 +37,17 @@ pub fn is_rmw(command: &Command, in_multi: bool) -> bool {
         // INCRBY, INCRBYFLOAT and APPEND run in the table; inside MULTI they
         // are computed here, so that later commands of the block see them.
         Command::IncrBy(..) | Command::IncrByFloat(..) | Command::Append(..) => in_multi,
-        Command::Set { condition, get, .. } => {
+        // SET NX with a TTL has no single request (PUTV clears the deadline):
+        // it CHECKs that the key is absent (version 0) and writes.
+        Command::Set {
+            condition,
+            get,
+            expiry,
+            ..
+        } => {
             *get || *condition == SetCondition::IfPresent
-                || (in_multi && *condition == SetCondition::IfAbsent)
+                || (*condition == SetCondition::IfAbsent
+                    && (in_multi || matches!(expiry, SetExpiry::Expire(_))))
         }
         Command::SetNx(..) | Command::MSetNx(..) => in_multi,
         _ => false,
@@ -71,6 +89,11 @@ pub fn is_plain(command: &Command) -> bool {
             | Command::IncrBy(..)
             | Command::IncrByFloat(..)
             | Command::Append(..)
+            | Command::Expire(..)
+            | Command::Ttl(..)
+            | Command::ExpireTime(..)
+            | Command::Persist(_)
+            | Command::GetEx(..)
     )
 }
 
@@ -99,8 +122,10 @@ pub fn write_plain(command: &Command, buf: &mut Vec<u8>) -> Render {
             requests::put_versioned(buf, key, value, 0);
             Render::SetIfAbsent
         }
-        Command::Set { key, value, .. } => {
-            requests::set(buf, key, value);
+        Command::Set {
+            key, value, expiry, ..
+        } => {
+            write_set(buf, key, value, *expiry);
             Render::Ok
         }
         Command::SetNx(key, value) => {
@@ -154,7 +179,64 @@ pub fn write_plain(command: &Command, buf: &mut Vec<u8>) -> Render {
                 .map(|s| String::from_utf8_lossy(s).to_lowercase());
             Render::Info(lower.collect())
         }
+        Command::Expire(key, deadline) => {
+            write_expire(buf, key, *deadline);
+            Render::Flag
+        }
+        Command::Persist(key) => {
+            requests::persist(buf, key);
+            Render::Flag
+        }
+        Command::Ttl(key, unit) => {
+            requests::ttl(buf, key);
+            Render::Ttl(*unit)
+        }
+        Command::ExpireTime(key, unit) => {
+            requests::expire_time(buf, key);
+            Render::ExpireTime(*unit)
+        }
+        Command::GetEx(key, None) => {
+            requests::get(buf, key);
+            Render::Get
+        }
+        Command::GetEx(key, Some(change)) => {
+            requests::atomic(buf, 2);
+            requests::get(buf, key);
+            match change {
+                GetExChange::Persist => requests::persist(buf, key),
+                GetExChange::Expire(deadline) => write_expire(buf, key, *deadline),
+            }
+            Render::GetEx
+        }
         other => unreachable!("not a plain command: {other:?}"),
+    }
+}
+
+/// The SET request for a SET's deadline option.
+fn write_set(buf: &mut Vec<u8>, key: &[u8], value: &[u8], expiry: SetExpiry) {
+    match expiry {
+        SetExpiry::Clear => requests::set(buf, key, value),
+        SetExpiry::Keep => requests::set_keep_ttl(buf, key, value),
+        SetExpiry::Expire(Deadline::In(ttl_ms)) => requests::set_with_ttl(buf, key, value, ttl_ms),
+        SetExpiry::Expire(Deadline::At(unix_ms)) => {
+            requests::set_with_deadline(buf, key, value, unix_ms)
+        }
+    }
+}
+
+fn write_expire(buf: &mut Vec<u8>, key: &[u8], deadline: Deadline) {
+    match deadline {
+        Deadline::In(ttl_ms) => requests::expire(buf, key, ttl_ms),
+        Deadline::At(unix_ms) => requests::expire_at(buf, key, unix_ms),
+    }
+}
+
+/// Whether `deadline` removes the key at once (judged by this shard's clock,
+/// for the overlay only: the store decides with its own reading).
+fn is_due(deadline: Deadline) -> bool {
+    match deadline {
+        Deadline::In(ttl_ms) => ttl_ms == 0,
+        Deadline::At(unix_ms) => unix_ms <= wall_clock_ms(),
     }
 }
 
@@ -176,9 +258,20 @@ pub fn track_plain<'a>(command: &Command<'a>, overlay: &mut Overlay<'a>) {
         }
     };
     match command {
+        Command::Set {
+            key,
+            expiry: SetExpiry::Expire(deadline),
+            ..
+        } if is_due(*deadline) => put(key, None),
         Command::Set { key, value, .. } => put(key, Some(value)),
         Command::MSet(pairs) => pairs.iter().for_each(|(k, v)| put(k, Some(v))),
         Command::Del(keys) => keys.iter().for_each(|k| put(k, None)),
+        Command::Expire(key, deadline)
+        | Command::GetEx(key, Some(GetExChange::Expire(deadline)))
+            if is_due(*deadline) =>
+        {
+            put(key, None)
+        }
         _ => {}
     }
 }
@@ -194,10 +287,13 @@ pub fn apply_rmw<'a>(
     reply: &mut Reply,
 ) {
     let current = |overlay: &Overlay<'a>, key: &[u8]| overlay.get(key).cloned().flatten();
-    let mut set = |overlay: &mut Overlay<'a>, key: &'a [u8], bytes: &[u8]| {
-        requests::set(writes, key, bytes);
+    // Each write says what becomes of the key's deadline: INCR*, APPEND keep
+    // it (as in Redis), SET applies its option, GETSET clears it.
+    let mut set = |overlay: &mut Overlay<'a>, key: &'a [u8], bytes: &[u8], expiry: SetExpiry| {
+        write_set(writes, key, bytes, expiry);
         *nr_writes += 1;
-        overlay.insert(key, Some(bin(bytes)));
+        let stays = !matches!(expiry, SetExpiry::Expire(deadline) if is_due(deadline));
+        overlay.insert(key, stays.then(|| bin(bytes)));
     };
     match command {
         Command::IncrBy(key, by) => {
@@ -211,7 +307,7 @@ pub fn apply_rmw<'a>(
             let Some(new) = n.checked_add(*by) else {
                 return reply.error("ERR increment or decrement would overflow");
             };
-            set(overlay, key, new.to_string().as_bytes());
+            set(overlay, key, new.to_string().as_bytes(), SetExpiry::Keep);
             reply.integer(new);
         }
         Command::IncrByFloat(key, by) => {
@@ -233,7 +329,7 @@ pub fn apply_rmw<'a>(
                 return reply.error("ERR increment would produce NaN or Infinity");
             }
             let text = format_f64(new);
-            set(overlay, key, text.as_bytes());
+            set(overlay, key, text.as_bytes(), SetExpiry::Keep);
             reply.float_text(&text);
         }
         Command::Append(key, suffix) => {
@@ -247,13 +343,18 @@ pub fn apply_rmw<'a>(
                 },
             };
             joined.extend_from_slice(suffix);
-            set(overlay, key, &joined);
+            set(overlay, key, &joined, SetExpiry::Keep);
             reply.integer(joined.len() as i64);
         }
         Command::GetSet(key, value) | Command::Set { key, value, .. } => {
-            let (condition, get) = match command {
-                Command::Set { condition, get, .. } => (*condition, *get),
-                _ => (SetCondition::Always, true),
+            let (condition, get, expiry) = match command {
+                Command::Set {
+                    condition,
+                    get,
+                    expiry,
+                    ..
+                } => (*condition, *get, *expiry),
+                _ => (SetCondition::Always, true, SetExpiry::Clear),
             };
             let old = current(overlay, key);
             let mut scratch = Vec::new();
@@ -268,7 +369,7 @@ pub fn apply_rmw<'a>(
                 SetCondition::IfPresent => old.is_some(),
             };
             if applies {
-                set(overlay, key, value);
+                set(overlay, key, value, expiry);
             }
             match (get, old_bytes) {
                 (true, Some(bytes)) => reply.bulk(&bytes),
@@ -294,14 +395,16 @@ pub fn apply_rmw<'a>(
         Command::SetNx(key, value) => {
             let absent = current(overlay, key).is_none();
             if absent {
-                set(overlay, key, value);
+                set(overlay, key, value, SetExpiry::Clear);
             }
             reply.integer(i64::from(absent));
         }
         Command::MSetNx(pairs) => {
             let all_absent = pairs.iter().all(|(k, _)| current(overlay, k).is_none());
             if all_absent {
-                pairs.iter().for_each(|(k, v)| set(overlay, k, v));
+                pairs
+                    .iter()
+                    .for_each(|(k, v)| set(overlay, k, v, SetExpiry::Clear));
             }
             reply.integer(i64::from(all_absent));
         }
