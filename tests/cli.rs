@@ -792,3 +792,32 @@ fn a_value_set_with_the_cli_survives_kill_9_of_the_server() {
         "a: \"1\"\nb: \"2\"\nc: \"3\"\n"
     );
 }
+
+#[test]
+fn keys_lists_every_key_of_every_shard_once_and_a_pattern_selects_them() {
+    let server = TestServer::start(2, &[]);
+    assert_eq!(
+        text_of(&server, &["keys"]),
+        "",
+        "a new server holds no keys"
+    );
+    let mut client = server.client();
+    let mut users: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    let others: Vec<String> = (0..200).map(|i| format!("other:{i}")).collect();
+    for key in users.iter().chain(&others) {
+        client.set(key.as_bytes(), Value::from("v")).expect("set");
+    }
+    let listed = |args: &[&str]| {
+        let mut keys: Vec<String> = text_of(&server, args).lines().map(str::to_owned).collect();
+        keys.sort();
+        keys
+    };
+    let mut every: Vec<String> = users.iter().chain(&others).cloned().collect();
+    every.sort();
+    users.sort();
+    assert_eq!(listed(&["keys"]), every, "each key exactly once");
+    assert_eq!(listed(&["keys", "user:*"]), users);
+    assert_eq!(listed(&["keys", "user:1?"]).len(), 10);
+    let json = json_of(&server, &["keys", "other:*"]);
+    assert_eq!(json.as_array().map(Vec::len), Some(200), "{json}");
+}

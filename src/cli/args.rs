@@ -156,6 +156,17 @@ pub enum Command {
         corekv persist session")]
     Persist(KeyArgs),
 
+    /// List the keys (every key, or those matching a glob PATTERN), one per line.
+    #[command(after_help = "Examples:\n  \
+        corekv keys                        # every key\n  \
+        corekv keys 'user:*'               # keys starting with user:\n  \
+        corekv keys 'session:?' --json     # [\"session:1\",\"session:2\"]\n\n\
+        PATTERN is a Redis glob: * any run, ? any one byte, [abc] a set, \\ escapes.\n\
+        The keys are listed shard by shard with SCAN, in no useful order, while\n\
+        the server keeps serving: a key written or deleted meanwhile may be missed\n\
+        or listed twice; with no writes every key is listed exactly once.")]
+    Keys(PatternArgs),
+
     /// Print the server's metrics: keys stored, bytes of values, operation counts.
     #[command(after_help = "Examples:\n  \
         corekv stats\n  \
@@ -190,6 +201,7 @@ impl Command {
             Command::Mget(_) => "mget",
             Command::Mset(_) => "mset",
             Command::Mrm(_) => "mrm",
+            Command::Keys(_) => "keys",
             Command::Stats => "stats",
             Command::Ping => "ping",
             Command::Backup(_) => "backup",
@@ -259,6 +271,12 @@ pub struct GetArgs {
     /// values: their bytes; any other value: its msgpack encoding).
     #[arg(long, conflicts_with = "json")]
     pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PatternArgs {
+    /// A Redis glob the keys must match (default: every key).
+    pub pattern: Option<String>,
 }
 
 #[derive(Debug, Args)]

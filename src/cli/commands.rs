@@ -3,13 +3,15 @@
 //! before any connection is made), and a job run against a
 //! [`Client`] becomes an [`Outcome`] that `output` prints.
 //!
-//! Every job is exactly one request message, so one round trip:
+//! Every job but `keys` is exactly one request message, so one round trip:
 //! - `set`/`get`/`rm`: one SET / GET / RM (RM, not DEL, because it reports
 //!   whether the key existed); `set --ttl`: one SET with a TTL.
 //! - `expire`/`ttl`/`persist`: one EXPIRE / TTL / PERSIST.
 //! - `mget`/`mrm`: one message of N GETs / RMs. Not atomic as a whole (a
 //!   message never is); each key's result is exact.
 //! - `mset`: one ATOMIC of N SETs, `[3, [[1,K1,V1], …]]`: all applied or none.
+//! - `keys`: SCAN steps, shard by shard (opcode 9), as many round trips as
+//!   the tables need.
 //! - `stats`: one STATS.
 //! - `ping`: one empty message `[]`, answered `[]`.
 //! - `backup`: `POST /v1/backup` on the HTTP address instead ([`super::admin`]).
@@ -58,6 +60,9 @@ pub enum Job {
     Mset {
         pairs: Vec<(String, String)>,
     },
+    Keys {
+        pattern: String,
+    },
     Mrm {
         keys: Vec<String>,
     },
@@ -91,6 +96,8 @@ pub enum Outcome {
     },
     /// `(key, existed)` in the order given.
     Mrm(Vec<(String, bool)>),
+    /// The keys listed, as UTF-8 (invalid bytes replaced).
+    Keys(Vec<String>),
     Stats(BTreeMap<String, u64>),
     Pong {
         addr: SocketAddr,
@@ -147,6 +154,9 @@ impl Job {
             },
             Command::Mrm(args) => Job::Mrm {
                 keys: args.keys.clone(),
+            },
+            Command::Keys(args) => Job::Keys {
+                pattern: args.pattern.clone().unwrap_or_default(),
             },
             Command::Stats => Job::Stats,
             Command::Ping => Job::Ping,
@@ -211,6 +221,11 @@ impl Job {
             Job::Mget { keys } => mget(client, keys),
             Job::Mset { pairs } => mset(client, pairs),
             Job::Mrm { keys } => mrm(client, keys),
+            Job::Keys { pattern } => {
+                let keys = client.keys(pattern.as_bytes())?;
+                let keys = keys.iter().map(|k| String::from_utf8_lossy(k).into_owned());
+                Ok(Outcome::Keys(keys.collect()))
+            }
             Job::Stats => Ok(Outcome::Stats(client.stats()?)),
             Job::Ping => ping(client),
             Job::Backup { .. } => Err(CliError::Usage(

@@ -132,6 +132,9 @@ fn print_human(outcome: &Outcome, out: &mut dyn Write, err: &mut dyn Write) -> i
             }
             note_mrm_missing(results, err)
         }
+        Outcome::Keys(keys) => keys
+            .iter()
+            .try_for_each(|key| writeln!(out, "{}", show_key(key))),
         Outcome::Stats(stats) => print_stats(stats, out),
         Outcome::Pong { .. } => writeln!(out, "PONG"),
         Outcome::Backup(report) => writeln!(
@@ -278,6 +281,7 @@ pub fn json_document(outcome: &Outcome) -> serde_json::Value {
             .iter()
             .map(|(key, existed)| json!({ "key": key, "existed": existed }))
             .collect(),
+        Outcome::Keys(keys) => json!(keys),
         Outcome::Stats(stats) => json!(stats),
         Outcome::Pong { addr, round_trip } => json!({
             "pong": true,

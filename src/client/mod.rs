@@ -15,6 +15,9 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Largest reply the client accepts (a GET of a huge value, or many of them).
+
+/// Buckets of a shard's table one SCAN step of [`Client::keys`] looks at.
+pub const SCAN_STEP_BUCKETS: u32 = 10_000;
 pub const MAX_REPLY_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +296,42 @@ impl Client {
                 "unexpected {name} result {other:?}"
             ))),
         }
+    }
+
+    /// Every key matching the glob `pattern` (empty: every key), shard by
+    /// shard, with SCAN steps of [`SCAN_STEP_BUCKETS`] buckets. A key written
+    /// or deleted meanwhile may be missed or listed once more, as with Redis's
+    /// SCAN; with no writes, every key is listed exactly once.
+    pub fn keys(&mut self, pattern: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let nr_shards = self.stats()?.get("shards").copied().unwrap_or(1);
+        let mut keys = Vec::new();
+        for shard in 0..nr_shards {
+            let mut position = 0;
+            loop {
+                let scan = Request::Scan {
+                    shard,
+                    position,
+                    count: SCAN_STEP_BUCKETS,
+                    pattern: pattern.to_vec(),
+                };
+                match self.one(scan)? {
+                    Element::Keys { next, keys: found } => {
+                        keys.extend(found);
+                        // Positions only grow, so this ends.
+                        if next <= position {
+                            break;
+                        }
+                        position = next;
+                    }
+                    other => {
+                        return Err(ClientError::Protocol(format!(
+                            "unexpected SCAN result {other:?}"
+                        )))
+                    }
+                }
+            }
+        }
+        Ok(keys)
     }
 
     pub fn stats(&mut self) -> Result<BTreeMap<String, u64>> {

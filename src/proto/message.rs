@@ -51,6 +51,15 @@ pub enum Request {
     /// `[23, K, V, unix_ms]`: SET that expires at `unix_ms` (removes the key
     /// if past).
     SetAt(Vec<u8>, Value, u64),
+    /// `[9, shard, position, count, pattern]`: SCAN `count` buckets of one
+    /// shard's table from `position`, keys matching the glob `pattern` (empty:
+    /// every key).
+    Scan {
+        shard: u64,
+        position: u64,
+        count: u32,
+        pattern: Vec<u8>,
+    },
 }
 
 /// What TTL (Redis's PTTL, in milliseconds) and EXPIRETIME (PEXPIRETIME,
@@ -94,6 +103,9 @@ pub enum Element {
     VersionConflict(u64),
     /// `[-6, {name: integer}]`
     Stats(BTreeMap<String, u64>),
+    /// `[-7, next, [K…]]`: SCAN's keys, and the position to go on from (0:
+    /// the shard's table is done).
+    Keys { next: u64, keys: Vec<Vec<u8>> },
     /// `[-8, n]`: a signed integer: INCRBY's new value, TTL's answer ([`KeyTtl`]).
     Integer(i64),
     /// `[-9, CODE, message]`
@@ -124,6 +136,18 @@ impl Request {
             Request::SetKeepTtl(k, v) => vec![21.into(), bin(k), v.clone()],
             Request::ExpireTime(k) => vec![22.into(), bin(k)],
             Request::SetAt(k, v, unix_ms) => vec![23.into(), bin(k), v.clone(), (*unix_ms).into()],
+            Request::Scan {
+                shard,
+                position,
+                count,
+                pattern,
+            } => vec![
+                9.into(),
+                (*shard).into(),
+                (*position).into(),
+                (*count).into(),
+                bin(pattern),
+            ],
         };
         Value::Array(items)
     }
@@ -173,6 +197,13 @@ fn decode_element(element: Value) -> Result<Element, MalformedReply> {
         (reply::TAG_VERSIONED, 3) => Element::Versioned(items[1].clone(), uint(2)?),
         (reply::TAG_DONE, 2) => Element::Done(uint(1)?),
         (reply::TAG_VERSION_CONFLICT, 2) => Element::VersionConflict(uint(1)?),
+        (reply::TAG_KEYS, 3) => Element::Keys {
+            next: uint(1)?,
+            keys: items[2]
+                .as_array()
+                .and_then(|keys| keys.iter().map(key_bytes).collect())
+                .ok_or_else(|| bad(&element))?,
+        },
         (reply::TAG_INTEGER, 2) => {
             Element::Integer(items[1].as_i64().ok_or_else(|| bad(&element))?)
         }
@@ -189,6 +220,15 @@ fn decode_element(element: Value) -> Result<Element, MalformedReply> {
         _ => return Err(bad(&element)),
     };
     Ok(parsed)
+}
+
+/// A key of a SCAN reply: bin (as the server sends keys) or str.
+fn key_bytes(key: &Value) -> Option<Vec<u8>> {
+    match key {
+        Value::Binary(bytes) => Some(bytes.clone()),
+        Value::String(text) => Some(text.as_bytes().to_vec()),
+        _ => None,
+    }
 }
 
 fn decode_stats(map: &Value) -> Option<BTreeMap<String, u64>> {

@@ -181,7 +181,8 @@ impl Model {
             | Request::ExpireAt(..)
             | Request::SetKeepTtl(..)
             | Request::ExpireTime(_)
-            | Request::SetAt(..) => {
+            | Request::SetAt(..)
+            | Request::Scan { .. } => {
                 panic!("the model does not predict {request:?} here")
             }
         }
@@ -233,6 +234,11 @@ pub fn encode_reply(elements: &[Element]) -> Vec<u8> {
                 }
                 Element::Done(n) => vec![int(-4), (*n).into()],
                 Element::VersionConflict(current) => vec![int(-5), (*current).into()],
+                Element::Keys { next, keys } => vec![
+                    int(-7),
+                    (*next).into(),
+                    Value::Array(keys.iter().map(|k| Value::Binary(k.clone())).collect()),
+                ],
                 Element::Integer(n) => vec![int(-8), int(*n)],
                 Element::Stats(stats) => vec![
                     int(-6),
