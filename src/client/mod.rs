@@ -15,10 +15,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// Largest reply the client accepts (a GET of a huge value, or many of them).
+pub const MAX_REPLY_BYTES: u64 = 1 << 30;
 
 /// Buckets of a shard's table one SCAN step of [`Client::keys`] looks at.
 pub const SCAN_STEP_BUCKETS: u32 = 10_000;
-pub const MAX_REPLY_BYTES: u64 = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
