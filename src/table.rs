@@ -184,10 +184,10 @@ impl Replaced {
 
     /// The expire index's growth when the key's entry is replaced by one
     /// with (or without) a deadline.
-    fn index_growth(old: Option<&Replaced>, key: &[u8], has_deadline: bool) -> u64 {
+    fn index_growth(old: Option<&Replaced>, has_deadline: bool) -> u64 {
         let had_deadline = old.is_some_and(|old| old.has_deadline);
         match has_deadline && !had_deadline {
-            true => deadlines::cost(key),
+            true => deadlines::INDEX_COST_BYTES,
             false => 0,
         }
     }
@@ -341,6 +341,14 @@ impl Table {
         self.map.find(self.hash(key), |e| e.key() == key)
     }
 
+    /// The entries an expire-index place names: those whose key has that
+    /// hash and whose deadline is that one (almost always exactly one).
+    fn indexed(&self, (deadline, hash): deadlines::Indexed) -> impl Iterator<Item = &Entry> + '_ {
+        self.map
+            .iter_hash(hash)
+            .filter(move |e| e.deadline() == Some(deadline) && self.hash(e.key()) == hash)
+    }
+
     /// The key's entry unless it has expired.
     fn find_live(&self, key: &[u8]) -> Option<&Entry> {
         self.find(key).filter(|e| !e.is_expired(self.now_ms))
@@ -430,7 +438,7 @@ impl Table {
                 (new_bytes + index_growth, index_growth)
             }
         };
-        let growth = growth + Replaced::index_growth(old.as_ref(), key, deadline.is_some());
+        let growth = growth + Replaced::index_growth(old.as_ref(), deadline.is_some());
         self.check_growth(growth, key)?;
         let entry = Entry::expiring(key, value, version, deadline);
         entry.touch(access_clock_at(now_ms));
@@ -651,7 +659,7 @@ impl Table {
         self.key_bytes += footprint.key_bytes as u64;
         self.entry_bytes += footprint.allocated_bytes as u64;
         if let Some(deadline) = deadline {
-            self.deadlines.insert(key, deadline);
+            self.deadlines.insert(self.hash(key), deadline);
         }
     }
 
@@ -663,7 +671,7 @@ impl Table {
         self.key_bytes -= footprint.key_bytes as u64;
         self.entry_bytes -= footprint.allocated_bytes as u64;
         if let Some(deadline) = deadline {
-            self.deadlines.remove(key, deadline);
+            self.deadlines.remove(self.hash(key), deadline);
         }
     }
 

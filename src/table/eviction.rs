@@ -127,8 +127,8 @@ impl Table {
             EvictionPolicy::VolatileLru => self.sample_expiring(SAMPLES, &evictable),
             EvictionPolicy::VolatileTtl => self
                 .deadlines
-                .earliest_keys(MAX_PROBES)
-                .filter_map(|key| self.find(key))
+                .earliest_places(MAX_PROBES)
+                .flat_map(|place| self.indexed(place))
                 .find(|entry| evictable(entry)),
         };
         victim.map(|entry| Box::from(entry.key()))
@@ -157,7 +157,7 @@ impl Table {
     ) -> Option<&Entry> {
         let candidates = (0..MAX_PROBES)
             .filter_map(|_| self.deadlines.at_random_point(self.next_random()))
-            .filter_map(|key| self.find(key))
+            .flat_map(|place| self.indexed(place))
             .filter(|entry| evictable(entry))
             .take(samples);
         self.idlest(candidates)

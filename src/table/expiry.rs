@@ -273,7 +273,7 @@ impl Table {
         );
         let growth = (new.allocated_bytes as u64
             + old.pinned_cost
-            + Replaced::index_growth(Some(&old), key, deadline.is_some()))
+            + Replaced::index_growth(Some(&old), deadline.is_some()))
         .saturating_sub(old.footprint.allocated_bytes as u64);
         self.check_growth(growth, key)?;
         let entry = {
@@ -312,7 +312,9 @@ impl Table {
     /// Up to `budget` keys whose deadline is at or before `now_ms`, earliest
     /// first (the sweep takes their locks before it removes them).
     pub fn due_keys(&self, now_ms: u64, budget: usize) -> Vec<Box<[u8]>> {
-        self.deadlines.due(now_ms, budget)
+        let places = self.deadlines.due(now_ms, budget).into_iter();
+        let entries = places.flat_map(|place| self.indexed(place));
+        entries.map(|entry| Box::from(entry.key())).collect()
     }
 
     /// The sweep: removes `key` if its deadline is at or before `now_ms`,
