@@ -122,16 +122,29 @@ fn resp(addr: SocketAddr, args: &[&str]) -> String {
     line.trim_end().to_owned()
 }
 
+/// Sends one msgpack message to `addr` and returns its decoded reply.
+fn msgpack_call(addr: SocketAddr, message: Value) -> Value {
+    let mut conn = RawConnection::connect(addr);
+    let reply = conn.call(&pack(&message));
+    rmpv::decode::read_value(&mut reply.as_slice()).expect("a msgpack reply")
+}
+
 /// One msgpack GET of `key` on `addr`: the reply's only element.
 fn msgpack_get(addr: SocketAddr, key: &str) -> Value {
-    let mut conn = RawConnection::connect(addr);
     let message = Value::Array(vec![Value::Array(vec![0.into(), key.into()])]);
-    let reply = conn.call(&pack(&message));
-    let reply = rmpv::decode::read_value(&mut reply.as_slice()).expect("a msgpack reply");
-    match reply {
+    match msgpack_call(addr, message) {
         Value::Array(mut elements) if elements.len() == 1 => elements.remove(0),
         other => panic!("GET {key}: reply {other}"),
     }
+}
+
+/// A message of one ATOMIC batch setting each key to "x".
+fn atomic_set(keys: &[&str]) -> Value {
+    let sets = keys
+        .iter()
+        .map(|k| Value::Array(vec![1.into(), (*k).into(), "x".into()]))
+        .collect();
+    Value::Array(vec![Value::Array(vec![3.into(), Value::Array(sets)])])
 }
 
 #[test]
@@ -315,4 +328,37 @@ fn a_standalone_server_answers_cluster_commands_that_cluster_support_is_disabled
     assert_eq!(resp(server.addr, &["INFO", "cluster"]), "# Cluster");
     // Keys of any slot run there.
     assert_eq!(resp(server.addr, &["MSET", "a", "1", "b", "2"]), "+OK");
+}
+
+#[test]
+fn a_msgpack_atomic_batch_runs_whole_on_its_node_or_is_refused_whole_with_moved() {
+    let cluster = Cluster::start();
+    let home = owner("foo");
+    let addr = cluster.addr(home);
+    // Another key of the same node on its other shard (slots go to shards in
+    // turn): the batch spans shards, not nodes, and runs.
+    let neighbour = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == home && slot_of(k) % 2 != slot_of("foo") % 2)
+        .expect("a key of the node's other shard");
+    let ran = msgpack_call(addr, atomic_set(&["foo", &neighbour]));
+    assert_eq!(ran, Value::Array(vec![]), "SETs answer no elements");
+    assert_ne!(
+        msgpack_get(addr, &neighbour),
+        Value::Array(vec![(-2).into()])
+    );
+    // One key of another node: the whole batch is refused, nothing is written.
+    let foreign = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) != home)
+        .expect("a key of another node");
+    let fresh = (0..1000)
+        .map(|i| format!("fresh{i}"))
+        .find(|k| owner(k) == home)
+        .expect("a fresh key of this node");
+    let refused = msgpack_call(addr, atomic_set(&[&fresh, &foreign]));
+    let moved = format!("{} {}", slot_of(&foreign), cluster.addr(owner(&foreign)));
+    let element = Value::Array(vec![(-9).into(), "MOVED".into(), moved.into()]);
+    assert_eq!(refused, Value::Array(vec![element]));
+    assert_eq!(msgpack_get(addr, &fresh), Value::Array(vec![(-2).into()]));
 }

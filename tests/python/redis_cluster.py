@@ -124,6 +124,9 @@ def main():
         if line not in info:
             raise AssertionError(f"CLUSTER INFO lacks {line}: {info!r}")
     expect(home.info("cluster").get("cluster_enabled"), 1, "INFO cluster")
+    expect(len(home.execute_command("CLUSTER SHARDS")), len(addrs), "CLUSTER SHARDS")
+    myid = text(home.execute_command("CLUSTER MYID"))
+    expect(len(myid) == 40 and all(c in "0123456789abcdef" for c in myid), True, "MYID")
     expect(home.execute_command("CLUSTER KEYSLOT", "foo"), 12182, "CLUSTER KEYSLOT")
     expect(home.execute_command("READONLY") in (True, b"OK", "OK"), True, "READONLY")
     keys = home.execute_command("COMMAND GETKEYS", "MSET", "a", "1", "b", "2")
