@@ -362,3 +362,18 @@ fn a_msgpack_atomic_batch_runs_whole_on_its_node_or_is_refused_whole_with_moved(
     assert_eq!(refused, Value::Array(vec![element]));
     assert_eq!(msgpack_get(addr, &fresh), Value::Array(vec![(-2).into()]));
 }
+
+#[test]
+fn a_node_listening_on_another_port_than_its_file_gives_warns_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster_file(&free_addrs(3))).expect("write the cluster file");
+    let file = file.to_str().expect("utf-8 path");
+    // Port 0: whatever port the server gets is not the file's.
+    let mut node = TestServer::start(1, &["--cluster", file, "--node", "b"]);
+    let stderr = node.stderr();
+    assert!(
+        stderr.contains("the cluster file gives node \"b\" the address"),
+        "{stderr}"
+    );
+}

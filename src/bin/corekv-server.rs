@@ -71,6 +71,16 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
             cluster.nodes().len(),
             slots.join(" ")
         );
+        if me.addr.port() != config.addr.port() {
+            // Clients are sent to the file's address: one this server does not
+            // listen on sends them nowhere.
+            tracing::warn!(
+                "the cluster file gives node {:?} the address {}, but it listens on {} (--addr)",
+                me.name,
+                me.addr,
+                config.addr
+            );
+        }
     }
     corekv::server::run(config, corekv::http::start, |addr| {
         tracing::info!("listening on {addr}")
