@@ -7,12 +7,14 @@
 //! command line wins. Defaults follow BRIEF §2; the limits' defaults are explained
 //! in docs/operations.md.
 
-use crate::ids::Router;
+use crate::cluster::{ClusterError, ClusterMap};
+use crate::ids::{Router, Routing};
 use crate::log::FsyncMode;
 use crate::table::eviction::EvictionPolicy;
 use clap::{Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest frame the config accepts (Redis's largest bulk string too). Spans
@@ -147,6 +149,17 @@ pub struct ServerArgs {
     /// object per line) for log shippers.
     #[arg(long, env = "COREKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Run as a node of a Redis Cluster-style cluster described by this TOML
+    /// file (docs/cluster.md): keys of slots another node owns are answered
+    /// MOVED. Needs --node.
+    #[arg(long, env = "COREKV_CLUSTER", value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+
+    /// Which of the cluster file's nodes this server is (its `name`). Needs
+    /// --cluster.
+    #[arg(long, env = "COREKV_NODE", value_name = "NAME")]
+    pub node: Option<String>,
 }
 
 /// `--maxmemory-policy` values: Redis's names.
@@ -248,6 +261,10 @@ pub enum ConfigError {
     Memory(u64),
     #[error("--fsync-interval-ms must be between 1 and 60000, got {0}")]
     FsyncInterval(u64),
+    #[error("--cluster and --node go together: {0} is given without the other")]
+    ClusterFlags(&'static str),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Validated server configuration.
@@ -266,6 +283,9 @@ pub struct Config {
     pub fsync: FsyncMode,
     pub compact_min_bytes: u64,
     pub salvage: bool,
+    /// The cluster this server is a node of (`--cluster`, `--node`); `None`
+    /// for a standalone server.
+    pub cluster: Option<Arc<ClusterMap>>,
 }
 
 impl Config {
@@ -303,6 +323,12 @@ impl Config {
             }
             FsyncFlag::Never => FsyncMode::Never,
         };
+        let cluster = match (args.cluster, args.node) {
+            (Some(path), Some(node)) => Some(Arc::new(ClusterMap::load(&path, &node)?)),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::ClusterFlags("--cluster")),
+            (None, Some(_)) => return Err(ConfigError::ClusterFlags("--node")),
+        };
         Ok(Config {
             addr: args.addr,
             http_addr: args.http_addr,
@@ -317,13 +343,19 @@ impl Config {
             fsync,
             compact_min_bytes: args.compact_min_bytes,
             salvage: args.salvage,
+            cluster,
         })
     }
 
-    /// How keys are spread over this server's shards: by hash (a cluster
-    /// node, which routes by slot, is not built yet).
+    /// How keys are spread over this server's shards: by hash, or by hash
+    /// slot on a cluster node, so that the keys of one slot (one hash tag)
+    /// share a shard and a single-slot command touches one shard.
     pub fn router(&self) -> Router {
-        Router::new(self.nr_shards)
+        let routing = match self.cluster {
+            Some(_) => Routing::Slots,
+            None => Routing::Hash,
+        };
+        Router::with_routing(self.nr_shards, routing)
     }
 
     /// The share of the memory limit each shard enforces on its own table.
@@ -428,6 +460,37 @@ mod tests {
         assert_eq!(log_filter(None, false, Some("warn")).0, "warn");
         assert_eq!(source(Some(" "), true, None), LogFilterSource::Default);
         assert_eq!(log_filter(None, false, None).0, "info");
+    }
+
+    #[test]
+    fn cluster_and_node_go_together_and_a_cluster_node_routes_by_slot() {
+        assert!(matches!(
+            config(&["--cluster", "nodes.toml"]),
+            Err(ConfigError::ClusterFlags("--cluster"))
+        ));
+        assert!(matches!(
+            config(&["--node", "a"]),
+            Err(ConfigError::ClusterFlags("--node"))
+        ));
+        assert_eq!(
+            config(&[]).expect("standalone").router().routing(),
+            Routing::Hash
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("nodes.toml");
+        let text = "[[node]]\nname = \"a\"\naddr = \"127.0.0.1:7001\"\nslots = [\"0-16383\"]\n";
+        std::fs::write(&file, text).expect("write the cluster file");
+        let path = file.to_str().expect("utf-8 path");
+        let node = config(&["--cluster", path, "--node", "a"]).expect("a valid cluster");
+        assert_eq!(node.router().routing(), Routing::Slots);
+        assert_eq!(node.cluster.expect("clustered").me().name, "a");
+        let error = config(&["--cluster", path, "--node", "b"]).expect_err("unknown node");
+        assert!(
+            error
+                .to_string()
+                .contains("--node \"b\" is not one of its nodes"),
+            "{error}"
+        );
     }
 
     #[test]

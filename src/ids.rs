@@ -37,7 +37,7 @@ impl std::fmt::Display for TxnId {
     }
 }
 
-use crate::slot::{key_slot, NR_SLOTS};
+use crate::slot::key_slot;
 
 /// Seeds for the routing hash. Changing them moves every key to another shard.
 const ROUTING_SEEDS: [u64; 4] = [
@@ -54,8 +54,13 @@ pub enum Routing {
     /// By the routing hash of the whole key.
     #[default]
     Hash,
-    /// By the key's hash slot: shard `slot × nr_shards / 16384`, so each shard
-    /// owns one contiguous run of slots.
+    /// By the key's hash slot: shard `slot mod nr_shards`. Dealt round
+    /// like this, rather than in runs, every shard of a node gets an equal
+    /// share of the node's slots whichever range of them the node owns (a
+    /// node of a three-node cluster owns a third of the slots, and runs would
+    /// leave two thirds of its shards idle); and the shard of a slot depends
+    /// only on the shard count, which the logs record, not on the cluster
+    /// file, which may change between restarts.
     Slots,
 }
 
@@ -122,13 +127,14 @@ impl Router {
 
     /// With slot routing, the shard that owns `slot`.
     pub fn slot_owner(&self, slot: u16) -> ShardId {
-        ShardId(usize::from(slot) * self.nr_shards / usize::from(NR_SLOTS))
+        ShardId(usize::from(slot) % self.nr_shards)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::slot::NR_SLOTS;
 
     #[test]
     fn routing_hash_is_stable() {
@@ -166,12 +172,20 @@ mod tests {
         assert_eq!(router.route(b"{user42}.email"), tagged);
         assert_eq!(router.route(b"user42"), tagged);
         assert_eq!(router.slot_owner(0), ShardId(0));
-        assert_eq!(router.slot_owner(NR_SLOTS - 1), ShardId(2));
+        assert_eq!(router.slot_owner(NR_SLOTS - 1), ShardId(0));
+        assert_eq!(router.slot_owner(NR_SLOTS - 2), ShardId(2));
         let mut counts = [0usize; 3];
         for i in 0..9_000 {
             counts[router.route(format!("key:{i}").as_bytes()).0] += 1;
         }
         assert!(counts.iter().all(|&c| c > 2_000), "{counts:?}");
+        // A cluster node owning a third of the slots uses all its shards.
+        let router = Router::with_routing(4, Routing::Slots);
+        let mut owned = [0usize; 4];
+        for slot in 0..5461 {
+            owned[router.slot_owner(slot).0] += 1;
+        }
+        assert!(owned.iter().all(|&n| n >= 5461 / 4), "{owned:?}");
         for routing in [Routing::Hash, Routing::Slots] {
             assert_eq!(Routing::from_name(routing.name()), Some(routing));
         }

@@ -4,7 +4,7 @@
 //! ```text
 //! slot, failpoint, notify, sys, allocator   (the foundation: they use nothing of the crate)
 //!   ← ids, entry, net
-//!   ← proto ← table ← log ← shard ← txn ← metrics ← config, cluster ← datadir ← server
+//!   ← proto ← table ← log ← shard ← txn ← metrics ← cluster ← config ← datadir ← server
 //!   ← backup ← http
 //! client ← cli                    (the client side: uses proto and ids only)
 //! ```
@@ -34,7 +34,8 @@ const LAYERS: &[&[&str]] = &[
     &["shard"],
     &["txn"],
     &["metrics"],
-    &["config", "cluster"],
+    &["cluster"],
+    &["config"],
     &["datadir"],
     &["server"],
     &["backup"],

@@ -881,7 +881,7 @@ fn a_resp_acknowledged_set_ex_survives_kill_9_with_its_deadline() {
 fn command_and_info_list_the_expiry_commands_and_keys_with_a_deadline() {
     let server = TestServer::start(2, &[]);
     let mut s = connect(server.addr);
-    assert_exchange(&mut s, &command(&[b"COMMAND", b"COUNT"]), b":50\r\n");
+    assert_exchange(&mut s, &command(&[b"COMMAND", b"COUNT"]), b":54\r\n");
     for (name, arity) in [
         ("expire", "-3"),
         ("pexpire", "-3"),

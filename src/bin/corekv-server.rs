@@ -61,6 +61,27 @@ fn run(args: ServerArgs) -> anyhow::Result<()> {
         config.data_dir.display(),
         config.addr
     );
+    if let Some(cluster) = &config.cluster {
+        let me = cluster.me();
+        let slots: Vec<String> = me.slots.iter().map(|r| r.to_string()).collect();
+        tracing::info!(
+            "cluster node {:?} ({} in the cluster file) of {} nodes, owning slots {}",
+            me.name,
+            me.addr,
+            cluster.nodes().len(),
+            slots.join(" ")
+        );
+        if me.addr.port() != config.addr.port() {
+            // Clients are sent to the file's address: one this server does not
+            // listen on sends them nowhere.
+            tracing::warn!(
+                "the cluster file gives node {:?} the address {}, but it listens on {} (--addr)",
+                me.name,
+                me.addr,
+                config.addr
+            );
+        }
+    }
     corekv::server::run(config, corekv::http::start, |addr| {
         tracing::info!("listening on {addr}")
     })?;

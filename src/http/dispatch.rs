@@ -92,10 +92,10 @@ impl Dispatcher {
             });
         }
         let ctx = self.ctx.clone();
-        let mut round = self
-            .round
-            .take()
-            .unwrap_or_else(|| Round::new(self.ctx.limits.request, self.ctx.shard.nr_shards()));
+        let mut round = self.round.take().unwrap_or_else(|| {
+            let cluster = self.ctx.config.cluster.clone();
+            Round::new(self.ctx.limits.request, self.ctx.shard.nr_shards(), cluster)
+        });
         let task = glommio::spawn_local(async move {
             let reply = run(&ctx, &mut round, &message).await;
             (round, reply)

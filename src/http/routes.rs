@@ -74,6 +74,8 @@ impl HttpError {
             // The HTTP API sends no INCRBY, INCRBYFLOAT or APPEND.
             Some(ErrorCode::WrongType) => (StatusCode::CONFLICT, "WRONGTYPE"),
             Some(ErrorCode::NotANumber) => (StatusCode::BAD_REQUEST, "NOTNUM"),
+            // A cluster node: the key's slot is another node's.
+            Some(ErrorCode::Moved) => (StatusCode::MISDIRECTED_REQUEST, "MOVED"),
             Some(ErrorCode::IoErr) | None => (StatusCode::INTERNAL_SERVER_ERROR, "IOERR"),
         };
         HttpError::new(status, code, message)

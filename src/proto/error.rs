@@ -32,11 +32,14 @@ pub enum ErrorCode {
     /// INCRBY or INCRBYFLOAT on a string that is not a number of its kind,
     /// or a result out of range (past i64, or not finite).
     NotANumber,
+    /// On a cluster node: a key of the message is in a hash slot another
+    /// node owns; the message is `"<slot> <ip:port>"` of that node.
+    Moved,
 }
 
 impl ErrorCode {
     /// Every code, in the order of [`errors_written`].
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadFrame,
         ErrorCode::BadReq,
         ErrorCode::TooBig,
@@ -46,6 +49,7 @@ impl ErrorCode {
         ErrorCode::Shutdown,
         ErrorCode::WrongType,
         ErrorCode::NotANumber,
+        ErrorCode::Moved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl ErrorCode {
             ErrorCode::Shutdown => "SHUTDOWN",
             ErrorCode::WrongType => "WRONGTYPE",
             ErrorCode::NotANumber => "NOTNUM",
+            ErrorCode::Moved => "MOVED",
         }
     }
 

@@ -25,6 +25,32 @@ use std::net::{SocketAddr, TcpListener};
 /// The listen backlog (glommio's own `TcpListener::bind` uses the same).
 const BACKLOG: i32 = 1024;
 
+/// The port a starting server has probed, held until its shards listen on
+/// it: a socket bound with SO_REUSEPORT (and not SO_REUSEADDR), not
+/// listening. The shards' SO_REUSEPORT sockets may bind beside it; any other
+/// server's [`probe`] fails against it. Without it, two servers starting at
+/// once (or two on port 0 that the kernel gave the same free port between
+/// one's probe and its shards' binds) could both pass their probes and then
+/// share the port, each getting part of the other's clients. Not listening,
+/// it takes no connection: until the shards listen, connecting is refused,
+/// as it was before the claim.
+pub struct PortClaim {
+    pub addr: SocketAddr,
+    _socket: Socket,
+}
+
+/// [`probe`]s `addr`, then claims the port bound until the claim is dropped.
+pub fn claim(addr: SocketAddr) -> io::Result<PortClaim> {
+    let addr = probe(addr)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(PortClaim {
+        addr,
+        _socket: socket,
+    })
+}
+
 /// Binds `addr` once without SO_REUSEPORT, to check that nothing listens
 /// there, and returns the address bound (port 0 resolved). The socket is
 /// closed at once; it never accepted, so it leaves nothing behind.
@@ -78,5 +104,16 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
         drop((first, second));
         assert_eq!(probe(addr).expect("free again"), addr);
+    }
+
+    #[test]
+    fn a_claimed_port_refuses_other_probes_and_takes_shard_listeners() {
+        let claim = claim("127.0.0.1:0".parse().expect("addr")).expect("claim");
+        let err = probe(claim.addr).expect_err("a claimed port is not free");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let shard = shared_listener(claim.addr).expect("the claimant's shards bind it");
+        drop(claim);
+        let err = probe(shard.local_addr().expect("addr")).expect_err("the shard listens");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
     }
 }

@@ -99,7 +99,11 @@ pub async fn serve(ctx: ShardContext, stream: NetStream) {
         filled: 0,
         outbuf: Vec::new(),
         bodies: Vec::new(),
-        round: Round::new(ctx.limits.request, ctx.shard.nr_shards()),
+        round: Round::new(
+            ctx.limits.request,
+            ctx.shard.nr_shards(),
+            ctx.config.cluster.clone(),
+        ),
         read_at: Instant::now(),
     };
     if let Err(e) = conn.start(&ctx).await {

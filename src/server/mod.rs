@@ -129,8 +129,11 @@ pub fn run(
 ) -> Result<(), ServerError> {
     check_memlock()?;
     sys::raise_nofile_limit();
-    let addr = probe_bind(config.addr)?;
-    let http_addr = config.http_addr.map(probe_bind).transpose()?;
+    // Each port stays claimed until this server listens on it for good.
+    let claim = probe_bind(config.addr)?;
+    let addr = claim.addr;
+    let http_claim = config.http_addr.map(probe_bind).transpose()?;
+    let http_addr = http_claim.as_ref().map(|claim| claim.addr);
     let data_dir = DataDir::open(&config.data_dir, config.engine)?;
     let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine == Engine::Log));
     let http = match http_addr {
@@ -159,6 +162,8 @@ pub fn run(
             Err(_) => break,
         }
     }
+    // Every shard listens: the ports are this server's without the claims.
+    drop((claim, http_claim));
     on_listening(addr);
     if let Some(http) = &http {
         tracing::info!("http listening on {}", http.addr());

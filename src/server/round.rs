@@ -5,7 +5,10 @@
 //! Steps, in order:
 //! 1. Decode and validate each message ([`proto::decode_message`]). A message that
 //!    fails is refused whole: it gets `[[-9, CODE, message]]` and none of its
-//!    requests run. The others are unaffected.
+//!    requests run. The others are unaffected. On a cluster node, a message
+//!    with a key of a hash slot another node owns is refused the same way,
+//!    with `MOVED "<slot> <ip:port>"` naming the owner (every protocol's
+//!    requests pass here, so this is the one place that check is made).
 //! 2. Route each request: owned here, owned by shard j (its bytes are appended to
 //!    the batch for j), or STATS (every shard reports its share).
 //! 3. Send each non-empty batch to its owner (waiting only for channel capacity).
@@ -21,6 +24,7 @@
 
 use super::output::Output;
 use super::state::ServerState;
+use crate::cluster::ClusterMap;
 use crate::proto::frame::{begin_frame, finish_frame, write_prefix};
 use crate::proto::{
     self, reply, BatchResults, ElementRef, ErrorCode, Op, OpKind, RequestError, RequestLimits,
@@ -34,6 +38,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::Range;
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// How a message of the round was decoded.
 enum Message {
@@ -59,6 +64,9 @@ enum Owner {
 /// Scratch space reused by every round of one connection.
 pub struct Round {
     limits: RequestLimits,
+    /// The cluster this server is a node of: keys of other nodes' slots are
+    /// refused with MOVED.
+    cluster: Option<Arc<ClusterMap>>,
     messages: Vec<Message>,
     ops: Vec<Op>,
     owners: Vec<Owner>,
@@ -118,9 +126,10 @@ struct ReplyPlan {
 type SentBatches = Vec<Option<Result<Ticket, ()>>>;
 
 impl Round {
-    pub fn new(limits: RequestLimits, nr_shards: usize) -> Round {
+    pub fn new(limits: RequestLimits, nr_shards: usize, cluster: Option<Arc<ClusterMap>>) -> Round {
         Round {
             limits,
+            cluster,
             messages: Vec::new(),
             ops: Vec::new(),
             owners: Vec::new(),
@@ -245,11 +254,18 @@ impl Round {
         self.ops.clear();
         for body in bodies {
             let first = self.ops.len();
-            let message =
-                match proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops) {
-                    Ok(()) => Message::Requests(first..self.ops.len()),
-                    Err(refusal) => Message::Refused(refusal),
-                };
+            let decoded = proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops)
+                .and_then(|()| match &self.cluster {
+                    Some(cluster) => not_moved(cluster, &self.ops[first..], buf),
+                    None => Ok(()),
+                });
+            let message = match decoded {
+                Ok(()) => Message::Requests(first..self.ops.len()),
+                Err(refusal) => {
+                    self.ops.truncate(first);
+                    Message::Refused(refusal)
+                }
+            };
             self.messages.push(message);
         }
     }
@@ -511,6 +527,25 @@ impl Round {
         reply::write_stats(&mut element, fields.into_iter());
         element
     }
+}
+
+/// `Err(MOVED)` naming the owner of the first key in `ops` whose hash slot
+/// another node of `cluster` owns.
+fn not_moved(cluster: &ClusterMap, ops: &[Op], buf: &[u8]) -> Result<(), RequestError> {
+    let keyed = ops.iter().filter(|op| {
+        !matches!(op.kind, OpKind::Atomic | OpKind::Stats) && !op.kind.targets_a_shard()
+    });
+    for op in keyed {
+        let slot = crate::slot::key_slot(op.key.of(buf));
+        if !cluster.is_mine(slot) {
+            let owner = cluster.owner(slot);
+            return Err(RequestError::new(
+                ErrorCode::Moved,
+                format!("{slot} {}", owner.addr),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn write_refusal(out: &mut Vec<u8>, refusal: &RequestError) {

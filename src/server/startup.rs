@@ -72,17 +72,18 @@ pub fn check_memlock() -> Result<(), ServerError> {
 
 /// Binds once without SO_REUSEPORT: fails if anything already listens on the
 /// address (shards bind with SO_REUSEPORT, which would otherwise silently share
-/// the port with another server), and turns port 0 into a concrete port.
+/// the port with another server), turns port 0 into a concrete port, and
+/// claims it until the shards listen ([`bind::PortClaim`]).
 ///
 /// A port found in use is tried again for up to [`PORT_RELEASE_WAIT`]: a server
 /// killed with `kill -9` leaves its listening socket to the kernel until the
 /// kernel has torn down the io_uring rings that were waiting on it, which it
 /// does in the background, within a fraction of a second. A live server keeps
 /// its port, so the start still fails then, that much later.
-pub fn probe_bind(addr: SocketAddr) -> Result<SocketAddr, ServerError> {
+pub fn probe_bind(addr: SocketAddr) -> Result<bind::PortClaim, ServerError> {
     let deadline = Instant::now() + PORT_RELEASE_WAIT;
     loop {
-        match bind::probe(addr) {
+        match bind::claim(addr) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(20));
             }

@@ -50,6 +50,20 @@ pub enum TimeUnit {
     Milliseconds,
 }
 
+/// CLUSTER's subcommands (Redis Cluster's, for a static cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterCommand<'a> {
+    Info,
+    MyId,
+    KeySlot(&'a [u8]),
+    Slots,
+    Shards,
+    Nodes,
+    CountKeysInSlot(u16),
+    /// The slot and the most keys to return.
+    GetKeysInSlot(u16, u64),
+}
+
 /// A command of the key/value store or the connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command<'a> {
@@ -69,6 +83,12 @@ pub enum Command<'a> {
     CommandCount,
     CommandDocs(Vec<&'a [u8]>),
     CommandInfo(Vec<&'a [u8]>),
+    /// COMMAND GETKEYS: the command whose keys are asked for, name first.
+    CommandGetKeys(Vec<&'a [u8]>),
+    Cluster(ClusterCommand<'a>),
+    /// READONLY, READWRITE and ASKING: Redis Cluster's connection modes for
+    /// replicas and slot migrations, which a static cluster has not.
+    ClusterMode,
     ConfigGet(Vec<&'a [u8]>),
     Info(Vec<&'a [u8]>),
     DbSize,
@@ -240,6 +260,10 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
         b"QUIT" => Command::Quit,
         b"CLIENT" => arity(2, None).and_then(|_| parse_client(rest))?,
         b"COMMAND" => parse_command_command(rest)?,
+        b"CLUSTER" => arity(2, None).and_then(|_| parse_cluster(rest))?,
+        b"READONLY" | b"READWRITE" | b"ASKING" => {
+            arity(1, Some(1)).map(|_| Command::ClusterMode)?
+        }
         b"CONFIG" => arity(2, None).and_then(|_| parse_config(rest))?,
         b"INFO" => Command::Info(rest.to_vec()),
         b"DBSIZE" => arity(1, Some(1)).map(|_| Command::DbSize)?,
@@ -580,9 +604,48 @@ fn parse_command_command<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandEr
         b"COUNT" => Command::CommandCount,
         b"DOCS" => Command::CommandDocs(args.to_vec()),
         b"INFO" => Command::CommandInfo(args.to_vec()),
+        b"GETKEYS" if !args.is_empty() => Command::CommandGetKeys(args.to_vec()),
+        b"GETKEYS" => return Err(subcommand_arity("command", sub)),
         _ => return Err(unknown_subcommand("COMMAND", sub)),
     };
     Ok(command)
+}
+
+fn parse_cluster<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {
+    let (sub, args) = (rest[0], &rest[1..]);
+    let mut upper = [0u8; MAX_NAME_BYTES];
+    let arity = |n: usize| {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(subcommand_arity("cluster", sub))
+        }
+    };
+    let slot = |arg: &[u8]| match parse_i64(arg) {
+        Some(n) if (0..i64::from(crate::slot::NR_SLOTS)).contains(&n) => Ok(n as u16),
+        _ => Err(CommandError::new("ERR Invalid slot")),
+    };
+    let command = match uppercase(sub, &mut upper) {
+        b"INFO" => arity(0).map(|_| ClusterCommand::Info)?,
+        b"MYID" => arity(0).map(|_| ClusterCommand::MyId)?,
+        b"KEYSLOT" => arity(1).map(|_| ClusterCommand::KeySlot(args[0]))?,
+        b"SLOTS" => arity(0).map(|_| ClusterCommand::Slots)?,
+        b"SHARDS" => arity(0).map(|_| ClusterCommand::Shards)?,
+        b"NODES" => arity(0).map(|_| ClusterCommand::Nodes)?,
+        b"COUNTKEYSINSLOT" => {
+            arity(1)?;
+            ClusterCommand::CountKeysInSlot(slot(args[0])?)
+        }
+        b"GETKEYSINSLOT" => {
+            arity(2)?;
+            let invalid = || CommandError::new("ERR Invalid slot or number of keys");
+            let slot = slot(args[0]).map_err(|_| invalid())?;
+            let count = parse_i64(args[1]).filter(|n| *n >= 0).ok_or_else(invalid)?;
+            ClusterCommand::GetKeysInSlot(slot, count as u64)
+        }
+        _ => return Err(unknown_subcommand("CLUSTER", sub)),
+    };
+    Ok(Command::Cluster(command))
 }
 
 fn parse_config<'a>(rest: &[&'a [u8]]) -> Result<Command<'a>, CommandError> {

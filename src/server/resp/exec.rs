@@ -21,13 +21,14 @@
 //! Everything therefore goes through the Round: routing, forwarding, ATOMIC's
 //! single-shard fast path or two-phase commit, `--fsync` settling, limits.
 
+use super::cluster;
 use super::introspection;
 use super::render::{self, error_text, Render};
 use super::reply::{Dialect, Reply};
 use super::session::{Multi, Session};
 use super::translate::{self, Overlay};
 use crate::proto::request::MAX_SCAN_COUNT;
-use crate::proto::resp::command::{self, Command};
+use crate::proto::resp::command::{self, ClusterCommand, Command};
 use crate::proto::resp::elements::{read_slot, Outcome};
 use crate::proto::resp::requests;
 use crate::proto::resp::Version;
@@ -101,6 +102,14 @@ impl Executor {
                 return Ok(true);
             }
         };
+        if let Some(map) = &io.ctx.config.cluster {
+            let mut keys = Vec::new();
+            cluster::keys(&command, &mut keys);
+            if let Err(text) = cluster::check_slot(map, &keys, None) {
+                self.local(session.dialect, |reply| reply.error(&text));
+                return Ok(true);
+            }
+        }
         match command {
             c if translate::is_rmw(&c, false) => {
                 self.flush(io).await?;
@@ -133,6 +142,19 @@ impl Executor {
                     matches_no_type: type_name.is_some_and(|t| !t.eq_ignore_ascii_case(b"string")),
                 };
                 self.scan(&scan, session.dialect, io).await;
+            }
+            Command::Cluster(ClusterCommand::CountKeysInSlot(slot))
+                if io.ctx.config.cluster.is_some() =>
+            {
+                self.flush(io).await?;
+                self.keys_in_slot(slot, None, session.dialect, io).await;
+            }
+            Command::Cluster(ClusterCommand::GetKeysInSlot(slot, count))
+                if io.ctx.config.cluster.is_some() =>
+            {
+                self.flush(io).await?;
+                self.keys_in_slot(slot, Some(count), session.dialect, io)
+                    .await;
             }
             Command::Multi => {
                 session.multi = Some(Multi::default());
@@ -250,17 +272,28 @@ impl Executor {
                 "ERR DBSIZE, INFO, HELLO, FLUSHDB, KEYS and SCAN are not supported inside MULTI in corekv"
                     .to_owned(),
             ),
-            Ok(_) => {
+            Ok(queued) => {
                 let bytes: usize = argv.iter().map(|a| a.len()).sum();
-                if multi.queued_bytes + bytes > io.ctx.limits.max_frame_bytes as usize {
-                    Some(format!(
+                let mut keys = Vec::new();
+                cluster::keys(&queued, &mut keys);
+                // On a cluster node the block's keys must share one slot.
+                let slot = match &io.ctx.config.cluster {
+                    Some(map) => cluster::check_slot(map, &keys, multi.slot),
+                    None => Ok(None),
+                };
+                let too_big = multi.queued_bytes + bytes > io.ctx.limits.max_frame_bytes as usize;
+                match slot {
+                    Err(text) => Some(text),
+                    Ok(_) if too_big => Some(format!(
                         "ERR the MULTI block exceeds {} bytes (--max-frame-bytes)",
                         io.ctx.limits.max_frame_bytes
-                    ))
-                } else {
-                    multi.queued_bytes += bytes;
-                    multi.queued.push(argv.iter().map(|a| a.to_vec()).collect());
-                    None
+                    )),
+                    Ok(slot) => {
+                        multi.slot = slot.or(multi.slot);
+                        multi.queued_bytes += bytes;
+                        multi.queued.push(argv.iter().map(|a| a.to_vec()).collect());
+                        None
+                    }
                 }
             }
         };
@@ -545,6 +578,55 @@ impl Executor {
         io.out.bytes().extend_from_slice(&reply_bytes);
     }
 
+    /// CLUSTER COUNTKEYSINSLOT (`limit` None) and GETKEYSINSLOT: scans the
+    /// shard that holds `slot` to its end, keeping the slot's keys.
+    async fn keys_in_slot<W: AsyncWrite + Unpin>(
+        &mut self,
+        slot: u16,
+        limit: Option<u64>,
+        dialect: Dialect,
+        io: &mut Io<'_, '_, W>,
+    ) {
+        let shard = io.ctx.shard.router().slot_owner(slot).0;
+        let mut position = 0;
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let mut failure = None;
+        // Each step moves the shard's scan position on; it ends at 0.
+        loop {
+            let mut next_position = None;
+            let write = |shard, buf: &mut Vec<u8>| {
+                requests::scan(buf, shard, position, MAX_SCAN_COUNT, b"*")
+            };
+            per_shard(io, &[shard], write, |_, outcomes| match outcomes {
+                Ok([Outcome::Keys(next, found)]) => {
+                    let in_slot = found.iter().filter(|k| crate::slot::key_slot(k) == slot);
+                    keys.extend(in_slot.map(|k| k.to_vec()));
+                    next_position = (*next != 0).then_some(*next);
+                }
+                Ok([Outcome::Error { code, message }]) => failure = Some(error_text(code, message)),
+                Ok(other) => failure = Some(format!("ERR internal error: SCAN answered {other:?}")),
+                Err(text) => failure = Some(text),
+            })
+            .await;
+            match (next_position, &failure) {
+                (Some(next), None) => position = next,
+                _ => break,
+            }
+        }
+        let mut reply = Reply::new(io.out.bytes(), dialect);
+        if let Some(text) = failure {
+            return reply.error(&text);
+        }
+        match limit {
+            None => reply.integer(keys.len() as i64),
+            Some(limit) => {
+                keys.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                reply.array(keys.len());
+                keys.iter().for_each(|key| reply.bulk(key));
+            }
+        }
+    }
+
     /// WATCH: remembers each key's version now.
     async fn watch<W: AsyncWrite + Unpin>(
         &mut self,
@@ -727,7 +809,11 @@ fn connection_command(
                 Dialect::Resp(Version::Resp3) => 3,
                 _ => 2,
             };
-            introspection::hello(&mut reply, version, session.client_id)
+            let mode = match ctx.config.cluster {
+                Some(_) => "cluster",
+                None => "standalone",
+            };
+            introspection::hello(&mut reply, version, session.client_id, mode)
         }
         Command::Select(0) => reply.ok(),
         Command::Select(_) => reply.error("ERR DB index is out of range"),
@@ -748,6 +834,25 @@ fn connection_command(
         Command::CommandCount => reply.integer(introspection::COMMANDS.len() as i64),
         Command::CommandDocs(names) => introspection::command_docs(&mut reply, names),
         Command::CommandInfo(names) => introspection::command_info(&mut reply, Some(names)),
+        Command::CommandGetKeys(args) => match command::parse(args) {
+            Ok(inner) => {
+                let mut keys = Vec::new();
+                cluster::keys(&inner, &mut keys);
+                if keys.is_empty() {
+                    reply.error("ERR The command has no key arguments")
+                } else {
+                    reply.array(keys.len());
+                    keys.iter().for_each(|key| reply.bulk(key));
+                }
+            }
+            Err(_) if introspection::is_known(args[0]) => {
+                reply.error("ERR Invalid number of arguments specified for command")
+            }
+            Err(_) => reply.error("ERR Invalid command specified"),
+        },
+        Command::Cluster(sub) => cluster::answer(sub, ctx.config.cluster.as_deref(), &mut reply),
+        Command::ClusterMode if ctx.config.cluster.is_some() => reply.ok(),
+        Command::ClusterMode => reply.error(cluster::DISABLED),
         Command::ConfigGet(patterns) => introspection::config_get(&mut reply, ctx, patterns),
         other => reply.error(&format!(
             "ERR internal error: {other:?} is not a connection command"

@@ -1,5 +1,6 @@
 //! The commands about the server rather than the data: HELLO, CONFIG GET,
-//! COMMAND, INFO. Enough of each for Redis's own tools (redis-cli,
+//! COMMAND, INFO (cluster-aware clients find each command's keys with
+//! COMMAND's key positions). Enough of each for Redis's own tools (redis-cli,
 //! redis-benchmark) and client libraries to start and report.
 
 use super::reply::Reply;
@@ -15,7 +16,9 @@ pub const REDIS_VERSION: &str = "7.2.0";
 /// Every command corekv answers, with Redis's arity (negative: at least).
 pub const COMMANDS: &[(&str, i64)] = &[
     ("append", 3),
+    ("asking", 1),
     ("client", -2),
+    ("cluster", -2),
     ("command", -1),
     ("config", -2),
     ("dbsize", 1),
@@ -53,6 +56,8 @@ pub const COMMANDS: &[(&str, i64)] = &[
     ("psetex", 4),
     ("pttl", 2),
     ("quit", -1),
+    ("readonly", 1),
+    ("readwrite", 1),
     ("scan", -2),
     ("select", 2),
     ("set", -3),
@@ -69,7 +74,9 @@ pub const COMMANDS: &[(&str, i64)] = &[
 /// COMMAND DOCS: each command's group and summary (Redis's texts).
 const DOCS: &[(&str, &str, &str)] = &[
     ("append", "string", "Appends a string to the value of a key. Creates the key if it doesn't exist."),
+    ("asking", "cluster", "Signals that a cluster client is following an -ASK redirect."),
     ("client", "connection", "A container for client connection commands."),
+    ("cluster", "cluster", "A container for Redis Cluster commands."),
     ("command", "server", "Returns detailed information about all commands."),
     ("config", "server", "A container for server configuration commands."),
     ("dbsize", "server", "Returns the number of keys in the database."),
@@ -107,6 +114,8 @@ const DOCS: &[(&str, &str, &str)] = &[
     ("psetex", "string", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist."),
     ("pttl", "generic", "Returns the expiration time in milliseconds of a key."),
     ("quit", "connection", "Closes the connection."),
+    ("readonly", "cluster", "Enables read-only queries for a connection to a Redis Cluster replica node."),
+    ("readwrite", "cluster", "Enables read-write queries for a connection to a Redis Cluster replica node."),
     ("scan", "generic", "Iterates over the key names in the database."),
     ("select", "connection", "Changes the selected database."),
     ("set", "string", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
@@ -144,7 +153,7 @@ pub fn command_docs(reply: &mut Reply, names: &[&[u8]]) {
 }
 
 /// HELLO's reply: the server's description, as a map.
-pub fn hello(reply: &mut Reply, protocol: i64, client_id: u64) {
+pub fn hello(reply: &mut Reply, protocol: i64, client_id: u64, mode: &str) {
     reply.map(7);
     reply.bulk(b"server");
     reply.bulk(b"redis");
@@ -155,7 +164,7 @@ pub fn hello(reply: &mut Reply, protocol: i64, client_id: u64) {
     reply.bulk(b"id");
     reply.integer(client_id as i64);
     reply.bulk(b"mode");
-    reply.bulk(b"standalone");
+    reply.bulk(mode.as_bytes());
     reply.bulk(b"role");
     reply.bulk(b"master");
     reply.bulk(b"modules");
@@ -243,30 +252,30 @@ pub fn command_info(reply: &mut Reply, names: Option<&[&[u8]]>) {
     }
 }
 
-fn one_command(reply: &mut Reply, (name, arity): &(&str, i64)) {
-    let takes_key = !matches!(
-        *name,
-        "client"
-            | "command"
-            | "config"
-            | "dbsize"
-            | "discard"
-            | "echo"
-            | "exec"
-            | "hello"
-            | "info"
-            | "multi"
-            | "ping"
-            | "quit"
-            | "select"
-            | "unwatch"
-    );
-    let (first, last, step) = match *name {
-        _ if !takes_key => (0, 0, 0),
+/// Whether `name` is one of [`COMMANDS`] (any case).
+pub fn is_known(name: &[u8]) -> bool {
+    COMMANDS
+        .iter()
+        .any(|(known, _)| known.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// A command's key positions as Redis reports them: the first and last
+/// argument that is a key (negative: from the end) and the step between.
+/// (0, 0, 0): no keys, so a cluster client may send it to any node.
+pub fn key_positions(name: &str) -> (i64, i64, i64) {
+    match name {
         "mset" | "msetnx" => (1, -1, 2),
         "del" | "unlink" | "exists" | "mget" | "watch" => (1, -1, 1),
-        _ => (1, 1, 1),
-    };
+        "append" | "decr" | "decrby" | "expire" | "expireat" | "expiretime" | "get" | "getdel"
+        | "getex" | "getset" | "incr" | "incrby" | "incrbyfloat" | "persist" | "pexpire"
+        | "pexpireat" | "pexpiretime" | "psetex" | "pttl" | "set" | "setex" | "setnx"
+        | "strlen" | "ttl" | "type" => (1, 1, 1),
+        _ => (0, 0, 0),
+    }
+}
+
+fn one_command(reply: &mut Reply, (name, arity): &(&str, i64)) {
+    let (first, last, step) = key_positions(name);
     reply.array(6);
     reply.bulk(name.as_bytes());
     reply.integer(*arity);
@@ -290,9 +299,10 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
     if wanted("server") {
         let _ = write!(
             text,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncorekv_version:{}\r\nredis_mode:standalone\r\n\
-             os:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\ncorekv_shards:{}\r\n\r\n",
+            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncorekv_version:{}\r\n\
+             redis_mode:{}\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\ncorekv_shards:{}\r\n\r\n",
             env!("CARGO_PKG_VERSION"),
+            if config.cluster.is_some() { "cluster" } else { "standalone" },
             std::env::consts::OS,
             std::process::id(),
             config.addr.port(),
@@ -343,6 +353,10 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
             stat("oom_rejections"),
         );
     }
+    if wanted("cluster") {
+        let enabled = u8::from(config.cluster.is_some());
+        let _ = write!(text, "# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n");
+    }
     if wanted("keyspace") {
         text.push_str("# Keyspace\r\n");
         let keys = stat("keys");
@@ -357,6 +371,21 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_positions_are_redis_s_so_cluster_clients_find_every_key() {
+        assert_eq!(key_positions("get"), (1, 1, 1));
+        assert_eq!(key_positions("getex"), (1, 1, 1));
+        assert_eq!(key_positions("mset"), (1, -1, 2));
+        assert_eq!(key_positions("mget"), (1, -1, 1));
+        assert_eq!(key_positions("unlink"), (1, -1, 1));
+        // No key: any node may answer.
+        for name in [
+            "keys", "scan", "flushall", "dbsize", "cluster", "readonly", "ping",
+        ] {
+            assert_eq!(key_positions(name), (0, 0, 0), "{name}");
+        }
+    }
 
     #[test]
     fn every_command_has_its_docs_and_only_those() {

@@ -19,12 +19,14 @@
 //!   answered and the connection closes.
 //!
 //! - [`exec`]: batching, read-modify-write units, MULTI/EXEC/WATCH.
+//! - [`cluster`]: a cluster node's key checks (MOVED, CROSSSLOT) and CLUSTER.
 //! - [`translate`]: commands → requests; read-modify-write computation.
 //! - [`render`]: result elements → replies; error mapping.
 //! - [`reply`]: the dialects (RESP2, RESP3, text).
 //! - [`introspection`]: HELLO, CONFIG GET, COMMAND, INFO.
 //! - [`session`]: per-connection state.
 
+pub mod cluster;
 pub mod exec;
 pub mod introspection;
 pub mod render;

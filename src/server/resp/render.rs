@@ -197,6 +197,7 @@ pub fn error_text(code: &str, message: &str) -> String {
         Some(ErrorCode::IoErr) => format!("IOERR {message}"),
         Some(ErrorCode::Shutdown) => format!("ERR server is shutting down: {message}"),
         Some(ErrorCode::WrongType) => WRONGTYPE.to_owned(),
+        Some(ErrorCode::Moved) => format!("MOVED {message}"),
         _ => format!("ERR {message}"),
     }
 }

@@ -28,6 +28,9 @@ pub struct Multi {
     pub queued_bytes: usize,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     pub failed: bool,
+    /// On a cluster node: the hash slot of the keys queued so far (a block
+    /// runs on one node, atomically, only if they share one).
+    pub slot: Option<u16>,
 }
 
 impl Session {

@@ -1,0 +1,379 @@
+//! A three-node cluster on 127.0.0.1 (`--cluster FILE --node NAME`): redis-py's
+//! RedisCluster routes by slot across it, every node holds only its own
+//! slots, a key sent to the wrong node gets MOVED over RESP and msgpack alike,
+//! keys of several slots get CROSSSLOT, bad cluster files are refused at
+//! start, and a node that dies takes only its own slots with it.
+
+mod common;
+
+use common::python::{describe, ensure_python_package, python};
+use common::wire::RawConnection;
+use common::{pack, server_binary, TestServer};
+use rmpv::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_cluster.py");
+
+/// The three nodes' names and slots.
+const LAYOUT: [(&str, &str); 3] = [("a", "0-5460"), ("b", "5461-10922"), ("c", "10923-16383")];
+
+/// Free ports on 127.0.0.1, held open together so they differ, then released
+/// for the nodes to bind.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local addr"))
+        .collect()
+}
+
+fn cluster_file(addrs: &[SocketAddr]) -> String {
+    LAYOUT
+        .iter()
+        .zip(addrs)
+        .map(|((name, slots), addr)| {
+            format!("[[node]]\nname = \"{name}\"\naddr = \"{addr}\"\nslots = [\"{slots}\"]\n\n")
+        })
+        .collect()
+}
+
+struct Cluster {
+    nodes: Vec<TestServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs = free_addrs(LAYOUT.len());
+        let file = dir.path().join("cluster.toml");
+        std::fs::write(&file, cluster_file(&addrs)).expect("write the cluster file");
+        let nodes = LAYOUT
+            .iter()
+            .zip(&addrs)
+            .map(|((name, _), addr)| {
+                let addr = addr.to_string();
+                let file = file.to_str().expect("utf-8 path");
+                let args = ["--addr", addr.as_str(), "--cluster", file, "--node", *name];
+                TestServer::start(2, &args)
+            })
+            .collect();
+        Cluster { nodes, _dir: dir }
+    }
+
+    fn addr(&self, node: usize) -> SocketAddr {
+        self.nodes[node].addr
+    }
+}
+
+/// The index in [`LAYOUT`] of the node owning `key`'s slot.
+fn owner(key: &str) -> usize {
+    let slot = slot_of(key);
+    LAYOUT
+        .iter()
+        .position(|(_, range)| {
+            let (first, last) = range.split_once('-').expect("a range");
+            (first.parse().unwrap()..=last.parse().unwrap()).contains(&slot)
+        })
+        .expect("every slot has an owner")
+}
+
+/// Redis Cluster's slot of a key without a hash tag (CRC16-XMODEM).
+fn slot_of(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in key.bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// Sends one RESP command and reads a one-line reply (simple, error,
+/// integer) or a bulk string, as text.
+fn resp(addr: SocketAddr, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read a reply");
+    if line.starts_with('$') && !line.starts_with("$-1") {
+        let mut body = String::new();
+        reader.read_line(&mut body).expect("read a bulk string");
+        return body.trim_end().to_owned();
+    }
+    line.trim_end().to_owned()
+}
+
+/// Sends one msgpack message to `addr` and returns its decoded reply.
+fn msgpack_call(addr: SocketAddr, message: Value) -> Value {
+    let mut conn = RawConnection::connect(addr);
+    let reply = conn.call(&pack(&message));
+    rmpv::decode::read_value(&mut reply.as_slice()).expect("a msgpack reply")
+}
+
+/// One msgpack GET of `key` on `addr`: the reply's only element.
+fn msgpack_get(addr: SocketAddr, key: &str) -> Value {
+    let message = Value::Array(vec![Value::Array(vec![0.into(), key.into()])]);
+    match msgpack_call(addr, message) {
+        Value::Array(mut elements) if elements.len() == 1 => elements.remove(0),
+        other => panic!("GET {key}: reply {other}"),
+    }
+}
+
+/// A message of one ATOMIC batch setting each key to "x".
+fn atomic_set(keys: &[&str]) -> Value {
+    let sets = keys
+        .iter()
+        .map(|k| Value::Array(vec![1.into(), (*k).into(), "x".into()]))
+        .collect();
+    Value::Array(vec![Value::Array(vec![3.into(), Value::Array(sets)])])
+}
+
+#[test]
+fn redis_py_cluster_client_spreads_keys_over_three_nodes_each_holding_only_its_slots() {
+    ensure_python_package("redis", "redis");
+    let cluster = Cluster::start();
+    let mut args = vec![SCRIPT.to_owned(), "2000".to_owned()];
+    args.extend((0..3).map(|i| cluster.addr(i).to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = python(&args, b"");
+    assert!(
+        output.status.success(),
+        "redis_cluster.py failed:\n{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn a_key_sent_to_the_wrong_node_gets_moved_over_resp_and_msgpack() {
+    let cluster = Cluster::start();
+    let key = "foo";
+    let (slot, home) = (slot_of(key), owner(key));
+    assert_eq!(slot, 12182);
+    let wrong = (home + 1) % 3;
+    let moved = format!("MOVED {slot} {}", cluster.addr(home));
+    assert_eq!(
+        resp(cluster.addr(wrong), &["SET", key, "v"]),
+        format!("-{moved}")
+    );
+    assert_eq!(
+        resp(cluster.addr(wrong), &["GET", key]),
+        format!("-{moved}")
+    );
+    assert_eq!(resp(cluster.addr(home), &["SET", key, "v"]), "+OK");
+    assert_eq!(resp(cluster.addr(home), &["GET", key]), "v");
+    // msgpack: the whole message is refused with an error element naming the owner.
+    let refused = msgpack_get(cluster.addr(wrong), key);
+    let expected = Value::Array(vec![
+        (-9).into(),
+        "MOVED".into(),
+        format!("{slot} {}", cluster.addr(home)).into(),
+    ]);
+    assert_eq!(refused, expected);
+    let found = msgpack_get(cluster.addr(home), key);
+    let value = match &found {
+        Value::Array(parts) if parts.first() == Some(&Value::from(-1)) => parts.get(1),
+        _ => None,
+    };
+    assert!(
+        matches!(value, Some(Value::Binary(b)) if b == b"v") || value == Some(&Value::from("v")),
+        "GET {key} on its owner: {found}"
+    );
+    // Keys of two slots: CROSSSLOT, even on the node that owns both.
+    let other = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == home && slot_of(k) != slot)
+        .expect("another slot of the same node");
+    assert_eq!(
+        resp(cluster.addr(home), &["MGET", key, other.as_str()]),
+        "-CROSSSLOT Keys in request don't hash to the same slot"
+    );
+    // Any node answers CLUSTER KEYSLOT, whoever owns the slot.
+    let keyslot = resp(cluster.addr(wrong), &["CLUSTER", "KEYSLOT", key]);
+    assert_eq!(keyslot, ":12182");
+}
+
+#[test]
+fn redis_cli_cluster_check_passes() {
+    let cluster = Cluster::start();
+    let addr = cluster.addr(0).to_string();
+    let output = Command::new("redis-cli")
+        .args(["--cluster", "check", &addr])
+        .output()
+        .expect("run redis-cli (apt-get install -y redis-tools)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("[OK] All 16384 slots covered."),
+        "redis-cli --cluster check:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_dead_node_takes_only_its_own_slots_with_it() {
+    let mut cluster = Cluster::start();
+    let keys: Vec<String> = (0..300).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        let key = key.as_str();
+        assert_eq!(resp(cluster.addr(owner(key)), &["SET", key, key]), "+OK");
+    }
+    let dead = 1;
+    let dead_addr = cluster.addr(dead);
+    cluster.nodes[dead].stop_with(libc::SIGKILL);
+    assert!(TcpStream::connect(dead_addr).is_err(), "the node is down");
+    for key in keys.iter().filter(|k| owner(k) != dead) {
+        assert_eq!(resp(cluster.addr(owner(key)), &["GET", key.as_str()]), *key);
+    }
+    // The survivors still redirect the dead node's keys to it.
+    let orphan = keys.iter().find(|k| owner(k) == dead).expect("a key of b");
+    let reply = resp(cluster.addr(0), &["GET", orphan.as_str()]);
+    assert_eq!(reply, format!("-MOVED {} {dead_addr}", slot_of(orphan)));
+}
+
+/// Runs the server with `args` and returns its stderr; it must refuse to start.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let output = common::run_to_exit(
+        Command::new(server_binary())
+            .args(["--addr", "127.0.0.1:0", "--engine", "memory"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.join("data")),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{args:?} started:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn bad_cluster_files_and_flags_are_refused_at_start_naming_the_fault() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let addrs = free_addrs(3);
+    let good = cluster_file(&addrs);
+    let write = |name: &str, text: &str| -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write a cluster file");
+        path
+    };
+    let cases = [
+        (
+            good.replace("\"0-5460\"", "\"0-5461\""),
+            "slot 5461 is owned by both \"a\" and \"b\"",
+        ),
+        (
+            good.replace("\"10923-16383\"", "\"10923-16382\""),
+            "1 slots are owned by no node",
+        ),
+        (
+            good.replace(&addrs[1].to_string(), "nowhere"),
+            "is not IP:PORT",
+        ),
+        ("[[node]]\nname = \"a\"\n".to_owned(), "missing field"),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = write(&format!("bad{i}.toml"), text);
+        let stderr = refused(
+            dir.path(),
+            &["--cluster", path.to_str().unwrap(), "--node", "a"],
+        );
+        assert!(stderr.contains(needle), "{needle:?} not in:\n{stderr}");
+        assert!(
+            stderr.contains(path.to_str().unwrap()),
+            "the file is named:\n{stderr}"
+        );
+    }
+    let path = write("good.toml", &good);
+    let path = path.to_str().unwrap();
+    let stderr = refused(dir.path(), &["--cluster", path, "--node", "d"]);
+    assert!(
+        stderr.contains("--node \"d\" is not one of its nodes"),
+        "{stderr}"
+    );
+    let stderr = refused(dir.path(), &["--cluster", path]);
+    assert!(
+        stderr.contains("--cluster and --node go together"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.toml");
+    let stderr = refused(
+        dir.path(),
+        &["--cluster", missing.to_str().unwrap(), "--node", "a"],
+    );
+    assert!(stderr.contains("cannot read the cluster file"), "{stderr}");
+}
+
+#[test]
+fn a_standalone_server_answers_cluster_commands_that_cluster_support_is_disabled() {
+    let server = TestServer::start(2, &[]);
+    let disabled = "-ERR This instance has cluster support disabled";
+    assert_eq!(resp(server.addr, &["CLUSTER", "SLOTS"]), disabled);
+    assert_eq!(resp(server.addr, &["READONLY"]), disabled);
+    assert_eq!(resp(server.addr, &["INFO", "cluster"]), "# Cluster");
+    // Keys of any slot run there.
+    assert_eq!(resp(server.addr, &["MSET", "a", "1", "b", "2"]), "+OK");
+}
+
+#[test]
+fn a_msgpack_atomic_batch_runs_whole_on_its_node_or_is_refused_whole_with_moved() {
+    let cluster = Cluster::start();
+    let home = owner("foo");
+    let addr = cluster.addr(home);
+    // Another key of the same node on its other shard (slots go to shards in
+    // turn): the batch spans shards, not nodes, and runs.
+    let neighbour = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == home && slot_of(k) % 2 != slot_of("foo") % 2)
+        .expect("a key of the node's other shard");
+    let ran = msgpack_call(addr, atomic_set(&["foo", &neighbour]));
+    assert_eq!(ran, Value::Array(vec![]), "SETs answer no elements");
+    assert_ne!(
+        msgpack_get(addr, &neighbour),
+        Value::Array(vec![(-2).into()])
+    );
+    // One key of another node: the whole batch is refused, nothing is written.
+    let foreign = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) != home)
+        .expect("a key of another node");
+    let fresh = (0..1000)
+        .map(|i| format!("fresh{i}"))
+        .find(|k| owner(k) == home)
+        .expect("a fresh key of this node");
+    let refused = msgpack_call(addr, atomic_set(&[&fresh, &foreign]));
+    let moved = format!("{} {}", slot_of(&foreign), cluster.addr(owner(&foreign)));
+    let element = Value::Array(vec![(-9).into(), "MOVED".into(), moved.into()]);
+    assert_eq!(refused, Value::Array(vec![element]));
+    assert_eq!(msgpack_get(addr, &fresh), Value::Array(vec![(-2).into()]));
+}
+
+#[test]
+fn a_node_listening_on_another_port_than_its_file_gives_warns_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster_file(&free_addrs(3))).expect("write the cluster file");
+    let file = file.to_str().expect("utf-8 path");
+    // Port 0: whatever port the server gets is not the file's.
+    let mut node = TestServer::start(1, &["--cluster", file, "--node", "b"]);
+    let stderr = node.stderr();
+    assert!(
+        stderr.contains("the cluster file gives node \"b\" the address"),
+        "{stderr}"
+    );
+}
