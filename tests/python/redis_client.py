@@ -13,25 +13,12 @@ import time
 
 import redis
 
+from expectations import expect, expect_error
+
 
 def connect(addr, protocol):
     host, port = addr.rsplit(":", 1)
     return redis.Redis(host=host, port=int(port), protocol=protocol, socket_timeout=30)
-
-
-def expect(got, want, what):
-    if got != want:
-        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
-
-
-def expect_error(call, fragment, what):
-    try:
-        call()
-    except redis.ResponseError as e:
-        if fragment not in str(e):
-            raise AssertionError(f"{what}: error {e!r} lacks {fragment!r}")
-        return
-    raise AssertionError(f"{what}: no error")
 
 
 def commands(r, protocol):

@@ -15,24 +15,11 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
+from expectations import expect, expect_error
+
 
 def text(value):
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def expect(got, want, what):
-    if got != want:
-        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
-
-
-def expect_error(call, fragment, what):
-    try:
-        call()
-    except redis.ResponseError as e:
-        if fragment not in str(e):
-            raise AssertionError(f"{what}: error {e!r} lacks {fragment!r}")
-        return
-    raise AssertionError(f"{what}: no error")
 
 
 def main():
