@@ -216,6 +216,34 @@ fn lose_unsynced_decide(log: &Path, txn: TxnId) {
     file.set_len(*start as u64).expect("cut the DECIDE");
 }
 
+/// The reply to a cross-shard batch that sets `keys` to "batch", still to come.
+type BatchReply =
+    std::thread::JoinHandle<Result<Vec<corekv::proto::message::Element>, ClientError>>;
+
+/// Sends a cross-shard batch setting `keys` and holds it at
+/// `txn::before_commit` (every participant's PREPARE is safe, the COMMIT not
+/// yet written); returns its pending reply and its transaction id. Disarm the
+/// failpoint to let it go on.
+fn hold_a_batch_before_its_commit(
+    server: &mut TestServer,
+    http: std::net::SocketAddr,
+    keys: &[Vec<u8>],
+) -> (BatchReply, TxnId) {
+    let batch = Request::Atomic(
+        keys.iter()
+            .map(|k| Request::Set(k.clone(), value("batch")))
+            .collect(),
+    );
+    arm_failpoint(http, "txn::before_commit", "return");
+    let mut batch_client = server.client();
+    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
+    let txn = held_txn(&wait_for_line(
+        server,
+        &["failpoint txn::before_commit holds"],
+    ));
+    (batch_reply, txn)
+}
+
 /// A cross-shard batch commits (its COMMIT is safe on the coordinator C), but
 /// the other participant P fails to log its DECIDE; the batch is acknowledged.
 /// C then compacts. After kill -9, P's share has a PREPARE and no DECIDE, and
@@ -226,20 +254,9 @@ fn a_failed_decide_keeps_the_commit(failpoint: &str) {
     let flags = ["--compact-min-bytes", "64KiB"];
     let (mut server, http) = start(&data_dir, 2, &flags);
     let keys = [key_on_shard("batch", 0, 2), key_on_shard("batch", 1, 2)];
-    let batch = Request::Atomic(
-        keys.iter()
-            .map(|k| Request::Set(k.clone(), value("batch")))
-            .collect(),
-    );
     // Hold the batch once every participant's PREPARE is safe: P's log must
     // fail only for the DECIDE.
-    arm_failpoint(http, "txn::before_commit", "return");
-    let mut batch_client = server.client();
-    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
-    let txn = held_txn(&wait_for_line(
-        &mut server,
-        &["failpoint txn::before_commit holds"],
-    ));
+    let (batch_reply, txn) = hold_a_batch_before_its_commit(&mut server, http, &keys);
     let coordinator = txn.coordinator.0;
     let participant = 1 - coordinator;
     arm_failpoint(http, &format!("{failpoint}@{participant}"), "return");
@@ -301,18 +318,7 @@ fn a_commit_whose_sync_fails_leaves_the_batch_whole_or_absent_after_a_restart() 
     let data_dir = temp.path().join("data");
     let (mut server, http) = start(&data_dir, 2, &[]);
     let keys = [key_on_shard("doubt", 0, 2), key_on_shard("doubt", 1, 2)];
-    let batch = Request::Atomic(
-        keys.iter()
-            .map(|k| Request::Set(k.clone(), value("batch")))
-            .collect(),
-    );
-    arm_failpoint(http, "txn::before_commit", "return");
-    let mut batch_client = server.client();
-    let batch_reply = std::thread::spawn(move || batch_client.call(&[batch]));
-    let txn = held_txn(&wait_for_line(
-        &mut server,
-        &["failpoint txn::before_commit holds"],
-    ));
+    let (batch_reply, txn) = hold_a_batch_before_its_commit(&mut server, http, &keys);
     let coordinator = txn.coordinator.0;
     // The coordinator's next sync is the COMMIT's.
     arm_failpoint(http, &format!("log::fdatasync@{coordinator}"), "return");
