@@ -82,6 +82,8 @@ pub struct Round {
     planning_cursors: Vec<ResultCursor>,
     /// STATS elements built while planning a message, consumed while writing it.
     stats_elements: VecDeque<Vec<u8>>,
+    /// The STATS element of the reply part last taken ([`Round::take_part`]).
+    built_stats: Vec<u8>,
     /// Each shard's share of the last STATS answered (index = shard id), for
     /// the HTTP API's per-shard figures.
     stats_shares: Vec<TableStats>,
@@ -139,6 +141,7 @@ impl Round {
             cursors: vec![ResultCursor::default(); nr_shards],
             planning_cursors: vec![ResultCursor::default(); nr_shards],
             stats_elements: VecDeque::new(),
+            built_stats: Vec::new(),
             stats_shares: Vec::new(),
         }
     }
@@ -219,27 +222,36 @@ impl Round {
         // Planning builds the STATS elements the message needs.
         self.plan_message(ops.clone(), state);
         for i in ops {
-            match self.owners[i] {
-                Owner::Shard(owner) => {
-                    let (elements, _) =
-                        take_slot(&self.results[owner.0], &mut self.cursors[owner.0]);
-                    visit(ReplyPart::Slot(elements));
-                }
-                Owner::CrossShard(k) => visit(ReplyPart::Slot(
-                    cross_shard_slot(&self.cross_shard_results[k]).0,
-                )),
-                Owner::AllShards => {
-                    for cursor in &mut self.cursors {
-                        cursor.slot += 1;
-                    }
-                    let stats = self
-                        .stats_elements
-                        .pop_front()
-                        .expect("planned STATS element");
-                    visit(ReplyPart::Built(&stats));
-                }
-                Owner::Body => {}
+            if let Some(part) = self.take_part(i) {
+                visit(part);
             }
+        }
+    }
+
+    /// The reply part of request `i` of the message being answered, taken in
+    /// request order (it advances the result cursors): its result slot, or the
+    /// STATS element planning built; none for the requests of an ATOMIC body,
+    /// whose results are in their batch's slot.
+    fn take_part(&mut self, i: usize) -> Option<ReplyPart<'_>> {
+        match self.owners[i] {
+            Owner::Shard(owner) => {
+                let (elements, _) = take_slot(&self.results[owner.0], &mut self.cursors[owner.0]);
+                Some(ReplyPart::Slot(elements))
+            }
+            Owner::CrossShard(k) => Some(ReplyPart::Slot(
+                cross_shard_slot(&self.cross_shard_results[k]).0,
+            )),
+            Owner::AllShards => {
+                for cursor in &mut self.cursors {
+                    cursor.slot += 1;
+                }
+                self.built_stats = self
+                    .stats_elements
+                    .pop_front()
+                    .expect("planned STATS element");
+                Some(ReplyPart::Built(&self.built_stats))
+            }
+            Owner::Body => None,
         }
     }
 
@@ -440,27 +452,10 @@ impl Round {
         write_prefix(out.bytes(), plan.body_bytes);
         reply::write_array_len(out.bytes(), plan.nr_elements);
         for i in ops {
-            match self.owners[i] {
-                Owner::Shard(owner) => {
-                    let (elements, _) =
-                        take_slot(&self.results[owner.0], &mut self.cursors[owner.0]);
-                    out.element(elements).await?;
-                }
-                Owner::CrossShard(k) => {
-                    let (elements, _) = cross_shard_slot(&self.cross_shard_results[k]);
-                    out.element(elements).await?;
-                }
-                Owner::AllShards => {
-                    for cursor in &mut self.cursors {
-                        cursor.slot += 1;
-                    }
-                    let stats = self
-                        .stats_elements
-                        .pop_front()
-                        .expect("planned STATS element");
-                    out.bytes().extend_from_slice(&stats);
-                }
-                Owner::Body => {}
+            match self.take_part(i) {
+                Some(ReplyPart::Slot(elements)) => out.element(elements).await?,
+                Some(ReplyPart::Built(stats)) => out.bytes().extend_from_slice(stats),
+                Some(ReplyPart::Refused(_)) | None => {}
             }
         }
         Ok(())
