@@ -33,6 +33,9 @@ pub enum Engine {
     Log,
     /// In-memory map only; nothing is written to disk.
     Memory,
+    /// In-memory index, values only in the per-shard log and read from disk:
+    /// for data larger than RAM.
+    Disk,
 }
 
 impl Engine {
@@ -40,7 +43,13 @@ impl Engine {
         match self {
             Engine::Log => "log",
             Engine::Memory => "memory",
+            Engine::Disk => "disk",
         }
+    }
+
+    /// Whether the engine keeps a log on disk (the log and disk engines).
+    pub fn logs(self) -> bool {
+        matches!(self, Engine::Log | Engine::Disk)
     }
 }
 

@@ -2,9 +2,12 @@
 //! marked with the engine that created it.
 //!
 //! Files:
-//! - `ENGINE`: the engine name and a newline, written once at first start. A
+//! - `ENGINE`: the engine name and a newline, written at first start. A
 //!   later start with a different `--engine` is refused, because the other
-//!   engine would silently ignore (or shadow) the data already there. It is
+//!   engine would silently ignore (or shadow) the data already there — except
+//!   between `log` and `disk`, which keep the same log files (one keeps the
+//!   values in memory, the other reads them from the files): such a start
+//!   rewrites the marker, the same way, and serves the data. It is
 //!   written whole or not at all: into `ENGINE.tmp`, fdatasync-ed, renamed
 //!   over `ENGINE`, and the directory fsync-ed, so a full disk or a crash at
 //!   first start cannot leave a torn or empty marker that blocks the
@@ -20,7 +23,8 @@
 //! marker, since guessing the engine could shadow that data.
 //!
 //! Nothing here deletes or rewrites an existing file, except its own
-//! `ENGINE.tmp` and an empty `ENGINE` in a directory without data.
+//! `ENGINE.tmp`, an empty `ENGINE` in a directory without data, and `ENGINE`
+//! when a start switches between the log and disk engines.
 //!
 //! [`DataDir::open`] is the first thing a start creates on disk; the server
 //! calls it only after the checks that need no disk (flags, locked memory,
@@ -139,6 +143,17 @@ fn check_engine(dir: &Path, engine: Engine) -> Result<bool, DataDirError> {
             return Ok(true);
         }
     };
+    let same_files = |name: &str| name == Engine::Log.name() || name == Engine::Disk.name();
+    if recorded != engine.name() && same_files(&recorded) && same_files(engine.name()) {
+        tracing::info!(
+            "data directory {} was used with --engine {recorded}; it now runs --engine {} (the \
+             same log files)",
+            dir.display(),
+            engine.name()
+        );
+        write_marker(dir, engine)?;
+        return Ok(false);
+    }
     if recorded != engine.name() {
         return Err(DataDirError::EngineMismatch {
             path: dir.to_owned(),
@@ -193,6 +208,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_log_and_disk_engines_take_over_each_others_directories_and_record_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        drop(DataDir::open(dir.path(), Engine::Log).expect("first start"));
+        for engine in [Engine::Disk, Engine::Disk, Engine::Log] {
+            drop(DataDir::open(dir.path(), engine).expect("same log files"));
+            let marker = std::fs::read_to_string(dir.path().join(ENGINE_FILE)).expect("marker");
+            assert_eq!(marker.trim(), engine.name());
+        }
+        let err = DataDir::open(dir.path(), Engine::Memory).expect_err("memory ignores logs");
+        assert!(matches!(err, DataDirError::EngineMismatch { .. }), "{err}");
+    }
+
+    #[test]
     fn engine_is_recorded_and_a_mismatch_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let first = DataDir::open(dir.path(), Engine::Memory).expect("first start");
@@ -202,6 +230,11 @@ mod tests {
         assert!(!again.fresh);
         drop(again);
         let err = DataDir::open(dir.path(), Engine::Log).expect_err("other engine");
+        let err_disk = DataDir::open(dir.path(), Engine::Disk).expect_err("other engine");
+        assert!(
+            matches!(err_disk, DataDirError::EngineMismatch { .. }),
+            "{err_disk}"
+        );
         assert!(matches!(err, DataDirError::EngineMismatch { .. }), "{err}");
     }
 

@@ -21,7 +21,7 @@
 //! | refs: u32   | access: u32  | key_tag    | value_len    | key bytes | value bytes | version    |
 //! | (atomic)    | (atomic)     | varint     | varint       |           |             | varint     |
 //! +-------------+--------------+------------+--------------+-----------+-------------+------------+
-//!   key_tag = key_len << 1 | deadline flag
+//!   key_tag = key_len << 2 | on-disk flag << 1 | deadline flag
 //!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
 //!             on every byte but the last
 //! ```
@@ -49,6 +49,17 @@
 //! Whether a key has expired is asked on every access, so the flag sits in
 //! the first byte after the count: an entry without a deadline answers from
 //! the byte the key lookup reads anyway.
+//!
+//! # Values on disk
+//!
+//! Under the disk engine an entry may hold, instead of its value, where the
+//! value lies in its shard's log ([`Location`]: the log file, the offset of
+//! the value's bytes, their length), with the on-disk flag set in the key
+//! tag. The location takes the value's place, as three more varints, so such
+//! an entry is an index entry: for a 16-byte key about 40 bytes whatever
+//! the value's size. [`Entry::stored`] tells the two apart; [`Entry::value`]
+//! is for inline values only (the owning shard reads an on-disk value into
+//! an inline copy before anything uses its bytes, `shard::values`).
 //!
 //! The access clock is the one field that changes after `Entry::new`: the
 //! owning shard stamps it with its coarse clock when the entry is written or
@@ -88,6 +99,30 @@ const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// two billion live clones (16 GiB of pointers alone).
 const MAX_REFS: u32 = u32::MAX / 2;
 
+/// Where an on-disk value's bytes are: in the log file `file` of its shard
+/// (files are numbered from 0 at start, one more at each compaction), `len`
+/// bytes at byte `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Location {
+    pub file: u32,
+    pub offset: u64,
+    pub len: u32,
+}
+
+impl Location {
+    /// Bytes of the location's three varints in an entry.
+    fn encoded_len(&self) -> usize {
+        varint_len(u64::from(self.file)) + varint_len(self.offset) + varint_len(u64::from(self.len))
+    }
+}
+
+/// An entry's value: its bytes, or where they are on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored<'a> {
+    Inline(&'a [u8]),
+    OnDisk(Location),
+}
+
 /// A shared, immutable (key, value, version) in one allocation.
 pub struct Entry {
     ptr: NonNull<u8>,
@@ -113,7 +148,9 @@ impl Header {
         Header {
             key_len,
             value_len,
-            key_at: LENGTHS_AT + varint_len(key_tag(key_len, false)) + varint_len(value_len as u64),
+            key_at: LENGTHS_AT
+                + varint_len(key_tag(key_len, false, false))
+                + varint_len(value_len as u64),
         }
     }
 
@@ -123,8 +160,20 @@ impl Header {
     }
 }
 
-fn key_tag(key_len: usize, has_deadline: bool) -> u64 {
-    (key_len as u64) << 1 | u64::from(has_deadline)
+const DEADLINE_FLAG: u8 = 1;
+const ON_DISK_FLAG: u8 = 2;
+/// Bits of the key tag below the key's length.
+const TAG_FLAG_BITS: u32 = 2;
+
+fn key_tag(key_len: usize, has_deadline: bool, on_disk: bool) -> u64 {
+    let mut tag = (key_len as u64) << TAG_FLAG_BITS;
+    if has_deadline {
+        tag |= u64::from(DEADLINE_FLAG);
+    }
+    if on_disk {
+        tag |= u64::from(ON_DISK_FLAG);
+    }
+    tag
 }
 
 /// Bytes after the version: the deadline's, if there is one.
@@ -187,7 +236,48 @@ impl Entry {
     /// Copies `key` and `value` into a new entry with one reference, which
     /// expires at `deadline` (Unix milliseconds) if there is one.
     pub fn expiring(key: &[u8], value: &[u8], version: u64, deadline: Option<u64>) -> Entry {
-        let header = Header::for_lens(key.len(), value.len());
+        Entry::build(key, Stored::Inline(value), version, deadline)
+    }
+
+    /// An index entry: `key`, whose value lies on disk at `location`.
+    pub fn on_disk(key: &[u8], location: Location, version: u64, deadline: Option<u64>) -> Entry {
+        Entry::build(key, Stored::OnDisk(location), version, deadline)
+    }
+
+    /// This entry with another deadline: the same key, value (or location)
+    /// and version, and the same access clock.
+    pub fn with_deadline(&self, deadline: Option<u64>) -> Entry {
+        let entry = Entry::build(self.key(), self.stored(), self.version(), deadline);
+        entry.touch(self.access_clock());
+        entry
+    }
+
+    /// This entry with its value at `location` instead (the same bytes
+    /// written to disk, or moved there by compaction); the rest kept.
+    pub fn relocated(&self, location: Location) -> Entry {
+        let entry = Entry::build(
+            self.key(),
+            Stored::OnDisk(location),
+            self.version(),
+            self.deadline(),
+        );
+        entry.touch(self.access_clock());
+        entry
+    }
+
+    fn build(key: &[u8], stored: Stored<'_>, version: u64, deadline: Option<u64>) -> Entry {
+        let stored_len = match stored {
+            Stored::Inline(value) => value.len(),
+            Stored::OnDisk(location) => location.encoded_len(),
+        };
+        let on_disk = matches!(stored, Stored::OnDisk(_));
+        let tag = key_tag(key.len(), deadline.is_some(), on_disk);
+        let key_at = LENGTHS_AT + varint_len(tag) + varint_len(stored_len as u64);
+        let header = Header {
+            key_len: key.len(),
+            value_len: stored_len,
+            key_at,
+        };
         let version_end = header.version_at() + varint_len(version);
         let size = version_end + deadline_bytes(deadline.is_some());
         let Some(ptr) = allocator::allocate(size) else {
@@ -202,11 +292,22 @@ impl Entry {
                 .cast::<AtomicU32>()
                 .write(AtomicU32::new(0));
             let mut at = raw.add(LENGTHS_AT);
-            at = write_varint(at, key_tag(key.len(), deadline.is_some()));
-            at = write_varint(at, value.len() as u64);
+            at = write_varint(at, tag);
+            at = write_varint(at, stored_len as u64);
             debug_assert_eq!(at, raw.add(header.key_at));
             std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
-            std::ptr::copy_nonoverlapping(value.as_ptr(), at.add(key.len()), value.len());
+            let value_at = at.add(key.len());
+            match stored {
+                Stored::Inline(value) => {
+                    std::ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
+                }
+                Stored::OnDisk(location) => {
+                    let mut loc_at = write_varint(value_at, u64::from(location.file));
+                    loc_at = write_varint(loc_at, location.offset);
+                    loc_at = write_varint(loc_at, u64::from(location.len));
+                    debug_assert_eq!(loc_at, raw.add(header.version_at()));
+                }
+            }
             let mut end = write_varint(raw.add(header.version_at()), version);
             debug_assert_eq!(end, raw.add(version_end));
             if let Some(deadline) = deadline {
@@ -227,15 +328,57 @@ impl Entry {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(header.key_at), header.key_len) }
     }
 
-    /// The value bytes, exactly as they were written.
+    /// The value bytes, exactly as they were written. Only for an entry
+    /// holding its value: an on-disk one's bytes are read first (see the
+    /// module docs), and asking it is a bug in the caller.
     pub fn value(&self) -> &[u8] {
+        match self.stored() {
+            Stored::Inline(value) => value,
+            Stored::OnDisk(location) => {
+                panic!("the value of an on-disk entry ({location:?}) was used unread")
+            }
+        }
+    }
+
+    /// The value's bytes, or where they are on disk.
+    pub fn stored(&self) -> Stored<'_> {
         let header = self.header();
-        // SAFETY: the value's bytes follow the key, inside the live allocation.
+        // SAFETY: the value's bytes (or the location's varints) follow the
+        // key, inside the live allocation.
         unsafe {
-            std::slice::from_raw_parts(
-                self.ptr.as_ptr().add(header.key_at + header.key_len),
-                header.value_len,
-            )
+            let at = self.ptr.as_ptr().add(header.key_at + header.key_len);
+            if !self.is_on_disk() {
+                return Stored::Inline(std::slice::from_raw_parts(at, header.value_len));
+            }
+            let (file, at) = read_varint(at);
+            let (offset, at) = read_varint(at);
+            let (len, _) = read_varint(at);
+            Stored::OnDisk(Location {
+                file: file as u32,
+                offset,
+                len: len as u32,
+            })
+        }
+    }
+
+    /// Where the value is on disk, if it is there rather than in the entry.
+    pub fn location(&self) -> Option<Location> {
+        match self.stored() {
+            Stored::Inline(_) => None,
+            Stored::OnDisk(location) => Some(location),
+        }
+    }
+
+    /// Whether the value is on disk rather than in the entry.
+    pub fn is_on_disk(&self) -> bool {
+        self.tag_byte() & ON_DISK_FLAG != 0
+    }
+
+    /// The value's length in bytes, wherever it is.
+    pub fn value_len(&self) -> usize {
+        match self.stored() {
+            Stored::Inline(value) => value.len(),
+            Stored::OnDisk(location) => location.len as usize,
         }
     }
 
@@ -267,9 +410,13 @@ impl Entry {
 
     /// Whether the entry carries a deadline (the flag in its key tag).
     fn has_deadline(&self) -> bool {
+        self.tag_byte() & DEADLINE_FLAG != 0
+    }
+
+    /// The first byte of the key tag: both flags, whatever the key's length.
+    fn tag_byte(&self) -> u8 {
         // SAFETY: every entry has at least one byte of key tag after the count.
-        let tag = unsafe { self.ptr.as_ptr().add(LENGTHS_AT).read() };
-        tag & 1 == 1
+        unsafe { self.ptr.as_ptr().add(LENGTHS_AT).read() }
     }
 
     /// What the allocator holds for this entry (see [`Footprint`]).
@@ -284,7 +431,7 @@ impl Entry {
         let (version, size) = unsafe { self.read_version(header) };
         Footprint {
             key_bytes: header.key_len,
-            value_bytes: header.value_len,
+            value_bytes: self.value_len(),
             version,
             allocated_bytes: allocator::held_bytes(size),
         }
@@ -334,7 +481,7 @@ impl Entry {
         unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
     }
 
-    /// The lengths. Keys under 64 bytes with values under 128 (one byte
+    /// The lengths. Keys under 32 bytes with values under 128 (one byte
     /// each) are decoded from one two-byte load.
     fn header(&self) -> Header {
         // SAFETY: every entry has at least one byte of each length after the
@@ -343,7 +490,7 @@ impl Entry {
             unsafe { self.ptr.as_ptr().add(LENGTHS_AT).cast::<[u8; 2]>().read() };
         if (tag | value_len) < 0x80 {
             return Header {
-                key_len: usize::from(tag >> 1),
+                key_len: usize::from(tag >> TAG_FLAG_BITS),
                 value_len: usize::from(value_len),
                 key_at: LENGTHS_AT + 2,
             };
@@ -358,7 +505,7 @@ impl Entry {
             let (tag, at) = read_varint(start.add(LENGTHS_AT));
             let (value_len, at) = read_varint(at);
             Header {
-                key_len: (tag >> 1) as usize,
+                key_len: (tag >> TAG_FLAG_BITS) as usize,
                 value_len: value_len as usize,
                 key_at: at.offset_from(start) as usize,
             }
@@ -414,7 +561,8 @@ impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
             .field("key", &String::from_utf8_lossy(self.key()))
-            .field("value_len", &self.value().len())
+            .field("stored", &self.location().map_or("inline", |_| "on disk"))
+            .field("value_len", &self.value_len())
             .field("version", &self.version())
             .field("deadline", &self.deadline())
             .finish()
@@ -520,10 +668,12 @@ mod tests {
 
     #[test]
     fn lengths_and_versions_at_every_varint_boundary_round_trip() {
-        // key_tag is key_len << 1, so its byte boundaries fall at half the
-        // value_len ones. Each field crosses its boundaries on its own, so the
+        // key_tag is key_len << 2, so its byte boundaries fall at a quarter of
+        // the value_len ones. Each field crosses its boundaries on its own, so the
         // two-byte decoding of the lengths meets every mix.
-        let lens = [0, 1, 63, 64, 127, 128, 8191, 8192, 16383, 16384, 70_000];
+        let lens = [
+            0, 1, 31, 32, 63, 64, 127, 128, 4095, 4096, 16383, 16384, 70_000,
+        ];
         let versions = [0, 1, 127, 128, 16383, 16384, u64::from(u32::MAX), u64::MAX];
         for key_len in lens {
             for value_len in lens {
@@ -534,7 +684,7 @@ mod tests {
                     assert_eq!(entry.key(), &key[..], "{what}");
                     assert_eq!(entry.value(), &value[..], "{what}");
                     assert_eq!(entry.version(), version, "{what}");
-                    let lengths = varint_len((key_len as u64) << 1) + varint_len(value_len as u64);
+                    let lengths = varint_len((key_len as u64) << 2) + varint_len(value_len as u64);
                     assert_eq!(header_bytes(&entry), LENGTHS_AT + lengths, "{what}");
                     assert_eq!(
                         size(&entry),
@@ -545,6 +695,100 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_on_disk_entry_holds_its_location_and_keeps_key_version_and_deadline() {
+        let locations = [
+            Location {
+                file: 0,
+                offset: 0,
+                len: 0,
+            },
+            Location {
+                file: 3,
+                offset: 4096 + 17,
+                len: 1024,
+            },
+            Location {
+                file: u32::MAX,
+                offset: u64::MAX,
+                len: u32::MAX,
+            },
+        ];
+        for key_len in [0, 16, 31, 32, 200] {
+            for location in locations {
+                for deadline in [None, Some(1_700_000_000_000)] {
+                    let key = vec![b'k'; key_len];
+                    let entry = Entry::on_disk(&key, location, 9, deadline);
+                    assert!(entry.is_on_disk());
+                    assert_eq!(entry.stored(), Stored::OnDisk(location));
+                    assert_eq!(entry.location(), Some(location));
+                    assert_eq!(entry.key(), &key[..]);
+                    assert_eq!((entry.version(), entry.deadline()), (9, deadline));
+                    assert_eq!(entry.value_len(), location.len as usize);
+                    assert_eq!(entry.footprint().value_bytes, location.len as usize);
+                    assert_eq!(entry.header(), entry.decode_header());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relocating_or_changing_the_deadline_keeps_everything_else() {
+        let inline = Entry::expiring(b"key", b"\xa3abc", 5, Some(77));
+        inline.touch(1234);
+        let location = Location {
+            file: 1,
+            offset: 999,
+            len: 4,
+        };
+        let moved = inline.relocated(location);
+        assert_eq!(moved.location(), Some(location));
+        assert_eq!(
+            (moved.key(), moved.version(), moved.deadline()),
+            (&b"key"[..], 5, Some(77))
+        );
+        assert_eq!(moved.access_clock(), 1234);
+        let persisted = moved.with_deadline(None);
+        assert_eq!(persisted.location(), Some(location));
+        assert_eq!((persisted.version(), persisted.deadline()), (5, None));
+        let back = inline.with_deadline(Some(88));
+        assert_eq!((back.value(), back.deadline()), (&b"\xa3abc"[..], Some(88)));
+        assert!(!back.is_on_disk());
+    }
+
+    #[test]
+    #[should_panic(expected = "used unread")]
+    fn using_an_on_disk_entrys_value_unread_is_a_bug_caught_at_once() {
+        let location = Location {
+            file: 0,
+            offset: 40,
+            len: 3,
+        };
+        let _ = Entry::on_disk(b"k", location, 1, None).value();
+    }
+
+    #[test]
+    fn an_index_entry_of_a_16_byte_key_fits_a_48_byte_block() {
+        // A 16-byte key, a value of 1 KiB at an offset within 32 GiB of log,
+        // a version under 2^21: what the disk engine keeps per key besides
+        // its map slot (37 bytes, in the allocator's 48-byte class), whatever
+        // the value's size.
+        let location = Location {
+            file: 1,
+            offset: 30 << 30,
+            len: 1024,
+        };
+        let entry = Entry::on_disk(&[7; 16], location, 1 << 20, None);
+        assert_eq!(size(&entry), 37);
+        assert_eq!(entry.allocated_bytes(), 48);
+        let big = Location {
+            len: u32::MAX,
+            ..location
+        };
+        let huge_value = Entry::on_disk(&[7; 16], big, 1 << 20, None);
+        assert_eq!(huge_value.allocated_bytes(), 48);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub const NAMES: &[&str] = &[
     "log::write",
     "log::fdatasync",
     "log::before_sync",
+    "log::read_value",
     "compaction::create",
     "compaction::write",
     "compaction::fdatasync",

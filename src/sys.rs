@@ -119,6 +119,22 @@ pub fn pwrite(fd: RawFd, bytes: &[u8], offset: u64) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// One `pread` into `buf` from `offset` of `fd`: how many bytes it read (0
+/// at the end of the file; an interrupted call is an error of kind
+/// `Interrupted`, to be retried).
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: pread writes at most `buf.len()` bytes into the slice we hold.
+    let n = unsafe {
+        libc::pread(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
 /// `fdatasync` of a descriptor the caller keeps open.
 pub fn fdatasync(fd: RawFd) -> io::Result<()> {
     // SAFETY: fdatasync on a descriptor; no memory is involved.

@@ -52,7 +52,7 @@ pub mod expiry;
 pub mod pinned;
 
 use crate::allocator;
-pub use crate::entry::{Entry, Footprint};
+pub use crate::entry::{Entry, Footprint, Location};
 use crate::proto::reply;
 use crate::proto::resp::glob;
 use crate::proto::resp::value::{format_f64, parse_f64, parse_i64, Stored};
@@ -221,6 +221,43 @@ pub struct Table {
     /// The latest deadline of a key removed in the background
     /// ([`Table::swept_up_to`]).
     swept_up_to: u64,
+    /// The disk engine's table: its entries may hold a location in the
+    /// shard's log instead of their value (`crate::entry`).
+    values_on_disk: bool,
+    /// Copies of on-disk values the shard read for the requests it is about
+    /// to run ([`Table::keep_fetched`]), by location: what their replies and
+    /// read-modify-writes use.
+    fetched: Vec<(Location, Entry)>,
+    /// Log files that entries an undo put back point into, since the shard
+    /// last took a snapshot ([`Table::restored_into`]).
+    restored_files: Vec<u32>,
+}
+
+/// Picks the entry whose bytes a request uses: `entry` itself, or the copy
+/// of its on-disk value in `fetched`; Err(location) if that was not read.
+fn readable<'a>(fetched: &'a [(Location, Entry)], entry: &'a Entry) -> Result<&'a Entry, Location> {
+    if !entry.is_on_disk() {
+        return Ok(entry);
+    }
+    let location = entry.location().expect("an on-disk entry has a location");
+    fetched
+        .iter()
+        .find(|(at, _)| *at == location)
+        .map(|(_, copy)| copy)
+        .ok_or(location)
+}
+
+/// The error of a request whose on-disk value was not read (its read failed).
+fn unread(key: &[u8], location: Location) -> RequestError {
+    RequestError::new(
+        ErrorCode::IoErr,
+        format!(
+            "the value of key {} could not be read from disk (log file {}, offset {})",
+            String::from_utf8_lossy(key),
+            location.file,
+            location.offset
+        ),
+    )
 }
 
 /// The sampling generator's first state: fixed, so a table's evictions
@@ -288,7 +325,108 @@ impl Table {
             evicted: Vec::new(),
             random: Cell::new(RANDOM_SEED),
             swept_up_to: 0,
+            values_on_disk: false,
+            fetched: Vec::new(),
+            restored_files: Vec::new(),
         }
+    }
+
+    /// An empty table of the disk engine (see `values_on_disk`).
+    pub fn on_disk(memory_limit_bytes: u64) -> Table {
+        Table {
+            values_on_disk: true,
+            ..Table::new(memory_limit_bytes)
+        }
+    }
+
+    /// Whether this is a disk engine's table, whose entries may hold
+    /// locations rather than values.
+    pub fn keeps_values_on_disk(&self) -> bool {
+        self.values_on_disk
+    }
+
+    /// Where the live value of `key` is on disk, if it is there and no copy
+    /// of it has been read ([`Table::keep_fetched`]): what the shard reads
+    /// before a request that uses the value runs.
+    pub fn unread_location(&self, key: &[u8]) -> Option<Location> {
+        let entry = self.find_live(key)?;
+        readable(&self.fetched, entry).err()
+    }
+
+    /// Keeps `bytes`, read from `location`, for the requests about to run
+    /// on `key` (counted as a disk read); not kept if the key's live entry is
+    /// no longer there (it changed while the read ran: the shard asks again).
+    pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
+        self.stats.disk_reads += 1;
+        self.stats.disk_read_bytes += bytes.len() as u64;
+        let Some(entry) = self.find_live(key) else {
+            return;
+        };
+        if entry.location() == Some(location) {
+            let copy = Entry::expiring(key, bytes, entry.version(), entry.deadline());
+            self.fetched.push((location, copy));
+        }
+    }
+
+    /// Drops the copies read for requests that have run.
+    pub fn clear_fetched(&mut self) {
+        self.fetched.clear();
+    }
+
+    /// Points `key`'s entry at `location` if it is still `written` (its
+    /// value was just written there, or moved there by compaction) or an
+    /// entry of the same value (the same location, another deadline);
+    /// returns whether it did. The inline value, if nothing else holds it,
+    /// is freed.
+    pub fn relocate(&mut self, written: Entry, location: Location) -> bool {
+        let hash = self.hash(written.key());
+        let Some(slot) = self.map.find_mut(hash, |e| e.key() == written.key()) else {
+            return false;
+        };
+        let same = Entry::ptr_eq(slot, &written)
+            || (written.is_on_disk() && slot.location() == written.location());
+        if !same || slot.location() == Some(location) {
+            return false;
+        }
+        let moved = slot.relocated(location);
+        let old_footprint = slot.footprint();
+        let new_footprint = moved.footprint();
+        let old = std::mem::replace(slot, moved);
+        self.entry_bytes = self.entry_bytes - old_footprint.allocated_bytes as u64
+            + new_footprint.allocated_bytes as u64;
+        drop(written);
+        self.pinned.displace(old);
+        true
+    }
+
+    /// Whether an entry put back by an undo since the last
+    /// [`Table::forget_restored_files`] points into log file `file`:
+    /// compaction keeps such a file open until a snapshot taken after the
+    /// undo has moved the entry out of it.
+    pub fn restored_into(&self, file: u32) -> bool {
+        self.restored_files.contains(&file)
+    }
+
+    /// Compaction takes a snapshot, which holds every entry put back so far.
+    pub fn forget_restored_files(&mut self) {
+        self.restored_files.clear();
+    }
+
+    /// Whether an entry that left the table but is still held (by a reply,
+    /// an undo log, a snapshot) points into log file `file`.
+    pub fn pinned_point_into(&self, file: u32) -> bool {
+        self.pinned.point_into(file)
+    }
+
+    /// Recovery of the disk engine: puts a logged value's location in place.
+    pub fn load_on_disk(
+        &mut self,
+        key: &[u8],
+        location: Location,
+        version: u64,
+        deadline: Option<u64>,
+    ) {
+        self.load_entry(Entry::on_disk(key, location, version, deadline));
     }
 
     pub fn stats(&self) -> TableStats {
@@ -370,9 +508,16 @@ impl Table {
         self.map.is_empty()
     }
 
-    /// The value and version of `key`, without counting a read.
+    /// The entry stored under `key` (live or not), without counting a read.
+    pub fn current(&self, key: &[u8]) -> Option<&Entry> {
+        self.find(key)
+    }
+
+    /// The value and version of `key`, without counting a read (a value
+    /// on disk must have been read: [`Table::keep_fetched`]).
     pub fn peek(&self, key: &[u8]) -> Option<(&[u8], u64)> {
-        self.find_live(key).map(|e| (e.value(), e.version()))
+        self.find_live(key)
+            .map(|e| (readable(&self.fetched, e).unwrap_or(e).value(), e.version()))
     }
 
     /// The key's current version; 0 when absent (or expired).
@@ -381,8 +526,9 @@ impl Table {
     }
 
     /// Reads `key`, counting a get and a hit or miss. A reply clones the entry
-    /// to hold its value.
-    pub fn get(&mut self, key: &[u8]) -> Option<&Entry> {
+    /// to hold its value. Under the disk engine the entry is the copy of the
+    /// value the shard read ([`Table::keep_fetched`]); Err if it was not read.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<&Entry>, RequestError> {
         self.stats.gets += 1;
         let hash = self.hash(key);
         let now_ms = self.now_ms;
@@ -390,11 +536,14 @@ impl Table {
             Some(entry) if !entry.is_expired(now_ms) => {
                 self.stats.hits += 1;
                 entry.touch(access_clock_at(now_ms));
-                Some(entry)
+                match readable(&self.fetched, entry) {
+                    Ok(entry) => Ok(Some(entry)),
+                    Err(location) => Err(unread(key, location)),
+                }
             }
             _ => {
                 self.stats.misses += 1;
-                None
+                Ok(None)
             }
         }
     }
@@ -533,6 +682,11 @@ impl Table {
         if let Some(entry) = prior.0 {
             // The write being undone may have pinned it (the undo log held it).
             self.pinned.take_back(&entry);
+            if let Some(location) = entry.location() {
+                if !self.restored_files.contains(&location.file) {
+                    self.restored_files.push(location.file);
+                }
+            }
             self.insert_new(entry);
         }
     }
@@ -716,20 +870,22 @@ impl Table {
         let mut change = None;
         match op.kind {
             OpKind::Get => match self.get(key) {
-                Some(entry) => {
+                Ok(Some(entry)) => {
                     reply::write_found_header(&mut out.buf);
                     out.push_value(entry);
                 }
-                None => reply::write_not_found(&mut out.buf),
+                Ok(None) => reply::write_not_found(&mut out.buf),
+                Err(unread) => reply::write_error(&mut out.buf, unread.code, &unread.message),
             },
             OpKind::GetV => match self.get(key) {
-                Some(entry) => {
+                Ok(Some(entry)) => {
                     let version = entry.version();
                     reply::write_versioned_header(&mut out.buf);
                     out.push_value(entry);
                     reply::write_uint(&mut out.buf, version);
                 }
-                None => reply::write_not_found(&mut out.buf),
+                Ok(None) => reply::write_not_found(&mut out.buf),
+                Err(unread) => reply::write_error(&mut out.buf, unread.code, &unread.message),
             },
             OpKind::Set => match self.set(key, value) {
                 Ok(version) => {
@@ -845,7 +1001,11 @@ impl Table {
         out: &mut Vec<u8>,
     ) -> Result<Entry, RequestError> {
         let key = op.key.of(buf);
-        let live = self.find_live(key);
+        let live = match self.find_live(key).map(|e| readable(&self.fetched, e)) {
+            Some(Err(location)) => return Err(unread(key, location)),
+            Some(Ok(entry)) => Some(entry),
+            None => None,
+        };
         // As Redis's INCR and APPEND, the new value keeps the key's deadline.
         let deadline = live.and_then(Entry::deadline);
         let current = live.map(|entry| Stored::of(entry.value()));
@@ -1007,8 +1167,8 @@ mod tests {
         table.set(b"a", b"12345").expect("room");
         table.set(b"b", b"1").expect("room");
         table.set(b"a", b"12").expect("room");
-        assert!(table.get(b"a").is_some());
-        assert!(table.get(b"zz").is_none());
+        assert!(table.get(b"a").expect("read").is_some());
+        assert!(table.get(b"zz").expect("read").is_none());
         table.delete(b"b");
         let stats = table.stats();
         assert_eq!((stats.keys, stats.value_bytes), (1, 2));
@@ -1123,7 +1283,7 @@ mod tests {
             Ok(2),
             "a shrinking write is allowed"
         );
-        assert!(table.get(b"a").is_some());
+        assert!(table.get(b"a").expect("read").is_some());
         assert!(table.delete(b"a"));
         assert_eq!(table.set(b"b", b"x"), Ok(1));
         assert_eq!(table.stats().oom_rejections, 1);
@@ -1205,12 +1365,12 @@ mod tests {
         let pinned_cost = pinned_cost_of(1, 1000);
         let mut table = Table::new(one + pinned_cost + 10);
         table.set(b"a", &[1; 1000]).expect("room");
-        let reply = table.get(b"a").expect("found").clone();
+        let reply = table.get(b"a").expect("read").expect("found").clone();
         table
             .set(b"a", &[2; 1000])
             .expect("the pinned old value still fits");
         assert_eq!(table.stats().reply_pinned_bytes, pinned_cost);
-        let second_reply = table.get(b"a").expect("found").clone();
+        let second_reply = table.get(b"a").expect("read").expect("found").clone();
         table
             .set(b"a", &[3; 1000])
             .expect_err("a same-size overwrite needs room to pin the value it replaces");
@@ -1224,7 +1384,10 @@ mod tests {
                 .contains("replies not yet written still hold"),
             "{oom}"
         );
-        assert!(table.get(b"a").is_some(), "reads keep working");
+        assert!(
+            table.get(b"a").expect("read").is_some(),
+            "reads keep working"
+        );
         assert_eq!(reply.value(), &[1; 1000][..], "the reply's value is intact");
         drop(reply);
         assert_eq!(table.set(b"b", &[3; 100]), Ok(1), "the refusal swept first");
@@ -1237,7 +1400,7 @@ mod tests {
         let mut table = Table::new(NO_LIMIT);
         table.set(b"a", b"1").expect("room");
         table.set(b"b", b"2").expect("room");
-        let reply = table.get(b"b").expect("found").clone();
+        let reply = table.get(b"b").expect("read").expect("found").clone();
         table.delete(b"a");
         assert_eq!(live::count(), live_before + 1, "a was freed at once");
         table.delete(b"b");

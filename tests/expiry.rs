@@ -645,6 +645,11 @@ fn rss_bytes(pid: u32) -> u64 {
 
 #[test]
 fn allkeys_lru_writes_100_mb_through_a_32_mib_limit_and_keeps_the_newest_keys() {
+    if common::on_disk_engine() {
+        // The disk engine's memory limit counts its index, not values on
+        // disk: tests/disk_values.rs holds it to that.
+        return;
+    }
     const LIMIT: u64 = 32 << 20;
     const VALUE_BYTES: usize = 4096;
     const NR_WRITES: usize = 100_000_000 / VALUE_BYTES;
@@ -693,6 +698,11 @@ fn allkeys_lru_writes_100_mb_through_a_32_mib_limit_and_keeps_the_newest_keys() 
 
 #[test]
 fn noeviction_refuses_writes_with_oom_and_reads_keep_working() {
+    if common::on_disk_engine() {
+        // The disk engine's memory limit counts its index, not values on
+        // disk: tests/disk_values.rs holds it to that.
+        return;
+    }
     let server = TestServer::start(1, &["--max-memory-bytes", "2MiB"]);
     let mut client = server.client();
     client.set(b"first", "v".into()).expect("SET");
@@ -719,6 +729,11 @@ fn noeviction_refuses_writes_with_oom_and_reads_keep_working() {
 
 #[test]
 fn evicted_keys_stay_gone_after_a_restart() {
+    if common::on_disk_engine() {
+        // The disk engine's memory limit counts its index, not values on
+        // disk: tests/disk_values.rs holds it to that.
+        return;
+    }
     let (_temp, data_dir) = temp_data_dir();
     let flags = [
         "--max-memory-bytes",
@@ -747,6 +762,11 @@ fn evicted_keys_stay_gone_after_a_restart() {
 
 #[test]
 fn volatile_ttl_evicts_the_keys_nearest_their_deadline_and_keeps_the_rest() {
+    if common::on_disk_engine() {
+        // The disk engine's memory limit counts its index, not values on
+        // disk: tests/disk_values.rs holds it to that.
+        return;
+    }
     let server = TestServer::start(
         1,
         &[

@@ -192,7 +192,7 @@ fn random_damage_never_crashes_recovery_invents_a_record_or_costs_more_than_line
         for salvage in [false, true] {
             let copy = copy_with_log(&data_dir, &bytes);
             let log_path = copy.path().join("log/shard-0.log");
-            match recover(copy.path(), &corekv::ids::Router::new(1), salvage) {
+            match recover(copy.path(), &corekv::ids::Router::new(1), salvage, false) {
                 Ok(recovered) => {
                     assert!(
                         !header_hit || bytes.is_empty(),

@@ -3,7 +3,7 @@
 //! ```text
 //! DIR/log/shard-<i>.log   shard i's snapshot: a log file of a fresh epoch
 //! DIR/log/SHARDS          the shard count (and routing), as the log engine writes it
-//! DIR/ENGINE              "log" — written last: the mark of a complete backup
+//! DIR/ENGINE              "log" (or "disk") — written last: the mark of a complete backup
 //! ```
 //!
 //! This is exactly a log-engine data directory, so a server started on it
@@ -17,7 +17,7 @@ use super::BackupError;
 use crate::failpoint;
 use crate::ids::Router;
 use crate::log::compaction::{self, Snapshot};
-use crate::log::{log_dir, shard_log_path, shards_file_text};
+use crate::log::{log_dir, shard_log_path, shards_file_text, LogWriter};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -66,14 +66,15 @@ impl BackupDir {
 
     /// Writes the files that make the shard files a data directory, last
     /// `ENGINE`, each synced before the next.
-    pub fn complete(&mut self, router: &Router) -> Result<(), BackupError> {
+    pub fn complete(&mut self, router: &Router, engine: &str) -> Result<(), BackupError> {
         let logs = log_dir(&self.path);
         let shards = logs.join("SHARDS");
         let text = shards_file_text(router.nr_shards(), router.routing());
         write_synced(&shards, text.as_bytes()).map_err(io_error(&shards))?;
         sync_dir(&logs).map_err(io_error(&logs))?;
+        let engine_name = engine;
         let engine = self.path.join("ENGINE");
-        write_synced(&engine, b"log\n").map_err(io_error(&engine))?;
+        write_synced(&engine, format!("{engine_name}\n").as_bytes()).map_err(io_error(&engine))?;
         sync_dir(&self.path).map_err(io_error(&self.path))?;
         if let Some(parent) = self.path.parent().filter(|_| self.created) {
             // Best effort: the directory's own entry (an error here does not
@@ -112,9 +113,10 @@ pub async fn write_shard_file(
     dir: &Path,
     shard: usize,
     snapshot: &Snapshot,
+    values: Option<&LogWriter>,
 ) -> Result<ShardFile, BackupError> {
     let path = shard_log_path(&log_dir(dir), shard);
-    write_log_file(&path, shard, snapshot)
+    write_log_file(&path, shard, snapshot, values)
         .await
         .map_err(io_error(&path))?;
     Ok(ShardFile {
@@ -123,7 +125,12 @@ pub async fn write_shard_file(
     })
 }
 
-async fn write_log_file(path: &Path, shard: usize, snapshot: &Snapshot) -> io::Result<()> {
+async fn write_log_file(
+    path: &Path,
+    shard: usize,
+    snapshot: &Snapshot,
+    values: Option<&LogWriter>,
+) -> io::Result<()> {
     let scope = Some(shard);
     failpoint::check("backup::create", scope)?;
     let file = glommio::io::OpenOptions::new()
@@ -134,7 +141,7 @@ async fn write_log_file(path: &Path, shard: usize, snapshot: &Snapshot) -> io::R
         .map_err(io::Error::from)?;
     // A fresh epoch: no record of the live log passes as one of this file's.
     let epoch = crate::log::new_epoch();
-    compaction::write_snapshot(&file, snapshot, epoch, ("backup::write", scope)).await?;
+    compaction::write_snapshot(&file, snapshot, epoch, ("backup::write", scope), values).await?;
     failpoint::check("backup::fdatasync", scope)?;
     file.fdatasync().await.map_err(io::Error::from)?;
     file.close().await.map_err(io::Error::from)

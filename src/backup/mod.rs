@@ -59,7 +59,8 @@
 //! them), and fdatasyncs it. When every shard has, the initiator writes
 //! `DIR/log/SHARDS` and last `DIR/ENGINE` ([`files`]) and answers. With the
 //! memory engine too: the tables are all there is, and the backup is a
-//! log-engine data directory.
+//! log-engine data directory. A disk engine's backup reads its values back
+//! from its log and is a disk-engine data directory.
 
 pub mod cut;
 pub mod files;
@@ -173,7 +174,13 @@ async fn fill(ctx: &ShardContext, dir: &Path) -> Result<BackupReport, BackupErro
     let files = Arc::new(Files::new(nr_shards));
     let cut_wait = take_cut(ctx, target.path(), &files).await?;
     let written = wait_for_files(ctx, &files).await?;
-    target.complete(ctx.shard.router())?;
+    // A disk engine's backup is a disk engine's directory; the memory
+    // engine's, a log engine's.
+    let engine = match ctx.config.engine {
+        crate::config::Engine::Disk => crate::config::Engine::Disk,
+        _ => crate::config::Engine::Log,
+    };
+    target.complete(ctx.shard.router(), engine.name())?;
     Ok(BackupReport {
         dir: dir.to_owned(),
         nr_shards,
@@ -258,8 +265,10 @@ fn write_in_background(
     dir: PathBuf,
 ) {
     let id = shard.id();
+    // The disk engine's values are read back from its log for the backup.
+    let values = shard.log().filter(|log| log.keeps_values()).cloned();
     glommio::spawn_local(async move {
-        let written = files::write_shard_file(&dir, id.0, &snapshot).await;
+        let written = files::write_shard_file(&dir, id.0, &snapshot, values.as_deref()).await;
         files.report(id, written);
     })
     .detach();

@@ -49,7 +49,7 @@ const fn metric(
     }
 }
 
-const TABLE_METRICS: [TableMetric; 14] = [
+const TABLE_METRICS: [TableMetric; 16] = [
     metric("corekv_keys", "gauge", "keys", "Keys stored."),
     metric(
         "corekv_value_bytes",
@@ -128,6 +128,18 @@ const TABLE_METRICS: [TableMetric; 14] = [
         "counter",
         "evicted_keys",
         "Keys evicted to stay under the memory limit (--maxmemory-policy).",
+    ),
+    metric(
+        "corekv_disk_reads_total",
+        "counter",
+        "disk_reads",
+        "Values the disk engine read from its log files for requests.",
+    ),
+    metric(
+        "corekv_disk_read_bytes_total",
+        "counter",
+        "disk_read_bytes",
+        "Bytes of the values the disk engine read from its log files for requests.",
     ),
 ];
 

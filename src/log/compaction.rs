@@ -67,8 +67,8 @@
 //! [`room_needed`] for the snapshot ([`free_bytes`]).
 
 use super::format::{self, Effect};
-use super::replay::OwnedEffect;
 use super::LogWriter;
+use crate::entry::Location;
 use crate::failpoint;
 use crate::ids::TxnId;
 use std::path::{Path, PathBuf};
@@ -133,10 +133,18 @@ pub struct Snapshot {
 }
 
 /// A batch prepared on this shard and undecided at the snapshot: its keys as
-/// its share left them, carried forward as a PREPARE record.
+/// its share left them (the entry, or None if it deleted the key), carried
+/// forward as a PREPARE record.
 pub struct PreparedShare {
     pub txn: TxnId,
-    pub effects: Vec<OwnedEffect>,
+    pub states: Vec<(Box<[u8]>, Option<SnapshotEntry>)>,
+}
+
+/// A written snapshot: its length, and with the disk engine where each
+/// entry's value now is in it (file offsets, for `Table::relocate`).
+pub struct WrittenSnapshot {
+    pub len: u64,
+    pub located: Vec<(SnapshotEntry, u64)>,
 }
 
 /// Free bytes a compaction needs before it starts, for a shard whose live
@@ -159,20 +167,25 @@ pub fn compact_path(log_path: &Path) -> PathBuf {
     log_path.with_extension("log.compact")
 }
 
-/// Writes `snapshot` to a new file and switches `log` to it. Returns the new
-/// file's size. On failure the partial file is removed before returning.
+/// Writes `snapshot` to a new file and switches `log` to it. On failure the
+/// partial file is removed before returning. A failed directory sync after
+/// the switch still hands back where the values are
+/// ([`CompactionError::DirectoryNotSynced`] does not lose them).
 pub async fn compact(
     log: &LogWriter,
     log_path: &Path,
     snapshot: Snapshot,
-) -> Result<u64, CompactionError> {
+) -> (Result<u64, CompactionError>, Vec<(SnapshotEntry, Location)>) {
     let tmp = compact_path(log_path);
-    if let Err(e) = write_and_switch(log, log_path, &tmp, snapshot).await {
-        remove_partial(&tmp);
-        return Err(CompactionError::Abandoned(e));
-    }
-    sync_log_dir(log_path, log.shard()).map_err(CompactionError::DirectoryNotSynced)?;
-    Ok(log.file_len())
+    let located = match write_and_switch(log, log_path, &tmp, snapshot).await {
+        Ok(located) => located,
+        Err(e) => {
+            remove_partial(&tmp);
+            return (Err(CompactionError::Abandoned(e)), Vec::new());
+        }
+    };
+    let synced = sync_log_dir(log_path, log.shard()).map_err(CompactionError::DirectoryNotSynced);
+    (synced.map(|()| log.file_len()), located)
 }
 
 async fn write_and_switch(
@@ -180,7 +193,7 @@ async fn write_and_switch(
     log_path: &Path,
     tmp: &Path,
     snapshot: Snapshot,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<(SnapshotEntry, Location)>> {
     let scope = Some(log.shard());
     failpoint::check("compaction::create", scope)?;
     let file = glommio::io::OpenOptions::new()
@@ -193,14 +206,38 @@ async fn write_and_switch(
         .map_err(std::io::Error::from)?;
     let epoch = super::new_epoch();
     let failpoint = "compaction::write";
-    let snapshot_len = write_snapshot(&file, &snapshot, epoch, (failpoint, scope)).await?;
+    let values = log.keeps_values().then_some(log);
+    let written = write_snapshot(&file, &snapshot, epoch, (failpoint, scope), values).await?;
+    // Opened before the rename, so it is the new file whatever the name holds.
+    let reader = match values {
+        Some(_) => Some(
+            glommio::io::DmaFile::open(tmp)
+                .await
+                .map_err(std::io::Error::from)?,
+        ),
+        None => None,
+    };
+    let new_number = log.next_value_file();
     // The rename is the switch: from here the new file is the log.
     let install = async {
         failpoint::check("compaction::rename", scope)?;
         std::fs::rename(tmp, log_path)
     };
-    log.switch_file(file, (snapshot.cut, snapshot_len), epoch, install)
-        .await
+    log.switch_file(file, (snapshot.cut, written.len), epoch, install, reader)
+        .await?;
+    Ok(written
+        .located
+        .into_iter()
+        .map(|(entry, offset)| {
+            let len = entry.value_len() as u32;
+            let location = Location {
+                file: new_number,
+                offset,
+                len,
+            };
+            (entry, location)
+        })
+        .collect())
 }
 
 /// Syncs the directory holding shard `shard`'s log, so that a rename in it
@@ -227,27 +264,40 @@ fn remove_partial(tmp: &Path) {
 /// Every chunk write checks `failpoint` (for shard `scope`). Backups write
 /// their files with it too (`crate::backup`), so they are exactly what
 /// recovery reads.
+///
+/// With the disk engine (`values`: the log its entries' values are read
+/// from), values on disk are read back for it, [`READS_IN_FLIGHT`] at a time,
+/// and where each entry's value lands in the file is returned.
 pub async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
     epoch: u64,
     failpoint: (&str, Option<usize>),
-) -> std::io::Result<u64> {
+    values: Option<&LogWriter>,
+) -> std::io::Result<WrittenSnapshot> {
     let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
     format::write_file_header(&mut header, epoch);
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+    let mut located = Vec::new();
     for txn in &snapshot.commits {
         format::write_commit(&mut chunk, *txn);
     }
-    for entry in &snapshot.entries {
-        let put = Effect::Put {
-            key: entry.key(),
-            version: entry.version(),
-            value: entry.value(),
-            deadline: entry.deadline(),
-        };
-        format::write_effect(&mut chunk, &put);
+    for group in snapshot.entries.chunks(READS_IN_FLIGHT) {
+        let read = read_values(values, group).await?;
+        for (entry, value) in group.iter().zip(&read) {
+            let put = Effect::Put {
+                key: entry.key(),
+                version: entry.version(),
+                value: value.as_deref().unwrap_or_else(|| entry.value()),
+                deadline: entry.deadline(),
+            };
+            let at = format::write_effect_locating(&mut chunk, &put)
+                .expect("a PUT record holds a value");
+            if values.is_some() {
+                located.push((entry.clone(), offset + at as u64));
+            }
+        }
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
             offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
@@ -256,7 +306,32 @@ pub async fn write_snapshot(
     }
     // After the PUTs: replay applies a committed share over the old values.
     for share in &snapshot.prepared {
-        let effects: Vec<Effect<'_>> = share.effects.iter().map(OwnedEffect::borrowed).collect();
+        let entries: Vec<SnapshotEntry> =
+            share.states.iter().flat_map(|(_, e)| e.clone()).collect();
+        let mut read = read_values(values, &entries).await?.into_iter();
+        let mut effects = Vec::with_capacity(share.states.len());
+        let mut bytes = Vec::with_capacity(entries.len());
+        for (_, state) in &share.states {
+            if state.is_some() {
+                bytes.push(read.next().expect("one read per entry"));
+            }
+        }
+        let mut bytes = bytes.iter();
+        for (key, state) in &share.states {
+            effects.push(match state {
+                Some(entry) => Effect::Put {
+                    key,
+                    version: entry.version(),
+                    value: bytes
+                        .next()
+                        .expect("one read per entry")
+                        .as_deref()
+                        .unwrap_or_else(|| entry.value()),
+                    deadline: entry.deadline(),
+                },
+                None => Effect::Del { key },
+            });
+        }
         format::write_prepare(&mut chunk, share.txn, &effects);
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
@@ -266,7 +341,34 @@ pub async fn write_snapshot(
     }
     format::stamp(&mut chunk, epoch);
     offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
-    Ok(offset)
+    Ok(WrittenSnapshot {
+        len: offset,
+        located,
+    })
+}
+
+/// Reads of on-disk values a snapshot keeps in flight at once.
+pub const READS_IN_FLIGHT: usize = 64;
+
+/// The values of `entries` that are on disk, read from `values` together
+/// (None for an entry holding its value).
+async fn read_values(
+    values: Option<&LogWriter>,
+    entries: &[SnapshotEntry],
+) -> std::io::Result<Vec<Option<glommio::io::ReadResult>>> {
+    let Some(log) = values else {
+        return Ok(vec![None; entries.len()]);
+    };
+    let reads = entries.iter().map(|entry| async move {
+        match entry.location() {
+            Some(location) => log.read_value(location).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    super::values::join_all(reads.collect())
+        .await
+        .into_iter()
+        .collect()
 }
 
 async fn write_chunk(

@@ -222,14 +222,37 @@ pub enum Decoded<'a> {
 
 /// Appends the record of a write or delete.
 pub fn write_effect(out: &mut Vec<u8>, effect: &Effect<'_>) {
-    frame(out, |body| effect_body(body, effect));
+    write_effect_locating(out, effect);
+}
+
+/// As [`write_effect`]; returns where in `out` a PUT's value bytes start
+/// (the disk engine points the key's index entry there once written).
+pub fn write_effect_locating(out: &mut Vec<u8>, effect: &Effect<'_>) -> Option<usize> {
+    let mut value_at = None;
+    frame(out, |body| value_at = effect_body(body, effect));
+    value_at
 }
 
 /// Appends a single-shard ATOMIC's effects as one record.
 pub fn write_batch(out: &mut Vec<u8>, effects: &[Effect<'_>]) {
+    write_batch_locating(out, effects, &mut |_, _| {});
+}
+
+/// As [`write_batch`]; tells `located` each PUT's index among `effects` and
+/// where in `out` its value bytes start.
+pub fn write_batch_locating(
+    out: &mut Vec<u8>,
+    effects: &[Effect<'_>],
+    located: &mut dyn FnMut(usize, usize),
+) {
     frame(out, |body| {
         body.push(KIND_BATCH);
-        effects_body(body, effects);
+        body.extend_from_slice(&(effects.len() as u32).to_le_bytes());
+        for (i, effect) in effects.iter().enumerate() {
+            if let Some(value_at) = effect_body(body, effect) {
+                located(i, value_at);
+            }
+        }
     });
 }
 
@@ -300,7 +323,8 @@ pub fn stamp(records: &mut [u8], epoch: u64) -> u64 {
     nr_records
 }
 
-fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {
+/// Appends an effect's body; returns where in `body` a PUT's value starts.
+fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) -> Option<usize> {
     match effect {
         Effect::Put {
             key,
@@ -315,13 +339,16 @@ fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {
             bytes_field(body, key);
             body.extend_from_slice(&version.to_le_bytes());
             bytes_field(body, value);
+            let value_at = body.len() - value.len();
             if let Some(deadline) = deadline {
                 body.extend_from_slice(&deadline.to_le_bytes());
             }
+            Some(value_at)
         }
         Effect::Del { key } => {
             body.push(KIND_DEL);
             bytes_field(body, key);
+            None
         }
         Effect::Expire { key, deadline } => {
             body.push(match deadline {
@@ -332,6 +359,7 @@ fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) {
             if let Some(deadline) = deadline {
                 body.extend_from_slice(&deadline.to_le_bytes());
             }
+            None
         }
     }
 }
@@ -563,6 +591,48 @@ mod tests {
         write_commit(&mut log, TXN);
         stamp(&mut log[start..], EPOCH);
         (log, start)
+    }
+
+    #[test]
+    fn the_value_offsets_a_writer_is_told_point_at_the_value_bytes() {
+        let mut out = vec![0xee; 5];
+        let value: &[u8] = b"\xa5hello";
+        let put = Effect::Put {
+            key: b"key",
+            version: 3,
+            value,
+            deadline: Some(9),
+        };
+        let at = write_effect_locating(&mut out, &put).expect("a PUT has a value");
+        assert_eq!(&out[at..at + value.len()], value);
+        assert_eq!(
+            write_effect_locating(&mut out, &Effect::Del { key: b"k" }),
+            None
+        );
+        let effects = [
+            Effect::Del { key: b"gone" },
+            Effect::Put {
+                key: b"a",
+                version: 1,
+                value: b"\xa1x",
+                deadline: None,
+            },
+            Effect::Put {
+                key: b"bb",
+                version: 2,
+                value: &[0xc4; 300],
+                deadline: None,
+            },
+        ];
+        let start = out.len();
+        let mut found = Vec::new();
+        write_batch_locating(&mut out, &effects, &mut |i, at| found.push((i, at)));
+        assert_eq!(found.iter().map(|f| f.0).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(&out[found[0].1..found[0].1 + 2], b"\xa1x");
+        assert_eq!(&out[found[1].1..found[1].1 + 300], &[0xc4; 300][..]);
+        let mut plain = Vec::new();
+        write_batch(&mut plain, &effects);
+        assert_eq!(&out[start..], &plain[..], "the same bytes as write_batch");
     }
 
     #[test]

@@ -43,11 +43,12 @@ pub mod file_io;
 pub mod format;
 pub mod replay;
 pub mod sync_stats;
+pub mod values;
 pub mod writer;
 
 use crate::failpoint;
 use crate::ids::{Router, Routing};
-use crate::table::Table;
+use crate::table::{Location, Table};
 use format::Framing;
 use replay::{apply_owned, replay_file, Replayed};
 use std::fs::{self, File, OpenOptions};
@@ -134,13 +135,24 @@ pub fn log_dir(data_dir: &Path) -> PathBuf {
     data_dir.join(LOG_DIR)
 }
 
+/// An empty table for recovery: of the disk engine or not.
+fn empty_table(values_on_disk: bool) -> Table {
+    match values_on_disk {
+        true => Table::on_disk(u64::MAX),
+        false => Table::new(u64::MAX),
+    }
+}
+
 /// Rebuilds every shard's table from the logs in `data_dir`, for the shards
 /// `router` routes to, and leaves the directory holding exactly that many
-/// intact logs, each key in its owner's.
+/// intact logs, each key in its owner's. With `values_on_disk` (the disk
+/// engine) the tables hold where each value is in the logs, not the value:
+/// shard `i`'s entries point into its log as file number `i`.
 pub fn recover(
     data_dir: &Path,
     router: &Router,
     salvage: bool,
+    values_on_disk: bool,
 ) -> Result<Recovered, RecoveryError> {
     let nr_shards = router.nr_shards();
     let started = Instant::now();
@@ -158,7 +170,7 @@ pub fn recover(
     remove_compaction_leftovers(&dir)?;
     let (nr_old, routing_old) = read_shards_file(&dir)?;
     let moved = nr_old != nr_shards || routing_old != router.routing();
-    let mut tables: Vec<Table> = (0..nr_old).map(|_| Table::new(u64::MAX)).collect();
+    let mut tables: Vec<Table> = (0..nr_old).map(|_| empty_table(values_on_disk)).collect();
     let replayed = replay_all(&dir, &mut tables, salvage)?;
     let nr_legacy = replayed
         .iter()
@@ -192,6 +204,19 @@ pub fn recover(
             tables = reshard(tables, router);
         }
         write_log_set(data_dir, &mut tables, router.routing())?;
+        if values_on_disk {
+            // The tables point into the logs just replaced: read the new set
+            // (which needs no rewrite) for where the values are now.
+            drop(tables);
+            let again = recover(data_dir, router, salvage, values_on_disk)?;
+            return Ok(Recovered {
+                nr_records,
+                scan_hashed_bytes,
+                elapsed: started.elapsed(),
+                next_txn_seq: next_txn_seq.max(again.next_txn_seq),
+                ..again
+            });
+        }
     }
     let log_lens = if rewrite {
         (0..nr_shards)
@@ -245,7 +270,7 @@ fn replay_all(
                     if !path.exists() {
                         return Err(RecoveryError::MissingLog { path, nr_shards });
                     }
-                    let replayed = replay_file(&path, table, salvage)?;
+                    let replayed = replay_file(&path, table, salvage, i as u32)?;
                     tracing::info!(
                         "{}: replayed {} records, {} keys",
                         path.display(),
@@ -368,8 +393,9 @@ fn write_log_set(
         fs::remove_dir_all(&new_dir).map_err(io_err(&new_dir))?;
     }
     fs::create_dir_all(&new_dir).map_err(io_err(&new_dir))?;
+    let mut old_logs = OldLogs::new(log_dir(data_dir));
     for (i, table) in tables.iter().enumerate() {
-        write_snapshot(&shard_log_path(&new_dir, i), table)?;
+        write_snapshot(&shard_log_path(&new_dir, i), table, &mut old_logs)?;
     }
     // SHARDS is written last: it marks log.new/ as complete.
     write_synced(
@@ -380,19 +406,59 @@ fn write_log_set(
     swap_in_new_logs(data_dir)
 }
 
-/// Writes a new log file, of a new epoch, holding `table` as PUT records.
-fn write_snapshot(path: &Path, table: &Table) -> Result<(), RecoveryError> {
+/// The logs being replaced, read for the values of a disk engine's
+/// entries: file number `i` is the old `shard-<i>.log` (see [`recover`]).
+struct OldLogs {
+    dir: PathBuf,
+    open: hashbrown::HashMap<u32, File>,
+}
+
+impl OldLogs {
+    fn new(dir: PathBuf) -> OldLogs {
+        OldLogs {
+            dir,
+            open: hashbrown::HashMap::new(),
+        }
+    }
+
+    /// The bytes at `location`, read into `buf`.
+    fn read(&mut self, location: Location, buf: &mut Vec<u8>) -> Result<(), RecoveryError> {
+        use std::os::unix::fs::FileExt;
+        let path = shard_log_path(&self.dir, location.file as usize);
+        let file = match self.open.entry(location.file) {
+            hashbrown::hash_map::Entry::Occupied(open) => open.into_mut(),
+            hashbrown::hash_map::Entry::Vacant(slot) => {
+                slot.insert(File::open(&path).map_err(io_err(&path))?)
+            }
+        };
+        buf.resize(location.len as usize, 0);
+        file.read_exact_at(buf, location.offset)
+            .map_err(io_err(&path))
+    }
+}
+
+/// Writes a new log file, of a new epoch, holding `table` as PUT records
+/// (values on disk read from `old_logs`).
+fn write_snapshot(path: &Path, table: &Table, old_logs: &mut OldLogs) -> Result<(), RecoveryError> {
     let epoch = new_epoch();
     let mut out = Vec::new();
     format::write_file_header(&mut out, epoch);
     let records_start = out.len();
+    let mut read = Vec::new();
     for entry in table.entries() {
+        let value = match entry.location() {
+            Some(location) => {
+                old_logs.read(location, &mut read)?;
+                &read[..]
+            }
+            None => entry.value(),
+        };
         format::write_effect(
             &mut out,
             &format::Effect::Put {
                 key: entry.key(),
                 version: entry.version(),
-                value: entry.value(),
+                value,
                 deadline: entry.deadline(),
             },
         );
@@ -556,7 +622,7 @@ mod tests {
         let written = placement(&tables);
         let shards_file = log_dir(data.path()).join(SHARDS_FILE);
         for (router, text) in [(&slots, "3 slots\n"), (&hash, "3\n"), (&hash, "3\n")] {
-            let recovered = recover(data.path(), router, false).expect("recover");
+            let recovered = recover(data.path(), router, false, false).expect("recover");
             let placed = placement(&recovered.tables);
             assert_eq!(placed.len(), keys.len());
             for (key, shard, _, _) in &placed {
@@ -598,7 +664,7 @@ mod tests {
         legacy_put(&mut legacy, b"big", 7, &vec![0xc4; 3 << 20]);
         fs::write(shard_log_path(&dir, 0), &legacy).expect("log");
         for _ in 0..2 {
-            let recovered = recover(data.path(), &Router::new(1), false).expect("recover");
+            let recovered = recover(data.path(), &Router::new(1), false, false).expect("recover");
             assert_eq!(recovered.tables[0].peek(b"small"), Some((&b"\xa1s"[..], 3)));
             assert_eq!(
                 recovered.tables[0]

@@ -41,7 +41,7 @@ use super::format::{
 };
 use super::RecoveryError;
 use crate::ids::TxnId;
-use crate::table::Table;
+use crate::table::{Location, Table};
 use hashbrown::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
@@ -115,11 +115,37 @@ pub struct Replayed {
     pub scan_hashed_bytes: u64,
 }
 
-/// Replays `path` into `table`.
+/// Where a record being replayed lies, so that a disk engine's table can
+/// point its keys at their values' bytes in the file.
+#[derive(Clone, Copy)]
+struct RecordSite<'a> {
+    /// The number the file's entries carry (`entry::Location::file`).
+    file: u32,
+    /// The record's bytes and the file offset of their first byte.
+    bytes: &'a [u8],
+    offset: u64,
+}
+
+impl RecordSite<'_> {
+    /// Where `value`, a slice of the record's bytes, lies in the file.
+    fn locate(&self, value: &[u8]) -> Location {
+        let within = value.as_ptr() as usize - self.bytes.as_ptr() as usize;
+        debug_assert!(within + value.len() <= self.bytes.len());
+        Location {
+            file: self.file,
+            offset: self.offset + within as u64,
+            len: value.len() as u32,
+        }
+    }
+}
+
+/// Replays `path` into `table`. A disk engine's table gets the location of
+/// each value (in file number `file`), not the value.
 pub fn replay_file(
     path: &Path,
     table: &mut Table,
     salvage: bool,
+    file: u32,
 ) -> Result<Replayed, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_owned(),
@@ -143,6 +169,7 @@ pub fn replay_file(
     };
     let mut prepared: HashMap<TxnId, Vec<OwnedEffect>> = HashMap::new();
     loop {
+        let offset = log.offset();
         let rest = log.next_record(framing).map_err(io_err)?;
         if rest.is_empty() {
             break;
@@ -152,7 +179,12 @@ pub fn replay_file(
                 if let Some(txn) = record.txn() {
                     replayed.max_txn_seq = replayed.max_txn_seq.max(Some(txn.seq));
                 }
-                apply(record, table, &mut prepared, &mut replayed.commits);
+                let site = RecordSite {
+                    file,
+                    bytes: rest,
+                    offset,
+                };
+                apply(record, site, table, &mut prepared, &mut replayed.commits);
                 replayed.nr_records += 1;
                 log.consume(len);
                 if replayed.nr_records == SIZING_SAMPLE_RECORDS {
@@ -419,13 +451,14 @@ fn next_intact_legacy_record(rest: &[u8]) -> Option<usize> {
 
 fn apply(
     record: Record<'_>,
+    site: RecordSite<'_>,
     table: &mut Table,
     prepared: &mut HashMap<TxnId, Vec<OwnedEffect>>,
     commits: &mut HashSet<TxnId>,
 ) {
     match record {
-        Record::Effect(effect) => apply_effect(table, &effect),
-        Record::Batch(effects) => effects.iter().for_each(|e| apply_effect(table, e)),
+        Record::Effect(effect) => apply_effect(table, &effect, site),
+        Record::Batch(effects) => effects.iter().for_each(|e| apply_effect(table, e, site)),
         Record::Prepare { txn, effects } => {
             prepared.insert(txn, effects.iter().map(to_owned).collect());
         }
@@ -442,8 +475,16 @@ fn apply(
     }
 }
 
-fn apply_effect(table: &mut Table, effect: &Effect<'_>) {
+fn apply_effect(table: &mut Table, effect: &Effect<'_>, site: RecordSite<'_>) {
     match effect {
+        Effect::Put {
+            key,
+            version,
+            value,
+            deadline,
+        } if table.keeps_values_on_disk() => {
+            table.load_on_disk(key, site.locate(value), *version, *deadline)
+        }
         Effect::Put {
             key,
             version,
@@ -554,7 +595,7 @@ mod tests {
         let path = dir.path().join("shard-0.log");
         std::fs::write(&path, log).expect("write log");
         let mut table = Table::new(u64::MAX);
-        (replay_file(&path, &mut table, salvage), table)
+        (replay_file(&path, &mut table, salvage, 0), table)
     }
 
     /// Replays an intact log and checks every record of it came back.

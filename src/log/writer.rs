@@ -29,7 +29,9 @@
 
 use super::file_io;
 use super::sync_stats::SyncStats;
+use super::values::{self, ValueFiles};
 use super::{format, FsyncMode};
+use crate::entry::{Entry, Location};
 use crate::failpoint;
 use crate::notify::Notify;
 use glommio::io::BufferedFile;
@@ -62,6 +64,13 @@ pub struct LogPoisoned(pub String);
 
 /// Called with the cause when the log is poisoned (see [`LogWriter::on_poison`]).
 type PoisonObserver = Box<dyn Fn(&LogPoisoned)>;
+
+/// A value appended to the log and not yet written: its entry, and where its
+/// bytes start in the pending records.
+pub struct PendingValue {
+    pub entry: Entry,
+    pub at: usize,
+}
 
 pub struct LogWriter {
     /// The current file; compaction replaces it (see [`LogWriter::switch_file`]).
@@ -104,6 +113,13 @@ pub struct LogWriter {
     /// Told when the log is poisoned, so the rest of the server can know
     /// (`/health` on any shard); set by [`LogWriter::on_poison`].
     poison_observer: RefCell<Option<PoisonObserver>>,
+    /// The disk engine's log files, for reading values back (`values`).
+    value_files: RefCell<Option<ValueFiles>>,
+    /// Values in `pending`, to be located once written (disk engine).
+    pending_values: RefCell<Vec<PendingValue>>,
+    /// Values written, with where they are: the shard points their keys'
+    /// entries there ([`LogWriter::take_written_values`]).
+    written_values: RefCell<Vec<(Entry, Location)>>,
 }
 
 impl LogWriter {
@@ -136,7 +152,64 @@ impl LogWriter {
             syncs: Cell::new(0),
             shard,
             poison_observer: RefCell::new(None),
+            value_files: RefCell::new(None),
+            pending_values: RefCell::new(Vec::new()),
+            written_values: RefCell::new(Vec::new()),
         })
+    }
+
+    /// Disk engine: values are read back from the log's files, the current
+    /// one being `files`' current (see `values`).
+    pub fn keep_values(&self, files: ValueFiles) {
+        *self.value_files.borrow_mut() = Some(files);
+    }
+
+    /// Whether the log is the disk engine's, whose values are read back.
+    pub fn keeps_values(&self) -> bool {
+        self.value_files.borrow().is_some()
+    }
+
+    /// Reads the value bytes at `location` (disk engine).
+    pub async fn read_value(&self, location: Location) -> std::io::Result<glommio::io::ReadResult> {
+        let (file, offset) = match self.value_files.borrow().as_ref() {
+            Some(files) => files.locate(location)?,
+            None => return Err(std::io::Error::other("this log keeps no values")),
+        };
+        failpoint::check("log::read_value", Some(self.shard))?;
+        values::read_exact(&file, offset, location.len as usize).await
+    }
+
+    /// The number the value file after the next compaction switch gets.
+    pub fn next_value_file(&self) -> u32 {
+        self.value_files
+            .borrow()
+            .as_ref()
+            .map_or(0, ValueFiles::next_number)
+    }
+
+    /// Reads the value bytes at `location` at once, blocking this thread
+    /// (see `values::read_blocking` for the one case that needs it).
+    pub fn read_value_blocking(&self, location: Location) -> std::io::Result<Vec<u8>> {
+        let (file, offset) = match self.value_files.borrow().as_ref() {
+            Some(files) => files.locate(location)?,
+            None => return Err(std::io::Error::other("this log keeps no values")),
+        };
+        failpoint::check("log::read_value", Some(self.shard))?;
+        values::read_blocking(&file, offset, location.len as usize)
+    }
+
+    /// The values written since the last call, each with where it is now.
+    pub fn take_written_values(&self) -> Vec<(Entry, Location)> {
+        std::mem::take(&mut *self.written_values.borrow_mut())
+    }
+
+    /// Closes retired log files nothing points into (see
+    /// `ValueFiles::close_unreferenced`); returns how many it closed.
+    pub fn close_unreferenced_files(&self, referenced: impl Fn(u32) -> bool) -> usize {
+        self.value_files
+            .borrow_mut()
+            .as_mut()
+            .map_or(0, |files| files.close_unreferenced(referenced))
     }
 
     /// Calls `observer` with the cause each time the log is poisoned (the
@@ -163,6 +236,15 @@ impl LogWriter {
         drop(pending);
         self.work.notify_all();
         end
+    }
+
+    /// As [`LogWriter::append`], for records holding values that the disk
+    /// engine reads back: `encode` also lists each value's entry and where
+    /// its bytes start in the buffer it is given; once written, they are
+    /// reported by [`LogWriter::take_written_values`].
+    pub fn append_values(&self, encode: impl FnOnce(&mut Vec<u8>, &mut Vec<PendingValue>)) -> u64 {
+        let mut pending_values = self.pending_values.borrow_mut();
+        self.append(|records| encode(records, &mut pending_values))
     }
 
     /// The position after everything appended so far.
@@ -263,6 +345,7 @@ impl LogWriter {
             &mut *self.pending.borrow_mut(),
             std::mem::take(&mut *self.spare.borrow_mut()),
         );
+        let values = std::mem::take(&mut *self.pending_values.borrow_mut());
         let nr_records = format::stamp(&mut buf, self.epoch.get());
         let len = buf.len() as u64;
         let at = self.file_offset(self.written.get());
@@ -270,6 +353,7 @@ impl LogWriter {
             self.poison("log write failed", e);
             return false;
         }
+        self.located(values, at);
         self.written.set(self.written.get() + len);
         self.unsynced_records
             .set(self.unsynced_records.get() + nr_records);
@@ -279,6 +363,31 @@ impl LogWriter {
             *self.spare.borrow_mut() = buf;
         }
         true
+    }
+
+    /// Reports `values`, whose records were written at file offset `at` of
+    /// the current file (their `at` counts from there).
+    fn located(&self, values: Vec<PendingValue>, at: u64) {
+        if values.is_empty() {
+            return;
+        }
+        let Some(file) = self
+            .value_files
+            .borrow()
+            .as_ref()
+            .map(|f| f.current_number())
+        else {
+            return;
+        };
+        let mut written = self.written_values.borrow_mut();
+        written.extend(values.into_iter().map(|value| {
+            let location = Location {
+                file,
+                offset: at + value.at as u64,
+                len: value.entry.value_len() as u32,
+            };
+            (value.entry, location)
+        }));
     }
 
     fn file_offset(&self, position: u64) -> u64 {
@@ -296,12 +405,17 @@ impl LogWriter {
     /// `cut` behind the snapshot, syncs the new file, lets `install` rename it into
     /// place, then continues appending there. Requests wait only for this switch,
     /// not for the snapshot.
+    ///
+    /// With the disk engine, `reader` is the new file opened for reading
+    /// values: it becomes the current value file, and the old one is retired
+    /// (see `values`).
     pub async fn switch_file(
         &self,
         new_file: BufferedFile,
         (cut, snapshot_len): (u64, u64),
         new_epoch: u64,
         install: impl std::future::Future<Output = std::io::Result<()>>,
+        reader: Option<glommio::io::DmaFile>,
     ) -> std::io::Result<()> {
         // The records before `cut` are in the snapshot; the file must hold all of
         // them before the records after `cut` can be copied out of it.
@@ -316,7 +430,7 @@ impl LogWriter {
         // syncs the new file, and `synced` only grows).
         self.paused.set(true);
         let result = self
-            .move_to(new_file, (cut, snapshot_len), new_epoch, install)
+            .move_to(new_file, (cut, snapshot_len), new_epoch, install, reader)
             .await;
         self.paused.set(false);
         self.work.notify_all();
@@ -331,6 +445,7 @@ impl LogWriter {
         (cut, snapshot_len): (u64, u64),
         new_epoch: u64,
         install: impl std::future::Future<Output = std::io::Result<()>>,
+        reader: Option<glommio::io::DmaFile>,
     ) -> std::io::Result<()> {
         let old = self.file.borrow().clone();
         let tail_start = self.file_offset(cut);
@@ -339,6 +454,7 @@ impl LogWriter {
         // Records appended but not yet written go to the new file with the tail;
         // anything appended while this runs stays pending for the flusher.
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
+        let taken_values = std::mem::take(&mut *self.pending_values.borrow_mut());
         let mut moved = tail.to_vec();
         moved.extend_from_slice(&taken);
         // The tail was stamped for the old file: records are valid only in the
@@ -355,13 +471,27 @@ impl LogWriter {
                 self.allocated.set(snapshot_len + moved_len);
                 *self.file.borrow_mut() = Rc::new(new_file);
                 self.epoch.set(new_epoch);
+                if let (Some(files), Some(reader)) =
+                    (self.value_files.borrow_mut().as_mut(), reader)
+                {
+                    files.switch(reader, tail_start, snapshot_len);
+                }
+                // The taken records are in the new file, behind the tail.
+                self.located(taken_values, snapshot_len + tail_len);
                 self.progress.notify_all();
                 Ok(())
             }
             Err(e) => {
                 let mut pending = self.pending.borrow_mut();
                 let later = std::mem::replace(&mut *pending, taken);
+                let shift = pending.len();
                 pending.extend_from_slice(&later);
+                let mut values = self.pending_values.borrow_mut();
+                let later_values = std::mem::replace(&mut *values, taken_values);
+                values.extend(later_values.into_iter().map(|value| PendingValue {
+                    at: value.at + shift,
+                    ..value
+                }));
                 Err(e)
             }
         }

@@ -40,11 +40,14 @@ pub struct TableStats {
     pub expired_keys: u64,
     /// Keys removed to make room under the memory limit.
     pub evicted_keys: u64,
+    /// Values the disk engine read from its log for requests, and their bytes.
+    pub disk_reads: u64,
+    pub disk_read_bytes: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 17;
+    pub const NR_FIELDS: usize = 19;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -66,6 +69,8 @@ impl TableStats {
             ("expires", self.expires),
             ("expired_keys", self.expired_keys),
             ("evicted_keys", self.evicted_keys),
+            ("disk_reads", self.disk_reads),
+            ("disk_read_bytes", self.disk_read_bytes),
         ]
     }
 
@@ -89,6 +94,8 @@ impl TableStats {
             expires: v[14],
             expired_keys: v[15],
             evicted_keys: v[16],
+            disk_reads: v[17],
+            disk_read_bytes: v[18],
         }
     }
 
@@ -157,6 +164,8 @@ mod tests {
             15,
             16,
             17,
+            18,
+            19,
         ]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);

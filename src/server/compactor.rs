@@ -74,7 +74,23 @@ impl Compactor {
         };
         let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
         let (shard, path) = (self.shard.id(), self.path.display());
-        match compaction::compact(log, &self.path, snapshot).await {
+        // Entries put back by an undo from here on may point into files
+        // this snapshot does not move them out of.
+        self.shard.table_mut().forget_restored_files();
+        let (result, located) = compaction::compact(log, &self.path, snapshot).await;
+        if log.keeps_values() && !located.is_empty() {
+            self.shard.relocate_values(located).await;
+        }
+        if log.keeps_values() {
+            let table = self.shard.table();
+            let closed = log.close_unreferenced_files(|file| {
+                table.pinned_point_into(file) || table.restored_into(file)
+            });
+            if closed > 0 {
+                tracing::debug!(%shard, "closed {closed} log files no value points into");
+            }
+        }
+        match result {
             Ok(after) => {
                 self.failed = None;
                 tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys)");

@@ -59,7 +59,7 @@ pub mod shutdown;
 pub mod startup;
 pub mod state;
 
-use crate::config::{Config, Engine};
+use crate::config::Config;
 use crate::datadir::{DataDir, DataDirError};
 use crate::ids::ShardId;
 use crate::metrics::Metrics;
@@ -135,7 +135,7 @@ pub fn run(
     let http_claim = config.http_addr.map(probe_bind).transpose()?;
     let http_addr = http_claim.as_ref().map(|claim| claim.addr);
     let data_dir = DataDir::open(&config.data_dir, config.engine)?;
-    let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine == Engine::Log));
+    let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine.logs()));
     let http = match http_addr {
         Some(addr) => {
             // The HTTP API answers 503 during recovery.

@@ -15,7 +15,7 @@ use super::shutdown::{self, Shutdown};
 use super::startup::Loaded;
 use super::state::ServerState;
 use super::{bind, compactor, expiry, final_sync, listener, reclaim, ServerError};
-use crate::config::{Config, Engine};
+use crate::config::Config;
 use crate::ids::{Router, ShardId};
 use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
@@ -82,11 +82,12 @@ pub fn spawn_shards(
                 table,
                 next_txn_seq: loaded.next_txn_seq,
                 router: config.router(),
-                log: (config.engine == Engine::Log).then(|| LogPlan {
+                log: (config.engine.logs()).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
                     len: loaded.log_lens[i],
                     fsync: config.fsync,
                     compact_min_bytes: config.compact_min_bytes,
+                    values_on_disk: config.engine == crate::config::Engine::Disk,
                 }),
                 ready: ready.clone(),
                 http: http.clone(),
@@ -136,6 +137,8 @@ struct LogPlan {
     len: u64,
     fsync: FsyncMode,
     compact_min_bytes: u64,
+    /// The disk engine: values are read back from the log.
+    values_on_disk: bool,
 }
 
 impl LogPlan {
@@ -179,6 +182,13 @@ impl LogPlan {
             epoch,
         };
         let writer = LogWriter::new(file, start, self.fsync, shard.0);
+        if self.values_on_disk {
+            // Recovery numbered this shard's log file after the shard.
+            let reader = glommio::io::DmaFile::open(&self.path)
+                .await
+                .map_err(|e| open_error(e.to_string()))?;
+            writer.keep_values(crate::log::values::ValueFiles::new(shard.0 as u32, reader));
+        }
         let state = state.clone();
         writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));
         writer.start();

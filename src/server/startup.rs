@@ -40,7 +40,12 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
             log_lens: Vec::new(),
         });
     }
-    let recovered = crate::log::recover(&config.data_dir, &config.router(), config.salvage)?;
+    let recovered = crate::log::recover(
+        &config.data_dir,
+        &config.router(),
+        config.salvage,
+        config.engine == Engine::Disk,
+    )?;
     tracing::info!(
         "recovered {} keys from {} log records in {:.3} s",
         recovered.nr_keys,

@@ -32,6 +32,7 @@
 pub mod mesh;
 pub mod pending;
 pub mod transactions;
+pub mod values;
 
 use crate::ids::TxnId;
 use crate::log::format;
@@ -217,6 +218,10 @@ impl Shard {
         // The time the requests run at, for expiry: read once while they run
         // back to back (a round's run takes microseconds), again after a wait.
         let mut now_ms = wall_clock_ms();
+        let on_disk = self.keeps_values_on_disk();
+        if on_disk {
+            self.locate_written_values();
+        }
         let mut i = 0;
         while i < ops.len() {
             let op = &ops[i];
@@ -232,14 +237,28 @@ impl Shard {
                 i += 1;
                 continue;
             }
+            // A value on disk is read first: a turn on a key must be used
+            // at once, with no await (`txn::locks`).
+            let reads_value = on_disk && values::reads_value(op.kind);
+            if reads_value {
+                self.read_values_for(std::slice::from_ref(op), buf).await;
+                now_ms = wall_clock_ms();
+            }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
                 wrote |= self.execute(op, buf, now_ms, out);
             } else {
                 let key = [op.key.of(buf)];
                 self.txn.acquire(&key).await;
+                if reads_value {
+                    // The key may have changed while waiting for the turn.
+                    self.read_changed_values(std::slice::from_ref(op), buf);
+                }
                 now_ms = wall_clock_ms();
                 wrote |= self.execute(op, buf, now_ms, out);
                 self.txn.pass(&key);
+            }
+            if on_disk {
+                self.forget_read_values();
             }
             i += 1;
         }
@@ -271,13 +290,7 @@ impl Shard {
             }
         };
         out.end_request();
-        let wrote = match (&self.log, effect) {
-            (Some(log), Some(effect)) => {
-                log.append(|records| format::write_effect(records, &effect));
-                true
-            }
-            _ => false,
-        };
+        let wrote = effect.is_some_and(|effect| self.append_effect(&effect).is_some());
         self.log_evictions() || wrote
     }
 
@@ -322,13 +335,7 @@ impl Shard {
             value: entry.value(),
             deadline: entry.deadline(),
         };
-        let wrote = match &self.log {
-            Some(log) => {
-                log.append(|records| format::write_effect(records, &effect));
-                true
-            }
-            None => false,
-        };
+        let wrote = self.append_effect(&effect).is_some();
         self.log_evictions() || wrote
     }
 
@@ -388,7 +395,11 @@ impl Shard {
     /// records went out in the same write and sync).
     pub async fn settle(&self) -> Result<(), LogPoisoned> {
         match &self.log {
-            Some(log) => log.durable(log.appended()).await,
+            Some(log) => {
+                let settled = log.durable(log.appended()).await;
+                self.locate_written_values();
+                settled
+            }
             None => Ok(()),
         }
     }
@@ -550,7 +561,8 @@ fn decode_forwarded(batch: &[u8]) -> Result<Vec<Op>, RequestError> {
 /// Serves one peer's requests in arrival order. Decisions are applied at once; a
 /// batch runs in place while no key is locked (it cannot suspend then), else in
 /// its own task, like every prepare — so nothing here ever waits for a key and a
-/// decision is never stuck behind a request waiting for it.
+/// decision is never stuck behind a request waiting for it. The disk engine's
+/// batches always run in their own task: reading a value suspends them.
 async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
     while let Some(request) = inbox.recv().await {
         match request {
@@ -571,11 +583,13 @@ async fn serve_peer(shard: Rc<Shard>, inbox: ConnectedReceiver<ShardRequest>) {
                 })
                 .detach();
             }
+            // The disk engine's batches may wait for value reads: never in
+            // place, where they would hold up the decisions behind them.
             ShardRequest::Batch {
                 from,
                 ticket,
                 batch,
-            } if shard.txn.is_idle() => {
+            } if shard.txn.is_idle() && !shard.keeps_values_on_disk() => {
                 // Run in place, in arrival order; wait for the log in a task
                 // of its own, so the next batches run (and join the same
                 // group commit) while this one's sync is in flight.

@@ -325,7 +325,7 @@ mod tests {
     fn a_key_a_reply_holds_is_not_evicted() {
         let mut table = full_table(EvictionPolicy::AllKeysRandom, 10);
         table.set(b"held", &[0; 100]).expect("room");
-        let reply = table.get(b"held").expect("found").clone();
+        let reply = table.get(b"held").expect("read").expect("found").clone();
         for i in 0..100 {
             let _ = table.set(format!("k{i}").as_bytes(), &[0; 100]);
         }

@@ -20,7 +20,7 @@
 //! once, when the request runs, and that is what the entry stores and the log
 //! records, so a restart or a replay does not move it.
 
-use super::{Effect, Entry, Footprint, OverMemoryLimit, Replaced, Table};
+use super::{Effect, Entry, OverMemoryLimit, Replaced, Table};
 use crate::proto::{reply, BatchResults, Op, OpKind};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -263,26 +263,19 @@ impl Table {
         deadline: Option<u64>,
     ) -> Result<(), OverMemoryLimit> {
         let hash = self.hash(key);
-        let found = self.map.find(hash, |e| e.key() == key);
-        let old = Replaced::of(found.expect("the caller found the key live"));
-        let new = Footprint::of_expiring(
-            old.footprint.key_bytes,
-            old.footprint.value_bytes,
-            old.footprint.version,
-            deadline.is_some(),
-        );
+        let found = self
+            .map
+            .find(hash, |e| e.key() == key)
+            .expect("the caller found the key live");
+        let old = Replaced::of(found);
+        // The same value, or the same location of an on-disk one.
+        let entry = found.with_deadline(deadline);
+        let new = entry.footprint();
         let growth = (new.allocated_bytes as u64
             + old.pinned_cost
             + Replaced::index_growth(Some(&old), deadline.is_some()))
         .saturating_sub(old.footprint.allocated_bytes as u64);
         self.check_growth(growth, key)?;
-        let entry = {
-            let current = self
-                .map
-                .find(hash, |e| e.key() == key)
-                .expect("nothing has run since the key was found");
-            Entry::expiring(key, current.value(), current.version(), deadline)
-        };
         let slot = self
             .map
             .find_mut(hash, |e| e.key() == key)
@@ -359,7 +352,7 @@ impl Table {
         let Some(current) = self.find(key) else {
             return;
         };
-        let entry = Entry::expiring(key, current.value(), current.version(), deadline);
+        let entry = current.with_deadline(deadline);
         self.load_entry(entry);
     }
 }
@@ -368,6 +361,7 @@ impl Table {
 mod tests {
     use super::super::TableStats;
     use super::*;
+    use crate::table::Footprint;
 
     const NO_LIMIT: u64 = u64::MAX;
 
@@ -387,7 +381,7 @@ mod tests {
         assert_eq!(table.ttl_ms(b"k"), 1);
         table.set_clock(1500);
         assert_eq!(table.peek(b"k"), None);
-        assert!(table.get(b"k").is_none());
+        assert!(table.get(b"k").expect("read").is_none());
         assert_eq!(table.version(b"k"), 0);
         assert_eq!(table.ttl_ms(b"k"), TTL_MISSING);
         assert_eq!(table.stats().misses, 1);

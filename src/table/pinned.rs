@@ -104,6 +104,14 @@ impl PinnedValues {
         self.values.push(value);
     }
 
+    /// Whether a kept entry points into log file `file` (the disk engine
+    /// keeps a file open while one does).
+    pub fn point_into(&self, file: u32) -> bool {
+        self.values
+            .iter()
+            .any(|value| value.location().is_some_and(|at| at.file == file))
+    }
+
     /// Stops keeping `value`, which is going back into the table.
     pub fn take_back(&mut self, value: &Entry) {
         if let Some(&i) = self.positions.get(&value.address()) {

@@ -108,13 +108,14 @@ impl Participant {
         out: &mut BatchResults,
     ) -> bool {
         let keys = distinct_keys(body, buf);
-        self.locks.acquire(&keys).await;
+        self.acquire_with_values(shard, &keys, body, buf).await;
         // One clock reading for the whole batch: no request of it sees a key
         // alive that another saw expired.
         let now_ms = wall_clock_ms();
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
         let outcome = run_with_undo(shard, body, buf, now_ms, &mut results, &mut effects);
+        shard.forget_read_values();
         shard.count_atomic(outcome.is_ok());
         self.locks.pass(&keys);
         let wrote = match outcome {
@@ -123,13 +124,7 @@ impl Participant {
                 let nr_elements = results.counts.iter().sum();
                 out.append_into_slot(results);
                 out.end_request_with(nr_elements);
-                match shard.log() {
-                    Some(log) if !effects.is_empty() => {
-                        log.append(|records| format::write_batch(records, &effects));
-                        true
-                    }
-                    _ => false,
-                }
+                !effects.is_empty() && shard.append_batch(&effects).is_some()
             }
             Err(abort) => {
                 reply::write_error(&mut out.buf, abort.code, &abort.message);
@@ -140,6 +135,15 @@ impl Participant {
         // Keys the batch's writes evicted, whether or not it committed.
         shard.log_evictions();
         wrote
+    }
+
+    /// Takes the turn on `keys` with the values `ops` use read (disk engine):
+    /// through io_uring before the turn, which must be used at once, and
+    /// with a blocking read for one that changed while the batch waited.
+    async fn acquire_with_values(&self, shard: &Shard, keys: &[&[u8]], ops: &[Op], buf: &[u8]) {
+        shard.read_values_for(ops, buf).await;
+        self.locks.acquire(keys).await;
+        shard.read_changed_values(ops, buf);
     }
 
     /// Phase 1 of a cross-shard batch on `shard`: runs this shard's share
@@ -155,22 +159,23 @@ impl Participant {
         now_ms: u64,
     ) -> Result<Vote, RequestError> {
         let keys = distinct_keys(ops, buf);
-        self.locks.acquire(&keys).await;
+        self.acquire_with_values(shard, &keys, ops, buf).await;
         if now_ms < shard.table().swept_up_to() {
             self.locks.pass(&keys);
             return Err(stale_clock(now_ms));
         }
         let mut results = BatchResults::default();
         let mut effects = Vec::new();
-        let (undo, computed) =
-            match run_with_undo(shard, ops, buf, now_ms, &mut results, &mut effects) {
-                Ok(done) => done,
-                Err(no) => {
-                    self.locks.pass(&keys);
-                    shard.log_evictions();
-                    return Err(no);
-                }
-            };
+        let ran = run_with_undo(shard, ops, buf, now_ms, &mut results, &mut effects);
+        shard.forget_read_values();
+        let (undo, computed) = match ran {
+            Ok(done) => done,
+            Err(no) => {
+                self.locks.pass(&keys);
+                shard.log_evictions();
+                return Err(no);
+            }
+        };
         // Hold the keys before the first await: nobody may see the tentative writes.
         self.locks.hold(txn, &keys);
         let owned_keys = keys.iter().map(|k| Box::from(*k)).collect();
@@ -268,14 +273,15 @@ impl Participant {
             .collect();
         let mut shares = Vec::with_capacity(prepared.len());
         for (txn, batch) in prepared.iter() {
-            let mut effects = Vec::new();
+            let mut states = Vec::new();
             for (key, before) in batch.undo.priors() {
                 if let Some(entry) = before.state() {
                     entries.push(entry.clone());
                 }
-                effects.push(tentative_effect(&table, key));
+                // As the batch left the key: its entry, or absent.
+                states.push((Box::from(key), table.prior(key).state().cloned()));
             }
-            shares.push(PreparedShare { txn: *txn, effects });
+            shares.push(PreparedShare { txn: *txn, states });
         }
         Snapshot {
             cut: shard.log().map_or(0, |log| log.appended()),

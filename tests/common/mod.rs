@@ -138,8 +138,9 @@ impl TestServer {
         if !extra_args.contains(&"--addr") {
             args.extend_from_slice(&["--addr", "127.0.0.1:0"]);
         }
-        // The memory engine unless the test picks one.
-        if !extra_args.contains(&"--engine") {
+        // The memory engine unless the test picks one (or runs on the disk
+        // engine: [`on_disk_engine`]).
+        if !extra_args.contains(&"--engine") && !on_disk_engine() {
             args.extend_from_slice(&["--engine", "memory"]);
         }
         args.extend_from_slice(extra_args);
@@ -229,6 +230,36 @@ impl TestServer {
     }
 }
 
+/// Whether this test binary runs its suites on the disk engine: the
+/// `disk_engine` test includes the suites whose servers keep data (and the
+/// protocol suites), and every server they start with the log engine, or
+/// with no engine named, runs the disk engine instead.
+pub fn on_disk_engine() -> bool {
+    static ON_DISK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON_DISK.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| {
+                exe.file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+            })
+            .is_some_and(|name| name.starts_with("disk_engine"))
+    })
+}
+
+/// `args` with the engine this test binary runs (see [`on_disk_engine`]).
+fn with_engine_under_test<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    if on_disk_engine() {
+        match args.iter().position(|a| *a == "--engine") {
+            Some(at) if args.get(at + 1) == Some(&"log") => args[at + 1] = "disk",
+            Some(_) => {}
+            None => args.extend_from_slice(&["--engine", "disk"]),
+        }
+    }
+    args
+}
+
 /// Starts the server binary with `args` on `data_dir` and returns at once:
 /// the child, and its stderr lines as they come. [`TestServer`] waits for it
 /// to listen; a test that watches it start (recovery) reads the lines itself.
@@ -238,7 +269,7 @@ pub fn spawn_server(
     env: &[(&str, &str)],
 ) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(server_binary())
-        .args(args)
+        .args(with_engine_under_test(args))
         .arg("--data-dir")
         .arg(data_dir)
         .env("COREKV_LOG", "info")

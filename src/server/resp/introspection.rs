@@ -4,7 +4,6 @@
 //! redis-benchmark) and client libraries to start and report.
 
 use super::reply::Reply;
-use crate::config::Engine;
 use crate::log::FsyncMode;
 use crate::proto::resp::glob;
 use crate::server::connection::ShardContext;
@@ -193,7 +192,7 @@ pub fn config_get(reply: &mut Reply, ctx: &ShardContext, patterns: &[&[u8]]) {
 /// setting, and corekv's own flags under `corekv-*`.
 fn parameters(ctx: &ShardContext) -> Vec<(String, String)> {
     let config = &ctx.config;
-    let logged = config.engine == Engine::Log;
+    let logged = config.engine.logs();
     let (appendfsync, fsync) = match config.fsync {
         FsyncMode::Always => ("always", "always".to_owned()),
         FsyncMode::Interval(every) => ("everysec", format!("interval ({} ms)", every.as_millis())),
@@ -328,7 +327,7 @@ pub fn info(ctx: &ShardContext, stats: &[(String, u64)], sections: &[String]) ->
         );
     }
     if wanted("persistence") {
-        let logged = config.engine == Engine::Log;
+        let logged = config.engine.logs();
         let _ = write!(
             text,
             "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nrdb_changes_since_last_save:0\r\n\

@@ -1,0 +1,216 @@
+//! The disk engine's value reads: which of a shard's log files holds a
+//! value's bytes, and reading them with direct I/O through io_uring.
+//!
+//! A disk engine's table keeps, per key, where its value is
+//! ([`Location`]: a file number, an offset, a length) instead of the value
+//! (`crate::entry`). The shard's log file is file `n` (shard `i` starts at
+//! `n = i`, the number recovery gave its entries); each compaction switches
+//! to file `n + 1`, which holds a snapshot of every live value and, behind
+//! it, the records appended since the snapshot was taken (the *tail*), copied
+//! as they were (`log::compaction`).
+//!
+//! After a switch the table's entries are moved to the new file
+//! ([`crate::table::Table::relocate`]) in steps, while requests run, so for a
+//! while some still point into the old one. The old file is *retired*, not
+//! closed:
+//! - a location in its tail resolves to the same bytes in the new file (the
+//!   tail moved as one block, by a fixed shift), so the old file's tail is
+//!   never read again;
+//! - a location before its tail is read from the old file, which stays open
+//!   (unlinked: its space is freed when it closes) until no entry can point
+//!   into it: one more switch has happened, whose snapshot held every entry
+//!   the table had, and no entry outside the table — a reply's, an undo
+//!   log's — points into it ([`ValueFiles::close_unreferenced`]).
+//!
+//! Reads use `O_DIRECT` (glommio's `DmaFile`; tmpfs, which has no direct
+//! I/O, is read through its page cache): the values are meant to be many
+//! times the machine's memory, and the page cache would only hold the hot
+//! ones at the cost of evicting everything else on the machine.
+
+use crate::entry::Location;
+use glommio::io::{DmaFile, ReadResult};
+use std::io;
+use std::rc::Rc;
+
+/// A file a compaction replaced, kept open while entries may point into it.
+struct Retired {
+    number: u32,
+    file: Rc<DmaFile>,
+    /// Offsets from here on (the tail) moved to `moved_to`, `shift` bytes on.
+    tail_from: u64,
+    moved_to: u32,
+    shift: i64,
+    /// The switch count when it was retired: it may close after a later one.
+    retired_at_switch: u64,
+}
+
+/// Where a shard's values are: its current log file and the retired ones.
+pub struct ValueFiles {
+    number: u32,
+    current: Rc<DmaFile>,
+    retired: Vec<Retired>,
+    switches: u64,
+}
+
+impl ValueFiles {
+    /// Reads from `current`, the log file entries call `number`.
+    pub fn new(number: u32, current: DmaFile) -> ValueFiles {
+        ValueFiles {
+            number,
+            current: Rc::new(current),
+            retired: Vec::new(),
+            switches: 0,
+        }
+    }
+
+    /// The number of the current log file: where new values are written.
+    pub fn current_number(&self) -> u32 {
+        self.number
+    }
+
+    /// The number the next file (after a compaction) gets.
+    pub fn next_number(&self) -> u32 {
+        self.number.wrapping_add(1)
+    }
+
+    /// Compaction switched to `new` (numbered [`ValueFiles::next_number`]),
+    /// where the old file's bytes from `tail_from` on now start at `tail_to`.
+    pub fn switch(&mut self, new: DmaFile, tail_from: u64, tail_to: u64) {
+        let old = std::mem::replace(&mut self.current, Rc::new(new));
+        let moved_to = self.next_number();
+        self.switches += 1;
+        self.retired.push(Retired {
+            number: self.number,
+            file: old,
+            tail_from,
+            moved_to,
+            shift: tail_to as i64 - tail_from as i64,
+            retired_at_switch: self.switches,
+        });
+        self.number = moved_to;
+    }
+
+    /// Where the bytes of `location` are now: the file and the offset in it.
+    fn resolve(&self, mut location: Location) -> Option<(Rc<DmaFile>, u64)> {
+        // Each step moves to a later file, of which there are few.
+        for _ in 0..=self.retired.len() {
+            if location.file == self.number {
+                return Some((self.current.clone(), location.offset));
+            }
+            let retired = self.retired.iter().find(|r| r.number == location.file)?;
+            if location.offset < retired.tail_from {
+                return Some((retired.file.clone(), location.offset));
+            }
+            location.file = retired.moved_to;
+            location.offset = (location.offset as i64 + retired.shift) as u64;
+        }
+        None
+    }
+
+    /// The file and offset to read `location` at, or why there is none.
+    pub fn locate(&self, location: Location) -> io::Result<(Rc<DmaFile>, u64)> {
+        self.resolve(location).ok_or_else(|| {
+            io::Error::other(format!(
+                "log file {} of this shard is closed (a value of it was still wanted)",
+                location.file
+            ))
+        })
+    }
+
+    /// Closes the retired files that no entry can point into any more: a
+    /// switch has happened since each was retired (its snapshot moved every
+    /// entry the table had) and `referenced` says no other entry does.
+    /// Returns how many it closed.
+    pub fn close_unreferenced(&mut self, referenced: impl Fn(u32) -> bool) -> usize {
+        let switches = self.switches;
+        let before = self.retired.len();
+        self.retired
+            .retain(|r| r.retired_at_switch >= switches || referenced(r.number));
+        before - self.retired.len()
+    }
+
+    /// Numbers of the retired files still open.
+    pub fn retired_numbers(&self) -> Vec<u32> {
+        self.retired.iter().map(|r| r.number).collect()
+    }
+}
+
+/// Reads `len` bytes at `offset` of `file`; a short read (the file ends
+/// early: a bug, or the file was cut) is an error, never a short value.
+pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<ReadResult> {
+    let read = file.read_at(offset, len).await.map_err(io::Error::from)?;
+    if read.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "read {} of {len} bytes at offset {offset} of a log file",
+                read.len()
+            ),
+        ));
+    }
+    Ok(read)
+}
+
+/// Reads `len` bytes at `offset` of `file` with a blocking `pread`, on the
+/// calling thread: for the rare request whose value changed between its
+/// read through io_uring and its turn on the key, which must be used with no
+/// await (`shard::values`). The file is opened for direct I/O, so the read
+/// covers whole aligned blocks into an aligned buffer.
+pub fn read_blocking(file: &DmaFile, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let align = file.alignment().max(1);
+    let start = offset / align * align;
+    let end = (offset + len as u64).div_ceil(align) * align;
+    let size = (end - start) as usize;
+    let mut raw = vec![0u8; size + align as usize];
+    let shift = raw.as_ptr().align_offset(align as usize);
+    let buf = &mut raw[shift..shift + size];
+    let mut done = 0;
+    while done < size {
+        match crate::sys::pread(file.as_raw_fd(), &mut buf[done..], start + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let wanted = (offset - start) as usize..(offset - start) as usize + len;
+    match buf.get(wanted) {
+        Some(value) if done >= wanted_end(offset - start, len) => Ok(value.to_vec()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the log file ends before {len} bytes at offset {offset}"),
+        )),
+    }
+}
+
+fn wanted_end(from: u64, len: usize) -> usize {
+    from as usize + len
+}
+
+/// Runs `futures` together on this executor (their I/O is in flight at
+/// once) and returns their outputs in order.
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(done) => *output = Some(done),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        match pending {
+            true => std::task::Poll::Pending,
+            false => std::task::Poll::Ready(()),
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future completed"))
+        .collect()
+}

@@ -1,0 +1,221 @@
+//! The disk engine's side of a shard: reading values back from the log
+//! before requests use them, and pointing keys at their values once these
+//! are on disk.
+//!
+//! Under the disk engine a key's entry holds its value only from the write
+//! until its record is in the log file; then the entry is replaced by one
+//! holding the value's location ([`Shard::locate_written_values`]), and the
+//! value's memory is freed. A request that uses a value (GET, GETV, INCRBY,
+//! INCRBYFLOAT, APPEND, and those inside ATOMIC) first has the owning shard
+//! read it ([`Shard::read_values_for`]) through the log's io_uring reads;
+//! the table keeps the copy for the requests about to run, which run with no
+//! await in between, so the copy is the value they see. Reads happen before
+//! a request takes its turn on its keys (a turn is used at once, with no
+//! await: `txn::locks`); a value that changed while the request waited for
+//! its turn is read then with a blocking read ([`Shard::read_changed_values`]).
+//! A copy is kept by location, whose bytes never change, so a copy kept too
+//! long is never wrong, only unused.
+//!
+//! Nothing here runs for the log and memory engines beyond one flag test.
+
+use super::Shard;
+use crate::entry::{Entry, Location};
+use crate::log::format::{self, Effect};
+use crate::log::writer::PendingValue;
+use crate::proto::{Op, OpKind};
+
+/// Reads of one key's value, when the key keeps changing under them.
+const MAX_READ_ATTEMPTS: usize = 8;
+/// Entries relocated between yields after a compaction.
+const RELOCATE_STEP: usize = 4096;
+
+/// Whether a request of `kind` uses its key's value.
+pub fn reads_value(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Get | OpKind::GetV | OpKind::IncrBy | OpKind::Append | OpKind::IncrByFloat
+    )
+}
+
+impl Shard {
+    /// Whether this shard's values are on disk (the disk engine).
+    pub fn keeps_values_on_disk(&self) -> bool {
+        self.table.borrow().keeps_values_on_disk()
+    }
+
+    /// Reads the on-disk values the requests `ops` will use, all at once,
+    /// into the table's copies (see the module docs). A failed read is
+    /// logged; the request then answers IOERR naming its key.
+    pub async fn read_values_for(&self, ops: &[Op], buf: &[u8]) {
+        let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
+            return;
+        };
+        let keys: Vec<&[u8]> = ops
+            .iter()
+            .filter(|op| reads_value(op.kind))
+            .map(|op| op.key.of(buf))
+            .collect();
+        for _ in 0..MAX_READ_ATTEMPTS {
+            let wanted: Vec<(&[u8], Location)> = {
+                let table = self.table.borrow();
+                let mut wanted: Vec<(&[u8], Location)> = Vec::new();
+                for &key in &keys {
+                    if let Some(location) = table.unread_location(key) {
+                        if !wanted.iter().any(|(k, _)| *k == key) {
+                            wanted.push((key, location));
+                        }
+                    }
+                }
+                wanted
+            };
+            if wanted.is_empty() {
+                return;
+            }
+            let reads = wanted
+                .iter()
+                .map(|&(_, location)| log.read_value(location))
+                .collect();
+            let read = crate::log::values::join_all(reads).await;
+            let mut table = self.table.borrow_mut();
+            for ((key, location), bytes) in wanted.into_iter().zip(read) {
+                match bytes {
+                    Ok(bytes) => table.keep_fetched(key, location, &bytes),
+                    Err(e) => {
+                        tracing::error!(
+                            shard = %self.id,
+                            "cannot read the value of {:?} at {location:?}: {e}",
+                            String::from_utf8_lossy(key)
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a turn on the keys of `ops` began: reads, blocking, any value
+    /// they use that changed since [`Shard::read_values_for`] read them (a
+    /// write or a move to disk while the request waited for its turn). A
+    /// turn is used at once, with no await, so this cannot go through
+    /// io_uring; it is rare, and one read.
+    pub fn read_changed_values(&self, ops: &[Op], buf: &[u8]) {
+        let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
+            return;
+        };
+        let mut table = self.table.borrow_mut();
+        for op in ops.iter().filter(|op| reads_value(op.kind)) {
+            let key = op.key.of(buf);
+            let Some(location) = table.unread_location(key) else {
+                continue;
+            };
+            match log.read_value_blocking(location) {
+                Ok(bytes) => table.keep_fetched(key, location, &bytes),
+                Err(e) => tracing::error!(
+                    shard = %self.id,
+                    "cannot read the value of {:?} at {location:?}: {e}",
+                    String::from_utf8_lossy(key)
+                ),
+            }
+        }
+    }
+
+    /// Drops the copies of values read for requests that have run.
+    pub fn forget_read_values(&self) {
+        if self.keeps_values_on_disk() {
+            self.table.borrow_mut().clear_fetched();
+        }
+    }
+
+    /// Appends the record of `effect` (a leaf request's change) to the log;
+    /// with the disk engine a written value's entry is pointed at its bytes
+    /// once they are in the file. Returns the log position after it.
+    pub(super) fn append_effect(&self, effect: &Effect<'_>) -> Option<u64> {
+        let log = self.log.as_ref()?;
+        let entry = match effect {
+            Effect::Put { key, .. } if log.keeps_values() => self.written_entry(key),
+            _ => None,
+        };
+        Some(match entry {
+            None => log.append(|records| format::write_effect(records, effect)),
+            Some(entry) => log.append_values(|records, values| {
+                if let Some(at) = format::write_effect_locating(records, effect) {
+                    values.push(PendingValue { entry, at });
+                }
+            }),
+        })
+    }
+
+    /// Appends a single-shard ATOMIC's changes as one record; with the disk
+    /// engine, each key's last written value is located as for a leaf
+    /// write (an earlier write of the key in the batch is not its value).
+    pub fn append_batch(&self, effects: &[Effect<'_>]) -> Option<u64> {
+        let log = self.log.as_ref()?;
+        if !log.keeps_values() {
+            return Some(log.append(|records| format::write_batch(records, effects)));
+        }
+        let last_put = |i: usize, key: &[u8]| {
+            !effects[i + 1..].iter().any(|later| match later {
+                Effect::Put { key: k, .. } | Effect::Del { key: k } => *k == key,
+                Effect::Expire { .. } => false,
+            })
+        };
+        Some(log.append_values(|records, values| {
+            format::write_batch_locating(records, effects, &mut |i, at| {
+                let Effect::Put { key, version, .. } = effects[i] else {
+                    return;
+                };
+                if !last_put(i, key) {
+                    return;
+                }
+                if let Some(entry) = self.written_entry(key) {
+                    if entry.version() == version {
+                        values.push(PendingValue { entry, at });
+                    }
+                }
+            })
+        }))
+    }
+
+    /// The entry a write just stored under `key`, if it holds its value.
+    fn written_entry(&self, key: &[u8]) -> Option<Entry> {
+        let table = self.table.borrow();
+        table.current(key).filter(|e| !e.is_on_disk()).cloned()
+    }
+
+    /// Points the keys whose values the log has written since the last call
+    /// at them, freeing the values' memory.
+    pub fn locate_written_values(&self) {
+        let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
+            return;
+        };
+        let written = log.take_written_values();
+        if written.is_empty() {
+            return;
+        }
+        let mut table = self.table.borrow_mut();
+        for (entry, location) in written {
+            table.relocate(entry, location);
+        }
+    }
+
+    /// After a compaction: points the keys of its snapshot at their values
+    /// in the new file, a step at a time so requests keep running (the old
+    /// file stays readable meanwhile).
+    pub async fn relocate_values(&self, located: Vec<(Entry, Location)>) {
+        let mut located = located.into_iter();
+        loop {
+            {
+                let mut table = self.table.borrow_mut();
+                let mut moved = 0;
+                for (entry, location) in located.by_ref().take(RELOCATE_STEP) {
+                    table.relocate(entry, location);
+                    moved += 1;
+                }
+                if moved == 0 {
+                    return;
+                }
+            }
+            glommio::yield_if_needed().await;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What only the disk engine does: values live in the log files and are read
+//! back from disk, so a data set many times the memory limit fits, values
+//! survive compactions that move them between files, and the log and disk
+//! engines take over each other's data directories. (Every suite of servers
+//! that keep data also runs on the disk engine: tests/disk_engine.rs.)
+
+mod common;
+
+use common::crash::{stop, temp_data_dir};
+use common::keys::key_on_shard;
+use common::{force_compaction, test_seed, TestServer};
+use rand::{Rng, SeedableRng};
+use rmpv::Value;
+use std::collections::BTreeMap;
+
+/// A value of `len` bytes drawn from `rng`, as bin.
+fn random_value(rng: &mut rand::rngs::StdRng, len: usize) -> Value {
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes[..]);
+    Value::Binary(bytes)
+}
+
+/// Reads every key of `written` and checks its value byte for byte.
+fn assert_all_read_back(
+    client: &mut corekv::client::Client,
+    written: &BTreeMap<Vec<u8>, Value>,
+    when: &str,
+) {
+    for (key, value) in written {
+        let found = client.get(key).expect("GET");
+        assert_eq!(
+            found.as_ref(),
+            Some(value),
+            "{when}: key {}",
+            String::from_utf8_lossy(key)
+        );
+    }
+}
+
+/// Starts a server with `flags` (which name its engine) on `data_dir`.
+fn start_on(data_dir: &std::path::Path, nr_shards: usize, flags: &[&str]) -> TestServer {
+    TestServer::start_in(data_dir, nr_shards, flags)
+        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"))
+}
+
+fn stat(client: &mut corekv::client::Client, name: &str) -> u64 {
+    client.stats().expect("STATS")[name]
+}
+
+#[test]
+fn a_data_set_eight_times_the_memory_limit_is_written_and_read_back_byte_exact() {
+    const LIMIT_BYTES: u64 = 4 << 20;
+    const NR_KEYS: usize = 1024;
+    const VALUE_BYTES: usize = 32 * 1024; // 32 MiB of values in all
+    let seed = test_seed("disk data set");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let limit = LIMIT_BYTES.to_string();
+    let flags = ["--engine", "disk", "--max-memory-bytes", &limit];
+    let mut server = start_on(&data_dir, 2, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    for i in 0..NR_KEYS {
+        let key = format!("big:{i:05}").into_bytes();
+        let value = random_value(&mut rng, VALUE_BYTES);
+        client
+            .set(&key, value.clone())
+            .expect("SET under the memory limit");
+        written.insert(key, value);
+    }
+    let value_bytes = stat(&mut client, "value_bytes");
+    assert!(
+        value_bytes >= 8 * LIMIT_BYTES,
+        "the values ({value_bytes} bytes) are many times the limit"
+    );
+    assert_eq!(stat(&mut client, "oom_rejections"), 0);
+    let memory = stat(&mut client, "memory_bytes") + stat(&mut client, "reply_pinned_bytes");
+    assert!(memory < LIMIT_BYTES, "memory counted: {memory} bytes");
+    let reads_before = stat(&mut client, "disk_reads");
+    assert_all_read_back(&mut client, &written, "before a restart");
+    let reads = stat(&mut client, "disk_reads") - reads_before;
+    assert!(
+        reads >= NR_KEYS as u64,
+        "every value was read from disk ({reads} reads)"
+    );
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        stop(&mut server, signal);
+        server = start_on(&data_dir, 2, &flags);
+        let mut client = server.client();
+        assert_all_read_back(&mut client, &written, &format!("after signal {signal}"));
+    }
+}
+
+#[test]
+fn values_moved_by_compactions_stay_exact_and_the_files_stay_bounded() {
+    const NR_SHARDS: usize = 1;
+    let seed = test_seed("disk compaction");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--engine", "disk", "--compact-min-bytes", "65536"];
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    // Keys that stay while others are overwritten around them, and values
+    // of every size class, so each compaction moves all of them.
+    for i in 0..200 {
+        let key = key_on_shard(&format!("kept{i}"), 0, NR_SHARDS);
+        let len = [1, 100, 4000, 4097, 20_000][i % 5];
+        let value = random_value(&mut rng, len);
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    for round in 0..3 {
+        let (filler, value, _) = force_compaction(&mut server, &mut client, 0, NR_SHARDS);
+        written.insert(filler, value);
+        assert_all_read_back(&mut client, &written, &format!("after compaction {round}"));
+        // Overwrites and expiry changes between compactions: entries that
+        // point into the old file when the next one runs.
+        for (i, key) in written
+            .keys()
+            .take(40)
+            .cloned()
+            .collect::<Vec<_>>()
+            .iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                let value = random_value(&mut rng, 3000 + i);
+                client.set(key, value.clone()).expect("overwrite");
+                written.insert(key.clone(), value);
+            } else {
+                client.expire(key, 3_600_000).expect("EXPIRE");
+            }
+        }
+    }
+    let log = data_dir.join("log").join("shard-0.log");
+    let live: u64 = written
+        .iter()
+        .map(|(k, v)| (k.len() + rmp_len(v)) as u64 + 64)
+        .sum();
+    let on_disk = std::fs::metadata(&log).expect("log").len();
+    assert!(
+        on_disk <= 2 * live + (16 << 20),
+        "log {on_disk} bytes for {live} bytes of live data"
+    );
+    stop(&mut server, libc::SIGKILL);
+    let server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "after kill -9");
+}
+
+/// Bytes of `value`'s msgpack encoding.
+fn rmp_len(value: &Value) -> usize {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, value).expect("encode");
+    out.len()
+}
+
+#[test]
+fn the_log_and_disk_engines_serve_each_others_data_directories() {
+    let (_temp, data_dir) = temp_data_dir();
+    let mut written = BTreeMap::new();
+    let mut server = start_on(&data_dir, 2, &["--engine", "log"]);
+    let mut client = server.client();
+    for i in 0..100u32 {
+        let key = format!("k{i}").into_bytes();
+        let value = Value::Binary(i.to_le_bytes().repeat(i as usize));
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    for (engine, shards) in [("disk", 2), ("disk", 3), ("log", 3), ("disk", 1)] {
+        stop(&mut server, libc::SIGTERM);
+        server = start_on(&data_dir, shards, &["--engine", engine]);
+        let mut client = server.client();
+        assert_all_read_back(
+            &mut client,
+            &written,
+            &format!("--engine {engine} --shards {shards}"),
+        );
+        let name = format!("by-{engine}-{shards}");
+        let (key, value) = (name.clone().into_bytes(), Value::from(name));
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    let marker = std::fs::read_to_string(data_dir.join("ENGINE")).expect("ENGINE");
+    assert_eq!(marker.trim(), "disk");
+    stop(&mut server, libc::SIGTERM);
+    let refused = TestServer::start_in(&data_dir, 1, &["--engine", "memory"])
+        .err()
+        .expect("the memory engine would ignore the logs");
+    assert!(
+        refused.1.contains("created with --engine disk"),
+        "{}",
+        refused.1
+    );
+}
