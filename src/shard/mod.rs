@@ -221,6 +221,11 @@ impl Shard {
         let on_disk = self.keeps_values_on_disk();
         if on_disk {
             self.locate_written_values();
+            // Every value the requests use, read together: a pipelined
+            // round's reads are in flight at once.
+            if self.read_values_for(ops, buf).await {
+                now_ms = wall_clock_ms();
+            }
         }
         let mut i = 0;
         while i < ops.len() {
@@ -240,8 +245,7 @@ impl Shard {
             // A value on disk is read first: a turn on a key must be used
             // at once, with no await (`txn::locks`).
             let reads_value = on_disk && values::reads_value(op.kind);
-            if reads_value {
-                self.read_values_for(std::slice::from_ref(op), buf).await;
+            if reads_value && self.read_values_for(std::slice::from_ref(op), buf).await {
                 now_ms = wall_clock_ms();
             }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
@@ -257,10 +261,10 @@ impl Shard {
                 wrote |= self.execute(op, buf, now_ms, out);
                 self.txn.pass(&key);
             }
-            if on_disk {
-                self.forget_read_values();
-            }
             i += 1;
+        }
+        if on_disk {
+            self.forget_read_values();
         }
         wrote
     }

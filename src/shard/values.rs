@@ -44,18 +44,19 @@ impl Shard {
     }
 
     /// Reads the on-disk values the requests `ops` will use, all at once,
-    /// into the table's copies (see the module docs). A failed read is
-    /// logged; the request then answers IOERR naming its key.
-    pub async fn read_values_for(&self, ops: &[Op], buf: &[u8]) {
+    /// into the table's copies (see the module docs); returns whether it
+    /// read any (and so waited). A failed read is logged; the request then
+    /// answers IOERR naming its key.
+    pub async fn read_values_for(&self, ops: &[Op], buf: &[u8]) -> bool {
         let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
-            return;
+            return false;
         };
         let keys: Vec<&[u8]> = ops
             .iter()
             .filter(|op| reads_value(op.kind))
             .map(|op| op.key.of(buf))
             .collect();
-        for _ in 0..MAX_READ_ATTEMPTS {
+        for attempt in 0..MAX_READ_ATTEMPTS {
             let wanted: Vec<(&[u8], Location)> = {
                 let table = self.table.borrow();
                 let mut wanted: Vec<(&[u8], Location)> = Vec::new();
@@ -69,7 +70,7 @@ impl Shard {
                 wanted
             };
             if wanted.is_empty() {
-                return;
+                return attempt > 0;
             }
             let reads = wanted
                 .iter()
@@ -86,11 +87,12 @@ impl Shard {
                             "cannot read the value of {:?} at {location:?}: {e}",
                             String::from_utf8_lossy(key)
                         );
-                        return;
+                        return true;
                     }
                 }
             }
         }
+        true
     }
 
     /// After a turn on the keys of `ops` began: reads, blocking, any value
