@@ -377,3 +377,63 @@ fn a_node_listening_on_another_port_than_its_file_gives_warns_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn every_node_answers_slotmap_with_the_whole_map_and_its_own_name() {
+    let cluster = Cluster::start();
+    for (i, (me, _)) in LAYOUT.iter().enumerate() {
+        let reply = msgpack_call(
+            cluster.addr(i),
+            Value::Array(vec![Value::Array(vec![24.into()])]),
+        );
+        let nodes: Vec<Value> = LAYOUT
+            .iter()
+            .enumerate()
+            .map(|(j, (name, range))| {
+                let (first, last) = range.split_once('-').expect("a range");
+                let pair = Value::Array(vec![
+                    first.parse::<u16>().unwrap().into(),
+                    last.parse::<u16>().unwrap().into(),
+                ]);
+                Value::Array(vec![
+                    (*name).into(),
+                    cluster.addr(j).to_string().into(),
+                    Value::Array(vec![pair]),
+                ])
+            })
+            .collect();
+        let expected = Value::Array(vec![(-10).into(), (*me).into(), Value::Array(nodes)]);
+        assert_eq!(reply, Value::Array(vec![expected]), "node {me}");
+    }
+    // Not inside ATOMIC: the message is refused whole.
+    let atomic = Value::Array(vec![Value::Array(vec![
+        3.into(),
+        Value::Array(vec![Value::Array(vec![24.into()])]),
+    ])]);
+    let refused = msgpack_call(cluster.addr(0), atomic).to_string();
+    assert!(
+        refused.contains("BADREQ") && refused.contains("SLOTMAP cannot run inside ATOMIC"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_standalone_server_refuses_slotmap_saying_it_is_not_a_cluster_node() {
+    let server = TestServer::start(2, &[]);
+    let message = Value::Array(vec![
+        Value::Array(vec![1.into(), "k".into(), "v".into()]),
+        Value::Array(vec![24.into()]),
+    ]);
+    let refused = msgpack_call(server.addr, message);
+    let expected = Value::Array(vec![Value::Array(vec![
+        (-9).into(),
+        "BADREQ".into(),
+        "SLOTMAP: this server is not a cluster node (started without --cluster)".into(),
+    ])]);
+    assert_eq!(refused, expected);
+    // Nothing of the refused message ran.
+    assert_eq!(
+        msgpack_get(server.addr, "k"),
+        Value::Array(vec![(-2).into()])
+    );
+}
