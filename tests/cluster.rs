@@ -9,6 +9,8 @@ mod common;
 use common::python::{describe, ensure_python_package, python};
 use common::wire::RawConnection;
 use common::{pack, server_binary, TestServer};
+use corekv::client::{Client, ClientError, ClusterClient, Element, Request};
+use corekv::cluster::ClusterMap;
 use rmpv::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -435,5 +437,124 @@ fn a_standalone_server_refuses_slotmap_saying_it_is_not_a_cluster_node() {
     assert_eq!(
         msgpack_get(server.addr, "k"),
         Value::Array(vec![(-2).into()])
+    );
+}
+
+const TIMEOUT: Option<std::time::Duration> = Some(std::time::Duration::from_secs(30));
+
+/// Every key stored on `addr` (one node), by SCAN.
+fn keys_on(addr: SocketAddr) -> Vec<String> {
+    let mut client = Client::connect(addr, TIMEOUT).expect("connect to a node");
+    let keys = client.keys(b"").expect("scan the node");
+    keys.into_iter()
+        .map(|k| String::from_utf8(k).expect("utf-8 key"))
+        .collect()
+}
+
+#[test]
+fn the_cluster_client_routes_each_request_of_a_message_to_its_keys_node_and_keeps_their_order() {
+    let cluster = Cluster::start();
+    // One seed is enough: the map comes from it.
+    let mut client = ClusterClient::connect(&[cluster.addr(1)], TIMEOUT).expect("connect");
+    assert_eq!(client.map().nodes().len(), 3);
+    let keys: Vec<String> = (0..120).map(|i| format!("key:{i}")).collect();
+    for chunk in keys.chunks(12) {
+        // SETs and GETs of keys of every node, interleaved in one message.
+        let mut message = Vec::new();
+        for key in chunk {
+            message.push(Request::Set(key.as_bytes().to_vec(), key.as_str().into()));
+            message.push(Request::Get(key.as_bytes().to_vec()));
+        }
+        message.push(Request::Get(b"never-written".to_vec()));
+        let elements = client.call(&message).expect("routed");
+        let mut expected: Vec<Element> = chunk
+            .iter()
+            .map(|k| Element::Found(k.as_str().into()))
+            .collect();
+        expected.push(Element::NotFound);
+        assert_eq!(elements, expected);
+    }
+    // Each node holds exactly the keys of its own slots.
+    let mut total = 0;
+    for node in 0..3 {
+        let held = keys_on(cluster.addr(node));
+        assert!(
+            held.iter().all(|k| owner(k) == node),
+            "node {node}: {held:?}"
+        );
+        total += held.len();
+    }
+    assert_eq!(total, keys.len());
+    // An ATOMIC batch on one node runs there, across its shards.
+    let home = owner("foo");
+    let neighbour = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == home && slot_of(k) % 2 != slot_of("foo") % 2)
+        .expect("a key of the node's other shard");
+    let batch = Request::Atomic(vec![
+        Request::Set(b"foo".to_vec(), "1".into()),
+        Request::Set(neighbour.as_bytes().to_vec(), "2".into()),
+        Request::Get(neighbour.as_bytes().to_vec()),
+    ]);
+    assert_eq!(
+        client.call(&[batch]).expect("one node"),
+        [Element::Found("2".into())]
+    );
+    // One spanning nodes is refused before anything is sent.
+    let foreign = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) != home)
+        .expect("a key of another node");
+    let spanning = Request::Atomic(vec![
+        Request::Set(b"foo".to_vec(), "changed".into()),
+        Request::Set(foreign.as_bytes().to_vec(), "x".into()),
+    ]);
+    let refused = client.call(&[spanning]).expect_err("two nodes");
+    assert!(matches!(refused, ClientError::Routing(_)), "{refused}");
+    assert_eq!(client.get(b"foo").expect("get"), Some("1".into()));
+    // Keyless requests go to a node by name.
+    let stats = client.node("a").expect("node a").stats().expect("stats");
+    assert_eq!(
+        stats.get("keys").copied(),
+        Some(keys_on(cluster.addr(0)).len() as u64)
+    );
+}
+
+#[test]
+fn a_cluster_client_with_a_stale_map_follows_moved_once_and_learns_the_map() {
+    let cluster = Cluster::start();
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    // The right addresses with every node's slots given to the next node.
+    let right = cluster_file(&addrs);
+    let rotated: Vec<SocketAddr> = (0..3).map(|i| addrs[(i + 1) % 3]).collect();
+    let stale = ClusterMap::parse(&cluster_file(&rotated), "a").expect("a valid map");
+    let mut client = ClusterClient::with_map(stale, TIMEOUT);
+    let keys: Vec<String> = (0..30).map(|i| format!("key:{i}")).collect();
+    let message: Vec<Request> = keys
+        .iter()
+        .map(|k| Request::Set(k.as_bytes().to_vec(), k.as_str().into()))
+        .collect();
+    assert_eq!(client.call(&message).expect("after MOVED"), []);
+    let truth = ClusterMap::parse(&right, "a").expect("valid");
+    assert_eq!(client.map().nodes(), truth.nodes(), "the map was refreshed");
+    for key in &keys {
+        assert_eq!(
+            client.get(key.as_bytes()).expect("get"),
+            Some(key.as_str().into())
+        );
+        assert!(keys_on(cluster.addr(owner(key))).contains(key));
+    }
+}
+
+#[test]
+fn a_cluster_client_seeded_with_a_standalone_server_says_it_is_not_a_cluster_node() {
+    let server = TestServer::start(1, &[]);
+    let refused = ClusterClient::connect(&[server.addr], TIMEOUT)
+        .err()
+        .expect("no slot map");
+    let text = refused.to_string();
+    assert!(
+        text.contains("BADREQ") && text.contains("not a cluster node"),
+        "{text}"
     );
 }

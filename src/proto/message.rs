@@ -124,6 +124,35 @@ pub enum Element {
 }
 
 impl Request {
+    /// The keys the request names, in order: an ATOMIC's are its body's
+    /// (nested batches' included); none for STATS, SLOTMAP and SCAN.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut keys = Vec::new();
+        self.collect_keys(&mut keys);
+        keys
+    }
+
+    fn collect_keys<'r>(&'r self, keys: &mut Vec<&'r [u8]>) {
+        match self {
+            Request::Get(k)
+            | Request::Set(k, _)
+            | Request::Del(k)
+            | Request::GetV(k)
+            | Request::PutV(k, ..)
+            | Request::Rm(k)
+            | Request::SetTtl(k, ..)
+            | Request::Expire(k, _)
+            | Request::Ttl(k)
+            | Request::Persist(k)
+            | Request::ExpireAt(k, _)
+            | Request::SetKeepTtl(k, _)
+            | Request::ExpireTime(k)
+            | Request::SetAt(k, ..) => keys.push(k),
+            Request::Atomic(body) => body.iter().for_each(|r| r.collect_keys(keys)),
+            Request::Stats | Request::SlotMap | Request::Scan { .. } => {}
+        }
+    }
+
     /// The request as a msgpack value.
     pub fn to_value(&self) -> Value {
         let bin = |k: &[u8]| Value::Binary(k.to_vec());
