@@ -558,3 +558,90 @@ fn a_cluster_client_seeded_with_a_standalone_server_says_it_is_not_a_cluster_nod
         "{text}"
     );
 }
+
+/// Runs the load generator with `flags` and `--quiet`.
+fn loadgen(flags: &[&str]) -> Result<corekv_loadgen::Report, corekv_loadgen::RunError> {
+    use clap::Parser;
+    let argv = ["corekv-loadgen", "--quiet"]
+        .into_iter()
+        .chain(flags.iter().copied());
+    let args = corekv_loadgen::Args::parse_from(argv);
+    let config = corekv_loadgen::Config::from_args(&args).expect("valid loadgen flags");
+    corekv_loadgen::run(&config)
+}
+
+/// Each node's STATS figure `name`.
+fn stat_per_node(cluster: &Cluster, name: &str) -> Vec<u64> {
+    (0..3)
+        .map(|node| {
+            let mut client = Client::connect(cluster.addr(node), TIMEOUT).expect("connect");
+            let stats = client.stats().expect("stats");
+            stats.get(name).copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn the_load_generator_with_cluster_sends_each_request_to_its_keys_node_without_an_error() {
+    let cluster = Cluster::start();
+    let addr = cluster.addr(2).to_string();
+    let common = ["--addr", addr.as_str(), "--cluster", "--connections", "6"];
+    // Fixed messages of 3 SETs and 3 GETs, each message on one node.
+    let mut flags = common.to_vec();
+    flags.extend([
+        "--messages",
+        "40",
+        "--sets-per-message",
+        "3",
+        "--keys",
+        "3000",
+    ]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    assert_eq!(report.errors, 0);
+    let sets = stat_per_node(&cluster, "sets");
+    assert!(
+        sets.iter().all(|&n| n > 0),
+        "every node was written: {sets:?}"
+    );
+    // A mixed workload with ATOMIC-free random GETs and SETs, pipelined.
+    let mut flags = common.to_vec();
+    flags.extend([
+        "--messages",
+        "40",
+        "--get-ratio",
+        "0.5",
+        "--ops-per-message",
+        "4",
+    ]);
+    flags.extend(["--pipeline", "4", "--keys", "3000"]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    assert_eq!(report.errors, 0);
+    let gets = stat_per_node(&cluster, "gets");
+    assert!(gets.iter().all(|&n| n > 0), "every node was read: {gets:?}");
+    // ATOMIC batches of one node's keys.
+    let mut flags = common.to_vec();
+    flags.extend(["--messages", "20", "--atomic-keys", "4", "--keys", "3000"]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    let commits = stat_per_node(&cluster, "atomic_commits");
+    assert!(
+        commits.iter().all(|&n| n > 0),
+        "every node ran batches: {commits:?}"
+    );
+}
+
+#[test]
+fn the_load_generator_with_cluster_against_a_standalone_server_says_it_is_not_a_cluster_node() {
+    let server = TestServer::start(1, &[]);
+    let addr = server.addr.to_string();
+    let refused = loadgen(&["--addr", &addr, "--cluster", "--messages", "1"])
+        .err()
+        .expect("no slot map");
+    let text = refused.to_string();
+    assert!(
+        text.contains("--cluster") && text.contains("not a cluster node"),
+        "{text}"
+    );
+}
