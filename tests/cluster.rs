@@ -636,9 +636,8 @@ fn the_load_generator_with_cluster_sends_each_request_to_its_keys_node_without_a
 fn the_load_generator_with_cluster_against_a_standalone_server_says_it_is_not_a_cluster_node() {
     let server = TestServer::start(1, &[]);
     let addr = server.addr.to_string();
-    let refused = loadgen(&["--addr", &addr, "--cluster", "--messages", "1"])
-        .err()
-        .expect("no slot map");
+    let refused =
+        loadgen(&["--addr", &addr, "--cluster", "--messages", "1"]).expect_err("no slot map");
     let text = refused.to_string();
     assert!(
         text.contains("--cluster") && text.contains("not a cluster node"),
