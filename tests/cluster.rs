@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_cluster.py");
+const TRANSACTIONS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/redis_cluster_transactions.py"
+);
 
 /// The three nodes' names and slots.
 const LAYOUT: [(&str, &str); 3] = [("a", "0-5460"), ("b", "5461-10922"), ("c", "10923-16383")];
@@ -160,6 +164,19 @@ fn redis_py_cluster_client_spreads_keys_over_three_nodes_each_holding_only_its_s
     assert!(
         output.status.success(),
         "redis_cluster.py failed:\n{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn watched_keys_and_a_multi_blocks_keys_must_share_one_slot_or_exec_answers_crossslot() {
+    ensure_python_package("redis", "redis");
+    let cluster = Cluster::start();
+    let addr = cluster.addr(1).to_string();
+    let output = python(&[TRANSACTIONS_SCRIPT, &addr], b"");
+    assert!(
+        output.status.success(),
+        "redis_cluster_transactions.py failed:\n{}",
         describe(&output)
     );
 }
