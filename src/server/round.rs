@@ -72,6 +72,10 @@ pub struct Round {
     cluster: Option<Arc<ClusterMap>>,
     messages: Vec<Message>,
     ops: Vec<Op>,
+    /// On a cluster node, each op's hash slot (index = op; 0 for an op
+    /// without a key): computed once, by the MOVED check, and used again to
+    /// route the op to its shard. Empty on a standalone server.
+    slots: Vec<u16>,
     owners: Vec<Owner>,
     /// Results per shard (the local shard's included), in request order.
     results: Vec<BatchResults>,
@@ -146,6 +150,7 @@ impl Round {
             cluster,
             messages: Vec::new(),
             ops: Vec::new(),
+            slots: Vec::new(),
             owners: Vec::new(),
             results: (0..nr_shards).map(|_| BatchResults::default()).collect(),
             cross_shard_results: Vec::new(),
@@ -277,17 +282,19 @@ impl Round {
     fn decode(&mut self, buf: &[u8], bodies: &[Range<usize>]) {
         self.messages.clear();
         self.ops.clear();
+        self.slots.clear();
         for body in bodies {
             let first = self.ops.len();
             let decoded = proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops)
                 .and_then(|()| match &self.cluster {
-                    Some(cluster) => not_moved(cluster, &self.ops[first..], buf),
+                    Some(cluster) => not_moved(cluster, &self.ops[first..], buf, &mut self.slots),
                     None => no_slot_map(&self.ops[first..]),
                 });
             let message = match decoded {
                 Ok(()) => Message::Requests(first..self.ops.len()),
                 Err(refusal) => {
                     self.ops.truncate(first);
+                    self.slots.truncate(first);
                     Message::Refused(refusal)
                 }
             };
@@ -297,6 +304,12 @@ impl Round {
 
     fn assign_owners(&mut self, shard: &Shard, buf: &[u8]) {
         self.owners.clear();
+        let router = shard.router();
+        // On a cluster node the shard follows from the slot decoding found.
+        let route = |i: usize| match self.slots.get(i) {
+            Some(&slot) => router.slot_owner(slot),
+            None => router.route(self.ops[i].key.of(buf)),
+        };
         let mut nr_cross_shard = 0;
         let mut i = 0;
         while i < self.ops.len() {
@@ -305,8 +318,8 @@ impl Round {
                 OpKind::Stats => Owner::AllShards,
                 OpKind::SlotMap => Owner::Node,
                 OpKind::Atomic => {
-                    let body = &self.ops[i + 1..i + 1 + op.nr_inner as usize];
-                    let mut owners = body.iter().map(|op| shard.router().route(op.key.of(buf)));
+                    let body = i + 1..i + 1 + op.nr_inner as usize;
+                    let mut owners = body.map(route);
                     let first = owners.next().unwrap_or(shard.id());
                     if owners.all(|owner| owner == first) {
                         Owner::Shard(first)
@@ -318,7 +331,7 @@ impl Round {
                 kind if kind.targets_a_shard() => {
                     Owner::Shard(ShardId(op.target.shard as usize % shard.nr_shards()))
                 }
-                _ => Owner::Shard(shard.router().route(op.key.of(buf))),
+                _ => Owner::Shard(route(i)),
             };
             self.owners.push(owner);
             let body_len = op.nr_inner as usize;
@@ -544,15 +557,24 @@ impl Round {
 }
 
 /// `Err(MOVED)` naming the owner of the first key in `ops` whose hash slot
-/// another node of `cluster` owns.
-fn not_moved(cluster: &ClusterMap, ops: &[Op], buf: &[u8]) -> Result<(), RequestError> {
-    let keyed = ops.iter().filter(|op| {
-        !matches!(op.kind, OpKind::Atomic | OpKind::Stats | OpKind::SlotMap)
-            && !op.kind.targets_a_shard()
-    });
-    for op in keyed {
-        let slot = crate::slot::key_slot(op.key.of(buf));
-        if !cluster.is_mine(slot) {
+/// another node of `cluster` owns. Appends each op's slot to `slots` (0 for
+/// an op without a key), for routing.
+fn not_moved(
+    cluster: &ClusterMap,
+    ops: &[Op],
+    buf: &[u8],
+    slots: &mut Vec<u16>,
+) -> Result<(), RequestError> {
+    for op in ops {
+        let keyed = !matches!(op.kind, OpKind::Atomic | OpKind::Stats | OpKind::SlotMap)
+            && !op.kind.targets_a_shard();
+        let slot = if keyed {
+            crate::slot::key_slot(op.key.of(buf))
+        } else {
+            0
+        };
+        slots.push(slot);
+        if keyed && !cluster.is_mine(slot) {
             let owner = cluster.owner(slot);
             return Err(RequestError::new(
                 ErrorCode::Moved,
