@@ -22,7 +22,6 @@
 
 use crate::slot::{SlotRange, NR_SLOTS};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why a cluster file was refused.
@@ -37,14 +36,9 @@ pub enum ClusterError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// One node as the file lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub name: String,
-    /// The address its clients use (and MOVED replies name).
-    pub addr: SocketAddr,
-    pub slots: Vec<SlotRange>,
-}
+/// One node as the file lists it (and SLOTMAP answers it: the wire model
+/// holds the type, so that clients share it).
+pub use crate::proto::message::ClusterNode as Node;
 
 /// The whole cluster as this node sees it.
 #[derive(Debug, Clone)]

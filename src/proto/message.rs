@@ -15,15 +15,25 @@
 
 use super::frame::{begin_frame, finish_frame};
 use super::reply;
-use crate::cluster::Node;
 use crate::slot::SlotRange;
 use rmpv::Value;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// A reply that is not what the protocol allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct MalformedReply(pub String);
+
+/// One node of a cluster: its name, the address its clients use (and MOVED
+/// names), and the hash slots it owns — as the cluster file lists it
+/// (`crate::cluster`) and SLOTMAP's element carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub slots: Vec<SlotRange>,
+}
 
 /// One request of a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +129,7 @@ pub enum Element {
     /// that answered.
     SlotMap {
         answered_by: String,
-        nodes: Vec<Node>,
+        nodes: Vec<ClusterNode>,
     },
 }
 
@@ -280,7 +290,7 @@ fn key_bytes(key: &Value) -> Option<Vec<u8>> {
 }
 
 /// `[name, "ip:port", [[first, last]…]]` of a SLOTMAP element.
-fn decode_node(node: &Value) -> Option<Node> {
+fn decode_node(node: &Value) -> Option<ClusterNode> {
     let [name, addr, slots] = node.as_array()?.as_slice() else {
         return None;
     };
@@ -292,7 +302,7 @@ fn decode_node(node: &Value) -> Option<Node> {
         }),
         _ => None,
     };
-    Some(Node {
+    Some(ClusterNode {
         name: name.as_str()?.to_owned(),
         addr: addr.as_str()?.parse().ok()?,
         slots: slots.as_array()?.iter().map(range).collect::<Option<_>>()?,
@@ -348,7 +358,7 @@ mod tests {
     #[test]
     fn a_slot_map_element_decodes_to_its_nodes_and_the_node_that_answered() {
         let nodes = vec![
-            Node {
+            ClusterNode {
                 name: "a".into(),
                 addr: "127.0.0.1:7001".parse().expect("addr"),
                 slots: vec![SlotRange {
@@ -356,7 +366,7 @@ mod tests {
                     last: 8000,
                 }],
             },
-            Node {
+            ClusterNode {
                 name: "b".into(),
                 addr: "127.0.0.1:7002".parse().expect("addr"),
                 slots: vec![

@@ -227,7 +227,7 @@ pub fn write_stats<'a>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item =
 
 /// `[-10, me, [[name, "ip:port", [[first, last]…]]…]]`: SLOTMAP, the
 /// cluster's nodes as the node named `me` sees them.
-pub fn write_slot_map(out: &mut Vec<u8>, me: &str, nodes: &[crate::cluster::Node]) {
+pub fn write_slot_map(out: &mut Vec<u8>, me: &str, nodes: &[super::message::ClusterNode]) {
     out.push(0x93);
     write_tag(out, TAG_SLOT_MAP);
     write_str(out, me);
