@@ -22,7 +22,6 @@
 
 use crate::slot::{SlotRange, NR_SLOTS};
 use serde::Deserialize;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why a cluster file was refused.
@@ -37,14 +36,9 @@ pub enum ClusterError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// One node as the file lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub name: String,
-    /// The address its clients use (and MOVED replies name).
-    pub addr: SocketAddr,
-    pub slots: Vec<SlotRange>,
-}
+/// One node as the file lists it (and SLOTMAP answers it: the wire model
+/// holds the type, so that clients share it).
+pub use crate::proto::message::ClusterNode as Node;
 
 /// The whole cluster as this node sees it.
 #[derive(Debug, Clone)]
@@ -96,6 +90,22 @@ impl ClusterMap {
             .into_iter()
             .map(checked_node)
             .collect::<Result<Vec<Node>, String>>()?;
+        ClusterMap::from_nodes(nodes, me)
+    }
+
+    /// The map of `nodes` for the node named `me`, checked as a file is (a
+    /// client builds one from a node's SLOTMAP answer, `me` being that node).
+    pub fn from_nodes(nodes: Vec<Node>, me: &str) -> Result<ClusterMap, String> {
+        if nodes.is_empty() {
+            return Err("it lists no node".to_owned());
+        }
+        let bad_range = |r: &SlotRange| r.first > r.last || r.last >= NR_SLOTS;
+        if let Some(node) = nodes.iter().find(|n| n.slots.iter().any(bad_range)) {
+            return Err(format!(
+                "node {:?} has a slot range out of order or past the last slot",
+                node.name
+            ));
+        }
         for (i, node) in nodes.iter().enumerate() {
             if let Some(twin) = nodes[..i].iter().find(|n| n.name == node.name) {
                 return Err(format!("two nodes are named {:?}", twin.name));
@@ -263,6 +273,16 @@ mod tests {
             let error = ClusterMap::parse(text, "a").expect_err(needle);
             assert!(error.contains(needle), "{needle:?} not in {error:?}");
         }
+        let mut nodes = ClusterMap::parse(THREE_NODES, "a")
+            .expect("valid")
+            .nodes()
+            .to_vec();
+        nodes[2].slots.push(SlotRange {
+            first: 16383,
+            last: 16384,
+        });
+        let error = ClusterMap::from_nodes(nodes, "a").expect_err("slot past the last");
+        assert!(error.contains("past the last slot"), "{error}");
         let error = ClusterMap::parse(THREE_NODES, "d").expect_err("unknown node");
         assert!(
             error.contains("--node \"d\" is not one of its nodes [\"a\", \"b\", \"c\"]"),

@@ -943,7 +943,7 @@ impl Table {
                 Ok(effect) => change = effect,
                 Err(oom) => write_oom(&mut out.buf, key, oom),
             },
-            OpKind::Stats | OpKind::Atomic => {
+            OpKind::Stats | OpKind::Atomic | OpKind::SlotMap => {
                 unreachable!("{} is answered by the shard, not the table", op.kind.name())
             }
         }

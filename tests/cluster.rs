@@ -9,6 +9,8 @@ mod common;
 use common::python::{describe, ensure_python_package, python};
 use common::wire::RawConnection;
 use common::{pack, server_binary, TestServer};
+use corekv::client::{Client, ClientError, ClusterClient, Element, Request};
+use corekv::cluster::ClusterMap;
 use rmpv::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/redis_cluster.py");
+const TRANSACTIONS_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/redis_cluster_transactions.py"
+);
 
 /// The three nodes' names and slots.
 const LAYOUT: [(&str, &str); 3] = [("a", "0-5460"), ("b", "5461-10922"), ("c", "10923-16383")];
@@ -158,6 +164,19 @@ fn redis_py_cluster_client_spreads_keys_over_three_nodes_each_holding_only_its_s
     assert!(
         output.status.success(),
         "redis_cluster.py failed:\n{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn watched_keys_and_a_multi_blocks_keys_must_share_one_slot_or_exec_answers_crossslot() {
+    ensure_python_package("redis", "redis");
+    let cluster = Cluster::start();
+    let addr = cluster.addr(1).to_string();
+    let output = python(&[TRANSACTIONS_SCRIPT, &addr], b"");
+    assert!(
+        output.status.success(),
+        "redis_cluster_transactions.py failed:\n{}",
         describe(&output)
     );
 }
@@ -375,5 +394,270 @@ fn a_node_listening_on_another_port_than_its_file_gives_warns_at_start() {
     assert!(
         stderr.contains("the cluster file gives node \"b\" the address"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn every_node_answers_slotmap_with_the_whole_map_and_its_own_name() {
+    let cluster = Cluster::start();
+    for (i, (me, _)) in LAYOUT.iter().enumerate() {
+        let reply = msgpack_call(
+            cluster.addr(i),
+            Value::Array(vec![Value::Array(vec![24.into()])]),
+        );
+        let nodes: Vec<Value> = LAYOUT
+            .iter()
+            .enumerate()
+            .map(|(j, (name, range))| {
+                let (first, last) = range.split_once('-').expect("a range");
+                let pair = Value::Array(vec![
+                    first.parse::<u16>().unwrap().into(),
+                    last.parse::<u16>().unwrap().into(),
+                ]);
+                Value::Array(vec![
+                    (*name).into(),
+                    cluster.addr(j).to_string().into(),
+                    Value::Array(vec![pair]),
+                ])
+            })
+            .collect();
+        let expected = Value::Array(vec![(-10).into(), (*me).into(), Value::Array(nodes)]);
+        assert_eq!(reply, Value::Array(vec![expected]), "node {me}");
+    }
+    // Not inside ATOMIC: the message is refused whole.
+    let atomic = Value::Array(vec![Value::Array(vec![
+        3.into(),
+        Value::Array(vec![Value::Array(vec![24.into()])]),
+    ])]);
+    let refused = msgpack_call(cluster.addr(0), atomic).to_string();
+    assert!(
+        refused.contains("BADREQ") && refused.contains("SLOTMAP cannot run inside ATOMIC"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_standalone_server_refuses_slotmap_saying_it_is_not_a_cluster_node() {
+    let server = TestServer::start(2, &[]);
+    let message = Value::Array(vec![
+        Value::Array(vec![1.into(), "k".into(), "v".into()]),
+        Value::Array(vec![24.into()]),
+    ]);
+    let refused = msgpack_call(server.addr, message);
+    let expected = Value::Array(vec![Value::Array(vec![
+        (-9).into(),
+        "BADREQ".into(),
+        "SLOTMAP: this server is not a cluster node (started without --cluster)".into(),
+    ])]);
+    assert_eq!(refused, expected);
+    // Nothing of the refused message ran.
+    assert_eq!(
+        msgpack_get(server.addr, "k"),
+        Value::Array(vec![(-2).into()])
+    );
+}
+
+const TIMEOUT: Option<std::time::Duration> = Some(std::time::Duration::from_secs(30));
+
+/// Every key stored on `addr` (one node), by SCAN.
+fn keys_on(addr: SocketAddr) -> Vec<String> {
+    let mut client = Client::connect(addr, TIMEOUT).expect("connect to a node");
+    let keys = client.keys(b"").expect("scan the node");
+    keys.into_iter()
+        .map(|k| String::from_utf8(k).expect("utf-8 key"))
+        .collect()
+}
+
+#[test]
+fn the_cluster_client_routes_each_request_of_a_message_to_its_keys_node_and_keeps_their_order() {
+    let cluster = Cluster::start();
+    // One seed is enough: the map comes from it.
+    let mut client = ClusterClient::connect(&[cluster.addr(1)], TIMEOUT).expect("connect");
+    assert_eq!(client.map().nodes().len(), 3);
+    let keys: Vec<String> = (0..120).map(|i| format!("key:{i}")).collect();
+    for chunk in keys.chunks(12) {
+        // SETs and GETs of keys of every node, interleaved in one message.
+        let mut message = Vec::new();
+        for key in chunk {
+            message.push(Request::Set(key.as_bytes().to_vec(), key.as_str().into()));
+            message.push(Request::Get(key.as_bytes().to_vec()));
+        }
+        message.push(Request::Get(b"never-written".to_vec()));
+        let elements = client.call(&message).expect("routed");
+        let mut expected: Vec<Element> = chunk
+            .iter()
+            .map(|k| Element::Found(k.as_str().into()))
+            .collect();
+        expected.push(Element::NotFound);
+        assert_eq!(elements, expected);
+    }
+    // Each node holds exactly the keys of its own slots.
+    let mut total = 0;
+    for node in 0..3 {
+        let held = keys_on(cluster.addr(node));
+        assert!(
+            held.iter().all(|k| owner(k) == node),
+            "node {node}: {held:?}"
+        );
+        total += held.len();
+    }
+    assert_eq!(total, keys.len());
+    // An ATOMIC batch on one node runs there, across its shards.
+    let home = owner("foo");
+    let neighbour = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) == home && slot_of(k) % 2 != slot_of("foo") % 2)
+        .expect("a key of the node's other shard");
+    let batch = Request::Atomic(vec![
+        Request::Set(b"foo".to_vec(), "1".into()),
+        Request::Set(neighbour.as_bytes().to_vec(), "2".into()),
+        Request::Get(neighbour.as_bytes().to_vec()),
+    ]);
+    assert_eq!(
+        client.call(&[batch]).expect("one node"),
+        [Element::Found("2".into())]
+    );
+    // One spanning nodes is refused before anything is sent.
+    let foreign = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| owner(k) != home)
+        .expect("a key of another node");
+    let spanning = Request::Atomic(vec![
+        Request::Set(b"foo".to_vec(), "changed".into()),
+        Request::Set(foreign.as_bytes().to_vec(), "x".into()),
+    ]);
+    let refused = client.call(&[spanning]).expect_err("two nodes");
+    assert!(matches!(refused, ClientError::Routing(_)), "{refused}");
+    assert_eq!(client.get(b"foo").expect("get"), Some("1".into()));
+    // Keyless requests go to a node by name.
+    let stats = client.node("a").expect("node a").stats().expect("stats");
+    assert_eq!(
+        stats.get("keys").copied(),
+        Some(keys_on(cluster.addr(0)).len() as u64)
+    );
+}
+
+#[test]
+fn a_cluster_client_with_a_stale_map_follows_moved_once_and_learns_the_map() {
+    let cluster = Cluster::start();
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| cluster.addr(i)).collect();
+    // The right addresses with every node's slots given to the next node.
+    let right = cluster_file(&addrs);
+    let rotated: Vec<SocketAddr> = (0..3).map(|i| addrs[(i + 1) % 3]).collect();
+    let stale = ClusterMap::parse(&cluster_file(&rotated), "a").expect("a valid map");
+    let mut client = ClusterClient::with_map(stale, TIMEOUT);
+    let keys: Vec<String> = (0..30).map(|i| format!("key:{i}")).collect();
+    let message: Vec<Request> = keys
+        .iter()
+        .map(|k| Request::Set(k.as_bytes().to_vec(), k.as_str().into()))
+        .collect();
+    assert_eq!(client.call(&message).expect("after MOVED"), []);
+    let truth = ClusterMap::parse(&right, "a").expect("valid");
+    assert_eq!(client.map().nodes(), truth.nodes(), "the map was refreshed");
+    for key in &keys {
+        assert_eq!(
+            client.get(key.as_bytes()).expect("get"),
+            Some(key.as_str().into())
+        );
+        assert!(keys_on(cluster.addr(owner(key))).contains(key));
+    }
+}
+
+#[test]
+fn a_cluster_client_seeded_with_a_standalone_server_says_it_is_not_a_cluster_node() {
+    let server = TestServer::start(1, &[]);
+    let refused = ClusterClient::connect(&[server.addr], TIMEOUT)
+        .err()
+        .expect("no slot map");
+    let text = refused.to_string();
+    assert!(
+        text.contains("BADREQ") && text.contains("not a cluster node"),
+        "{text}"
+    );
+}
+
+/// Runs the load generator with `flags` and `--quiet`.
+fn loadgen(flags: &[&str]) -> Result<corekv_loadgen::Report, corekv_loadgen::RunError> {
+    use clap::Parser;
+    let argv = ["corekv-loadgen", "--quiet"]
+        .into_iter()
+        .chain(flags.iter().copied());
+    let args = corekv_loadgen::Args::parse_from(argv);
+    let config = corekv_loadgen::Config::from_args(&args).expect("valid loadgen flags");
+    corekv_loadgen::run(&config)
+}
+
+/// Each node's STATS figure `name`.
+fn stat_per_node(cluster: &Cluster, name: &str) -> Vec<u64> {
+    (0..3)
+        .map(|node| {
+            let mut client = Client::connect(cluster.addr(node), TIMEOUT).expect("connect");
+            let stats = client.stats().expect("stats");
+            stats.get(name).copied().unwrap_or(0)
+        })
+        .collect()
+}
+
+#[test]
+fn the_load_generator_with_cluster_sends_each_request_to_its_keys_node_without_an_error() {
+    let cluster = Cluster::start();
+    let addr = cluster.addr(2).to_string();
+    let common = ["--addr", addr.as_str(), "--cluster", "--connections", "6"];
+    // Fixed messages of 3 SETs and 3 GETs, each message on one node.
+    let mut flags = common.to_vec();
+    flags.extend([
+        "--messages",
+        "40",
+        "--sets-per-message",
+        "3",
+        "--keys",
+        "3000",
+    ]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    assert_eq!(report.errors, 0);
+    let sets = stat_per_node(&cluster, "sets");
+    assert!(
+        sets.iter().all(|&n| n > 0),
+        "every node was written: {sets:?}"
+    );
+    // A mixed workload with ATOMIC-free random GETs and SETs, pipelined.
+    let mut flags = common.to_vec();
+    flags.extend([
+        "--messages",
+        "40",
+        "--get-ratio",
+        "0.5",
+        "--ops-per-message",
+        "4",
+    ]);
+    flags.extend(["--pipeline", "4", "--keys", "3000"]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    assert_eq!(report.errors, 0);
+    let gets = stat_per_node(&cluster, "gets");
+    assert!(gets.iter().all(|&n| n > 0), "every node was read: {gets:?}");
+    // ATOMIC batches of one node's keys.
+    let mut flags = common.to_vec();
+    flags.extend(["--messages", "20", "--atomic-keys", "4", "--keys", "3000"]);
+    let report = loadgen(&flags).expect("the run takes place");
+    assert!(report.passed(), "{}", report.to_text());
+    let commits = stat_per_node(&cluster, "atomic_commits");
+    assert!(
+        commits.iter().all(|&n| n > 0),
+        "every node ran batches: {commits:?}"
+    );
+}
+
+#[test]
+fn the_load_generator_with_cluster_against_a_standalone_server_says_it_is_not_a_cluster_node() {
+    let server = TestServer::start(1, &[]);
+    let addr = server.addr.to_string();
+    let refused =
+        loadgen(&["--addr", &addr, "--cluster", "--messages", "1"]).expect_err("no slot map");
+    let text = refused.to_string();
+    assert!(
+        text.contains("--cluster") && text.contains("not a cluster node"),
+        "{text}"
     );
 }

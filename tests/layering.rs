@@ -6,7 +6,8 @@
 //!   ← ids, entry, net
 //!   ← proto ← table ← log ← shard ← txn ← metrics ← cluster ← config ← datadir ← server
 //!   ← backup ← http
-//! client ← cli                    (the client side: uses proto and ids only)
+//! client ← cli                    (the client side: uses proto and ids, and
+//!                                  the cluster client slot and cluster)
 //! ```
 //!
 //! A module may use any module of a lower layer, never one of its own layer
@@ -44,9 +45,11 @@ const LAYERS: &[&[&str]] = &[
 
 /// Modules beside the server's layers, and everything each may use: the
 /// portable client library and the CLI built on it know the wire model and
-/// the ids, nothing of the server (and no server module uses them).
+/// the ids, nothing of the server (and no server module uses them). The
+/// cluster client also routes by hash slot with the cluster map, which uses
+/// only `slot` and the wire model itself.
 const CLIENT_SIDE: &[(&str, &[&str])] = &[
-    ("client", &["ids", "proto"]),
+    ("client", &["ids", "proto", "slot", "cluster"]),
     ("cli", &["ids", "proto", "client"]),
 ];
 

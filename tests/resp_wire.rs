@@ -206,6 +206,29 @@ fn multi_exec_runs_as_one_unit_and_watch_aborts_on_a_changed_key() {
 }
 
 #[test]
+fn unwatch_forgets_the_watched_keys_so_exec_runs_after_they_changed() {
+    let server = TestServer::start(2, &[]);
+    let mut s = connect(server.addr);
+    let mut other = connect(server.addr);
+    assert_exchange(&mut s, &command(&[b"WATCH", b"k"]), b"+OK\r\n");
+    assert_exchange(&mut other, &command(&[b"SET", b"k", b"1"]), b"+OK\r\n");
+    assert_exchange(&mut s, &command(&[b"UNWATCH"]), b"+OK\r\n");
+    let block = [
+        command(&[b"MULTI"]),
+        command(&[b"SET", b"k", b"2"]),
+        command(&[b"UNWATCH"]),
+        command(&[b"EXEC"]),
+    ]
+    .concat();
+    assert_exchange(
+        &mut s,
+        &block,
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n",
+    );
+    assert_exchange(&mut s, &command(&[b"GET", b"k"]), b"$1\r\n2\r\n");
+}
+
+#[test]
 fn hostile_resp_gets_a_protocol_error_and_the_connection_closes() {
     let server = TestServer::start(2, &["--max-frame-bytes", "4096", "--max-key-bytes", "1024"]);
     let cases: [&[u8]; 6] = [

@@ -217,6 +217,13 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub server_shards: Option<usize>,
 
+    /// --addr is a node of a corekv cluster: ask it for the slot map, spread
+    /// the connections over every node (connection i on node i mod nodes) and
+    /// give each connection only keys its node owns, so every request goes
+    /// to its key's node.
+    #[arg(long)]
+    pub cluster: bool,
+
     /// Mixed workload: each request is a GET with this probability, else a write
     /// (PUTV with --putv-ratio, else SET), on a key drawn by --distribution.
     #[arg(long)]
@@ -358,6 +365,9 @@ pub struct Config {
     pub show_progress: bool,
     /// Namespace of this run's fresh keys (`--write-op putv-new`).
     pub fresh_prefix: [u8; 4],
+    /// `--cluster`: connections spread over the nodes of the cluster `addr`
+    /// belongs to, each using only its node's keys.
+    pub cluster: bool,
 }
 
 impl Config {
@@ -390,6 +400,7 @@ impl Config {
             reply_timeout: Duration::from_millis(args.reply_timeout_ms),
             show_progress: !args.quiet,
             fresh_prefix: keys::fresh_prefix(run_nonce()),
+            cluster: args.cluster,
         };
         config.validate(args)?;
         Ok(config)
@@ -427,6 +438,9 @@ impl Config {
         }
         if self.value_bytes > MAX_VALUE_BYTES {
             return Err(ConfigError::ValueBytes(self.value_bytes));
+        }
+        if self.cluster {
+            self.validate_cluster()?;
         }
         match &self.workload {
             Workload::Fixed { shape, placement } => self.validate_fixed(shape, *placement),
@@ -474,6 +488,29 @@ impl Config {
         }
         let per_message = u64::from(shape.writes.max(1));
         self.validate_keys(u64::from(self.nr_connections) * per_message)
+    }
+
+    /// `--cluster` picks each connection's keys among its partition's: the
+    /// workloads whose keys are not drawn from a partition cannot follow.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        match &self.workload {
+            Workload::Fixed {
+                placement: Some(_), ..
+            } => combination(
+                "--cluster and --placement both choose the keys: pick one (a cluster node \
+                 deals slots to its shards, not keys)"
+                    .into(),
+            ),
+            Workload::Fixed { shape, .. }
+                if shape.write_op == WriteOp::PutvNew && shape.writes > 0 =>
+            {
+                combination("--cluster needs owned keys, not --write-op putv-new".into())
+            }
+            Workload::Increments => combination(
+                "--cluster: the increments workload's one counter lives on one node".into(),
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// Fresh keys carry the connection in the bits above 32 of their index.
@@ -896,6 +933,24 @@ mod tests {
             parse(&["--putv-ratio", "0.5"]).is_err(),
             "mix flags need --get-ratio"
         );
+    }
+
+    #[test]
+    fn cluster_runs_take_workloads_whose_keys_come_from_a_partition() {
+        let refused = |flags: &[&str]| {
+            let argv = ["corekv-loadgen", "--cluster"].iter().chain(flags);
+            let args = Args::parse_from(argv);
+            Config::from_args(&args).expect_err("refused").to_string()
+        };
+        let placement = ["--placement", "one-shard", "--server-shards", "2"];
+        assert!(refused(&placement).contains("--placement"));
+        assert!(refused(&["--preset", "concave-put-1"]).contains("putv-new"));
+        assert!(refused(&["--preset", "concave-increments"]).contains("counter"));
+        for flags in [&["--get-ratio", "0.5"][..], &["--atomic-keys", "3"], &[]] {
+            let argv = ["corekv-loadgen", "--cluster"].iter().chain(flags);
+            let config = Config::from_args(&Args::parse_from(argv)).expect("a cluster run");
+            assert!(config.cluster);
+        }
     }
 
     #[test]

@@ -32,6 +32,14 @@
 //!   messages alternate between shards (for a connection that lands on shard 0
 //!   of a 2-shard server, every other ATOMIC batch is local, the rest forwarded);
 //! - `spread`: key `j` on shard `j % N`, so every message touches every shard.
+//!
+//! # A cluster node's keys (`--cluster`)
+//!
+//! Against a corekv cluster each connection talks to one node and keeps, of
+//! its partition, only the keys whose hash slot that node owns
+//! ([`ConnKeys::on_node`]): every request then goes to its key's node, and
+//! a message never spans nodes. The workloads draw positions `0..owned_len()`
+//! and name the key at each with [`ConnKeys::owned`].
 
 use corekv::ids::Router;
 
@@ -157,6 +165,8 @@ pub struct ConnKeys {
     start: u64,
     placement: Option<Placement>,
     by_shard: Vec<Vec<u64>>,
+    /// `--cluster`: the partition's keys that the connection's node owns.
+    on_node: Option<Vec<u64>>,
     /// Namespace of this run's fresh keys.
     pub fresh_prefix: [u8; 4],
 }
@@ -173,6 +183,7 @@ impl ConnKeys {
             start: mix(seed ^ 0x6b65_7973, conn) % len,
             placement: None,
             by_shard: Vec::new(),
+            on_node: None,
             fresh_prefix: fresh_prefix(0),
         }
     }
@@ -213,9 +224,55 @@ impl ConnKeys {
         Ok(self)
     }
 
+    /// Keeps only the partition's keys (named with `prefix`) that `owns`
+    /// accepts: those of the connection's cluster node. At least `needed`
+    /// must remain (the keys of one message).
+    pub fn on_node(
+        mut self,
+        prefix: &[u8; 4],
+        key_bytes: usize,
+        needed: u64,
+        owns: impl Fn(&[u8]) -> bool,
+    ) -> Result<ConnKeys, String> {
+        let mut key = vec![0u8; key_bytes];
+        let kept: Vec<u64> = (self.base..self.base + self.len)
+            .filter(|&index| {
+                write_key(prefix, index, &mut key);
+                owns(&key)
+            })
+            .collect();
+        if (kept.len() as u64) < needed {
+            return Err(format!(
+                "connection {}: only {} of its {} keys are on its cluster node, but each \
+                 message needs {needed}; raise --keys",
+                self.conn,
+                kept.len(),
+                self.len
+            ));
+        }
+        self.on_node = Some(kept);
+        Ok(self)
+    }
+
     /// First index and length of the partition.
     pub fn partition(&self) -> (u64, u64) {
         (self.base, self.len)
+    }
+
+    /// How many keys the connection uses: its partition, or with `--cluster`
+    /// the part of it its node owns.
+    pub fn owned_len(&self) -> u64 {
+        self.on_node
+            .as_ref()
+            .map_or(self.len, |keys| keys.len() as u64)
+    }
+
+    /// The index of the connection's key at `pos` (below [`Self::owned_len`]).
+    pub fn owned(&self, pos: u64) -> u64 {
+        match &self.on_node {
+            Some(keys) => keys[pos as usize],
+            None => self.base + pos,
+        }
     }
 
     /// Index of the `i`-th of the `per_message` keys message `message` uses.
@@ -224,8 +281,9 @@ impl ConnKeys {
     pub fn key(&self, message: u64, per_message: u64, i: u64) -> u64 {
         match self.placement {
             None => {
-                let pos = (self.start + message.wrapping_mul(per_message) + i) % self.len;
-                self.base + pos
+                let len = self.owned_len();
+                let pos = (self.start % len + message.wrapping_mul(per_message) + i) % len;
+                self.owned(pos)
             }
             Some(Placement::OneShard) => {
                 let shard = (self.conn + message) as usize % self.by_shard.len();

@@ -242,7 +242,8 @@ pub struct Mix {
     spec: MixSpec,
     encoder: Encoder,
     seed: u64,
-    base: u64,
+    /// The connection's keys: position → key index.
+    keys: ConnKeys,
     sampler: KeySampler,
     rng: Rng,
     /// Per partition position: seed of the value the key holds, and its version.
@@ -262,15 +263,17 @@ impl Mix {
         value_bytes: usize,
         seed: u64,
     ) -> Mix {
-        let (base, len) = keys.partition();
+        let len = keys.owned_len();
         Mix {
             spec,
             encoder: Encoder::new(protocol, key_bytes, value_bytes).with_set_ttl(spec.set_ttl_ms),
             seed,
-            base,
+            keys: keys.clone(),
             sampler: KeySampler::new(spec.distribution, len, spec.zipf_theta),
             rng: Rng::new(mix(seed, keys.conn)),
-            values: (base..base + len).map(|k| prefill_value(seed, k)).collect(),
+            values: (0..len)
+                .map(|pos| prefill_value(seed, keys.owned(pos)))
+                .collect(),
             versions: vec![1; len as usize],
             ops: Vec::with_capacity(spec.ops as usize),
         }
@@ -297,7 +300,7 @@ impl Script for Mix {
             .encoder
             .begin(out, expected, self.spec.ops, results as u32);
         for (i, &(kind, pos)) in self.ops.iter().enumerate() {
-            let (index, slot) = (self.base + pos, pos as usize);
+            let (index, slot) = (self.keys.owned(pos), pos as usize);
             if kind == Kind::Get {
                 self.encoder.get(out, expected, index, self.values[slot]);
                 continue;
@@ -329,7 +332,7 @@ impl Script for Mix {
 pub struct Prefill {
     encoder: Encoder,
     seed: u64,
-    base: u64,
+    keys: ConnKeys,
     len: u64,
 }
 
@@ -341,12 +344,11 @@ impl Prefill {
         value_bytes: usize,
         seed: u64,
     ) -> Prefill {
-        let (base, len) = keys.partition();
         Prefill {
             encoder: Encoder::new(protocol, key_bytes, value_bytes),
             seed,
-            base,
-            len,
+            keys: keys.clone(),
+            len: keys.owned_len(),
         }
     }
 
@@ -364,7 +366,7 @@ impl Script for Prefill {
             Protocol::Resp => keys,
         };
         let frames = self.encoder.begin(out, expected, requests, keys);
-        for index in self.base + first..self.base + first + u64::from(keys) {
+        for index in (first..first + u64::from(keys)).map(|pos| self.keys.owned(pos)) {
             let value = prefill_value(self.seed, index);
             match self.encoder.protocol {
                 Protocol::Msgpack => {

@@ -48,6 +48,9 @@ pub struct WorkloadReport {
     pub value_bytes: usize,
     pub fixed: Option<FixedReport>,
     pub mix: Option<MixReport>,
+    /// `--cluster`: connections spread over the cluster's nodes, each request
+    /// sent to its key's node.
+    pub cluster: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,8 +307,13 @@ fn describe(w: &WorkloadReport) -> String {
     } else {
         "GETV then PUTV(value + 1) of one shared counter".to_owned()
     };
+    let spread = if w.cluster {
+        " over the cluster's nodes"
+    } else {
+        ""
+    };
     format!(
-        "{} connections on {} thread(s) × {span} of {what}, pipeline {}{rate}, {} keys of {} B, {} B values, seed {}",
+        "{} connections{spread} on {} thread(s) × {span} of {what}, pipeline {}{rate}, {} keys of {} B, {} B values, seed {}",
         w.connections, w.threads, w.pipeline, w.keys, w.key_bytes, w.value_bytes, w.seed
     )
 }
@@ -359,6 +367,7 @@ fn workload(config: &Config) -> WorkloadReport {
         value_bytes: config.value_bytes,
         fixed,
         mix,
+        cluster: config.cluster,
     }
 }
 
@@ -459,6 +468,7 @@ mod tests {
         assert_eq!(
             keys(&json["workload"]),
             [
+                "cluster",
                 "connections",
                 "duration_s",
                 "fixed",

@@ -4,8 +4,9 @@
 //!
 //! Phases:
 //! 1. Set-up, in the calling thread: every connection's keys (routed and
-//!    bucketed by shard for `--placement`); the shared counter reset
-//!    (increments workload).
+//!    bucketed by shard for `--placement`; with `--cluster`, the node each
+//!    connection talks to, from the slot map `--addr` answers, and the keys
+//!    that node owns); the shared counter reset (increments workload).
 //! 2. Per executor: connect all its connections and prefill their keys (mixed
 //!    workloads; untimed); wait at a start gate until every executor is ready;
 //!    drive them all to completion. The run's elapsed time is from the first
@@ -16,17 +17,20 @@
 use crate::config::{Config, Workload};
 use crate::connection::{self, Job, Outcome, Span};
 use crate::increments::{self, Increments};
-use crate::keys::{ConnKeys, PlacementSpec};
+use crate::keys::{ConnKeys, PlacementSpec, OWNED_PREFIX};
 use crate::mix::{Mix, Prefill};
 use crate::progress::{Printer, Progress};
 use crate::report::{Report, Totals};
 use crate::script::Script;
 use crate::workload::{Fixed, FixedTemplates};
+use corekv::client::ClusterClient;
+use corekv::cluster::ClusterMap;
 use corekv::net::ring::NetRing;
 use corekv::net::stream::NetStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -83,12 +87,20 @@ impl StartGate {
     }
 }
 
+/// Where one connection goes and which keys it uses.
+#[derive(Debug, Clone)]
+struct ConnPlan {
+    keys: ConnKeys,
+    /// `--addr`, or with `--cluster` the connection's node.
+    addr: SocketAddr,
+}
+
 /// Runs the workload and reports what happened. Mismatches and failed
 /// connections are in the report, not errors: see [`Report::passed`].
 pub fn run(config: &Config) -> Result<Report, RunError> {
     let mut per_thread = vec![Vec::new(); config.nr_threads];
-    for keys in connection_keys(config)? {
-        per_thread[keys.conn as usize % config.nr_threads].push(keys);
+    for plan in connection_plans(config)? {
+        per_thread[plan.keys.conn as usize % config.nr_threads].push(plan);
     }
     if config.workload == Workload::Increments {
         increments::reset(config.addr, config.key_bytes, config.reply_timeout)
@@ -131,6 +143,48 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
     Ok(Report::new(config, totals))
 }
 
+/// Every connection's keys, placed on shards if asked, and its address.
+fn connection_plans(config: &Config) -> Result<Vec<ConnPlan>, RunError> {
+    let keys = connection_keys(config)?;
+    if !config.cluster {
+        let plan = |keys| ConnPlan {
+            keys,
+            addr: config.addr,
+        };
+        return Ok(keys.into_iter().map(plan).collect());
+    }
+    let map = ClusterClient::connect(&[config.addr], Some(config.reply_timeout))
+        .map_err(|e| {
+            RunError::Setup(format!(
+                "--cluster: cannot get the slot map from {}: {e}",
+                config.addr
+            ))
+        })?
+        .map()
+        .clone();
+    keys.into_iter()
+        .map(|keys| on_node(config, &map, keys))
+        .collect()
+}
+
+/// Connection `keys.conn` goes to node `conn mod nodes` and keeps the keys
+/// of its partition that node owns.
+fn on_node(config: &Config, map: &ClusterMap, keys: ConnKeys) -> Result<ConnPlan, RunError> {
+    let node = &map.nodes()[keys.conn as usize % map.nodes().len()];
+    let (prefix, needed) = match &config.workload {
+        Workload::Fixed { shape, .. } => (shape.partition_prefix(), shape.keys_per_message()),
+        _ => (OWNED_PREFIX, 1),
+    };
+    let owns = |key: &[u8]| map.owner(corekv::slot::key_slot(key)).name == node.name;
+    let keys = keys
+        .on_node(&prefix, config.key_bytes, needed, owns)
+        .map_err(RunError::Setup)?;
+    Ok(ConnPlan {
+        keys,
+        addr: node.addr,
+    })
+}
+
 /// Every connection's keys, placed on shards if asked.
 fn connection_keys(config: &Config) -> Result<Vec<ConnKeys>, RunError> {
     let nr_conns = u64::from(config.nr_connections);
@@ -162,7 +216,7 @@ fn connection_keys(config: &Config) -> Result<Vec<ConnKeys>, RunError> {
 fn run_thread(
     index: usize,
     config: Config,
-    keys: Vec<ConnKeys>,
+    keys: Vec<ConnPlan>,
     progress: Arc<Progress>,
     gate: &StartGate,
 ) -> Result<ThreadResult, RunError> {
@@ -184,7 +238,7 @@ type Prepared = Result<(NetStream, Box<dyn Script>), String>;
 
 async fn run_connections(
     config: Rc<Config>,
-    keys: Vec<ConnKeys>,
+    keys: Vec<ConnPlan>,
     progress: Arc<Progress>,
     gate: &StartGate,
 ) -> ThreadResult {
@@ -214,12 +268,12 @@ async fn run_connections(
         }
         _ => None,
     };
-    let ids: Vec<u64> = keys.iter().map(|k| k.conn).collect();
+    let ids: Vec<u64> = keys.iter().map(|k| k.keys.conn).collect();
     let preparing: Vec<_> = keys
         .into_iter()
-        .map(|keys| {
-            let script = script(&config, templates.clone(), &keys);
-            let prepared = prepare(config.clone(), prefill.clone(), keys, script, ring.clone());
+        .map(|plan| {
+            let script = script(&config, templates.clone(), &plan.keys);
+            let prepared = prepare(config.clone(), prefill.clone(), plan, script, ring.clone());
             glommio::spawn_local(prepared)
         })
         .collect();
@@ -277,16 +331,25 @@ fn script(
 async fn prepare(
     config: Rc<Config>,
     prefill: Option<Rc<Job>>,
-    keys: ConnKeys,
+    plan: ConnPlan,
     script: Box<dyn Script>,
     ring: Rc<NetRing>,
 ) -> Prepared {
+    let ConnPlan { keys, addr } = plan;
     let id = keys.conn;
-    let mut stream = NetStream::connect(config.addr, config.reply_timeout, ring)
-        .map_err(|e| format!("connection {id}: cannot connect to {}: {e}", config.addr))?;
-    if let Some(job) = prefill {
+    let mut stream = NetStream::connect(addr, config.reply_timeout, ring)
+        .map_err(|e| format!("connection {id}: cannot connect to {addr}: {e}"))?;
+    if let Some(mut job) = prefill {
         let c = &config;
         let mut filler = Prefill::new(c.protocol, &keys, c.key_bytes, c.value_bytes, c.seed);
+        // With --cluster a connection keeps only its node's keys, so its
+        // prefill is shorter than the partition's.
+        if filler.messages() != c.prefill_messages() {
+            job = Rc::new(Job {
+                span: Span::Messages(filler.messages()),
+                ..prefill_job(c, job.progress.clone())
+            });
+        }
         let outcome = connection::drive(&job, id, &mut filler, &mut stream, Instant::now()).await;
         if let Some(failure) = outcome.failure {
             return Err(format!("prefill failed: {failure}"));

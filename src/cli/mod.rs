@@ -71,6 +71,7 @@ impl From<ClientError> for CliError {
             ClientError::Io(e) => CliError::Io(e),
             ClientError::Protocol(m) => CliError::Protocol(m),
             ClientError::Server { code, message } => CliError::Server { code, message },
+            routing @ ClientError::Routing(_) => CliError::Usage(routing.to_string()),
         }
     }
 }

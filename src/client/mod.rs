@@ -6,6 +6,13 @@
 //! caller can pipeline many messages before reading. The client is only the
 //! I/O: the messages, [`Request`]s and reply [`Element`]s, and their encoding
 //! are the protocol's (`proto::message`, re-exported here).
+//!
+//! [`ClusterClient`] (`cluster`) is the cluster-aware client: one [`Client`]
+//! per node, each request sent to the node owning its key's hash slot.
+
+mod cluster;
+
+pub use cluster::{plan_message, ClusterClient, NodeGroup};
 
 use crate::proto::frame::LEN_PREFIX_BYTES;
 use rmpv::Value;
@@ -30,6 +37,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("server error {code}: {message}")]
     Server { code: String, message: String },
+    /// A cluster client cannot send the request to one node: an ATOMIC
+    /// batch whose keys are on several nodes, or a request with no key.
+    #[error("cannot route: {0}")]
+    Routing(String),
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;

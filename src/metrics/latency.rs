@@ -47,6 +47,7 @@ pub enum Family {
     Delete,
     /// ATOMIC (one request, however many it holds).
     Atomic,
+    /// STATS and SLOTMAP: requests about the node, not a key.
     Stats,
     /// A message refused whole (it does not decode or validate).
     Other,
@@ -74,6 +75,7 @@ impl Family {
             OpKind::Del | OpKind::Rm | OpKind::Flush => Family::Delete,
             OpKind::Atomic => Family::Atomic,
             OpKind::Stats => Family::Stats,
+            OpKind::SlotMap => Family::Stats,
         }
     }
 

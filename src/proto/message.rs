@@ -15,13 +15,25 @@
 
 use super::frame::{begin_frame, finish_frame};
 use super::reply;
+use crate::slot::SlotRange;
 use rmpv::Value;
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 /// A reply that is not what the protocol allows.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct MalformedReply(pub String);
+
+/// One node of a cluster: its name, the address its clients use (and MOVED
+/// names), and the hash slots it owns — as the cluster file lists it
+/// (`crate::cluster`) and SLOTMAP's element carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterNode {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub slots: Vec<SlotRange>,
+}
 
 /// One request of a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +46,8 @@ pub enum Request {
     PutV(Vec<u8>, Value, u64),
     Rm(Vec<u8>),
     Stats,
+    /// `[24]`: a cluster node's slot map ([`Element::SlotMap`]).
+    SlotMap,
     /// `[16, K, V, ttl_ms]`: SET that expires `ttl_ms` from now.
     SetTtl(Vec<u8>, Value, u64),
     /// `[17, K, ttl_ms]`: the key expires `ttl_ms` from now (0: at once).
@@ -110,9 +124,45 @@ pub enum Element {
     Integer(i64),
     /// `[-9, CODE, message]`
     Error { code: String, message: String },
+    /// `[-10, me, [[name, "ip:port", [[first, last]…]]…]]`: SLOTMAP's answer,
+    /// every node of the cluster with its slots, and the name of the node
+    /// that answered.
+    SlotMap {
+        answered_by: String,
+        nodes: Vec<ClusterNode>,
+    },
 }
 
 impl Request {
+    /// The keys the request names, in order: an ATOMIC's are its body's
+    /// (nested batches' included); none for STATS, SLOTMAP and SCAN.
+    pub fn keys(&self) -> Vec<&[u8]> {
+        let mut keys = Vec::new();
+        self.collect_keys(&mut keys);
+        keys
+    }
+
+    fn collect_keys<'r>(&'r self, keys: &mut Vec<&'r [u8]>) {
+        match self {
+            Request::Get(k)
+            | Request::Set(k, _)
+            | Request::Del(k)
+            | Request::GetV(k)
+            | Request::PutV(k, ..)
+            | Request::Rm(k)
+            | Request::SetTtl(k, ..)
+            | Request::Expire(k, _)
+            | Request::Ttl(k)
+            | Request::Persist(k)
+            | Request::ExpireAt(k, _)
+            | Request::SetKeepTtl(k, _)
+            | Request::ExpireTime(k)
+            | Request::SetAt(k, ..) => keys.push(k),
+            Request::Atomic(body) => body.iter().for_each(|r| r.collect_keys(keys)),
+            Request::Stats | Request::SlotMap | Request::Scan { .. } => {}
+        }
+    }
+
     /// The request as a msgpack value.
     pub fn to_value(&self) -> Value {
         let bin = |k: &[u8]| Value::Binary(k.to_vec());
@@ -128,6 +178,7 @@ impl Request {
             Request::PutV(k, v, version) => vec![5.into(), bin(k), v.clone(), (*version).into()],
             Request::Rm(k) => vec![6.into(), bin(k)],
             Request::Stats => vec![7.into()],
+            Request::SlotMap => vec![24.into()],
             Request::SetTtl(k, v, ttl_ms) => vec![16.into(), bin(k), v.clone(), (*ttl_ms).into()],
             Request::Expire(k, ttl_ms) => vec![17.into(), bin(k), (*ttl_ms).into()],
             Request::Ttl(k) => vec![18.into(), bin(k)],
@@ -210,6 +261,13 @@ fn decode_element(element: Value) -> Result<Element, MalformedReply> {
         (reply::TAG_STATS, 2) => {
             Element::Stats(decode_stats(&items[1]).ok_or_else(|| bad(&element))?)
         }
+        (reply::TAG_SLOT_MAP, 3) => Element::SlotMap {
+            answered_by: items[1].as_str().ok_or_else(|| bad(&element))?.to_owned(),
+            nodes: items[2]
+                .as_array()
+                .and_then(|nodes| nodes.iter().map(decode_node).collect())
+                .ok_or_else(|| bad(&element))?,
+        },
         (reply::TAG_ERROR, 3) => Element::Error {
             code: items[1].as_str().ok_or_else(|| bad(&element))?.to_owned(),
             message: items[2]
@@ -229,6 +287,26 @@ fn key_bytes(key: &Value) -> Option<Vec<u8>> {
         Value::String(text) => Some(text.as_bytes().to_vec()),
         _ => None,
     }
+}
+
+/// `[name, "ip:port", [[first, last]…]]` of a SLOTMAP element.
+fn decode_node(node: &Value) -> Option<ClusterNode> {
+    let [name, addr, slots] = node.as_array()?.as_slice() else {
+        return None;
+    };
+    let slot = |n: &Value| n.as_u64().and_then(|n| u16::try_from(n).ok());
+    let range = |pair: &Value| match pair.as_array()?.as_slice() {
+        [first, last] => Some(SlotRange {
+            first: slot(first)?,
+            last: slot(last)?,
+        }),
+        _ => None,
+    };
+    Some(ClusterNode {
+        name: name.as_str()?.to_owned(),
+        addr: addr.as_str()?.parse().ok()?,
+        slots: slots.as_array()?.iter().map(range).collect::<Option<_>>()?,
+    })
 }
 
 fn decode_stats(map: &Value) -> Option<BTreeMap<String, u64>> {
@@ -275,6 +353,59 @@ mod tests {
             bytes,
             [0, 0, 0, 0, 0, 0, 0, 6, 0x91, 0x92, 0x00, 0xc4, 0x01, b'k']
         );
+    }
+
+    #[test]
+    fn a_slot_map_element_decodes_to_its_nodes_and_the_node_that_answered() {
+        let nodes = vec![
+            ClusterNode {
+                name: "a".into(),
+                addr: "127.0.0.1:7001".parse().expect("addr"),
+                slots: vec![SlotRange {
+                    first: 0,
+                    last: 8000,
+                }],
+            },
+            ClusterNode {
+                name: "b".into(),
+                addr: "127.0.0.1:7002".parse().expect("addr"),
+                slots: vec![
+                    SlotRange {
+                        first: 8001,
+                        last: 16000,
+                    },
+                    SlotRange {
+                        first: 16001,
+                        last: 16383,
+                    },
+                ],
+            },
+        ];
+        let mut body = Vec::new();
+        reply::write_array_len(&mut body, 1);
+        reply::write_slot_map(&mut body, "b", &nodes);
+        let decoded = decode_reply(&body).expect("valid reply");
+        assert_eq!(
+            decoded,
+            [Element::SlotMap {
+                answered_by: "b".into(),
+                nodes
+            }]
+        );
+        assert_eq!(Request::SlotMap.to_value().to_string(), "[24]");
+        // A slot past u16 or an address that is not ip:port is malformed.
+        let bad = rmpv::Value::Array(vec![rmpv::Value::Array(vec![
+            (-10).into(),
+            "a".into(),
+            rmpv::Value::Array(vec![rmpv::Value::Array(vec![
+                "a".into(),
+                "nowhere".into(),
+                rmpv::Value::Array(vec![]),
+            ])]),
+        ])]);
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &bad).expect("encode");
+        assert!(decode_reply(&bytes).is_err());
     }
 
     #[test]

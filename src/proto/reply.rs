@@ -6,6 +6,7 @@
 //! [-3, V, version]   GETV found              [-6, {name: integer}]   STATS
 //! [-7, next, [K…]]  SCAN                   [-8, n]    a signed integer: INCRBY, TTL
 //!                   [-9, CODE, message]  error
+//! [-10, me, [[name, "ip:port", [[first, last]…]]…]]   SLOTMAP: the cluster's nodes
 //! ```
 //!
 //! Values are written back exactly as they arrived (they are stored as raw
@@ -24,6 +25,7 @@ pub const TAG_STATS: i8 = -6;
 pub const TAG_KEYS: i8 = -7;
 pub const TAG_INTEGER: i8 = -8;
 pub const TAG_ERROR: i8 = -9;
+pub const TAG_SLOT_MAP: i8 = -10;
 
 /// Starts SCAN's `[-7, next_position, [K…]]`: the keys follow as bin.
 pub fn write_keys_header(out: &mut Vec<u8>, next_position: u64, nr_keys: u32) {
@@ -220,6 +222,26 @@ pub fn write_stats<'a>(out: &mut Vec<u8>, entries: impl ExactSizeIterator<Item =
     for (name, value) in entries {
         write_str(out, name);
         write_uint(out, value);
+    }
+}
+
+/// `[-10, me, [[name, "ip:port", [[first, last]…]]…]]`: SLOTMAP, the
+/// cluster's nodes as the node named `me` sees them.
+pub fn write_slot_map(out: &mut Vec<u8>, me: &str, nodes: &[super::message::ClusterNode]) {
+    out.push(0x93);
+    write_tag(out, TAG_SLOT_MAP);
+    write_str(out, me);
+    write_array_len(out, nodes.len() as u32);
+    for node in nodes {
+        out.push(0x93);
+        write_str(out, &node.name);
+        write_str(out, &node.addr.to_string());
+        write_array_len(out, node.slots.len() as u32);
+        for range in &node.slots {
+            out.push(0x92);
+            write_uint(out, u64::from(range.first));
+            write_uint(out, u64::from(range.last));
+        }
     }
 }
 

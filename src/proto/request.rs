@@ -17,6 +17,7 @@
 //! [19, K]            PERSIST    [20, K, unix_ms]   EXPIREAT
 //! [21, K, V]         SET keeping the deadline (KEEPTTL)
 //! [22, K]            EXPIRETIME [23, K, V, unix_ms] SET with a deadline
+//! [24]               SLOTMAP: a cluster node's slot map
 //! ```
 //!
 //! [`decode_message`] validates a whole message before anything runs: if any
@@ -94,6 +95,9 @@ pub enum OpKind {
     SetKeepTtl = 21,
     ExpireTime = 22,
     SetAt = 23,
+    /// A cluster node's map of nodes and their slots, answered by the node
+    /// itself (no shard runs it).
+    SlotMap = 24,
 }
 
 impl OpKind {
@@ -114,6 +118,7 @@ impl OpKind {
             12 => OpKind::Append,
             13 => OpKind::IncrByFloat,
             16..=23 => return OpKind::expiry_from_opcode(opcode),
+            24 => OpKind::SlotMap,
             _ => return None,
         };
         Some(kind)
@@ -138,7 +143,7 @@ impl OpKind {
     /// Elements in the request array, opcode included.
     fn arity(self) -> u64 {
         match self {
-            OpKind::Stats => 1,
+            OpKind::Stats | OpKind::SlotMap => 1,
             OpKind::Get | OpKind::Del | OpKind::GetV | OpKind::Rm | OpKind::Atomic => 2,
             OpKind::Ttl | OpKind::Persist | OpKind::ExpireTime => 2,
             OpKind::Set | OpKind::Expire | OpKind::ExpireAt | OpKind::SetKeepTtl => 3,
@@ -174,6 +179,7 @@ impl OpKind {
             OpKind::SetKeepTtl => "SETKEEPTTL",
             OpKind::ExpireTime => "EXPIRETIME",
             OpKind::SetAt => "SETAT",
+            OpKind::SlotMap => "SLOTMAP",
         }
     }
 
@@ -219,7 +225,8 @@ impl OpKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Op {
     pub kind: OpKind,
-    /// The key's payload bytes (the str/bin header excluded); empty for STATS.
+    /// The key's payload bytes (the str/bin header excluded); empty for STATS
+    /// and SLOTMAP.
     pub key: Span,
     /// The value's complete msgpack encoding for SET and PUTV; APPEND's suffix
     /// bytes (its payload, without the str/bin header); empty otherwise.
@@ -350,10 +357,10 @@ fn decode_nested(
     };
     match kind {
         OpKind::Atomic => return decode_atomic(cursor, limits, out, depth, raw_start),
-        OpKind::Stats | OpKind::Scan | OpKind::Flush if depth > 0 => {
+        OpKind::Stats | OpKind::SlotMap | OpKind::Scan | OpKind::Flush if depth > 0 => {
             return Err(bad_req(format!("{} cannot run inside ATOMIC", kind.name())))
         }
-        OpKind::Stats => {}
+        OpKind::Stats | OpKind::SlotMap => {}
         OpKind::Scan | OpKind::Flush => decode_shard_target(cursor, limits, kind, &mut op)?,
         _ => op.key = read_key(cursor, limits)?,
     }
@@ -409,7 +416,7 @@ fn read_header(cursor: &mut Cursor) -> Result<OpKind, RequestError> {
         .read_int()
         .map_err(|_| bad_req("the opcode must be an integer"))?;
     let kind = OpKind::from_opcode(opcode)
-        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13, 16-23)")))?;
+        .ok_or_else(|| bad_req(format!("unknown opcode {opcode} (known: 0-13, 16-24)")))?;
     if len != kind.arity() {
         return Err(bad_req(format!(
             "{} takes {} elements including the opcode, got {len}",
@@ -604,6 +611,7 @@ mod tests {
             req(vec![21.into(), "k12".into(), "v".into()]),
             req(vec![22.into(), "k13".into()]),
             req(vec![23.into(), "k14".into(), "v".into(), 5.into()]),
+            req(vec![24.into()]),
         ]);
         let (bytes, ops) = decode(&message).expect("valid");
         let kinds: Vec<_> = ops.iter().map(|op| op.kind).collect();
@@ -612,7 +620,7 @@ mod tests {
             kinds,
             [
                 Get, Set, Del, GetV, PutV, Rm, Stats, SetTtl, Expire, Ttl, Persist, ExpireAt,
-                SetKeepTtl, ExpireTime, SetAt
+                SetKeepTtl, ExpireTime, SetAt, SlotMap
             ]
         );
         assert_eq!(ops[11].expiry_ms, 1_700_000_000_000);
@@ -720,7 +728,15 @@ mod tests {
                 ErrorCode::BadReq,
             ),
             (
+                req(vec![req(vec![25.into(), "k".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
                 req(vec![req(vec![24.into(), "k".into()])]),
+                ErrorCode::BadReq,
+            ),
+            (
+                req(vec![req(vec![3.into(), req(vec![req(vec![24.into()])])])]),
                 ErrorCode::BadReq,
             ),
             (

@@ -10,7 +10,8 @@
 //!    with `MOVED "<slot> <ip:port>"` naming the owner (every protocol's
 //!    requests pass here, so this is the one place that check is made).
 //! 2. Route each request: owned here, owned by shard j (its bytes are appended to
-//!    the batch for j), or STATS (every shard reports its share).
+//!    the batch for j), STATS (every shard reports its share), or SLOTMAP
+//!    (the round answers it from the cluster map; no shard takes part).
 //! 3. Send each non-empty batch to its owner (waiting only for channel capacity).
 //! 4. Execute the local requests in order, while the owners work on theirs.
 //! 5. Await each owner's results and write one reply frame per message, in
@@ -55,6 +56,8 @@ enum Owner {
     Shard(ShardId),
     /// Every shard reports its share (STATS).
     AllShards,
+    /// The round answers it itself (SLOTMAP): no shard runs it, no result slot.
+    Node,
     /// An ATOMIC spanning shards; its slot is `cross_shard_results[i]`.
     CrossShard(usize),
     /// Part of an ATOMIC's body: runs with its marker, has no slot of its own.
@@ -69,6 +72,10 @@ pub struct Round {
     cluster: Option<Arc<ClusterMap>>,
     messages: Vec<Message>,
     ops: Vec<Op>,
+    /// On a cluster node, each op's hash slot (index = op; 0 for an op
+    /// without a key): computed once, by the MOVED check, and used again to
+    /// route the op to its shard. Empty on a standalone server.
+    slots: Vec<u16>,
     owners: Vec<Owner>,
     /// Results per shard (the local shard's included), in request order.
     results: Vec<BatchResults>,
@@ -87,6 +94,10 @@ pub struct Round {
     /// Each shard's share of the last STATS answered (index = shard id), for
     /// the HTTP API's per-shard figures.
     stats_shares: Vec<TableStats>,
+    /// SLOTMAP's element, built once: the map does not change while the
+    /// server runs. Empty when the server is not a cluster node (SLOTMAP is
+    /// then refused at decoding).
+    slot_map: Vec<u8>,
 }
 
 /// Position in one shard's results: the next slot and the next splice.
@@ -115,7 +126,7 @@ pub enum ReplyPart<'r> {
     Refused(&'r RequestError),
     /// One request's result slot (an ATOMIC's holds all its elements).
     Slot(ElementRef<'r>),
-    /// A STATS element, summed over the shards.
+    /// A STATS element, summed over the shards, or SLOTMAP's element.
     Built(&'r [u8]),
 }
 
@@ -129,11 +140,17 @@ type SentBatches = Vec<Option<Result<Ticket, ()>>>;
 
 impl Round {
     pub fn new(limits: RequestLimits, nr_shards: usize, cluster: Option<Arc<ClusterMap>>) -> Round {
+        let mut slot_map = Vec::new();
+        if let Some(cluster) = &cluster {
+            reply::write_slot_map(&mut slot_map, &cluster.me().name, cluster.nodes());
+        }
         Round {
+            slot_map,
             limits,
             cluster,
             messages: Vec::new(),
             ops: Vec::new(),
+            slots: Vec::new(),
             owners: Vec::new(),
             results: (0..nr_shards).map(|_| BatchResults::default()).collect(),
             cross_shard_results: Vec::new(),
@@ -251,6 +268,7 @@ impl Round {
                     .expect("planned STATS element");
                 Some(ReplyPart::Built(&self.built_stats))
             }
+            Owner::Node => Some(ReplyPart::Built(&self.slot_map)),
             Owner::Body => None,
         }
     }
@@ -264,17 +282,19 @@ impl Round {
     fn decode(&mut self, buf: &[u8], bodies: &[Range<usize>]) {
         self.messages.clear();
         self.ops.clear();
+        self.slots.clear();
         for body in bodies {
             let first = self.ops.len();
             let decoded = proto::decode_message(buf, body.clone(), &self.limits, &mut self.ops)
                 .and_then(|()| match &self.cluster {
-                    Some(cluster) => not_moved(cluster, &self.ops[first..], buf),
-                    None => Ok(()),
+                    Some(cluster) => not_moved(cluster, &self.ops[first..], buf, &mut self.slots),
+                    None => no_slot_map(&self.ops[first..]),
                 });
             let message = match decoded {
                 Ok(()) => Message::Requests(first..self.ops.len()),
                 Err(refusal) => {
                     self.ops.truncate(first);
+                    self.slots.truncate(first);
                     Message::Refused(refusal)
                 }
             };
@@ -284,15 +304,22 @@ impl Round {
 
     fn assign_owners(&mut self, shard: &Shard, buf: &[u8]) {
         self.owners.clear();
+        let router = shard.router();
+        // On a cluster node the shard follows from the slot decoding found.
+        let route = |i: usize| match self.slots.get(i) {
+            Some(&slot) => router.slot_owner(slot),
+            None => router.route(self.ops[i].key.of(buf)),
+        };
         let mut nr_cross_shard = 0;
         let mut i = 0;
         while i < self.ops.len() {
             let op = &self.ops[i];
             let owner = match op.kind {
                 OpKind::Stats => Owner::AllShards,
+                OpKind::SlotMap => Owner::Node,
                 OpKind::Atomic => {
-                    let body = &self.ops[i + 1..i + 1 + op.nr_inner as usize];
-                    let mut owners = body.iter().map(|op| shard.router().route(op.key.of(buf)));
+                    let body = i + 1..i + 1 + op.nr_inner as usize;
+                    let mut owners = body.map(route);
                     let first = owners.next().unwrap_or(shard.id());
                     if owners.all(|owner| owner == first) {
                         Owner::Shard(first)
@@ -304,7 +331,7 @@ impl Round {
                 kind if kind.targets_a_shard() => {
                     Owner::Shard(ShardId(op.target.shard as usize % shard.nr_shards()))
                 }
-                _ => Owner::Shard(shard.router().route(op.key.of(buf))),
+                _ => Owner::Shard(route(i)),
             };
             self.owners.push(owner);
             let body_len = op.nr_inner as usize;
@@ -379,7 +406,7 @@ impl Round {
             let here = match self.owners[i] {
                 Owner::Shard(owner) => owner == shard.id(),
                 Owner::AllShards => true,
-                Owner::CrossShard(_) | Owner::Body => false,
+                Owner::CrossShard(_) | Owner::Node | Owner::Body => false,
             };
             if here {
                 local_ops.extend_from_slice(&self.ops[i..i + len]);
@@ -482,6 +509,11 @@ impl Round {
                     self.stats_elements.push_back(stats);
                     continue;
                 }
+                Owner::Node => {
+                    nr_elements += 1;
+                    elements_bytes += self.slot_map.len();
+                    continue;
+                }
                 Owner::Body => continue,
             };
             nr_elements += count;
@@ -525,14 +557,24 @@ impl Round {
 }
 
 /// `Err(MOVED)` naming the owner of the first key in `ops` whose hash slot
-/// another node of `cluster` owns.
-fn not_moved(cluster: &ClusterMap, ops: &[Op], buf: &[u8]) -> Result<(), RequestError> {
-    let keyed = ops.iter().filter(|op| {
-        !matches!(op.kind, OpKind::Atomic | OpKind::Stats) && !op.kind.targets_a_shard()
-    });
-    for op in keyed {
-        let slot = crate::slot::key_slot(op.key.of(buf));
-        if !cluster.is_mine(slot) {
+/// another node of `cluster` owns. Appends each op's slot to `slots` (0 for
+/// an op without a key), for routing.
+fn not_moved(
+    cluster: &ClusterMap,
+    ops: &[Op],
+    buf: &[u8],
+    slots: &mut Vec<u16>,
+) -> Result<(), RequestError> {
+    for op in ops {
+        let keyed = !matches!(op.kind, OpKind::Atomic | OpKind::Stats | OpKind::SlotMap)
+            && !op.kind.targets_a_shard();
+        let slot = if keyed {
+            crate::slot::key_slot(op.key.of(buf))
+        } else {
+            0
+        };
+        slots.push(slot);
+        if keyed && !cluster.is_mine(slot) {
             let owner = cluster.owner(slot);
             return Err(RequestError::new(
                 ErrorCode::Moved,
@@ -541,6 +583,19 @@ fn not_moved(cluster: &ClusterMap, ops: &[Op], buf: &[u8]) -> Result<(), Request
         }
     }
     Ok(())
+}
+
+/// A server that is not a cluster node has no slot map: a message asking for
+/// it is refused whole (as Redis answers CLUSTER SLOTS with "cluster support
+/// disabled"), so a cluster client pointed at a standalone server learns why.
+fn no_slot_map(ops: &[Op]) -> Result<(), RequestError> {
+    if ops.iter().all(|op| op.kind != OpKind::SlotMap) {
+        return Ok(());
+    }
+    Err(RequestError::new(
+        ErrorCode::BadReq,
+        "SLOTMAP: this server is not a cluster node (started without --cluster)",
+    ))
 }
 
 fn write_refusal(out: &mut Vec<u8>, refusal: &RequestError) {

@@ -174,6 +174,7 @@ impl Model {
             Request::Rm(k) => Some(Element::Done(u64::from(self.delete(k)))),
             Request::Atomic(_)
             | Request::Stats
+            | Request::SlotMap
             | Request::SetTtl(..)
             | Request::Expire(..)
             | Request::Ttl(_)
@@ -252,6 +253,7 @@ pub fn encode_reply(elements: &[Element]) -> Vec<u8> {
                 Element::Error { code, message } => {
                     vec![int(-9), code.as_str().into(), message.as_str().into()]
                 }
+                Element::SlotMap { .. } => panic!("the model does not predict SLOTMAP"),
             })
         })
         .collect();

@@ -48,15 +48,10 @@ pub fn keys<'a>(command: &Command<'a>, out: &mut Vec<&'a [u8]>) {
     }
 }
 
-/// The one slot of `keys`, if they have one and this node owns it; with
-/// `joining`, the keys must also be in that slot (a MULTI block's so far).
+/// The one slot of `keys`, if they have one and this node owns it.
 /// Otherwise the error reply: CROSSSLOT, or MOVED to the slot's owner.
-pub fn check_slot(
-    cluster: &ClusterMap,
-    keys: &[&[u8]],
-    joining: Option<u16>,
-) -> Result<Option<u16>, String> {
-    let mut slot = joining;
+pub fn check_slot(cluster: &ClusterMap, keys: &[&[u8]]) -> Result<Option<u16>, String> {
+    let mut slot = None;
     for key in keys {
         let this = key_slot(key);
         match slot {
@@ -68,6 +63,23 @@ pub fn check_slot(
         Some(s) if !cluster.is_mine(s) => Err(format!("MOVED {s} {}", cluster.owner(s).addr)),
         slot => Ok(slot),
     }
+}
+
+/// Whether the keys WATCHed are all in `block`, the slot of a MULTI block's
+/// keys (or, for a block without keys, in one slot). A WATCH of keys in
+/// several slots is refused at once; one WATCH per slot is caught here, at
+/// EXEC: a transaction reads and writes one slot, so it stays on one node
+/// whatever the slot map becomes.
+pub fn one_slot<'k>(block: Option<u16>, watched: impl Iterator<Item = &'k [u8]>) -> bool {
+    let mut slot = block;
+    for key in watched {
+        let this = key_slot(key);
+        match slot {
+            Some(s) if s != this => return false,
+            _ => slot = Some(this),
+        }
+    }
+    true
 }
 
 /// A node's id: 40 hex digits derived from its name, the same in every
@@ -268,12 +280,23 @@ mod tests {
     }
 
     #[test]
+    fn watched_keys_must_share_the_blocks_slot_or_one_of_their_own() {
+        let foo = key_slot(b"foo");
+        let (b, c) = (&b"{foo}b"[..], &b"{foo}c"[..]);
+        assert!(one_slot(Some(foo), [b, c].into_iter()));
+        assert!(one_slot(None, [b, c].into_iter()));
+        assert!(one_slot(None, std::iter::empty()));
+        assert!(!one_slot(Some(foo), [b, &b"bar"[..]].into_iter()));
+        assert!(!one_slot(None, [&b"bar"[..], b].into_iter()));
+    }
+
+    #[test]
     fn keys_of_one_owned_slot_pass_and_others_get_crossslot_or_moved() {
         let map = ClusterMap::parse(TWO_NODES, "a").expect("valid");
         // "foo" is in slot 12182, node b's.
         let foo = key_slot(b"foo");
         assert_eq!(
-            check_slot(&map, &[b"foo"], None),
+            check_slot(&map, &[b"foo"]),
             Err(format!("MOVED {foo} 127.0.0.1:7002"))
         );
         let mine = (0..1000)
@@ -281,21 +304,17 @@ mod tests {
             .find(|k| key_slot(k.as_bytes()) < 8192)
             .expect("a key of node a");
         let slot = key_slot(mine.as_bytes());
-        assert_eq!(check_slot(&map, &[mine.as_bytes()], None), Ok(Some(slot)));
+        assert_eq!(check_slot(&map, &[mine.as_bytes()]), Ok(Some(slot)));
         let tagged = format!("{{{mine}}}.other");
         assert_eq!(
-            check_slot(&map, &[mine.as_bytes(), tagged.as_bytes()], None),
+            check_slot(&map, &[mine.as_bytes(), tagged.as_bytes()]),
             Ok(Some(slot))
         );
         assert_eq!(
-            check_slot(&map, &[mine.as_bytes(), b"foo"], None),
+            check_slot(&map, &[mine.as_bytes(), b"foo"]),
             Err(CROSSSLOT.to_owned())
         );
-        assert_eq!(
-            check_slot(&map, &[b"foo"], Some(slot)),
-            Err(CROSSSLOT.to_owned())
-        );
-        assert_eq!(check_slot(&map, &[], None), Ok(None));
+        assert_eq!(check_slot(&map, &[]), Ok(None));
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl Executor {
         if let Some(map) = &io.ctx.config.cluster {
             let mut keys = Vec::new();
             cluster::keys(&command, &mut keys);
-            if let Err(text) = cluster::check_slot(map, &keys, None) {
+            if let Err(text) = cluster::check_slot(map, &keys) {
                 self.local(session.dialect, |reply| reply.error(&text));
                 return Ok(true);
             }
@@ -276,9 +276,12 @@ impl Executor {
                 let bytes: usize = argv.iter().map(|a| a.len()).sum();
                 let mut keys = Vec::new();
                 cluster::keys(&queued, &mut keys);
-                // On a cluster node the block's keys must share one slot.
+                // On a cluster node each command must be one of this node's
+                // slots (else it is refused now, and EXEC aborts); the block
+                // as a whole must be one slot, which EXEC checks, as Redis
+                // Cluster does.
                 let slot = match &io.ctx.config.cluster {
-                    Some(map) => cluster::check_slot(map, &keys, multi.slot),
+                    Some(map) => cluster::check_slot(map, &keys),
                     None => Ok(None),
                 };
                 let too_big = multi.queued_bytes + bytes > io.ctx.limits.max_frame_bytes as usize;
@@ -289,7 +292,10 @@ impl Executor {
                         io.ctx.limits.max_frame_bytes
                     )),
                     Ok(slot) => {
-                        multi.slot = slot.or(multi.slot);
+                        if let (Some(block), Some(this)) = (multi.slot, slot) {
+                            multi.spans_slots |= block != this;
+                        }
+                        multi.slot = multi.slot.or(slot);
                         multi.queued_bytes += bytes;
                         multi.queued.push(argv.iter().map(|a| a.to_vec()).collect());
                         None
@@ -314,6 +320,12 @@ impl Executor {
     ) -> io::Result<()> {
         let multi = session.multi.take().expect("EXEC inside MULTI");
         let watched = std::mem::take(&mut session.watched);
+        let watched_keys = watched.iter().map(|(key, _)| key.as_slice());
+        let one_slot = !multi.spans_slots && cluster::one_slot(multi.slot, watched_keys);
+        if io.ctx.config.cluster.is_some() && !one_slot {
+            Reply::new(io.out.bytes(), session.dialect).error(cluster::CROSSSLOT);
+            return Ok(());
+        }
         if multi.failed {
             let mut reply = Reply::new(io.out.bytes(), session.dialect);
             reply.error("EXECABORT Transaction discarded because of previous errors.");
@@ -814,6 +826,12 @@ fn connection_command(
                 None => "standalone",
             };
             introspection::hello(&mut reply, version, session.client_id, mode)
+        }
+        // Inside MULTI it is queued and runs at EXEC, after the watched keys
+        // were checked and forgotten: it has nothing left to do there.
+        Command::Unwatch => {
+            session.watched.clear();
+            reply.ok()
         }
         Command::Select(0) => reply.ok(),
         Command::Select(_) => reply.error("ERR DB index is out of range"),

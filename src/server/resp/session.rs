@@ -28,9 +28,13 @@ pub struct Multi {
     pub queued_bytes: usize,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     pub failed: bool,
-    /// On a cluster node: the hash slot of the keys queued so far (a block
-    /// runs on one node, atomically, only if they share one).
+    /// On a cluster node: the hash slot of the first keys queued (a block
+    /// runs on one node, atomically, only if all its keys, and the keys
+    /// WATCHed, share one).
     pub slot: Option<u16>,
+    /// On a cluster node: a queued command's keys are in another slot than
+    /// `slot`: EXEC answers CROSSSLOT, as Redis Cluster's does.
+    pub spans_slots: bool,
 }
 
 impl Session {
