@@ -194,3 +194,87 @@ fn the_log_and_disk_engines_serve_each_others_data_directories() {
         refused.1
     );
 }
+
+/// Bytes the server process has read through `read` and `pread` so far.
+fn bytes_read(server: &TestServer) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid())).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|line| line.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar in /proc/PID/io")
+}
+
+/// Waits (a bounded number of times) for `path` to exist.
+fn wait_for_file(path: &std::path::Path) -> bool {
+    (0..200).any(|_| {
+        let there = path.exists();
+        if !there {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        there
+    })
+}
+
+#[test]
+fn a_restart_after_a_compaction_reads_the_index_from_the_hint_file_not_the_values() {
+    const NR_SHARDS: usize = 1;
+    let seed = test_seed("disk hint");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--engine", "disk", "--compact-min-bytes", "65536"];
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    for i in 0..200 {
+        let key = format!("kept{i:04}").into_bytes();
+        let value = random_value(&mut rng, 16 * 1024);
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    let (filler, value, _) = force_compaction(&mut server, &mut client, 0, NR_SHARDS);
+    written.insert(filler, value);
+    let hint = data_dir.join("log").join("shard-0.hint");
+    assert!(wait_for_file(&hint), "the compaction wrote a hint file");
+    // Writes after the compaction: the tail replay reads.
+    for i in 0..20 {
+        let key = format!("after{i}").into_bytes();
+        let value = random_value(&mut rng, 100);
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    let mut read_with_hint = 0;
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        stop(&mut server, signal);
+        server = start_on(&data_dir, NR_SHARDS, &flags);
+        read_with_hint = bytes_read(&server);
+        assert!(
+            server.stderr().contains("hint file entries"),
+            "{}",
+            server.stderr()
+        );
+        let mut client = server.client();
+        assert_all_read_back(&mut client, &written, &format!("after signal {signal}"));
+    }
+    // A damaged hint is not used: the whole log is read, and nothing is lost.
+    stop(&mut server, libc::SIGTERM);
+    let mut bytes = std::fs::read(&hint).expect("hint");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&hint, &bytes).expect("damage the hint");
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let read_without_hint = bytes_read(&server);
+    assert!(
+        server.stderr().contains("not using its hint file"),
+        "{}",
+        server.stderr()
+    );
+    // The values of the 200 kept keys alone are 3.2 MB: a start that uses
+    // the hint reads none of them.
+    let kept_value_bytes = 200 * 16 * 1024;
+    assert!(
+        read_with_hint + kept_value_bytes <= read_without_hint,
+        "a start read {read_with_hint} bytes with the hint, {read_without_hint} without"
+    );
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "with a damaged hint");
+}

@@ -25,14 +25,18 @@
 //! the table, but decided only later. The snapshot file holds, in order:
 //!
 //! ```text
-//! COMMIT …    batches this shard coordinates whose participants have not all
-//!             confirmed their DECIDE as safe
 //! PUT …       the committed state: every key, and for a key a prepared batch
 //!             holds, its value and version before the batch (its undo log);
 //!             a key the batch created is left out
+//! COMMIT …    batches this shard coordinates whose participants have not all
+//!             confirmed their DECIDE as safe
 //! PREPARE …   one per batch prepared at `cut`: the state its share gave its
 //!             keys (value and version, or DEL for a key it deleted)
 //! ```
+//!
+//! (A COMMIT only marks its batch committed wherever it is in the file; the
+//! PUTs come first so that the disk engine's hint file, which stands for
+//! them, covers one run of the file's start: `log::hint`.)
 //!
 //! followed by the records appended after `cut`. Replaying it gives exactly
 //! what replaying the old log would have, in each case:
@@ -140,11 +144,23 @@ pub struct PreparedShare {
     pub states: Vec<(Box<[u8]>, Option<SnapshotEntry>)>,
 }
 
-/// A written snapshot: its length, and with the disk engine where each
-/// entry's value now is in it (file offsets, for `Table::relocate`).
+/// A written snapshot: its length, where its PUT records end, and with the
+/// disk engine where each entry's value now is in it (file offsets, for
+/// `Table::relocate` and the hint file).
 pub struct WrittenSnapshot {
     pub len: u64,
+    pub puts_end: u64,
     pub located: Vec<(SnapshotEntry, u64)>,
+}
+
+/// What a compaction that switched files hands back with the disk engine:
+/// where the snapshot's values are in the new file (for `Table::relocate`),
+/// and what its hint file needs (`log::hint`). Empty otherwise.
+#[derive(Default)]
+pub struct Moved {
+    pub located: Vec<(SnapshotEntry, Location)>,
+    pub epoch: u64,
+    pub puts_end: u64,
 }
 
 /// Free bytes a compaction needs before it starts, for a shard whose live
@@ -175,17 +191,17 @@ pub async fn compact(
     log: &LogWriter,
     log_path: &Path,
     snapshot: Snapshot,
-) -> (Result<u64, CompactionError>, Vec<(SnapshotEntry, Location)>) {
+) -> (Result<u64, CompactionError>, Moved) {
     let tmp = compact_path(log_path);
-    let located = match write_and_switch(log, log_path, &tmp, snapshot).await {
-        Ok(located) => located,
+    let moved = match write_and_switch(log, log_path, &tmp, snapshot).await {
+        Ok(moved) => moved,
         Err(e) => {
             remove_partial(&tmp);
-            return (Err(CompactionError::Abandoned(e)), Vec::new());
+            return (Err(CompactionError::Abandoned(e)), Moved::default());
         }
     };
     let synced = sync_log_dir(log_path, log.shard()).map_err(CompactionError::DirectoryNotSynced);
-    (synced.map(|()| log.file_len()), located)
+    (synced.map(|()| log.file_len()), moved)
 }
 
 async fn write_and_switch(
@@ -193,7 +209,7 @@ async fn write_and_switch(
     log_path: &Path,
     tmp: &Path,
     snapshot: Snapshot,
-) -> std::io::Result<Vec<(SnapshotEntry, Location)>> {
+) -> std::io::Result<Moved> {
     let scope = Some(log.shard());
     failpoint::check("compaction::create", scope)?;
     let file = glommio::io::OpenOptions::new()
@@ -225,7 +241,7 @@ async fn write_and_switch(
     };
     log.switch_file(file, (snapshot.cut, written.len), epoch, install, reader)
         .await?;
-    Ok(written
+    let located = written
         .located
         .into_iter()
         .map(|(entry, offset)| {
@@ -237,7 +253,12 @@ async fn write_and_switch(
             };
             (entry, location)
         })
-        .collect())
+        .collect();
+    Ok(Moved {
+        located,
+        epoch,
+        puts_end: written.puts_end,
+    })
 }
 
 /// Syncs the directory holding shard `shard`'s log, so that a rename in it
@@ -280,9 +301,6 @@ pub async fn write_snapshot(
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();
-    for txn in &snapshot.commits {
-        format::write_commit(&mut chunk, *txn);
-    }
     for group in snapshot.entries.chunks(READS_IN_FLIGHT) {
         let read = read_values(values, group).await?;
         for (entry, value) in group.iter().zip(&read) {
@@ -303,6 +321,12 @@ pub async fn write_snapshot(
             offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
             glommio::yield_if_needed().await;
         }
+    }
+    // The PUT records end here: a hint file describes the file up to this
+    // point (`log::hint`), and everything after it is replayed.
+    let puts_end = offset + chunk.len() as u64;
+    for txn in &snapshot.commits {
+        format::write_commit(&mut chunk, *txn);
     }
     // After the PUTs: replay applies a committed share over the old values.
     for share in &snapshot.prepared {
@@ -343,6 +367,7 @@ pub async fn write_snapshot(
     offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
     Ok(WrittenSnapshot {
         len: offset,
+        puts_end,
         located,
     })
 }

@@ -41,6 +41,7 @@
 pub mod compaction;
 pub mod file_io;
 pub mod format;
+pub mod hint;
 pub mod replay;
 pub mod sync_stats;
 pub mod values;
@@ -110,6 +111,8 @@ pub struct Recovered {
     pub log_lens: Vec<u64>,
     pub nr_keys: u64,
     pub nr_records: u64,
+    /// Keys loaded from hint files (the disk engine) rather than records.
+    pub hinted_keys: u64,
     /// Bytes checksummed looking past damage, over all logs (linear in the
     /// damaged regions' length; see `replay`).
     pub scan_hashed_bytes: u64,
@@ -185,6 +188,7 @@ pub fn recover(
     }
     let decided_bytes = resolve_pending(&dir, &mut tables, &replayed, !rewrite)?;
     let nr_records = replayed.iter().map(|r| r.nr_records).sum();
+    let hinted_keys = replayed.iter().map(|r| r.hinted_keys).sum();
     let scan_hashed_bytes = replayed.iter().map(|r| r.scan_hashed_bytes).sum();
     let next_txn_seq = replayed
         .iter()
@@ -233,6 +237,7 @@ pub fn recover(
         log_lens,
         nr_keys,
         nr_records,
+        hinted_keys,
         scan_hashed_bytes,
         elapsed: started.elapsed(),
         next_txn_seq,
@@ -528,11 +533,15 @@ fn finish_interrupted_reshard(data_dir: &Path) -> Result<(), RecoveryError> {
 }
 
 /// A `.compact` file is a snapshot a crash interrupted before its switch: the
-/// log under the real name is complete without it.
+/// log under the real name is complete without it. A `.tmp` file is a hint
+/// a crash interrupted (`hint`).
 fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
-        if path.extension().is_some_and(|e| e == "compact") {
+        if path
+            .extension()
+            .is_some_and(|e| e == "compact" || e == "tmp")
+        {
             tracing::info!(
                 "removing {}, left by an interrupted compaction",
                 path.display()

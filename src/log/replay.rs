@@ -108,6 +108,8 @@ pub struct Replayed {
     /// Zeros after them: space the writer allocated ahead, kept.
     pub preallocated_bytes: u64,
     pub nr_records: u64,
+    /// Keys loaded from a hint file (the disk engine) rather than from records.
+    pub hinted_keys: u64,
     /// How the file's records are framed (and its epoch).
     pub framing: Option<Framing>,
     /// Bytes checksummed while looking past damage: linear in the length of
@@ -152,7 +154,9 @@ pub fn replay_file(
         source,
     };
     let mut log = LogReader::open(path).map_err(io_err)?;
-    let framing = match read_file_header(log.peek(FILE_HEADER_BYTES).map_err(io_err)?) {
+    // The header alone (not a buffer's worth of records): with a hint file
+    // the records it describes are never read.
+    let framing = match read_file_header(&log.read_header().map_err(io_err)?) {
         FileStart::Header(framing) => framing,
         FileStart::Legacy => Framing::Legacy,
         FileStart::Bad(reason) => {
@@ -162,11 +166,26 @@ pub fn replay_file(
             })
         }
     };
-    log.consume(framing.records_start());
+    log.skip(framing.records_start() as u64);
     let mut replayed = Replayed {
         framing: Some(framing),
         ..Replayed::default()
     };
+    // The disk engine starts from the hint of a compacted log, when there
+    // is a valid one, and replays only what follows its PUT records.
+    if let (true, false, Framing::Epoch(epoch)) = (table.keeps_values_on_disk(), salvage, framing) {
+        match super::hint::load(path, epoch, log.len, table, file) {
+            Ok(hint) => {
+                replayed.hinted_keys = hint.count;
+                log.rewind_to(hint.puts_end);
+            }
+            Err(super::hint::Unusable::Missing) => {}
+            Err(why) => tracing::warn!(
+                "{}: not using its hint file ({why}); reading the whole log",
+                path.display()
+            ),
+        }
+    }
     let mut prepared: HashMap<TxnId, Vec<OwnedEffect>> = HashMap::new();
     loop {
         let offset = log.offset();
@@ -279,6 +298,14 @@ impl LogReader {
             end: 0,
             buf_offset: 0,
         })
+    }
+
+    /// The file's first bytes (a file header's worth, fewer if the file is
+    /// shorter), read on their own; the reading position stays at 0.
+    fn read_header(&mut self) -> io::Result<Vec<u8>> {
+        let mut header = vec![0u8; FILE_HEADER_BYTES.min(self.len as usize)];
+        self.file.read_exact_at(&mut header, 0)?;
+        Ok(header)
     }
 
     /// The file offset of the next unconsumed byte.

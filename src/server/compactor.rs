@@ -14,6 +14,7 @@
 //!   every check) succeeds.
 
 use crate::log::compaction::{self, CompactionError};
+use crate::log::hint;
 use crate::log::LogWriter;
 use crate::shard::Shard;
 use crate::txn::participant::Participant;
@@ -77,9 +78,20 @@ impl Compactor {
         // Entries put back by an undo from here on may point into files
         // this snapshot does not move them out of.
         self.shard.table_mut().forget_restored_files();
-        let (result, located) = compaction::compact(log, &self.path, snapshot).await;
-        if log.keeps_values() && !located.is_empty() {
-            self.shard.relocate_values(located).await;
+        let (result, moved) = compaction::compact(log, &self.path, snapshot).await;
+        if log.keeps_values() && result.is_ok() {
+            // The new log's index, so that a restart need not read its values.
+            let hinted = hint::write(&self.path, moved.epoch, moved.puts_end, &moved.located).await;
+            if let Err(e) = hinted {
+                tracing::warn!(%shard, "cannot write the hint file of {path} ({e}); a restart reads the whole log");
+            }
+        }
+        if !log.keeps_values() && result.is_ok() {
+            // A hint left by the disk engine no longer describes this log.
+            let _ = hint::remove(&self.path);
+        }
+        if log.keeps_values() && !moved.located.is_empty() {
+            self.shard.relocate_values(moved.located).await;
         }
         if log.keeps_values() {
             let table = self.shard.table();

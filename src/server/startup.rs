@@ -47,9 +47,13 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
         config.engine == Engine::Disk,
     )?;
     tracing::info!(
-        "recovered {} keys from {} log records in {:.3} s",
+        "recovered {} keys from {} log records{} in {:.3} s",
         recovered.nr_keys,
         recovered.nr_records,
+        match recovered.hinted_keys {
+            0 => String::new(),
+            n => format!(" and {n} hint file entries"),
+        },
         recovered.elapsed.as_secs_f64()
     );
     let mut tables = recovered.tables;
