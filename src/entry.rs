@@ -101,18 +101,32 @@ const MAX_REFS: u32 = u32::MAX / 2;
 
 /// Where an on-disk value's bytes are: in the log file `file` of its shard
 /// (files are numbered from 0 at start, one more at each compaction), `len`
-/// bytes at byte `offset`.
+/// bytes at byte `offset`; `crc` is the CRC-32 of those bytes, checked on
+/// every read, so damage on disk is an error and never a wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
     pub file: u32,
     pub offset: u64,
     pub len: u32,
+    pub crc: u32,
 }
 
+/// Bytes of a location's checksum in an entry (fixed: a checksum's varint
+/// would mostly take five).
+const CRC_BYTES: usize = 4;
+
 impl Location {
-    /// Bytes of the location's three varints in an entry.
+    /// Bytes of the location in an entry: three varints and the checksum.
     fn encoded_len(&self) -> usize {
-        varint_len(u64::from(self.file)) + varint_len(self.offset) + varint_len(u64::from(self.len))
+        varint_len(u64::from(self.file))
+            + varint_len(self.offset)
+            + varint_len(u64::from(self.len))
+            + CRC_BYTES
+    }
+
+    /// Whether `bytes` are the value this location names (its checksum).
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.len as usize && crc32fast::hash(bytes) == self.crc
     }
 }
 
@@ -305,6 +319,10 @@ impl Entry {
                     let mut loc_at = write_varint(value_at, u64::from(location.file));
                     loc_at = write_varint(loc_at, location.offset);
                     loc_at = write_varint(loc_at, u64::from(location.len));
+                    loc_at
+                        .cast::<[u8; CRC_BYTES]>()
+                        .write_unaligned(location.crc.to_le_bytes());
+                    loc_at = loc_at.add(CRC_BYTES);
                     debug_assert_eq!(loc_at, raw.add(header.version_at()));
                 }
             }
@@ -352,11 +370,13 @@ impl Entry {
             }
             let (file, at) = read_varint(at);
             let (offset, at) = read_varint(at);
-            let (len, _) = read_varint(at);
+            let (len, at) = read_varint(at);
+            let crc = u32::from_le_bytes(at.cast::<[u8; CRC_BYTES]>().read_unaligned());
             Stored::OnDisk(Location {
                 file: file as u32,
                 offset,
                 len: len as u32,
+                crc,
             })
         }
     }
@@ -704,16 +724,19 @@ mod tests {
                 file: 0,
                 offset: 0,
                 len: 0,
+                crc: 0,
             },
             Location {
                 file: 3,
                 offset: 4096 + 17,
                 len: 1024,
+                crc: 0x8000_0001,
             },
             Location {
                 file: u32::MAX,
                 offset: u64::MAX,
                 len: u32::MAX,
+                crc: u32::MAX,
             },
         ];
         for key_len in [0, 16, 31, 32, 200] {
@@ -742,7 +765,9 @@ mod tests {
             file: 1,
             offset: 999,
             len: 4,
+            crc: crc32fast::hash(b"\xa3abc"),
         };
+        assert!(location.holds(b"\xa3abc") && !location.holds(b"\xa3abd"));
         let moved = inline.relocated(location);
         assert_eq!(moved.location(), Some(location));
         assert_eq!(
@@ -765,6 +790,7 @@ mod tests {
             file: 0,
             offset: 40,
             len: 3,
+            crc: 7,
         };
         let _ = Entry::on_disk(b"k", location, 1, None).value();
     }
@@ -773,15 +799,16 @@ mod tests {
     fn an_index_entry_of_a_16_byte_key_fits_a_48_byte_block() {
         // A 16-byte key, a value of 1 KiB at an offset within 32 GiB of log,
         // a version under 2^21: what the disk engine keeps per key besides
-        // its map slot (37 bytes, in the allocator's 48-byte class), whatever
-        // the value's size.
+        // its map slot (41 bytes with the value's checksum, in the
+        // allocator's 48-byte class), whatever the value's size.
         let location = Location {
             file: 1,
             offset: 30 << 30,
             len: 1024,
+            crc: u32::MAX,
         };
         let entry = Entry::on_disk(&[7; 16], location, 1 << 20, None);
-        assert_eq!(size(&entry), 37);
+        assert_eq!(size(&entry), 41);
         assert_eq!(entry.allocated_bytes(), 48);
         let big = Location {
             len: u32::MAX,

@@ -150,7 +150,8 @@ pub struct PreparedShare {
 pub struct WrittenSnapshot {
     pub len: u64,
     pub puts_end: u64,
-    pub located: Vec<(SnapshotEntry, u64)>,
+    /// Each entry, its value's file offset and checksum.
+    pub located: Vec<(SnapshotEntry, u64, u32)>,
 }
 
 /// What a compaction that switched files hands back with the disk engine:
@@ -244,12 +245,13 @@ async fn write_and_switch(
     let located = written
         .located
         .into_iter()
-        .map(|(entry, offset)| {
+        .map(|(entry, offset, crc)| {
             let len = entry.value_len() as u32;
             let location = Location {
                 file: new_number,
                 offset,
                 len,
+                crc,
             };
             (entry, location)
         })
@@ -304,16 +306,18 @@ pub async fn write_snapshot(
     for group in snapshot.entries.chunks(READS_IN_FLIGHT) {
         let read = read_values(values, group).await?;
         for (entry, value) in group.iter().zip(&read) {
+            let value = value.as_deref().unwrap_or_else(|| entry.value());
             let put = Effect::Put {
                 key: entry.key(),
                 version: entry.version(),
-                value: value.as_deref().unwrap_or_else(|| entry.value()),
+                value,
                 deadline: entry.deadline(),
             };
             let at = format::write_effect_locating(&mut chunk, &put)
                 .expect("a PUT record holds a value");
             if values.is_some() {
-                located.push((entry.clone(), offset + at as u64));
+                let crc = crc32fast::hash(value);
+                located.push((entry.clone(), offset + at as u64, crc));
             }
         }
         if chunk.len() >= CHUNK_BYTES {

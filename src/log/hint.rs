@@ -18,7 +18,7 @@
 //! count × entry
 //! +-------------+-----+-------------+------------------+------------------+---------------+
 //! | key_len u32 | key | version u64 | deadline u64 (0: | value_offset u64 | value_len u32 |
-//! |             |     |             | none)            |                  |               |
+//! |             |     |             | none)            |                  | value_crc u32 |
 //! +-------------+-----+-------------+------------------+------------------+---------------+
 //! crc u32: CRC-32 of everything before it
 //! ```
@@ -38,7 +38,7 @@ use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"corekvHT";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 40;
 /// Bytes written per chunk before yielding to requests.
 const CHUNK_BYTES: usize = 1 << 20;
@@ -82,6 +82,7 @@ fn encode_entry(out: &mut Vec<u8>, entry: &Entry, location: Location) {
     out.extend_from_slice(&entry.deadline().unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&location.offset.to_le_bytes());
     out.extend_from_slice(&location.len.to_le_bytes());
+    out.extend_from_slice(&location.crc.to_le_bytes());
 }
 
 /// Writes the hint of the log at `log_path` (of `epoch`, its PUT records
@@ -222,7 +223,13 @@ fn load_into(
         let deadline = Some(read_u64(&mut reader)?).filter(|&d| d != 0);
         let offset = read_u64(&mut reader)?;
         let len = read_u32(&mut reader)?;
-        let location = Location { file, offset, len };
+        let crc = read_u32(&mut reader)?;
+        let location = Location {
+            file,
+            offset,
+            len,
+            crc,
+        };
         table.load_on_disk(&key, location, version, deadline);
     }
     Ok(header)

@@ -137,6 +137,7 @@ impl RecordSite<'_> {
             file: self.file,
             offset: self.offset + within as u64,
             len: value.len() as u32,
+            crc: crc32fast::hash(value),
         }
     }
 }

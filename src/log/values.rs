@@ -135,6 +135,22 @@ impl ValueFiles {
     }
 }
 
+/// Checks that `bytes`, read for `location`, are its value: damage on disk
+/// (or a location pointing at the wrong bytes) is an error naming where,
+/// never a wrong value.
+pub fn check(location: Location, bytes: &[u8]) -> io::Result<()> {
+    if location.holds(bytes) {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the {} bytes at offset {} of log file {} fail their checksum (damaged on disk)",
+            location.len, location.offset, location.file
+        ),
+    ))
+}
+
 /// Reads `len` bytes at `offset` of `file`; a short read (the file ends
 /// early: a bug, or the file was cut) is an error, never a short value.
 pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<ReadResult> {

@@ -176,7 +176,9 @@ impl LogWriter {
             None => return Err(std::io::Error::other("this log keeps no values")),
         };
         failpoint::check("log::read_value", Some(self.shard))?;
-        values::read_exact(&file, offset, location.len as usize).await
+        let read = values::read_exact(&file, offset, location.len as usize).await?;
+        values::check(location, &read)?;
+        Ok(read)
     }
 
     /// The number the value file after the next compaction switch gets.
@@ -195,7 +197,9 @@ impl LogWriter {
             None => return Err(std::io::Error::other("this log keeps no values")),
         };
         failpoint::check("log::read_value", Some(self.shard))?;
-        values::read_blocking(&file, offset, location.len as usize)
+        let read = values::read_blocking(&file, offset, location.len as usize)?;
+        values::check(location, &read)?;
+        Ok(read)
     }
 
     /// The values written since the last call, each with where it is now.
@@ -381,10 +385,12 @@ impl LogWriter {
         };
         let mut written = self.written_values.borrow_mut();
         written.extend(values.into_iter().map(|value| {
+            let bytes = value.entry.value();
             let location = Location {
                 file,
                 offset: at + value.at as u64,
-                len: value.entry.value_len() as u32,
+                len: bytes.len() as u32,
+                crc: crc32fast::hash(bytes),
             };
             (value.entry, location)
         }));
