@@ -43,6 +43,7 @@ pub mod file_io;
 pub mod format;
 pub mod replay;
 pub mod sync_stats;
+pub mod tail_copy;
 pub mod values;
 pub mod writer;
 
