@@ -20,6 +20,10 @@
 //! the COMMIT is not logged yet) and `txn::before_decide` (the COMMIT is
 //! safe, no participant told yet). Armed with `return`, they
 //! hold the coordinator's task until disarmed, while its shard keeps serving.
+//! Two more hold a compaction the same way: `compaction::before_switch`
+//! (the snapshot is written; appends still go to the old log and make the
+//! tail the switch copies) and `compaction::tail_copied` (in the switch, the
+//! tail is copied; appends wait in memory and go behind it).
 //! (The `fail` crate's own `pause` and `sleep` actions block the whole shard's
 //! thread; do not use them.)
 
@@ -35,6 +39,8 @@ pub const NAMES: &[&str] = &[
     "compaction::write",
     "compaction::fdatasync",
     "compaction::rename",
+    "compaction::before_switch",
+    "compaction::tail_copied",
     "compaction::dir_fsync",
     "recovery::write",
     "recovery::fdatasync",

@@ -12,7 +12,10 @@
 //!   live log writable, and the next one succeeds once the fault is gone;
 //! - on a nearly full file system compaction is skipped (or fails cleanly), the
 //!   live log keeps taking writes that fit, and compaction runs again once
-//!   there is room.
+//!   there is room;
+//! - a switch whose tail (the records appended while the snapshot was
+//!   written) is many MiB copies it a chunk at a time, a record larger than
+//!   a chunk whole, and every acknowledged write comes back byte for byte.
 //!
 //! Timeouts here only turn a hang into a failure; nothing asserts on time.
 
@@ -24,7 +27,11 @@ use common::{
     start_log_with_http as start, wait_for_line,
 };
 use corekv::client::{Client, Request};
+use corekv::log::tail_copy::CHUNK_BYTES;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rmpv::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -258,6 +265,369 @@ fn a_compaction_whose_rename_fails_removes_its_file_and_leaves_the_log_writable(
 #[test]
 fn a_compaction_whose_directory_sync_fails_keeps_the_new_file_and_the_log_writable() {
     a_failed_compaction_leaves_the_log_writable("compaction::dir_fsync", "return");
+}
+
+// ---------------------------------------------------------------------------
+// A long tail
+// ---------------------------------------------------------------------------
+
+/// A value larger than a chunk of the switch's copy: its record is copied whole.
+const BIG_VALUE_BYTES: usize = CHUNK_BYTES + (2 << 20);
+/// The tail's other values are up to this large, random in size.
+const TAIL_VALUE_MAX_BYTES: usize = 256 * 1024;
+/// Writes in the tail, sent this many to a message.
+const TAIL_WRITES: usize = 120;
+const TAIL_WRITES_PER_MESSAGE: usize = 8;
+
+/// The keys a test wrote and what each must hold: value and version, or
+/// nothing (deleted).
+type Expected = BTreeMap<Vec<u8>, State>;
+
+fn random_value(rng: &mut StdRng, len: usize) -> Value {
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes[..]);
+    Value::Binary(bytes)
+}
+
+/// Sends `writes` in one message, asserts all were acknowledged, and records
+/// them in `expected`.
+fn write_acknowledged(client: &mut Client, writes: Vec<Request>, expected: &mut Expected) {
+    assert_eq!(client.call(&writes).expect("the writes"), []);
+    record(writes, expected);
+}
+
+fn record(writes: Vec<Request>, expected: &mut Expected) {
+    for write in writes {
+        match write {
+            Request::Set(key, value) => {
+                let version = match expected.get(&key) {
+                    Some(Some((_, version))) => version + 1,
+                    _ => 1,
+                };
+                expected.insert(key, Some((value, version)));
+            }
+            Request::Del(key) => {
+                expected.insert(key, None);
+            }
+            other => unreachable!("only SET and DEL are written here, not {other:?}"),
+        }
+    }
+}
+
+fn assert_expected(server: &mut common::TestServer, expected: &Expected, context: &str) {
+    let mut client = server.client();
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for (key, state) in expected {
+            // Compared without printing megabytes of values on a mismatch.
+            let found = client.getv(key).expect("GETV");
+            assert!(
+                &found == state,
+                "{context}: key {} holds {:?} (version), expected {:?}",
+                String::from_utf8_lossy(key),
+                found.as_ref().map(|(_, version)| version),
+                state.as_ref().map(|(_, version)| version),
+            );
+        }
+    }));
+    if let Err(panic) = checked {
+        eprintln!("server stderr:\n{}", server.stderr());
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// What the switch's log line says it copied: bytes, chunks, largest chunk.
+fn switch_copy(server: &mut common::TestServer) -> (u64, u64, u64) {
+    let line = wait_for_line(server, &["compaction switch copied"]);
+    let number_after = |word: &str| -> u64 {
+        line.split(word)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {word:?} in {line:?}"))
+    };
+    (
+        number_after("copied "),
+        number_after(" in "),
+        number_after("the largest "),
+    )
+}
+
+/// The flags of the long-tail tests: compaction is due early, and the switch
+/// logs what it copied.
+const LONG_TAIL_FLAGS: [&str; 4] = [
+    "--compact-min-bytes",
+    SMALL_COMPACT_MIN,
+    "--log",
+    "info,corekv::log::writer=debug",
+];
+
+/// A one-shard server whose compaction has written its snapshot and is held
+/// before its switch, with many MiB appended since (the tail the switch will
+/// copy): values of random sizes, one larger than a chunk, overwrites and
+/// deletes, all acknowledged and in `expected`. With `delete_all`, the tail
+/// ends by deleting its keys, so little of the log is live.
+struct HeldBeforeSwitch {
+    server: common::TestServer,
+    http: std::net::SocketAddr,
+    client: Client,
+    rng: StdRng,
+    expected: Expected,
+    tail_bytes: usize,
+}
+
+fn hold_before_switch(data_dir: &Path, test: &str, delete_all: bool) -> HeldBeforeSwitch {
+    let mut rng = StdRng::seed_from_u64(common::test_seed(test));
+    let (mut server, http) = start(data_dir, 1, &LONG_TAIL_FLAGS);
+    let mut client = server.client();
+    let mut expected = Expected::new();
+    arm_failpoint(http, "compaction::before_switch@0", "return");
+    let overwrites: Vec<Request> = (0..OVERWRITES_TO_BE_DUE)
+        .map(|i| {
+            Request::Set(
+                b"churn".to_vec(),
+                random_value(&mut rng, 16 * 1024 + i as usize),
+            )
+        })
+        .collect();
+    write_acknowledged(&mut client, overwrites, &mut expected);
+    wait_for_line(&mut server, &["failpoint compaction::before_switch holds"]);
+    let tail_key = |i: usize| format!("tail-{i}").into_bytes();
+    let mut tail_bytes = 0;
+    for first in (0..TAIL_WRITES).step_by(TAIL_WRITES_PER_MESSAGE) {
+        let writes: Vec<Request> = (first..first + TAIL_WRITES_PER_MESSAGE)
+            .map(|i| match i {
+                _ if i == TAIL_WRITES / 2 => {
+                    Request::Set(tail_key(i), random_value(&mut rng, BIG_VALUE_BYTES))
+                }
+                // Overwrites and deletes of keys written earlier in the tail.
+                _ if i % 10 == 9 => Request::Set(tail_key(i - 5), random_value(&mut rng, 100)),
+                _ if i % 10 == 7 => Request::Del(tail_key(i - 4)),
+                _ => {
+                    let len = rng.gen_range(1..=TAIL_VALUE_MAX_BYTES);
+                    Request::Set(tail_key(i), random_value(&mut rng, len))
+                }
+            })
+            .collect();
+        tail_bytes += writes
+            .iter()
+            .map(|w| match w {
+                Request::Set(_, Value::Binary(bytes)) => bytes.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        write_acknowledged(&mut client, writes, &mut expected);
+    }
+    if delete_all {
+        let live: Vec<Vec<u8>> = expected
+            .iter()
+            .filter(|(key, state)| key.starts_with(b"tail-") && state.is_some())
+            .map(|(key, _)| key.clone())
+            .collect();
+        let deletes = live.into_iter().map(Request::Del).collect();
+        write_acknowledged(&mut client, deletes, &mut expected);
+    }
+    assert!(tail_bytes > 4 * CHUNK_BYTES, "a tail of {tail_bytes} bytes");
+    HeldBeforeSwitch {
+        server,
+        http,
+        client,
+        rng,
+        expected,
+        tail_bytes,
+    }
+}
+
+/// Writes appended while the switch is held after copying the tail (one of
+/// them larger than a chunk), and the thread waiting for their replies,
+/// which come once the switch ends. Returns once they are appended.
+type WritesDuringSwitch = (
+    Vec<Request>,
+    std::thread::JoinHandle<corekv::client::Result<Vec<corekv::client::Element>>>,
+);
+
+fn append_during_switch(held: &mut HeldBeforeSwitch) -> WritesDuringSwitch {
+    wait_for_line(
+        &mut held.server,
+        &["failpoint compaction::tail_copied holds"],
+    );
+    let during: Vec<Request> = (0..4)
+        .map(|i| {
+            let len = if i == 2 {
+                BIG_VALUE_BYTES
+            } else {
+                1000 * i + 1
+            };
+            let value = random_value(&mut held.rng, len);
+            Request::Set(format!("during-{i}").into_bytes(), value)
+        })
+        .collect();
+    let last_key = format!("during-{}", during.len() - 1).into_bytes();
+    let mut during_client = held.server.client();
+    let sent = during.clone();
+    let replies = std::thread::spawn(move || during_client.call(&sent));
+    // Reads see a write once it is appended, before it is safe.
+    let appended = (0..500).any(|_| {
+        let found = held.client.get(&last_key).expect("GET").is_some();
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        found
+    });
+    assert!(appended, "the writes during the switch were not appended");
+    (during, replies)
+}
+
+/// Waits for the replies to the writes made during the switch: all acknowledged.
+fn acknowledged((during, replies): WritesDuringSwitch, expected: &mut Expected) {
+    let replies = replies.join().expect("the client during the switch");
+    assert_eq!(replies.expect("the writes during the switch"), []);
+    record(during, expected);
+}
+
+/// Kills the server with SIGKILL, restarts it and checks every write, then
+/// again after a clean stop.
+fn restarts_keep_every_write(mut server: common::TestServer, data_dir: &Path, expected: &Expected) {
+    server.stop_with(libc::SIGKILL);
+    let (mut server, _) = start(data_dir, 1, &LONG_TAIL_FLAGS);
+    assert_expected(&mut server, expected, "after kill -9");
+    server.stop_with(libc::SIGTERM);
+    let (mut server, _) = start(data_dir, 1, &LONG_TAIL_FLAGS);
+    assert_expected(&mut server, expected, "after a restart");
+}
+
+/// A compaction held after writing its snapshot while many MiB are written
+/// (the tail), then held again in its switch, once the tail is copied, while
+/// more is written (the records appended during the switch, one of them
+/// larger than a chunk too). The switch copies chunk by chunk, none larger
+/// than a chunk unless it is a single record, and every acknowledged write
+/// is there byte for byte: right after, after kill -9, and after a restart.
+#[test]
+fn a_compaction_whose_tail_spans_many_chunks_keeps_every_acknowledged_write_byte_exact() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut held = hold_before_switch(
+        &data_dir,
+        "a_compaction_whose_tail_spans_many_chunks",
+        false,
+    );
+    arm_failpoint(held.http, "compaction::tail_copied@0", "return");
+    arm_failpoint(held.http, "compaction::before_switch@0", "");
+    let during = append_during_switch(&mut held);
+    arm_failpoint(held.http, "compaction::tail_copied@0", "");
+    acknowledged(during, &mut held.expected);
+    let HeldBeforeSwitch {
+        mut server,
+        mut client,
+        mut rng,
+        mut expected,
+        tail_bytes,
+        ..
+    } = held;
+    wait_for_line(&mut server, &["compacted ", "shard-0.log: "]);
+
+    let (copied, chunks, largest) = switch_copy(&mut server);
+    let context = format!("{copied} bytes copied in {chunks} chunks, the largest {largest}");
+    eprintln!("the switch: {context}");
+    assert!(copied as usize > tail_bytes + BIG_VALUE_BYTES, "{context}");
+    assert!(
+        largest as usize >= BIG_VALUE_BYTES && (largest as usize) < BIG_VALUE_BYTES + 4096,
+        "only a single big record may make a chunk larger than {CHUNK_BYTES} bytes: {context}"
+    );
+    assert!(
+        chunks as usize > copied as usize / largest as usize,
+        "{context}"
+    );
+    assert_expected(&mut server, &expected, "after the switch");
+
+    // Appended to the new file, behind what the switch copied.
+    let after: Vec<Request> = (0..3)
+        .map(|i| {
+            Request::Set(
+                format!("after-{i}").into_bytes(),
+                random_value(&mut rng, 5000),
+            )
+        })
+        .collect();
+    write_acknowledged(&mut client, after, &mut expected);
+    drop(client);
+    restarts_keep_every_write(server, &data_dir, &expected);
+}
+
+/// Where a long tail's switch fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SwitchFailure {
+    /// At the third chunk of the tail: nothing taken from the writer yet.
+    InTheTail,
+    /// Copying the records appended during the switch, taken from the writer.
+    InTheAppendedRecords,
+}
+
+/// A long tail's switch fails part way: no `.compact` file is left, the old
+/// log stays in use and writable, the writes appended during the switch are
+/// acknowledged from it, the next compaction succeeds, and every
+/// acknowledged write survives kill -9 and a restart.
+fn a_switch_that_fails(failure: SwitchFailure) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let test = format!("a_switch_that_fails {failure:?}");
+    let mut held = hold_before_switch(&data_dir, &test, true);
+    let http = held.http;
+    let during = match failure {
+        SwitchFailure::InTheTail => {
+            arm_failpoint(http, "compaction::write@0", "2*off->return");
+            arm_failpoint(http, "compaction::before_switch@0", "");
+            None
+        }
+        SwitchFailure::InTheAppendedRecords => {
+            arm_failpoint(http, "compaction::tail_copied@0", "return");
+            arm_failpoint(http, "compaction::before_switch@0", "");
+            let during = append_during_switch(&mut held);
+            arm_failpoint(http, "compaction::write@0", "return");
+            arm_failpoint(http, "compaction::tail_copied@0", "");
+            Some(during)
+        }
+    };
+    if let Some(during) = during {
+        acknowledged(during, &mut held.expected);
+    }
+    let HeldBeforeSwitch {
+        mut server,
+        mut client,
+        mut expected,
+        ..
+    } = held;
+    let line = wait_for_line(&mut server, &["compaction of", "shard-0.log", "failed"]);
+    assert!(line.contains("compaction::write"), "{failure:?}: {line}");
+    assert_eq!(
+        compact_files(&data_dir),
+        Vec::<String>::new(),
+        "{failure:?}"
+    );
+    assert_eq!(
+        count_lines(&mut server, &["poisoned"]),
+        0,
+        "{failure:?}: the failed switch poisoned the log:\n{}",
+        server.stderr()
+    );
+    assert_expected(&mut server, &expected, "after the failed switch");
+    arm_failpoint(http, "compaction::write@0", "");
+    // The log has grown since the failure: the next check retries.
+    let after = vec![Request::Set(b"after".to_vec(), Value::from("the failure"))];
+    write_acknowledged(&mut client, after, &mut expected);
+    wait_for_line(&mut server, &["compacted ", "shard-0.log: "]);
+    assert_expected(&mut server, &expected, "after the next compaction");
+    drop(client);
+    restarts_keep_every_write(server, &data_dir, &expected);
+}
+
+#[test]
+fn a_switch_failing_part_way_through_a_long_tail_loses_nothing_and_leaves_the_log_writable() {
+    a_switch_that_fails(SwitchFailure::InTheTail);
+}
+
+#[test]
+fn a_switch_failing_on_the_records_appended_during_it_puts_them_back_and_loses_nothing() {
+    a_switch_that_fails(SwitchFailure::InTheAppendedRecords);
 }
 
 // ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@
 //! 2. *Write* the snapshot to `shard-<i>.log.compact`, in chunks, yielding
 //!    between them: requests keep running and appending to the old log.
 //! 3. *Switch* ([`LogWriter::switch_file`]): the records appended after `cut`
-//!    are copied behind the snapshot, the new file is fdatasync-ed and renamed
+//!    are copied behind the snapshot, a few MiB of whole records at a time
+//!    (`log::tail_copy`), the new file is fdatasync-ed and renamed
 //!    over `shard-<i>.log` (atomic), and appends continue in it. Only this step
 //!    makes requests wait. Then the directory is synced.
 //!
@@ -235,6 +236,8 @@ async fn write_and_switch(
         None => None,
     };
     let new_number = log.next_value_file();
+    // Tests hold the compaction here, its snapshot written, to grow its tail.
+    failpoint::hold_while_armed("compaction::before_switch", scope, &"a compaction").await;
     // The rename is the switch: from here the new file is the log.
     let install = async {
         failpoint::check("compaction::rename", scope)?;

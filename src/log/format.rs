@@ -323,6 +323,33 @@ pub fn stamp(records: &mut [u8], epoch: u64) -> u64 {
     nr_records
 }
 
+/// How many bytes at the start of `window` form the next chunk of whole
+/// records to copy, `window` being the first bytes of a run of whole records
+/// (stamped or not): every record that fits in it whole, or, if the first
+/// one alone is longer than `window`, that record's length, which is more
+/// than `window.len()` (the caller fetches it whole: a record is never
+/// split). None if `window` does not start with a record header.
+///
+/// Compaction's switch copies a log's tail in windows of a few MiB with it,
+/// so its memory does not grow with the tail (`log::tail_copy`).
+pub fn chunk_len(window: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(header) = window.get(at..at + HEADER_BYTES) {
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let end = at + HEADER_BYTES + len as usize;
+        if len == 0 || end > window.len() {
+            // A first record longer than the window is a chunk by itself; a
+            // zero length is no record (a frame always holds its kind byte).
+            if at == 0 && len > 0 {
+                return Some(end);
+            }
+            break;
+        }
+        at = end;
+    }
+    (at > 0).then_some(at)
+}
+
 /// Appends an effect's body; returns where in `body` a PUT's value starts.
 fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) -> Option<usize> {
     match effect {
@@ -778,6 +805,69 @@ mod tests {
         let crc = crc32fast::hash(&v1[..28]);
         v1[28..32].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(read_file_header(&v1), FileStart::Header(FRAMING));
+    }
+
+    /// Records of many sizes, one of them longer than `window` bytes, and
+    /// where each starts.
+    fn records_of_many_sizes(window: usize) -> (Vec<u8>, Vec<usize>) {
+        let (mut records, mut starts) = (Vec::new(), Vec::new());
+        for i in 0..300usize {
+            starts.push(records.len());
+            let value = vec![i as u8; if i == 150 { 3 * window } else { i * 37 % 300 }];
+            let put = Effect::Put {
+                key: b"k",
+                version: i as u64,
+                value: &value,
+                deadline: None,
+            };
+            write_effect(&mut records, &put);
+        }
+        stamp(&mut records, EPOCH);
+        (records, starts)
+    }
+
+    #[test]
+    fn chunks_end_at_record_boundaries_and_a_record_longer_than_a_chunk_is_one_chunk() {
+        const WINDOW: usize = 1024;
+        let (records, starts) = records_of_many_sizes(WINDOW);
+        let (mut at, mut copied, mut nr_chunks, mut longer) = (0, Vec::new(), 0, 0);
+        while at < records.len() && nr_chunks < records.len() {
+            // As the switch reads: a window of the bytes left, at most WINDOW.
+            let window = &records[at..records.len().min(at + WINDOW)];
+            let len = chunk_len(window).expect("the window starts with a record");
+            let chunk = &records[at..at + len];
+            assert!(starts.contains(&(at + len)) || at + len == records.len());
+            let nr_records = stamp(&mut chunk.to_vec(), EPOCH);
+            if len > WINDOW {
+                assert_eq!(nr_records, 1, "only a single record may exceed a chunk");
+                longer += 1;
+            } else {
+                // Whole records, as many as fit: the next one did not.
+                let next = records.get(at + len..).and_then(|rest| rest.get(..4));
+                if let Some(next_len) = next {
+                    let next_len = u32::from_le_bytes(next_len.try_into().expect("4 bytes"));
+                    assert!(len + HEADER_BYTES + next_len as usize > WINDOW);
+                }
+            }
+            copied.extend_from_slice(chunk);
+            at += len;
+            nr_chunks += 1;
+        }
+        assert_eq!(copied, records, "every byte copied once, in order");
+        assert_eq!(longer, 1, "the long record is a chunk of its own");
+        assert!(nr_chunks > records.len() / WINDOW, "{nr_chunks} chunks");
+    }
+
+    #[test]
+    fn a_window_without_a_record_header_has_no_chunk() {
+        let (records, _) = records_of_many_sizes(64);
+        assert_eq!(chunk_len(&[]), None);
+        assert_eq!(chunk_len(&records[..HEADER_BYTES - 1]), None);
+        assert_eq!(chunk_len(&[0; 64]), None, "zero padding is no record");
+        let first = HEADER_BYTES + u32::from_le_bytes(records[..4].try_into().expect("4")) as usize;
+        let mut then_zeros = records[..first].to_vec();
+        then_zeros.extend_from_slice(&[0; 64]);
+        assert_eq!(chunk_len(&then_zeros), Some(first));
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod format;
 pub mod hint;
 pub mod replay;
 pub mod sync_stats;
+pub mod tail_copy;
 pub mod values;
 pub mod writer;
 

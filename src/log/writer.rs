@@ -29,6 +29,7 @@
 
 use super::file_io;
 use super::sync_stats::SyncStats;
+use super::tail_copy::RecordCopy;
 use super::values::{self, ValueFiles};
 use super::{format, FsyncMode};
 use crate::entry::{Entry, Location};
@@ -445,6 +446,9 @@ impl LogWriter {
 
     /// The switch proper. On failure the old file stays in use and nothing
     /// appended is lost: records taken for the new file are put back.
+    ///
+    /// The records are copied a chunk of a few MiB at a time (`tail_copy`),
+    /// so the switch's memory does not grow with the tail.
     async fn move_to(
         &self,
         new_file: BufferedFile,
@@ -456,25 +460,34 @@ impl LogWriter {
         let old = self.file.borrow().clone();
         let tail_start = self.file_offset(cut);
         let tail_len = self.file_offset(self.written.get()) - tail_start;
-        let tail = old.read_at(tail_start, tail_len as usize).await?;
-        // Records appended but not yet written go to the new file with the tail;
-        // anything appended while this runs stays pending for the flusher.
+        // Nothing is taken from the writer before the tail is copied, so a
+        // failure here leaves it as it was. The tail cannot grow meanwhile:
+        // while paused, nothing is written to the old file.
+        let mut copy = RecordCopy::new(&new_file, new_epoch, self.shard);
+        copy.copy_from_file(&old, tail_start, tail_len, snapshot_len)
+            .await?;
+        // Tests hold the switch here to append while it runs.
+        failpoint::hold_while_armed(
+            "compaction::tail_copied",
+            Some(self.shard),
+            &"a compaction switch",
+        )
+        .await;
+        // Records appended but not yet written go to the new file behind the
+        // tail; anything appended while they are copied stays pending for
+        // the flusher.
         let taken = std::mem::take(&mut *self.pending.borrow_mut());
         let taken_values = std::mem::take(&mut *self.pending_values.borrow_mut());
-        let mut moved = tail.to_vec();
-        moved.extend_from_slice(&taken);
-        // The tail was stamped for the old file: records are valid only in the
-        // file of the epoch they carry.
-        format::stamp(&mut moved, new_epoch);
-        let moved_len = moved.len() as u64;
-        match write_and_install(&new_file, moved, snapshot_len, install, self.shard).await {
+        let taken_at = snapshot_len + tail_len;
+        match finish_new_file(&mut copy, &taken, taken_at, &new_file, install, self.shard).await {
             Ok(()) => {
+                let copied = copy.stats();
                 // The new file holds logical `cut` at byte `snapshot_len`.
                 self.file_origin.set(cut as i64 - snapshot_len as i64);
                 let end = self.written.get() + taken.len() as u64;
                 self.written.set(end);
                 self.synced.set(end);
-                self.allocated.set(snapshot_len + moved_len);
+                self.allocated.set(taken_at + taken.len() as u64);
                 *self.file.borrow_mut() = Rc::new(new_file);
                 self.epoch.set(new_epoch);
                 if let (Some(files), Some(reader)) =
@@ -483,8 +496,16 @@ impl LogWriter {
                     files.switch(reader, tail_start, snapshot_len);
                 }
                 // The taken records are in the new file, behind the tail.
-                self.located(taken_values, snapshot_len + tail_len);
+                self.located(taken_values, taken_at);
                 self.progress.notify_all();
+                tracing::debug!(
+                    shard = self.shard,
+                    "compaction switch copied {} bytes behind the snapshot in {} chunks, \
+                     the largest {} bytes",
+                    copied.bytes,
+                    copied.chunks,
+                    copied.largest_chunk
+                );
                 Ok(())
             }
             Err(e) => {
@@ -569,22 +590,17 @@ impl LogWriter {
     }
 }
 
-/// Writes `bytes` at `at` in the new file, syncs it, and installs it.
-async fn write_and_install(
-    file: &BufferedFile,
-    bytes: Vec<u8>,
+/// Copies `taken` (records appended and not yet written) to `at` in the new
+/// file, behind the tail `copy` wrote, syncs the file, and installs it.
+async fn finish_new_file(
+    copy: &mut RecordCopy<'_>,
+    taken: &[u8],
     at: u64,
+    file: &BufferedFile,
     install: impl std::future::Future<Output = std::io::Result<()>>,
     shard: usize,
 ) -> std::io::Result<()> {
-    let len = bytes.len();
-    failpoint::check("compaction::write", Some(shard))?;
-    if len > 0 && file.write_at(bytes, at).await? != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            "short write",
-        ));
-    }
+    copy.copy_from_memory(taken, at).await?;
     failpoint::check("compaction::fdatasync", Some(shard))?;
     file.fdatasync().await?;
     install.await
