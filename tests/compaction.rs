@@ -403,7 +403,9 @@ fn hold_before_switch(data_dir: &Path, test: &str, delete_all: bool) -> HeldBefo
                 _ if i % 10 == 9 => Request::Set(tail_key(i - 5), random_value(&mut rng, 100)),
                 _ if i % 10 == 7 => Request::Del(tail_key(i - 4)),
                 _ => {
-                    let len = rng.gen_range(1..=TAIL_VALUE_MAX_BYTES);
+                    // At least half the maximum: the tail always spans well over
+                    // four chunks, whatever the seed.
+                    let len = rng.gen_range(TAIL_VALUE_MAX_BYTES / 2..=TAIL_VALUE_MAX_BYTES);
                     Request::Set(tail_key(i), random_value(&mut rng, len))
                 }
             })

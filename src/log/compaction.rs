@@ -292,8 +292,9 @@ fn remove_partial(tmp: &Path) {
 /// recovery reads.
 ///
 /// With the disk engine (`values`: the log its entries' values are read
-/// from), values on disk are read back for it, [`READS_IN_FLIGHT`] at a time,
-/// and where each entry's value lands in the file is returned.
+/// from), values on disk are read back for it in the order they lie on disk,
+/// neighbours together (`read_in_spans`), and where each entry's value lands
+/// in the file is returned.
 pub async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
@@ -306,8 +307,26 @@ pub async fn write_snapshot(
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();
-    for group in snapshot.entries.chunks(READS_IN_FLIGHT) {
-        let read = read_values(values, group).await?;
+    // With the disk engine, the entries go in the order their values lie on
+    // disk, so that neighbouring values are read together, in spans of up
+    // to SPAN_BYTES: close to one sequential pass over the old file, however
+    // the table orders its keys.
+    let order = match values {
+        Some(_) => disk_order(&snapshot.entries),
+        None => (0..snapshot.entries.len() as u32).collect(),
+    };
+    let mut next = 0;
+    while next < order.len() {
+        // A batch: entries up to BATCH_BYTES of values (at least one).
+        let mut group: Vec<&SnapshotEntry> = Vec::new();
+        let mut bytes = 0;
+        while next < order.len() && (group.is_empty() || bytes < BATCH_BYTES) {
+            let entry = &snapshot.entries[order[next] as usize];
+            bytes += entry.value_len() as u64;
+            group.push(entry);
+            next += 1;
+        }
+        let read = read_in_spans(values, &group).await?;
         for (entry, value) in group.iter().zip(&read) {
             let value = value.as_deref().unwrap_or_else(|| entry.value());
             let put = Effect::Put {
@@ -320,13 +339,13 @@ pub async fn write_snapshot(
                 .expect("a PUT record holds a value");
             if values.is_some() {
                 let crc = crc32fast::hash(value);
-                located.push((entry.clone(), offset + at as u64, crc));
+                located.push(((*entry).clone(), offset + at as u64, crc));
             }
-        }
-        if chunk.len() >= CHUNK_BYTES {
-            format::stamp(&mut chunk, epoch);
-            offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
-            glommio::yield_if_needed().await;
+            if chunk.len() >= CHUNK_BYTES {
+                format::stamp(&mut chunk, epoch);
+                offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
+                glommio::yield_if_needed().await;
+            }
         }
     }
     // The PUT records end here: a hint file describes the file up to this
@@ -379,8 +398,101 @@ pub async fn write_snapshot(
     })
 }
 
-/// Reads of on-disk values a snapshot keeps in flight at once.
-pub const READS_IN_FLIGHT: usize = 64;
+/// The most bytes one read of neighbouring values covers.
+const SPAN_BYTES: u64 = 4 << 20;
+/// Span reads in flight at once.
+const SPANS_IN_FLIGHT: usize = 4;
+/// Bytes of values read per batch (a batch's values are in memory together
+/// until they are written): the spans in flight, filled.
+const BATCH_BYTES: u64 = SPANS_IN_FLIGHT as u64 * SPAN_BYTES;
+
+/// The snapshot's entries in the order their values lie on disk: those
+/// holding their values first, then by (file, offset). Sorts compact
+/// (position, index) pairs, not the entries.
+fn disk_order(entries: &[SnapshotEntry]) -> Vec<u32> {
+    let mut keyed: Vec<(u32, u64, u32)> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| match entry.location() {
+            None => (0, 0, i as u32),
+            Some(at) => (at.file.wrapping_add(1).max(1), at.offset, i as u32),
+        })
+        .collect();
+    keyed.sort_unstable();
+    keyed.into_iter().map(|(_, _, i)| i).collect()
+}
+
+/// The values of `entries` (in disk order) that are on disk, read from
+/// `values`: runs of neighbouring values of one file in single reads of up
+/// to [`SPAN_BYTES`], [`SPANS_IN_FLIGHT`] at a time; a value that is alone,
+/// larger than a span, or in a span that does not lie in one piece of one
+/// file (`ValueFiles::locate_span`) is read on its own. Every value is
+/// checked against its checksum. None for an entry holding its value.
+async fn read_in_spans(
+    values: Option<&LogWriter>,
+    entries: &[&SnapshotEntry],
+) -> std::io::Result<Vec<Option<Vec<u8>>>> {
+    let Some(log) = values else {
+        return Ok(vec![None; entries.len()]);
+    };
+    let mut out: Vec<Option<Vec<u8>>> = vec![None; entries.len()];
+    // Spans: (file, start, end, the entries' positions in `entries`).
+    let mut spans: Vec<(u32, u64, u64, Vec<usize>)> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let Some(at) = entry.location() else { continue };
+        let end = at.offset + u64::from(at.len);
+        match spans.last_mut() {
+            Some((file, start, span_end, members))
+                if *file == at.file && at.offset >= *start && end - *start <= SPAN_BYTES =>
+            {
+                *span_end = (*span_end).max(end);
+                members.push(i);
+            }
+            _ => spans.push((at.file, at.offset, end, vec![i])),
+        }
+    }
+    for group in spans.chunks(SPANS_IN_FLIGHT) {
+        let reads = group.iter().map(|(file, start, end, members)| async move {
+            let whole = match members.len() {
+                1 => None,
+                _ => log.read_span(*file, *start, end - start).await,
+            };
+            match whole {
+                Some(Ok(read)) => Ok((members, Some((*start, read)), Vec::new())),
+                Some(Err(e)) => Err(e),
+                None => {
+                    // One at a time: alone, or not in one piece of one file.
+                    let mut each = Vec::with_capacity(members.len());
+                    for &i in members.iter() {
+                        let at = entries[i].location().expect("a member is on disk");
+                        each.push(log.read_value(at).await?.to_vec());
+                    }
+                    Ok((members, None, each))
+                }
+            }
+        });
+        for read in super::values::join_all(reads.collect()).await {
+            let (members, span, each) = read?;
+            match span {
+                Some((start, bytes)) => {
+                    for &i in members.iter() {
+                        let at = entries[i].location().expect("a member is on disk");
+                        let from = (at.offset - start) as usize;
+                        let value = &bytes[from..from + at.len as usize];
+                        super::values::check(at, value)?;
+                        out[i] = Some(value.to_vec());
+                    }
+                }
+                None => {
+                    for (&i, value) in members.iter().zip(each) {
+                        out[i] = Some(value);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// The values of `entries` that are on disk, read from `values` together
 /// (None for an entry holding its value).
@@ -431,6 +543,28 @@ async fn write_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_snapshot_reads_values_in_the_order_they_lie_on_disk() {
+        let at = |file, offset| Location {
+            file,
+            offset,
+            len: 10,
+            crc: 0,
+        };
+        let entries = vec![
+            SnapshotEntry::on_disk(b"c", at(2, 50), 1, None),
+            SnapshotEntry::on_disk(b"a", at(1, 900), 1, None),
+            SnapshotEntry::new(b"inline", b"v", 1),
+            SnapshotEntry::on_disk(b"b", at(2, 10), 1, None),
+            SnapshotEntry::on_disk(b"d", at(1, 5), 1, None),
+        ];
+        let keys: Vec<&[u8]> = disk_order(&entries)
+            .into_iter()
+            .map(|i| entries[i as usize].key())
+            .collect();
+        assert_eq!(keys, [&b"inline"[..], b"d", b"a", b"b", b"c"]);
+    }
 
     #[test]
     fn snapshot_bytes_is_the_size_of_the_put_records_of_the_keys_and_values() {

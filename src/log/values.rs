@@ -117,6 +117,23 @@ impl ValueFiles {
         })
     }
 
+    /// The file and offset of `len` bytes from `offset` of file `file`, if
+    /// they lie in one file in one piece (a span across the point where a
+    /// retired file's tail was moved to its successor does not).
+    pub fn locate_span(&self, file: u32, offset: u64, len: u64) -> Option<(Rc<DmaFile>, u64)> {
+        let at = |offset| {
+            self.resolve(Location {
+                file,
+                offset,
+                len: 0,
+                crc: 0,
+            })
+        };
+        let (first, start) = at(offset)?;
+        let (last, end) = at(offset + len.max(1) - 1)?;
+        (Rc::ptr_eq(&first, &last) && end - start == len.max(1) - 1).then_some((first, start))
+    }
+
     /// Closes the retired files that no entry can point into any more: a
     /// switch has happened since each was retired (its snapshot moved every
     /// entry the table had) and `referenced` says no other entry does.

@@ -190,6 +190,26 @@ impl LogWriter {
             .map_or(0, ValueFiles::next_number)
     }
 
+    /// Reads `len` bytes from `offset` of value file `file` in one read (a
+    /// compaction reading many neighbouring values); None if they are not
+    /// in one piece of one file (see `ValueFiles::locate_span`).
+    pub async fn read_span(
+        &self,
+        file: u32,
+        offset: u64,
+        len: u64,
+    ) -> Option<std::io::Result<glommio::io::ReadResult>> {
+        let (dma, at) = self
+            .value_files
+            .borrow()
+            .as_ref()?
+            .locate_span(file, offset, len)?;
+        if let Err(e) = failpoint::check("log::read_value", Some(self.shard)) {
+            return Some(Err(e));
+        }
+        Some(values::read_exact(&dma, at, len as usize).await)
+    }
+
     /// Reads the value bytes at `location` at once, blocking this thread
     /// (see `values::read_blocking` for the one case that needs it).
     pub fn read_value_blocking(&self, location: Location) -> std::io::Result<Vec<u8>> {
