@@ -551,4 +551,36 @@ mod tests {
             Err(ConfigError::Memory(10))
         ));
     }
+
+    #[test]
+    fn the_disk_cache_defaults_with_the_disk_engine_and_is_refused_with_the_others() {
+        // Each call names its engine (`config` names the memory engine).
+        let config = |flags: &[&str]| {
+            let argv = [&["corekv-server"], flags].concat();
+            Config::from_args(ServerArgs::try_parse_from(argv).expect("flags parse"))
+        };
+        let cache = |flags: &[&str]| config(flags).map(|c| c.disk_cache_bytes);
+        assert_eq!(cache(&["--engine", "disk"]).ok(), Some(64 << 20));
+        let flags = ["--engine", "disk", "--disk-cache-bytes", "0"];
+        assert_eq!(cache(&flags).ok(), Some(0));
+        let flags = [
+            "--engine",
+            "disk",
+            "--disk-cache-bytes",
+            "1GiB",
+            "--shards",
+            "4",
+        ];
+        assert_eq!(
+            config(&flags).ok().map(|c| c.shard_disk_cache_bytes()),
+            Some(256 << 20)
+        );
+        assert_eq!(cache(&["--engine", "log"]).ok(), Some(0));
+        for engine in ["log", "memory"] {
+            assert!(matches!(
+                cache(&["--engine", engine, "--disk-cache-bytes", "0"]),
+                Err(ConfigError::DiskCache(name)) if name == engine
+            ));
+        }
+    }
 }
