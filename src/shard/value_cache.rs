@@ -21,9 +21,9 @@
 //! leaves the cache as it was, instead of flushing the hot values out.
 //!
 //! **Bounded in bytes.** Each copy counts what the allocator holds for it
-//! plus [`SLOT_OVERHEAD_BYTES`] of bookkeeping; the doorkeeper's table is
-//! taken off the budget first, so the whole structure stays within it.
-//! Eviction is CLOCK (see [`ValueCache::make_room`] for why).
+//! plus `SLOT_OVERHEAD_BYTES` (about 115) of bookkeeping; the doorkeeper's
+//! table is taken off the budget first, so the whole structure stays within
+//! it. Eviction is CLOCK (`ValueCache::make_room` says why).
 
 use crate::allocator;
 use crate::entry::Location;
@@ -32,9 +32,8 @@ use std::collections::HashMap;
 /// Bookkeeping counted per cached value besides its bytes: its slot and an
 /// index entry (with the hash map's control byte, at a load as low as one
 /// half just after it grows).
-pub const SLOT_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Option<Slot>>()
-    + 2 * (std::mem::size_of::<(Location, usize)>() + 1))
-    as u64;
+const SLOT_OVERHEAD_BYTES: u64 = (std::mem::size_of::<Option<Slot>>()
+    + 2 * (std::mem::size_of::<(Location, usize)>() + 1)) as u64;
 
 /// One value is admitted only if it takes at most this share of the cache
 /// (1/4): a single large value must not push out most of the hot ones.
@@ -64,7 +63,7 @@ fn hasher() -> ahash::RandomState {
 
 /// A cached copy.
 #[derive(Debug)]
-pub struct Slot {
+struct Slot {
     location: Location,
     value: Box<[u8]>,
     /// CLOCK's bit: set by a hit, cleared as the hand passes.
