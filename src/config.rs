@@ -22,6 +22,10 @@ use std::time::Duration;
 /// batch, whose effects can take ~4.5× its wire bytes (`[1,"",nil]` is 4
 /// bytes on the wire, 18 in the log): that must stay under a record's 4 GiB.
 const MAX_FRAME_BYTES_CEILING: u64 = 512 << 20;
+/// The disk engine's cache of hot values when --disk-cache-bytes is not
+/// given: enough for the hot set of many workloads, small next to the
+/// memory a server is given.
+const DEFAULT_DISK_CACHE_BYTES: u64 = 64 << 20;
 /// Shards beyond this are almost certainly a typo, and every shard costs an
 /// executor thread, an io_uring ring and N-1 channel pairs.
 const MAX_SHARDS: usize = 256;
@@ -112,6 +116,14 @@ pub struct ServerArgs {
     /// Default: three quarters of physical memory.
     #[arg(long, env = "COREKV_MAX_MEMORY_BYTES", value_parser = parse_bytes)]
     pub max_memory_bytes: Option<u64>,
+
+    /// Disk engine: memory for a cache of hot values, across all shards
+    /// (each keeps an equal share), on top of --max-memory-bytes. A value
+    /// is cached on its second read from disk, so one-off scans do not flush
+    /// it. 0 disables the cache. Refused with the other engines, which keep
+    /// their values in memory. Default: 64MiB with --engine disk.
+    #[arg(long, env = "COREKV_DISK_CACHE_BYTES", value_parser = parse_bytes)]
+    pub disk_cache_bytes: Option<u64>,
 
     /// What a write over --max-memory-bytes does: `noeviction` refuses it
     /// with OOM; the others evict keys to make room, as Redis's policies of
@@ -268,6 +280,10 @@ pub enum ConfigError {
     Connections,
     #[error("--max-memory-bytes must be at least 1 MiB, got {0}")]
     Memory(u64),
+    #[error(
+        "--disk-cache-bytes applies only to --engine disk (the {0} engine keeps its values in memory)"
+    )]
+    DiskCache(&'static str),
     #[error("--fsync-interval-ms must be between 1 and 60000, got {0}")]
     FsyncInterval(u64),
     #[error("--cluster and --node go together: {0} is given without the other")]
@@ -288,6 +304,9 @@ pub struct Config {
     pub max_key_bytes: usize,
     pub max_connections: usize,
     pub max_memory_bytes: u64,
+    /// The disk engine's cache of hot values, across all shards (0: none,
+    /// and always 0 with the other engines).
+    pub disk_cache_bytes: u64,
     pub eviction: EvictionPolicy,
     pub fsync: FsyncMode,
     pub compact_min_bytes: u64,
@@ -322,6 +341,11 @@ impl Config {
         if max_memory_bytes < 1 << 20 {
             return Err(ConfigError::Memory(max_memory_bytes));
         }
+        let disk_cache_bytes = match (args.engine, args.disk_cache_bytes) {
+            (Engine::Disk, bytes) => bytes.unwrap_or(DEFAULT_DISK_CACHE_BYTES),
+            (_, None) => 0,
+            (engine, Some(_)) => return Err(ConfigError::DiskCache(engine.name())),
+        };
         if !(1..=60_000).contains(&args.fsync_interval_ms) {
             return Err(ConfigError::FsyncInterval(args.fsync_interval_ms));
         }
@@ -348,6 +372,7 @@ impl Config {
             max_key_bytes: args.max_key_bytes as usize,
             max_connections: args.max_connections,
             max_memory_bytes,
+            disk_cache_bytes,
             eviction: args.maxmemory_policy.eviction(),
             fsync,
             compact_min_bytes: args.compact_min_bytes,
@@ -365,6 +390,11 @@ impl Config {
             None => Routing::Hash,
         };
         Router::with_routing(self.nr_shards, routing)
+    }
+
+    /// The share of the disk engine's value cache each shard keeps.
+    pub fn shard_disk_cache_bytes(&self) -> u64 {
+        self.disk_cache_bytes / self.nr_shards as u64
     }
 
     /// The share of the memory limit each shard enforces on its own table.
@@ -520,5 +550,37 @@ mod tests {
             config(&["--max-memory-bytes", "10"]),
             Err(ConfigError::Memory(10))
         ));
+    }
+
+    #[test]
+    fn the_disk_cache_defaults_with_the_disk_engine_and_is_refused_with_the_others() {
+        // Each call names its engine (`config` names the memory engine).
+        let config = |flags: &[&str]| {
+            let argv = [&["corekv-server"], flags].concat();
+            Config::from_args(ServerArgs::try_parse_from(argv).expect("flags parse"))
+        };
+        let cache = |flags: &[&str]| config(flags).map(|c| c.disk_cache_bytes);
+        assert_eq!(cache(&["--engine", "disk"]).ok(), Some(64 << 20));
+        let flags = ["--engine", "disk", "--disk-cache-bytes", "0"];
+        assert_eq!(cache(&flags).ok(), Some(0));
+        let flags = [
+            "--engine",
+            "disk",
+            "--disk-cache-bytes",
+            "1GiB",
+            "--shards",
+            "4",
+        ];
+        assert_eq!(
+            config(&flags).ok().map(|c| c.shard_disk_cache_bytes()),
+            Some(256 << 20)
+        );
+        assert_eq!(cache(&["--engine", "log"]).ok(), Some(0));
+        for engine in ["log", "memory"] {
+            assert!(matches!(
+                cache(&["--engine", engine, "--disk-cache-bytes", "0"]),
+                Err(ConfigError::DiskCache(name)) if name == engine
+            ));
+        }
     }
 }

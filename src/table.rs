@@ -359,6 +359,13 @@ impl Table {
     pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
         self.stats.disk_reads += 1;
         self.stats.disk_read_bytes += bytes.len() as u64;
+        self.keep_copy(key, location, bytes);
+    }
+
+    /// Keeps `bytes`, the value at `location` the shard had a copy of (its
+    /// cache of hot values), for the requests about to run on `key`, as
+    /// [`Table::keep_fetched`] does but not counted as a disk read.
+    pub fn keep_copy(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
         let Some(entry) = self.find_live(key) else {
             return;
         };

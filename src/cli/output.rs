@@ -200,7 +200,7 @@ fn show_key(key: &str) -> String {
 
 /// Human labels for the STATS names docs/protocol.md defines, in print order.
 /// Names the server does not report are skipped.
-const STATS_LABELS: [(&str, &str); 19] = [
+const STATS_LABELS: [(&str, &str); 21] = [
     ("keys", "Keys stored"),
     ("expires", "  with an expiry"),
     ("value_bytes", "Bytes of values"),
@@ -218,12 +218,19 @@ const STATS_LABELS: [(&str, &str); 19] = [
     ("evicted_keys", "Keys evicted"),
     ("disk_reads", "Values read from disk"),
     ("disk_read_bytes", "  bytes"),
+    ("disk_cache_hits", "Disk cache hits (values not read)"),
+    ("disk_cache_bytes", "Disk cache memory"),
     ("shards", "Shards"),
     ("connections", "Open connections"),
 ];
 
 /// Names whose values are byte counts: printed with a binary-unit figure too.
-const STATS_BYTE_NAMES: [&str; 3] = ["value_bytes", "memory_bytes", "disk_read_bytes"];
+const STATS_BYTE_NAMES: [&str; 4] = [
+    "value_bytes",
+    "memory_bytes",
+    "disk_read_bytes",
+    "disk_cache_bytes",
+];
 
 fn print_stats(stats: &BTreeMap<String, u64>, out: &mut dyn Write) -> io::Result<()> {
     let known = STATS_LABELS

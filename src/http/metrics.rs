@@ -49,7 +49,7 @@ const fn metric(
     }
 }
 
-const TABLE_METRICS: [TableMetric; 16] = [
+const TABLE_METRICS: [TableMetric; 18] = [
     metric("corekv_keys", "gauge", "keys", "Keys stored."),
     metric(
         "corekv_value_bytes",
@@ -140,6 +140,18 @@ const TABLE_METRICS: [TableMetric; 16] = [
         "counter",
         "disk_read_bytes",
         "Bytes of the values the disk engine read from its log files for requests.",
+    ),
+    metric(
+        "corekv_disk_cache_hits_total",
+        "counter",
+        "disk_cache_hits",
+        "Values the disk engine served from its cache of hot values instead of reading them.",
+    ),
+    metric(
+        "corekv_disk_cache_bytes",
+        "gauge",
+        "disk_cache_bytes",
+        "Memory the disk engine's cache of hot values holds (--disk-cache-bytes bounds it).",
     ),
 ];
 
@@ -391,6 +403,18 @@ fn render_shards(page: &mut Page, metrics: &Metrics) {
     }
     if metrics.has_log {
         render_log(page, &shards);
+    }
+    if metrics.reads_values {
+        let name = "corekv_disk_read_duration_seconds";
+        page.family(
+            name,
+            "histogram",
+            "Time each read of a value from the disk engine's log files took (cache hits are not reads).",
+        );
+        for (id, shard) in &shards {
+            let reading = shard.disk_read_micros.read();
+            page.histogram(name, &[("shard", id)], &reading, 1e-6);
+        }
     }
 }
 

@@ -21,14 +21,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn new(nr_bounds: usize) -> Histogram {
+    pub fn new(nr_bounds: usize) -> Histogram {
         Histogram {
             counts: vec![0; nr_bounds + 1],
             sum: 0,
         }
     }
 
-    fn observe(&mut self, bounds: &[u64], value: u64) {
+    pub fn observe(&mut self, bounds: &[u64], value: u64) {
         let bucket = bounds.partition_point(|&bound| bound < value);
         self.counts[bucket] += 1;
         self.sum += value;

@@ -11,7 +11,8 @@
 //! - **Published**: copied from the shard's own state into its atomics by
 //!   [`Metrics::publish`], on the shard's thread, every
 //!   [`PUBLISH_PERIOD`] and whenever that shard serves `/metrics`: the log's
-//!   size and sync histograms (which the log writer keeps), and the error
+//!   size and sync histograms (which the log writer keeps), the disk
+//!   engine's value read latency (which the shard keeps), and the error
 //!   elements the shard's thread has written by code
 //!   ([`crate::proto::error::errors_written`]). Another shard's published
 //!   figures may be up to one period old.
@@ -32,6 +33,7 @@ pub mod process;
 
 use crate::log::sync_stats::{Histogram, RECORDS_BOUNDS, SYNC_MICROS_BOUNDS};
 use crate::proto::ErrorCode;
+use crate::shard::values::DISK_READ_MICROS_BOUNDS;
 use crate::shard::{Shard, ShardId};
 use histogram::SharedHistogram;
 use latency::RequestLatency;
@@ -56,6 +58,9 @@ pub struct ShardMetrics {
     pub requests: RequestLatency,
     /// Error elements written, by [`ErrorCode::ALL`] index (published).
     pub errors: [AtomicU64; ErrorCode::ALL.len()],
+    /// Each value read from disk's latency, in microseconds (published;
+    /// the disk engine only).
+    pub disk_read_micros: SharedHistogram,
 }
 
 impl Default for ShardMetrics {
@@ -67,6 +72,7 @@ impl Default for ShardMetrics {
             log_records_per_sync: SharedHistogram::new(&RECORDS_BOUNDS),
             requests: RequestLatency::default(),
             errors: ErrorCode::ALL.map(|_| AtomicU64::new(0)),
+            disk_read_micros: SharedHistogram::new(&DISK_READ_MICROS_BOUNDS),
         }
     }
 }
@@ -75,15 +81,18 @@ impl Default for ShardMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     pub shards: Box<[ShardMetrics]>,
-    /// Whether the shards have logs (the log engine).
+    /// Whether the shards have logs (the log and disk engines).
     pub has_log: bool,
+    /// Whether the shards read their values from disk (the disk engine).
+    pub reads_values: bool,
 }
 
 impl Metrics {
-    pub fn new(nr_shards: usize, has_log: bool) -> Metrics {
+    pub fn new(nr_shards: usize, has_log: bool, reads_values: bool) -> Metrics {
         Metrics {
             shards: (0..nr_shards).map(|_| ShardMetrics::default()).collect(),
             has_log,
+            reads_values,
         }
     }
 
@@ -109,6 +118,7 @@ impl Metrics {
         {
             published.store(count, Ordering::Relaxed);
         }
+        store(&figures.disk_read_micros, &shard.disk_read_latency());
         let Some(log) = shard.log() else { return };
         figures.log_bytes.store(log.file_len(), Ordering::Relaxed);
         let stats = log.sync_stats();

@@ -43,11 +43,17 @@ pub struct TableStats {
     /// Values the disk engine read from its log for requests, and their bytes.
     pub disk_reads: u64,
     pub disk_read_bytes: u64,
+    /// Values the disk engine answered from its cache of hot values instead
+    /// of reading them (a hit ratio: hits / (hits + disk_reads)), and the
+    /// bytes the cache holds now. Filled in by the shard, which owns the
+    /// cache.
+    pub disk_cache_hits: u64,
+    pub disk_cache_bytes: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 19;
+    pub const NR_FIELDS: usize = 21;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -71,6 +77,8 @@ impl TableStats {
             ("evicted_keys", self.evicted_keys),
             ("disk_reads", self.disk_reads),
             ("disk_read_bytes", self.disk_read_bytes),
+            ("disk_cache_hits", self.disk_cache_hits),
+            ("disk_cache_bytes", self.disk_cache_bytes),
         ]
     }
 
@@ -96,6 +104,8 @@ impl TableStats {
             evicted_keys: v[16],
             disk_reads: v[17],
             disk_read_bytes: v[18],
+            disk_cache_hits: v[19],
+            disk_cache_bytes: v[20],
         }
     }
 
@@ -166,6 +176,8 @@ mod tests {
             17,
             18,
             19,
+            20,
+            21,
         ]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);

@@ -135,7 +135,11 @@ pub fn run(
     let http_claim = config.http_addr.map(probe_bind).transpose()?;
     let http_addr = http_claim.as_ref().map(|claim| claim.addr);
     let data_dir = DataDir::open(&config.data_dir, config.engine)?;
-    let metrics = Arc::new(Metrics::new(config.nr_shards, config.engine.logs()));
+    let metrics = Arc::new(Metrics::new(
+        config.nr_shards,
+        config.engine.logs(),
+        config.engine == crate::config::Engine::Disk,
+    ));
     let http = match http_addr {
         Some(addr) => {
             // The HTTP API answers 503 during recovery.

@@ -275,7 +275,15 @@ impl ShardPlan {
         let mesh = self.mesh.connect().await;
         let router = self.router.clone();
         let txn = Box::new(Participant::new(self.next_txn_seq));
-        let (shard, inboxes) = Shard::new(self.id, router, self.table, log.clone(), txn, mesh);
+        let (shard, inboxes) = Shard::new(
+            self.id,
+            router,
+            self.table,
+            log.clone(),
+            txn,
+            mesh,
+            self.config.shard_disk_cache_bytes(),
+        );
         shard.start_peer_tasks(inboxes);
         if let Some(plan) = &self.log {
             let task = compactor::compact_when_needed(

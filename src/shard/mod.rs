@@ -32,6 +32,7 @@
 pub mod mesh;
 pub mod pending;
 pub mod transactions;
+pub mod value_cache;
 pub mod values;
 
 use crate::ids::TxnId;
@@ -48,6 +49,8 @@ use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
 use std::cell::{Ref, RefCell, RefMut};
 use std::rc::Rc;
+use value_cache::ValueCache;
+use values::DiskReadLatency;
 
 pub use crate::ids::{Router, ShardId};
 /// A shard's STATS share, as the round reads it (`proto::stats`).
@@ -82,6 +85,10 @@ pub struct Shard {
     requests_to: Vec<Option<ConnectedSender<ShardRequest>>>,
     responses_to: Vec<Option<ConnectedSender<ShardResponse>>>,
     pending: Pending,
+    /// The disk engine's hot values (`value_cache`); disabled otherwise.
+    value_cache: RefCell<ValueCache>,
+    /// How long each value read from disk took (`values`).
+    disk_read_latency: RefCell<DiskReadLatency>,
 }
 
 /// The receiving ends a shard serves from its peer tasks.
@@ -98,6 +105,7 @@ impl Shard {
         log: Option<Rc<LogWriter>>,
         txn: Box<dyn Transactions>,
         mesh: ConnectedMesh,
+        value_cache_bytes: u64,
     ) -> (Rc<Shard>, PeerInboxes) {
         let shard = Shard {
             id,
@@ -108,6 +116,8 @@ impl Shard {
             requests_to: mesh.requests_to,
             responses_to: mesh.responses_to,
             pending: Pending::default(),
+            value_cache: RefCell::new(ValueCache::new(value_cache_bytes)),
+            disk_read_latency: RefCell::default(),
         };
         let inboxes = PeerInboxes {
             requests_from: mesh.requests_from,
@@ -148,6 +158,9 @@ impl Shard {
     pub fn table_stats(&self) -> TableStats {
         let mut stats = self.table.borrow().stats();
         stats.log_syncs = self.log.as_ref().map_or(0, |log| log.nr_syncs());
+        let cache = self.value_cache.borrow();
+        stats.disk_cache_hits = cache.hits();
+        stats.disk_cache_bytes = cache.bytes();
         stats
     }
 

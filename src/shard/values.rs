@@ -14,15 +14,48 @@
 //! await: `txn::locks`); a value that changed while the request waited for
 //! its turn is read then with a blocking read ([`Shard::read_changed_values`]).
 //! A copy is kept by location, whose bytes never change, so a copy kept too
-//! long is never wrong, only unused.
+//! long is never wrong, only unused. For the same reason the shard keeps a
+//! small cache of hot values by location (`shard::value_cache`), which both
+//! reads look in first and offer what they read to.
 //!
 //! Nothing here runs for the log and memory engines beyond one flag test.
 
 use super::Shard;
 use crate::entry::{Entry, Location};
 use crate::log::format::{self, Effect};
+use crate::log::sync_stats::Histogram;
 use crate::log::writer::PendingValue;
 use crate::proto::{Op, OpKind};
+use std::time::{Duration, Instant};
+
+/// Upper bounds of the value read latency buckets, in microseconds: from a
+/// read served by the page cache (tmpfs) to one queued behind a busy device.
+pub const DISK_READ_MICROS_BOUNDS: [u64; 12] = [
+    10, 25, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000,
+];
+
+/// How long a shard's value reads took, from submission to completion as
+/// the shard saw them, by [`DISK_READ_MICROS_BOUNDS`]. Only the shard writes
+/// it; `/metrics` reads a published copy (`crate::metrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskReadLatency {
+    pub micros: Histogram,
+}
+
+impl Default for DiskReadLatency {
+    fn default() -> DiskReadLatency {
+        DiskReadLatency {
+            micros: Histogram::new(DISK_READ_MICROS_BOUNDS.len()),
+        }
+    }
+}
+
+impl DiskReadLatency {
+    fn observe(&mut self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.micros.observe(&DISK_READ_MICROS_BOUNDS, micros);
+    }
+}
 
 /// Reads of one key's value, when the key keeps changing under them.
 const MAX_READ_ATTEMPTS: usize = 8;
@@ -45,8 +78,10 @@ impl Shard {
 
     /// Reads the on-disk values the requests `ops` will use, all at once,
     /// into the table's copies (see the module docs); returns whether it
-    /// read any (and so waited). A failed read is logged; the request then
-    /// answers IOERR naming its key.
+    /// read any from disk (and so waited). Values in the shard's cache of
+    /// hot values are copied from it instead; a value read from disk is
+    /// offered to it. A failed read is logged; the request then answers
+    /// IOERR naming its key.
     pub async fn read_values_for(&self, ops: &[Op], buf: &[u8]) -> bool {
         let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
             return false;
@@ -57,30 +92,29 @@ impl Shard {
             .map(|op| op.key.of(buf))
             .collect();
         for attempt in 0..MAX_READ_ATTEMPTS {
-            let wanted: Vec<(&[u8], Location)> = {
-                let table = self.table.borrow();
-                let mut wanted: Vec<(&[u8], Location)> = Vec::new();
-                for &key in &keys {
-                    if let Some(location) = table.unread_location(key) {
-                        if !wanted.iter().any(|(k, _)| *k == key) {
-                            wanted.push((key, location));
-                        }
-                    }
-                }
-                wanted
-            };
+            let wanted = self.copy_cached_values(&keys);
             if wanted.is_empty() {
                 return attempt > 0;
             }
             let reads = wanted
                 .iter()
-                .map(|&(_, location)| log.read_value(location))
+                .map(|&(_, location)| async move {
+                    let started = Instant::now();
+                    let read = log.read_value(location).await;
+                    (read, started.elapsed())
+                })
                 .collect();
             let read = crate::log::values::join_all(reads).await;
             let mut table = self.table.borrow_mut();
-            for ((key, location), bytes) in wanted.into_iter().zip(read) {
+            let mut cache = self.value_cache.borrow_mut();
+            let mut latency = self.disk_read_latency.borrow_mut();
+            for ((key, location), (bytes, took)) in wanted.into_iter().zip(read) {
+                latency.observe(took);
                 match bytes {
-                    Ok(bytes) => table.keep_fetched(key, location, &bytes),
+                    Ok(bytes) => {
+                        table.keep_fetched(key, location, &bytes);
+                        cache.offer(location, &bytes);
+                    }
                     Err(e) => {
                         tracing::error!(
                             shard = %self.id,
@@ -95,23 +129,52 @@ impl Shard {
         true
     }
 
+    /// Copies the on-disk values of `keys` that the cache holds into the
+    /// table's copies; returns the others that are not read yet, each once,
+    /// with where they are.
+    fn copy_cached_values<'k>(&self, keys: &[&'k [u8]]) -> Vec<(&'k [u8], Location)> {
+        let mut table = self.table.borrow_mut();
+        let mut cache = self.value_cache.borrow_mut();
+        let mut wanted: Vec<(&[u8], Location)> = Vec::new();
+        for &key in keys {
+            let Some(location) = table.unread_location(key) else {
+                continue;
+            };
+            match cache.get(location) {
+                Some(bytes) => table.keep_copy(key, location, bytes),
+                None if !wanted.iter().any(|(k, _)| *k == key) => wanted.push((key, location)),
+                None => {}
+            }
+        }
+        wanted
+    }
+
     /// After a turn on the keys of `ops` began: reads, blocking, any value
     /// they use that changed since [`Shard::read_values_for`] read them (a
     /// write or a move to disk while the request waited for its turn). A
     /// turn is used at once, with no await, so this cannot go through
-    /// io_uring; it is rare, and one read.
+    /// io_uring; it is rare, and one read. The cache of hot values is used
+    /// as by [`Shard::read_values_for`].
     pub fn read_changed_values(&self, ops: &[Op], buf: &[u8]) {
         let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
             return;
         };
-        let mut table = self.table.borrow_mut();
-        for op in ops.iter().filter(|op| reads_value(op.kind)) {
-            let key = op.key.of(buf);
-            let Some(location) = table.unread_location(key) else {
-                continue;
-            };
-            match log.read_value_blocking(location) {
-                Ok(bytes) => table.keep_fetched(key, location, &bytes),
+        let keys: Vec<&[u8]> = ops
+            .iter()
+            .filter(|op| reads_value(op.kind))
+            .map(|op| op.key.of(buf))
+            .collect();
+        for (key, location) in self.copy_cached_values(&keys) {
+            let started = Instant::now();
+            let read = log.read_value_blocking(location);
+            self.disk_read_latency
+                .borrow_mut()
+                .observe(started.elapsed());
+            match read {
+                Ok(bytes) => {
+                    self.table.borrow_mut().keep_fetched(key, location, &bytes);
+                    self.value_cache.borrow_mut().offer(location, &bytes);
+                }
                 Err(e) => tracing::error!(
                     shard = %self.id,
                     "cannot read the value of {:?} at {location:?}: {e}",
@@ -119,6 +182,11 @@ impl Shard {
                 ),
             }
         }
+    }
+
+    /// The latency of this shard's value reads so far, for `/metrics`.
+    pub fn disk_read_latency(&self) -> Histogram {
+        self.disk_read_latency.borrow().micros.clone()
     }
 
     /// Drops the copies of values read for requests that have run.
