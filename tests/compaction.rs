@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::random_bin;
+
 use common::logs::log_path;
 use common::{
     arm_failpoint, count_lines, force_compaction, key_on_shard, nr_compactions,
@@ -283,12 +285,6 @@ const TAIL_WRITES_PER_MESSAGE: usize = 8;
 /// nothing (deleted).
 type Expected = BTreeMap<Vec<u8>, State>;
 
-fn random_value(rng: &mut StdRng, len: usize) -> Value {
-    let mut bytes = vec![0u8; len];
-    rng.fill(&mut bytes[..]);
-    Value::Binary(bytes)
-}
-
 /// Sends `writes` in one message, asserts all were acknowledged, and records
 /// them in `expected`.
 fn write_acknowledged(client: &mut Client, writes: Vec<Request>, expected: &mut Expected) {
@@ -385,7 +381,7 @@ fn hold_before_switch(data_dir: &Path, test: &str, delete_all: bool) -> HeldBefo
         .map(|i| {
             Request::Set(
                 b"churn".to_vec(),
-                random_value(&mut rng, 16 * 1024 + i as usize),
+                random_bin(&mut rng, 16 * 1024 + i as usize),
             )
         })
         .collect();
@@ -397,16 +393,16 @@ fn hold_before_switch(data_dir: &Path, test: &str, delete_all: bool) -> HeldBefo
         let writes: Vec<Request> = (first..first + TAIL_WRITES_PER_MESSAGE)
             .map(|i| match i {
                 _ if i == TAIL_WRITES / 2 => {
-                    Request::Set(tail_key(i), random_value(&mut rng, BIG_VALUE_BYTES))
+                    Request::Set(tail_key(i), random_bin(&mut rng, BIG_VALUE_BYTES))
                 }
                 // Overwrites and deletes of keys written earlier in the tail.
-                _ if i % 10 == 9 => Request::Set(tail_key(i - 5), random_value(&mut rng, 100)),
+                _ if i % 10 == 9 => Request::Set(tail_key(i - 5), random_bin(&mut rng, 100)),
                 _ if i % 10 == 7 => Request::Del(tail_key(i - 4)),
                 _ => {
                     // At least half the maximum: the tail always spans well over
                     // four chunks, whatever the seed.
                     let len = rng.gen_range(TAIL_VALUE_MAX_BYTES / 2..=TAIL_VALUE_MAX_BYTES);
-                    Request::Set(tail_key(i), random_value(&mut rng, len))
+                    Request::Set(tail_key(i), random_bin(&mut rng, len))
                 }
             })
             .collect();
@@ -459,7 +455,7 @@ fn append_during_switch(held: &mut HeldBeforeSwitch) -> WritesDuringSwitch {
             } else {
                 1000 * i + 1
             };
-            let value = random_value(&mut held.rng, len);
+            let value = random_bin(&mut held.rng, len);
             Request::Set(format!("during-{i}").into_bytes(), value)
         })
         .collect();
@@ -546,7 +542,7 @@ fn a_compaction_whose_tail_spans_many_chunks_keeps_every_acknowledged_write_byte
         .map(|i| {
             Request::Set(
                 format!("after-{i}").into_bytes(),
-                random_value(&mut rng, 5000),
+                random_bin(&mut rng, 5000),
             )
         })
         .collect();

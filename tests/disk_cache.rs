@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::{random_bin, start_on, stat};
+
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{force_compaction, frame, http_addr, http_request, pack, test_seed, TestServer};
@@ -19,19 +21,10 @@ use rmpv::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn start_on(data_dir: &Path, nr_shards: usize, flags: &[&str]) -> TestServer {
-    TestServer::start_in(data_dir, nr_shards, flags)
-        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"))
-}
-
 /// Restarts `server` (SIGTERM) with the same flags: every value is on disk.
 fn restart(server: &mut TestServer, data_dir: &Path, nr_shards: usize, flags: &[&str]) {
     stop(server, libc::SIGTERM);
     *server = start_on(data_dir, nr_shards, flags);
-}
-
-fn stat(client: &mut Client, name: &str) -> u64 {
-    client.stats().expect("STATS")[name]
 }
 
 /// The counters these tests watch: (disk_reads, disk_cache_hits, disk_cache_bytes).
@@ -42,12 +35,6 @@ fn cache_stats(client: &mut Client) -> (u64, u64, u64) {
         stats["disk_cache_hits"],
         stats["disk_cache_bytes"],
     )
-}
-
-fn random_value(rng: &mut rand::rngs::StdRng, len: usize) -> Value {
-    let mut bytes = vec![0u8; len];
-    rng.fill(&mut bytes[..]);
-    Value::Binary(bytes)
 }
 
 fn assert_reads_back(client: &mut Client, key: &[u8], value: &Value, when: &str) {
@@ -158,7 +145,7 @@ fn the_cache_stays_within_its_bound_under_many_distinct_hot_values() {
         // 1.2 MB of values in all, about five times the bound.
         let key = format!("many{i:04}").into_bytes();
         let len = rng.gen_range(100..6000);
-        let value = random_value(&mut rng, len);
+        let value = random_bin(&mut rng, len);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }
@@ -196,7 +183,7 @@ fn a_key_written_again_is_never_served_its_old_cached_value() {
     let mut written = BTreeMap::new();
     for i in 0..NR_KEYS {
         let key = key_on_shard(&format!("re{i}"), 0, NR_SHARDS);
-        let value = random_value(&mut rng, 2000);
+        let value = random_bin(&mut rng, 2000);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }
@@ -222,7 +209,7 @@ fn a_key_written_again_is_never_served_its_old_cached_value() {
             if key == b"text" {
                 continue;
             }
-            let value = random_value(&mut rng, 2000);
+            let value = random_bin(&mut rng, 2000);
             client.set(&key, value.clone()).expect("SET");
             written.insert(key, value);
         }

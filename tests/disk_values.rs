@@ -6,19 +6,14 @@
 
 mod common;
 
+use common::{random_bin, start_on, stat};
+
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{force_compaction, test_seed, TestServer};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rmpv::Value;
 use std::collections::BTreeMap;
-
-/// A value of `len` bytes drawn from `rng`, as bin.
-fn random_value(rng: &mut rand::rngs::StdRng, len: usize) -> Value {
-    let mut bytes = vec![0u8; len];
-    rng.fill(&mut bytes[..]);
-    Value::Binary(bytes)
-}
 
 /// Reads every key of `written` and checks its value byte for byte.
 fn assert_all_read_back(
@@ -37,16 +32,6 @@ fn assert_all_read_back(
     }
 }
 
-/// Starts a server with `flags` (which name its engine) on `data_dir`.
-fn start_on(data_dir: &std::path::Path, nr_shards: usize, flags: &[&str]) -> TestServer {
-    TestServer::start_in(data_dir, nr_shards, flags)
-        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"))
-}
-
-fn stat(client: &mut corekv::client::Client, name: &str) -> u64 {
-    client.stats().expect("STATS")[name]
-}
-
 #[test]
 fn a_data_set_eight_times_the_memory_limit_is_written_and_read_back_byte_exact() {
     const LIMIT_BYTES: u64 = 4 << 20;
@@ -62,7 +47,7 @@ fn a_data_set_eight_times_the_memory_limit_is_written_and_read_back_byte_exact()
     let mut written = BTreeMap::new();
     for i in 0..NR_KEYS {
         let key = format!("big:{i:05}").into_bytes();
-        let value = random_value(&mut rng, VALUE_BYTES);
+        let value = random_bin(&mut rng, VALUE_BYTES);
         client
             .set(&key, value.clone())
             .expect("SET under the memory limit");
@@ -106,7 +91,7 @@ fn values_moved_by_compactions_stay_exact_and_the_files_stay_bounded() {
     for i in 0..200 {
         let key = key_on_shard(&format!("kept{i}"), 0, NR_SHARDS);
         let len = [1, 100, 4000, 4097, 20_000][i % 5];
-        let value = random_value(&mut rng, len);
+        let value = random_bin(&mut rng, len);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }
@@ -125,7 +110,7 @@ fn values_moved_by_compactions_stay_exact_and_the_files_stay_bounded() {
             .enumerate()
         {
             if i % 2 == 0 {
-                let value = random_value(&mut rng, 3000 + i);
+                let value = random_bin(&mut rng, 3000 + i);
                 client.set(key, value.clone()).expect("overwrite");
                 written.insert(key.clone(), value);
             } else {
@@ -227,7 +212,7 @@ fn a_restart_after_a_compaction_reads_the_index_from_the_hint_file_not_the_value
     let mut written = BTreeMap::new();
     for i in 0..200 {
         let key = format!("kept{i:04}").into_bytes();
-        let value = random_value(&mut rng, 16 * 1024);
+        let value = random_bin(&mut rng, 16 * 1024);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }
@@ -238,7 +223,7 @@ fn a_restart_after_a_compaction_reads_the_index_from_the_hint_file_not_the_value
     // Writes after the compaction: the tail replay reads.
     for i in 0..20 {
         let key = format!("after{i}").into_bytes();
-        let value = random_value(&mut rng, 100);
+        let value = random_bin(&mut rng, 100);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }
@@ -291,7 +276,7 @@ fn a_value_damaged_on_disk_is_an_ioerr_naming_it_never_wrong_bytes() {
     let mut written = BTreeMap::new();
     for i in 0..50 {
         let key = format!("kept{i:02}").into_bytes();
-        let value = random_value(&mut rng, 4000);
+        let value = random_bin(&mut rng, 4000);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
     }

@@ -11,11 +11,13 @@
 
 mod common;
 
+use common::stat;
+
 use common::crash::{start_log, stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::logs::{log_path, read_log, Kind};
 use common::{force_compaction, http_addr, http_request, TestServer};
-use corekv::client::{Client, Element, KeyTtl, Request};
+use corekv::client::{Element, KeyTtl, Request};
 use rmpv::Value;
 use std::time::{Duration, Instant};
 
@@ -41,10 +43,6 @@ fn remaining(ttl: KeyTtl) -> u64 {
         KeyTtl::Remaining(ms) => ms,
         other => panic!("expected a remaining TTL, got {other:?}"),
     }
-}
-
-fn stat(client: &mut Client, name: &str) -> u64 {
-    client.stats().expect("STATS")[name]
 }
 
 #[test]

@@ -230,6 +230,26 @@ impl TestServer {
     }
 }
 
+/// Bytes drawn from `rng`, as a msgpack bin of `len` bytes.
+pub fn random_bin(rng: &mut rand::rngs::StdRng, len: usize) -> rmpv::Value {
+    use rand::Rng;
+    let mut bytes = vec![0u8; len];
+    rng.fill(&mut bytes[..]);
+    rmpv::Value::Binary(bytes)
+}
+
+/// One STATS figure of the server `client` talks to (summed over shards).
+pub fn stat(client: &mut Client, name: &str) -> u64 {
+    client.stats().expect("STATS")[name]
+}
+
+/// Starts a server on `data_dir` with `flags`; panics with its stderr if it
+/// does not start.
+pub fn start_on(data_dir: &Path, nr_shards: usize, flags: &[&str]) -> TestServer {
+    TestServer::start_in(data_dir, nr_shards, flags)
+        .unwrap_or_else(|(status, stderr)| panic!("server did not start ({status:?}):\n{stderr}"))
+}
+
 /// Whether this test binary runs its suites on the disk engine: the
 /// `disk_engine` test includes the suites whose servers keep data (and the
 /// protocol suites), and every server they start with the log engine, or
