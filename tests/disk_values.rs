@@ -11,6 +11,7 @@ use common::{random_bin, start_on, stat};
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{force_compaction, test_seed, TestServer};
+use corekv::client::{Element, Request};
 use rand::SeedableRng;
 use rmpv::Value;
 use std::collections::BTreeMap;
@@ -310,4 +311,53 @@ fn a_value_damaged_on_disk_is_an_ioerr_naming_it_never_wrong_bytes() {
     for (key, value) in written.iter().filter(|(k, _)| *k != victim) {
         assert_eq!(client.get(key).expect("GET").as_ref(), Some(value));
     }
+}
+
+/// The count of the shard's disk-read latency histogram: reads issued.
+fn disk_read_ops(server: &mut TestServer) -> f64 {
+    let http = common::http_addr(server);
+    let (status, page) = common::http_request(http, "GET", "/metrics", b"");
+    assert_eq!(status, 200, "{page}");
+    page.lines()
+        .find_map(|line| line.strip_prefix("corekv_disk_read_duration_seconds_count{shard=\"0\"}"))
+        .and_then(|rest| rest.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no disk read count in:\n{page}"))
+}
+
+#[test]
+fn values_written_together_are_read_together_in_one_disk_read() {
+    const NR_VALUES: usize = 64;
+    let seed = test_seed("disk neighbours");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--engine", "disk", "--http-addr", "127.0.0.1:0"];
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let keys: Vec<Vec<u8>> = (0..NR_VALUES)
+        .map(|i| format!("n{i:02}").into_bytes())
+        .collect();
+    let values: Vec<Value> = (0..NR_VALUES).map(|_| random_bin(&mut rng, 1000)).collect();
+    // One message: its records lie next to each other in the log.
+    let sets: Vec<Request> = keys
+        .iter()
+        .zip(&values)
+        .map(|(key, value)| Request::Set(key.clone(), value.clone()))
+        .collect();
+    client.call(&sets).expect("SETs");
+    // A restart: every value is on disk, none in the cache.
+    stop(&mut server, libc::SIGTERM);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let (values_before, ops_before) = (stat(&mut client, "disk_reads"), disk_read_ops(&mut server));
+    let gets: Vec<Request> = keys.iter().map(|key| Request::Get(key.clone())).collect();
+    let found = client.call(&gets).expect("GETs");
+    let expected: Vec<Element> = values.iter().cloned().map(Element::Found).collect();
+    assert_eq!(found, expected);
+    let values_read = stat(&mut client, "disk_reads") - values_before;
+    let ops = disk_read_ops(&mut server) - ops_before;
+    assert_eq!(values_read, NR_VALUES as u64, "every value came from disk");
+    assert!(
+        ops < 4.0,
+        "{NR_VALUES} neighbouring values took {ops} disk reads"
+    );
 }

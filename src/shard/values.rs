@@ -25,6 +25,7 @@ use crate::entry::{Entry, Location};
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
 use crate::log::writer::PendingValue;
+use crate::log::LogWriter;
 use crate::proto::{Op, OpKind};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,83 @@ impl DiskReadLatency {
 
 /// Reads of one key's value, when the key keeps changing under them.
 const MAX_READ_ATTEMPTS: usize = 8;
+/// Values of one round further apart than this on disk are read apart.
+const MERGE_GAP_BYTES: u64 = 16 * 1024;
+/// The most one merged read of neighbouring values covers.
+const MERGE_MAX_BYTES: u64 = 256 * 1024;
+
+/// Groups `locations` (indices into it) into runs read together: in one
+/// file, in offset order, each value at most [`MERGE_GAP_BYTES`] after the
+/// previous one's end, the run at most [`MERGE_MAX_BYTES`] long. A value
+/// on its own is a run of one.
+fn neighbour_spans(locations: &[Location]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..locations.len()).collect();
+    order.sort_unstable_by_key(|&i| (locations[i].file, locations[i].offset));
+    let mut spans: Vec<Vec<usize>> = Vec::new();
+    let mut run: Option<(u32, u64, u64)> = None; // file, start, end
+    for i in order {
+        let at = locations[i];
+        let end = at.offset + u64::from(at.len);
+        match (&mut run, spans.last_mut()) {
+            (Some((file, start, run_end)), Some(members))
+                if *file == at.file
+                    && at.offset >= *run_end
+                    && at.offset - *run_end <= MERGE_GAP_BYTES
+                    && end - *start <= MERGE_MAX_BYTES =>
+            {
+                *run_end = end;
+                members.push(i);
+            }
+            _ => {
+                run = Some((at.file, at.offset, end));
+                spans.push(vec![i]);
+            }
+        }
+    }
+    spans
+}
+
+/// Reads the values of one run of `neighbour_spans`: one read for the run
+/// (each value checked against its checksum), or one per value if it is a
+/// single value or does not lie in one piece of one file. Returns the
+/// values in `members` order, and how long each read took.
+async fn read_span_of(
+    log: &LogWriter,
+    locations: &[Location],
+    members: &[usize],
+) -> (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>) {
+    let first = locations[members[0]];
+    let last = locations[members[members.len() - 1]];
+    let len = last.offset + u64::from(last.len) - first.offset;
+    if members.len() > 1 {
+        let started = Instant::now();
+        if let Some(read) = log.read_span(first.file, first.offset, len).await {
+            let took = vec![started.elapsed()];
+            let values = members
+                .iter()
+                .map(|&i| {
+                    let at = locations[i];
+                    let bytes = read
+                        .as_ref()
+                        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
+                    let from = (at.offset - first.offset) as usize;
+                    let value = &bytes[from..from + at.len as usize];
+                    crate::log::values::check(at, value)?;
+                    Ok(value.to_vec())
+                })
+                .collect();
+            return (values, took);
+        }
+    }
+    let mut values = Vec::with_capacity(members.len());
+    let mut took = Vec::with_capacity(members.len());
+    for &i in members {
+        let started = Instant::now();
+        values.push(log.read_value(locations[i]).await.map(|read| read.to_vec()));
+        took.push(started.elapsed());
+    }
+    (values, took)
+}
 /// Entries relocated between yields after a compaction.
 const RELOCATE_STEP: usize = 4096;
 
@@ -96,20 +174,10 @@ impl Shard {
             if wanted.is_empty() {
                 return attempt > 0;
             }
-            let reads = wanted
-                .iter()
-                .map(|&(_, location)| async move {
-                    let started = Instant::now();
-                    let read = log.read_value(location).await;
-                    (read, started.elapsed())
-                })
-                .collect();
-            let read = crate::log::values::join_all(reads).await;
+            let read = self.read_neighbours_together(log, &wanted).await;
             let mut table = self.table.borrow_mut();
             let mut cache = self.value_cache.borrow_mut();
-            let mut latency = self.disk_read_latency.borrow_mut();
-            for ((key, location), (bytes, took)) in wanted.into_iter().zip(read) {
-                latency.observe(took);
+            for ((key, location), bytes) in wanted.into_iter().zip(read) {
                 match bytes {
                     Ok(bytes) => {
                         table.keep_fetched(key, location, &bytes);
@@ -127,6 +195,38 @@ impl Shard {
             }
         }
         true
+    }
+
+    /// Reads the values at the locations of `wanted`, all in flight at once;
+    /// values that lie close together in one file (a message's writes are
+    /// neighbours in the log) come in one read ([`neighbour_spans`]), each
+    /// then checked against its checksum. Returns them in `wanted`'s order.
+    async fn read_neighbours_together(
+        &self,
+        log: &LogWriter,
+        wanted: &[(&[u8], Location)],
+    ) -> Vec<std::io::Result<Vec<u8>>> {
+        let locations: Vec<Location> = wanted.iter().map(|&(_, at)| at).collect();
+        let spans = neighbour_spans(&locations);
+        let reads = spans
+            .iter()
+            .map(|members| read_span_of(log, &locations, members))
+            .collect();
+        let mut out: Vec<Option<std::io::Result<Vec<u8>>>> =
+            locations.iter().map(|_| None).collect();
+        let mut latency = Vec::new();
+        for (members, (values, took)) in spans.iter().zip(crate::log::values::join_all(reads).await)
+        {
+            latency.extend(took);
+            for (&i, value) in members.iter().zip(values) {
+                out[i] = Some(value);
+            }
+        }
+        let mut histogram = self.disk_read_latency.borrow_mut();
+        latency.into_iter().for_each(|took| histogram.observe(took));
+        out.into_iter()
+            .map(|value| value.expect("every location is in one span"))
+            .collect()
     }
 
     /// Copies the on-disk values of `keys` that the cache holds into the
@@ -287,5 +387,37 @@ impl Shard {
             }
             glommio::yield_if_needed().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(file: u32, offset: u64, len: u32) -> Location {
+        Location {
+            file,
+            offset,
+            len,
+            crc: 0,
+        }
+    }
+
+    #[test]
+    fn neighbouring_values_of_one_file_are_read_together_and_far_ones_apart() {
+        let locations = [
+            at(1, 10_000, 100),                   // 0: after 1, within the gap
+            at(1, 0, 1000),                       // 1: the run's start
+            at(2, 1000, 10),                      // 2: another file: its own run
+            at(1, 10_100 + 16 * 1024, 5),         // 3: exactly the gap after 0's end
+            at(1, 10_105 + 2 * 16 * 1024 + 1, 5), // 4: one byte more than the gap after 3's end
+            at(1, 500_000, 300_000),              // 5: alone, longer than a run may be
+        ];
+        let spans = neighbour_spans(&locations);
+        assert_eq!(spans, vec![vec![1, 0, 3], vec![4], vec![5], vec![2]]);
+        let long: Vec<Location> = (0..10).map(|i| at(0, i * 40_000, 40_000)).collect();
+        let spans = neighbour_spans(&long);
+        assert!(spans.iter().all(|run| run.len() <= 6), "{spans:?}");
+        assert_eq!(spans.iter().map(Vec::len).sum::<usize>(), 10);
     }
 }
