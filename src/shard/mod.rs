@@ -262,6 +262,12 @@ impl Shard {
                 now_ms = wall_clock_ms();
             }
             if op.kind == OpKind::Stats || self.txn.is_idle() {
+                if reads_value {
+                    // A key written over and over can change under every
+                    // read through io_uring: the last one blocks, so the
+                    // request always has its value.
+                    self.read_changed_values(std::slice::from_ref(op), buf);
+                }
                 wrote |= self.execute(op, buf, now_ms, out);
             } else {
                 let key = [op.key.of(buf)];

@@ -249,11 +249,12 @@ impl Shard {
         wanted
     }
 
-    /// After a turn on the keys of `ops` began: reads, blocking, any value
-    /// they use that changed since [`Shard::read_values_for`] read them (a
-    /// write or a move to disk while the request waited for its turn). A
-    /// turn is used at once, with no await, so this cannot go through
-    /// io_uring; it is rare, and one read. The cache of hot values is used
+    /// Just before the requests `ops` run (after a turn on their keys began,
+    /// if they needed one): reads, blocking, any value they use that changed
+    /// since [`Shard::read_values_for`] read them — a write or a move to
+    /// disk while the request waited for its turn, or a key rewritten under
+    /// each of that function's attempts. What runs next must not await, so
+    /// this cannot go through io_uring; it is rare, and one read. The cache of hot values is used
     /// as by [`Shard::read_values_for`].
     pub fn read_changed_values(&self, ops: &[Op], buf: &[u8]) {
         let Some(log) = self.log.as_ref().filter(|log| log.keeps_values()) else {
