@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{random_bin, start_on, stat};
+use common::{assert_reads_back, random_bin, start_on, stat};
 
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
@@ -35,16 +35,6 @@ fn cache_stats(client: &mut Client) -> (u64, u64, u64) {
         stats["disk_cache_hits"],
         stats["disk_cache_bytes"],
     )
-}
-
-fn assert_reads_back(client: &mut Client, key: &[u8], value: &Value, when: &str) {
-    let found = client.get(key).expect("GET");
-    assert_eq!(
-        found.as_ref(),
-        Some(value),
-        "{when}: key {}",
-        String::from_utf8_lossy(key)
-    );
 }
 
 #[test]

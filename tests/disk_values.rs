@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{random_bin, start_on, stat};
+use common::{assert_reads_back, random_bin, start_on, stat};
 
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
@@ -23,13 +23,7 @@ fn assert_all_read_back(
     when: &str,
 ) {
     for (key, value) in written {
-        let found = client.get(key).expect("GET");
-        assert_eq!(
-            found.as_ref(),
-            Some(value),
-            "{when}: key {}",
-            String::from_utf8_lossy(key)
-        );
+        assert_reads_back(client, key, value, when);
     }
 }
 

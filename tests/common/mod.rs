@@ -238,6 +238,18 @@ pub fn random_bin(rng: &mut rand::rngs::StdRng, len: usize) -> rmpv::Value {
     rmpv::Value::Binary(bytes)
 }
 
+/// Asserts that GET of `key` answers `value`, byte for byte; `when` says
+/// at which step of the test.
+pub fn assert_reads_back(client: &mut Client, key: &[u8], value: &rmpv::Value, when: &str) {
+    let found = client.get(key).expect("GET");
+    assert_eq!(
+        found.as_ref(),
+        Some(value),
+        "{when}: key {}",
+        String::from_utf8_lossy(key)
+    );
+}
+
 /// One STATS figure of the server `client` talks to (summed over shards).
 pub fn stat(client: &mut Client, name: &str) -> u64 {
     client.stats().expect("STATS")[name]
