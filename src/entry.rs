@@ -86,18 +86,27 @@ use std::sync::atomic::{self, AtomicU32, Ordering};
 
 /// Bytes of the reference count at the start of every entry.
 const REFS_BYTES: usize = 4;
-/// Bytes of the access clock, after the reference count.
-const ACCESS_BYTES: usize = 4;
-/// Where the lengths start: after the count and the access clock.
-const LENGTHS_AT: usize = REFS_BYTES + ACCESS_BYTES;
+/// Bytes of the access clock, before the reference count, in an entry that
+/// has one.
+const CLOCK_BYTES: usize = 4;
+/// Where the lengths start: after the count.
+const LENGTHS_AT: usize = REFS_BYTES;
+/// The reference count's top bit: set, from the start, in an entry that
+/// carries an access clock. Counting never reaches it (`MAX_REFS`).
+const HAS_CLOCK: u32 = 1 << 31;
+/// The bits of the reference count word that count references.
+const COUNT_MASK: u32 = !HAS_CLOCK;
 /// Bytes of a deadline, after the version, in an entry that has one.
 const DEADLINE_BYTES: usize = 8;
 /// Entries are aligned for their reference count.
 const ALIGN: usize = std::mem::align_of::<AtomicU32>();
 /// References beyond this abort the process, as `Arc` does past `isize::MAX`:
-/// a count that wrapped would free an entry still in use. Reaching it takes
-/// two billion live clones (16 GiB of pointers alone).
-const MAX_REFS: u32 = u32::MAX / 2;
+/// a count that wrapped would free an entry still in use. A clone checks
+/// after it counted, so threads cloning at once may each add one before
+/// they abort: this leaves 2^30 of them before the count would reach the
+/// clock flag. Reaching it takes a billion live clones (8 GiB of pointers
+/// alone).
+const MAX_REFS: u32 = u32::MAX / 4;
 
 /// Where an on-disk value's bytes are: in the log file `file` of its shard
 /// (files are numbered from 0 at start, one more at each compaction), `len`
@@ -198,6 +207,14 @@ fn deadline_bytes(has_deadline: bool) -> usize {
     }
 }
 
+/// Bytes before the reference count: the access clock's, if there is one.
+fn clock_bytes(has_clock: bool) -> usize {
+    match has_clock {
+        true => CLOCK_BYTES,
+        false => 0,
+    }
+}
+
 /// The layout of an entry of `size` bytes (to report a failed allocation).
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, ALIGN).expect("entry sizes are far below isize::MAX")
@@ -219,17 +236,20 @@ impl Footprint {
     /// The footprint of an entry of these parts, known before it is built
     /// (so that a write can be refused before it allocates).
     pub fn of_parts(key_len: usize, value_len: usize, version: u64) -> Footprint {
-        Footprint::of_expiring(key_len, value_len, version, false)
+        Footprint::of_expiring(key_len, value_len, version, false, false)
     }
 
-    /// As [`Footprint::of_parts`], for an entry with or without a deadline.
+    /// As [`Footprint::of_parts`], for an entry with or without a deadline,
+    /// and with or without an access clock.
     pub fn of_expiring(
         key_len: usize,
         value_len: usize,
         version: u64,
         has_deadline: bool,
+        has_clock: bool,
     ) -> Footprint {
-        let size = Header::for_lens(key_len, value_len).version_at()
+        let size = clock_bytes(has_clock)
+            + Header::for_lens(key_len, value_len).version_at()
             + varint_len(version)
             + deadline_bytes(has_deadline);
         Footprint {
@@ -242,7 +262,8 @@ impl Footprint {
 }
 
 impl Entry {
-    /// Copies `key` and `value` into a new entry with one reference.
+    /// Copies `key` and `value` into a new entry with one reference (and no
+    /// access clock).
     pub fn new(key: &[u8], value: &[u8], version: u64) -> Entry {
         Entry::expiring(key, value, version, None)
     }
@@ -250,36 +271,48 @@ impl Entry {
     /// Copies `key` and `value` into a new entry with one reference, which
     /// expires at `deadline` (Unix milliseconds) if there is one.
     pub fn expiring(key: &[u8], value: &[u8], version: u64, deadline: Option<u64>) -> Entry {
-        Entry::build(key, Stored::Inline(value), version, deadline)
+        Entry::build(key, Stored::Inline(value), version, deadline, None)
     }
 
     /// An index entry: `key`, whose value lies on disk at `location`.
     pub fn on_disk(key: &[u8], location: Location, version: u64, deadline: Option<u64>) -> Entry {
-        Entry::build(key, Stored::OnDisk(location), version, deadline)
+        Entry::build(key, Stored::OnDisk(location), version, deadline, None)
     }
 
     /// This entry with another deadline: the same key, value (or location)
-    /// and version, and the same access clock.
+    /// and version, and the same access clock (or none).
     pub fn with_deadline(&self, deadline: Option<u64>) -> Entry {
-        let entry = Entry::build(self.key(), self.stored(), self.version(), deadline);
-        entry.touch(self.access_clock());
-        entry
+        let stamp = self.access_stamp();
+        Entry::build(self.key(), self.stored(), self.version(), deadline, stamp)
     }
 
     /// This entry with its value at `location` instead (the same bytes
     /// written to disk, or moved there by compaction); the rest kept.
     pub fn relocated(&self, location: Location) -> Entry {
-        let entry = Entry::build(
-            self.key(),
-            Stored::OnDisk(location),
-            self.version(),
-            self.deadline(),
-        );
-        entry.touch(self.access_clock());
-        entry
+        let (version, deadline) = (self.version(), self.deadline());
+        let stored = Stored::OnDisk(location);
+        Entry::build(self.key(), stored, version, deadline, self.access_stamp())
     }
 
-    fn build(key: &[u8], stored: Stored<'_>, version: u64, deadline: Option<u64>) -> Entry {
+    /// This entry with an access clock stamped at `clock`, or without one
+    /// (None); the rest kept. For a table whose entries were built before
+    /// it was given its eviction policy (`table::eviction`).
+    pub fn with_access_clock(&self, clock: Option<u32>) -> Entry {
+        let (version, deadline) = (self.version(), self.deadline());
+        Entry::build(self.key(), self.stored(), version, deadline, clock)
+    }
+
+    /// A new entry with one reference: `key`, its value or where that lies
+    /// on disk, its version, its deadline if it has one, and an access clock
+    /// stamped at `clock` if it carries one (only a table under an LRU
+    /// eviction policy asks for it: see the module docs).
+    pub fn build(
+        key: &[u8],
+        stored: Stored<'_>,
+        version: u64,
+        deadline: Option<u64>,
+        clock: Option<u32>,
+    ) -> Entry {
         let stored_len = match stored {
             Stored::Inline(value) => value.len(),
             Stored::OnDisk(location) => location.encoded_len(),
@@ -294,17 +327,28 @@ impl Entry {
         };
         let version_end = header.version_at() + varint_len(version);
         let size = version_end + deadline_bytes(deadline.is_some());
-        let Some(ptr) = allocator::allocate(size) else {
-            std::alloc::handle_alloc_error(layout(size))
+        let prefix = clock_bytes(clock.is_some());
+        let Some(block) = allocator::allocate(prefix + size) else {
+            std::alloc::handle_alloc_error(layout(prefix + size))
         };
+        // SAFETY: `prefix` is within the block (it is 0 or 4 bytes long).
+        let ptr = unsafe { block.add(prefix) };
         let raw = ptr.as_ptr();
-        // SAFETY: `raw` is a fresh allocation of `size` bytes aligned for a
-        // u32; the writes below fill exactly those bytes.
+        // SAFETY: `block` is a fresh allocation of `prefix + size` bytes
+        // aligned for a u32 (so is `raw`, `prefix` being 0 or 4); the writes
+        // below fill exactly those bytes.
         unsafe {
-            raw.cast::<AtomicU32>().write(AtomicU32::new(1));
-            raw.add(REFS_BYTES)
-                .cast::<AtomicU32>()
-                .write(AtomicU32::new(0));
+            let refs = match clock {
+                Some(stamp) => {
+                    block
+                        .as_ptr()
+                        .cast::<AtomicU32>()
+                        .write(AtomicU32::new(stamp));
+                    1 | HAS_CLOCK
+                }
+                None => 1,
+            };
+            raw.cast::<AtomicU32>().write(AtomicU32::new(refs));
             let mut at = raw.add(LENGTHS_AT);
             at = write_varint(at, tag);
             at = write_varint(at, stored_len as u64);
@@ -460,12 +504,12 @@ impl Entry {
     /// Whether anyone else holds a reference to this entry (a reply, an undo
     /// log, a snapshot).
     pub fn is_shared(&self) -> bool {
-        self.refs().load(Ordering::Acquire) > 1
+        self.ref_count() > 1
     }
 
     /// Number of references, this one included.
     pub fn ref_count(&self) -> usize {
-        self.refs().load(Ordering::Acquire) as usize
+        (self.refs().load(Ordering::Acquire) & COUNT_MASK) as usize
     }
 
     /// Whether two references are to the same entry.
@@ -479,21 +523,51 @@ impl Entry {
     }
 
     /// The coarse clock of the entry's last write or read (see the module
-    /// docs): what LRU eviction compares.
+    /// docs): what LRU eviction compares. Only a table under an LRU policy
+    /// asks, and its entries all carry a clock; an entry without one
+    /// answers 0, as if never used since the clock started.
     pub fn access_clock(&self) -> u32 {
-        self.access().load(Ordering::Relaxed)
+        debug_assert!(self.has_clock(), "LRU asked an entry without a clock");
+        self.access_stamp().unwrap_or(0)
     }
 
-    /// Stamps the entry as written or read at `clock`. Relaxed: the owning
-    /// shard alone writes and compares it; nothing else depends on it.
+    /// The access clock, if the entry carries one.
+    pub fn access_stamp(&self) -> Option<u32> {
+        self.access().map(|clock| clock.load(Ordering::Relaxed))
+    }
+
+    /// Stamps the entry as written or read at `clock`, if it carries a
+    /// clock; an entry without one (no LRU policy) is left as it is.
+    /// Relaxed: the owning shard alone writes and compares it; nothing else
+    /// depends on it.
     pub fn touch(&self, clock: u32) {
-        self.access().store(clock, Ordering::Relaxed);
+        if let Some(access) = self.access() {
+            access.store(clock, Ordering::Relaxed);
+        }
     }
 
-    fn access(&self) -> &AtomicU32 {
-        // SAFETY: every entry has its access clock after the count, at an
-        // offset aligned for a u32 (entries are aligned for a u32).
-        unsafe { &*self.ptr.as_ptr().add(REFS_BYTES).cast::<AtomicU32>() }
+    /// Whether the entry carries an access clock (fixed when it was built).
+    fn has_clock(&self) -> bool {
+        // Relaxed: the flag was written before this reference existed and
+        // never changes; counting never carries into it.
+        self.refs().load(Ordering::Relaxed) & HAS_CLOCK != 0
+    }
+
+    fn access(&self) -> Option<&AtomicU32> {
+        if !self.has_clock() {
+            return None;
+        }
+        // SAFETY: the flag says the allocation starts with an access clock
+        // right before the count, aligned for a u32 as the count is.
+        Some(unsafe { &*self.ptr.as_ptr().sub(CLOCK_BYTES).cast::<AtomicU32>() })
+    }
+
+    /// The start of the entry's allocation: its access clock, if it has
+    /// one, else its count.
+    fn block(&self, has_clock: bool) -> NonNull<u8> {
+        // SAFETY: an entry with a clock was allocated CLOCK_BYTES before its
+        // pointer (`Entry::build`).
+        unsafe { self.ptr.sub(clock_bytes(has_clock)) }
     }
 
     fn refs(&self) -> &AtomicU32 {
@@ -539,14 +613,16 @@ impl Entry {
     }
 
     /// Decodes the version after the value `header` locates; returns it and
-    /// the entry's size (its deadline included).
+    /// the entry's size (its deadline and its access clock included).
     ///
     /// # Safety
     /// `header` must be this entry's.
     unsafe fn read_version(&self, header: Header) -> (u64, usize) {
         let start = self.ptr.as_ptr().cast_const();
         let (version, end) = read_varint(start.add(header.version_at()));
-        let size = end.offset_from(start) as usize + deadline_bytes(self.has_deadline());
+        let size = clock_bytes(self.has_clock())
+            + end.offset_from(start) as usize
+            + deadline_bytes(self.has_deadline());
         (version, size)
     }
 }
@@ -555,7 +631,7 @@ impl Clone for Entry {
     fn clone(&self) -> Entry {
         // Relaxed, as in `Arc::clone`: a new reference is made from an existing
         // one, which keeps the entry alive meanwhile.
-        if self.refs().fetch_add(1, Ordering::Relaxed) > MAX_REFS {
+        if self.refs().fetch_add(1, Ordering::Relaxed) & COUNT_MASK > MAX_REFS {
             std::process::abort();
         }
         Entry { ptr: self.ptr }
@@ -566,14 +642,16 @@ impl Drop for Entry {
     fn drop(&mut self) {
         // Release, then Acquire before freeing, as in `Arc::drop`: every use of
         // the entry through other references happens before the free.
-        if self.refs().fetch_sub(1, Ordering::Release) != 1 {
+        let before = self.refs().fetch_sub(1, Ordering::Release);
+        if before & COUNT_MASK != 1 {
             return;
         }
         atomic::fence(Ordering::Acquire);
         #[cfg(test)]
         live::freed();
+        let block = self.block(before & HAS_CLOCK != 0);
         // SAFETY: this was the last reference to a block from `allocate`.
-        unsafe { allocator::free(self.ptr) }
+        unsafe { allocator::free(block) }
     }
 }
 
@@ -585,6 +663,7 @@ impl fmt::Debug for Entry {
             .field("value_len", &self.value_len())
             .field("version", &self.version())
             .field("deadline", &self.deadline())
+            .field("access_clock", &self.access_stamp())
             .finish()
     }
 }
@@ -759,7 +838,7 @@ mod tests {
 
     #[test]
     fn relocating_or_changing_the_deadline_keeps_everything_else() {
-        let inline = Entry::expiring(b"key", b"\xa3abc", 5, Some(77));
+        let inline = Entry::build(b"key", Stored::Inline(b"\xa3abc"), 5, Some(77), Some(0));
         inline.touch(1234);
         let location = Location {
             file: 1,
@@ -795,27 +874,156 @@ mod tests {
         let _ = Entry::on_disk(b"k", location, 1, None).value();
     }
 
+    /// An on-disk entry of `key` at `location`, version 2^20, with an
+    /// access clock stamped at `clock` if there is one.
+    fn index_entry(key: &[u8], location: Location, clock: Option<u32>) -> Entry {
+        Entry::build(key, Stored::OnDisk(location), 1 << 20, None, clock)
+    }
+
     #[test]
-    fn an_index_entry_of_a_16_byte_key_fits_a_48_byte_block() {
+    fn an_index_entry_of_a_16_byte_key_is_37_bytes_and_41_with_an_access_clock() {
         // A 16-byte key, a value of 1 KiB at an offset within 32 GiB of log,
         // a version under 2^21: what the disk engine keeps per key besides
-        // its map slot (41 bytes with the value's checksum, in the
-        // allocator's 48-byte class), whatever the value's size.
+        // its map slot, whatever the value's size. Count 4 + key tag 1 +
+        // location length 1 + key 16 + location (file 1, offset 5, length 2,
+        // CRC 4) + version 3 = 37 bytes; 41 with the clock. mimalloc's
+        // classes are 16 bytes apart from 16 to 64 on x86-64 (it aligns
+        // blocks of two words or more to 16), so both take 48.
         let location = Location {
             file: 1,
             offset: 30 << 30,
             len: 1024,
             crc: u32::MAX,
         };
-        let entry = Entry::on_disk(&[7; 16], location, 1 << 20, None);
-        assert_eq!(size(&entry), 41);
-        assert_eq!(entry.allocated_bytes(), 48);
+        let entry = index_entry(&[7; 16], location, None);
+        assert_eq!(size(&entry), 37);
+        assert_eq!(entry.allocated_bytes(), allocator::held_bytes(37));
+        let clocked = index_entry(&[7; 16], location, Some(5));
+        assert_eq!(size(&clocked), 41);
+        assert_eq!(clocked.allocated_bytes(), allocator::held_bytes(41));
+        assert!(clocked.allocated_bytes() <= 48);
         let big = Location {
             len: u32::MAX,
             ..location
         };
-        let huge_value = Entry::on_disk(&[7; 16], big, 1 << 20, None);
-        assert_eq!(huge_value.allocated_bytes(), 48);
+        let huge_value = index_entry(&[7; 16], big, None);
+        assert_eq!(size(&huge_value), 40);
+        assert!(huge_value.allocated_bytes() <= 48);
+    }
+
+    #[test]
+    fn an_index_entry_the_clock_would_push_a_class_up_takes_the_smaller_one_without() {
+        // An offset under 2 MiB and a value under 128 bytes, at version 1:
+        // 4 + 1 + 1 + 16 + (1 + 3 + 1 + 4) + 1 = 32 bytes, a 32-byte block;
+        // with the clock, 36 bytes and the next class up.
+        let location = Location {
+            file: 0,
+            offset: 1 << 20,
+            len: 100,
+            crc: 1,
+        };
+        let plain = Entry::on_disk(&[7; 16], location, 1, None);
+        let clocked = Entry::build(&[7; 16], Stored::OnDisk(location), 1, None, Some(0));
+        assert_eq!((size(&plain), size(&clocked)), (32, 36));
+        assert_eq!(plain.allocated_bytes(), 32);
+        assert!(clocked.allocated_bytes() > 32);
+        assert_eq!(
+            clocked.allocated_bytes(),
+            allocator::usable_bytes(clocked.block(true).as_ptr())
+        );
+    }
+
+    #[test]
+    fn an_entry_without_an_access_clock_is_four_bytes_shorter() {
+        for (key_len, value_len, deadline) in [
+            (0, 0, None),
+            (16, 34, None),
+            (16, 34, Some(99)),
+            (200, 5000, Some(1)),
+        ] {
+            let (key, value) = (vec![1; key_len], vec![2; value_len]);
+            let plain = Entry::expiring(&key, &value, 3, deadline);
+            let stored = Stored::Inline(&value);
+            let clocked = Entry::build(&key, stored, 3, deadline, Some(7));
+            let what = format!("{key_len}-byte key, {value_len}-byte value, {deadline:?}");
+            assert_eq!(size(&clocked), size(&plain) + CLOCK_BYTES, "{what}");
+            assert_eq!(header_bytes(&clocked), header_bytes(&plain), "{what}");
+            for (entry, has_clock) in [(&plain, false), (&clocked, true)] {
+                assert_eq!(entry.key(), &key[..], "{what}");
+                assert_eq!(entry.value(), &value[..], "{what}");
+                assert_eq!((entry.version(), entry.deadline()), (3, deadline), "{what}");
+                let footprint =
+                    Footprint::of_expiring(key_len, value_len, 3, deadline.is_some(), has_clock);
+                assert_eq!(entry.footprint(), footprint, "{what}");
+                let real = allocator::usable_bytes(entry.block(has_clock).as_ptr());
+                assert_eq!(entry.allocated_bytes(), real, "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_an_entry_with_an_access_clock_keeps_a_stamp() {
+        let plain = Entry::new(b"key", b"value", 1);
+        plain.touch(1234);
+        assert_eq!(plain.access_stamp(), None, "touch leaves it as it is");
+        let clocked = Entry::build(b"key", Stored::Inline(b"value"), 1, None, Some(9));
+        assert_eq!(clocked.access_stamp(), Some(9));
+        for clock in [0, 1, 1234, u32::MAX - 1, u32::MAX] {
+            clocked.touch(clock);
+            assert_eq!(clocked.access_clock(), clock);
+            assert_eq!(clocked.access_stamp(), Some(clock));
+        }
+        assert_eq!(clocked.ref_count(), 1, "the clock flag is no reference");
+        assert_eq!(
+            (clocked.key(), clocked.value(), clocked.version()),
+            (&b"key"[..], &b"value"[..], 1)
+        );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "without a clock")]
+    fn asking_an_entry_without_a_clock_for_it_is_a_bug_caught_in_debug_builds() {
+        let _ = Entry::new(b"k", b"v", 1).access_clock();
+    }
+
+    #[test]
+    fn clones_and_copies_keep_whether_an_entry_has_a_clock() {
+        let before = live::count();
+        let location = Location {
+            file: 2,
+            offset: 77,
+            len: 4,
+            crc: 3,
+        };
+        for clock in [None, Some(0), Some(u32::MAX)] {
+            let entry = Entry::build(b"k", Stored::Inline(b"\xa3abc"), 4, Some(50), clock);
+            let reply = entry.clone();
+            assert_eq!(reply.access_stamp(), clock);
+            assert_eq!((entry.ref_count(), entry.is_shared()), (2, true));
+            drop(reply);
+            assert_eq!((entry.ref_count(), entry.is_shared()), (1, false));
+            let copies = [
+                entry.with_deadline(None),
+                entry.relocated(location),
+                entry.relocated(location).with_deadline(Some(60)),
+            ];
+            for copy in &copies {
+                assert_eq!(copy.access_stamp(), clock, "{copy:?}");
+                assert_eq!((copy.key(), copy.version()), (&b"k"[..], 4));
+            }
+            let other = entry.with_access_clock(clock.map_or(Some(8), |_| None));
+            assert_eq!(other.access_stamp().is_some(), clock.is_none());
+            assert_eq!(
+                (other.key(), other.value(), other.deadline()),
+                (&b"k"[..], &b"\xa3abc"[..], Some(50))
+            );
+        }
+        assert_eq!(
+            live::count(),
+            before,
+            "every entry, clock or not, was freed"
+        );
     }
 
     #[test]
@@ -866,7 +1074,7 @@ mod tests {
             (1, 100_000),
         ] {
             let entry = Entry::new(&vec![1; key], &vec![2; value], 1);
-            let real = allocator::usable_bytes(entry.ptr.as_ptr());
+            let real = allocator::usable_bytes(entry.block(false).as_ptr());
             assert_eq!(
                 entry.allocated_bytes(),
                 real,
@@ -898,7 +1106,7 @@ mod tests {
 
     #[test]
     fn the_access_clock_changes_and_nothing_else_does() {
-        let entry = Entry::expiring(b"key", b"value", 300, Some(12_345));
+        let entry = Entry::build(b"key", Stored::Inline(b"value"), 300, Some(12_345), Some(0));
         assert_eq!(entry.access_clock(), 0);
         entry.touch(u32::MAX);
         assert_eq!(entry.access_clock(), u32::MAX);

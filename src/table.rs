@@ -52,6 +52,7 @@ pub mod expiry;
 pub mod pinned;
 
 use crate::allocator;
+use crate::entry::Stored as EntryValue;
 pub use crate::entry::{Entry, Footprint, Location};
 use crate::proto::reply;
 use crate::proto::resp::glob;
@@ -582,7 +583,14 @@ impl Table {
         }
         let old = old.map(|(replaced, _)| replaced);
         let version = old.map_or(0, |old| old.footprint.version) + 1;
-        let new = Footprint::of_expiring(key.len(), value.len(), version, deadline.is_some());
+        let stamp = self.new_access_stamp();
+        let new = Footprint::of_expiring(
+            key.len(),
+            value.len(),
+            version,
+            deadline.is_some(),
+            stamp.is_some(),
+        );
         let new_bytes = new.allocated_bytes as u64;
         let (growth, index_growth) = match old {
             Some(old) => {
@@ -596,8 +604,7 @@ impl Table {
         };
         let growth = growth + Replaced::index_growth(old.as_ref(), deadline.is_some());
         self.check_growth(growth, key)?;
-        let entry = Entry::expiring(key, value, version, deadline);
-        entry.touch(access_clock_at(now_ms));
+        let entry = Entry::build(key, EntryValue::Inline(value), version, deadline, stamp);
         match old {
             Some(old) => {
                 let slot = self
@@ -708,6 +715,7 @@ impl Table {
     /// as [`Table::load`] does. One lookup: the key is hashed once whether it
     /// is new or replaced.
     pub fn load_entry(&mut self, entry: Entry) {
+        let entry = self.with_fitting_clock(entry);
         let footprint = entry.footprint();
         let deadline = entry.deadline();
         // The expire index needs the key once the entry has moved into the

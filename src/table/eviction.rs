@@ -46,6 +46,15 @@ pub enum EvictionPolicy {
 }
 
 impl EvictionPolicy {
+    /// Whether the policy compares keys' access clocks (the LRU ones): only
+    /// then do a table's entries carry one (`crate::entry`).
+    pub fn reads_access_clock(self) -> bool {
+        matches!(
+            self,
+            EvictionPolicy::AllKeysLru | EvictionPolicy::VolatileLru
+        )
+    }
+
     /// Redis's name of the policy.
     pub fn name(self) -> &'static str {
         match self {
@@ -79,8 +88,54 @@ pub fn access_clock_at(now_ms: u64) -> u32 {
 }
 
 impl Table {
+    /// Sets the policy (once, at start). Entries carry an access clock only
+    /// under an LRU policy, and recovery builds a table's entries before
+    /// the server gives it its policy: the entries are rebuilt here, with a
+    /// clock or without, if they do not fit the policy.
     pub fn set_eviction_policy(&mut self, policy: EvictionPolicy) {
         self.policy = policy;
+        self.fit_access_clocks();
+    }
+
+    /// The access clock a new entry is stamped with: the table's clock now,
+    /// under an LRU policy; None (no clock in the entry) under the others.
+    pub(super) fn new_access_stamp(&self) -> Option<u32> {
+        let reads_clock = self.policy.reads_access_clock();
+        reads_clock.then(|| access_clock_at(self.now_ms))
+    }
+
+    /// `entry`, or a copy of it with a clock or without, as the policy
+    /// needs: for entries built elsewhere (recovery, another table).
+    pub(super) fn with_fitting_clock(&self, entry: Entry) -> Entry {
+        let stamp = self.new_access_stamp();
+        match entry.access_stamp().is_some() == stamp.is_some() {
+            true => entry,
+            false => entry.with_access_clock(stamp),
+        }
+    }
+
+    /// Rebuilds every entry whose clock (or lack of one) does not fit the
+    /// policy. At start, before the shard serves: one copy per key, all
+    /// stamped now (as a restart has always left them), and the memory the
+    /// old entries held given back at once rather than after the
+    /// allocator's delay.
+    fn fit_access_clocks(&mut self) {
+        let stamp = self.new_access_stamp();
+        let mut rebuilt = 0usize;
+        for slot in self.map.iter_mut() {
+            if slot.access_stamp().is_some() == stamp.is_some() {
+                continue;
+            }
+            let fitted = slot.with_access_clock(stamp);
+            let old = std::mem::replace(slot, fitted);
+            self.entry_bytes =
+                self.entry_bytes - old.allocated_bytes() as u64 + slot.allocated_bytes() as u64;
+            self.pinned.displace(old);
+            rebuilt += 1;
+        }
+        if rebuilt > 0 {
+            crate::allocator::return_free_memory_to_os();
+        }
     }
 
     pub fn eviction_policy(&self) -> EvictionPolicy {
@@ -164,8 +219,12 @@ impl Table {
     }
 
     /// The entry whose access clock is furthest behind the table's (wrapping
-    /// arithmetic: a stamp is never ahead of the clock).
-    fn idlest<'t>(&self, candidates: impl Iterator<Item = &'t Entry>) -> Option<&'t Entry> {
+    /// arithmetic: a stamp is never ahead of the clock); under a policy that
+    /// reads no clock (its entries have none), the first.
+    fn idlest<'t>(&self, mut candidates: impl Iterator<Item = &'t Entry>) -> Option<&'t Entry> {
+        if !self.policy.reads_access_clock() {
+            return candidates.next();
+        }
         let clock = access_clock_at(self.now_ms);
         candidates.max_by_key(|entry| clock.wrapping_sub(entry.access_clock()))
     }
@@ -185,6 +244,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::Location;
 
     /// A table of `policy` that holds about `nr_keys` keys of 100-byte values.
     fn full_table(policy: EvictionPolicy, nr_keys: usize) -> Table {
@@ -319,6 +379,65 @@ mod tests {
             Box::from(&b"soon"[..]),
             "nearest deadline first"
         );
+    }
+
+    /// What the table's entries hold, counted afresh.
+    fn entries_allocated_bytes(table: &Table) -> u64 {
+        table.entries().map(|e| e.allocated_bytes() as u64).sum()
+    }
+
+    #[test]
+    fn entries_carry_an_access_clock_only_under_an_lru_policy() {
+        for policy in [
+            EvictionPolicy::NoEviction,
+            EvictionPolicy::AllKeysLru,
+            EvictionPolicy::VolatileLru,
+            EvictionPolicy::AllKeysRandom,
+            EvictionPolicy::VolatileRandom,
+            EvictionPolicy::VolatileTtl,
+        ] {
+            let mut table = Table::new(u64::MAX);
+            table.set_eviction_policy(policy);
+            table.set_clock(7 * ACCESS_CLOCK_MS);
+            table.set(b"plain", &[0; 20]).expect("room");
+            table.set_expiring(b"ttl", &[0; 20], 1000).expect("room");
+            let _ = table.get(b"plain");
+            let lru = policy.reads_access_clock();
+            for entry in table.entries() {
+                let stamp = entry.access_stamp();
+                assert_eq!(stamp, lru.then_some(7), "{}: {entry:?}", policy.name());
+            }
+            assert_eq!(table.entry_bytes, entries_allocated_bytes(&table));
+        }
+    }
+
+    #[test]
+    fn entries_loaded_before_the_policy_is_set_are_rebuilt_to_fit_it() {
+        let mut table = Table::on_disk(u64::MAX);
+        for i in 0..100u64 {
+            let location = Location {
+                file: 0,
+                offset: 4096 * i,
+                len: 100,
+                crc: 1,
+            };
+            let key = format!("{i:016}");
+            table.load_on_disk(key.as_bytes(), location, 1, (i % 2 == 0).then_some(5000));
+        }
+        let unclocked = table.memory_used_bytes();
+        table.set_clock(3 * ACCESS_CLOCK_MS);
+        table.set_eviction_policy(EvictionPolicy::AllKeysLru);
+        assert!(table.entries().all(|e| e.access_stamp() == Some(3)));
+        assert_eq!(table.entry_bytes, entries_allocated_bytes(&table));
+        assert!(
+            table.memory_used_bytes() > unclocked,
+            "32-byte entries became 36"
+        );
+        assert_eq!(table.stats().expires, 50);
+        table.set_eviction_policy(EvictionPolicy::VolatileTtl);
+        assert!(table.entries().all(|e| e.access_stamp().is_none()));
+        assert_eq!(table.memory_used_bytes(), unclocked);
+        assert_eq!(table.stats().keys, 100);
     }
 
     #[test]

@@ -472,7 +472,7 @@ mod tests {
     #[test]
     fn a_deadline_costs_eight_bytes_in_the_entry_and_nothing_without_one() {
         let plain = Footprint::of_parts(16, 34, 1);
-        let expiring = Footprint::of_expiring(16, 34, 1, true);
+        let expiring = Footprint::of_expiring(16, 34, 1, true, false);
         let entry = Entry::expiring(&[1; 16], &[2; 34], 1, Some(u64::MAX - 1));
         assert_eq!(entry.footprint(), expiring);
         assert_eq!(entry.deadline(), Some(u64::MAX - 1));
