@@ -4,8 +4,10 @@
 //! is dominated by one small allocation per stored entry (`entry`), and what an
 //! allocation really costs is its size class: glibc's malloc adds an 8-byte
 //! header and rounds to 16 bytes (a 57-byte entry takes 80), mimalloc keeps no
-//! per-block header and has classes 8 bytes apart up to 64 (the same entry
-//! takes 64). Measured in docs/benchmarks.md ("Memory per key").
+//! per-block header and has classes 16 bytes apart from 16 to 128 (on x86-64
+//! it aligns every block of two words or more to 16: 33 to 48 bytes take 48)
+//! and 32 apart to 256 (the same entry takes 64). Measured in
+//! docs/benchmarks.md ("Memory per key").
 //!
 //! The memory limit counts what the allocator holds, not what was asked for:
 //! [`held_bytes`] is the size class a request lands in.

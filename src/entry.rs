@@ -16,11 +16,14 @@
 //! measurements).
 //!
 //! ```text
-//! offset 0      4              8            (varints: 1 byte each below 128)
-//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
-//! | refs: u32   | access: u32  | key_tag    | value_len    | key bytes | value bytes | version    |
-//! | (atomic)    | (atomic)     | varint     | varint       |           |             | varint     |
-//! +-------------+--------------+------------+--------------+-----------+-------------+------------+
+//!                 the pointer
+//!                 v
+//! offset -4       0              4            (varints: 1 byte each below 128)
+//! +---------------+--------------+------------+--------------+-----------+-------------+------------+
+//! | access: u32   | refs: u32    | key_tag    | value_len    | key bytes | value bytes | version    |
+//! | (atomic; only | (atomic; top | varint     | varint       |           |             | varint     |
+//! | under LRU)    | bit: clock)  |            |              |           |             |            |
+//! +---------------+--------------+------------+--------------+-----------+-------------+------------+
 //!   key_tag = key_len << 2 | on-disk flag << 1 | deadline flag
 //!   varint  = unsigned LEB128: 7 bits per byte, low bits first, high bit set
 //!             on every byte but the last
@@ -28,10 +31,12 @@
 //!
 //! The lengths and the version are varints because the header is most of what
 //! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
-//! lengths and version take 3 bytes, the entry 61 (with the count and the
-//! access clock), and the allocator's 64-byte class holds it; with
-//! fixed-width fields (u32 + two u32 + u64) it would be 76, and the next
-//! class up (80) would hold it.
+//! lengths and version take 3 bytes, the entry 57 (61 with an access clock),
+//! and the allocator's 64-byte class holds it; with fixed-width fields (u32
+//! count, two u32 lengths, u64 version) it would be 70, and the next class
+//! up (80) would hold it. (mimalloc's classes are 16 bytes apart from 16 to
+//! 128 bytes on x86-64, `crate::allocator`: a few bytes less save memory
+//! only where they take an entry below a class's edge.)
 //!
 //! The version comes last because every lookup reads the key and every reply
 //! the value: both sit behind two bytes of lengths, decoded from one load,
@@ -55,22 +60,47 @@
 //! Under the disk engine an entry may hold, instead of its value, where the
 //! value lies in its shard's log ([`Location`]: the log file, the offset of
 //! the value's bytes, their length), with the on-disk flag set in the key
-//! tag. The location takes the value's place, as three more varints, so such
-//! an entry is an index entry: for a 16-byte key about 40 bytes whatever
-//! the value's size. [`Entry::stored`] tells the two apart; [`Entry::value`]
+//! tag. The location takes the value's place, as three varints and a
+//! 4-byte CRC-32, so such an entry is an index entry whatever the value's
+//! size: for a 16-byte key, a value of up to 16 KiB at an offset past
+//! 256 MiB and a version below 2^21, 4 + 1 + 1 + 16 + (1 + 5 + 2 + 4) + 3
+//! = 37 bytes, in the 48-byte class; at offsets below 2 MiB, values below
+//! 128 bytes and version 1, 32 bytes, in the 32-byte class.
+//! [`Entry::stored`] tells the two apart; [`Entry::value`]
 //! is for inline values only (the owning shard reads an on-disk value into
 //! an inline copy before anything uses its bytes, `shard::values`).
 //!
-//! The access clock is the one field that changes after `Entry::new`: the
-//! owning shard stamps it with its coarse clock when the entry is written or
-//! read, and the memory limit's LRU eviction compares stamps of sampled keys
-//! (`table::eviction`, as Redis's 24-bit LRU field in each object). Four
-//! bytes of hundredths of a second wrap every 497 days, which only makes a
-//! key idle for longer than that look younger than it is; a coarser clock
-//! (Redis's ticks once a second) cannot tell apart the keys a busy shard
-//! writes within one tick, and then evicts the newest as readily as the
-//! oldest. It is atomic because references are read on other threads,
-//! though only the owner writes it.
+//! # The access clock
+//!
+//! The access clock is the one field that changes after an entry is built:
+//! the owning shard stamps it with its coarse clock when the entry is
+//! written or read, and the memory limit's LRU eviction compares stamps of
+//! sampled keys (`table::eviction`, as Redis's 24-bit LRU field in each
+//! object). Four bytes of hundredths of a second wrap every 497 days, which
+//! only makes a key idle for longer than that look younger than it is; a
+//! coarser clock (Redis's ticks once a second) cannot tell apart the keys a
+//! busy shard writes within one tick, and then evicts the newest as readily
+//! as the oldest. It is atomic because references are read on other
+//! threads, though only the owner writes it.
+//!
+//! Only LRU eviction reads it, and the policy is fixed when the server
+//! starts, so only the entries of a table under an LRU policy carry one
+//! ([`Entry::build`] is told; copies of an entry keep what it has): the
+//! others are 4 bytes shorter. An entry says itself whether it has one, in
+//! the top bit of its reference count, which counting never reaches
+//! (`MAX_REFS`): a clone or a drop masks it off the value its atomic
+//! operation returns anyway, and the last drop finds there where the
+//! allocation starts. The clock sits *before* the pointer, so everything a
+//! lookup, a reply or an expiry check reads is at the same offset in every
+//! entry, clock or not, as it was when every entry had one: the key tag (and
+//! with it both flags) at byte 4, the key after the lengths. The
+//! alternatives cost that path: the clock after the count would move the
+//! lengths by 4 bytes in some entries, so every key comparison would first
+//! load the count to find them; a flag in the key tag would take a bit from
+//! the key's length, and a 16-byte key's tag (16 << 3 = 128) would need a
+//! second varint byte, eating half the saving. Only `touch` and
+//! `access_clock` look at the flag: an entry without a clock ignores a
+//! touch, and LRU, which never sees one, would read it as 0.
 //!
 //! The reference count is atomic: replies travel to other shards' threads
 //! (a GET forwarded from another shard's connection) and drop their reference

@@ -17,7 +17,10 @@
 //! Before any live key, keys whose deadline passed more than
 //! `REMOVAL_GRACE_MS` ago go (they are absent already). Idleness is approximated as Redis does: each entry carries an
 //! access clock in hundredths of a second (`Entry::touch`), stamped when it is
-//! written or read, and the sampled key with the oldest stamp goes. Sampling
+//! written or read, and the sampled key with the oldest stamp goes. Only
+//! under an LRU policy do entries carry the clock (4 bytes each,
+//! `crate::entry`); a table given one after recovery built its entries
+//! rebuilds them with it ([`Table::set_eviction_policy`]). Sampling
 //! the whole map picks random buckets of the hash table; sampling keys with a
 //! deadline picks random points of the expire index's deadline range.
 //!
