@@ -92,15 +92,16 @@
 //! operation returns anyway, and the last drop finds there where the
 //! allocation starts. The clock sits *before* the pointer, so everything a
 //! lookup, a reply or an expiry check reads is at the same offset in every
-//! entry, clock or not, as it was when every entry had one: the key tag (and
-//! with it both flags) at byte 4, the key after the lengths. The
-//! alternatives cost that path: the clock after the count would move the
-//! lengths by 4 bytes in some entries, so every key comparison would first
-//! load the count to find them; a flag in the key tag would take a bit from
-//! the key's length, and a 16-byte key's tag (16 << 3 = 128) would need a
-//! second varint byte, eating half the saving. Only `touch` and
-//! `access_clock` look at the flag: an entry without a clock ignores a
-//! touch, and LRU, which never sees one, would read it as 0.
+//! entry, clock or not: the key tag (and with it both flags) at byte 4, the
+//! key right after the lengths, found as before without looking at the
+//! count. The alternatives cost that path: the clock after the count would
+//! move the lengths by 4 bytes in some entries, so every key comparison
+//! would first load the count to find them; a flag in the key tag would
+//! take a bit from the key's length, and a 16-byte key's tag (16 << 3 =
+//! 128) would need a second varint byte, a quarter of the saving gone and
+//! every lookup of such a key off the one-load path of `Entry::header`.
+//! Only `touch` and `access_clock` look at the flag: an entry without a
+//! clock ignores a touch, and LRU, which never sees one, would read it as 0.
 //!
 //! The reference count is atomic: replies travel to other shards' threads
 //! (a GET forwarded from another shard's connection) and drop their reference
