@@ -52,6 +52,9 @@ fn rule_padding(at: u64, len: u64) -> u64 {
 /// The bytes of a msgpack bin value whose encoding takes `encoded` bytes, if
 /// one does (no bin encodes in 258 bytes, for one).
 fn bin_of_encoded(encoded: u64) -> Option<usize> {
+    if encoded > 2 * BLOCK {
+        return None;
+    }
     [2u64, 3, 5]
         .into_iter()
         .filter_map(|head| encoded.checked_sub(head))
@@ -87,7 +90,7 @@ impl Plan {
 
     /// A SET whose record is `record` bytes and moves `end` on by the rule.
     fn set_of_record(&mut self, record: u64) -> Option<Request> {
-        let value = self.value_for_body(record - HEADER)?;
+        let value = self.value_for_body(record.checked_sub(HEADER)?)?;
         let key = self.key();
         self.end += rule_padding(self.end, record) + record;
         self.written.insert(key.clone(), (value.clone(), record));
@@ -118,10 +121,11 @@ impl Plan {
         let mut requests = Vec::new();
         for edge in [0i64, 1, -1, 12, 13, 14, 0] {
             let left = BLOCK - self.end % BLOCK;
-            let record = (left as i64 - edge) as u64;
-            let made = match atomic {
-                true => self.atomic_of_record(record),
-                false => self.set_of_record(record),
+            let record = u64::try_from(left as i64 - edge).ok();
+            let made = match (atomic, record) {
+                (_, None) => None,
+                (true, Some(record)) => self.atomic_of_record(record),
+                (false, Some(record)) => self.set_of_record(record),
             };
             // Too small a place: a block-sized filler, then the next edge.
             let made = made.or_else(|| self.set_of_record(BLOCK - 200));
@@ -131,7 +135,14 @@ impl Plan {
             requests.extend(made.map(|request| (request, self.end)));
         }
         // Sizes at the rule's limits, wherever they fall.
-        for record in [BLOCK - 14, BLOCK - 13, BLOCK - 12, BLOCK - 1, BLOCK, BLOCK + 1] {
+        for record in [
+            BLOCK - 14,
+            BLOCK - 13,
+            BLOCK - 12,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+        ] {
             let made = self.set_of_record(record);
             requests.extend(made.map(|request| (request, self.end)));
         }
@@ -151,10 +162,10 @@ fn call_ok(client: &mut Client, requests: &[(Request, u64)]) {
     }
 }
 
-/// Every record of the log of `data_dir` (shard 0): offset, size, whether
-/// it is a PAD; and where the intact records end.
-fn records_of(data_dir: &Path) -> (Vec<(u64, u64, bool)>, u64) {
-    let bytes = std::fs::read(log_path(data_dir, 0)).expect("read the log");
+/// Every record of the log file at `path`: offset, size, whether it is a
+/// PAD; and where the intact records end.
+fn records_of(path: &Path) -> (Vec<(u64, u64, bool)>, u64) {
+    let bytes = std::fs::read(path).expect("read the log");
     let (framing, parsed, end) = format::parse_file(&bytes).expect("a log file");
 
     let mut records = Vec::new();
@@ -173,13 +184,18 @@ fn records_of(data_dir: &Path) -> (Vec<(u64, u64, bool)>, u64) {
     (records, end as u64)
 }
 
-/// Checks the placement rule on the log of `data_dir`: every record of at
+/// Checks the placement rule on the log of `data_dir` (shard 0).
+fn assert_placed_by_the_rule(data_dir: &Path, minimal: bool) -> (usize, usize) {
+    assert_file_placed_by_the_rule(&log_path(data_dir, 0), minimal)
+}
+
+/// Checks the placement rule on the log file at `path`: every record of at
 /// most a block lies in one block; with `minimal`, PAD records stand exactly
 /// where the rule puts them and nowhere else (a compacted file also has the
 /// PAD that keeps its tail's records in their blocks). Returns how many
 /// PADs, and records ending exactly at a boundary, there are.
-fn assert_placed_by_the_rule(data_dir: &Path, minimal: bool) -> (usize, usize) {
-    let (records, _) = records_of(data_dir);
+fn assert_file_placed_by_the_rule(path: &Path, minimal: bool) -> (usize, usize) {
+    let (records, _) = records_of(path);
     let (mut nr_pads, mut nr_at_boundary) = (0, 0);
     let mut pads_from: Option<u64> = None;
     for &(at, len, pad) in &records {
@@ -234,7 +250,7 @@ fn assert_read_back_one_block_each(client: &mut Client, written: &Written) {
 
 /// The end of the log of `data_dir` (shard 0).
 fn log_end(data_dir: &Path) -> u64 {
-    records_of(data_dir).1
+    records_of(&log_path(data_dir, 0)).1
 }
 
 #[test]
@@ -267,7 +283,10 @@ fn records_at_the_edges_of_blocks_are_placed_read_back_and_survive_restarts_and_
     }
     let (nr_pads, nr_at_boundary) = assert_placed_by_the_rule(&data_dir, true);
     assert!(nr_pads >= 20, "{nr_pads} PAD records");
-    assert!(nr_at_boundary >= 10, "{nr_at_boundary} records end at a boundary");
+    assert!(
+        nr_at_boundary >= 10,
+        "{nr_at_boundary} records end at a boundary"
+    );
     assert_read_back_one_block_each(&mut client, &plan.written);
 
     for signal in [libc::SIGTERM, libc::SIGKILL] {
@@ -387,6 +406,52 @@ fn the_log_engine_writes_the_same_writes_back_to_back_with_no_pad_records() {
     format::stamp(&mut expected[format::FILE_HEADER_BYTES..], epoch);
     assert_eq!(end, expected.len(), "the log's length");
     assert!(bytes[..end] == expected[..], "the log's bytes");
-    let (records, _) = records_of(&data_dir);
+    let (records, _) = records_of(&log_path(&data_dir, 0));
     assert!(records.iter().all(|&(_, _, pad)| !pad), "no PAD record");
+}
+
+#[test]
+fn a_backup_and_a_shard_count_change_write_their_logs_in_blocks_too() {
+    let seed = test_seed("blocks in backups and resharding");
+    let (temp, data_dir) = temp_data_dir();
+    let mut flags = DISK_FLAGS.to_vec();
+    flags.extend(["--http-addr", "127.0.0.1:0"]);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let http = common::http_addr(&mut server);
+    let mut client = server.client();
+    let mut plan = Plan {
+        rng: StdRng::seed_from_u64(seed),
+        end: log_end(&data_dir),
+        nr_keys: 0,
+        written: BTreeMap::new(),
+    };
+    for atomic in [false, true, false] {
+        let requests = plan.aimed_at_edges(atomic);
+        call_ok(&mut client, &requests);
+    }
+    let backup = temp.path().join("backup");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corekv"))
+        .args(["--timeout", "120", "backup"])
+        .arg(&backup)
+        .args(["--http-addr", &http.to_string()])
+        .output()
+        .expect("run corekv backup");
+    assert!(output.status.success(), "{output:?}");
+    let (nr_pads, _) = assert_file_placed_by_the_rule(&log_path(&backup, 0), true);
+    assert!(nr_pads > 0, "the backup's records needed placing");
+    stop(&mut server, libc::SIGTERM);
+
+    // Two shards instead of one: every key is rewritten into a new set of logs.
+    let mut server = start_on(&data_dir, 2, &DISK_FLAGS);
+    let mut client = server.client();
+    for shard in 0..2 {
+        assert_file_placed_by_the_rule(&log_path(&data_dir, shard), true);
+    }
+    assert_read_back_one_block_each(&mut client, &plan.written);
+    stop(&mut server, libc::SIGTERM);
+
+    let mut server = start_on(&backup, 1, &DISK_FLAGS);
+    let mut client = server.client();
+    assert_read_back_one_block_each(&mut client, &plan.written);
+    stop(&mut server, libc::SIGTERM);
 }
