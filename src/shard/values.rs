@@ -22,6 +22,7 @@
 
 use super::Shard;
 use crate::entry::{Entry, Location};
+use crate::log::blocks;
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
 use crate::log::writer::PendingValue;
@@ -96,15 +97,21 @@ fn neighbour_spans(locations: &[Location]) -> Vec<Vec<usize>> {
     spans
 }
 
+/// The bytes a read of the value at `at` alone costs: the whole blocks
+/// holding it.
+fn block_bytes_of(at: Location) -> u64 {
+    blocks::covering(at.offset, at.len.into()).1
+}
+
+/// What the reads of one run of `neighbour_spans` brought: the values in
+/// `members` order, how long each read took, and the bytes of the blocks
+/// read (`blocks::covering`).
+type SpanRead = (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>, u64);
+
 /// Reads the values of one run of `neighbour_spans`: one read for the run
 /// (each value checked against its checksum), or one per value if it is a
-/// single value or does not lie in one piece of one file. Returns the
-/// values in `members` order, and how long each read took.
-async fn read_span_of(
-    log: &LogWriter,
-    locations: &[Location],
-    members: &[usize],
-) -> (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>) {
+/// single value or does not lie in one piece of one file.
+async fn read_span_of(log: &LogWriter, locations: &[Location], members: &[usize]) -> SpanRead {
     let first = locations[members[0]];
     let last = locations[members[members.len() - 1]];
     let len = last.offset + u64::from(last.len) - first.offset;
@@ -112,6 +119,10 @@ async fn read_span_of(
         let started = Instant::now();
         if let Some(read) = log.read_span(first.file, first.offset, len).await {
             let took = vec![started.elapsed()];
+            let block_bytes = match read {
+                Ok(_) => blocks::covering(first.offset, len).1,
+                Err(_) => 0,
+            };
             let values = members
                 .iter()
                 .map(|&i| {
@@ -125,17 +136,22 @@ async fn read_span_of(
                     Ok(value.to_vec())
                 })
                 .collect();
-            return (values, took);
+            return (values, took, block_bytes);
         }
     }
     let mut values = Vec::with_capacity(members.len());
     let mut took = Vec::with_capacity(members.len());
+    let mut block_bytes = 0;
     for &i in members {
         let started = Instant::now();
-        values.push(log.read_value(locations[i]).await.map(|read| read.to_vec()));
+        let read = log.read_value(locations[i]).await.map(|read| read.to_vec());
         took.push(started.elapsed());
+        if read.is_ok() {
+            block_bytes += block_bytes_of(locations[i]);
+        }
+        values.push(read);
     }
-    (values, took)
+    (values, took, block_bytes)
 }
 /// Entries relocated between yields after a compaction.
 const RELOCATE_STEP: usize = 4096;
@@ -214,14 +230,17 @@ impl Shard {
             .collect();
         let mut out: Vec<Option<std::io::Result<Vec<u8>>>> =
             locations.iter().map(|_| None).collect();
-        let mut latency = Vec::new();
-        for (members, (values, took)) in spans.iter().zip(crate::log::values::join_all(reads).await)
+        let (mut latency, mut block_bytes) = (Vec::new(), 0);
+        for (members, (values, took, bytes)) in
+            spans.iter().zip(crate::log::values::join_all(reads).await)
         {
             latency.extend(took);
+            block_bytes += bytes;
             for (&i, value) in members.iter().zip(values) {
                 out[i] = Some(value);
             }
         }
+        self.table.borrow_mut().count_disk_read_bytes(block_bytes);
         let mut histogram = self.disk_read_latency.borrow_mut();
         latency.into_iter().for_each(|took| histogram.observe(took));
         out.into_iter()
@@ -273,7 +292,10 @@ impl Shard {
                 .observe(started.elapsed());
             match read {
                 Ok(bytes) => {
-                    self.table.borrow_mut().keep_fetched(key, location, &bytes);
+                    let mut table = self.table.borrow_mut();
+                    table.count_disk_read_bytes(block_bytes_of(location));
+                    table.keep_fetched(key, location, &bytes);
+                    drop(table);
                     self.value_cache.borrow_mut().offer(location, &bytes);
                 }
                 Err(e) => tracing::error!(
