@@ -72,6 +72,7 @@
 //! [`room_needed`] for the snapshot ([`free_bytes`]).
 
 use super::format::{self, Effect};
+use super::pacing::PacedCompaction;
 use super::LogWriter;
 use crate::entry::Location;
 use crate::failpoint;
@@ -185,17 +186,20 @@ pub fn compact_path(log_path: &Path) -> PathBuf {
     log_path.with_extension("log.compact")
 }
 
-/// Writes `snapshot` to a new file and switches `log` to it. On failure the
-/// partial file is removed before returning. A failed directory sync after
-/// the switch still hands back where the values are
-/// ([`CompactionError::DirectoryNotSynced`] does not lose them).
+/// Writes `snapshot` to a new file and switches `log` to it, paying the
+/// writers' pacing budget (`log::pacing`) as the snapshot is written and
+/// ending it once it is. On failure the partial file is removed before
+/// returning. A failed directory sync after the switch still hands back
+/// where the values are ([`CompactionError::DirectoryNotSynced`] does not
+/// lose them).
 pub async fn compact(
     log: &LogWriter,
     log_path: &Path,
     snapshot: Snapshot,
+    paced: &PacedCompaction<'_>,
 ) -> (Result<u64, CompactionError>, Moved) {
     let tmp = compact_path(log_path);
-    let moved = match write_and_switch(log, log_path, &tmp, snapshot).await {
+    let moved = match write_and_switch(log, log_path, &tmp, snapshot, paced).await {
         Ok(moved) => moved,
         Err(e) => {
             remove_partial(&tmp);
@@ -211,6 +215,7 @@ async fn write_and_switch(
     log_path: &Path,
     tmp: &Path,
     snapshot: Snapshot,
+    paced: &PacedCompaction<'_>,
 ) -> std::io::Result<Moved> {
     let scope = Some(log.shard());
     failpoint::check("compaction::create", scope)?;
@@ -222,11 +227,10 @@ async fn write_and_switch(
         .buffered_open(tmp)
         .await
         .map_err(std::io::Error::from)?;
-    let epoch = super::new_epoch();
-    let failpoint = "compaction::write";
     let values = log.keeps_values().then_some(log);
-    let written = write_snapshot(&file, &snapshot, epoch, (failpoint, scope), values).await?;
-    // Opened before the rename, so it is the new file whatever the name holds.
+    // Opened before the rename, so it is the new file whatever the name
+    // holds; and before the snapshot, so that nothing stands between its
+    // last chunk and the switch (the pacing ends there).
     let reader = match values {
         Some(_) => Some(
             glommio::io::DmaFile::open(tmp)
@@ -235,6 +239,29 @@ async fn write_and_switch(
         ),
         None => None,
     };
+    let epoch = super::new_epoch();
+    let failpoint = "compaction::write";
+    // Each chunk pays the writers' pacing budget; a poisoned log cannot
+    // switch, so the compaction stops at once and lets its waiters go.
+    let mut progress = |bytes: u64| {
+        paced.pay(bytes);
+        match log.poisoned() {
+            Some(poisoned) => Err(std::io::Error::other(poisoned.to_string())),
+            None => Ok(()),
+        }
+    };
+    let written = write_snapshot(
+        &file,
+        &snapshot,
+        epoch,
+        (failpoint, scope),
+        values,
+        &mut progress,
+    )
+    .await?;
+    // The switch stops the old file's growth itself (it pauses the writes
+    // while it copies the tail): the writers need pacing no more.
+    paced.end();
     let new_number = log.next_value_file();
     // Tests hold the compaction here, its snapshot written, to grow its tail.
     failpoint::hold_while_armed("compaction::before_switch", scope, &"a compaction").await;
@@ -287,9 +314,10 @@ fn remove_partial(tmp: &Path) {
 
 /// Writes `snapshot` as a log file of `epoch` (header, then its records),
 /// from offset 0, in chunks, yielding between them; returns its length.
-/// Every chunk write checks `failpoint` (for shard `scope`). Backups write
-/// their files with it too (`crate::backup`), so they are exactly what
-/// recovery reads.
+/// Every chunk write checks `failpoint` (for shard `scope`) and is reported
+/// to `progress` (its length), which may stop the writing with an error.
+/// Backups write their files with it too (`crate::backup`), so they are
+/// exactly what recovery reads.
 ///
 /// With the disk engine (`values`: the log its entries' values are read
 /// from), values on disk are read back for it in the order they lie on disk,
@@ -301,6 +329,7 @@ pub async fn write_snapshot(
     epoch: u64,
     failpoint: (&str, Option<usize>),
     values: Option<&LogWriter>,
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
 ) -> std::io::Result<WrittenSnapshot> {
     let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
     format::write_file_header(&mut header, epoch);
@@ -343,8 +372,10 @@ pub async fn write_snapshot(
             }
             if chunk.len() >= CHUNK_BYTES {
                 format::stamp(&mut chunk, epoch);
-                offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
-                glommio::yield_if_needed().await;
+                let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
+                offset += len;
+                progress(len)?;
+                let_requests_run().await;
             }
         }
     }
@@ -385,12 +416,16 @@ pub async fn write_snapshot(
         format::write_prepare(&mut chunk, share.txn, &effects);
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
-            offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
-            glommio::yield_if_needed().await;
+            let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
+            offset += len;
+            progress(len)?;
+            let_requests_run().await;
         }
     }
     format::stamp(&mut chunk, epoch);
-    offset += write_chunk(file, &mut chunk, offset, failpoint).await?;
+    let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
+    offset += len;
+    progress(len)?;
     Ok(WrittenSnapshot {
         len: offset,
         puts_end,
@@ -525,19 +560,21 @@ async fn write_chunk(
         return Ok(0);
     }
     failpoint::check(failpoint, scope)?;
-    let bytes = std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 4096));
-    let len = bytes.len();
-    let written = file
-        .write_at(bytes, offset)
-        .await
-        .map_err(std::io::Error::from)?;
-    if written != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::WriteZero,
-            "short write",
-        ));
-    }
+    let len = chunk.len();
+    // A blocking `pwrite` into the page cache, as the log writer's rounds
+    // are written: through glommio's ring its completion would wait for the
+    // executor's next poll, up to its preemption period on a busy shard (see
+    // the module doc).
+    super::file_io::pwrite_all(file, chunk, offset)?;
+    chunk.clear();
     Ok(len as u64)
+}
+
+/// Lets every task ready now run once before the snapshot writer goes on: a
+/// chunk is written without suspending, so without this it would hold the
+/// shard until glommio's preemption period (100 ms) is over.
+async fn let_requests_run() {
+    futures_lite::future::yield_now().await;
 }
 
 #[cfg(test)]

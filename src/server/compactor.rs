@@ -4,7 +4,7 @@
 //! [`compaction::compact`] (`log::compaction` explains the steps).
 //!
 //! It logs changes, not every check:
-//! - `compacted PATH: BEFORE → AFTER bytes (N keys)` for each compaction;
+//! - `compacted PATH: BEFORE → AFTER bytes (N keys) in S s` for each compaction;
 //! - a compaction skipped for lack of free space once, when that starts, and
 //!   once when there is room again;
 //! - each failed compaction. After a failure the next attempt waits at least
@@ -15,6 +15,7 @@
 
 use crate::log::compaction::{self, CompactionError};
 use crate::log::hint;
+use crate::log::pacing::{self, Budget};
 use crate::log::LogWriter;
 use crate::shard::Shard;
 use crate::txn::participant::Participant;
@@ -74,11 +75,18 @@ impl Compactor {
             return;
         };
         let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
+        let started = Instant::now();
+        // From the snapshot on, the writes may grow the log up to the bound
+        // only as fast as the snapshot is written (`log::pacing`).
+        let bound = pacing::bound(live_bytes, pacing::margin_bytes(self.min_bytes));
+        let budget = Budget::new(before, bound, live_bytes, log.appended());
+        let paced = self.shard.pacing().begin(budget);
         let (shard, path) = (self.shard.id(), self.path.display());
         // Entries put back by an undo from here on may point into files
         // this snapshot does not move them out of.
         self.shard.table_mut().forget_restored_files();
-        let (result, moved) = compaction::compact(log, &self.path, snapshot).await;
+        let (result, moved) = compaction::compact(log, &self.path, snapshot, &paced).await;
+        drop(paced);
         if log.keeps_values() && result.is_ok() {
             // The new log's index, so that a restart need not read its values.
             let hinted = hint::write(&self.path, moved.epoch, moved.puts_end, &moved.located).await;
@@ -105,7 +113,8 @@ impl Compactor {
         match result {
             Ok(after) => {
                 self.failed = None;
-                tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys)");
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys) in {secs:.1} s");
             }
             Err(e @ CompactionError::DirectoryNotSynced(_)) => {
                 self.failed = None;
