@@ -102,7 +102,12 @@ pub enum CompactionError {
 /// When a log is worth compacting: larger than `min_bytes` and more than twice
 /// the live data (its snapshot's size, [`snapshot_bytes`]).
 pub fn should_compact(file_len: u64, live_bytes: u64, min_bytes: u64) -> bool {
-    file_len > min_bytes && file_len > 2 * live_bytes
+    file_len > due_past(live_bytes, min_bytes)
+}
+
+/// The log length past which a compaction is due ([`should_compact`]).
+pub fn due_past(live_bytes: u64, min_bytes: u64) -> u64 {
+    min_bytes.max(live_bytes.saturating_mul(2))
 }
 
 /// The size of a snapshot's PUT records for `nr_keys` keys holding
@@ -272,6 +277,7 @@ async fn write_and_switch(
     };
     log.switch_file(file, (snapshot.cut, written.len), epoch, install, reader)
         .await?;
+    paced.after_switch(log.file_len(), log.appended());
     let located = written
         .located
         .into_iter()
@@ -375,7 +381,7 @@ pub async fn write_snapshot(
                 let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
                 offset += len;
                 progress(len)?;
-                let_requests_run().await;
+                between_chunks(failpoint.1).await;
             }
         }
     }
@@ -419,7 +425,7 @@ pub async fn write_snapshot(
             let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
             offset += len;
             progress(len)?;
-            let_requests_run().await;
+            between_chunks(failpoint.1).await;
         }
     }
     format::stamp(&mut chunk, epoch);
@@ -573,7 +579,10 @@ async fn write_chunk(
 /// Lets every task ready now run once before the snapshot writer goes on: a
 /// chunk is written without suspending, so without this it would hold the
 /// shard until glommio's preemption period (100 ms) is over.
-async fn let_requests_run() {
+async fn between_chunks(scope: Option<usize>) {
+    // Tests hold the writer here to stand for a compaction that cannot keep
+    // up (`log::pacing`).
+    failpoint::hold_while_armed("snapshot::chunk_written", scope, &"a snapshot writer").await;
     futures_lite::future::yield_now().await;
 }
 

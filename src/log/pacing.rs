@@ -34,7 +34,10 @@
 //!
 //! Once the snapshot is written the budget ends: the switch that follows
 //! stops the log's writes itself while it copies the tail (`LogWriter::
-//! switch_file`), so the old file no longer grows.
+//! switch_file`), so the old file no longer grows. After the switch, while
+//! the compaction finishes (the disk engine's hint file and relocated
+//! values) and until the next one can start, the writers may fill the new
+//! file up to the bound and then wait ([`PacedCompaction::after_switch`]).
 //!
 //! # Who waits
 //!
@@ -47,21 +50,31 @@
 //!
 //! Every waiter is released when the budget ends, whichever way the
 //! compaction ends: written, failed (the guard, [`PacedCompaction`], ends the
-//! budget when dropped) or stopped because the log was poisoned (the waiters
-//! also check for that at every wake-up, and the compaction gives up at its
-//! next chunk, see `log::compaction`).
+//! budget when dropped) or stopped because the log was poisoned (the
+//! compaction gives up at its next chunk, see `log::compaction`; and the
+//! waiters look for a poisoned log every few milliseconds, so that a
+//! compaction stuck between chunks does not hold them).
+//!
+//! A compaction starts at the compactor's periodic check; a burst of writes
+//! between two checks could take the log past its bound before the
+//! compaction even starts. So the compactor also tells the pacing the log
+//! length at which it is due ([`Pacing::call_compactor_past`]), and the first
+//! round that finds the log longer wakes it ([`Pacing::note_log_len`]).
 //!
 //! STATS `write_pacing_waits` counts the rounds that waited and
 //! `write_pacing_wait_us` the time they waited, summed.
 
 use crate::notify::Notify;
 use std::cell::Cell;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// How far writers may run ahead of their budget before a round waits: a
 /// few rounds' records, so that a compaction keeping up never stops anyone,
 /// and a waiter is woken once the compaction has paid for that much.
 pub const ALLOWANCE_BYTES: u64 = 1 << 20;
+
+/// How often a waiting round looks whether the log was poisoned meanwhile.
+const RECHECK: Duration = Duration::from_millis(10);
 
 /// The most a shard's log file may hold while a compaction runs: twice the
 /// live data (which is when a compaction is due) plus `margin_bytes`.
@@ -137,27 +150,73 @@ impl Budget {
 
 /// A shard's pacing state: the running compaction's budget, if any, and the
 /// figures STATS reports.
-#[derive(Default)]
 pub struct Pacing {
     budget: Cell<Option<Budget>>,
     /// Woken at every payment and when the budget ends.
     progress: Notify,
     nr_waits: Cell<u64>,
     wait_us: Cell<u64>,
+    /// The log file length past which the compactor wants to be told at once
+    /// (u64::MAX: not now), and whether a writer told it.
+    due_at: Cell<u64>,
+    compaction_wanted: Cell<bool>,
+    compactor: Notify,
+}
+
+impl Default for Pacing {
+    fn default() -> Pacing {
+        Pacing {
+            budget: Cell::new(None),
+            progress: Notify::default(),
+            nr_waits: Cell::new(0),
+            wait_us: Cell::new(0),
+            due_at: Cell::new(u64::MAX),
+            compaction_wanted: Cell::new(false),
+            compactor: Notify::default(),
+        }
+    }
 }
 
 impl Pacing {
-    /// Starts pacing the writers by `budget` until the returned guard ends it
-    /// (or is dropped).
-    pub fn begin(&self, budget: Budget) -> PacedCompaction<'_> {
+    /// Starts pacing the writers of a log bounded at `bound` by `budget`
+    /// until the returned guard ends it (or is dropped).
+    pub fn begin(&self, bound: u64, budget: Budget) -> PacedCompaction<'_> {
         self.budget.set(Some(budget));
-        PacedCompaction { pacing: self }
+        PacedCompaction {
+            pacing: self,
+            bound,
+        }
     }
 
-    /// Whether writers are paced now: the one check a round pays when no
-    /// compaction is writing a snapshot.
+    /// Whether writers are paced now: with [`Pacing::note_log_len`], the
+    /// checks a round pays when no compaction is writing a snapshot.
     pub fn is_pacing(&self) -> bool {
         self.budget.get().is_some()
+    }
+
+    /// The compactor: tell me as soon as the log file is longer than
+    /// `file_len` (u64::MAX: do not).
+    pub fn call_compactor_past(&self, file_len: u64) {
+        self.due_at.set(file_len);
+    }
+
+    /// A writer: the log file is `file_len` bytes now. Past the length the
+    /// compactor asked for, it is woken (once), rather than finding out at
+    /// its next periodic check, by which time the writes may have taken
+    /// the log well past its bound.
+    pub fn note_log_len(&self, file_len: u64) {
+        if file_len > self.due_at.get() {
+            self.due_at.set(u64::MAX);
+            self.compaction_wanted.set(true);
+            self.compactor.notify_all();
+        }
+    }
+
+    /// The compactor: resolves when a writer found the log past the length
+    /// it asked for.
+    pub async fn compaction_wanted(&self) {
+        self.compactor.until(|| self.compaction_wanted.get()).await;
+        self.compaction_wanted.set(false);
     }
 
     /// Waits while the writers' debt, the log being at `appended()`, exceeds
@@ -178,7 +237,12 @@ impl Pacing {
             return;
         }
         let started = Instant::now();
-        self.progress.until(|| !must_wait()).await;
+        while must_wait() {
+            // Woken by the compaction's payments; the timer is for what
+            // does not notify it: the log being poisoned.
+            let paid = self.progress.until(|| !must_wait());
+            futures_lite::future::or(paid, glommio::timer::sleep(RECHECK)).await;
+        }
         self.nr_waits.set(self.nr_waits.get() + 1);
         let waited = started.elapsed().as_micros() as u64;
         self.wait_us.set(self.wait_us.get() + waited);
@@ -213,6 +277,7 @@ impl Pacing {
 /// whenever the compaction stops.
 pub struct PacedCompaction<'a> {
     pacing: &'a Pacing,
+    bound: u64,
 }
 
 impl PacedCompaction<'_> {
@@ -224,6 +289,16 @@ impl PacedCompaction<'_> {
     /// Ends the budget and releases every waiter.
     pub fn end(&self) {
         self.pacing.end();
+    }
+
+    /// The switch is done: the new log file holds `file_len` bytes and the
+    /// log's appended position is `appended`. Until the compaction's last
+    /// steps are done (the guard dropped) and the next one can start, the
+    /// writers may fill the new file up to the bound, and then wait.
+    pub fn after_switch(&self, file_len: u64, appended: u64) {
+        let budget = Budget::new(file_len, self.bound, 0, appended);
+        self.pacing.budget.set(Some(budget));
+        self.pacing.progress.notify_all();
     }
 }
 
@@ -296,15 +371,35 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_past_the_due_length_wakes_the_compactor_once() {
+        let pacing = Pacing::default();
+        pacing.note_log_len(u64::MAX - 1);
+        assert!(!pacing.compaction_wanted.get(), "not asked for");
+        pacing.call_compactor_past(100);
+        pacing.note_log_len(100);
+        assert!(!pacing.compaction_wanted.get());
+        pacing.note_log_len(101);
+        assert!(pacing.compaction_wanted.get());
+        assert_eq!(
+            pacing.due_at.get(),
+            u64::MAX,
+            "until the compactor asks again"
+        );
+    }
+
+    #[test]
     fn ending_the_budget_stops_the_pacing_and_a_dropped_guard_ends_it() {
         let pacing = Pacing::default();
-        let paced = pacing.begin(Budget::new(0, MIB, MIB, 0));
+        let paced = pacing.begin(MIB, Budget::new(0, MIB, MIB, 0));
         assert!(pacing.is_pacing());
         paced.end();
         assert!(!pacing.is_pacing());
-        let paced = pacing.begin(Budget::new(0, MIB, MIB, 0));
+        let paced = pacing.begin(MIB, Budget::new(0, MIB, MIB, 0));
         paced.pay(MIB);
         assert!(pacing.is_pacing());
+        paced.end();
+        paced.after_switch(MIB / 2, 100);
+        assert_eq!(pacing.budget.get().map(|b| b.allowed()), Some(MIB / 2));
         drop(paced);
         assert!(!pacing.is_pacing());
     }

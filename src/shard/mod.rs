@@ -440,6 +440,7 @@ impl Shard {
     /// check.
     async fn pace_writes(&self) {
         let Some(log) = &self.log else { return };
+        self.pacing.note_log_len(log.file_len());
         if !self.pacing.is_pacing() {
             return;
         }
@@ -464,15 +465,17 @@ impl Shard {
     /// size of the snapshot's records for the table's keys and values).
     pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
         let log = self.log.as_ref()?;
-        let table = self.table.borrow();
-        let stats = table.stats();
-        let live_bytes = crate::log::compaction::snapshot_bytes(
-            stats.keys,
-            table.key_bytes(),
-            stats.value_bytes,
-        );
+        let live_bytes = self.live_bytes();
         let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
         (due && log.poisoned().is_none()).then_some(live_bytes)
+    }
+
+    /// The live data as a compaction would write it: the size of the
+    /// snapshot's records for the table's keys and values.
+    pub fn live_bytes(&self) -> u64 {
+        let table = self.table.borrow();
+        let stats = table.stats();
+        crate::log::compaction::snapshot_bytes(stats.keys, table.key_bytes(), stats.value_bytes)
     }
 
     /// The shard's log writer (None with the memory engine).
