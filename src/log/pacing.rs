@@ -33,8 +33,8 @@
 //! three times the live data.)
 //!
 //! Once the snapshot is written the budget ends: the switch that follows
-//! stops the log's writes itself while it copies the tail (`LogWriter::
-//! switch_file`), so the old file no longer grows. After the switch, while
+//! stops the log's writes itself while it copies the tail
+//! (`LogWriter::switch_file`), so the old file no longer grows. After the switch, while
 //! the compaction finishes (the disk engine's hint file and relocated
 //! values) and until the next one can start, the writers may fill the new
 //! file up to the bound and then wait ([`PacedCompaction::after_switch`]).
