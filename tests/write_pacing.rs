@@ -182,6 +182,21 @@ fn write_until_stopped(
     last
 }
 
+/// Samples the log's size; one over the limit stops the writers (without
+/// pacing the log would grow by GiBs) and fails the test.
+fn take_sample(log: &Path, samples: &mut Vec<u64>, writers: &Writers) {
+    let size = file_size(log);
+    samples.push(size);
+    let limit = log_size_limit();
+    if size > limit {
+        writers.stop.store(true, Ordering::Relaxed);
+        panic!(
+            "the log reached {size} bytes, over {limit} (2 × {} live + {COMPACT_MIN} + slack); samples: {samples:?}",
+            live_bytes()
+        );
+    }
+}
+
 fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -197,6 +212,11 @@ fn wait_for_compaction(log: &Path) {
         if now < last {
             return;
         }
+        // Without pacing the log would grow by GiBs.
+        assert!(
+            now < 10 * log_size_limit(),
+            "the log grew to {now} bytes and no compaction finished"
+        );
         last = now;
     }
     panic!("the log never shrank: no compaction");
@@ -232,44 +252,31 @@ fn the_log_stays_within_twice_the_live_data_under_endless_overwrites() {
     let log = log_path(&server.data_dir, 0);
     let writers = Writers::start(server.addr, seed, OnError::Panic);
     wait_for_compaction(&log);
-    let limit = log_size_limit();
     let mut samples = Vec::new();
-    // Free running: the compaction keeps up or the writes are paced. (A
-    // sample over the limit ends a phase: without pacing the log would
-    // grow by GiBs.)
+    // Free running: the compaction keeps up or the writes are paced.
     for _ in 0..NR_SAMPLES {
-        samples.push(file_size(&log));
-        if samples.last() > Some(&limit) {
-            break;
-        }
+        take_sample(&log, &mut samples, &writers);
         std::thread::sleep(SAMPLE_PAUSE);
     }
     // A compaction that cannot keep up at all: held after its first chunk.
     arm_failpoint(http, "snapshot::chunk_written@0", "return");
     wait_for_line(&mut server, &["failpoint snapshot::chunk_written holds"]);
     for _ in 0..NR_SAMPLES {
-        samples.push(file_size(&log));
-        if samples.last() > Some(&limit) {
-            break;
-        }
+        take_sample(&log, &mut samples, &writers);
         std::thread::sleep(SAMPLE_PAUSE);
     }
     arm_failpoint(http, "snapshot::chunk_written@0", "");
     for _ in 0..NR_SAMPLES / 2 {
-        samples.push(file_size(&log));
+        take_sample(&log, &mut samples, &writers);
         std::thread::sleep(SAMPLE_PAUSE);
     }
     writers.stop();
     let largest = samples.iter().copied().max().unwrap_or(0);
+    let limit = log_size_limit();
     eprintln!(
         "live {} bytes, limit {limit}, largest of {} samples {largest}",
         live_bytes(),
         samples.len()
-    );
-    assert!(
-        largest <= limit,
-        "the log reached {largest} bytes, over {limit} (2 × {} live + {COMPACT_MIN} + slack); samples: {samples:?}",
-        live_bytes()
     );
     let mut client = server.client();
     assert!(
