@@ -225,8 +225,9 @@ pub fn compact_path(log_path: &Path) -> PathBuf {
 }
 
 /// Writes `snapshot` to a new file and switches `log` to it, paying the
-/// writers' pacing budget (`log::pacing`) as the snapshot is written and
-/// ending it once it is. On failure the partial file is removed before
+/// writers' pacing budget (`log::pacing`) as the snapshot is written,
+/// ending it once it is, and after the switch giving the writers the room
+/// left in the new file (until the caller drops `paced`). On failure the partial file is removed before
 /// returning. A failed directory sync after the switch still hands back
 /// where the values are ([`CompactionError::DirectoryNotSynced`] does not
 /// lose them).
@@ -298,7 +299,7 @@ async fn write_and_switch(
     )
     .await?;
     // The switch stops the old file's growth itself (it pauses the writes
-    // while it copies the tail): the writers need pacing no more.
+    // while it copies the tail): no budget until it is done.
     paced.end();
     let new_number = log.next_value_file();
     // Tests hold the compaction here, its snapshot written, to grow its tail.

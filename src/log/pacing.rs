@@ -34,10 +34,12 @@
 //!
 //! Once the snapshot is written the budget ends: the switch that follows
 //! stops the log's writes itself while it copies the tail
-//! (`LogWriter::switch_file`), so the old file no longer grows. After the switch, while
-//! the compaction finishes (the disk engine's hint file and relocated
-//! values) and until the next one can start, the writers may fill the new
-//! file up to the bound and then wait ([`PacedCompaction::after_switch`]).
+//! (`LogWriter::switch_file`), so the old file no longer grows. After the
+//! switch, while the compaction finishes (the disk engine's hint file and
+//! relocated values), the writers may fill the new file up to the bound
+//! and then wait ([`PacedCompaction::after_switch`]); if the log is due
+//! again by then, the next compaction starts at once, before any released
+//! writer runs (`server::compactor`).
 //!
 //! # Who waits
 //!
@@ -46,7 +48,8 @@
 //! [`ALLOWANCE_BYTES`] ([`Pacing::wait_for_compaction`]); each payment wakes
 //! the waiters. Reads never wait, and a round that only read is not paced.
 //! A write is never failed by pacing: it is answered late. When no
-//! compaction is writing a snapshot a round pays one check of a `Cell`.
+//! compaction runs a round pays two `Cell` checks: whether a budget is set,
+//! and the log's length against the one the compactor asked about (below).
 //!
 //! Every waiter is released when the budget ends, whichever way the
 //! compaction ends: written, failed (the guard, [`PacedCompaction`], ends the
