@@ -151,6 +151,8 @@ pub struct ServerArgs {
 
     /// A shard's log is compacted (rewritten as a snapshot of its live data,
     /// online) once it is larger than this and more than twice its live data.
+    /// While a compaction runs, writes are slowed (never refused) so that the
+    /// log stays within twice its live data plus this.
     #[arg(long, env = "COREKV_COMPACT_MIN_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub compact_min_bytes: u64,
 

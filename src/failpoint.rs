@@ -23,7 +23,10 @@
 //! Two more hold a compaction the same way: `compaction::before_switch`
 //! (the snapshot is written; appends still go to the old log and make the
 //! tail the switch copies) and `compaction::tail_copied` (in the switch, the
-//! tail is copied; appends wait in memory and go behind it).
+//! tail is copied; appends wait in memory and go behind it), and
+//! `snapshot::chunk_written` holds a snapshot writer (a compaction's or a
+//! backup's) after each chunk it writes: a compaction that cannot keep up
+//! with the writes.
 //! (The `fail` crate's own `pause` and `sleep` actions block the whole shard's
 //! thread; do not use them.)
 
@@ -42,6 +45,7 @@ pub const NAMES: &[&str] = &[
     "compaction::before_switch",
     "compaction::tail_copied",
     "compaction::dir_fsync",
+    "snapshot::chunk_written",
     "recovery::write",
     "recovery::fdatasync",
     "recovery::rename",

@@ -1,10 +1,10 @@
 //! The suites of servers that keep data — writes and batches across crashes,
-//! torn and corrupt logs, fsync modes, group commit, compaction, resharding,
-//! backup, expiry — and the request and protocol suites, run again on the
-//! disk engine (`--engine disk`: values only in the log, read back from
-//! disk). Each suite's file is included as it is; every server they start
-//! with the log engine, or with no engine named, runs the disk engine here
-//! (`common::on_disk_engine`).
+//! torn and corrupt logs, fsync modes, group commit, compaction, write
+//! pacing, resharding, backup, expiry — and the request and protocol
+//! suites, run again on the disk engine (`--engine disk`: values only in
+//! the log, read back from disk). Each suite's file is included as it is;
+//! every server they start with the log engine, or with no engine named,
+//! runs the disk engine here (`common::on_disk_engine`).
 
 // Each suite brings its own `mod common;`, as it does in its own test binary.
 #![allow(clippy::duplicate_mod)]
@@ -41,3 +41,5 @@ mod reshard;
 mod resp_wire;
 #[path = "torn_and_corrupt_logs.rs"]
 mod torn_and_corrupt_logs;
+#[path = "write_pacing.rs"]
+mod write_pacing;

@@ -141,7 +141,9 @@ async fn write_log_file(
         .map_err(io::Error::from)?;
     // A fresh epoch: no record of the live log passes as one of this file's.
     let epoch = crate::log::new_epoch();
-    compaction::write_snapshot(&file, snapshot, epoch, ("backup::write", scope), values).await?;
+    let failpoint = ("backup::write", scope);
+    let mut progress = |_| Ok(());
+    compaction::write_snapshot(&file, snapshot, epoch, failpoint, values, &mut progress).await?;
     failpoint::check("backup::fdatasync", scope)?;
     file.fdatasync().await.map_err(io::Error::from)?;
     file.close().await.map_err(io::Error::from)

@@ -200,7 +200,7 @@ fn show_key(key: &str) -> String {
 
 /// Human labels for the STATS names docs/protocol.md defines, in print order.
 /// Names the server does not report are skipped.
-const STATS_LABELS: [(&str, &str); 21] = [
+const STATS_LABELS: [(&str, &str); 23] = [
     ("keys", "Keys stored"),
     ("expires", "  with an expiry"),
     ("value_bytes", "Bytes of values"),
@@ -220,6 +220,8 @@ const STATS_LABELS: [(&str, &str); 21] = [
     ("disk_read_bytes", "  bytes"),
     ("disk_cache_hits", "Disk cache hits (values not read)"),
     ("disk_cache_bytes", "Disk cache memory"),
+    ("write_pacing_waits", "Writes paced for compaction"),
+    ("write_pacing_wait_us", "  time waited (µs)"),
     ("shards", "Shards"),
     ("connections", "Open connections"),
 ];

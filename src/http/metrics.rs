@@ -49,7 +49,7 @@ const fn metric(
     }
 }
 
-const TABLE_METRICS: [TableMetric; 18] = [
+const TABLE_METRICS: [TableMetric; 19] = [
     metric("corekv_keys", "gauge", "keys", "Keys stored."),
     metric(
         "corekv_value_bytes",
@@ -152,6 +152,12 @@ const TABLE_METRICS: [TableMetric; 18] = [
         "gauge",
         "disk_cache_bytes",
         "Memory the disk engine's cache of hot values holds (--disk-cache-bytes bounds it).",
+    ),
+    metric(
+        "corekv_write_pacing_waits_total",
+        "counter",
+        "write_pacing_waits",
+        "Rounds of writes that waited for a compaction to catch up (the log stays within twice the live data plus a margin).",
     ),
 ];
 
@@ -351,6 +357,17 @@ fn render_table(page: &mut Page, shares: &[TableStats]) {
                 field(share, stats_field),
             );
         }
+    }
+    // STATS counts microseconds; durations here are in seconds.
+    let name = "corekv_write_pacing_wait_seconds_total";
+    page.family(
+        name,
+        "counter",
+        "Time rounds of writes waited for a compaction to catch up, summed (STATS write_pacing_wait_us).",
+    );
+    for (id, share) in ids.iter().zip(shares) {
+        let seconds = share.write_pacing_wait_us as f64 / 1e6;
+        page.sample(name, &[("shard", id)], seconds);
     }
 }
 

@@ -43,6 +43,7 @@ pub mod compaction;
 pub mod file_io;
 pub mod format;
 pub mod hint;
+pub mod pacing;
 pub mod replay;
 pub mod sync_stats;
 pub mod tail_copy;

@@ -49,11 +49,16 @@ pub struct TableStats {
     /// cache.
     pub disk_cache_hits: u64,
     pub disk_cache_bytes: u64,
+    /// Rounds of writes that waited for a compaction to catch up, and the
+    /// microseconds they waited, summed (`log::pacing`). Filled in by the
+    /// shard, which owns the pacing.
+    pub write_pacing_waits: u64,
+    pub write_pacing_wait_us: u64,
 }
 
 impl TableStats {
     /// Number of fields, in [`TableStats::fields`] order.
-    pub const NR_FIELDS: usize = 21;
+    pub const NR_FIELDS: usize = 23;
 
     /// `(wire name, value)` pairs in a fixed order.
     pub fn fields(&self) -> [(&'static str, u64); Self::NR_FIELDS] {
@@ -79,6 +84,8 @@ impl TableStats {
             ("disk_read_bytes", self.disk_read_bytes),
             ("disk_cache_hits", self.disk_cache_hits),
             ("disk_cache_bytes", self.disk_cache_bytes),
+            ("write_pacing_waits", self.write_pacing_waits),
+            ("write_pacing_wait_us", self.write_pacing_wait_us),
         ]
     }
 
@@ -106,6 +113,8 @@ impl TableStats {
             disk_read_bytes: v[18],
             disk_cache_hits: v[19],
             disk_cache_bytes: v[20],
+            write_pacing_waits: v[21],
+            write_pacing_wait_us: v[22],
         }
     }
 
@@ -178,6 +187,8 @@ mod tests {
             19,
             20,
             21,
+            22,
+            23,
         ]);
         let mut element = Vec::new();
         write_stats_element(&mut element, &stats);

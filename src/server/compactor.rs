@@ -1,10 +1,12 @@
-//! The task that keeps a shard's log compact: every [`COMPACTION_CHECK`] it
-//! asks the shard whether its log is due (`Shard::compaction_due`), checks that
-//! the file system has room for the snapshot, takes it and runs
-//! [`compaction::compact`] (`log::compaction` explains the steps).
+//! The task that keeps a shard's log compact: every [`COMPACTION_CHECK`], and
+//! as soon as a write takes the log past the length at which it is due (the
+//! writers tell it, `log::pacing`), it asks the shard whether its log is due
+//! (`Shard::compaction_due`), checks that the file system has room for the
+//! snapshot, takes it and runs [`compaction::compact`] (`log::compaction`
+//! explains the steps), pacing the writes meanwhile (`log::pacing`).
 //!
 //! It logs changes, not every check:
-//! - `compacted PATH: BEFORE → AFTER bytes (N keys)` for each compaction;
+//! - `compacted PATH: BEFORE → AFTER bytes (N keys) in S s` for each compaction;
 //! - a compaction skipped for lack of free space once, when that starts, and
 //!   once when there is room again;
 //! - each failed compaction. After a failure the next attempt waits at least
@@ -15,6 +17,7 @@
 
 use crate::log::compaction::{self, CompactionError};
 use crate::log::hint;
+use crate::log::pacing::{self, Budget};
 use crate::log::LogWriter;
 use crate::shard::Shard;
 use crate::txn::participant::Participant;
@@ -37,12 +40,38 @@ pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, min_bytes: u64
         short_of_room: false,
         directory_unsynced: false,
     };
+    // After a compaction the log may be due again at once (the writes went
+    // on meanwhile): the next one then starts without an await in between,
+    // so that no unpaced writes slip in (`log::pacing`).
+    let mut due_again = false;
+    compactor.call_when_due();
     loop {
-        glommio::timer::sleep(COMPACTION_CHECK).await;
+        let periodic = match due_again {
+            true => false,
+            false => {
+                let timer = async {
+                    glommio::timer::sleep(COMPACTION_CHECK).await;
+                    true
+                };
+                let wanted = async {
+                    compactor.shard.pacing().compaction_wanted().await;
+                    false
+                };
+                futures_lite::future::or(timer, wanted).await
+            }
+        };
         let Some(log) = compactor.shard.log().cloned() else {
             return;
         };
-        compactor.check(&log).await;
+        let compacted = compactor.check(&log).await;
+        if periodic || compacted {
+            compactor.call_when_due();
+        }
+        due_again = compacted
+            && compactor
+                .shard
+                .compaction_due(compactor.min_bytes)
+                .is_some();
     }
 }
 
@@ -60,25 +89,45 @@ struct Compactor {
 }
 
 impl Compactor {
-    async fn check(&mut self, log: &LogWriter) {
+    /// Asks the writers to wake this task as soon as the log is due
+    /// (`log::pacing`), unless a compaction could not start now anyway.
+    fn call_when_due(&self) {
+        let due_past = match self.failed.is_some() || self.short_of_room {
+            true => u64::MAX,
+            false => compaction::due_past(self.shard.live_bytes(), self.min_bytes),
+        };
+        self.shard.pacing().call_compactor_past(due_past);
+    }
+
+    /// Compacts the log if it is due; returns whether a compaction ran.
+    async fn check(&mut self, log: &LogWriter) -> bool {
         if self.directory_unsynced {
             self.retry_directory_sync();
         }
         let Some(live_bytes) = self.shard.compaction_due(self.min_bytes) else {
-            return;
+            return false;
         };
         if !self.may_retry(log) || !self.has_room(live_bytes) {
-            return;
+            return false;
         }
         let Some(snapshot) = Participant::of(&self.shard).compaction_snapshot(&self.shard) else {
-            return;
+            return false;
         };
         let (before, nr_keys) = (log.file_len(), snapshot.entries.len());
+        let started = Instant::now();
+        // From the snapshot on, the writes may grow the log up to the bound
+        // only as fast as the snapshot is written (`log::pacing`).
+        let bound = pacing::bound(live_bytes, pacing::margin_bytes(self.min_bytes));
+        let budget = Budget::new(before, bound, live_bytes, log.appended());
+        let pacing_shard = self.shard.clone();
+        // Held until the compaction's last step below: the writers wait for
+        // it, if they have filled the new file meanwhile (`log::pacing`).
+        let paced = pacing_shard.pacing().begin(bound, budget);
         let (shard, path) = (self.shard.id(), self.path.display());
         // Entries put back by an undo from here on may point into files
         // this snapshot does not move them out of.
         self.shard.table_mut().forget_restored_files();
-        let (result, moved) = compaction::compact(log, &self.path, snapshot).await;
+        let (result, moved) = compaction::compact(log, &self.path, snapshot, &paced).await;
         if log.keeps_values() && result.is_ok() {
             // The new log's index, so that a restart need not read its values.
             let hinted = hint::write(&self.path, moved.epoch, moved.puts_end, &moved.located).await;
@@ -102,10 +151,12 @@ impl Compactor {
                 tracing::debug!(%shard, "closed {closed} log files no value points into");
             }
         }
+        drop(paced);
         match result {
             Ok(after) => {
                 self.failed = None;
-                tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys)");
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys) in {secs:.1} s");
             }
             Err(e @ CompactionError::DirectoryNotSynced(_)) => {
                 self.failed = None;
@@ -117,6 +168,7 @@ impl Compactor {
                 tracing::error!(%shard, "compaction of {path} failed: {e}");
             }
         }
+        true
     }
 
     /// Whether enough time has passed, and the log grown, since a failure.

@@ -37,6 +37,7 @@ pub mod values;
 
 use crate::ids::TxnId;
 use crate::log::format;
+use crate::log::pacing::Pacing;
 use crate::log::{LogPoisoned, LogWriter};
 use crate::proto::msgpack::Cursor;
 use crate::proto::stats::write_stats_element;
@@ -89,6 +90,8 @@ pub struct Shard {
     value_cache: RefCell<ValueCache>,
     /// How long each value read from disk took (`values`).
     disk_read_latency: RefCell<DiskReadLatency>,
+    /// Slows the writes down while a compaction falls behind (`log::pacing`).
+    pacing: Pacing,
 }
 
 /// The receiving ends a shard serves from its peer tasks.
@@ -118,6 +121,7 @@ impl Shard {
             pending: Pending::default(),
             value_cache: RefCell::new(ValueCache::new(value_cache_bytes)),
             disk_read_latency: RefCell::default(),
+            pacing: Pacing::default(),
         };
         let inboxes = PeerInboxes {
             requests_from: mesh.requests_from,
@@ -161,6 +165,8 @@ impl Shard {
         let cache = self.value_cache.borrow();
         stats.disk_cache_hits = cache.hits();
         stats.disk_cache_bytes = cache.bytes();
+        stats.write_pacing_waits = self.pacing.nr_waits();
+        stats.write_pacing_wait_us = self.pacing.wait_us();
         stats
     }
 
@@ -218,8 +224,9 @@ impl Shard {
     pub async fn execute_ops(&self, ops: &[Op], buf: &[u8], out: &mut BatchResults) {
         let first_slot = out.len();
         if self.run_ops(ops, buf, out).await {
-            if let Err(poisoned) = self.settle().await {
-                out.fail_from(first_slot, ErrorCode::IoErr, &poisoned.to_string());
+            match self.settle().await {
+                Ok(()) => self.pace_writes().await,
+                Err(poisoned) => out.fail_from(first_slot, ErrorCode::IoErr, &poisoned.to_string()),
             }
         }
     }
@@ -427,6 +434,27 @@ impl Shard {
         }
     }
 
+    /// While a compaction is behind the writes, waits until it has written
+    /// enough of its snapshot for what this shard appended (`log::pacing`);
+    /// for a round that wrote, once its records are settled. Otherwise one
+    /// check.
+    async fn pace_writes(&self) {
+        let Some(log) = &self.log else { return };
+        self.pacing.note_log_len(log.file_len());
+        if !self.pacing.is_pacing() {
+            return;
+        }
+        let released = || log.poisoned().is_some();
+        self.pacing
+            .wait_for_compaction(|| log.appended(), released)
+            .await;
+    }
+
+    /// The writers' pacing, which compactions pay (`log::pacing`).
+    pub fn pacing(&self) -> &Pacing {
+        &self.pacing
+    }
+
     /// Counts an ATOMIC batch this shard ran or coordinated.
     pub fn count_atomic(&self, committed: bool) {
         self.table.borrow_mut().count_atomic(committed);
@@ -437,15 +465,17 @@ impl Shard {
     /// size of the snapshot's records for the table's keys and values).
     pub fn compaction_due(&self, min_bytes: u64) -> Option<u64> {
         let log = self.log.as_ref()?;
-        let table = self.table.borrow();
-        let stats = table.stats();
-        let live_bytes = crate::log::compaction::snapshot_bytes(
-            stats.keys,
-            table.key_bytes(),
-            stats.value_bytes,
-        );
+        let live_bytes = self.live_bytes();
         let due = crate::log::compaction::should_compact(log.file_len(), live_bytes, min_bytes);
         (due && log.poisoned().is_none()).then_some(live_bytes)
+    }
+
+    /// The live data as a compaction would write it: the size of the
+    /// snapshot's records for the table's keys and values.
+    pub fn live_bytes(&self) -> u64 {
+        let table = self.table.borrow();
+        let stats = table.stats();
+        crate::log::compaction::snapshot_bytes(stats.keys, table.key_bytes(), stats.value_bytes)
     }
 
     /// The shard's log writer (None with the memory engine).
@@ -482,8 +512,9 @@ impl Shard {
     /// log failed).
     async fn settled(&self, mut results: BatchResults, wrote: bool) -> BatchResults {
         if wrote {
-            if let Err(poisoned) = self.settle().await {
-                results.fail_from(0, ErrorCode::IoErr, &poisoned.to_string());
+            match self.settle().await {
+                Ok(()) => self.pace_writes().await,
+                Err(poisoned) => results.fail_from(0, ErrorCode::IoErr, &poisoned.to_string()),
             }
         }
         results
