@@ -29,6 +29,9 @@
 //!             on every byte but the last
 //! ```
 //!
+//! An entry whose value is on disk has no `value_len` (its location, in
+//! the value's place, says how long the value is): see *Values on disk*.
+//!
 //! The lengths and the version are varints because the header is most of what
 //! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
 //! lengths and version take 3 bytes, the entry 57 (61 with an access clock),
@@ -59,13 +62,39 @@
 //!
 //! Under the disk engine an entry may hold, instead of its value, where the
 //! value lies in its shard's log ([`Location`]: the log file, the offset of
-//! the value's bytes, their length), with the on-disk flag set in the key
-//! tag. The location takes the value's place, as three varints and a
-//! 4-byte CRC-32, so such an entry is an index entry whatever the value's
-//! size: for a 16-byte key, a value of up to 16 KiB at an offset past
-//! 256 MiB and a version below 2^21, 4 + 1 + 1 + 16 + (1 + 5 + 2 + 4) + 3
-//! = 37 bytes, in the 48-byte class; at offsets below 2 MiB, values below
-//! 128 bytes and version 1, 32 bytes, in the 32-byte class.
+//! the value's bytes, their length, and how a read checks them), with the
+//! on-disk flag set in the key tag:
+//!
+//! ```text
+//! offset 0       4          (key_tag: 1 byte for keys under 32 bytes)
+//! +--------------+----------+-----------+--------------+----------------+---------------+---------+
+//! | refs: u32    | key_tag  | key bytes | file varint  | offset varint  | len_check     | version |
+//! |              | varint   |           |              |                | varint        | varint  |
+//! +--------------+----------+-----------+--------------+----------------+---------------+---------+
+//!   len_check = len << 2 | PUTX << 1 | checked by its record; when that
+//!               low bit is clear, a CRC-32 (u32 LE) of the value follows
+//! ```
+//!
+//! No value length: the location has it. No CRC for a value that is the
+//! only one of its PUT or PUTX record (every plain write's, and after a
+//! compaction every value, its snapshot writing one PUT per key): the
+//! record starts a fixed distance before the value (its header and the
+//! key's length, key, version and value length), so a read covers the whole
+//! record and checks its length, body checksum, kind, key and version
+//! against this entry (`log::values::WantedValue`) — more than a CRC of the
+//! value would, as it also catches a location pointing at the wrong record.
+//! A value inside a record of several (a single-shard ATOMIC's BATCH, a
+//! cross-shard PREPARE) keeps its 4-byte CRC-32 ([`ValueCheck::Crc`]).
+//!
+//! So such an entry is an index entry whatever the value's size: for a
+//! 16-byte key, a value under 4 KiB at an offset past 256 MiB (a 5-byte
+//! varint; a 20 GB log) and version 1, 4 + 1 + 16 + (1 + 5 + 2) + 1 = 30
+//! bytes, in the 32-byte class, which holds it up to version 2^21 (at
+//! offsets below 2 MiB, 28 bytes). With the value length and the CRC it
+//! carried before, 35 bytes and the 48-byte class; a batch's value is
+//! still 34. (The map adds its 8-byte slot and a control byte, about 15
+//! bytes a key at its usual load.)
+//!
 //! [`Entry::stored`] tells the two apart; [`Entry::value`]
 //! is for inline values only (the owning shard reads an on-disk value into
 //! an inline copy before anything uses its bytes, `shard::values`).
@@ -99,7 +128,7 @@
 //! would first load the count to find them; a flag in the key tag would
 //! take a bit from the key's length, and a 16-byte key's tag (16 << 3 =
 //! 128) would need a second varint byte, a quarter of the saving gone and
-//! every lookup of such a key off the one-load path of `Entry::header`.
+//! every lookup of such a key off the one-load path of `Entry::key_span`.
 //! Only `touch` and `access_clock` look at the flag: an entry without a
 //! clock ignores a touch, and LRU, which never sees one, would read it as 0.
 //!

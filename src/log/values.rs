@@ -2,12 +2,12 @@
 //! value's bytes, and reading them with direct I/O through io_uring.
 //!
 //! A disk engine's table keeps, per key, where its value is
-//! ([`Location`]: a file number, an offset, a length) instead of the value
-//! (`crate::entry`). The shard's log file is file `n` (shard `i` starts at
-//! `n = i`, the number recovery gave its entries); each compaction switches
-//! to file `n + 1`, which holds a snapshot of every live value and, behind
-//! it, the records appended since the snapshot was taken (the *tail*), copied
-//! as they were (`log::compaction`).
+//! ([`Location`]: a file number, an offset, a length, how it is checked)
+//! instead of the value (`crate::entry`). The shard's log file is file `n`
+//! (shard `i` starts at `n = i`, the number recovery gave its entries); each
+//! compaction switches to file `n + 1`, which holds a snapshot of every live
+//! value and, behind it, the records appended since the snapshot was taken
+//! (the *tail*), copied as they were (`log::compaction`).
 //!
 //! After a switch the table's entries are moved to the new file
 //! ([`crate::table::Table::relocate`]) in steps, while requests run, so for a
@@ -26,6 +26,11 @@
 //! I/O, is read through its page cache): the values are meant to be many
 //! times the machine's memory, and the page cache would only hold the hot
 //! ones at the cost of evicting everything else on the machine.
+//!
+//! Every read is checked ([`WantedValue`]): a value alone in its PUT or PUTX
+//! record is read with the whole record, which must be its key's at its
+//! entry's version; a value among several in a record, against the CRC-32
+//! its entry keeps.
 
 use super::format;
 use crate::entry::{Entry, Location, ValueCheck};
