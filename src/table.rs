@@ -361,8 +361,13 @@ impl Table {
     /// no longer there (it changed while the read ran: the shard asks again).
     pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
         self.stats.disk_reads += 1;
-        self.stats.disk_read_bytes += bytes.len() as u64;
         self.keep_copy(key, location, bytes);
+    }
+
+    /// Counts `bytes` read from the log files for requests: the whole blocks
+    /// a read covered, once per read however many values it brought.
+    pub fn count_disk_read_bytes(&mut self, bytes: u64) {
+        self.stats.disk_read_bytes += bytes;
     }
 
     /// Keeps `bytes`, the value at `location` the shard had a copy of (its

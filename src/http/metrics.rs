@@ -139,7 +139,7 @@ const TABLE_METRICS: [TableMetric; 18] = [
         "corekv_disk_read_bytes_total",
         "counter",
         "disk_read_bytes",
-        "Bytes of the values the disk engine read from its log files for requests.",
+        "Bytes of the 4 KiB blocks the disk engine read from its log files for requests.",
     ),
     metric(
         "corekv_disk_cache_hits_total",

@@ -71,6 +71,7 @@
 //! directory sync. Before starting, the caller checks the file system has
 //! [`room_needed`] for the snapshot ([`free_bytes`]).
 
+use super::blocks;
 use super::format::{self, Effect};
 use super::values::WantedValue;
 use super::LogWriter;
@@ -297,8 +298,9 @@ fn remove_partial(tmp: &Path) {
 ///
 /// With the disk engine (`values`: the log its entries' values are read
 /// from), values on disk are read back for it in the order they lie on disk,
-/// neighbours together (`read_in_spans`), and where each entry's value lands
-/// in the file is returned.
+/// neighbours together (`read_in_spans`), where each entry's value lands in
+/// the file is returned, and records are placed in 4 KiB blocks
+/// (`log::blocks`).
 pub async fn write_snapshot(
     file: &glommio::io::BufferedFile,
     snapshot: &Snapshot,
@@ -311,6 +313,8 @@ pub async fn write_snapshot(
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();
+    // The disk engine's records are placed in the file's 4 KiB blocks.
+    let placed = values.is_some();
     // With the disk engine, the entries go in the order their values lie on
     // disk, so that neighbouring values are read together, in spans of up
     // to SPAN_BYTES: close to one sequential pass over the old file, however
@@ -339,8 +343,11 @@ pub async fn write_snapshot(
                 value,
                 deadline: entry.deadline(),
             };
-            let at = format::write_effect_locating(&mut chunk, &put)
-                .expect("a PUT record holds a value");
+            let mut at = None;
+            let shifts = blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
+                at = format::write_effect_locating(chunk, &put);
+            });
+            let at = shifts.moved(at.expect("a PUT record holds a value"));
             if values.is_some() {
                 located.push(((*entry).clone(), offset + at as u64));
             }
@@ -355,7 +362,9 @@ pub async fn write_snapshot(
     // point (`log::hint`), and everything after it is replayed.
     let puts_end = offset + chunk.len() as u64;
     for txn in &snapshot.commits {
-        format::write_commit(&mut chunk, *txn);
+        blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
+            format::write_commit(chunk, *txn)
+        });
     }
     // After the PUTs: replay applies a committed share over the old values.
     for share in &snapshot.prepared {
@@ -385,7 +394,9 @@ pub async fn write_snapshot(
                 None => Effect::Del { key },
             });
         }
-        format::write_prepare(&mut chunk, share.txn, &effects);
+        blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
+            format::write_prepare(chunk, share.txn, &effects)
+        });
         if chunk.len() >= CHUNK_BYTES {
             format::stamp(&mut chunk, epoch);
             offset += write_chunk(file, &mut chunk, offset, failpoint).await?;

@@ -26,6 +26,7 @@
 //!   7 PUTX     PUT body | deadline u64                  a write that expires (format 2)
 //!   8 EXPIRE   key_len u32 | key | deadline u64        a new deadline (format 2)
 //!   9 PERSIST  key_len u32 | key                       the deadline removed (format 2)
+//!  10 PAD      zeros                                   fills the rest of a 4 KiB block
 //!   txn = coordinator shard u32 | seq u64
 //!   deadline = Unix milliseconds
 //! ```
@@ -36,6 +37,12 @@
 //!
 //! All integers little-endian. A BATCH or PREPARE is one record with one
 //! checksum, so it is on disk entirely or not at all.
+//!
+//! A PAD record holds nothing: the disk engine writes one where the next
+//! record would cross a 4 KiB boundary of the file, so that a small value is
+//! one aligned block to read (`log::blocks`). Readers skip it; it is framed
+//! and checksummed like any record, so torn tails and damage are found in it
+//! as anywhere else.
 //!
 //! # Why two checksums and an epoch
 //!
@@ -95,6 +102,10 @@ const KIND_COMMIT: u8 = 6;
 const KIND_PUTX: u8 = 7;
 const KIND_EXPIRE: u8 = 8;
 const KIND_PERSIST: u8 = 9;
+const KIND_PAD: u8 = 10;
+
+/// Bytes of the smallest PAD record: a header and the kind byte.
+pub const MIN_PAD_BYTES: usize = HEADER_BYTES + 1;
 
 /// How the records of one file are framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +206,8 @@ pub enum Record<'a> {
     Commit {
         txn: TxnId,
     },
+    /// Filler before a record that would cross a block boundary: no data.
+    Pad,
 }
 
 impl Record<'_> {
@@ -204,7 +217,7 @@ impl Record<'_> {
             Record::Prepare { txn, .. } | Record::Decide { txn, .. } | Record::Commit { txn } => {
                 Some(*txn)
             }
-            Record::Effect(_) | Record::Batch(_) => None,
+            Record::Effect(_) | Record::Batch(_) | Record::Pad => None,
         }
     }
 }
@@ -282,6 +295,19 @@ pub fn write_commit(out: &mut Vec<u8>, txn: TxnId) {
     });
 }
 
+/// Appends a PAD record of `bytes` bytes in all, header included (at least
+/// [`MIN_PAD_BYTES`]).
+pub fn write_pad(out: &mut Vec<u8>, bytes: usize) {
+    assert!(
+        bytes >= MIN_PAD_BYTES,
+        "a PAD record of {bytes} bytes cannot hold its header and kind"
+    );
+    frame(out, |body| {
+        body.push(KIND_PAD);
+        body.resize(body.len() + bytes - MIN_PAD_BYTES, 0);
+    });
+}
+
 /// Writes an unstamped header + body, filling in the length and body checksum
 /// after the body; [`stamp`] adds the header checksum.
 fn frame(out: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
@@ -308,11 +334,11 @@ fn head_crc(epoch: u64, len: u32, body_crc: u32) -> u32 {
 /// Fills in the header checksum of every record in `records` (whole records,
 /// as the `write_*` functions made them) for the file of `epoch`. Records
 /// already stamped for another file are re-stamped. Returns how many records
-/// there are.
+/// there are, PAD records not counted.
 pub fn stamp(records: &mut [u8], epoch: u64) -> u64 {
     let (mut at, mut nr_records) = (0, 0);
     while at < records.len() {
-        nr_records += 1;
+        nr_records += u64::from(records.get(at + HEADER_BYTES) != Some(&KIND_PAD));
         let header = &mut records[at..at + HEADER_BYTES];
         let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
         let body_crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
@@ -579,6 +605,11 @@ fn decode_body(body: &[u8]) -> Option<Record<'_>> {
                     commit: reader.u8()? != 0,
                 },
                 KIND_COMMIT => Record::Commit { txn: reader.txn()? },
+                KIND_PAD => {
+                    // Its bytes mean nothing: the checksum has vouched for them.
+                    reader.bytes = &[];
+                    Record::Pad
+                }
                 _ => return None,
             }
         }
@@ -980,6 +1011,41 @@ mod tests {
         let mut then_zeros = records[..first].to_vec();
         then_zeros.extend_from_slice(&[0; 64]);
         assert_eq!(chunk_len(&then_zeros), Some(first));
+    }
+
+    #[test]
+    fn a_pad_record_holds_nothing_and_is_checked_like_any_record() {
+        let mut log = Vec::new();
+        write_file_header(&mut log, EPOCH);
+        let start = log.len();
+        write_pad(&mut log, MIN_PAD_BYTES);
+        write_pad(&mut log, 4096 + 12);
+        write_effect(&mut log, &Effect::Del { key: b"k" });
+        assert_eq!(stamp(&mut log[start..], EPOCH), 1, "PADs are not counted");
+        let (_, records, end) = parse_file(&log).expect("a valid file header");
+        assert_eq!(end, log.len());
+        let at: Vec<_> = records.iter().map(|(at, _)| *at).collect();
+        assert_eq!(at, [start, start + 13, start + 13 + 4108]);
+        assert_eq!(records[0].1, Record::Pad);
+        assert_eq!(records[1].1, Record::Pad);
+        assert_eq!(records[0].1.txn(), None);
+        let mut damaged = log.clone();
+        damaged[start + 13 + 100] ^= 1;
+        assert!(matches!(
+            decode_at(&damaged, start + 13, FRAMING),
+            Decoded::Damaged(_)
+        ));
+        assert_eq!(
+            decode_at(&log[..start + 13 + 4000], start + 13, FRAMING),
+            Decoded::Incomplete,
+            "a PAD cut short is a torn tail"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot hold its header")]
+    fn a_pad_record_shorter_than_its_header_and_kind_is_refused() {
+        write_pad(&mut Vec::new(), MIN_PAD_BYTES - 1);
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //!    renaming directories; a crash at any point leaves either the old or the
 //!    new set whole.
 
+pub mod blocks;
 pub mod compaction;
 pub mod file_io;
 pub mod format;
@@ -169,6 +170,7 @@ pub fn recover(
                 .map(|_| Table::new(u64::MAX))
                 .collect::<Vec<_>>(),
             router.routing(),
+            values_on_disk,
         )?;
     }
     remove_compaction_leftovers(&dir)?;
@@ -208,7 +210,7 @@ pub fn recover(
             );
             tables = reshard(tables, router);
         }
-        write_log_set(data_dir, &mut tables, router.routing())?;
+        write_log_set(data_dir, &mut tables, router.routing(), values_on_disk)?;
         if values_on_disk {
             // The tables point into the logs just replaced: read the new set
             // (which needs no rewrite) for where the values are now.
@@ -353,6 +355,9 @@ fn resolve_pending(
             format::write_decide(&mut decisions, txn, commit);
         }
         if let (true, Some(Framing::Epoch(epoch))) = (record, r.framing) {
+            if tables[i].keeps_values_on_disk() {
+                blocks::place_records(&mut decisions, 0, r.valid_bytes);
+            }
             format::stamp(&mut decisions, epoch);
             append_synced(&shard_log_path(dir, i), r.valid_bytes, &decisions)?;
             appended[i] = decisions.len() as u64;
@@ -389,10 +394,13 @@ fn reshard(mut old: Vec<Table>, router: &Router) -> Vec<Table> {
 
 /// Writes one snapshot log per table into `log.new/`, then swaps it in for
 /// `log/`. Each step is synced before the next, so a crash leaves one whole set.
+/// With `values_on_disk` (the disk engine) records are placed in 4 KiB blocks
+/// (`blocks`).
 fn write_log_set(
     data_dir: &Path,
     tables: &mut [Table],
     routing: Routing,
+    values_on_disk: bool,
 ) -> Result<(), RecoveryError> {
     let new_dir = data_dir.join(NEW_LOG_DIR);
     if new_dir.exists() {
@@ -401,7 +409,8 @@ fn write_log_set(
     fs::create_dir_all(&new_dir).map_err(io_err(&new_dir))?;
     let mut old_logs = OldLogs::new(log_dir(data_dir));
     for (i, table) in tables.iter().enumerate() {
-        write_snapshot(&shard_log_path(&new_dir, i), table, &mut old_logs)?;
+        let path = shard_log_path(&new_dir, i);
+        write_snapshot(&path, table, &mut old_logs, values_on_disk)?;
     }
     // SHARDS is written last: it marks log.new/ as complete.
     write_synced(
@@ -444,8 +453,13 @@ impl OldLogs {
 }
 
 /// Writes a new log file, of a new epoch, holding `table` as PUT records
-/// (values on disk read from `old_logs`).
-fn write_snapshot(path: &Path, table: &Table, old_logs: &mut OldLogs) -> Result<(), RecoveryError> {
+/// (values on disk read from `old_logs`), placed in blocks if `placed`.
+fn write_snapshot(
+    path: &Path,
+    table: &Table,
+    old_logs: &mut OldLogs,
+    placed: bool,
+) -> Result<(), RecoveryError> {
     let epoch = new_epoch();
     let mut out = Vec::new();
     format::write_file_header(&mut out, epoch);
@@ -459,15 +473,15 @@ fn write_snapshot(path: &Path, table: &Table, old_logs: &mut OldLogs) -> Result<
             }
             None => entry.value(),
         };
-        format::write_effect(
-            &mut out,
-            &format::Effect::Put {
-                key: entry.key(),
-                version: entry.version(),
-                value,
-                deadline: entry.deadline(),
-            },
-        );
+        let put = format::Effect::Put {
+            key: entry.key(),
+            version: entry.version(),
+            value,
+            deadline: entry.deadline(),
+        };
+        blocks::append_records(&mut out, placed.then_some(0), |out| {
+            format::write_effect(out, &put)
+        });
     }
     format::stamp(&mut out[records_start..], epoch);
     write_synced(path, &out)
@@ -628,7 +642,7 @@ mod tests {
             let value = [&[0xa0 | text.len() as u8][..], text.as_bytes()].concat();
             tables[hash.route(key).0].load(key, value, i as u64 + 1);
         }
-        write_log_set(data.path(), &mut tables, Routing::Hash).expect("write logs");
+        write_log_set(data.path(), &mut tables, Routing::Hash, false).expect("write logs");
         let written = placement(&tables);
         let shards_file = log_dir(data.path()).join(SHARDS_FILE);
         for (router, text) in [(&slots, "3 slots\n"), (&hash, "3\n"), (&hash, "3\n")] {

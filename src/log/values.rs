@@ -32,7 +32,7 @@
 //! entry's version; a value among several in a record, against the CRC-32
 //! its entry keeps.
 
-use super::format;
+use super::{blocks, format};
 use crate::entry::{Entry, Location, ValueCheck};
 use glommio::io::{DmaFile, ReadResult};
 use std::io;
@@ -243,18 +243,29 @@ impl<'a> WantedValue<'a> {
 
 /// Reads `len` bytes at `offset` of `file`; a short read (the file ends
 /// early: a bug, or the file was cut) is an error, never a short value.
+///
+/// The read covers the whole 4 KiB blocks holding the bytes
+/// ([`blocks::covering`]), whatever the device's own (often 512-byte)
+/// sectors: a value of a record of at most 4 KiB, which the disk engine
+/// keeps within one block (`log::blocks`), costs exactly one page-sized,
+/// page-aligned read.
 pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<ReadResult> {
-    let read = file.read_at(offset, len).await.map_err(io::Error::from)?;
-    if read.len() != len {
-        return Err(io::Error::new(
+    let (start, size) = blocks::covering(offset, len as u64);
+    let read = file
+        .read_at(start, size as usize)
+        .await
+        .map_err(io::Error::from)?;
+    let from = (offset - start) as usize;
+    match ReadResult::slice(&read, from, len) {
+        Some(bytes) if bytes.len() == len => Ok(bytes),
+        _ => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!(
                 "read {} of {len} bytes at offset {offset} of a log file",
-                read.len()
+                read.len().saturating_sub(from)
             ),
-        ));
+        )),
     }
-    Ok(read)
 }
 
 /// Reads `len` bytes at `offset` of `file` with a blocking `pread`, on the
@@ -264,7 +275,8 @@ pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<R
 /// covers whole aligned blocks into an aligned buffer.
 pub fn read_blocking(file: &DmaFile, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
-    let align = file.alignment().max(1);
+    // Whole 4 KiB blocks, as `read_exact` reads.
+    let align = file.alignment().max(blocks::BLOCK_BYTES);
     let start = offset / align * align;
     let end = (offset + len as u64).div_ceil(align) * align;
     let size = (end - start) as usize;

@@ -27,6 +27,7 @@
 //! in-memory table may hold writes that never reached disk; they are answered
 //! IOERR, never acknowledged.
 
+use super::blocks;
 use super::file_io;
 use super::sync_stats::SyncStats;
 use super::tail_copy::RecordCopy;
@@ -268,23 +269,35 @@ impl LogWriter {
 
     /// Appends records written by `encode`; returns the position just past them.
     pub fn append(&self, encode: impl FnOnce(&mut Vec<u8>)) -> u64 {
-        let mut pending = self.pending.borrow_mut();
-        let before = pending.len();
-        encode(&mut pending);
-        let end = self.appended.get() + (pending.len() - before) as u64;
-        self.appended.set(end);
-        drop(pending);
-        self.work.notify_all();
-        end
+        self.append_values(|records, _| encode(records))
     }
 
     /// As [`LogWriter::append`], for records holding values that the disk
     /// engine reads back: `encode` also lists each value's entry and where
     /// its bytes start in the buffer it is given; once written, they are
     /// reported by [`LogWriter::take_written_values`].
+    ///
+    /// The disk engine's records are placed by `blocks`' rule (PAD records
+    /// go before those that would cross a 4 KiB boundary); a position here
+    /// is its file offset modulo a block, whatever file it lands in.
     pub fn append_values(&self, encode: impl FnOnce(&mut Vec<u8>, &mut Vec<PendingValue>)) -> u64 {
+        let mut pending = self.pending.borrow_mut();
         let mut pending_values = self.pending_values.borrow_mut();
-        self.append(|records| encode(records, &mut pending_values))
+        let (before, nr_values) = (pending.len(), pending_values.len());
+        encode(&mut pending, &mut pending_values);
+        if self.keeps_values() {
+            let shifts = blocks::place_records(&mut pending, before, self.appended.get());
+            if !shifts.is_empty() {
+                for value in &mut pending_values[nr_values..] {
+                    value.at = shifts.moved(value.at);
+                }
+            }
+        }
+        let end = self.appended.get() + (pending.len() - before) as u64;
+        self.appended.set(end);
+        drop((pending, pending_values));
+        self.work.notify_all();
+        end
     }
 
     /// The position after everything appended so far.
@@ -502,6 +515,9 @@ impl LogWriter {
         // failure here leaves it as it was. The tail cannot grow meanwhile:
         // while paused, nothing is written to the old file.
         let mut copy = RecordCopy::new(&new_file, new_epoch, self.shard);
+        let snapshot_len = self
+            .pad_for_tail(&mut copy, snapshot_len, tail_start)
+            .await?;
         copy.copy_from_file(&old, tail_start, tail_len, snapshot_len)
             .await?;
         // Tests hold the switch here to append while it runs.
@@ -522,6 +538,15 @@ impl LogWriter {
                 let copied = copy.stats();
                 // The new file holds logical `cut` at byte `snapshot_len`.
                 self.file_origin.set(cut as i64 - snapshot_len as i64);
+                debug_assert!(
+                    !self.keeps_values()
+                        || self
+                            .file_origin
+                            .get()
+                            .rem_euclid(blocks::BLOCK_BYTES as i64)
+                            == 0,
+                    "positions and file offsets agree modulo a block"
+                );
                 let end = self.written.get() + taken.len() as u64;
                 self.written.set(end);
                 self.synced.set(end);
@@ -560,6 +585,26 @@ impl LogWriter {
                 Err(e)
             }
         }
+    }
+
+    /// With the disk engine, writes a PAD record behind the snapshot (which
+    /// ends at `snapshot_len`) so that the tail, at `tail_start` in the old
+    /// file, moves by a multiple of a block: its records keep their places
+    /// in the blocks (`blocks`). Returns where the tail goes.
+    async fn pad_for_tail(
+        &self,
+        copy: &mut RecordCopy<'_>,
+        snapshot_len: u64,
+        tail_start: u64,
+    ) -> std::io::Result<u64> {
+        let pad = blocks::padding_to(snapshot_len, tail_start);
+        if !self.keeps_values() || pad == 0 {
+            return Ok(snapshot_len);
+        }
+        let mut record = Vec::with_capacity(pad as usize);
+        format::write_pad(&mut record, pad as usize);
+        copy.copy_from_memory(&record, snapshot_len).await?;
+        Ok(snapshot_len + pad)
     }
 
     /// Writes all of `buf` at file offset `at`, allocating ahead first. A short

@@ -22,6 +22,7 @@
 
 use super::Shard;
 use crate::entry::{Entry, Location};
+use crate::log::blocks;
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
 use crate::log::values::WantedValue;
@@ -101,16 +102,22 @@ fn neighbour_spans(wanted: &[WantedValue<'_>]) -> Vec<Vec<usize>> {
     spans
 }
 
+/// The bytes a read of `wanted` alone costs: the whole blocks holding what
+/// it reads (its record, for a value checked by it).
+fn block_bytes_of(wanted: WantedValue<'_>) -> u64 {
+    blocks::covering(wanted.read_start(), wanted.read_len() as u64).1
+}
+
+/// What the reads of one run of `neighbour_spans` brought: the values in
+/// `members` order, how long each read took, and the bytes of the blocks
+/// read (`blocks::covering`).
+type SpanRead = (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>, u64);
+
 /// Reads the values of one run of `neighbour_spans`: one read for the run,
 /// from the first one's record start (each value then checked, see
 /// `log::values::WantedValue`), or one per value if it is a single value or
-/// does not lie in one piece of one file. Returns the values in `members`
-/// order, and how long each read took.
-async fn read_span_of(
-    log: &LogWriter,
-    wanted: &[WantedValue<'_>],
-    members: &[usize],
-) -> (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>) {
+/// does not lie in one piece of one file.
+async fn read_span_of(log: &LogWriter, wanted: &[WantedValue<'_>], members: &[usize]) -> SpanRead {
     let first = wanted[members[0]];
     let last = wanted[members[members.len() - 1]];
     let start = first.read_start();
@@ -119,6 +126,10 @@ async fn read_span_of(
         let started = Instant::now();
         if let Some(read) = log.read_span(first.location.file, start, len).await {
             let took = vec![started.elapsed()];
+            let block_bytes = match read {
+                Ok(_) => blocks::covering(start, len).1,
+                Err(_) => 0,
+            };
             let values = members
                 .iter()
                 .map(|&i| {
@@ -130,17 +141,22 @@ async fn read_span_of(
                     Ok(value.to_vec())
                 })
                 .collect();
-            return (values, took);
+            return (values, took, block_bytes);
         }
     }
     let mut values = Vec::with_capacity(members.len());
     let mut took = Vec::with_capacity(members.len());
+    let mut block_bytes = 0;
     for &i in members {
         let started = Instant::now();
-        values.push(log.read_value(wanted[i]).await);
+        let read = log.read_value(wanted[i]).await;
         took.push(started.elapsed());
+        if read.is_ok() {
+            block_bytes += block_bytes_of(wanted[i]);
+        }
+        values.push(read);
     }
-    (values, took)
+    (values, took, block_bytes)
 }
 /// Entries relocated between yields after a compaction.
 const RELOCATE_STEP: usize = 4096;
@@ -217,14 +233,17 @@ impl Shard {
             .map(|members| read_span_of(log, wanted, members))
             .collect();
         let mut out: Vec<Option<std::io::Result<Vec<u8>>>> = wanted.iter().map(|_| None).collect();
-        let mut latency = Vec::new();
-        for (members, (values, took)) in spans.iter().zip(crate::log::values::join_all(reads).await)
+        let (mut latency, mut block_bytes) = (Vec::new(), 0);
+        for (members, (values, took, bytes)) in
+            spans.iter().zip(crate::log::values::join_all(reads).await)
         {
             latency.extend(took);
+            block_bytes += bytes;
             for (&i, value) in members.iter().zip(values) {
                 out[i] = Some(value);
             }
         }
+        self.table.borrow_mut().count_disk_read_bytes(block_bytes);
         let mut histogram = self.disk_read_latency.borrow_mut();
         latency.into_iter().for_each(|took| histogram.observe(took));
         out.into_iter()
@@ -281,7 +300,10 @@ impl Shard {
                 .observe(started.elapsed());
             match read {
                 Ok(bytes) => {
-                    self.table.borrow_mut().keep_fetched(key, location, &bytes);
+                    let mut table = self.table.borrow_mut();
+                    table.count_disk_read_bytes(block_bytes_of(wanted));
+                    table.keep_fetched(key, location, &bytes);
+                    drop(table);
                     self.value_cache.borrow_mut().offer(location, &bytes);
                 }
                 Err(e) => tracing::error!(

@@ -45,12 +45,15 @@ pub struct LogRecord {
 }
 
 /// The intact records of a log file's bytes, up to the first incomplete or
-/// damaged one, and the offset where they end.
+/// damaged one, and the offset where they end. PAD records (the disk
+/// engine's filler before a record that would cross a 4 KiB block) are left
+/// out: they hold no change.
 pub fn parse_log(bytes: &[u8]) -> (Vec<LogRecord>, usize) {
     let (_, parsed, end) = parse_file(bytes).expect("a log file with a valid file header");
     let mut records = Vec::new();
     for (i, (start, record)) in parsed.iter().enumerate() {
         let kind = match record {
+            Record::Pad => continue,
             Record::Effect(Effect::Put { key, version, .. }) => Kind::Put(key.to_vec(), *version),
             Record::Effect(Effect::Del { key }) => Kind::Del(key.to_vec()),
             Record::Effect(Effect::Expire { key, deadline }) => {
