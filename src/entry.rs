@@ -29,6 +29,9 @@
 //!             on every byte but the last
 //! ```
 //!
+//! An entry whose value is on disk has no `value_len` (its location, in
+//! the value's place, says how long the value is): see *Values on disk*.
+//!
 //! The lengths and the version are varints because the header is most of what
 //! an entry adds to its bytes: for a 16-byte key and a 34-byte value the
 //! lengths and version take 3 bytes, the entry 57 (61 with an access clock),
@@ -59,13 +62,39 @@
 //!
 //! Under the disk engine an entry may hold, instead of its value, where the
 //! value lies in its shard's log ([`Location`]: the log file, the offset of
-//! the value's bytes, their length), with the on-disk flag set in the key
-//! tag. The location takes the value's place, as three varints and a
-//! 4-byte CRC-32, so such an entry is an index entry whatever the value's
-//! size: for a 16-byte key, a value of up to 16 KiB at an offset past
-//! 256 MiB and a version below 2^21, 4 + 1 + 1 + 16 + (1 + 5 + 2 + 4) + 3
-//! = 37 bytes, in the 48-byte class; at offsets below 2 MiB, values below
-//! 128 bytes and version 1, 32 bytes, in the 32-byte class.
+//! the value's bytes, their length, and how a read checks them), with the
+//! on-disk flag set in the key tag:
+//!
+//! ```text
+//! offset 0       4          (key_tag: 1 byte for keys under 32 bytes)
+//! +--------------+----------+-----------+--------------+----------------+---------------+---------+
+//! | refs: u32    | key_tag  | key bytes | file varint  | offset varint  | len_check     | version |
+//! |              | varint   |           |              |                | varint        | varint  |
+//! +--------------+----------+-----------+--------------+----------------+---------------+---------+
+//!   len_check = len << 2 | PUTX << 1 | checked by its record; when that
+//!               low bit is clear, a CRC-32 (u32 LE) of the value follows
+//! ```
+//!
+//! No value length: the location has it. No CRC for a value that is the
+//! only one of its PUT or PUTX record (every plain write's, and after a
+//! compaction every value, its snapshot writing one PUT per key): the
+//! record starts a fixed distance before the value (its header and the
+//! key's length, key, version and value length), so a read covers the whole
+//! record and checks its length, body checksum, kind, key and version
+//! against this entry (`log::values::WantedValue`) — more than a CRC of the
+//! value would, as it also catches a location pointing at the wrong record.
+//! A value inside a record of several (a single-shard ATOMIC's BATCH, a
+//! cross-shard PREPARE) keeps its 4-byte CRC-32 ([`ValueCheck::Crc`]).
+//!
+//! So such an entry is an index entry whatever the value's size: for a
+//! 16-byte key, a value under 4 KiB at an offset past 256 MiB (a 5-byte
+//! varint; a 20 GB log) and version 1, 4 + 1 + 16 + (1 + 5 + 2) + 1 = 30
+//! bytes, in the 32-byte class, which holds it up to version 2^21 (at
+//! offsets below 2 MiB, 28 bytes). With the value length and the CRC it
+//! carried before, 35 bytes and the 48-byte class; a batch's value is
+//! still 34. (The map adds its 8-byte slot and a control byte, about 15
+//! bytes a key at its usual load.)
+//!
 //! [`Entry::stored`] tells the two apart; [`Entry::value`]
 //! is for inline values only (the owning shard reads an on-disk value into
 //! an inline copy before anything uses its bytes, `shard::values`).
@@ -99,7 +128,7 @@
 //! would first load the count to find them; a flag in the key tag would
 //! take a bit from the key's length, and a 16-byte key's tag (16 << 3 =
 //! 128) would need a second varint byte, a quarter of the saving gone and
-//! every lookup of such a key off the one-load path of `Entry::header`.
+//! every lookup of such a key off the one-load path of `Entry::key_span`.
 //! Only `touch` and `access_clock` look at the flag: an entry without a
 //! clock ignores a touch, and LRU, which never sees one, would read it as 0.
 //!
@@ -141,32 +170,111 @@ const MAX_REFS: u32 = u32::MAX / 4;
 
 /// Where an on-disk value's bytes are: in the log file `file` of its shard
 /// (files are numbered from 0 at start, one more at each compaction), `len`
-/// bytes at byte `offset`; `crc` is the CRC-32 of those bytes, checked on
-/// every read, so damage on disk is an error and never a wrong value.
+/// bytes at byte `offset`; `check` is how a read proves it got those bytes,
+/// so damage on disk is an error and never a wrong value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Location {
     pub file: u32,
     pub offset: u64,
     pub len: u32,
-    pub crc: u32,
+    pub check: ValueCheck,
+}
+
+/// How a read of an on-disk value is checked (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ValueCheck {
+    /// The value is the only one of a PUT record (a PUTX with
+    /// `with_deadline`): the read covers the whole record, and its length,
+    /// body checksum, kind, key and version are checked. Nothing is kept
+    /// for it in the entry: the record's checksum covers the value.
+    Record { with_deadline: bool },
+    /// The value is one of several in a record (a single-shard ATOMIC's
+    /// BATCH, a cross-shard PREPARE), whose checksum only a read of the
+    /// whole record could check: the CRC-32 of its bytes, kept in the entry.
+    Crc(u32),
 }
 
 /// Bytes of a location's checksum in an entry (fixed: a checksum's varint
 /// would mostly take five).
 const CRC_BYTES: usize = 4;
+/// The low bits of a location's length varint say how the value is checked
+/// ([`ValueCheck`]): none set, by the CRC-32 that follows the varint.
+const LEN_FLAG_BITS: u32 = 2;
+/// Checked by its PUT or PUTX record.
+const LEN_RECORD_FLAG: u64 = 1;
+/// Checked by its record, which is a PUTX.
+const LEN_DEADLINE_FLAG: u64 = 2;
 
 impl Location {
-    /// Bytes of the location in an entry: three varints and the checksum.
-    fn encoded_len(&self) -> usize {
-        varint_len(u64::from(self.file))
-            + varint_len(self.offset)
-            + varint_len(u64::from(self.len))
-            + CRC_BYTES
+    /// The location's length varint: the length, and how it is checked.
+    fn len_field(&self) -> u64 {
+        let flags = match self.check {
+            ValueCheck::Record {
+                with_deadline: false,
+            } => LEN_RECORD_FLAG,
+            ValueCheck::Record {
+                with_deadline: true,
+            } => LEN_RECORD_FLAG | LEN_DEADLINE_FLAG,
+            ValueCheck::Crc(_) => 0,
+        };
+        u64::from(self.len) << LEN_FLAG_BITS | flags
     }
 
-    /// Whether `bytes` are the value this location names (its checksum).
-    pub fn holds(&self, bytes: &[u8]) -> bool {
-        bytes.len() == self.len as usize && crc32fast::hash(bytes) == self.crc
+    /// Bytes of the location in an entry: three varints, and the checksum
+    /// only for a value checked by it.
+    fn encoded_len(&self) -> usize {
+        let crc = match self.check {
+            ValueCheck::Record { .. } => 0,
+            ValueCheck::Crc(_) => CRC_BYTES,
+        };
+        varint_len(u64::from(self.file))
+            + varint_len(self.offset)
+            + varint_len(self.len_field())
+            + crc
+    }
+
+    /// Writes the location at `at`; returns the byte after it.
+    ///
+    /// # Safety
+    /// `at` must be valid for `encoded_len()` bytes of writes.
+    unsafe fn write(&self, at: *mut u8) -> *mut u8 {
+        let mut at = write_varint(at, u64::from(self.file));
+        at = write_varint(at, self.offset);
+        at = write_varint(at, self.len_field());
+        if let ValueCheck::Crc(crc) = self.check {
+            at.cast::<[u8; CRC_BYTES]>()
+                .write_unaligned(crc.to_le_bytes());
+            at = at.add(CRC_BYTES);
+        }
+        at
+    }
+
+    /// Reads a location written by [`Location::write`]; returns it and the
+    /// byte after it.
+    ///
+    /// # Safety
+    /// `at` must point at a complete location.
+    unsafe fn read(at: *const u8) -> (Location, *const u8) {
+        let (file, at) = read_varint(at);
+        let (offset, at) = read_varint(at);
+        let (len_field, mut at) = read_varint(at);
+        let check = match len_field & LEN_RECORD_FLAG {
+            0 => {
+                let crc = u32::from_le_bytes(at.cast::<[u8; CRC_BYTES]>().read_unaligned());
+                at = at.add(CRC_BYTES);
+                ValueCheck::Crc(crc)
+            }
+            _ => ValueCheck::Record {
+                with_deadline: len_field & LEN_DEADLINE_FLAG != 0,
+            },
+        };
+        let location = Location {
+            file: file as u32,
+            offset,
+            len: (len_field >> LEN_FLAG_BITS) as u32,
+            check,
+        };
+        (location, at)
     }
 }
 
@@ -350,7 +458,13 @@ impl Entry {
         };
         let on_disk = matches!(stored, Stored::OnDisk(_));
         let tag = key_tag(key.len(), deadline.is_some(), on_disk);
-        let key_at = LENGTHS_AT + varint_len(tag) + varint_len(stored_len as u64);
+        // An on-disk entry has no value length: its location says how long
+        // it is itself.
+        let value_len_bytes = match on_disk {
+            true => 0,
+            false => varint_len(stored_len as u64),
+        };
+        let key_at = LENGTHS_AT + varint_len(tag) + value_len_bytes;
         let header = Header {
             key_len: key.len(),
             value_len: stored_len,
@@ -382,7 +496,9 @@ impl Entry {
             raw.cast::<AtomicU32>().write(AtomicU32::new(refs));
             let mut at = raw.add(LENGTHS_AT);
             at = write_varint(at, tag);
-            at = write_varint(at, stored_len as u64);
+            if !on_disk {
+                at = write_varint(at, stored_len as u64);
+            }
             debug_assert_eq!(at, raw.add(header.key_at));
             std::ptr::copy_nonoverlapping(key.as_ptr(), at, key.len());
             let value_at = at.add(key.len());
@@ -391,14 +507,8 @@ impl Entry {
                     std::ptr::copy_nonoverlapping(value.as_ptr(), value_at, value.len());
                 }
                 Stored::OnDisk(location) => {
-                    let mut loc_at = write_varint(value_at, u64::from(location.file));
-                    loc_at = write_varint(loc_at, location.offset);
-                    loc_at = write_varint(loc_at, u64::from(location.len));
-                    loc_at
-                        .cast::<[u8; CRC_BYTES]>()
-                        .write_unaligned(location.crc.to_le_bytes());
-                    loc_at = loc_at.add(CRC_BYTES);
-                    debug_assert_eq!(loc_at, raw.add(header.version_at()));
+                    let loc_end = location.write(value_at);
+                    debug_assert_eq!(loc_end, raw.add(header.version_at()));
                 }
             }
             let mut end = write_varint(raw.add(header.version_at()), version);
@@ -416,9 +526,9 @@ impl Entry {
     }
 
     pub fn key(&self) -> &[u8] {
-        let header = self.header();
+        let (key_at, key_len) = self.key_span();
         // SAFETY: the key's bytes lie at key_at, inside the live allocation.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(header.key_at), header.key_len) }
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(key_at), key_len) }
     }
 
     /// The value bytes, exactly as they were written. Only for an entry
@@ -435,24 +545,19 @@ impl Entry {
 
     /// The value's bytes, or where they are on disk.
     pub fn stored(&self) -> Stored<'_> {
+        if self.is_on_disk() {
+            let (key_at, key_len) = self.key_span();
+            // SAFETY: the location follows the key, inside the live
+            // allocation.
+            let (location, _) = unsafe { Location::read(self.ptr.as_ptr().add(key_at + key_len)) };
+            return Stored::OnDisk(location);
+        }
         let header = self.header();
-        // SAFETY: the value's bytes (or the location's varints) follow the
-        // key, inside the live allocation.
+        // SAFETY: the value's bytes follow the key, inside the live
+        // allocation.
         unsafe {
             let at = self.ptr.as_ptr().add(header.key_at + header.key_len);
-            if !self.is_on_disk() {
-                return Stored::Inline(std::slice::from_raw_parts(at, header.value_len));
-            }
-            let (file, at) = read_varint(at);
-            let (offset, at) = read_varint(at);
-            let (len, at) = read_varint(at);
-            let crc = u32::from_le_bytes(at.cast::<[u8; CRC_BYTES]>().read_unaligned());
-            Stored::OnDisk(Location {
-                file: file as u32,
-                offset,
-                len: len as u32,
-                crc,
-            })
+            Stored::Inline(std::slice::from_raw_parts(at, header.value_len))
         }
     }
 
@@ -606,14 +711,37 @@ impl Entry {
         unsafe { &*self.ptr.as_ptr().cast::<AtomicU32>() }
     }
 
-    /// The lengths. Keys under 32 bytes with values under 128 (one byte
-    /// each) are decoded from one two-byte load.
-    fn header(&self) -> Header {
-        // SAFETY: every entry has at least one byte of each length after the
-        // reference count (and a version after them).
+    /// Where the key is and how long, the one thing every lookup decodes:
+    /// for keys under 32 bytes, from the first two header bytes, loaded
+    /// at once, whether the value is in the entry or on disk.
+    fn key_span(&self) -> (usize, usize) {
+        // SAFETY: every entry has at least two bytes after the reference
+        // count (a key tag, then a value length or a location).
         let [tag, value_len] =
             unsafe { self.ptr.as_ptr().add(LENGTHS_AT).cast::<[u8; 2]>().read() };
-        if (tag | value_len) < 0x80 {
+        if tag < 0x80 {
+            let key_len = usize::from(tag >> TAG_FLAG_BITS);
+            if tag & ON_DISK_FLAG != 0 {
+                return (LENGTHS_AT + 1, key_len);
+            }
+            if value_len < 0x80 {
+                return (LENGTHS_AT + 2, key_len);
+            }
+        }
+        let header = self.decode_header();
+        (header.key_at, header.key_len)
+    }
+
+    /// The lengths. Keys under 32 bytes with inline values under 128 (one
+    /// byte each) are decoded from one two-byte load; an on-disk entry's
+    /// location is decoded for its length.
+    fn header(&self) -> Header {
+        // SAFETY: every entry has at least one byte of each length after the
+        // reference count (a location, for an on-disk entry, and a version
+        // after them).
+        let [tag, value_len] =
+            unsafe { self.ptr.as_ptr().add(LENGTHS_AT).cast::<[u8; 2]>().read() };
+        if (tag | value_len) < 0x80 && tag & ON_DISK_FLAG == 0 {
             return Header {
                 key_len: usize::from(tag >> TAG_FLAG_BITS),
                 value_len: usize::from(value_len),
@@ -624,13 +752,25 @@ impl Entry {
     }
 
     fn decode_header(&self) -> Header {
-        // SAFETY: `Entry::new` wrote two well-formed varints after the count.
+        // SAFETY: `Entry::build` wrote a well-formed key tag after the
+        // count, then a value length (inline) or, after the key, a location
+        // (on disk).
         unsafe {
             let start = self.ptr.as_ptr().cast_const();
             let (tag, at) = read_varint(start.add(LENGTHS_AT));
+            let key_len = (tag >> TAG_FLAG_BITS) as usize;
+            if tag & u64::from(ON_DISK_FLAG) != 0 {
+                let location_at = at.add(key_len);
+                let (_, end) = Location::read(location_at);
+                return Header {
+                    key_len,
+                    value_len: end.offset_from(location_at) as usize,
+                    key_at: at.offset_from(start) as usize,
+                };
+            }
             let (value_len, at) = read_varint(at);
             Header {
-                key_len: (tag >> TAG_FLAG_BITS) as usize,
+                key_len,
                 value_len: value_len as usize,
                 key_at: at.offset_from(start) as usize,
             }
@@ -829,28 +969,33 @@ mod tests {
 
     #[test]
     fn an_on_disk_entry_holds_its_location_and_keeps_key_version_and_deadline() {
-        let locations = [
-            Location {
-                file: 0,
-                offset: 0,
-                len: 0,
-                crc: 0,
+        let checks = [
+            ValueCheck::Record {
+                with_deadline: false,
             },
-            Location {
-                file: 3,
-                offset: 4096 + 17,
-                len: 1024,
-                crc: 0x8000_0001,
+            ValueCheck::Record {
+                with_deadline: true,
             },
-            Location {
-                file: u32::MAX,
-                offset: u64::MAX,
-                len: u32::MAX,
-                crc: u32::MAX,
-            },
+            ValueCheck::Crc(0),
+            ValueCheck::Crc(0x8000_0001),
+            ValueCheck::Crc(u32::MAX),
         ];
+        let places = [
+            (0, 0, 0),
+            (3, 4096 + 17, 1024),
+            (1, 1 << 28, 127),
+            (u32::MAX, u64::MAX, u32::MAX),
+        ];
+        let locations = checks.iter().flat_map(|&check| {
+            places.map(|(file, offset, len)| Location {
+                file,
+                offset,
+                len,
+                check,
+            })
+        });
         for key_len in [0, 16, 31, 32, 200] {
-            for location in locations {
+            for location in locations.clone() {
                 for deadline in [None, Some(1_700_000_000_000)] {
                     let key = vec![b'k'; key_len];
                     let entry = Entry::on_disk(&key, location, 9, deadline);
@@ -875,9 +1020,8 @@ mod tests {
             file: 1,
             offset: 999,
             len: 4,
-            crc: crc32fast::hash(b"\xa3abc"),
+            check: ValueCheck::Crc(crc32fast::hash(b"\xa3abc")),
         };
-        assert!(location.holds(b"\xa3abc") && !location.holds(b"\xa3abd"));
         let moved = inline.relocated(location);
         assert_eq!(moved.location(), Some(location));
         assert_eq!(
@@ -900,68 +1044,76 @@ mod tests {
             file: 0,
             offset: 40,
             len: 3,
-            crc: 7,
+            check: ValueCheck::Crc(7),
         };
         let _ = Entry::on_disk(b"k", location, 1, None).value();
     }
 
-    /// An on-disk entry of `key` at `location`, version 2^20, with an
+    /// An on-disk entry of `key` at `location`, at `version`, with an
     /// access clock stamped at `clock` if there is one.
-    fn index_entry(key: &[u8], location: Location, clock: Option<u32>) -> Entry {
-        Entry::build(key, Stored::OnDisk(location), 1 << 20, None, clock)
+    fn index_entry(key: &[u8], location: Location, version: u64, clock: Option<u32>) -> Entry {
+        Entry::build(key, Stored::OnDisk(location), version, None, clock)
+    }
+
+    /// A 1 KiB value at `offset` of file 1, checked by its PUT record.
+    fn put_value_at(offset: u64) -> Location {
+        Location {
+            file: 1,
+            offset,
+            len: 1024,
+            check: ValueCheck::Record {
+                with_deadline: false,
+            },
+        }
     }
 
     #[test]
-    fn an_index_entry_of_a_16_byte_key_is_37_bytes_and_41_with_an_access_clock() {
-        // A 16-byte key, a value of 1 KiB at an offset within 32 GiB of log,
-        // a version under 2^21: what the disk engine keeps per key besides
-        // its map slot, whatever the value's size. Count 4 + key tag 1 +
-        // location length 1 + key 16 + location (file 1, offset 5, length 2,
-        // CRC 4) + version 3 = 37 bytes; 41 with the clock. mimalloc's
-        // classes are 16 bytes apart from 16 to 64 on x86-64 (it aligns
-        // blocks of two words or more to 16), so both take 48.
-        let location = Location {
-            file: 1,
-            offset: 30 << 30,
-            len: 1024,
-            crc: u32::MAX,
+    fn an_index_entry_of_a_16_byte_key_past_256_mib_of_log_takes_a_32_byte_block() {
+        // What the disk engine keeps per key besides its map slot, whatever
+        // the value's size: a 16-byte key, a 1 KiB value at an offset past
+        // 256 MiB (a 5-byte varint), version 1. Count 4 + key tag 1 + key
+        // 16 + location (file 1, offset 5, length and check 2) + version 1
+        // = 30 bytes: no value length and, its PUT record checking the
+        // value, no CRC. mimalloc's classes are 16 bytes apart from 16 to
+        // 128 on x86-64, so it takes 32 (with the 5 bytes, 35, it took 48).
+        let far = put_value_at(20 << 30);
+        let entry = index_entry(&[7; 16], far, 1, None);
+        assert_eq!(size(&entry), 30);
+        assert_eq!(entry.allocated_bytes(), 32);
+        let real = allocator::usable_bytes(entry.block(false).as_ptr());
+        assert_eq!(real, 32, "mimalloc's own size of the block");
+        // Below 2 MiB of log, a 3-byte offset: 28 bytes.
+        assert_eq!(
+            size(&index_entry(&[7; 16], put_value_at(1 << 20), 1, None)),
+            28
+        );
+        // Versions up to 2^21 still fit the class; an access clock does not.
+        let rewritten = index_entry(&[7; 16], far, (1 << 21) - 1, None);
+        assert_eq!((size(&rewritten), rewritten.allocated_bytes()), (32, 32));
+        let clocked = index_entry(&[7; 16], far, 1, Some(5));
+        assert_eq!(size(&clocked), 34);
+        assert_eq!(clocked.allocated_bytes(), 48);
+    }
+
+    #[test]
+    fn a_value_of_a_batch_keeps_its_crc_in_its_index_entry() {
+        // A value inside a BATCH or PREPARE record is checked by a CRC-32 of
+        // its own, 4 bytes more than a PUT record's value: 34 bytes, 48.
+        let in_batch = Location {
+            check: ValueCheck::Crc(0xdead_beef),
+            ..put_value_at(20 << 30)
         };
-        let entry = index_entry(&[7; 16], location, None);
-        assert_eq!(size(&entry), 37);
-        assert_eq!(entry.allocated_bytes(), allocator::held_bytes(37));
-        let clocked = index_entry(&[7; 16], location, Some(5));
-        assert_eq!(size(&clocked), 41);
-        assert_eq!(clocked.allocated_bytes(), allocator::held_bytes(41));
-        assert!(clocked.allocated_bytes() <= 48);
+        let entry = index_entry(&[7; 16], in_batch, 1, None);
+        assert_eq!(entry.location(), Some(in_batch));
+        assert_eq!(size(&entry), 30 + CRC_BYTES);
+        assert_eq!(entry.allocated_bytes(), 48);
         let big = Location {
             len: u32::MAX,
-            ..location
+            ..in_batch
         };
-        let huge_value = index_entry(&[7; 16], big, None);
-        assert_eq!(size(&huge_value), 40);
-        assert!(huge_value.allocated_bytes() <= 48);
-    }
-
-    #[test]
-    fn an_index_entry_the_clock_would_push_a_class_up_takes_the_smaller_one_without() {
-        // An offset under 2 MiB and a value under 128 bytes, at version 1:
-        // 4 + 1 + 1 + 16 + (1 + 3 + 1 + 4) + 1 = 32 bytes, a 32-byte block;
-        // with the clock, 36 bytes and the next class up.
-        let location = Location {
-            file: 0,
-            offset: 1 << 20,
-            len: 100,
-            crc: 1,
-        };
-        let plain = Entry::on_disk(&[7; 16], location, 1, None);
-        let clocked = Entry::build(&[7; 16], Stored::OnDisk(location), 1, None, Some(0));
-        assert_eq!((size(&plain), size(&clocked)), (32, 36));
-        assert_eq!(plain.allocated_bytes(), 32);
-        assert!(clocked.allocated_bytes() > 32);
-        assert_eq!(
-            clocked.allocated_bytes(),
-            allocator::usable_bytes(clocked.block(true).as_ptr())
-        );
+        let huge_value = index_entry(&[7; 16], big, 1, None);
+        assert_eq!(huge_value.location(), Some(big));
+        assert_eq!(size(&huge_value), 30 - 2 + 5 + CRC_BYTES);
     }
 
     #[test]
@@ -1025,7 +1177,9 @@ mod tests {
             file: 2,
             offset: 77,
             len: 4,
-            crc: 3,
+            check: ValueCheck::Record {
+                with_deadline: true,
+            },
         };
         for clock in [None, Some(0), Some(u32::MAX)] {
             let entry = Entry::build(b"k", Stored::Inline(b"\xa3abc"), 4, Some(50), clock);

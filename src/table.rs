@@ -346,12 +346,14 @@ impl Table {
         self.values_on_disk
     }
 
-    /// Where the live value of `key` is on disk, if it is there and no copy
-    /// of it has been read ([`Table::keep_fetched`]): what the shard reads
-    /// before a request that uses the value runs.
-    pub fn unread_location(&self, key: &[u8]) -> Option<Location> {
+    /// Where the live value of `key` is on disk, and the entry's version,
+    /// if it is there and no copy of it has been read
+    /// ([`Table::keep_fetched`]): what the shard reads (and checks against
+    /// the version) before a request that uses the value runs.
+    pub fn unread_location(&self, key: &[u8]) -> Option<(Location, u64)> {
         let entry = self.find_live(key)?;
-        readable(&self.fetched, entry).err()
+        let location = readable(&self.fetched, entry).err()?;
+        Some((location, entry.version()))
     }
 
     /// Keeps `bytes`, read from `location`, for the requests about to run

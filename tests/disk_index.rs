@@ -32,35 +32,38 @@ fn write_all(client: &mut corekv::client::Client, keys: &[Vec<u8>], value: &Valu
 
 #[test]
 fn an_index_entry_of_a_16_byte_key_carries_no_access_clock_without_an_lru_policy() {
-    // Few enough that the log stays under 2 MiB (records of about 100
-    // bytes) and the map under 7/8 of 16 384 buckets.
+    // Few enough that the map stays under 7/8 of 16 384 buckets.
     const NR_KEYS: usize = 14_000;
     // The entry of a 16-byte key whose value lies in log file 0 at an offset
-    // under 2 MiB (a 3-byte varint), at most 127 bytes long, at version 1:
-    // count 4 + key tag 1 + location length 1 + key 16 + location (file 1,
-    // offset 3, length 1, CRC 4) + version 1 = 32 bytes, the allocator's
-    // 32-byte class. With the 4-byte access clock it would be 36, in the
-    // 48-byte class (mimalloc's classes are 16 bytes apart up to 64): 59.7
-    // bytes a key in all, where this is 43.7.
+    // between 2 MiB and 256 MiB (a 4-byte varint), alone in its PUT record,
+    // 32 to 4095 bytes long (its length and how it is checked, a 2-byte
+    // varint), at version 1: count 4 + key tag 1 + key 16 + location (file
+    // 1, offset 4, length 2) + version 1 = 29 bytes, the allocator's 32-byte
+    // class. With the 4-byte access clock it would be 33, in the 48-byte
+    // class (mimalloc's classes are 16 bytes apart up to 128): 59.7 bytes a
+    // key in all, where this is 43.7.
     const ENTRY_BYTES: u64 = 32;
     // hashbrown's bucket array for 14 000 keys: 16 384 buckets (at most 7/8
     // full) of an 8-byte pointer and a control byte, one group of 16 control
-    // bytes more, in the allocator's class for that size (160 KiB).
-    let bucket_bytes = corekv::allocator::held_bytes(16_384 * 9 + 16) as u64;
+    // bytes more, in the allocator's class for that size (160 KiB); and the
+    // entry of the key that fills the first 2 MiB of the log.
+    let other_bytes = corekv::allocator::held_bytes(16_384 * 9 + 16) as u64 + 64;
     let (_temp, data_dir) = temp_data_dir();
     let mut server = start_on(&data_dir, 1, &["--engine", "disk"]);
     let mut client = server.client();
+    let filler = Value::Binary(vec![1; 2 << 20]);
+    client.set(b"filler", filler).expect("SET of the filler");
     let keys: Vec<Vec<u8>> = (0..NR_KEYS).map(|i| key("index", i)).collect();
-    write_all(&mut client, &keys, &Value::Binary(vec![7; 8]));
+    write_all(&mut client, &keys, &Value::Binary(vec![7; 40]));
     let log_bytes = std::fs::metadata(data_dir.join("log").join("shard-0.log"))
         .expect("the shard's log")
         .len();
     assert!(
-        log_bytes < 1 << 21,
-        "the arithmetic above takes every offset under 2 MiB; the log is {log_bytes} bytes"
+        log_bytes < 1 << 28,
+        "the arithmetic above takes every offset under 256 MiB; the log is {log_bytes} bytes"
     );
     let (nr_keys, memory) = (stat(&mut client, "keys"), stat(&mut client, "memory_bytes"));
-    assert_eq!(nr_keys, NR_KEYS as u64);
+    assert_eq!(nr_keys, NR_KEYS as u64 + 1);
     eprintln!(
         "{memory} bytes of index for {nr_keys} keys: {:.2} per key",
         memory as f64 / nr_keys as f64
@@ -70,8 +73,56 @@ fn an_index_entry_of_a_16_byte_key_carries_no_access_clock_without_an_lru_policy
         "{memory} bytes cannot hold {NR_KEYS} entries"
     );
     assert!(
-        memory <= NR_KEYS as u64 * ENTRY_BYTES + bucket_bytes,
+        memory <= NR_KEYS as u64 * ENTRY_BYTES + other_bytes,
         "{memory} bytes for {NR_KEYS} keys: more than {ENTRY_BYTES}-byte entries and the buckets"
+    );
+    stop(&mut server, libc::SIGTERM);
+}
+
+#[test]
+fn a_16_byte_key_indexed_past_256_mib_of_log_costs_at_most_48_bytes_of_memory() {
+    // Keys written after 256 MiB of log: their values' offsets take 5-byte
+    // varints. The entry of a 16-byte key whose value is alone in its PUT
+    // record (every SET's), under 32 bytes long, at version 1: count 4 +
+    // key tag 1 + key 16 + location (file 1, offset 5, length 1) + version
+    // 1 = 29 bytes, the 32-byte class. With a value length and a CRC, as
+    // entries had before, 34 bytes and the 48-byte class: 48 bytes a key
+    // before the map's share. The map adds about 12 bytes a key here:
+    // 131 072 buckets of a pointer and a control byte for 100 000 keys.
+    const NR_KEYS: usize = 100_000;
+    const FILLER_VALUES: usize = 20;
+    const FILLER_VALUE_BYTES: usize = 13 << 20;
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--engine", "disk", "--disk-cache-bytes", "0"];
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let filler = Value::Binary(vec![0x5a; FILLER_VALUE_BYTES]);
+    for i in 0..FILLER_VALUES {
+        client
+            .set(&key("filler", i), filler.clone())
+            .expect("SET of a filler value");
+    }
+    drop(filler);
+    let log = data_dir.join("log").join("shard-0.log");
+    let log_bytes = || std::fs::metadata(&log).expect("the shard's log").len();
+    let before = log_bytes();
+    assert!(
+        before > 1 << 28,
+        "the filler took the log to {before} bytes, not past 256 MiB"
+    );
+    let keys: Vec<Vec<u8>> = (0..NR_KEYS).map(|i| key("far", i)).collect();
+    write_all(&mut client, &keys, &Value::Binary(vec![7; 8]));
+    let (nr_keys, memory) = (stat(&mut client, "keys"), stat(&mut client, "memory_bytes"));
+    assert_eq!(nr_keys, (NR_KEYS + FILLER_VALUES) as u64);
+    let per_key = memory as f64 / nr_keys as f64;
+    eprintln!("{memory} bytes of index for {nr_keys} keys: {per_key:.2} per key");
+    assert!(
+        per_key <= 48.0,
+        "{memory} bytes for {nr_keys} keys, {per_key:.2} a key: over 48"
+    );
+    assert_eq!(
+        client.get(&keys[NR_KEYS / 2]).expect("GET").as_ref(),
+        Some(&Value::Binary(vec![7; 8]))
     );
     stop(&mut server, libc::SIGTERM);
 }

@@ -355,3 +355,181 @@ fn values_written_together_are_read_together_in_one_disk_read() {
         "{NR_VALUES} neighbouring values took {ops} disk reads"
     );
 }
+
+/// The parts of a value's record a test damages.
+#[derive(Debug, Clone, Copy)]
+enum RecordPart {
+    /// The body length in the record header.
+    Length,
+    /// The body checksum in the record header.
+    BodyChecksum,
+    /// The record's kind byte.
+    Kind,
+    Key,
+    Version,
+    Value,
+}
+
+/// Flips one bit of `part` of the last record holding `key`'s value in the
+/// log at `log`, in place (the server may have the file open). The record
+/// is found by its key field, `key_len u32 | key`, which in a PUT record
+/// (and in each PUT body of a BATCH) follows the kind byte and is followed by
+/// `version u64 | value_len u32 | value` (docs/storage.md has the format).
+fn flip_bit_in_record(log: &std::path::Path, key: &[u8], part: RecordPart) {
+    use std::os::unix::fs::FileExt;
+    let bytes = std::fs::read(log).expect("log");
+    let mut field = (key.len() as u32).to_le_bytes().to_vec();
+    field.extend_from_slice(key);
+    let key_at = bytes
+        .windows(field.len())
+        .rposition(|w| w == field)
+        .expect("the key's record is in the log");
+    // A PUT record's header (len u32 | body_crc u32 | head_crc u32) and kind.
+    let record_at = key_at - 1 - 12;
+    let version_at = key_at + field.len();
+    let (at, bit) = match part {
+        RecordPart::Length => (record_at + 1, 0x01),
+        RecordPart::BodyChecksum => (record_at + 5, 0x10),
+        RecordPart::Kind => (record_at + 12, 0x04),
+        RecordPart::Key => (key_at + field.len() - 1, 0x01),
+        RecordPart::Version => (version_at, 0x01),
+        RecordPart::Value => (version_at + 8 + 4 + 100, 0x20),
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(log)
+        .expect("open the log");
+    file.write_at(&[bytes[at] ^ bit], at as u64)
+        .expect("damage the log");
+}
+
+/// Asserts that GET `key` answers IOERR (its record was damaged as `what`
+/// says), not a value, and that the server logged which key and where.
+fn assert_damage_is_an_ioerr(server: &mut TestServer, key: &[u8], what: &str) {
+    match server.client().get(key) {
+        Err(corekv::client::ClientError::Server { code, message }) => {
+            assert_eq!(code, "IOERR", "{what}: {message}");
+            assert!(message.contains("could not be read"), "{what}: {message}");
+            assert!(
+                message.contains(&*String::from_utf8_lossy(key)),
+                "{what}: {message}"
+            );
+        }
+        other => panic!("{what}: a damaged record must not be served: {other:?}"),
+    }
+    let logged = format!(
+        "cannot read the value of {:?}",
+        String::from_utf8_lossy(key)
+    );
+    assert!(
+        server.stderr().contains(&logged),
+        "{what}: {}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_bit_flipped_in_a_values_record_header_key_or_version_is_an_ioerr_also_after_a_restart_with_a_hint(
+) {
+    const NR_SHARDS: usize = 1;
+    let parts = [
+        RecordPart::Length,
+        RecordPart::BodyChecksum,
+        RecordPart::Kind,
+        RecordPart::Key,
+        RecordPart::Version,
+        RecordPart::Value,
+    ];
+    let seed = test_seed("disk record damage");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = [
+        "--engine",
+        "disk",
+        "--compact-min-bytes",
+        "65536",
+        "--disk-cache-bytes",
+        "0",
+    ];
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    for i in 0..60 {
+        let key = format!("record{i:010}").into_bytes();
+        let value = random_bin(&mut rng, 1000);
+        client.set(&key, value.clone()).expect("SET");
+        written.insert(key, value);
+    }
+    let log = data_dir.join("log").join("shard-0.log");
+    // The records the SETs wrote, damaged under the running server.
+    let keys: Vec<Vec<u8>> = written.keys().cloned().collect();
+    for (key, part) in keys.iter().zip(parts) {
+        flip_bit_in_record(&log, key, part);
+    }
+    for (key, part) in keys.iter().zip(parts) {
+        assert_damage_is_an_ioerr(&mut server, key, &format!("{part:?}, as written"));
+        client.del(key).expect("DEL of a damaged key");
+        written.remove(key);
+    }
+    assert_all_read_back(&mut client, &written, "beside the damaged records");
+    // The same in the PUT records of a compaction's snapshot, read through
+    // its hint after a restart (which so never reads them itself).
+    let (filler, value, _) = force_compaction(&mut server, &mut client, 0, NR_SHARDS);
+    written.insert(filler, value);
+    let hint = data_dir.join("log").join("shard-0.hint");
+    assert!(wait_for_file(&hint), "the compaction wrote a hint file");
+    stop(&mut server, libc::SIGTERM);
+    let victims: Vec<Vec<u8>> = written.keys().skip(10).take(parts.len()).cloned().collect();
+    for (key, part) in victims.iter().zip(parts) {
+        flip_bit_in_record(&log, key, part);
+    }
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    assert!(
+        server.stderr().contains("hint file entries"),
+        "{}",
+        server.stderr()
+    );
+    for (key, part) in victims.iter().zip(parts) {
+        let what = format!("{part:?}, in a snapshot, after a restart with its hint");
+        assert_damage_is_an_ioerr(&mut server, key, &what);
+        written.remove(key);
+    }
+    assert_all_read_back(&mut server.client(), &written, "after the restart");
+}
+
+#[test]
+fn a_bit_flipped_in_a_value_written_by_a_single_shard_atomic_batch_is_an_ioerr() {
+    let seed = test_seed("disk batch damage");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = ["--engine", "disk", "--disk-cache-bytes", "0"];
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let keys: Vec<Vec<u8>> = (0..3).map(|i| format!("batched{i}").into_bytes()).collect();
+    let values: Vec<Value> = (0..3).map(|_| random_bin(&mut rng, 1000)).collect();
+    let sets = keys
+        .iter()
+        .zip(&values)
+        .map(|(key, value)| Request::Set(key.clone(), value.clone()))
+        .collect();
+    client.call(&[Request::Atomic(sets)]).expect("ATOMIC");
+    for (key, value) in keys.iter().zip(&values) {
+        assert_reads_back(&mut client, key, value, "as the batch wrote it");
+    }
+    // Each value is one of three in the BATCH record: its entry keeps its
+    // own checksum, which the read checks.
+    flip_bit_in_record(
+        &data_dir.join("log").join("shard-0.log"),
+        &keys[1],
+        RecordPart::Value,
+    );
+    assert_damage_is_an_ioerr(&mut server, &keys[1], "a value of a batch");
+    for (key, value) in [(&keys[0], &values[0]), (&keys[2], &values[2])] {
+        assert_reads_back(
+            &mut client,
+            key,
+            value,
+            "beside the damaged value of the batch",
+        );
+    }
+}

@@ -107,8 +107,9 @@
 use super::blocks;
 use super::format::{self, Effect};
 use super::pacing::PacedCompaction;
+use super::values::WantedValue;
 use super::LogWriter;
-use crate::entry::Location;
+use crate::entry::{Location, ValueCheck};
 use crate::failpoint;
 use crate::ids::TxnId;
 use std::path::{Path, PathBuf};
@@ -191,8 +192,9 @@ pub struct PreparedShare {
 pub struct WrittenSnapshot {
     pub len: u64,
     pub puts_end: u64,
-    /// Each entry, its value's file offset and checksum.
-    pub located: Vec<(SnapshotEntry, u64, u32)>,
+    /// Each entry and its value's file offset (in its own PUT or PUTX
+    /// record, which reads of it check).
+    pub located: Vec<(SnapshotEntry, u64)>,
 }
 
 /// What a compaction that switched files hands back with the disk engine:
@@ -316,13 +318,15 @@ async fn write_and_switch(
     let located = written
         .located
         .into_iter()
-        .map(|(entry, offset, crc)| {
+        .map(|(entry, offset)| {
             let len = entry.value_len() as u32;
+            // The snapshot wrote the entry's PUT (PUTX with a deadline).
+            let with_deadline = entry.deadline().is_some();
             let location = Location {
                 file: new_number,
                 offset,
                 len,
-                crc,
+                check: ValueCheck::Record { with_deadline },
             };
             (entry, location)
         })
@@ -414,8 +418,7 @@ pub async fn write_snapshot(
             });
             let at = shifts.moved(at.expect("a PUT record holds a value"));
             if values.is_some() {
-                let crc = crc32fast::hash(value);
-                located.push(((*entry).clone(), offset + at as u64, crc));
+                located.push(((*entry).clone(), offset + at as u64));
             }
             if chunk.len() >= CHUNK_BYTES {
                 format::stamp(&mut chunk, epoch);
@@ -513,7 +516,9 @@ fn disk_order(entries: &[SnapshotEntry]) -> Vec<u32> {
 /// to [`SPAN_BYTES`], [`SPANS_IN_FLIGHT`] at a time; a value that is alone,
 /// larger than a span, or in a span that does not lie in one piece of one
 /// file (`ValueFiles::locate_span`) is read on its own. Every value is
-/// checked against its checksum. None for an entry holding its value.
+/// read with what checks it (`values::WantedValue`: its whole PUT record,
+/// so a run starts at its first record's start) and checked. None for an
+/// entry holding its value.
 async fn read_in_spans(
     values: Option<&LogWriter>,
     entries: &[&SnapshotEntry],
@@ -525,16 +530,18 @@ async fn read_in_spans(
     // Spans: (file, start, end, the entries' positions in `entries`).
     let mut spans: Vec<(u32, u64, u64, Vec<usize>)> = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
-        let Some(at) = entry.location() else { continue };
-        let end = at.offset + u64::from(at.len);
+        let Some(wanted) = WantedValue::of(entry) else {
+            continue;
+        };
+        let (at, end) = (wanted.read_start(), wanted.read_end());
         match spans.last_mut() {
             Some((file, start, span_end, members))
-                if *file == at.file && at.offset >= *start && end - *start <= SPAN_BYTES =>
+                if *file == wanted.location.file && at >= *start && end - *start <= SPAN_BYTES =>
             {
                 *span_end = (*span_end).max(end);
                 members.push(i);
             }
-            _ => spans.push((at.file, at.offset, end, vec![i])),
+            _ => spans.push((wanted.location.file, at, end, vec![i])),
         }
     }
     for group in spans.chunks(SPANS_IN_FLIGHT) {
@@ -550,8 +557,8 @@ async fn read_in_spans(
                     // One at a time: alone, or not in one piece of one file.
                     let mut each = Vec::with_capacity(members.len());
                     for &i in members.iter() {
-                        let at = entries[i].location().expect("a member is on disk");
-                        each.push(log.read_value(at).await?.to_vec());
+                        let wanted = WantedValue::of(entries[i]).expect("a member is on disk");
+                        each.push(log.read_value(wanted).await?);
                     }
                     Ok((members, None, each))
                 }
@@ -562,11 +569,10 @@ async fn read_in_spans(
             match span {
                 Some((start, bytes)) => {
                     for &i in members.iter() {
-                        let at = entries[i].location().expect("a member is on disk");
-                        let from = (at.offset - start) as usize;
-                        let value = &bytes[from..from + at.len as usize];
-                        super::values::check(at, value)?;
-                        out[i] = Some(value.to_vec());
+                        let wanted = WantedValue::of(entries[i]).expect("a member is on disk");
+                        let from = (wanted.read_start() - start) as usize;
+                        let read = &bytes[from..from + wanted.read_len()];
+                        out[i] = Some(wanted.check(read)?.to_vec());
                     }
                 }
                 None => {
@@ -585,13 +591,13 @@ async fn read_in_spans(
 async fn read_values(
     values: Option<&LogWriter>,
     entries: &[SnapshotEntry],
-) -> std::io::Result<Vec<Option<glommio::io::ReadResult>>> {
+) -> std::io::Result<Vec<Option<Vec<u8>>>> {
     let Some(log) = values else {
         return Ok(vec![None; entries.len()]);
     };
     let reads = entries.iter().map(|entry| async move {
-        match entry.location() {
-            Some(location) => log.read_value(location).await.map(Some),
+        match WantedValue::of(entry) {
+            Some(wanted) => log.read_value(wanted).await.map(Some),
             None => Ok(None),
         }
     });
@@ -641,7 +647,9 @@ mod tests {
             file,
             offset,
             len: 10,
-            crc: 0,
+            check: ValueCheck::Record {
+                with_deadline: false,
+            },
         };
         let entries = vec![
             SnapshotEntry::on_disk(b"c", at(2, 50), 1, None),

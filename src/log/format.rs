@@ -617,6 +617,73 @@ fn decode_body(body: &[u8]) -> Option<Record<'_>> {
     reader.bytes.is_empty().then_some(record)
 }
 
+/// Bytes of a PUT or PUTX record before its value, header included, for a
+/// key of `key_len` bytes: how far before a value its record starts.
+pub fn put_value_offset(key_len: usize) -> usize {
+    HEADER_BYTES + 1 + 4 + key_len + 8 + 4
+}
+
+/// Bytes of a whole PUT record (a PUTX, `with_deadline`) of a key of
+/// `key_len` bytes and a value of `value_len`, header included.
+pub fn put_record_bytes(key_len: usize, value_len: usize, with_deadline: bool) -> usize {
+    put_value_offset(key_len) + value_len + if with_deadline { 8 } else { 0 }
+}
+
+/// Checks that `record` is one whole PUT record (a PUTX, `with_deadline`)
+/// of `key` at `version` with a value of `value_len` bytes, and returns the
+/// value. The disk engine reads a value with its record to check it so
+/// (`log::values`). Checked: the length in the header, the body's checksum
+/// (so every byte of the body), the kind, the key and the version. Not
+/// checked: the header's own checksum, which needs the file's epoch and
+/// covers nothing the length and body checksum do not.
+pub fn check_put_record<'a>(
+    record: &'a [u8],
+    key: &[u8],
+    version: u64,
+    value_len: usize,
+    with_deadline: bool,
+) -> Result<&'a [u8], String> {
+    let expected = put_record_bytes(key.len(), value_len, with_deadline);
+    if record.len() != expected {
+        return Err(format!(
+            "{} bytes read of a {expected}-byte record",
+            record.len()
+        ));
+    }
+    let word = |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+    let (len, body_crc) = (word(0), word(4));
+    if len as usize != expected - HEADER_BYTES {
+        return Err(format!(
+            "the record header says {len} bytes, not {} (damaged, or not this value's record)",
+            expected - HEADER_BYTES
+        ));
+    }
+    let body = &record[HEADER_BYTES..];
+    if crc32fast::hash(body) != body_crc {
+        return Err("the record fails its checksum (damaged on disk)".into());
+    }
+    let mut reader = Reader { bytes: body };
+    match reader.effect() {
+        Some(Effect::Put {
+            key: k,
+            version: v,
+            value,
+            deadline,
+        }) if k == key
+            && v == version
+            && value.len() == value_len
+            && deadline.is_some() == with_deadline
+            && reader.bytes.is_empty() =>
+        {
+            Ok(value)
+        }
+        _ => Err(format!(
+            "the record is not the PUT of this key at version {version} (a location pointing \
+             at the wrong record)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -649,6 +716,51 @@ mod tests {
         write_commit(&mut log, TXN);
         stamp(&mut log[start..], EPOCH);
         (log, start)
+    }
+
+    #[test]
+    fn a_put_record_read_from_its_value_offset_checks_whole_and_any_flipped_bit_fails() {
+        let value: &[u8] = b"\xa5hello";
+        for deadline in [None, Some(1_700_000_000_000)] {
+            let put = Effect::Put {
+                key: b"some key",
+                version: 300,
+                value,
+                deadline,
+            };
+            let mut out = vec![0xee; 7];
+            let at = write_effect_locating(&mut out, &put).expect("a PUT has a value");
+            stamp(&mut out[7..], EPOCH);
+            let start = at - put_value_offset(8);
+            assert_eq!(start, 7, "the record starts where it was written");
+            let with_deadline = deadline.is_some();
+            let len = put_record_bytes(8, value.len(), with_deadline);
+            assert_eq!(start + len, out.len());
+            let record = &out[start..];
+            let check = |record: &[u8], key: &[u8], version, putx| {
+                check_put_record(record, key, version, value.len(), putx).map(<[u8]>::to_vec)
+            };
+            assert_eq!(
+                check(record, b"some key", 300, with_deadline),
+                Ok(value.to_vec())
+            );
+            assert!(check(record, b"some kez", 300, with_deadline).is_err());
+            assert!(check(record, b"some key", 301, with_deadline).is_err());
+            assert!(check(&record[..len - 1], b"some key", 300, with_deadline).is_err());
+            // The length and body checksum (bytes 0..8) and every body byte;
+            // the header's own checksum (8..12) covers nothing more.
+            for byte in (0..8).chain(HEADER_BYTES..len) {
+                for bit in 0..8 {
+                    let mut damaged = record.to_vec();
+                    damaged[byte] ^= 1 << bit;
+                    let what = format!("byte {byte}, bit {bit}, {deadline:?}");
+                    assert!(
+                        check(&damaged, b"some key", 300, with_deadline).is_err(),
+                        "{what}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -18,10 +18,16 @@
 //! count × entry
 //! +-------------+-----+-------------+------------------+------------------+---------------+
 //! | key_len u32 | key | version u64 | deadline u64 (0: | value_offset u64 | value_len u32 |
-//! |             |     |             | none)            |                  | value_crc u32 |
+//! |             |     |             | none)            |                  | unused u32    |
 //! +-------------+-----+-------------+------------------+------------------+---------------+
 //! crc u32: CRC-32 of everything before it
 //! ```
+//!
+//! Each value it describes is the only one of a PUT record of the snapshot
+//! (a PUTX if the key has a deadline), so a read checks it by that record
+//! (`log::values::WantedValue`) and the hint needs no checksum of it: the
+//! last field, once the value's CRC-32, is written as 0 and not read (hints
+//! written before keep theirs, and load the same).
 //!
 //! A hint is only ever an accelerator: everything in it is in the log too.
 //! So a hint is used only if it is whole (its checksum), of this very log
@@ -31,7 +37,7 @@
 //! since by the log engine, damage — and it is ignored and the file replayed
 //! in full. It is written to `shard-<i>.hint.tmp`, synced and renamed.
 
-use crate::entry::Location;
+use crate::entry::{Location, ValueCheck};
 use crate::table::{Entry, Table};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
@@ -82,7 +88,7 @@ fn encode_entry(out: &mut Vec<u8>, entry: &Entry, location: Location) {
     out.extend_from_slice(&entry.deadline().unwrap_or(0).to_le_bytes());
     out.extend_from_slice(&location.offset.to_le_bytes());
     out.extend_from_slice(&location.len.to_le_bytes());
-    out.extend_from_slice(&location.crc.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
 }
 
 /// Writes the hint of the log at `log_path` (of `epoch`, its PUT records
@@ -223,12 +229,15 @@ fn load_into(
         let deadline = Some(read_u64(&mut reader)?).filter(|&d| d != 0);
         let offset = read_u64(&mut reader)?;
         let len = read_u32(&mut reader)?;
-        let crc = read_u32(&mut reader)?;
+        let _unused = read_u32(&mut reader)?;
+        // The snapshot wrote the key's PUT, a PUTX if it has a deadline.
         let location = Location {
             file,
             offset,
             len,
-            crc,
+            check: ValueCheck::Record {
+                with_deadline: deadline.is_some(),
+            },
         };
         table.load_on_disk(&key, location, version, deadline);
     }

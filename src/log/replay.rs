@@ -40,6 +40,7 @@ use super::format::{
     Framing, Record, FILE_HEADER_BYTES,
 };
 use super::RecoveryError;
+use crate::entry::ValueCheck;
 use crate::ids::TxnId;
 use crate::table::{Location, Table};
 use hashbrown::{HashMap, HashSet};
@@ -126,18 +127,28 @@ struct RecordSite<'a> {
     /// The record's bytes and the file offset of their first byte.
     bytes: &'a [u8],
     offset: u64,
+    /// Whether a PUT or PUTX record found here is what checks its value's
+    /// reads (`entry::ValueCheck::Record`): in a file with 12-byte record
+    /// headers, for a value alone in its record. Values inside a BATCH,
+    /// and those of a corekv 0.1 file (rewritten before any is read), keep
+    /// a CRC-32.
+    checked_by_record: bool,
 }
 
 impl RecordSite<'_> {
-    /// Where `value`, a slice of the record's bytes, lies in the file.
-    fn locate(&self, value: &[u8]) -> Location {
+    /// Where `value`, a slice of the record's bytes, lies in the file (its
+    /// record a PUTX, `with_deadline`).
+    fn locate(&self, value: &[u8], with_deadline: bool) -> Location {
         let within = value.as_ptr() as usize - self.bytes.as_ptr() as usize;
         debug_assert!(within + value.len() <= self.bytes.len());
         Location {
             file: self.file,
             offset: self.offset + within as u64,
             len: value.len() as u32,
-            crc: crc32fast::hash(value),
+            check: match self.checked_by_record {
+                true => ValueCheck::Record { with_deadline },
+                false => ValueCheck::Crc(crc32fast::hash(value)),
+            },
         }
     }
 }
@@ -203,6 +214,7 @@ pub fn replay_file(
                     file,
                     bytes: rest,
                     offset,
+                    checked_by_record: matches!(framing, Framing::Epoch(_)),
                 };
                 // Padding is no record of a change: not counted.
                 replayed.nr_records += u64::from(record != Record::Pad);
@@ -487,7 +499,13 @@ fn apply(
 ) {
     match record {
         Record::Effect(effect) => apply_effect(table, &effect, site),
-        Record::Batch(effects) => effects.iter().for_each(|e| apply_effect(table, e, site)),
+        Record::Batch(effects) => {
+            let site = RecordSite {
+                checked_by_record: false,
+                ..site
+            };
+            effects.iter().for_each(|e| apply_effect(table, e, site))
+        }
         Record::Prepare { txn, effects } => {
             prepared.insert(txn, effects.iter().map(to_owned).collect());
         }
@@ -513,7 +531,8 @@ fn apply_effect(table: &mut Table, effect: &Effect<'_>, site: RecordSite<'_>) {
             value,
             deadline,
         } if table.keeps_values_on_disk() => {
-            table.load_on_disk(key, site.locate(value), *version, *deadline)
+            let location = site.locate(value, deadline.is_some());
+            table.load_on_disk(key, location, *version, *deadline)
         }
         Effect::Put {
             key,

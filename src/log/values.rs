@@ -2,12 +2,12 @@
 //! value's bytes, and reading them with direct I/O through io_uring.
 //!
 //! A disk engine's table keeps, per key, where its value is
-//! ([`Location`]: a file number, an offset, a length) instead of the value
-//! (`crate::entry`). The shard's log file is file `n` (shard `i` starts at
-//! `n = i`, the number recovery gave its entries); each compaction switches
-//! to file `n + 1`, which holds a snapshot of every live value and, behind
-//! it, the records appended since the snapshot was taken (the *tail*), copied
-//! as they were (`log::compaction`).
+//! ([`Location`]: a file number, an offset, a length, how it is checked)
+//! instead of the value (`crate::entry`). The shard's log file is file `n`
+//! (shard `i` starts at `n = i`, the number recovery gave its entries); each
+//! compaction switches to file `n + 1`, which holds a snapshot of every live
+//! value and, behind it, the records appended since the snapshot was taken
+//! (the *tail*), copied as they were (`log::compaction`).
 //!
 //! After a switch the table's entries are moved to the new file
 //! ([`crate::table::Table::relocate`]) in steps, while requests run, so for a
@@ -26,9 +26,14 @@
 //! I/O, is read through its page cache): the values are meant to be many
 //! times the machine's memory, and the page cache would only hold the hot
 //! ones at the cost of evicting everything else on the machine.
+//!
+//! Every read is checked ([`WantedValue`]): a value alone in its PUT or PUTX
+//! record is read with the whole record, which must be its key's at its
+//! entry's version; a value among several in a record, against the CRC-32
+//! its entry keeps.
 
-use super::blocks;
-use crate::entry::Location;
+use super::{blocks, format};
+use crate::entry::{Entry, Location, ValueCheck};
 use glommio::io::{DmaFile, ReadResult};
 use std::io;
 use std::rc::Rc;
@@ -127,7 +132,7 @@ impl ValueFiles {
                 file,
                 offset,
                 len: 0,
-                crc: 0,
+                check: ValueCheck::Crc(0),
             })
         };
         let (first, start) = at(offset)?;
@@ -153,20 +158,87 @@ impl ValueFiles {
     }
 }
 
-/// Checks that `bytes`, read for `location`, are its value: damage on disk
-/// (or a location pointing at the wrong bytes) is an error naming where,
-/// never a wrong value.
-pub fn check(location: Location, bytes: &[u8]) -> io::Result<()> {
-    if location.holds(bytes) {
-        return Ok(());
+/// An on-disk value to read: the key and version of the entry pointing at
+/// it, and where it is. A value that is the only one of its PUT or PUTX
+/// record ([`ValueCheck::Record`]) is read with the whole record, which is
+/// then checked as that key's record at that version
+/// (`format::check_put_record`): besides damage to the value, this catches
+/// damage to the record's header, key or version, and a location pointing
+/// at the wrong record. A value inside a multi-value record is read alone
+/// and checked against the CRC-32 its entry keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WantedValue<'a> {
+    pub key: &'a [u8],
+    pub version: u64,
+    pub location: Location,
+}
+
+impl<'a> WantedValue<'a> {
+    /// The on-disk value of `entry`, if its value is on disk.
+    pub fn of(entry: &'a Entry) -> Option<WantedValue<'a>> {
+        Some(WantedValue {
+            key: entry.key(),
+            version: entry.version(),
+            location: entry.location()?,
+        })
     }
-    Err(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "the {} bytes at offset {} of log file {} fail their checksum (damaged on disk)",
-            location.len, location.offset, location.file
-        ),
-    ))
+
+    /// How many bytes before the value a read of it starts: its record's
+    /// start, or the value itself.
+    pub fn lead(&self) -> u64 {
+        match self.location.check {
+            ValueCheck::Record { .. } => format::put_value_offset(self.key.len()) as u64,
+            ValueCheck::Crc(_) => 0,
+        }
+    }
+
+    /// Where a read of it starts, in `location.file`.
+    pub fn read_start(&self) -> u64 {
+        self.location.offset.saturating_sub(self.lead())
+    }
+
+    /// How many bytes a read of it covers.
+    pub fn read_len(&self) -> usize {
+        match self.location.check {
+            ValueCheck::Record { with_deadline } => {
+                format::put_record_bytes(self.key.len(), self.location.len as usize, with_deadline)
+            }
+            ValueCheck::Crc(_) => self.location.len as usize,
+        }
+    }
+
+    /// Where a read of it ends, in `location.file`.
+    pub fn read_end(&self) -> u64 {
+        self.read_start() + self.read_len() as u64
+    }
+
+    /// Checks that `read`, the [`WantedValue::read_len`] bytes from
+    /// [`WantedValue::read_start`], hold this value, and returns its bytes:
+    /// damage on disk (or a location pointing at the wrong bytes) is an
+    /// error naming where, never a wrong value.
+    pub fn check<'r>(&self, read: &'r [u8]) -> io::Result<&'r [u8]> {
+        let Location {
+            file, offset, len, ..
+        } = self.location;
+        let checked = match self.location.check {
+            ValueCheck::Record { with_deadline } => {
+                format::check_put_record(read, self.key, self.version, len as usize, with_deadline)
+            }
+            ValueCheck::Crc(crc) if read.len() == len as usize && crc32fast::hash(read) == crc => {
+                Ok(read)
+            }
+            ValueCheck::Crc(_) => Err("they fail their checksum (damaged on disk)".into()),
+        };
+        checked.map_err(|why| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the {len} bytes of the value of {:?} at offset {offset} of log file {file}: {why}",
+                    String::from_utf8_lossy(self.key)
+                ),
+            )
+        })
+    }
 }
 
 /// Reads `len` bytes at `offset` of `file`; a short read (the file ends

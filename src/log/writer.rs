@@ -31,12 +31,12 @@ use super::blocks;
 use super::file_io;
 use super::sync_stats::SyncStats;
 use super::tail_copy::RecordCopy;
-use super::values::{self, ValueFiles};
+use super::values::{self, ValueFiles, WantedValue};
 use super::{format, FsyncMode};
-use crate::entry::{Entry, Location};
+use crate::entry::{Entry, Location, ValueCheck};
 use crate::failpoint;
 use crate::notify::Notify;
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, DmaFile};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,16 @@ type PoisonObserver = Box<dyn Fn(&LogPoisoned)>;
 pub struct PendingValue {
     pub entry: Entry,
     pub at: usize,
+    /// How reads will check it: by its own PUT or PUTX record, or (one of
+    /// several values in a record) by a CRC-32 taken when it is written.
+    pub check: PendingCheck,
+}
+
+/// How a pending value will be checked when read back (`entry::ValueCheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingCheck {
+    Record { with_deadline: bool },
+    Crc,
 }
 
 pub struct LogWriter {
@@ -171,16 +181,24 @@ impl LogWriter {
         self.value_files.borrow().is_some()
     }
 
-    /// Reads the value bytes at `location` (disk engine).
-    pub async fn read_value(&self, location: Location) -> std::io::Result<glommio::io::ReadResult> {
-        let (file, offset) = match self.value_files.borrow().as_ref() {
-            Some(files) => files.locate(location)?,
+    /// Reads the on-disk value `wanted` and checks it (disk engine; see
+    /// `values::WantedValue`).
+    pub async fn read_value(&self, wanted: WantedValue<'_>) -> std::io::Result<Vec<u8>> {
+        let (file, offset) = self.locate_read(wanted)?;
+        failpoint::check("log::read_value", Some(self.shard))?;
+        let read = values::read_exact(&file, offset, wanted.read_len()).await?;
+        Ok(wanted.check(&read)?.to_vec())
+    }
+
+    /// The file and offset a read of `wanted` starts at: where its value
+    /// is now, less the bytes read before it (they lie in the same file:
+    /// a value and its record are never apart).
+    fn locate_read(&self, wanted: WantedValue<'_>) -> std::io::Result<(Rc<DmaFile>, u64)> {
+        let (file, value_at) = match self.value_files.borrow().as_ref() {
+            Some(files) => files.locate(wanted.location)?,
             None => return Err(std::io::Error::other("this log keeps no values")),
         };
-        failpoint::check("log::read_value", Some(self.shard))?;
-        let read = values::read_exact(&file, offset, location.len as usize).await?;
-        values::check(location, &read)?;
-        Ok(read)
+        Ok((file, value_at.saturating_sub(wanted.lead())))
     }
 
     /// The number the value file after the next compaction switch gets.
@@ -211,17 +229,14 @@ impl LogWriter {
         Some(values::read_exact(&dma, at, len as usize).await)
     }
 
-    /// Reads the value bytes at `location` at once, blocking this thread
-    /// (see `values::read_blocking` for the one case that needs it).
-    pub fn read_value_blocking(&self, location: Location) -> std::io::Result<Vec<u8>> {
-        let (file, offset) = match self.value_files.borrow().as_ref() {
-            Some(files) => files.locate(location)?,
-            None => return Err(std::io::Error::other("this log keeps no values")),
-        };
+    /// Reads the on-disk value `wanted` at once, blocking this thread (see
+    /// `values::read_blocking` for the one case that needs it), and checks
+    /// it.
+    pub fn read_value_blocking(&self, wanted: WantedValue<'_>) -> std::io::Result<Vec<u8>> {
+        let (file, offset) = self.locate_read(wanted)?;
         failpoint::check("log::read_value", Some(self.shard))?;
-        let read = values::read_blocking(&file, offset, location.len as usize)?;
-        values::check(location, &read)?;
-        Ok(read)
+        let read = values::read_blocking(&file, offset, wanted.read_len())?;
+        Ok(wanted.check(&read)?.to_vec())
     }
 
     /// The values written since the last call, each with where it is now.
@@ -424,7 +439,10 @@ impl LogWriter {
                 file,
                 offset: at + value.at as u64,
                 len: bytes.len() as u32,
-                crc: crc32fast::hash(bytes),
+                check: match value.check {
+                    PendingCheck::Record { with_deadline } => ValueCheck::Record { with_deadline },
+                    PendingCheck::Crc => ValueCheck::Crc(crc32fast::hash(bytes)),
+                },
             };
             (value.entry, location)
         }));

@@ -9,10 +9,13 @@
 //! **Never stale.** A location names bytes that never change: a log file is
 //! only appended to while the server runs, a key written again gets a new
 //! location, and compaction moves values to a new file (new locations; the
-//! old copies are never asked for again and age out). The location also
-//! carries the value's length and CRC-32, which the bytes were checked
-//! against when read, so a copy found here *is* the value its location
-//! names. Nothing is ever invalidated.
+//! old copies are never asked for again and age out). So a location (file
+//! number, offset, length) is never reused while the server runs: files are
+//! append-only and their numbers only grow, from 0 at start, when the cache
+//! is empty. Every copy was checked when it was read (by its record or its
+//! CRC-32, `log::values::WantedValue`), so a copy found here *is* the value
+//! its location names; the location needs no checksum to be unique.
+//! Nothing is ever invalidated.
 //!
 //! **Admitted on the second read.** A value read once is only remembered,
 //! as a 32-bit fingerprint of its location in a fixed table (the
@@ -118,6 +121,7 @@ pub struct ValueCache {
     /// None: a free slot (its index is in `free`).
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
+    /// Keyed by location, unique without a checksum (see the module docs).
     index: HashMap<Location, usize, ahash::RandomState>,
     /// CLOCK's hand: the next slot eviction looks at.
     hand: usize,
@@ -253,13 +257,14 @@ impl ValueCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::ValueCheck;
 
     fn at(offset: u64) -> Location {
         Location {
             file: 0,
             offset,
             len: 100,
-            crc: offset as u32,
+            check: ValueCheck::Crc(offset as u32),
         }
     }
 
@@ -350,7 +355,7 @@ mod tests {
             file: 1,
             offset: 0,
             len: big.len() as u32,
-            crc: 1,
+            check: ValueCheck::Crc(1),
         };
         for _ in 0..3 {
             assert!(cache.get(location).is_none());

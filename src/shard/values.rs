@@ -25,7 +25,8 @@ use crate::entry::{Entry, Location};
 use crate::log::blocks;
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
-use crate::log::writer::PendingValue;
+use crate::log::values::WantedValue;
+use crate::log::writer::{PendingCheck, PendingValue};
 use crate::log::LogWriter;
 use crate::proto::{Op, OpKind};
 use std::time::{Duration, Instant};
@@ -66,30 +67,34 @@ const MERGE_GAP_BYTES: u64 = 16 * 1024;
 /// The most one merged read of neighbouring values covers.
 const MERGE_MAX_BYTES: u64 = 256 * 1024;
 
-/// Groups `locations` (indices into it) into runs read together: in one
-/// file, in offset order, each value at most [`MERGE_GAP_BYTES`] after the
+/// Groups `wanted` (indices into it) into runs read together: in one
+/// file, in offset order, each read (a value with its record, see
+/// `log::values::WantedValue`) at most [`MERGE_GAP_BYTES`] after the
 /// previous one's end, the run at most [`MERGE_MAX_BYTES`] long. A value
 /// on its own is a run of one.
-fn neighbour_spans(locations: &[Location]) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..locations.len()).collect();
-    order.sort_unstable_by_key(|&i| (locations[i].file, locations[i].offset));
+fn neighbour_spans(wanted: &[WantedValue<'_>]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..wanted.len()).collect();
+    order.sort_unstable_by_key(|&i| (wanted[i].location.file, wanted[i].read_start()));
     let mut spans: Vec<Vec<usize>> = Vec::new();
     let mut run: Option<(u32, u64, u64)> = None; // file, start, end
     for i in order {
-        let at = locations[i];
-        let end = at.offset + u64::from(at.len);
+        let (file_of, at, end) = (
+            wanted[i].location.file,
+            wanted[i].read_start(),
+            wanted[i].read_end(),
+        );
         match (&mut run, spans.last_mut()) {
             (Some((file, start, run_end)), Some(members))
-                if *file == at.file
-                    && at.offset >= *run_end
-                    && at.offset - *run_end <= MERGE_GAP_BYTES
+                if *file == file_of
+                    && at >= *run_end
+                    && at - *run_end <= MERGE_GAP_BYTES
                     && end - *start <= MERGE_MAX_BYTES =>
             {
                 *run_end = end;
                 members.push(i);
             }
             _ => {
-                run = Some((at.file, at.offset, end));
+                run = Some((file_of, at, end));
                 spans.push(vec![i]);
             }
         }
@@ -97,10 +102,10 @@ fn neighbour_spans(locations: &[Location]) -> Vec<Vec<usize>> {
     spans
 }
 
-/// The bytes a read of the value at `at` alone costs: the whole blocks
-/// holding it.
-fn block_bytes_of(at: Location) -> u64 {
-    blocks::covering(at.offset, at.len.into()).1
+/// The bytes a read of `wanted` alone costs: the whole blocks holding what
+/// it reads (its record, for a value checked by it).
+fn block_bytes_of(wanted: WantedValue<'_>) -> u64 {
+    blocks::covering(wanted.read_start(), wanted.read_len() as u64).1
 }
 
 /// What the reads of one run of `neighbour_spans` brought: the values in
@@ -108,31 +113,31 @@ fn block_bytes_of(at: Location) -> u64 {
 /// read (`blocks::covering`).
 type SpanRead = (Vec<std::io::Result<Vec<u8>>>, Vec<Duration>, u64);
 
-/// Reads the values of one run of `neighbour_spans`: one read for the run
-/// (each value checked against its checksum), or one per value if it is a
-/// single value or does not lie in one piece of one file.
-async fn read_span_of(log: &LogWriter, locations: &[Location], members: &[usize]) -> SpanRead {
-    let first = locations[members[0]];
-    let last = locations[members[members.len() - 1]];
-    let len = last.offset + u64::from(last.len) - first.offset;
+/// Reads the values of one run of `neighbour_spans`: one read for the run,
+/// from the first one's record start (each value then checked, see
+/// `log::values::WantedValue`), or one per value if it is a single value or
+/// does not lie in one piece of one file.
+async fn read_span_of(log: &LogWriter, wanted: &[WantedValue<'_>], members: &[usize]) -> SpanRead {
+    let first = wanted[members[0]];
+    let last = wanted[members[members.len() - 1]];
+    let start = first.read_start();
+    let len = last.read_end() - start;
     if members.len() > 1 {
         let started = Instant::now();
-        if let Some(read) = log.read_span(first.file, first.offset, len).await {
+        if let Some(read) = log.read_span(first.location.file, start, len).await {
             let took = vec![started.elapsed()];
             let block_bytes = match read {
-                Ok(_) => blocks::covering(first.offset, len).1,
+                Ok(_) => blocks::covering(start, len).1,
                 Err(_) => 0,
             };
             let values = members
                 .iter()
                 .map(|&i| {
-                    let at = locations[i];
                     let bytes = read
                         .as_ref()
                         .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))?;
-                    let from = (at.offset - first.offset) as usize;
-                    let value = &bytes[from..from + at.len as usize];
-                    crate::log::values::check(at, value)?;
+                    let from = (wanted[i].read_start() - start) as usize;
+                    let value = wanted[i].check(&bytes[from..from + wanted[i].read_len()])?;
                     Ok(value.to_vec())
                 })
                 .collect();
@@ -144,10 +149,10 @@ async fn read_span_of(log: &LogWriter, locations: &[Location], members: &[usize]
     let mut block_bytes = 0;
     for &i in members {
         let started = Instant::now();
-        let read = log.read_value(locations[i]).await.map(|read| read.to_vec());
+        let read = log.read_value(wanted[i]).await;
         took.push(started.elapsed());
         if read.is_ok() {
-            block_bytes += block_bytes_of(locations[i]);
+            block_bytes += block_bytes_of(wanted[i]);
         }
         values.push(read);
     }
@@ -193,7 +198,7 @@ impl Shard {
             let read = self.read_neighbours_together(log, &wanted).await;
             let mut table = self.table.borrow_mut();
             let mut cache = self.value_cache.borrow_mut();
-            for ((key, location), bytes) in wanted.into_iter().zip(read) {
+            for (WantedValue { key, location, .. }, bytes) in wanted.into_iter().zip(read) {
                 match bytes {
                     Ok(bytes) => {
                         table.keep_fetched(key, location, &bytes);
@@ -216,20 +221,18 @@ impl Shard {
     /// Reads the values at the locations of `wanted`, all in flight at once;
     /// values that lie close together in one file (a message's writes are
     /// neighbours in the log) come in one read ([`neighbour_spans`]), each
-    /// then checked against its checksum. Returns them in `wanted`'s order.
+    /// then checked. Returns them in `wanted`'s order.
     async fn read_neighbours_together(
         &self,
         log: &LogWriter,
-        wanted: &[(&[u8], Location)],
+        wanted: &[WantedValue<'_>],
     ) -> Vec<std::io::Result<Vec<u8>>> {
-        let locations: Vec<Location> = wanted.iter().map(|&(_, at)| at).collect();
-        let spans = neighbour_spans(&locations);
+        let spans = neighbour_spans(wanted);
         let reads = spans
             .iter()
-            .map(|members| read_span_of(log, &locations, members))
+            .map(|members| read_span_of(log, wanted, members))
             .collect();
-        let mut out: Vec<Option<std::io::Result<Vec<u8>>>> =
-            locations.iter().map(|_| None).collect();
+        let mut out: Vec<Option<std::io::Result<Vec<u8>>>> = wanted.iter().map(|_| None).collect();
         let (mut latency, mut block_bytes) = (Vec::new(), 0);
         for (members, (values, took, bytes)) in
             spans.iter().zip(crate::log::values::join_all(reads).await)
@@ -250,18 +253,22 @@ impl Shard {
 
     /// Copies the on-disk values of `keys` that the cache holds into the
     /// table's copies; returns the others that are not read yet, each once,
-    /// with where they are.
-    fn copy_cached_values<'k>(&self, keys: &[&'k [u8]]) -> Vec<(&'k [u8], Location)> {
+    /// with where they are and what checks them.
+    fn copy_cached_values<'k>(&self, keys: &[&'k [u8]]) -> Vec<WantedValue<'k>> {
         let mut table = self.table.borrow_mut();
         let mut cache = self.value_cache.borrow_mut();
-        let mut wanted: Vec<(&[u8], Location)> = Vec::new();
+        let mut wanted: Vec<WantedValue<'k>> = Vec::new();
         for &key in keys {
-            let Some(location) = table.unread_location(key) else {
+            let Some((location, version)) = table.unread_location(key) else {
                 continue;
             };
             match cache.get(location) {
                 Some(bytes) => table.keep_copy(key, location, bytes),
-                None if !wanted.iter().any(|(k, _)| *k == key) => wanted.push((key, location)),
+                None if !wanted.iter().any(|w| w.key == key) => wanted.push(WantedValue {
+                    key,
+                    version,
+                    location,
+                }),
                 None => {}
             }
         }
@@ -284,16 +291,17 @@ impl Shard {
             .filter(|op| reads_value(op.kind))
             .map(|op| op.key.of(buf))
             .collect();
-        for (key, location) in self.copy_cached_values(&keys) {
+        for wanted in self.copy_cached_values(&keys) {
+            let WantedValue { key, location, .. } = wanted;
             let started = Instant::now();
-            let read = log.read_value_blocking(location);
+            let read = log.read_value_blocking(wanted);
             self.disk_read_latency
                 .borrow_mut()
                 .observe(started.elapsed());
             match read {
                 Ok(bytes) => {
                     let mut table = self.table.borrow_mut();
-                    table.count_disk_read_bytes(block_bytes_of(location));
+                    table.count_disk_read_bytes(block_bytes_of(wanted));
                     table.keep_fetched(key, location, &bytes);
                     drop(table);
                     self.value_cache.borrow_mut().offer(location, &bytes);
@@ -332,7 +340,17 @@ impl Shard {
             None => log.append(|records| format::write_effect(records, effect)),
             Some(entry) => log.append_values(|records, values| {
                 if let Some(at) = format::write_effect_locating(records, effect) {
-                    values.push(PendingValue { entry, at });
+                    // The value is alone in its PUT (or PUTX) record: reads
+                    // check it by the record.
+                    let with_deadline = matches!(
+                        effect,
+                        Effect::Put {
+                            deadline: Some(_),
+                            ..
+                        }
+                    );
+                    let check = PendingCheck::Record { with_deadline };
+                    values.push(PendingValue { entry, at, check });
                 }
             }),
         })
@@ -362,7 +380,10 @@ impl Shard {
                 }
                 if let Some(entry) = self.written_entry(key) {
                     if entry.version() == version {
-                        values.push(PendingValue { entry, at });
+                        // One of several values in the BATCH record: reads
+                        // check it by a CRC-32 of its own.
+                        let check = PendingCheck::Crc;
+                        values.push(PendingValue { entry, at, check });
                     }
                 }
             })
@@ -416,13 +437,19 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entry::ValueCheck;
 
-    fn at(file: u32, offset: u64, len: u32) -> Location {
-        Location {
+    fn at(file: u32, offset: u64, len: u32) -> WantedValue<'static> {
+        let location = Location {
             file,
             offset,
             len,
-            crc: 0,
+            check: ValueCheck::Crc(0),
+        };
+        WantedValue {
+            key: b"k",
+            version: 1,
+            location,
         }
     }
 
@@ -438,7 +465,7 @@ mod tests {
         ];
         let spans = neighbour_spans(&locations);
         assert_eq!(spans, vec![vec![1, 0, 3], vec![4], vec![5], vec![2]]);
-        let long: Vec<Location> = (0..10).map(|i| at(0, i * 40_000, 40_000)).collect();
+        let long: Vec<WantedValue> = (0..10).map(|i| at(0, i * 40_000, 40_000)).collect();
         let spans = neighbour_spans(&long);
         assert!(spans.iter().all(|run| run.len() <= 6), "{spans:?}");
         assert_eq!(spans.iter().map(Vec::len).sum::<usize>(), 10);

@@ -422,7 +422,7 @@ mod tests {
                 file: 0,
                 offset: 4096 * i,
                 len: 100,
-                crc: 1,
+                check: crate::entry::ValueCheck::Crc(1),
             };
             let key = format!("{i:016}");
             table.load_on_disk(key.as_bytes(), location, 1, (i % 2 == 0).then_some(5000));
