@@ -205,6 +205,9 @@ pub struct Moved {
     pub located: Vec<(SnapshotEntry, Location)>,
     pub epoch: u64,
     pub puts_end: u64,
+    /// What the snapshot takes of the new file, before the records copied
+    /// behind it: the live data as it is on disk (`Shard::live_bytes`).
+    pub snapshot_len: u64,
 }
 
 /// Free bytes a compaction needs before it starts, for a shard whose live
@@ -331,10 +334,19 @@ async fn write_and_switch(
             (entry, location)
         })
         .collect();
+    // The disk engine pads the snapshot's end, and the start of the records
+    // copied behind it, to their places in 4 KiB blocks (`blocks`): at most
+    // two blocks more, which a tiny snapshot must count or it is due again
+    // as soon as it is written.
+    let padding = match log.keeps_values() {
+        true => 2 * blocks::BLOCK_BYTES,
+        false => 0,
+    };
     Ok(Moved {
         located,
         epoch,
         puts_end: written.puts_end,
+        snapshot_len: written.len + padding,
     })
 }
 

@@ -110,6 +110,7 @@ impl Compactor {
         if !self.may_retry(log) || !self.has_room(live_bytes) {
             return false;
         }
+        let estimate = self.shard.live_estimate();
         let Some(snapshot) = Participant::of(&self.shard).compaction_snapshot(&self.shard) else {
             return false;
         };
@@ -128,6 +129,7 @@ impl Compactor {
         // this snapshot does not move them out of.
         self.shard.table_mut().forget_restored_files();
         let (result, moved) = compaction::compact(log, &self.path, snapshot, &paced).await;
+        let moved_snapshot_len = moved.snapshot_len;
         if log.keeps_values() && result.is_ok() {
             // The new log's index, so that a restart need not read its values.
             let hinted = hint::write(&self.path, moved.epoch, moved.puts_end, &moved.located).await;
@@ -155,6 +157,8 @@ impl Compactor {
         match result {
             Ok(after) => {
                 self.failed = None;
+                self.shard
+                    .calibrate_live_bytes(estimate, moved_snapshot_len);
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys) in {secs:.1} s");
             }

@@ -48,7 +48,7 @@ use crate::table::{Effect, Table, TableStats};
 use glommio::channels::shared_channel::{ConnectedReceiver, ConnectedSender};
 use mesh::{ConnectedMesh, Reply, ShardJob, ShardRequest, ShardResponse, Ticket};
 use pending::Pending;
-use std::cell::{Ref, RefCell, RefMut};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::Rc;
 use value_cache::ValueCache;
 use values::DiskReadLatency;
@@ -92,6 +92,19 @@ pub struct Shard {
     disk_read_latency: RefCell<DiskReadLatency>,
     /// Slows the writes down while a compaction falls behind (`log::pacing`).
     pacing: Pacing,
+    /// What the last compaction's snapshot took on disk against the live
+    /// data estimated for it ([`Shard::live_bytes`]).
+    live_scale: Cell<LiveScale>,
+}
+
+/// A snapshot's bytes on disk (`measured`) for an estimate of `estimated`:
+/// the disk engine places records in 4 KiB blocks (`log::blocks`), so its
+/// snapshot is larger than the records' sum by a factor that depends on the
+/// value sizes. Zero `estimated`: no compaction yet, the estimate stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct LiveScale {
+    estimated: u64,
+    measured: u64,
 }
 
 /// The receiving ends a shard serves from its peer tasks.
@@ -122,6 +135,7 @@ impl Shard {
             value_cache: RefCell::new(ValueCache::new(value_cache_bytes)),
             disk_read_latency: RefCell::default(),
             pacing: Pacing::default(),
+            live_scale: Cell::default(),
         };
         let inboxes = PeerInboxes {
             requests_from: mesh.requests_from,
@@ -471,11 +485,40 @@ impl Shard {
     }
 
     /// The live data as a compaction would write it: the size of the
-    /// snapshot's records for the table's keys and values.
+    /// snapshot's records for the table's keys and values, scaled by what
+    /// the last snapshot took on disk against its estimate
+    /// ([`Shard::calibrate_live_bytes`]). Without the scale, a disk engine's
+    /// log of values whose records leave much of each block to padding is
+    /// "more than twice the live data" right after its compaction, and is
+    /// compacted again and again, its writes paced all the while.
     pub fn live_bytes(&self) -> u64 {
+        let estimate = self.live_estimate();
+        let scale = self.live_scale.get();
+        if scale.estimated == 0 {
+            return estimate;
+        }
+        let scaled =
+            u128::from(estimate) * u128::from(scale.measured) / u128::from(scale.estimated);
+        u64::try_from(scaled).unwrap_or(u64::MAX).max(estimate)
+    }
+
+    /// The size of a snapshot's records for the table's keys and values.
+    pub fn live_estimate(&self) -> u64 {
         let table = self.table.borrow();
         let stats = table.stats();
         crate::log::compaction::snapshot_bytes(stats.keys, table.key_bytes(), stats.value_bytes)
+    }
+
+    /// A compaction whose snapshot was estimated at `estimated` bytes
+    /// ([`Shard::live_estimate`] when it was taken) took `measured` bytes of
+    /// the new file, before the records copied behind it.
+    pub fn calibrate_live_bytes(&self, estimated: u64, measured: u64) {
+        if estimated > 0 {
+            self.live_scale.set(LiveScale {
+                estimated,
+                measured,
+            });
+        }
     }
 
     /// The shard's log writer (None with the memory engine).
