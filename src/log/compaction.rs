@@ -432,13 +432,7 @@ pub async fn write_snapshot(
             if values.is_some() {
                 located.push(((*entry).clone(), offset + at as u64));
             }
-            if chunk.len() >= CHUNK_BYTES {
-                format::stamp(&mut chunk, epoch);
-                let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
-                offset += len;
-                progress(len)?;
-                between_chunks(failpoint.1).await;
-            }
+            write_when_full(file, &mut chunk, &mut offset, epoch, failpoint, progress).await?;
         }
     }
     // The PUT records end here: a hint file describes the file up to this
@@ -480,13 +474,7 @@ pub async fn write_snapshot(
         blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
             format::write_prepare(chunk, share.txn, &effects)
         });
-        if chunk.len() >= CHUNK_BYTES {
-            format::stamp(&mut chunk, epoch);
-            let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
-            offset += len;
-            progress(len)?;
-            between_chunks(failpoint.1).await;
-        }
+        write_when_full(file, &mut chunk, &mut offset, epoch, failpoint, progress).await?;
     }
     format::stamp(&mut chunk, epoch);
     let len = write_chunk(file, &mut chunk, offset, failpoint).await?;
@@ -617,6 +605,27 @@ async fn read_values(
         .await
         .into_iter()
         .collect()
+}
+
+/// Once `chunk` holds [`CHUNK_BYTES`], writes it at `offset` (moved on past
+/// it), reports the bytes to `progress`, and lets requests run.
+async fn write_when_full(
+    file: &glommio::io::BufferedFile,
+    chunk: &mut Vec<u8>,
+    offset: &mut u64,
+    epoch: u64,
+    failpoint: (&str, Option<usize>),
+    progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if chunk.len() < CHUNK_BYTES {
+        return Ok(());
+    }
+    format::stamp(chunk, epoch);
+    let len = write_chunk(file, chunk, *offset, failpoint).await?;
+    *offset += len;
+    progress(len)?;
+    between_chunks(failpoint.1).await;
+    Ok(())
 }
 
 async fn write_chunk(
