@@ -172,3 +172,57 @@ fn redis_benchmark_runs_without_errors() {
     );
     assert_eq!(stdout(&output), "20000\n");
 }
+
+/// Mass insertion as Redis documents it: RESP commands piped through
+/// `redis-cli --pipe`, which ends the stream with an empty line and an ECHO
+/// whose reply tells it every reply has come.
+#[test]
+fn redis_cli_pipe_mass_insertion_loads_every_key_with_no_error() {
+    use std::io::Write;
+    let server = TestServer::start(2, &[]);
+    let port = server.addr.port().to_string();
+    run("redis-cli", &["--version"]);
+    let nr_keys = 5_000;
+    let mut commands = Vec::new();
+    for i in 0..nr_keys {
+        let (key, value) = (format!("mass:{i}"), format!("value-{i}"));
+        write!(
+            commands,
+            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n",
+            key.len(),
+            value.len()
+        )
+        .expect("write to a Vec");
+    }
+    let mut child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port, "--pipe"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("redis-cli runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(&commands)
+        .expect("redis-cli reads its input");
+    let output = child.wait_with_output().expect("redis-cli ends");
+    let text = format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "redis-cli --pipe failed:\n{text}");
+    assert!(
+        text.contains(&format!("errors: 0, replies: {nr_keys}")),
+        "redis-cli --pipe saw errors:\n{text}"
+    );
+    let output = run("redis-cli", &["-h", "127.0.0.1", "-p", &port, "DBSIZE"]);
+    assert_eq!(stdout(&output), format!("{nr_keys}\n"));
+    let output = run(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-p", &port, "GET", "mass:4321"],
+    );
+    assert_eq!(stdout(&output), "value-4321\n");
+}

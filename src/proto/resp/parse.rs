@@ -14,7 +14,8 @@
 //! client cannot make the server buffer more than `max_command_bytes` for one
 //! command. A framing error is fatal for the connection ([`ProtocolError`]):
 //! after it the stream cannot be resynchronised. Inline commands (plain lines
-//! on a RESP connection) are not supported.
+//! on a RESP connection) are not supported, except the empty line, which is
+//! skipped as Redis skips it.
 
 use std::ops::Range;
 
@@ -42,7 +43,8 @@ pub struct ProtocolError(pub String);
 pub struct Parsed {
     /// Bytes the command takes, to be consumed.
     pub len: usize,
-    /// An empty array (`*0`, `*-1`): Redis ignores it, and so do we.
+    /// An empty array (`*0`, `*-1`) or an empty line: Redis ignores them,
+    /// and so do we.
     pub empty: bool,
 }
 
@@ -128,7 +130,7 @@ pub fn parse_command(
 
 enum Header {
     Incomplete,
-    /// `*0` or `*-1`, this many bytes.
+    /// `*0`, `*-1` or an empty line, this many bytes.
     Empty(usize),
     Array {
         nr_args: usize,
@@ -140,6 +142,16 @@ fn parse_array_header(buf: &[u8], limits: &RespLimits) -> Result<Header, Protoco
     let Some(&first) = buf.first() else {
         return Ok(Header::Incomplete);
     };
+    // An empty line between commands is an empty inline command, which
+    // Redis skips: `redis-cli --pipe` sends one ("\r\n") before the ECHO
+    // it ends a mass insertion with.
+    match (first, buf.get(1)) {
+        (b'\n', _) | (b'\r', Some(b'\n')) => {
+            return Ok(Header::Empty(usize::from(first == b'\r') + 1))
+        }
+        (b'\r', None) => return Ok(Header::Incomplete),
+        _ => {}
+    }
     if first != b'*' {
         return Err(ProtocolError(format!(
             "expected '*', got '{}' (inline commands are not supported)",
@@ -260,8 +272,8 @@ mod tests {
     }
 
     #[test]
-    fn empty_and_null_arrays_are_skipped() {
-        for wire in [&b"*0\r\n"[..], b"*-1\r\n"] {
+    fn empty_and_null_arrays_and_empty_lines_are_skipped() {
+        for wire in [&b"*0\r\n"[..], b"*-1\r\n", b"\r\n", b"\n"] {
             let (parsed, args) = parse(wire).expect("valid").expect("complete");
             assert!(parsed.empty && args.is_empty());
             assert_eq!(parsed.len, wire.len());
@@ -312,6 +324,13 @@ mod tests {
 
     #[test]
     fn a_line_that_is_not_an_array_is_refused() {
+        assert_eq!(
+            parse(b"\r").expect("valid"),
+            None,
+            "a lone CR waits for its LF"
+        );
+        let err = parse(b"\rPING\r\n").expect_err("a CR without its LF");
+        assert!(err.0.contains("inline"), "{err}");
         let err = parse(b"PING\r\n").expect_err("inline");
         assert!(err.0.contains("inline"), "{err}");
     }
