@@ -239,6 +239,22 @@ fn wait_until_writers_stall(writers: &Writers) -> bool {
     false
 }
 
+/// Holds the next compaction after its first snapshot chunk and waits until
+/// the writers are paced to a stop behind it.
+fn hold_compaction_until_writers_stall(
+    server: &mut TestServer,
+    http: SocketAddr,
+    writers: &Writers,
+) {
+    arm_failpoint(http, "snapshot::chunk_written@0", "return");
+    wait_for_line(server, &["failpoint snapshot::chunk_written holds"]);
+    assert!(
+        wait_until_writers_stall(writers),
+        "the writes go on while the compaction is held:\n{}",
+        server.stderr()
+    );
+}
+
 fn start_server(data_dir: &Path) -> (TestServer, SocketAddr) {
     let flags = ["--fsync", "never", "--compact-min-bytes", COMPACT_MIN];
     start_log_with_http(data_dir, 1, &flags)
@@ -292,13 +308,7 @@ fn a_compaction_failing_while_writes_wait_for_it_releases_them_and_loses_nothing
     let data = tempfile::tempdir().expect("temp dir");
     let (mut server, http) = start_server(data.path());
     let writers = Writers::start(server.addr, seed, OnError::Panic);
-    arm_failpoint(http, "snapshot::chunk_written@0", "return");
-    wait_for_line(&mut server, &["failpoint snapshot::chunk_written holds"]);
-    assert!(
-        wait_until_writers_stall(&writers),
-        "the writes go on while the compaction is held:\n{}",
-        server.stderr()
-    );
+    hold_compaction_until_writers_stall(&mut server, http, &writers);
     // The held compaction's next chunk write fails (and so does the retry a
     // second later, if the writers get there first: that changes nothing).
     let stalled_at = writers.acknowledged();
@@ -342,13 +352,7 @@ fn a_log_poisoned_while_writes_wait_for_a_compaction_releases_them() {
     let data = tempfile::tempdir().expect("temp dir");
     let (mut server, http) = start_server(data.path());
     let writers = Writers::start(server.addr, seed, OnError::Stop);
-    arm_failpoint(http, "snapshot::chunk_written@0", "return");
-    wait_for_line(&mut server, &["failpoint snapshot::chunk_written holds"]);
-    assert!(
-        wait_until_writers_stall(&writers),
-        "the writes go on while the compaction is held:\n{}",
-        server.stderr()
-    );
+    hold_compaction_until_writers_stall(&mut server, http, &writers);
     // The next write of the log fails and poisons it; the compaction, still
     // held, cannot pay anyone: the waiters must go at once, answered IOERR.
     arm_failpoint(http, "log::write@0", "return");
