@@ -210,6 +210,25 @@ pub struct Moved {
     pub snapshot_len: u64,
 }
 
+/// What a snapshot took on disk (`measured`) against the live data estimated
+/// for it (`estimated`, [`snapshot_bytes`] of its keys and values): the disk
+/// engine places records in 4 KiB blocks (`log::blocks`), so its snapshot is
+/// larger than the records' sum by a factor that depends on the value sizes.
+/// The shard scales its live-data estimate by it (`Shard::live_bytes`).
+/// Known after a compaction, and again after a restart from the hint file
+/// that compaction wrote (`log::hint`), which describes the same snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveScale {
+    pub estimated: u64,
+    pub measured: u64,
+}
+
+/// The disk engine pads the snapshot's end, and the start of the records
+/// copied behind it, to their places in 4 KiB blocks (`blocks`): at most
+/// two blocks more, which a tiny snapshot must count in what it takes or it
+/// is due again as soon as it is written.
+pub const SNAPSHOT_PADDING_SLACK: u64 = 2 * blocks::BLOCK_BYTES;
+
 /// Free bytes a compaction needs before it starts, for a shard whose live
 /// data is `live_bytes` (the table's estimate, which is larger than the PUT
 /// records of the snapshot): the snapshot, a quarter more for the records
@@ -334,12 +353,8 @@ async fn write_and_switch(
             (entry, location)
         })
         .collect();
-    // The disk engine pads the snapshot's end, and the start of the records
-    // copied behind it, to their places in 4 KiB blocks (`blocks`): at most
-    // two blocks more, which a tiny snapshot must count or it is due again
-    // as soon as it is written.
     let padding = match log.keeps_values() {
-        true => 2 * blocks::BLOCK_BYTES,
+        true => SNAPSHOT_PADDING_SLACK,
         false => 0,
     };
     Ok(Moved {

@@ -116,6 +116,9 @@ pub struct Recovered {
     pub nr_records: u64,
     /// Keys loaded from hint files (the disk engine) rather than records.
     pub hinted_keys: u64,
+    /// Per shard, with the disk engine and a hint file: the live-data scale
+    /// its compaction measured (`compaction::LiveScale`).
+    pub live_scales: Vec<Option<compaction::LiveScale>>,
     /// Bytes checksummed looking past damage, over all logs (linear in the
     /// damaged regions' length; see `replay`).
     pub scan_hashed_bytes: u64,
@@ -236,12 +239,18 @@ pub fn recover(
         intact.zip(decided_bytes).map(|(a, b)| a + b).collect()
     };
     let nr_keys = tables.iter().map(|t| t.len() as u64).sum();
+    // A rewritten set has no hint files: nothing to say about its snapshots.
+    let live_scales = match rewrite {
+        true => vec![None; tables.len()],
+        false => replayed.iter().map(|r| r.live_scale).collect(),
+    };
     Ok(Recovered {
         tables,
         log_lens,
         nr_keys,
         nr_records,
         hinted_keys,
+        live_scales,
         scan_hashed_bytes,
         elapsed: started.elapsed(),
         next_txn_seq,

@@ -35,6 +35,7 @@
 //! buffer grows it to the record's size. The table is sized from the first
 //! records, so the map does not rehash every key as it grows.
 
+use super::compaction::{snapshot_bytes, LiveScale, SNAPSHOT_PADDING_SLACK};
 use super::format::{
     decode_at, frame_bytes, read_file_header, valid_header_len, Decoded, Effect, FileStart,
     Framing, Record, FILE_HEADER_BYTES,
@@ -111,6 +112,9 @@ pub struct Replayed {
     pub nr_records: u64,
     /// Keys loaded from a hint file (the disk engine) rather than from records.
     pub hinted_keys: u64,
+    /// With a hint: what its snapshot took on disk against the live data
+    /// estimated for its keys, as the compaction that wrote it measured.
+    pub live_scale: Option<LiveScale>,
     /// How the file's records are framed (and its epoch).
     pub framing: Option<Framing>,
     /// Bytes checksummed while looking past damage: linear in the length of
@@ -189,6 +193,7 @@ pub fn replay_file(
         match super::hint::load(path, epoch, log.len, table, file) {
             Ok(hint) => {
                 replayed.hinted_keys = hint.count;
+                replayed.live_scale = Some(hinted_scale(table, hint.puts_end));
                 log.rewind_to(hint.puts_end);
             }
             Err(super::hint::Unusable::Missing) => {}
@@ -274,6 +279,19 @@ const SIZING_SAMPLE_RECORDS: u64 = 10_000;
 /// one per record at the average record size so far, so that the map does not
 /// rehash every key each time it doubles. Overwrites and deletions make the
 /// estimate high; [`Table::shrink_to_fit`] after the file gives the excess back.
+/// The live-data scale of a snapshot whose PUT records end at `puts_end`,
+/// with the table holding exactly the keys its hint loaded: what the
+/// compaction that wrote it measured (`compaction::LiveScale`), so that a
+/// restart does not take a log of padded records for one twice its live
+/// data and compact it again at once.
+fn hinted_scale(table: &Table, puts_end: u64) -> LiveScale {
+    let stats = table.stats();
+    LiveScale {
+        estimated: snapshot_bytes(stats.keys, table.key_bytes(), stats.value_bytes),
+        measured: puts_end + SNAPSHOT_PADDING_SLACK,
+    }
+}
+
 fn reserve_for_rest(table: &mut Table, log: &LogReader, nr_records: u64) {
     let bytes_per_record = (log.offset() / nr_records).max(1);
     let estimate = (log.len - log.offset()) / bytes_per_record;

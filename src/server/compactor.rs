@@ -15,7 +15,7 @@
 //! - a failed directory sync after a switch once, and once when a retry (at
 //!   every check) succeeds.
 
-use crate::log::compaction::{self, CompactionError};
+use crate::log::compaction::{self, CompactionError, LiveScale};
 use crate::log::hint;
 use crate::log::pacing::{self, Budget};
 use crate::log::LogWriter;
@@ -157,8 +157,10 @@ impl Compactor {
         match result {
             Ok(after) => {
                 self.failed = None;
-                self.shard
-                    .calibrate_live_bytes(estimate, moved_snapshot_len);
+                self.shard.calibrate_live_bytes(LiveScale {
+                    estimated: estimate,
+                    measured: moved_snapshot_len,
+                });
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(%shard, "compacted {path}: {before} → {after} bytes ({nr_keys} keys) in {secs:.1} s");
             }

@@ -17,6 +17,7 @@ use super::state::ServerState;
 use super::{bind, compactor, expiry, final_sync, listener, reclaim, ServerError};
 use crate::config::Config;
 use crate::ids::{Router, ShardId};
+use crate::log::compaction::LiveScale;
 use crate::log::writer::LogStart;
 use crate::log::{FsyncMode, LogWriter};
 use crate::metrics::Metrics;
@@ -85,6 +86,7 @@ pub fn spawn_shards(
                 log: (config.engine.logs()).then(|| LogPlan {
                     path: crate::log::shard_log_path(&crate::log::log_dir(&config.data_dir), i),
                     len: loaded.log_lens[i],
+                    live_scale: loaded.live_scales[i],
                     fsync: config.fsync,
                     compact_min_bytes: config.compact_min_bytes,
                     values_on_disk: config.engine == crate::config::Engine::Disk,
@@ -139,6 +141,8 @@ struct LogPlan {
     compact_min_bytes: u64,
     /// The disk engine: values are read back from the log.
     values_on_disk: bool,
+    /// What the snapshot its hint file describes took against its estimate.
+    live_scale: Option<LiveScale>,
 }
 
 impl LogPlan {
@@ -285,6 +289,9 @@ impl ShardPlan {
             self.config.shard_disk_cache_bytes(),
         );
         shard.start_peer_tasks(inboxes);
+        if let Some(scale) = self.log.as_ref().and_then(|plan| plan.live_scale) {
+            shard.calibrate_live_bytes(scale);
+        }
         if let Some(plan) = &self.log {
             let task = compactor::compact_when_needed(
                 shard.clone(),

@@ -5,6 +5,7 @@
 use super::state::ServerState;
 use super::{bind, ServerError};
 use crate::config::{Config, Engine};
+use crate::log::compaction::LiveScale;
 use crate::sys;
 use crate::table::Table;
 use std::net::SocketAddr;
@@ -22,6 +23,9 @@ pub struct Loaded {
     pub next_txn_seq: u64,
     /// Each shard's intact log length (empty with the memory engine).
     pub log_lens: Vec<u64>,
+    /// Each shard's live-data scale from its hint file, if it has one
+    /// (`log::compaction::LiveScale`; empty with the memory engine).
+    pub live_scales: Vec<Option<LiveScale>>,
 }
 
 pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
@@ -38,6 +42,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
                 .collect(),
             next_txn_seq: 0,
             log_lens: Vec::new(),
+            live_scales: Vec::new(),
         });
     }
     let recovered = crate::log::recover(
@@ -65,6 +70,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
         tables,
         next_txn_seq: recovered.next_txn_seq,
         log_lens: recovered.log_lens,
+        live_scales: recovered.live_scales,
     })
 }
 

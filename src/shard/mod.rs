@@ -36,6 +36,7 @@ pub mod value_cache;
 pub mod values;
 
 use crate::ids::TxnId;
+use crate::log::compaction::LiveScale;
 use crate::log::format;
 use crate::log::pacing::Pacing;
 use crate::log::{LogPoisoned, LogWriter};
@@ -93,18 +94,9 @@ pub struct Shard {
     /// Slows the writes down while a compaction falls behind (`log::pacing`).
     pacing: Pacing,
     /// What the last compaction's snapshot took on disk against the live
-    /// data estimated for it ([`Shard::live_bytes`]).
+    /// data estimated for it ([`Shard::live_bytes`]). Zero `estimated`: no
+    /// compaction known, the estimate stands.
     live_scale: Cell<LiveScale>,
-}
-
-/// A snapshot's bytes on disk (`measured`) for an estimate of `estimated`:
-/// the disk engine places records in 4 KiB blocks (`log::blocks`), so its
-/// snapshot is larger than the records' sum by a factor that depends on the
-/// value sizes. Zero `estimated`: no compaction yet, the estimate stands.
-#[derive(Debug, Clone, Copy, Default)]
-struct LiveScale {
-    estimated: u64,
-    measured: u64,
 }
 
 /// The receiving ends a shard serves from its peer tasks.
@@ -509,15 +501,13 @@ impl Shard {
         crate::log::compaction::snapshot_bytes(stats.keys, table.key_bytes(), stats.value_bytes)
     }
 
-    /// A compaction whose snapshot was estimated at `estimated` bytes
-    /// ([`Shard::live_estimate`] when it was taken) took `measured` bytes of
-    /// the new file, before the records copied behind it.
-    pub fn calibrate_live_bytes(&self, estimated: u64, measured: u64) {
-        if estimated > 0 {
-            self.live_scale.set(LiveScale {
-                estimated,
-                measured,
-            });
+    /// A compaction's snapshot, estimated at `scale.estimated` bytes
+    /// ([`Shard::live_estimate`] when it was taken), took `scale.measured`
+    /// bytes of the new file, before the records copied behind it: after the
+    /// compaction, or after a restart from its hint file.
+    pub fn calibrate_live_bytes(&self, scale: LiveScale) {
+        if scale.estimated > 0 {
+            self.live_scale.set(scale);
         }
     }
 
