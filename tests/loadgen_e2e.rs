@@ -255,7 +255,9 @@ fn preloaded_gets_at_a_rate_hit_every_key_an_earlier_run_loaded() {
     let data_dir = temp.path().join("data");
     let mut server = common::start_on(&data_dir, 2, &["--engine", "disk"]);
     let load = run(&server, &LOAD_2000_KEYS);
-    assert_eq!(load.ops, 2_000, "each key written once");
+    assert_eq!(load.ops, 2_000);
+    let stats = server.client().stats().expect("STATS");
+    assert_eq!(stats["keys"], 2_000, "each key written once");
     // The benchmark reads keys a server holds from an earlier life.
     assert!(server.stop_with(libc::SIGTERM).success());
     let server = common::start_on(&data_dir, 2, &["--engine", "disk"]);

@@ -247,10 +247,10 @@ pub struct Args {
     /// Mixed workload: the keys are already loaded, so skip the prefill. A GET of
     /// a key this run has not written then expects any value of --value-bytes (a
     /// hit); a not-found reply is a miss, counted and an error. SETs work as
-    /// usual; no --putv-ratio. Load the keys first with the same --keys,
-    /// --key-bytes and --value-bytes, and any --connections C dividing --keys:
-    /// --sets-per-message S --gets-per-message 0 --messages M where --keys = C × S × M
-    /// (docs/benchmarks.md).
+    /// usual; no --putv-ratio. Load the keys first, with the same --keys,
+    /// --key-bytes and --value-bytes, by the fixed workload on C connections:
+    /// --sets-per-message S --gets-per-message 0 --messages M, where
+    /// --keys = C × S × M (docs/benchmarks.md).
     #[arg(long, alias = "no-prefill")]
     pub preloaded: bool,
 
