@@ -270,6 +270,52 @@ enum Known {
     },
 }
 
+/// One request of a message: its kind, partition position, key index, and
+/// (for a write) the seed of the value it writes.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    kind: Kind,
+    pos: u64,
+    index: u64,
+    value: u64,
+}
+
+impl Known {
+    /// Renders `r` and its expected result, and tracks what it writes.
+    fn render(&mut self, encoder: &Encoder, r: Op, out: &mut Vec<u8>, expected: &mut Vec<u8>) {
+        match self {
+            Known::Everything { values, versions } => {
+                let slot = r.pos as usize;
+                match r.kind {
+                    Kind::Get => return encoder.get(out, expected, r.index, Some(values[slot])),
+                    Kind::PutV => encoder.putv(out, expected, r.index, r.value, versions[slot]),
+                    Kind::Set => encoder.set(out, expected, r.index, r.value),
+                }
+                values[slot] = r.value;
+                versions[slot] += 1;
+            }
+            Known::Written { values, replies } => match r.kind {
+                Kind::Get => {
+                    let written = values.get(&r.pos).copied();
+                    encoder.get(out, expected, r.index, written);
+                    replies.expect(match written {
+                        Some(_) => Expect::Value { key: r.index },
+                        None => Expect::Loaded { key: r.index },
+                    });
+                }
+                Kind::Set => {
+                    encoder.set(out, expected, r.index, r.value);
+                    if encoder.protocol == Protocol::Resp {
+                        replies.expect(Expect::Ok);
+                    }
+                    values.insert(r.pos, r.value);
+                }
+                Kind::PutV => unreachable!("the configuration refuses PUTV with --preloaded"),
+            },
+        }
+    }
+}
+
 /// One connection's mixed requests, with every key's tracked state.
 pub struct Mix {
     spec: MixSpec,
@@ -348,39 +394,13 @@ impl Script for Mix {
                 self.seed ^ index,
                 message * u64::from(self.spec.ops) + i as u64,
             );
-            let encoder = &self.encoder;
-            match &mut self.known {
-                Known::Everything { values, versions } => {
-                    let slot = pos as usize;
-                    match kind {
-                        Kind::Get => encoder.get(out, expected, index, Some(values[slot])),
-                        Kind::PutV => encoder.putv(out, expected, index, value, versions[slot]),
-                        Kind::Set => encoder.set(out, expected, index, value),
-                    }
-                    if kind != Kind::Get {
-                        values[slot] = value;
-                        versions[slot] += 1;
-                    }
-                }
-                Known::Written { values, replies } => match kind {
-                    Kind::Get => {
-                        let known = values.get(&pos).copied();
-                        encoder.get(out, expected, index, known);
-                        replies.expect(match known {
-                            Some(_) => Expect::Value { key: index },
-                            None => Expect::Loaded { key: index },
-                        });
-                    }
-                    Kind::Set => {
-                        encoder.set(out, expected, index, value);
-                        if encoder.protocol == Protocol::Resp {
-                            replies.expect(Expect::Ok);
-                        }
-                        values.insert(pos, value);
-                    }
-                    Kind::PutV => unreachable!("the configuration refuses PUTV with --preloaded"),
-                },
-            }
+            let op = Op {
+                kind,
+                pos,
+                index,
+                value,
+            };
+            self.known.render(&self.encoder, op, out, expected);
         }
         self.encoder.finish(out, expected, frames);
         if let Known::Written { replies, .. } = &mut self.known {
