@@ -201,3 +201,121 @@ fn a_mix_whose_sets_carry_a_ttl_gets_every_reply_right_and_leaves_keys_expiring(
     let stats = server.client().stats().expect("STATS");
     assert!(stats["expires"] > 0, "{stats:?}");
 }
+
+/// The loading run docs/benchmarks.md gives for `--preloaded`: the fixed
+/// workload, SETs only, `--keys` = connections × sets per message × messages,
+/// so every connection writes each key of its partition once.
+const LOAD_2000_KEYS: [&str; 14] = [
+    "--connections",
+    "4",
+    "--keys",
+    "2000",
+    "--value-bytes",
+    "100",
+    "--sets-per-message",
+    "50",
+    "--gets-per-message",
+    "0",
+    "--messages",
+    "10",
+    "--pipeline",
+    "2",
+];
+
+/// An open-loop, GET-only read of the 2 000 keys with `--preloaded`, on
+/// `connections` connections (the key names do not depend on them when
+/// `--keys` is a multiple of both runs' connections).
+fn read_preloaded(connections: &str, protocol: &str) -> Vec<String> {
+    [
+        "--protocol",
+        protocol,
+        "--connections",
+        connections,
+        "--threads",
+        "2",
+        "--keys",
+        "2000",
+        "--value-bytes",
+        "100",
+        "--get-ratio",
+        "1",
+        "--preloaded",
+        "--rate",
+        "2000",
+        "--duration",
+        "0.5",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[test]
+fn preloaded_gets_at_a_rate_hit_every_key_an_earlier_run_loaded() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let mut server = common::start_on(&data_dir, 2, &["--engine", "disk"]);
+    let load = run(&server, &LOAD_2000_KEYS);
+    assert_eq!(load.ops, 2_000);
+    let stats = server.client().stats().expect("STATS");
+    assert_eq!(stats["keys"], 2_000, "each key written once");
+    // The benchmark reads keys a server holds from an earlier life.
+    assert!(server.stop_with(libc::SIGTERM).success());
+    let server = common::start_on(&data_dir, 2, &["--engine", "disk"]);
+    for (connections, protocol) in [("4", "msgpack"), ("8", "resp")] {
+        let flags = read_preloaded(connections, protocol);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let report = run(&server, &flags);
+        let gets = report.preloaded_gets.expect("a --preloaded report");
+        assert_eq!(report.mode, "open-loop");
+        assert_eq!(gets.misses, 0, "{protocol}: {}", report.to_text());
+        assert!(
+            gets.hits > 0 && gets.hits >= report.ops,
+            "{protocol}: every GET answered is a hit: {}",
+            report.to_text()
+        );
+    }
+    // SETs mixed in still expect exactly what they wrote.
+    let report = run(
+        &server,
+        &[
+            "--connections",
+            "4",
+            "--keys",
+            "2000",
+            "--value-bytes",
+            "100",
+            "--get-ratio",
+            "0.5",
+            "--ops-per-message",
+            "4",
+            "--preloaded",
+            "--messages",
+            "100",
+        ],
+    );
+    let gets = report.preloaded_gets.expect("a --preloaded report");
+    assert_eq!(gets.misses, 0);
+    assert!(gets.hits > 0);
+}
+
+#[test]
+fn preloaded_gets_of_keys_never_loaded_are_reported_as_misses_and_fail_the_run() {
+    let server = TestServer::start(2, &[]);
+    let addr = server.addr.to_string();
+    for protocol in ["msgpack", "resp"] {
+        let mut flags = vec!["--addr".to_owned(), addr.clone(), "--quiet".to_owned()];
+        flags.extend(read_preloaded("4", protocol));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let report = corekv_loadgen::run(&loadgen_config(&flags)).expect("load generator runs");
+        let gets = report.preloaded_gets.expect("a --preloaded report");
+        assert!(!report.passed(), "{protocol}: {}", report.to_text());
+        assert_eq!(gets.hits, 0, "{protocol}");
+        assert!(gets.misses > 0, "{protocol}");
+        assert_eq!(report.mismatches, gets.misses, "one GET per message");
+        assert!(
+            report.mismatch_samples[0].contains("not found"),
+            "{:?}",
+            report.mismatch_samples
+        );
+    }
+}

@@ -244,6 +244,16 @@ pub struct Args {
     #[arg(long, value_name = "MS", requires = "get_ratio")]
     pub set_ttl_ms: Option<u64>,
 
+    /// Mixed workload: the keys are already loaded, so skip the prefill. A GET of
+    /// a key this run has not written then expects any value of --value-bytes (a
+    /// hit); a not-found reply is a miss, counted and an error. SETs work as
+    /// usual; no --putv-ratio. Load the keys first, with the same --keys,
+    /// --key-bytes and --value-bytes, by the fixed workload on C connections:
+    /// --sets-per-message S --gets-per-message 0 --messages M, where
+    /// --keys = C × S × M (docs/benchmarks.md).
+    #[arg(long, alias = "no-prefill")]
+    pub preloaded: bool,
+
     /// Mixed workload: how keys are drawn from a connection's partition.
     #[arg(long, value_enum, requires = "get_ratio")]
     pub distribution: Option<Distribution>,
@@ -587,6 +597,13 @@ impl Config {
                 "PUTV (--putv-ratio) is corekv-only: not available with --protocol resp".into(),
             );
         }
+        if spec.preloaded && spec.putv_ratio > 0.0 {
+            return combination(
+                "--putv-ratio cannot be combined with --preloaded: a PUTV sends the key's \
+                 current version, which only the prefill makes known"
+                    .into(),
+            );
+        }
         self.validate_keys(u64::from(self.nr_connections))
     }
 
@@ -621,10 +638,10 @@ impl Config {
         self.nr_keys / u64::from(self.nr_connections)
     }
 
-    /// Prefill messages per connection (mixed workloads only).
+    /// Prefill messages per connection (mixed workloads without `--preloaded` only).
     pub fn prefill_messages(&self) -> u64 {
         match self.workload {
-            Workload::Mix(_) => mix::prefill_messages(self.partition_len()),
+            Workload::Mix(spec) if !spec.preloaded => mix::prefill_messages(self.partition_len()),
             _ => 0,
         }
     }
@@ -640,6 +657,14 @@ fn workload(
         || args.gets_per_message.is_some()
         || args.write_op.is_some()
         || args.atomic_keys.is_some();
+    if args.preloaded && args.get_ratio.is_none() {
+        return combination(
+            "--preloaded skips the mixed workload's prefill: it needs --get-ratio (the fixed \
+             workloads read only keys they have just written, the increments workload its own \
+             counter)"
+                .into(),
+        );
+    }
     if knobs.increments {
         return Ok(Workload::Increments);
     }
@@ -658,6 +683,7 @@ fn workload(
             distribution: args.distribution.unwrap_or(Distribution::Uniform),
             zipf_theta: args.zipf_theta,
             set_ttl_ms: args.set_ttl_ms,
+            preloaded: args.preloaded,
         }));
     }
     let (writes, gets, atomic) = match args.atomic_keys {
@@ -894,7 +920,52 @@ mod tests {
                 distribution: Distribution::Uniform,
                 zipf_theta: 0.99,
                 set_ttl_ms: None,
+                preloaded: false,
             })
+        );
+    }
+
+    #[test]
+    fn preloaded_mixes_skip_the_prefill_over_either_protocol() {
+        let c = config(&[
+            "--get-ratio",
+            "1",
+            "--preloaded",
+            "--rate",
+            "1000",
+            "--duration",
+            "1",
+        ])
+        .expect("valid");
+        let Workload::Mix(spec) = c.workload else {
+            panic!("a mix")
+        };
+        assert!(spec.preloaded);
+        assert_eq!(c.prefill_messages(), 0, "the keys are loaded: no prefill");
+        let c = config(&["--get-ratio", "0.9", "--no-prefill", "--protocol", "resp"])
+            .expect("SETs over RESP still work");
+        assert!(matches!(c.workload, Workload::Mix(spec) if spec.preloaded));
+        assert_eq!(c.prefill_messages(), 0);
+    }
+
+    #[test]
+    fn preloaded_is_refused_where_there_is_no_prefill_to_skip_or_a_putv_needs_it() {
+        let refused = |args: &[&str]| config(args).expect_err("refused").to_string();
+        let needs_mix = "--preloaded skips the mixed workload's prefill: it needs --get-ratio";
+        assert!(refused(&["--preloaded"]).contains(needs_mix));
+        let fixed = [
+            "--sets-per-message",
+            "50",
+            "--gets-per-message",
+            "0",
+            "--preloaded",
+        ];
+        assert!(refused(&fixed).contains(needs_mix));
+        assert!(refused(&["--preset", "concave-increments", "--preloaded"]).contains(needs_mix));
+        assert!(refused(&["--preset", "kvstore", "--no-prefill"]).contains(needs_mix));
+        assert!(
+            refused(&["--get-ratio", "0.8", "--putv-ratio", "0.1", "--preloaded"])
+                .contains("--putv-ratio cannot be combined with --preloaded")
         );
     }
 

@@ -18,8 +18,9 @@
 //!   corekv shards.
 //! - [`script`]: the interface between a connection and a workload; the
 //!   workloads are [`workload`] (fixed shape: KVStore, missing gets, fresh
-//!   puts, ATOMIC), [`mix`] (random GET/SET/PUTV over [`distribution`]) and
-//!   [`increments`] (the contended counter).
+//!   puts, ATOMIC), [`mix`] (random GET/SET/PUTV over [`distribution`]; with
+//!   `--preloaded`, over keys an earlier run loaded, judged by [`preloaded`])
+//!   and [`increments`] (the contended counter).
 //! - [`template`]: a fixed message as bytes with key/value holes, rendered
 //!   without allocating.
 //! - [`protocol`]: msgpack and RESP encodings, and where a reply ends.
@@ -40,6 +41,7 @@ pub mod increments;
 pub mod keys;
 pub mod mix;
 pub mod pacing;
+pub mod preloaded;
 pub mod progress;
 pub mod protocol;
 pub mod report;

@@ -17,15 +17,24 @@
 //! `[5, K, V, 0]` — delete, then create at version 1 — in messages of
 //! [`PREFILL_KEYS_PER_MESSAGE`] keys, whatever the server held before. With
 //! RESP, which has no versions (and no PUTV), the prefill is a SET per key.
+//!
+//! With `--preloaded` ([`MixSpec::preloaded`]) there is no prefill: an earlier
+//! run loaded the keys, with values this connection cannot know. A GET of a key
+//! the connection has not written then expects *a* value of `--value-bytes`,
+//! and counts as a hit or a miss ([`crate::preloaded`]); once the connection
+//! SETs a key it knows its value again, and GETs of it expect that value
+//! exactly. PUTV needs the key's version, so it is refused with `--preloaded`.
 
 use crate::distribution::{Distribution, KeySampler, Rng};
 use crate::keys::{mix, write_key, write_value, ConnKeys, OWNED_PREFIX};
+use crate::preloaded::{Expect, LoadedReplies};
 use crate::protocol::msgpack::{bin_header, OP_DEL, OP_GET, OP_PUTV, OP_SET, OP_SET_TTL};
 use crate::protocol::resp::bulk_header;
 use crate::protocol::Protocol;
-use crate::script::{compare, Script};
+use crate::script::{compare, Script, Tally};
 use corekv::proto::frame::{begin_frame, finish_frame};
 use corekv::proto::reply::{write_array_len, write_done, write_found_header, write_uint};
+use std::collections::HashMap;
 
 /// Keys written per prefill message: big enough that prefill is quick, small
 /// enough that a message stays far below any frame limit.
@@ -44,6 +53,8 @@ pub struct MixSpec {
     /// RESP: `SET K V PX ms`). It must outlast the run: a GET of a key that
     /// expired would not find the value it expects.
     pub set_ttl_ms: Option<u64>,
+    /// `--preloaded`: no prefill; the keys hold values an earlier run wrote.
+    pub preloaded: bool,
 }
 
 impl MixSpec {
@@ -138,18 +149,23 @@ impl Encoder {
         }
     }
 
-    fn get(&self, out: &mut Vec<u8>, expected: &mut Vec<u8>, index: u64, value: u64) {
+    /// GET, expecting the value of seed `value` (nothing, if it is unknown).
+    fn get(&self, out: &mut Vec<u8>, expected: &mut Vec<u8>, index: u64, value: Option<u64>) {
         match self.protocol {
             Protocol::Msgpack => {
                 out.extend_from_slice(&[0x92, OP_GET]);
                 self.key(out, index);
-                write_found_header(expected);
-                self.value(expected, value);
+                if let Some(value) = value {
+                    write_found_header(expected);
+                    self.value(expected, value);
+                }
             }
             Protocol::Resp => {
                 out.extend_from_slice(b"*2\r\n$3\r\nGET\r\n");
                 self.key(out, index);
-                self.value(expected, value);
+                if let Some(value) = value {
+                    self.value(expected, value);
+                }
             }
         }
     }
@@ -237,6 +253,69 @@ impl Encoder {
     }
 }
 
+/// What a connection knows about the values of its keys.
+enum Known {
+    /// After the prefill: per partition position, the seed of the value the
+    /// key holds, and its version.
+    Everything {
+        values: Vec<u64>,
+        versions: Vec<u64>,
+    },
+    /// `--preloaded`: the value seeds of the keys this run wrote, by partition
+    /// position (the others hold a value an earlier run wrote), and what each
+    /// reply in flight must hold.
+    Written {
+        values: HashMap<u64, u64>,
+        replies: LoadedReplies,
+    },
+}
+
+/// One request of a message: its kind, partition position, key index, and
+/// (for a write) the seed of the value it writes.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    kind: Kind,
+    pos: u64,
+    index: u64,
+    value: u64,
+}
+
+impl Known {
+    /// Renders `r` and its expected result, and tracks what it writes.
+    fn render(&mut self, encoder: &Encoder, r: Op, out: &mut Vec<u8>, expected: &mut Vec<u8>) {
+        match self {
+            Known::Everything { values, versions } => {
+                let slot = r.pos as usize;
+                match r.kind {
+                    Kind::Get => return encoder.get(out, expected, r.index, Some(values[slot])),
+                    Kind::PutV => encoder.putv(out, expected, r.index, r.value, versions[slot]),
+                    Kind::Set => encoder.set(out, expected, r.index, r.value),
+                }
+                values[slot] = r.value;
+                versions[slot] += 1;
+            }
+            Known::Written { values, replies } => match r.kind {
+                Kind::Get => {
+                    let written = values.get(&r.pos).copied();
+                    encoder.get(out, expected, r.index, written);
+                    replies.expect(match written {
+                        Some(_) => Expect::Value { key: r.index },
+                        None => Expect::Loaded { key: r.index },
+                    });
+                }
+                Kind::Set => {
+                    encoder.set(out, expected, r.index, r.value);
+                    if encoder.protocol == Protocol::Resp {
+                        replies.expect(Expect::Ok);
+                    }
+                    values.insert(r.pos, r.value);
+                }
+                Kind::PutV => unreachable!("the configuration refuses PUTV with --preloaded"),
+            },
+        }
+    }
+}
+
 /// One connection's mixed requests, with every key's tracked state.
 pub struct Mix {
     spec: MixSpec,
@@ -246,15 +325,14 @@ pub struct Mix {
     keys: ConnKeys,
     sampler: KeySampler,
     rng: Rng,
-    /// Per partition position: seed of the value the key holds, and its version.
-    values: Vec<u64>,
-    versions: Vec<u64>,
+    known: Known,
     /// This message's requests: kind and partition position.
     ops: Vec<(Kind, u64)>,
 }
 
 impl Mix {
-    /// The state right after [`Prefill`] of the same partition.
+    /// The state right after [`Prefill`] of the same partition, or with
+    /// `spec.preloaded` the state an earlier loading run left.
     pub fn new(
         spec: MixSpec,
         protocol: Protocol,
@@ -264,6 +342,19 @@ impl Mix {
         seed: u64,
     ) -> Mix {
         let len = keys.owned_len();
+        let known = if spec.preloaded {
+            Known::Written {
+                values: HashMap::new(),
+                replies: LoadedReplies::new(protocol, value_bytes),
+            }
+        } else {
+            Known::Everything {
+                values: (0..len)
+                    .map(|pos| prefill_value(seed, keys.owned(pos)))
+                    .collect(),
+                versions: vec![1; len as usize],
+            }
+        };
         Mix {
             spec,
             encoder: Encoder::new(protocol, key_bytes, value_bytes).with_set_ttl(spec.set_ttl_ms),
@@ -271,10 +362,7 @@ impl Mix {
             keys: keys.clone(),
             sampler: KeySampler::new(spec.distribution, len, spec.zipf_theta),
             rng: Rng::new(mix(seed, keys.conn)),
-            values: (0..len)
-                .map(|pos| prefill_value(seed, keys.owned(pos)))
-                .collect(),
-            versions: vec![1; len as usize],
+            known,
             ops: Vec::with_capacity(spec.ops as usize),
         }
     }
@@ -300,31 +388,44 @@ impl Script for Mix {
             .encoder
             .begin(out, expected, self.spec.ops, results as u32);
         for (i, &(kind, pos)) in self.ops.iter().enumerate() {
-            let (index, slot) = (self.keys.owned(pos), pos as usize);
-            if kind == Kind::Get {
-                self.encoder.get(out, expected, index, self.values[slot]);
-                continue;
-            }
+            let index = self.keys.owned(pos);
             // Unique per connection and message, so every write changes the value.
             let value = mix(
                 self.seed ^ index,
                 message * u64::from(self.spec.ops) + i as u64,
             );
-            match kind {
-                Kind::PutV => self
-                    .encoder
-                    .putv(out, expected, index, value, self.versions[slot]),
-                _ => self.encoder.set(out, expected, index, value),
-            }
-            self.values[slot] = value;
-            self.versions[slot] += 1;
+            let op = Op {
+                kind,
+                pos,
+                index,
+                value,
+            };
+            self.known.render(&self.encoder, op, out, expected);
         }
         self.encoder.finish(out, expected, frames);
+        if let Known::Written { replies, .. } = &mut self.known {
+            replies.end_message();
+        }
         self.spec.ops
     }
 
     fn check(&mut self, _: u64, reply: &[u8], expected: &[u8], _: bool) -> Result<(), String> {
-        compare(self.encoder.protocol, reply, expected)
+        let key_bytes = self.encoder.key_bytes;
+        match &mut self.known {
+            Known::Everything { .. } => compare(self.encoder.protocol, reply, expected),
+            Known::Written { replies, .. } => replies.judge(reply, expected, |index| {
+                let mut key = vec![0; key_bytes];
+                write_key(&OWNED_PREFIX, index, &mut key);
+                String::from_utf8_lossy(&key).into_owned()
+            }),
+        }
+    }
+
+    fn tally(&self) -> Tally {
+        match &self.known {
+            Known::Everything { .. } => Tally::default(),
+            Known::Written { replies, .. } => replies.tally(),
+        }
     }
 }
 
@@ -388,6 +489,7 @@ impl Script for Prefill {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::script::Tally;
     use corekv::proto::frame::LEN_PREFIX_BYTES;
     use corekv::proto::message::{decode_reply, Element, Request};
     use std::collections::HashMap;
@@ -400,6 +502,7 @@ mod tests {
             distribution,
             zipf_theta: 0.99,
             set_ttl_ms: None,
+            preloaded: false,
         }
     }
 
@@ -547,6 +650,115 @@ mod tests {
         assert_eq!(only_gets.keys().copied().collect::<Vec<_>>(), ["get"]);
         let only_putv = run_against_model(spec(0.0, 1.0, Distribution::Zipf), 50);
         assert_eq!(only_putv.keys().copied().collect::<Vec<_>>(), ["putv"]);
+    }
+
+    /// The msgpack reply message of `elements`, as the server encodes it.
+    fn encode_reply(elements: &[Element]) -> Vec<u8> {
+        let mut reply = Vec::new();
+        let start = begin_frame(&mut reply);
+        write_array_len(&mut reply, elements.len() as u32);
+        for element in elements {
+            match element {
+                Element::Found(rmpv::Value::Binary(bytes)) => {
+                    let mut value = Vec::new();
+                    corekv::proto::reply::write_bin(&mut value, bytes);
+                    corekv::proto::reply::write_found(&mut reply, &value);
+                }
+                Element::NotFound => corekv::proto::reply::write_not_found(&mut reply),
+                other => panic!("unexpected element {other:?}"),
+            }
+        }
+        finish_frame(&mut reply, start);
+        reply
+    }
+
+    /// Runs a `--preloaded` mix (half GETs, half SETs) against a model server
+    /// that holds the partition's keys `loaded`, with values of `value_bytes`
+    /// the mix never saw; returns the mix's tally and the mismatches.
+    fn run_preloaded_against_model(
+        loaded: impl Iterator<Item = u64>,
+        value_bytes: usize,
+    ) -> (Tally, usize) {
+        let keys = ConnKeys::new(1, 3, 300, 5);
+        let mut server = ModelServer::default();
+        for index in loaded {
+            let value = rmpv::Value::Binary(vec![b'x'; value_bytes]);
+            server.0.insert(key(index), (value, 1));
+        }
+        let preloaded = MixSpec {
+            preloaded: true,
+            ..spec(0.5, 0.0, Distribution::Uniform)
+        };
+        let mut mix = Mix::new(preloaded, Protocol::Msgpack, &keys, 16, 10, 5);
+        let (mut out, mut expected) = (Vec::new(), Vec::new());
+        let mut mismatches = 0;
+        for message in 0..500 {
+            out.clear();
+            expected.clear();
+            mix.next(message, &mut out, &mut expected);
+            let reply = encode_reply(&server.apply(&decode_requests(&out)));
+            mismatches += usize::from(mix.check(message, &reply, &expected, true).is_err());
+        }
+        (mix.tally(), mismatches)
+    }
+
+    #[test]
+    fn a_preloaded_mix_takes_any_value_of_the_right_length_then_the_values_it_wrote() {
+        let (tally, mismatches) = run_preloaded_against_model(100..200, 10);
+        assert_eq!(mismatches, 0);
+        assert_eq!(tally.get_misses, 0);
+        assert!((900..1_100).contains(&tally.get_hits), "{tally:?}");
+    }
+
+    #[test]
+    fn a_preloaded_mix_counts_gets_of_keys_never_loaded_as_misses_and_fails_them() {
+        let (tally, mismatches) = run_preloaded_against_model(100..150, 10);
+        assert!(tally.get_misses > 0 && tally.get_hits > 0, "{tally:?}");
+        assert!(mismatches > 0 && mismatches as u64 <= tally.get_misses);
+        let (tally, mismatches) = run_preloaded_against_model(100..200, 11);
+        assert_eq!(tally.get_misses, 0, "a wrong length is not a miss");
+        assert!(mismatches > 0, "but it is a wrong reply");
+    }
+
+    #[test]
+    fn a_preloaded_resp_mix_judges_each_reply_on_its_own() {
+        let keys = ConnKeys::new(0, 1, 4, 0);
+        let only_gets = MixSpec {
+            ops: 3,
+            preloaded: true,
+            ..spec(1.0, 0.0, Distribution::Uniform)
+        };
+        let mut mix = Mix::new(only_gets, Protocol::Resp, &keys, 8, 4, 0);
+        let (mut out, mut expected) = (Vec::new(), Vec::new());
+        for message in 0..3 {
+            mix.next(message, &mut out, &mut expected);
+        }
+        assert!(expected.is_empty(), "no GET's value is known");
+        let text = String::from_utf8(out).expect("ascii");
+        assert_eq!(text.matches("*2\r\n$3\r\nGET\r\n$8\r\nkey-").count(), 9);
+        assert_eq!(
+            mix.check(0, b"$4\r\nabcd\r\n$4\r\n0000\r\n$4\r\nzzzz\r\n", b"", true),
+            Ok(())
+        );
+        let miss = mix
+            .check(1, b"$4\r\nabcd\r\n$-1\r\n$-1\r\n", b"", true)
+            .expect_err("a miss fails the message");
+        assert!(
+            miss.contains("not found") && miss.contains("2 GETs"),
+            "{miss}"
+        );
+        let error = mix
+            .check(2, b"-ERR nope\r\n$4\r\nabcd\r\n$5\r\nabcde\r\n", b"", true)
+            .expect_err("an error reply fails the message");
+        assert!(
+            error.contains("expected a value") && error.contains("ERR nope"),
+            "{error}"
+        );
+        assert_eq!(
+            (mix.tally().get_hits, mix.tally().get_misses),
+            (5, 2),
+            "wrong replies are neither hits nor misses"
+        );
     }
 
     #[test]

@@ -74,6 +74,20 @@ pub struct MixReport {
     pub zipf_theta: Option<f64>,
     /// SETs expire this long after they run (`--set-ttl-ms`).
     pub set_ttl_ms: Option<u64>,
+    /// `--preloaded`: no prefill; GETs read keys an earlier run loaded.
+    pub preloaded: bool,
+}
+
+/// `--preloaded`: how the GETs fared, every reply counted (warm-up and the
+/// replies after the window included). Each miss also makes its message a
+/// mismatch, so a run with misses does not pass.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PreloadedGets {
+    /// GETs that found a value of `--value-bytes` (or, for a key this run
+    /// wrote, exactly its value).
+    pub hits: u64,
+    /// GETs answered not-found.
+    pub misses: u64,
 }
 
 /// Latency per message, from its send (open loop: its intended send) to its
@@ -126,6 +140,8 @@ pub struct Report {
     pub failed_connections: u64,
     pub latency_us: Latency,
     pub increments: Option<IncrementsReport>,
+    /// `--preloaded` runs only.
+    pub preloaded_gets: Option<PreloadedGets>,
     pub mismatch_samples: Vec<String>,
     pub connection_failures: Vec<String>,
 }
@@ -154,16 +170,19 @@ impl Report {
             Span::Messages(n) => Some(u64::from(config.nr_connections) * n),
             Span::Window { .. } => None,
         };
-        let increments = totals.counter.map(|counter| {
-            let mut tally = Tally::default();
-            outcomes.iter().for_each(|o| tally.add(&o.tally));
-            IncrementsReport {
-                attempts: tally.attempts,
-                successes: tally.successes,
-                conflicts: tally.conflicts,
-                successes_per_s: per_s(tally.measured_successes),
-                counter,
-            }
+        let mut tally = Tally::default();
+        outcomes.iter().for_each(|o| tally.add(&o.tally));
+        let preloaded = matches!(config.workload, Workload::Mix(spec) if spec.preloaded);
+        let preloaded_gets = preloaded.then_some(PreloadedGets {
+            hits: tally.get_hits,
+            misses: tally.get_misses,
+        });
+        let increments = totals.counter.map(|counter| IncrementsReport {
+            attempts: tally.attempts,
+            successes: tally.successes,
+            conflicts: tally.conflicts,
+            successes_per_s: per_s(tally.measured_successes),
+            counter,
         });
         Report {
             tool: "corekv-loadgen",
@@ -188,6 +207,7 @@ impl Report {
             failed_connections: failures.len() as u64,
             latency_us: latency(&totals.latency_ns),
             increments,
+            preloaded_gets,
             mismatch_samples: samples,
             connection_failures: failures,
         }
@@ -251,6 +271,13 @@ impl Report {
             };
             let _ = writeln!(text, "counter      {verdict}");
         }
+        if let Some(g) = &self.preloaded_gets {
+            let _ = writeln!(
+                text,
+                "gets         {} hits, {} misses (keys loaded by an earlier run)",
+                g.hits, g.misses
+            );
+        }
         for line in self
             .mismatch_samples
             .iter()
@@ -296,8 +323,13 @@ fn describe(w: &WorkloadReport) -> String {
         let ttl = m
             .set_ttl_ms
             .map_or(String::new(), |ms| format!(", SETs with a {ms} ms TTL"));
+        let preloaded = if m.preloaded {
+            ", keys preloaded (no prefill)"
+        } else {
+            ""
+        };
         format!(
-            "{} random requests ({:.0}% GET, {:.0}% PUTV, {:.0}% SET), {:?}{theta} keys{ttl}",
+            "{} random requests ({:.0}% GET, {:.0}% PUTV, {:.0}% SET), {:?}{theta} keys{ttl}{preloaded}",
             w.ops_per_message,
             m.get_ratio * 100.0,
             m.putv_ratio * 100.0,
@@ -348,6 +380,7 @@ fn workload(config: &Config) -> WorkloadReport {
             distribution: spec.distribution,
             zipf_theta: (spec.distribution == Distribution::Zipf).then_some(spec.zipf_theta),
             set_ttl_ms: spec.set_ttl_ms,
+            preloaded: spec.preloaded,
         }),
         _ => None,
     };
@@ -458,6 +491,7 @@ mod tests {
                 "mode",
                 "ops",
                 "ops_per_s",
+                "preloaded_gets",
                 "preset",
                 "protocol",
                 "tool",
@@ -540,6 +574,7 @@ mod tests {
             [
                 "distribution",
                 "get_ratio",
+                "preloaded",
                 "putv_ratio",
                 "set_ratio",
                 "set_ttl_ms",
@@ -584,6 +619,7 @@ mod tests {
             successes: 2,
             conflicts: 0,
             measured_successes: 2,
+            ..Tally::default()
         };
         let verdict = |verified: bool| Verdict {
             value: Some(if verified { 2 } else { 1 }),
@@ -615,6 +651,24 @@ mod tests {
         assert_eq!(json["increments"]["counter"]["verified"], false);
         bad.increments = None;
         assert!(bad.passed(), "the rest of the run was clean");
+    }
+
+    #[test]
+    fn preloaded_runs_report_hits_and_misses_and_do_not_pass_with_misses() {
+        let flags = ["--get-ratio", "1", "--preloaded", "--messages", "3"];
+        let mut outcome = answered(3, 3);
+        outcome.mismatches = 1;
+        outcome.tally.get_hits = 2;
+        outcome.tally.get_misses = 1;
+        let r = report(&flags[..], vec![outcome], None);
+        assert!(!r.passed());
+        assert!(r.to_text().contains("2 hits, 1 misses"), "{}", r.to_text());
+        let json: Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
+        assert_eq!(json["preloaded_gets"]["hits"], 2);
+        assert_eq!(json["preloaded_gets"]["misses"], 1);
+        assert_eq!(json["workload"]["mix"]["preloaded"], true);
+        let plain = report(&["--get-ratio", "1"], vec![], None);
+        assert!(plain.preloaded_gets.is_none());
     }
 
     #[test]

@@ -3,14 +3,16 @@
 //!
 //! Implementations: [`crate::workload::Fixed`] (the same shape every message:
 //! KVStore, missing gets, fresh puts, ATOMIC batches), [`crate::mix::Mix`]
-//! (random GET/SET/PUTV over a distribution) and its [`crate::mix::Prefill`],
+//! (random GET/SET/PUTV over a distribution) and its [`crate::mix::Prefill`]
+//! (with `--preloaded`, its replies judged by [`crate::preloaded`]),
 //! and [`crate::increments::Increments`] (the contended counter). A script is
 //! owned by one connection; it renders into buffers the connection reuses, so
 //! a well-behaved script allocates nothing per message.
 
 use crate::protocol::Protocol;
 
-/// Counts only the increments workload keeps (zero elsewhere).
+/// Counts some workloads keep besides matches and mismatches (zero elsewhere):
+/// the increments workload's PUTVs, and a `--preloaded` mix's GETs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Tally {
     /// PUTVs answered.
@@ -21,6 +23,10 @@ pub struct Tally {
     pub conflicts: u64,
     /// Of `successes`, those answered inside the measured window.
     pub measured_successes: u64,
+    /// `--preloaded`: GETs that found a value that fits.
+    pub get_hits: u64,
+    /// `--preloaded`: GETs answered not-found (each also makes its message a mismatch).
+    pub get_misses: u64,
 }
 
 impl Tally {
@@ -29,6 +35,8 @@ impl Tally {
         self.successes += other.successes;
         self.conflicts += other.conflicts;
         self.measured_successes += other.measured_successes;
+        self.get_hits += other.get_hits;
+        self.get_misses += other.get_misses;
     }
 }
 

@@ -225,6 +225,25 @@ mod tests {
         assert!(key_text(&plan, 0).starts_with("key-"));
     }
 
+    /// The loading run docs/benchmarks.md gives for `--preloaded`.
+    #[test]
+    fn sets_only_with_keys_of_connections_times_sets_times_messages_write_each_key_once() {
+        for seed in [0, 7, 12_345] {
+            let (nr_conns, messages, nr_keys) = (4, 10, 2_000);
+            let mut writes = vec![0u32; nr_keys as usize];
+            let mut plan = Plan::default();
+            for conn in 0..nr_conns {
+                let keys = ConnKeys::new(conn, nr_conns, nr_keys, seed);
+                for message in 0..messages {
+                    plan.fill(&shape(50, 0), &keys, seed, message);
+                    plan.keys.iter().for_each(|&k| writes[k as usize] += 1);
+                }
+                assert!(key_text(&plan, 0).starts_with("key-"), "the mix's names");
+            }
+            assert!(writes.iter().all(|&n| n == 1), "seed {seed}");
+        }
+    }
+
     #[test]
     fn values_change_with_every_message() {
         let keys = ConnKeys::new(0, 1, 1, 9);
