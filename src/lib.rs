@@ -58,8 +58,10 @@
 //!
 //! A lower layer that needs something from a higher one takes it as a
 //! parameter or a small trait ([`shard::Transactions`]), never an import;
-//! `tests/layering.rs` checks it. Unsafe code is in [`sys`] (system calls) and
-//! in [`entry`] and [`allocator`] (the entry's hand-made allocation) only.
+//! `tests/layering.rs` checks it. Unsafe code is in [`sys`] (system calls), in
+//! [`entry`] and [`allocator`] (the entry's hand-made allocation), and in
+//! `net::ring`'s one submission of a read whose buffer the kernel fills
+//! later, only.
 //!
 //! ARCHITECTURE.md has the codemap, the invariants and the glossary.
 

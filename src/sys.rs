@@ -333,6 +333,23 @@ pub fn push_bufferless(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::E
     unsafe { ring.submission().push(entry).is_ok() }
 }
 
+/// Pushes the read `entry` onto `ring`'s submission queue; false if the
+/// queue is full.
+///
+/// # Safety
+/// The buffer the read points into must stay allocated, and not be moved
+/// or otherwise used, until the read's completion has been reaped from
+/// `ring` (or for ever, if the ring is dropped before).
+pub unsafe fn push_read(ring: &mut io_uring::IoUring, entry: &io_uring::squeue::Entry) -> bool {
+    debug_assert_eq!(
+        entry.get_opcode() as u8,
+        io_uring::opcode::Read::CODE,
+        "only reads"
+    );
+    // SAFETY: the caller keeps the buffer alive as this function requires.
+    unsafe { ring.submission().push(entry).is_ok() }
+}
+
 /// `io_uring_enter` submitting `to_submit` entries and, with `GETEVENTS`
 /// (`IORING_ENTER_GETEVENTS`, 1 in the kernel ABI), running the completions
 /// the kernel deferred for this ring (`DEFER_TASKRUN`), without waiting.

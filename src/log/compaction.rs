@@ -45,12 +45,12 @@
 //! millisecond, and the writer then yields to the back of the queue, so that
 //! every ready request runs once between two chunks (a fair share: one
 //! chunk per pass) instead of waiting for the preemption period. The same
-//! snapshot then took 40–200 ms. What still goes through glommio's ring: the
-//! disk engine's reads of the values (a batch of `SPANS_IN_FLIGHT` reads
-//! per poll, so its snapshot is slower under load: 250–850 ms for the same
-//! one), the switch's tail copy (`tail_copy`, while the writes wait anyway),
-//! its fdatasync, and the disk engine's hint file. The chunk size is not the
-//! limit once writes do not wait for the ring.
+//! snapshot then took 40–200 ms. The disk engine's reads of the values go
+//! through the shard's own ring on a server (`log::values::BlockReader`),
+//! which its network poller enters at every pass. What still goes through
+//! glommio's ring: the switch's tail copy (`tail_copy`, while the writes
+//! wait anyway), its fdatasync, and the disk engine's hint file. The chunk
+//! size is not the limit once writes do not wait for the ring.
 //!
 //! # Cross-shard batches in flight
 //!

@@ -25,7 +25,9 @@
 //! Reads use `O_DIRECT` (glommio's `DmaFile`; tmpfs, which has no direct
 //! I/O, is read through its page cache): the values are meant to be many
 //! times the machine's memory, and the page cache would only hold the hot
-//! ones at the cost of evicting everything else on the machine.
+//! ones at the cost of evicting everything else on the machine. On a
+//! server they go through the shard's own ring ([`BlockReader`]), not
+//! glommio's.
 //!
 //! Every read is checked ([`WantedValue`]): a value alone in its PUT or PUTX
 //! record is read with the whole record, which must be its key's at its
@@ -35,7 +37,11 @@
 use super::{blocks, format};
 use crate::entry::{Entry, Location, ValueCheck};
 use glommio::io::{DmaFile, ReadResult};
+use std::future::Future;
 use std::io;
+use std::ops::Deref;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::rc::Rc;
 
 /// A file a compaction replaced, kept open while entries may point into it.
@@ -241,28 +247,103 @@ impl<'a> WantedValue<'a> {
     }
 }
 
-/// Reads `len` bytes at `offset` of `file`; a short read (the file ends
-/// early: a bug, or the file was cut) is an error, never a short value.
+/// Reads whole blocks of a log file through the shard's own io_uring, the
+/// one its sockets are polled on (`crate::net::ring`, given by the server:
+/// [`super::LogWriter::read_through`]).
+///
+/// Why not glommio's: glommio submits a `DmaFile` read, and collects its
+/// completion, only between runs of its task queues — when they are all
+/// empty, or at its 100 ms preemption. A shard serving many connections
+/// seldom empties them, so a read waited on the executor as well as on the
+/// device: 403 µs a read on average at 16 GETs in flight, where the device
+/// answers the same load in about 230 µs (docs/benchmarks.md). The shard's
+/// own ring is entered at every pass of its network poller, so a read goes
+/// out with the next batch of socket polls and its completion comes back
+/// with them.
+pub trait BlockReader {
+    /// Reads `size` bytes at `offset` of the file `fd` (both multiples of
+    /// `align`) into memory aligned to `align`; fewer bytes only where the
+    /// file ends.
+    fn read_blocks(
+        &self,
+        fd: RawFd,
+        offset: u64,
+        size: usize,
+        align: usize,
+    ) -> Pin<Box<dyn Future<Output = io::Result<BlockBuffer>>>>;
+}
+
+/// Blocks a [`BlockReader`] read: `buffer[range]`.
+pub struct BlockBuffer {
+    pub buffer: Vec<u8>,
+    pub range: std::ops::Range<usize>,
+}
+
+/// Bytes read from a log file, by glommio or by a [`BlockReader`]: `len`
+/// bytes from `from` of what the read brought.
+pub struct ReadBytes {
+    read: Blocks,
+    from: usize,
+    len: usize,
+}
+
+enum Blocks {
+    Glommio(ReadResult),
+    Ring(BlockBuffer),
+}
+
+impl Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        let blocks: &[u8] = match &self.read {
+            Blocks::Glommio(read) => read,
+            Blocks::Ring(BlockBuffer { buffer, range }) => &buffer[range.clone()],
+        };
+        &blocks[self.from..self.from + self.len]
+    }
+}
+
+/// Reads `len` bytes at `offset` of `file`, through `ring` if there is one
+/// (else through glommio); a short read (the file ends early: a bug, or the
+/// file was cut) is an error, never a short value.
 ///
 /// The read covers the whole 4 KiB blocks holding the bytes
 /// ([`blocks::covering`]), whatever the device's own (often 512-byte)
 /// sectors: a value of a record of at most 4 KiB, which the disk engine
 /// keeps within one block (`log::blocks`), costs exactly one page-sized,
 /// page-aligned read.
-pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<ReadResult> {
+pub async fn read_exact(
+    file: &DmaFile,
+    offset: u64,
+    len: usize,
+    ring: Option<&dyn BlockReader>,
+) -> io::Result<ReadBytes> {
     let (start, size) = blocks::covering(offset, len as u64);
-    let read = file
-        .read_at(start, size as usize)
-        .await
-        .map_err(io::Error::from)?;
+    let read = match ring {
+        Some(ring) => {
+            let align = file.alignment().max(blocks::BLOCK_BYTES) as usize;
+            let fd = file.as_raw_fd();
+            Blocks::Ring(ring.read_blocks(fd, start, size as usize, align).await?)
+        }
+        None => Blocks::Glommio(
+            file.read_at(start, size as usize)
+                .await
+                .map_err(io::Error::from)?,
+        ),
+    };
+    let read_len = match &read {
+        Blocks::Glommio(read) => read.len(),
+        Blocks::Ring(BlockBuffer { range, .. }) => range.len(),
+    };
     let from = (offset - start) as usize;
-    match ReadResult::slice(&read, from, len) {
-        Some(bytes) if bytes.len() == len => Ok(bytes),
-        _ => Err(io::Error::new(
+    match read_len >= from + len {
+        true => Ok(ReadBytes { read, from, len }),
+        false => Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!(
                 "read {} of {len} bytes at offset {offset} of a log file",
-                read.len().saturating_sub(from)
+                read_len.saturating_sub(from)
             ),
         )),
     }
@@ -274,7 +355,6 @@ pub async fn read_exact(file: &DmaFile, offset: u64, len: usize) -> io::Result<R
 /// await (`shard::values`). The file is opened for direct I/O, so the read
 /// covers whole aligned blocks into an aligned buffer.
 pub fn read_blocking(file: &DmaFile, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-    use std::os::fd::AsRawFd;
     // Whole 4 KiB blocks, as `read_exact` reads.
     let align = file.alignment().max(blocks::BLOCK_BYTES);
     let start = offset / align * align;

@@ -31,7 +31,7 @@ use super::blocks;
 use super::file_io;
 use super::sync_stats::SyncStats;
 use super::tail_copy::RecordCopy;
-use super::values::{self, ValueFiles, WantedValue};
+use super::values::{self, BlockReader, ValueFiles, WantedValue};
 use super::{format, FsyncMode};
 use crate::entry::{Entry, Location, ValueCheck};
 use crate::failpoint;
@@ -132,6 +132,9 @@ pub struct LogWriter {
     /// Values written, with where they are: the shard points their keys'
     /// entries there ([`LogWriter::take_written_values`]).
     written_values: RefCell<Vec<(Entry, Location)>>,
+    /// The shard's own ring, which reads values for requests when set
+    /// ([`LogWriter::read_through`]).
+    block_reader: RefCell<Option<Rc<dyn BlockReader>>>,
 }
 
 impl LogWriter {
@@ -167,6 +170,7 @@ impl LogWriter {
             value_files: RefCell::new(None),
             pending_values: RefCell::new(Vec::new()),
             written_values: RefCell::new(Vec::new()),
+            block_reader: RefCell::new(None),
         })
     }
 
@@ -181,12 +185,19 @@ impl LogWriter {
         self.value_files.borrow().is_some()
     }
 
+    /// Reads values through `ring` (the shard's own io_uring) from now on
+    /// instead of glommio's (`values::BlockReader` says why).
+    pub fn read_through(&self, ring: Rc<dyn BlockReader>) {
+        *self.block_reader.borrow_mut() = Some(ring);
+    }
+
     /// Reads the on-disk value `wanted` and checks it (disk engine; see
     /// `values::WantedValue`).
     pub async fn read_value(&self, wanted: WantedValue<'_>) -> std::io::Result<Vec<u8>> {
         let (file, offset) = self.locate_read(wanted)?;
         failpoint::check("log::read_value", Some(self.shard))?;
-        let read = values::read_exact(&file, offset, wanted.read_len()).await?;
+        let ring = self.block_reader.borrow().clone();
+        let read = values::read_exact(&file, offset, wanted.read_len(), ring.as_deref()).await?;
         Ok(wanted.check(&read)?.to_vec())
     }
 
@@ -217,7 +228,7 @@ impl LogWriter {
         file: u32,
         offset: u64,
         len: u64,
-    ) -> Option<std::io::Result<glommio::io::ReadResult>> {
+    ) -> Option<std::io::Result<values::ReadBytes>> {
         let (dma, at) = self
             .value_files
             .borrow()
@@ -226,7 +237,8 @@ impl LogWriter {
         if let Err(e) = failpoint::check("log::read_value", Some(self.shard)) {
             return Some(Err(e));
         }
-        Some(values::read_exact(&dma, at, len as usize).await)
+        let ring = self.block_reader.borrow().clone();
+        Some(values::read_exact(&dma, at, len as usize, ring.as_deref()).await)
     }
 
     /// Reads the on-disk value `wanted` at once, blocking this thread (see

@@ -22,7 +22,9 @@
 //! non-blocking `recv`/`send` system calls while they have data or room; only
 //! when one would block does its task arm a one-shot poll on the ring and
 //! park ([`stream::NetStream`]). New connections arrive through an accept on
-//! the same ring ([`listener::NetListener`]).
+//! the same ring ([`listener::NetListener`]). The disk engine reads its
+//! values on it too ([`ring::NetRing::read_at`]), for the same reason: a
+//! read then goes out, and comes back, with the sockets' polls.
 //!
 //! One task per shard, the *poller* ([`ring::NetRing::run`]), submits the polls
 //! every connection task queued during a pass of the executor in one system
@@ -43,5 +45,8 @@
 //! look at the ring, so work that arrives in between rings it.
 
 pub mod listener;
+// One unsafe call: submitting a read whose buffer its slot keeps alive
+// until the kernel completes it (`ring::NetRing::read_at`).
+#[allow(unsafe_code)]
 pub mod ring;
 pub mod stream;

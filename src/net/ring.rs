@@ -1,11 +1,15 @@
 //! [`NetRing`]: a shard's network io_uring and the poller task that drives it
 //! (the module doc of `crate::net` says why and how).
 //!
-//! Operations are one-shot polls and accepts, which carry no buffers: a
-//! dropped [`Op`] (a connection task that stopped waiting) only needs its
-//! completion ignored and the kernel request cancelled, never memory kept
-//! alive — except that an accept that completed for nobody has made a socket,
-//! which is closed. Each operation has a slot in [`NetRing`]; its `user_data`
+//! Operations are one-shot polls and accepts, which carry no buffers, and
+//! positioned reads of files ([`NetRing::read_at`]: the disk engine reads
+//! its values here, so that a read is submitted and collected in the same
+//! system calls as the sockets' polls, `crate::log::values`). A dropped
+//! [`Op`] (a connection task that stopped waiting) needs its completion
+//! ignored and the kernel request cancelled — an accept that completed for
+//! nobody has made a socket, which is closed, and a read's buffer belongs to
+//! its slot, not its future, so it stays alive until the kernel is done with
+//! it. Each operation has a slot in [`NetRing`]; its `user_data`
 //! is the slot's index and a generation, so a cancellation can only ever
 //! reach the operation it was made for, not a later one in the same slot.
 //!
@@ -42,7 +46,8 @@ const IGNORED: u64 = u64::MAX;
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Where an operation stands. `accept` marks an accept, whose successful
-/// result is a socket someone must close.
+/// result is a socket someone must close; `buffer` is a read's, which the
+/// kernel writes into until the read's completion arrives.
 enum Slot {
     Free {
         next: Option<usize>,
@@ -51,15 +56,18 @@ enum Slot {
         waker: Option<Waker>,
         user_data: u64,
         accept: bool,
+        buffer: Option<Vec<u8>>,
     },
     Done {
         result: i32,
         accept: bool,
+        buffer: Option<Vec<u8>>,
     },
-    /// Its future was dropped before completion; the slot is freed when the
-    /// (cancelled) completion arrives.
+    /// Its future was dropped before completion; the slot is freed (and a
+    /// read's buffer with it) when the (cancelled) completion arrives.
     Abandoned {
         accept: bool,
+        buffer: Option<Vec<u8>>,
     },
 }
 
@@ -117,6 +125,27 @@ impl NetRing {
         self.start(entry, true)
     }
 
+    /// A read of `size` bytes at `offset` of the file `fd` into a buffer
+    /// aligned to `align` bytes (a power of two: what direct I/O asks of the
+    /// memory). The buffer belongs to the operation's slot until the kernel
+    /// completes the read, whatever happens to the future.
+    pub fn read_at(self: &Rc<Self>, fd: RawFd, offset: u64, size: usize, align: usize) -> ReadOp {
+        let mut buffer = vec![0u8; size + align];
+        let shift = buffer.as_ptr().align_offset(align);
+        let len = u32::try_from(size).unwrap_or(u32::MAX);
+        // The pointer stays valid when the Vec moves into the slot: moving a
+        // Vec does not move its heap buffer, which the slot keeps until the
+        // completion (or for ever, if the ring is dropped first: `Drop`).
+        let target = buffer[shift..].as_mut_ptr();
+        let entry = opcode::Read::new(types::Fd(fd), target, len)
+            .offset(offset)
+            .build();
+        ReadOp {
+            op: self.start_with(entry, false, Some(buffer)),
+            shift,
+        }
+    }
+
     /// Stops the poller and cancels every operation still in flight, waiting
     /// (at most [`CLOSE_WAIT`]) until the kernel has let go of them. An
     /// operation in flight holds its socket open: a pending accept would keep
@@ -155,20 +184,40 @@ impl NetRing {
     }
 
     fn start(self: &Rc<Self>, entry: squeue::Entry, accept: bool) -> Op {
+        self.start_with(entry, accept, None)
+    }
+
+    fn start_with(
+        self: &Rc<Self>,
+        entry: squeue::Entry,
+        accept: bool,
+        buffer: Option<Vec<u8>>,
+    ) -> Op {
         let generation = self.generation.get().wrapping_add(1);
         self.generation.set(generation);
         let slot = self.take_slot();
         let user_data = (u64::from(generation) << 32) | slot as u64;
-        let state = if self.push(entry.user_data(user_data)) {
+        let pushed = match buffer {
+            None => {
+                self.push(&|ring| sys::push_bufferless(ring, &entry.clone().user_data(user_data)))
+            }
+            // SAFETY: the buffer the read points into goes into the slot
+            // below and stays there, unmoved, until its completion is reaped.
+            Some(_) => self
+                .push(&|ring| unsafe { sys::push_read(ring, &entry.clone().user_data(user_data)) }),
+        };
+        let state = if pushed {
             Slot::Waiting {
                 waker: None,
                 user_data,
                 accept,
+                buffer,
             }
         } else {
             Slot::Done {
                 result: -libc::EBUSY,
                 accept: false,
+                buffer,
             }
         };
         self.slots.borrow_mut()[slot] = state;
@@ -206,9 +255,9 @@ impl NetRing {
     /// Queues `entry`, submitting a full queue first (after collecting
     /// completions, which may be what holds the kernel back). False if no room
     /// was made after [`PUSH_ATTEMPTS`]: the caller fails the operation.
-    fn push(&self, entry: squeue::Entry) -> bool {
+    fn push(&self, push_into: &dyn Fn(&mut IoUring) -> bool) -> bool {
         for _ in 0..PUSH_ATTEMPTS {
-            if sys::push_bufferless(&mut self.ring.borrow_mut(), &entry) {
+            if push_into(&mut self.ring.borrow_mut()) {
                 if self.parked.get() {
                     self.wake_poller.notify_all();
                 }
@@ -222,18 +271,25 @@ impl NetRing {
 
     /// Cancels the operation whose `user_data` this is, if still in flight.
     fn cancel(&self, user_data: u64) {
-        let cancel = opcode::AsyncCancel::new(user_data).build();
+        let cancel = opcode::AsyncCancel::new(user_data)
+            .build()
+            .user_data(IGNORED);
         // A cancellation that finds no room is given up: the operation then
         // completes by itself (its socket closes or becomes ready).
-        self.push(cancel.user_data(IGNORED));
+        self.push(&|ring| sys::push_bufferless(ring, &cancel));
     }
 
-    fn poll_op(&self, slot: usize, cx: &mut Context<'_>) -> Poll<i32> {
+    fn poll_op(&self, slot: usize, cx: &mut Context<'_>) -> Poll<(i32, Option<Vec<u8>>)> {
         let mut slots = self.slots.borrow_mut();
         match slots[slot] {
-            Slot::Done { result, .. } => {
+            Slot::Done {
+                result,
+                ref mut buffer,
+                ..
+            } => {
+                let buffer = buffer.take();
                 self.free_slot(&mut slots, slot);
-                Poll::Ready(result)
+                Poll::Ready((result, buffer))
             }
             Slot::Waiting { ref mut waker, .. } => {
                 match waker {
@@ -250,14 +306,18 @@ impl NetRing {
     fn abandon(&self, slot: usize) {
         let mut slots = self.slots.borrow_mut();
         match slots[slot] {
-            Slot::Done { result, accept } => {
+            Slot::Done { result, accept, .. } => {
                 close_unclaimed(result, accept);
                 self.free_slot(&mut slots, slot);
             }
             Slot::Waiting {
-                user_data, accept, ..
+                user_data,
+                accept,
+                ref mut buffer,
+                ..
             } => {
-                slots[slot] = Slot::Abandoned { accept };
+                let buffer = buffer.take();
+                slots[slot] = Slot::Abandoned { accept, buffer };
                 drop(slots);
                 self.cancel(user_data);
             }
@@ -308,14 +368,20 @@ impl NetRing {
             Slot::Waiting {
                 ref mut waker,
                 accept,
+                ref mut buffer,
                 ..
             } => {
                 if let Some(waker) = waker.take() {
                     waker.wake();
                 }
-                slots[slot] = Slot::Done { result, accept };
+                let buffer = buffer.take();
+                slots[slot] = Slot::Done {
+                    result,
+                    accept,
+                    buffer,
+                };
             }
-            Slot::Abandoned { accept } => {
+            Slot::Abandoned { accept, .. } => {
                 close_unclaimed(result, accept);
                 self.free_slot(slots, slot);
             }
@@ -407,6 +473,12 @@ impl Future for Op {
     type Output = i32;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<i32> {
+        self.poll_with_buffer(cx).map(|(result, _)| result)
+    }
+}
+
+impl Op {
+    fn poll_with_buffer(&mut self, cx: &mut Context<'_>) -> Poll<(i32, Option<Vec<u8>>)> {
         let result = self.ring.poll_op(self.slot, cx);
         if result.is_ready() {
             self.finished = true;
@@ -415,10 +487,170 @@ impl Future for Op {
     }
 }
 
+/// A read in flight on a [`NetRing`] ([`NetRing::read_at`]); resolves to the
+/// bytes read. Dropping it early cancels it (its buffer stays with the ring
+/// until the kernel lets go of it).
+pub struct ReadOp {
+    op: Op,
+    /// Where the aligned part of the buffer starts.
+    shift: usize,
+}
+
+impl Drop for NetRing {
+    /// A read still in flight (the ring closes without waiting for ever,
+    /// [`NetRing::close`]) may still be written by the device after the
+    /// ring is gone: its buffer is leaked rather than handed back to the
+    /// allocator. Only a shard that stops does this, once.
+    fn drop(&mut self) {
+        for slot in self.slots.get_mut().iter_mut() {
+            if let Slot::Waiting { buffer, .. } | Slot::Abandoned { buffer, .. } = slot {
+                if let Some(buffer) = buffer.take() {
+                    std::mem::forget(buffer);
+                }
+            }
+        }
+    }
+}
+
+/// The bytes a [`ReadOp`] read: `len` bytes (fewer than asked for only where
+/// the file ends) from `shift` in `buffer`.
+pub struct ReadBuffer {
+    buffer: Vec<u8>,
+    shift: usize,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// The whole buffer, and where the bytes read are in it.
+    pub fn into_parts(self) -> (Vec<u8>, std::ops::Range<usize>) {
+        (self.buffer, self.shift..self.shift + self.len)
+    }
+}
+
+impl std::ops::Deref for ReadBuffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buffer[self.shift..self.shift + self.len]
+    }
+}
+
+impl Future for ReadOp {
+    type Output = io::Result<ReadBuffer>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shift = self.shift;
+        self.op.poll_with_buffer(cx).map(|(result, buffer)| {
+            let buffer = buffer.expect("a read's slot keeps its buffer until it is taken");
+            match usize::try_from(result) {
+                Ok(len) => Ok(ReadBuffer {
+                    len: len.min(buffer.len() - shift),
+                    buffer,
+                    shift,
+                }),
+                Err(_) => Err(io::Error::from_raw_os_error(-result)),
+            }
+        })
+    }
+}
+
 impl Drop for Op {
     fn drop(&mut self) {
         if !self.finished {
             self.ring.abandon(self.slot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    /// Runs `test` on a glommio executor with a ring whose poller runs.
+    fn with_ring(test: impl FnOnce(Rc<NetRing>) -> Pin<Box<dyn Future<Output = ()>>> + 'static) {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor")
+            .run(async move {
+                let ring = NetRing::new().expect("a ring");
+                glommio::spawn_local(ring.clone().run()).detach();
+                test(ring.clone()).await;
+                ring.close();
+            });
+    }
+
+    /// A file of `blocks` 4 KiB blocks, block `i` filled with byte `i`.
+    fn file_of_blocks(blocks: u8) -> std::fs::File {
+        let mut file = tempfile::tempfile().expect("a temp file");
+        for i in 0..blocks {
+            file.write_all(&[i; 4096]).expect("write");
+        }
+        file
+    }
+
+    #[test]
+    fn a_read_on_the_ring_brings_the_files_bytes_into_aligned_memory() {
+        with_ring(|ring| {
+            Box::pin(async move {
+                let file = file_of_blocks(3);
+                let read = ring
+                    .read_at(file.as_raw_fd(), 4096, 8192, 4096)
+                    .await
+                    .expect("read");
+                assert_eq!(read.len(), 8192);
+                assert_eq!(read.as_ptr().align_offset(4096), 0, "aligned");
+                assert!(read[..4096].iter().all(|&b| b == 1));
+                assert!(read[4096..].iter().all(|&b| b == 2));
+            })
+        });
+    }
+
+    #[test]
+    fn a_read_past_the_end_of_a_file_brings_the_bytes_there_are() {
+        with_ring(|ring| {
+            Box::pin(async move {
+                let file = file_of_blocks(3);
+                let read = ring.read_at(file.as_raw_fd(), 8192, 8192, 4096).await;
+                assert_eq!(read.expect("read").len(), 4096);
+                let past = ring.read_at(file.as_raw_fd(), 1 << 20, 4096, 4096).await;
+                assert_eq!(past.expect("read").len(), 0);
+            })
+        });
+    }
+
+    #[test]
+    fn a_read_of_a_descriptor_that_names_no_file_is_an_error() {
+        with_ring(|ring| {
+            Box::pin(async move {
+                // Not a closed file's number: another test's thread could
+                // open a file under it meanwhile.
+                let read = ring.read_at(-1, 0, 4096, 4096).await;
+                let error = read.err().expect("an error");
+                assert_eq!(error.raw_os_error(), Some(libc::EBADF), "{error}");
+            })
+        });
+    }
+
+    #[test]
+    fn a_read_dropped_in_flight_frees_its_slot_once_the_kernel_is_done() {
+        with_ring(|ring| {
+            Box::pin(async move {
+                let file = file_of_blocks(4);
+                for _ in 0..16 {
+                    drop(ring.read_at(file.as_raw_fd(), 0, 16384, 4096));
+                }
+                for _ in 0..1000 {
+                    if ring.nr_in_flight() == 0 {
+                        break;
+                    }
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                assert_eq!(ring.nr_in_flight(), 0, "every abandoned read completed");
+                let read = ring.read_at(file.as_raw_fd(), 12288, 4096, 4096).await;
+                assert!(read.expect("read").iter().all(|&b| b == 3));
+            })
+        });
     }
 }

@@ -31,6 +31,7 @@
 //!   the server without the server knowing it.
 //! - [`listener`]: accept loop and the connection limit.
 //! - [`compactor`]: the task that compacts the shard's log when it is due.
+//! - [`ring_reads`]: the disk engine's value reads on the shard's own ring.
 //! - [`connection`]: buffered framing, one round per read.
 //! - [`round`]: decode → route → execute/forward → replies in order.
 //! - [`output`]: the bounded send buffer; large values written in place.
@@ -53,6 +54,7 @@ pub mod listener;
 pub mod output;
 pub mod reclaim;
 pub mod resp;
+pub mod ring_reads;
 pub mod round;
 pub mod shard_thread;
 pub mod shutdown;

@@ -11,6 +11,7 @@
 
 use super::connection::{ConnectionLimits, ShardContext};
 use super::frontend::Frontend;
+use super::ring_reads::RingReads;
 use super::shutdown::{self, Shutdown};
 use super::startup::Loaded;
 use super::state::ServerState;
@@ -275,6 +276,9 @@ impl ShardPlan {
             },
             None => None,
         };
+        if let Some(log) = log.as_ref().filter(|log| log.keeps_values()) {
+            log.read_through(Rc::new(RingReads(net.clone())));
+        }
         let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
         let router = self.router.clone();
