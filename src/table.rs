@@ -359,9 +359,9 @@ impl Table {
     /// Keeps `bytes`, read from `location`, for the requests about to run
     /// on `key` (counted as a disk read); not kept if the key's live entry is
     /// no longer there (it changed while the read ran: the shard asks again).
-    pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
+    pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) -> bool {
         self.stats.disk_reads += 1;
-        self.keep_copy(key, location, bytes);
+        self.keep_copy(key, location, bytes)
     }
 
     /// Counts `bytes` read from the log files for requests: the whole blocks
@@ -373,14 +373,49 @@ impl Table {
     /// Keeps `bytes`, the value at `location` the shard had a copy of (its
     /// cache of hot values), for the requests about to run on `key`, as
     /// [`Table::keep_fetched`] does but not counted as a disk read.
-    pub fn keep_copy(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
+    ///
+    /// A small value ([`crate::entry::stays_inline`]) loaded as a location
+    /// (from a hint file) goes back into its entry instead, so it is read at
+    /// most once after a restart — unless that would take the table past its
+    /// memory limit, which a read never does (then it is a copy as any).
+    /// Returns whether it did (the value then needs no other copy).
+    pub fn keep_copy(&mut self, key: &[u8], location: Location, bytes: &[u8]) -> bool {
         let Some(entry) = self.find_live(key) else {
-            return;
+            return false;
         };
-        if entry.location() == Some(location) {
-            let copy = Entry::expiring(key, bytes, entry.version(), entry.deadline());
-            self.fetched.push((location, copy));
+        if entry.location() != Some(location) {
+            return false;
         }
+        let (version, deadline) = (entry.version(), entry.deadline());
+        if crate::entry::stays_inline(bytes.len()) && self.take_inline(key, bytes) {
+            return true;
+        }
+        let copy = Entry::expiring(key, bytes, version, deadline);
+        self.fetched.push((location, copy));
+        false
+    }
+
+    /// Puts `bytes`, the value `key`'s live on-disk entry points at, into
+    /// the entry, if the memory limit has room for the growth; returns
+    /// whether it did. The on-disk entry, if nothing else holds it, is freed.
+    fn take_inline(&mut self, key: &[u8], bytes: &[u8]) -> bool {
+        let hash = self.hash(key);
+        let room = self
+            .memory_limit_bytes
+            .saturating_sub(self.memory_used_bytes());
+        let Some(slot) = self.map.find_mut(hash, |e| e.key() == key) else {
+            return false;
+        };
+        let inline = slot.with_value_inline(bytes);
+        let old_bytes = slot.allocated_bytes() as u64;
+        let new_bytes = inline.allocated_bytes() as u64;
+        if new_bytes.saturating_sub(old_bytes) > room {
+            return false;
+        }
+        let old = std::mem::replace(slot, inline);
+        self.entry_bytes = self.entry_bytes - old_bytes + new_bytes;
+        self.pinned.displace(old);
+        true
     }
 
     /// Drops the copies read for requests that have run.
@@ -392,8 +427,12 @@ impl Table {
     /// value was just written there, or moved there by compaction) or an
     /// entry of the same value (the same location, another deadline);
     /// returns whether it did. The inline value, if nothing else holds it,
-    /// is freed.
+    /// is freed. A small inline value ([`crate::entry::stays_inline`]) is
+    /// not moved: it stays in its entry, as well as on disk.
     pub fn relocate(&mut self, written: Entry, location: Location) -> bool {
+        if !written.is_on_disk() && crate::entry::stays_inline(written.value_len()) {
+            return false;
+        }
         let hash = self.hash(written.key());
         let Some(slot) = self.map.find_mut(hash, |e| e.key() == written.key()) else {
             return false;
