@@ -1068,6 +1068,13 @@ mod tests {
         let back = inline.with_deadline(Some(88));
         assert_eq!((back.value(), back.deadline()), (&b"\xa3abc"[..], Some(88)));
         assert!(!back.is_on_disk());
+        let read_back = moved.with_value_inline(b"\xa3abc");
+        assert!(!read_back.is_on_disk());
+        assert_eq!(
+            (read_back.value(), read_back.version(), read_back.deadline()),
+            (&b"\xa3abc"[..], 5, Some(77))
+        );
+        assert_eq!(read_back.access_clock(), 1234);
     }
 
     #[test]

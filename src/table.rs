@@ -1241,6 +1241,80 @@ mod tests {
         );
     }
 
+    /// A location of `len` bytes in log file 0, checked by its record.
+    fn location_of(offset: u64, len: u32) -> Location {
+        Location {
+            file: 0,
+            offset,
+            len,
+            check: crate::entry::ValueCheck::Record {
+                with_deadline: false,
+            },
+        }
+    }
+
+    /// What the table's memory must be: its entries', its buckets' and its
+    /// expire index's.
+    fn entries_and_buckets(table: &Table) -> u64 {
+        let entries: u64 = table.entries().map(|e| e.allocated_bytes() as u64).sum();
+        entries
+            + allocator::held_bytes(table.map.allocation_size()) as u64
+            + table.deadlines.bytes()
+    }
+
+    #[test]
+    fn a_small_value_read_from_its_location_goes_back_into_its_entry_and_counts_as_memory() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        let (small, large) = (location_of(100, 63), location_of(4096, 64));
+        table.load_on_disk(b"small", small, 3, Some(9_000));
+        table.load_on_disk(b"large", large, 1, None);
+        let before = table.stats().memory_bytes;
+        assert!(table.keep_fetched(b"small", small, &[5; 63]));
+        assert!(!table.keep_fetched(b"large", large, &[6; 64]));
+        table.clear_fetched();
+        let entry = table.current(b"small").expect("still there");
+        assert!(!entry.is_on_disk());
+        assert_eq!(
+            (entry.value(), entry.version(), entry.deadline()),
+            (&[5; 63][..], 3, Some(9_000))
+        );
+        assert!(table.current(b"large").expect("still there").is_on_disk());
+        let after = table.stats().memory_bytes;
+        assert!(after > before, "the value's bytes are counted: {after}");
+        assert_eq!(after, entries_and_buckets(&table));
+        assert_eq!(table.stats().disk_reads, 2);
+        // In the entry now: no location to read.
+        assert_eq!(table.unread_location(b"small"), None);
+    }
+
+    #[test]
+    fn a_small_value_read_at_the_memory_limit_stays_on_disk_and_is_used_from_its_copy() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        let location = location_of(100, 10);
+        table.load_on_disk(b"key", location, 1, None);
+        table.set_memory_limit(table.memory_used_bytes());
+        assert!(!table.keep_copy(b"key", location, b"0123456789"));
+        assert!(table.current(b"key").expect("there").is_on_disk());
+        let (value, _) = table.peek(b"key").expect("a copy was kept");
+        assert_eq!(value, b"0123456789");
+        assert_eq!(table.stats().memory_bytes, entries_and_buckets(&table));
+    }
+
+    #[test]
+    fn a_small_written_value_is_not_relocated_and_a_larger_one_is() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        table.set(b"small", &[1; 63]).expect("room");
+        table.set(b"large", &[2; 64]).expect("room");
+        let small = table.current(b"small").expect("written").clone();
+        let large = table.current(b"large").expect("written").clone();
+        assert!(!table.relocate(small, location_of(0, 63)));
+        assert!(table.relocate(large, location_of(4096, 64)));
+        assert!(!table.current(b"small").expect("there").is_on_disk());
+        assert!(table.current(b"large").expect("there").is_on_disk());
+        table.sweep_pinned(usize::MAX);
+        assert_eq!(table.stats().memory_bytes, entries_and_buckets(&table));
+    }
+
     #[test]
     fn memory_is_what_the_allocator_holds_for_the_entries_and_the_buckets() {
         let mut table = Table::new(NO_LIMIT);
