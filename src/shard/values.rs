@@ -18,6 +18,12 @@
 //! small cache of hot values by location (`shard::value_cache`), which both
 //! reads look in first and offer what they read to.
 //!
+//! A value under 64 bytes (`entry::stays_inline`) is never moved: its entry
+//! keeps it as well as its record, so no request reads it from disk. One
+//! that comes as a location (a start from a hint file, which has no values)
+//! goes back into its entry when it is first read (`Table::keep_copy`), and
+//! is not offered to the cache.
+//!
 //! Nothing here runs for the log and memory engines beyond one flag test.
 
 use super::Shard;
