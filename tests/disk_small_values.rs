@@ -8,7 +8,6 @@
 mod common;
 
 use common::crash::{stop, temp_data_dir};
-use common::keys::key_on_shard;
 use common::{force_compaction, frame, pack, start_on, stat, test_seed};
 use corekv::client::Client;
 use rand::{Rng, SeedableRng};
