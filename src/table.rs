@@ -409,7 +409,13 @@ impl Table {
         let inline = slot.with_value_inline(bytes);
         let old_bytes = slot.allocated_bytes() as u64;
         let new_bytes = inline.allocated_bytes() as u64;
-        if new_bytes.saturating_sub(old_bytes) > room {
+        // An old entry someone else holds (an undo log, a snapshot) is
+        // pinned, and counted, until they let it go.
+        let pinned_cost = match slot.is_shared() {
+            true => pinned::pinned_cost(slot),
+            false => 0,
+        };
+        if (new_bytes + pinned_cost).saturating_sub(old_bytes) > room {
             return false;
         }
         let old = std::mem::replace(slot, inline);
