@@ -359,9 +359,9 @@ impl Table {
     /// Keeps `bytes`, read from `location`, for the requests about to run
     /// on `key` (counted as a disk read); not kept if the key's live entry is
     /// no longer there (it changed while the read ran: the shard asks again).
-    pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
+    pub fn keep_fetched(&mut self, key: &[u8], location: Location, bytes: &[u8]) -> bool {
         self.stats.disk_reads += 1;
-        self.keep_copy(key, location, bytes);
+        self.keep_copy(key, location, bytes)
     }
 
     /// Counts `bytes` read from the log files for requests: the whole blocks
@@ -373,14 +373,55 @@ impl Table {
     /// Keeps `bytes`, the value at `location` the shard had a copy of (its
     /// cache of hot values), for the requests about to run on `key`, as
     /// [`Table::keep_fetched`] does but not counted as a disk read.
-    pub fn keep_copy(&mut self, key: &[u8], location: Location, bytes: &[u8]) {
+    ///
+    /// A small value ([`crate::entry::stays_inline`]) loaded as a location
+    /// (from a hint file) goes back into its entry instead, so it is read at
+    /// most once after a restart — unless that would take the table past its
+    /// memory limit, which a read never does (then it is a copy as any).
+    /// Returns whether it did (the value then needs no other copy).
+    pub fn keep_copy(&mut self, key: &[u8], location: Location, bytes: &[u8]) -> bool {
         let Some(entry) = self.find_live(key) else {
-            return;
+            return false;
         };
-        if entry.location() == Some(location) {
-            let copy = Entry::expiring(key, bytes, entry.version(), entry.deadline());
-            self.fetched.push((location, copy));
+        if entry.location() != Some(location) {
+            return false;
         }
+        let (version, deadline) = (entry.version(), entry.deadline());
+        if crate::entry::stays_inline(bytes.len()) && self.take_inline(key, bytes) {
+            return true;
+        }
+        let copy = Entry::expiring(key, bytes, version, deadline);
+        self.fetched.push((location, copy));
+        false
+    }
+
+    /// Puts `bytes`, the value `key`'s live on-disk entry points at, into
+    /// the entry, if the memory limit has room for the growth; returns
+    /// whether it did. The on-disk entry, if nothing else holds it, is freed.
+    fn take_inline(&mut self, key: &[u8], bytes: &[u8]) -> bool {
+        let hash = self.hash(key);
+        let room = self
+            .memory_limit_bytes
+            .saturating_sub(self.memory_used_bytes());
+        let Some(slot) = self.map.find_mut(hash, |e| e.key() == key) else {
+            return false;
+        };
+        let inline = slot.with_value_inline(bytes);
+        let old_bytes = slot.allocated_bytes() as u64;
+        let new_bytes = inline.allocated_bytes() as u64;
+        // An old entry someone else holds (an undo log, a snapshot) is
+        // pinned, and counted, until they let it go.
+        let pinned_cost = match slot.is_shared() {
+            true => pinned::pinned_cost(slot),
+            false => 0,
+        };
+        if (new_bytes + pinned_cost).saturating_sub(old_bytes) > room {
+            return false;
+        }
+        let old = std::mem::replace(slot, inline);
+        self.entry_bytes = self.entry_bytes - old_bytes + new_bytes;
+        self.pinned.displace(old);
+        true
     }
 
     /// Drops the copies read for requests that have run.
@@ -392,8 +433,12 @@ impl Table {
     /// value was just written there, or moved there by compaction) or an
     /// entry of the same value (the same location, another deadline);
     /// returns whether it did. The inline value, if nothing else holds it,
-    /// is freed.
+    /// is freed. A small inline value ([`crate::entry::stays_inline`]) is
+    /// not moved: it stays in its entry, as well as on disk.
     pub fn relocate(&mut self, written: Entry, location: Location) -> bool {
+        if !written.is_on_disk() && crate::entry::stays_inline(written.value_len()) {
+            return false;
+        }
         let hash = self.hash(written.key());
         let Some(slot) = self.map.find_mut(hash, |e| e.key() == written.key()) else {
             return false;
@@ -1200,6 +1245,80 @@ mod tests {
             stats.memory_bytes,
             allocated_bytes(1, 2, 2) as u64 + table.index_bytes()
         );
+    }
+
+    /// A location of `len` bytes in log file 0, checked by its record.
+    fn location_of(offset: u64, len: u32) -> Location {
+        Location {
+            file: 0,
+            offset,
+            len,
+            check: crate::entry::ValueCheck::Record {
+                with_deadline: false,
+            },
+        }
+    }
+
+    /// What the table's memory must be: its entries', its buckets' and its
+    /// expire index's.
+    fn entries_and_buckets(table: &Table) -> u64 {
+        let entries: u64 = table.entries().map(|e| e.allocated_bytes() as u64).sum();
+        entries
+            + allocator::held_bytes(table.map.allocation_size()) as u64
+            + table.deadlines.bytes()
+    }
+
+    #[test]
+    fn a_small_value_read_from_its_location_goes_back_into_its_entry_and_counts_as_memory() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        let (small, large) = (location_of(100, 63), location_of(4096, 64));
+        table.load_on_disk(b"small", small, 3, Some(9_000));
+        table.load_on_disk(b"large", large, 1, None);
+        let before = table.stats().memory_bytes;
+        assert!(table.keep_fetched(b"small", small, &[5; 63]));
+        assert!(!table.keep_fetched(b"large", large, &[6; 64]));
+        table.clear_fetched();
+        let entry = table.current(b"small").expect("still there");
+        assert!(!entry.is_on_disk());
+        assert_eq!(
+            (entry.value(), entry.version(), entry.deadline()),
+            (&[5; 63][..], 3, Some(9_000))
+        );
+        assert!(table.current(b"large").expect("still there").is_on_disk());
+        let after = table.stats().memory_bytes;
+        assert!(after > before, "the value's bytes are counted: {after}");
+        assert_eq!(after, entries_and_buckets(&table));
+        assert_eq!(table.stats().disk_reads, 2);
+        // In the entry now: no location to read.
+        assert_eq!(table.unread_location(b"small"), None);
+    }
+
+    #[test]
+    fn a_small_value_read_at_the_memory_limit_stays_on_disk_and_is_used_from_its_copy() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        let location = location_of(100, 10);
+        table.load_on_disk(b"key", location, 1, None);
+        table.set_memory_limit(table.memory_used_bytes());
+        assert!(!table.keep_copy(b"key", location, b"0123456789"));
+        assert!(table.current(b"key").expect("there").is_on_disk());
+        let (value, _) = table.peek(b"key").expect("a copy was kept");
+        assert_eq!(value, b"0123456789");
+        assert_eq!(table.stats().memory_bytes, entries_and_buckets(&table));
+    }
+
+    #[test]
+    fn a_small_written_value_is_not_relocated_and_a_larger_one_is() {
+        let mut table = Table::on_disk(NO_LIMIT);
+        table.set(b"small", &[1; 63]).expect("room");
+        table.set(b"large", &[2; 64]).expect("room");
+        let small = table.current(b"small").expect("written").clone();
+        let large = table.current(b"large").expect("written").clone();
+        assert!(!table.relocate(small, location_of(0, 63)));
+        assert!(table.relocate(large, location_of(4096, 64)));
+        assert!(!table.current(b"small").expect("there").is_on_disk());
+        assert!(table.current(b"large").expect("there").is_on_disk());
+        table.sweep_pinned(usize::MAX);
+        assert_eq!(table.stats().memory_bytes, entries_and_buckets(&table));
     }
 
     #[test]

@@ -36,8 +36,8 @@ fn an_index_entry_of_a_16_byte_key_carries_no_access_clock_without_an_lru_policy
     const NR_KEYS: usize = 14_000;
     // The entry of a 16-byte key whose value lies in log file 0 at an offset
     // between 2 MiB and 256 MiB (a 4-byte varint), alone in its PUT record,
-    // 32 to 4095 bytes long (its length and how it is checked, a 2-byte
-    // varint), at version 1: count 4 + key tag 1 + key 16 + location (file
+    // 64 to 4095 bytes long (its length and how it is checked, a 2-byte
+    // varint; a shorter value would stay in the entry), at version 1: count 4 + key tag 1 + key 16 + location (file
     // 1, offset 4, length 2) + version 1 = 29 bytes, the allocator's 32-byte
     // class. With the 4-byte access clock it would be 33, in the 48-byte
     // class (mimalloc's classes are 16 bytes apart up to 128): 59.7 bytes a
@@ -54,7 +54,8 @@ fn an_index_entry_of_a_16_byte_key_carries_no_access_clock_without_an_lru_policy
     let filler = Value::Binary(vec![1; 2 << 20]);
     client.set(b"filler", filler).expect("SET of the filler");
     let keys: Vec<Vec<u8>> = (0..NR_KEYS).map(|i| key("index", i)).collect();
-    write_all(&mut client, &keys, &Value::Binary(vec![7; 40]));
+    // 66 bytes stored: a bin of 64 and its 2-byte header.
+    write_all(&mut client, &keys, &Value::Binary(vec![7; 64]));
     let log_bytes = std::fs::metadata(data_dir.join("log").join("shard-0.log"))
         .expect("the shard's log")
         .len();
@@ -83,11 +84,12 @@ fn an_index_entry_of_a_16_byte_key_carries_no_access_clock_without_an_lru_policy
 fn a_16_byte_key_indexed_past_256_mib_of_log_costs_at_most_48_bytes_of_memory() {
     // Keys written after 256 MiB of log: their values' offsets take 5-byte
     // varints. The entry of a 16-byte key whose value is alone in its PUT
-    // record (every SET's), under 32 bytes long, at version 1: count 4 +
-    // key tag 1 + key 16 + location (file 1, offset 5, length 1) + version
-    // 1 = 29 bytes, the 32-byte class. With a value length and a CRC, as
-    // entries had before, 34 bytes and the 48-byte class: 48 bytes a key
-    // before the map's share. The map adds about 12 bytes a key here:
+    // record (every SET's), 64 to 4095 bytes long (a shorter value would
+    // stay in the entry), at version 1: count 4 + key tag 1 + key 16 +
+    // location (file 1, offset 5, length 2) + version 1 = 30 bytes, the
+    // 32-byte class. With a value length and a CRC, as entries had before,
+    // 35 bytes and the 48-byte class: 48 bytes a key before the map's
+    // share. The map adds about 12 bytes a key here:
     // 131 072 buckets of a pointer and a control byte for 100 000 keys.
     const NR_KEYS: usize = 100_000;
     const FILLER_VALUES: usize = 20;
@@ -111,7 +113,8 @@ fn a_16_byte_key_indexed_past_256_mib_of_log_costs_at_most_48_bytes_of_memory() 
         "the filler took the log to {before} bytes, not past 256 MiB"
     );
     let keys: Vec<Vec<u8>> = (0..NR_KEYS).map(|i| key("far", i)).collect();
-    write_all(&mut client, &keys, &Value::Binary(vec![7; 8]));
+    // 66 bytes stored: a bin of 64 and its 2-byte header.
+    write_all(&mut client, &keys, &Value::Binary(vec![7; 64]));
     let (nr_keys, memory) = (stat(&mut client, "keys"), stat(&mut client, "memory_bytes"));
     assert_eq!(nr_keys, (NR_KEYS + FILLER_VALUES) as u64);
     let per_key = memory as f64 / nr_keys as f64;
@@ -122,7 +125,7 @@ fn a_16_byte_key_indexed_past_256_mib_of_log_costs_at_most_48_bytes_of_memory() 
     );
     assert_eq!(
         client.get(&keys[NR_KEYS / 2]).expect("GET").as_ref(),
-        Some(&Value::Binary(vec![7; 8]))
+        Some(&Value::Binary(vec![7; 64]))
     );
     stop(&mut server, libc::SIGTERM);
 }

@@ -3,7 +3,9 @@
 //! Rules, in the order they apply:
 //! - The file header gives the file's framing and epoch (`log::format`); a
 //!   file without one is a corekv 0.1 log, read with the old framing.
-//! - Records are applied in file order; PUT restores the exact version.
+//! - Records are applied in file order; PUT restores the exact version. The
+//!   disk engine keeps a PUT's value as its location in the file, or inline
+//!   if it is small (`entry::stays_inline`).
 //! - A BATCH (single-shard ATOMIC) is one record: applied whole.
 //! - A PREPARE is held aside until this file's DECIDE for it (applied if
 //!   commit). One still undecided at the end of the file is *pending*: the caller
@@ -548,7 +550,7 @@ fn apply_effect(table: &mut Table, effect: &Effect<'_>, site: RecordSite<'_>) {
             version,
             value,
             deadline,
-        } if table.keeps_values_on_disk() => {
+        } if table.keeps_values_on_disk() && !crate::entry::stays_inline(value.len()) => {
             let location = site.locate(value, deadline.is_some());
             table.load_on_disk(key, location, *version, *deadline)
         }

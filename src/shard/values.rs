@@ -18,10 +18,16 @@
 //! small cache of hot values by location (`shard::value_cache`), which both
 //! reads look in first and offer what they read to.
 //!
+//! A value under 64 bytes (`entry::stays_inline`) is never moved: its entry
+//! keeps it as well as its record, so no request reads it from disk. One
+//! that comes as a location (a start from a hint file, which has no values)
+//! goes back into its entry when it is first read (`Table::keep_copy`), and
+//! is not offered to the cache.
+//!
 //! Nothing here runs for the log and memory engines beyond one flag test.
 
 use super::Shard;
-use crate::entry::{Entry, Location};
+use crate::entry::{stays_inline, Entry, Location};
 use crate::log::blocks;
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
@@ -201,8 +207,9 @@ impl Shard {
             for (WantedValue { key, location, .. }, bytes) in wanted.into_iter().zip(read) {
                 match bytes {
                     Ok(bytes) => {
-                        table.keep_fetched(key, location, &bytes);
-                        cache.offer(location, &bytes);
+                        if !table.keep_fetched(key, location, &bytes) {
+                            cache.offer(location, &bytes);
+                        }
                     }
                     Err(e) => {
                         tracing::error!(
@@ -263,7 +270,9 @@ impl Shard {
                 continue;
             };
             match cache.get(location) {
-                Some(bytes) => table.keep_copy(key, location, bytes),
+                Some(bytes) => {
+                    table.keep_copy(key, location, bytes);
+                }
                 None if !wanted.iter().any(|w| w.key == key) => wanted.push(WantedValue {
                     key,
                     version,
@@ -302,9 +311,11 @@ impl Shard {
                 Ok(bytes) => {
                     let mut table = self.table.borrow_mut();
                     table.count_disk_read_bytes(block_bytes_of(wanted));
-                    table.keep_fetched(key, location, &bytes);
+                    let inline = table.keep_fetched(key, location, &bytes);
                     drop(table);
-                    self.value_cache.borrow_mut().offer(location, &bytes);
+                    if !inline {
+                        self.value_cache.borrow_mut().offer(location, &bytes);
+                    }
                 }
                 Err(e) => tracing::error!(
                     shard = %self.id,
@@ -390,10 +401,13 @@ impl Shard {
         }))
     }
 
-    /// The entry a write just stored under `key`, if it holds its value.
+    /// The entry a write just stored under `key`, if it holds its value
+    /// and that value is to move to disk: a small one stays in its entry
+    /// (`entry::stays_inline`), so its record needs no location.
     fn written_entry(&self, key: &[u8]) -> Option<Entry> {
         let table = self.table.borrow();
-        table.current(key).filter(|e| !e.is_on_disk()).cloned()
+        let moves = |e: &&Entry| !e.is_on_disk() && !stays_inline(e.value_len());
+        table.current(key).filter(moves).cloned()
     }
 
     /// Points the keys whose values the log has written since the last call
