@@ -8,7 +8,7 @@
 mod common;
 
 use common::crash::{stop, temp_data_dir};
-use common::{force_compaction, frame, pack, start_on, stat, test_seed};
+use common::{call, force_compaction, pack, start_on, stat, test_seed};
 use corekv::client::Client;
 use rand::{Rng, SeedableRng};
 use rmpv::Value;
@@ -86,19 +86,6 @@ fn assert_small_values_read_from_memory(
                 "{when}: a {len}-byte value was not read from disk"
             ),
         }
-    }
-}
-
-/// Sends one message and returns its reply's elements.
-fn call(client: &mut Client, requests: Vec<Value>) -> Vec<Value> {
-    client
-        .send_raw(&frame(&pack(&Value::Array(requests))))
-        .and_then(|_| client.flush())
-        .expect("send");
-    let reply = client.recv_reply().expect("reply");
-    match rmpv::decode::read_value(&mut &reply[..]).expect("msgpack") {
-        Value::Array(elements) => elements,
-        other => panic!("reply is not an array: {other}"),
     }
 }
 

@@ -6,25 +6,11 @@
 mod common;
 
 use common::keys::key_on_shard;
-use common::{frame, pack, TestServer};
-use corekv::client::Client;
+use common::{call, TestServer};
 use rmpv::Value;
 
 fn bin(bytes: &[u8]) -> Value {
     Value::Binary(bytes.to_vec())
-}
-
-/// Sends one message and returns its reply's elements as msgpack values.
-fn call(client: &mut Client, requests: Vec<Value>) -> Vec<Value> {
-    client
-        .send_raw(&frame(&pack(&Value::Array(requests))))
-        .and_then(|_| client.flush())
-        .expect("send");
-    let reply = client.recv_reply().expect("reply");
-    match rmpv::decode::read_value(&mut &reply[..]).expect("msgpack") {
-        Value::Array(elements) => elements,
-        other => panic!("reply is not an array: {other}"),
-    }
 }
 
 fn incr_by(key: &[u8], delta: i64) -> Value {

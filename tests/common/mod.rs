@@ -352,6 +352,19 @@ pub fn pack(value: &rmpv::Value) -> Vec<u8> {
     out
 }
 
+/// Sends one message of msgpack `requests` and returns its reply's elements.
+pub fn call(client: &mut Client, requests: Vec<rmpv::Value>) -> Vec<rmpv::Value> {
+    client
+        .send_raw(&frame(&pack(&rmpv::Value::Array(requests))))
+        .and_then(|_| client.flush())
+        .expect("send");
+    let reply = client.recv_reply().expect("reply");
+    match rmpv::decode::read_value(&mut &reply[..]).expect("msgpack") {
+        rmpv::Value::Array(elements) => elements,
+        other => panic!("reply is not an array: {other}"),
+    }
+}
+
 /// A seed for randomised tests: COREKV_TEST_SEED if set, else the clock. Printed
 /// so a failure can be replayed.
 pub fn test_seed(test: &str) -> u64 {
