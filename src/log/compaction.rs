@@ -405,7 +405,9 @@ pub async fn write_snapshot(
     progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
 ) -> std::io::Result<WrittenSnapshot> {
     let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
-    format::write_file_header(&mut header, epoch);
+    // A snapshot is the shard's whole state: it supersedes every sealed
+    // segment (`log::segments`).
+    format::write_file_header_flagged(&mut header, epoch, format::FLAG_BASE);
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();

@@ -165,6 +165,19 @@ pub fn replay_file(
     salvage: bool,
     file: u32,
 ) -> Result<Replayed, RecoveryError> {
+    replay_continuing(path, table, salvage, file, HashMap::new())
+}
+
+/// As [`replay_file`], for a file that continues an earlier one of the same
+/// shard (`log::segments`): `prepared` holds the batches prepared there and
+/// not yet decided, which a DECIDE in this file may decide.
+pub fn replay_continuing(
+    path: &Path,
+    table: &mut Table,
+    salvage: bool,
+    file: u32,
+    mut prepared: HashMap<TxnId, Vec<OwnedEffect>>,
+) -> Result<Replayed, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_owned(),
         source,
@@ -188,8 +201,12 @@ pub fn replay_file(
         ..Replayed::default()
     };
     // The disk engine starts from the hint of a compacted log, when there
-    // is a valid one, and replays only what follows its PUT records.
-    if let (true, false, Framing::Epoch(epoch)) = (table.keeps_values_on_disk(), salvage, framing) {
+    // is a valid one, and replays only what follows its PUT records (a
+    // hint stands for a snapshot: the shard's first file).
+    let first = table.is_empty() && prepared.is_empty();
+    if let (true, true, false, Framing::Epoch(epoch)) =
+        (first, table.keeps_values_on_disk(), salvage, framing)
+    {
         match super::hint::load(path, epoch, log.len, table, file) {
             Ok(hint) => {
                 replayed.hinted_keys = hint.count;
@@ -203,7 +220,6 @@ pub fn replay_file(
             ),
         }
     }
-    let mut prepared: HashMap<TxnId, Vec<OwnedEffect>> = HashMap::new();
     loop {
         let offset = log.offset();
         let rest = log.next_record(framing).map_err(io_err)?;
