@@ -10,8 +10,8 @@ mod common;
 use common::crash::{assert_mentions, stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{
-    arm_failpoint, assert_reads_back, force_compaction, http_addr, random_bin, start_on,
-    test_seed, TestServer,
+    arm_failpoint, assert_reads_back, force_compaction, http_addr, random_bin, start_on, test_seed,
+    TestServer,
 };
 use rand::SeedableRng;
 use rmpv::Value;
@@ -90,14 +90,26 @@ fn values_stay_byte_exact_across_many_rolls_and_restarts() {
     let mut written = BTreeMap::new();
     write_keys(&mut client, &mut rng, "a", 200, &mut written);
     let rolled: usize = (0..2).map(|s| sealed_segments(&data_dir, s).len()).sum();
-    assert!(rolled >= 10, "the logs rolled many times ({rolled} sealed segments)");
+    assert!(
+        rolled >= 10,
+        "the logs rolled many times ({rolled} sealed segments)"
+    );
     assert_all_read_back(&mut client, &written, "after the rolls");
-    for (round, signal) in [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL].into_iter().enumerate() {
+    for (round, signal) in [libc::SIGTERM, libc::SIGKILL, libc::SIGKILL]
+        .into_iter()
+        .enumerate()
+    {
         stop(&mut server, signal);
         server = start_on(&data_dir, 2, &flags);
         client = server.client();
         assert_all_read_back(&mut client, &written, &format!("after signal {signal}"));
-        write_keys(&mut client, &mut rng, &format!("r{round}"), 60, &mut written);
+        write_keys(
+            &mut client,
+            &mut rng,
+            &format!("r{round}"),
+            60,
+            &mut written,
+        );
         for key in written.keys().take(20).cloned().collect::<Vec<_>>() {
             client.del(&key).expect("DEL");
             written.remove(&key);
@@ -108,5 +120,153 @@ fn values_stay_byte_exact_across_many_rolls_and_restarts() {
     client = server.client();
     assert_all_read_back(&mut client, &written, "at the end");
     assert_eq!(client.keys(b"*").expect("KEYS").len(), written.len());
+    stop(&mut server, libc::SIGTERM);
+}
+
+/// A disk-engine server with the HTTP API (for failpoints) on `data_dir`.
+fn start_with_http(
+    data_dir: &Path,
+    nr_shards: usize,
+    extra: &[&str],
+) -> (TestServer, std::net::SocketAddr) {
+    let mut flags = disk_flags(&["--http-addr", "127.0.0.1:0"]);
+    flags.extend_from_slice(extra);
+    let mut server = start_on(data_dir, nr_shards, &flags);
+    let http = http_addr(&mut server);
+    (server, http)
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_roll_loses_nothing_acknowledged() {
+    let seed = test_seed("segments roll crash");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Each step's failpoint fails the roll there (poisoning the log, as a
+    // failed write does), and the server is then killed: what is on disk is
+    // what a crash at that step leaves.
+    for (step, sealed_after) in [("sync", 0), ("rename", 0), ("create", 1), ("dir_fsync", 1)] {
+        let (_temp, data_dir) = temp_data_dir();
+        let (mut server, http) = start_with_http(&data_dir, 1, &[]);
+        let mut client = server.client();
+        let mut written = BTreeMap::new();
+        for i in 0..5 {
+            let key = format!("before:{i}").into_bytes();
+            let value = random_bin(&mut rng, 1000);
+            client
+                .set(&key, value.clone())
+                .expect("SET before the roll");
+            written.insert(key, value);
+        }
+        arm_failpoint(http, &format!("segment::{step}"), "return");
+        let mut refused = None;
+        for i in 0..100 {
+            let key = format!("during:{i}").into_bytes();
+            let value = random_bin(&mut rng, 2000);
+            match client.set(&key, value.clone()) {
+                Ok(()) => {
+                    written.insert(key, value);
+                }
+                Err(_) => {
+                    refused = Some(key);
+                    break;
+                }
+            }
+        }
+        let refused = refused.unwrap_or_else(|| panic!("{step}: no write was refused"));
+        stop(&mut server, libc::SIGKILL);
+        let log_dir = data_dir.join("log");
+        assert_eq!(
+            sealed_segments(&data_dir, 0).len(),
+            sealed_after,
+            "{step}: sealed segments after the failed roll"
+        );
+        if step == "create" {
+            assert!(
+                !log_dir.join("shard-0.log").exists(),
+                "{step}: no active file"
+            );
+            assert!(
+                log_dir.join("shard-0.log.tmp").exists(),
+                "{step}: the new one half made"
+            );
+        }
+        let flags = disk_flags(&[]);
+        let mut server = start_on(&data_dir, 1, &flags);
+        let mut client = server.client();
+        assert!(
+            log_dir.join("shard-0.log").exists(),
+            "{step}: an active file"
+        );
+        assert!(
+            !log_dir.join("shard-0.log.tmp").exists(),
+            "{step}: no leftover"
+        );
+        assert_all_read_back(&mut client, &written, &format!("after a crash at {step}"));
+        // The refused write was never acknowledged: either outcome is right.
+        client.get(&refused).expect("GET of the refused key");
+        write_keys(&mut client, &mut rng, step, 40, &mut written);
+        assert!(
+            sealed_segments(&data_dir, 0).len() > sealed_after,
+            "{step}: rolls again"
+        );
+        stop(&mut server, libc::SIGKILL);
+        let mut server = start_on(&data_dir, 1, &flags);
+        let mut client = server.client();
+        assert_all_read_back(&mut client, &written, &format!("{step}: at the end"));
+        stop(&mut server, libc::SIGTERM);
+    }
+}
+
+/// Flips one byte at `offset` of `path`.
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset as usize] ^= 0x5a;
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[test]
+fn damage_in_a_sealed_segment_is_refused_with_its_file_and_offset_even_at_its_end() {
+    let seed = test_seed("segments damage");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = disk_flags(&[]);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    write_keys(&mut client, &mut rng, "k", 60, &mut written);
+    stop(&mut server, libc::SIGTERM);
+    let sealed = sealed_segments(&data_dir, 0);
+    assert!(sealed.len() >= 3, "{} sealed segments", sealed.len());
+    let first = &sealed[0];
+    let name = first
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let saved = std::fs::read(first).expect("read the segment");
+    // A flipped byte in the middle of its records.
+    flip_byte(first, 100);
+    let refused = TestServer::start_in(&data_dir, 1, &flags)
+        .err()
+        .expect("the start is refused");
+    assert_mentions(&refused.1, &[&name, "is corrupt at offset", "--salvage"]);
+    // Its last record cut short: a torn tail is corruption too in a sealed file.
+    std::fs::write(first, &saved[..saved.len() - 10]).expect("cut the segment");
+    let refused = TestServer::start_in(&data_dir, 1, &flags)
+        .err()
+        .expect("the start is refused");
+    assert_mentions(
+        &refused.1,
+        &[&name, "sealed segment", "at offset", "--salvage"],
+    );
+    // --salvage starts, keeping the records before the damage.
+    let mut salvage = flags.clone();
+    salvage.push("--salvage");
+    let mut server = start_on(&data_dir, 1, &salvage);
+    let mut client = server.client();
+    let last = written.keys().last().cloned().expect("a key");
+    assert_reads_back(&mut client, &last, &written[&last], "after salvage");
+    stop(&mut server, libc::SIGTERM);
+    // The salvaged segment was cut: a start without --salvage works again.
+    let mut server = start_on(&data_dir, 1, &flags);
     stop(&mut server, libc::SIGTERM);
 }

@@ -129,18 +129,19 @@ pub fn active_start(epoch: u64, at: u64, placed: bool) -> Vec<u8> {
 }
 
 /// Writes `start` as the new active file `active` (through its `.tmp`,
-/// synced, renamed), checking `failpoint` first.
+/// synced, renamed), checking `failpoint` before the rename (a crash there
+/// leaves the `.tmp` and no active file).
 pub fn create_active(
     active: &Path,
     start: &[u8],
     failpoint: (&str, Option<usize>),
 ) -> io::Result<()> {
-    crate::failpoint::check(failpoint.0, failpoint.1)?;
     let temp = active_temp_path(active);
     let mut file = File::create(&temp)?;
     file.write_all(start)?;
     file.sync_all()?;
     drop(file);
+    crate::failpoint::check(failpoint.0, failpoint.1)?;
     fs::rename(&temp, active)
 }
 
