@@ -399,3 +399,122 @@ fn cross_shard_batches_stay_whole_across_rolls_between_prepare_and_decide() {
     }
     stop(&mut server, libc::SIGTERM);
 }
+
+/// The files in `data_dir/log` whose names end in `.seg`, over all shards.
+fn all_sealed(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("log"))
+        .expect("read the log directory")
+        .filter(|entry| {
+            let entry = entry.as_ref().expect("a directory entry");
+            entry.file_name().to_string_lossy().ends_with(".seg")
+        })
+        .count()
+}
+
+#[test]
+fn a_shard_count_change_and_an_engine_switch_read_values_from_every_segment() {
+    let seed = test_seed("segments reshard");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = disk_flags(&[]);
+    let mut server = start_on(&data_dir, 2, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    write_keys(&mut client, &mut rng, "moved", 150, &mut written);
+    assert!(
+        all_sealed(&data_dir) >= 6,
+        "{} sealed segments",
+        all_sealed(&data_dir)
+    );
+    stop(&mut server, libc::SIGKILL);
+    // Every key moves to its owner under 3 shards: one file per shard.
+    let mut server = start_on(&data_dir, 3, &flags);
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "on 3 shards");
+    assert_eq!(
+        all_sealed(&data_dir),
+        0,
+        "one file per shard after the change"
+    );
+    write_keys(&mut client, &mut rng, "three", 100, &mut written);
+    assert!(all_sealed(&data_dir) >= 3, "rolls again");
+    stop(&mut server, libc::SIGTERM);
+    // The log engine keeps one file per shard: it folds the segments in.
+    let log_flags = ["--engine", "log", "--compact-min-bytes", NO_COMPACTION];
+    let mut server = start_on(&data_dir, 3, &log_flags);
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "on the log engine");
+    assert_eq!(all_sealed(&data_dir), 0, "no segments under the log engine");
+    stop(&mut server, libc::SIGTERM);
+    let mut server = start_on(&data_dir, 3, &flags);
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "back on the disk engine");
+    stop(&mut server, libc::SIGTERM);
+}
+
+#[test]
+fn a_backup_of_a_log_in_many_segments_restores_every_value() {
+    let seed = test_seed("segments backup");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (temp, data_dir) = temp_data_dir();
+    let (mut server, http) = start_with_http(&data_dir, 2, &[]);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    write_keys(&mut client, &mut rng, "saved", 150, &mut written);
+    assert!(
+        all_sealed(&data_dir) >= 6,
+        "{} sealed segments",
+        all_sealed(&data_dir)
+    );
+    let backup = temp.path().join("backup");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corekv"))
+        .args(["--timeout", "120", "backup"])
+        .arg(&backup)
+        .args(["--http-addr", &http.to_string()])
+        .output()
+        .expect("run corekv backup");
+    assert!(
+        output.status.success(),
+        "corekv backup failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Written after the backup: not in it.
+    client
+        .set(b"after", random_bin(&mut rng, 10))
+        .expect("SET after the backup");
+    stop(&mut server, libc::SIGTERM);
+    assert_eq!(all_sealed(&backup), 0, "a backup is one file per shard");
+    let mut restored = start_on(&backup, 2, &disk_flags(&[]));
+    let mut client = restored.client();
+    assert_all_read_back(&mut client, &written, "from the backup");
+    assert_eq!(client.get(b"after").expect("GET"), None);
+    stop(&mut restored, libc::SIGTERM);
+}
+
+#[test]
+fn the_log_engine_never_rolls_whatever_the_segment_size() {
+    let seed = test_seed("segments log engine");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = [
+        "--engine",
+        "log",
+        "--segment-bytes",
+        "4KiB",
+        "--compact-min-bytes",
+        NO_COMPACTION,
+    ];
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    write_keys(&mut client, &mut rng, "log", 100, &mut written);
+    stop(&mut server, libc::SIGKILL);
+    let log = data_dir.join("log").join("shard-0.log");
+    let len = std::fs::metadata(&log).expect("the log").len();
+    assert!(len > 64 << 10, "one file of {len} bytes");
+    assert_eq!(all_sealed(&data_dir), 0);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    assert_all_read_back(&mut client, &written, "after a restart");
+    stop(&mut server, libc::SIGTERM);
+}
