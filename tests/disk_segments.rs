@@ -345,6 +345,26 @@ fn a_compaction_supersedes_every_sealed_segment_and_copied_back_they_resurrect_n
             path.display()
         );
     }
+    // Sealed, the BASE keeps its hint, and a restart loads the hint.
+    write_keys(&mut client, &mut rng, "later", 15, &mut written);
+    stop(&mut server, libc::SIGTERM);
+    let base = sealed_segments(&data_dir, 0)
+        .into_iter()
+        .next()
+        .expect("the BASE was sealed");
+    assert!(is_base(&base), "{} is the BASE", base.display());
+    assert!(
+        base.with_extension("hint").exists(),
+        "its hint moved with it"
+    );
+    let mut server = start_on(&data_dir, 1, &flags);
+    common::wait_for_line(&mut server, &["hint file entries"]);
+    let mut client = server.client();
+    assert_all_read_back(
+        &mut client,
+        &written,
+        "after a restart from the sealed hint",
+    );
     stop(&mut server, libc::SIGTERM);
 }
 

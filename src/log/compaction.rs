@@ -326,7 +326,6 @@ async fn write_and_switch(
     // The switch stops the old file's growth itself (it pauses the writes
     // while it copies the tail): no budget until it is done.
     paced.end();
-    let new_number = log.next_value_file();
     // Tests hold the compaction here, its snapshot written, to grow its tail.
     failpoint::hold_while_armed("compaction::before_switch", scope, &"a compaction").await;
     // The rename is the switch: from here the new file is the log.
@@ -336,6 +335,9 @@ async fn write_and_switch(
     };
     log.switch_file(file, (snapshot.cut, written.len), epoch, install, reader)
         .await?;
+    // Known only now: a roll under way when the compaction began ends
+    // before the switch and takes a number first (`log::segments`).
+    let new_number = log.current_value_file();
     paced.after_switch(log.file_len(), log.appended());
     let located = written
         .located

@@ -285,12 +285,13 @@ impl LogWriter {
         Ok((file, value_at.saturating_sub(wanted.lead())))
     }
 
-    /// The number the value file after the next compaction switch gets.
-    pub fn next_value_file(&self) -> u32 {
+    /// The number of the active value file (after a compaction switch: the
+    /// snapshot's).
+    pub fn current_value_file(&self) -> u32 {
         self.value_files
             .borrow()
             .as_ref()
-            .map_or(0, ValueFiles::next_number)
+            .map_or(0, ValueFiles::current_number)
     }
 
     /// Reads `len` bytes from `offset` of value file `file` in one read (a
