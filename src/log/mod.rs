@@ -376,15 +376,14 @@ fn prepare_shard_files(
             paths.drain(..superseded.len());
         }
         let next_seq = sealed.last().map_or(0, |(seq, _)| seq + 1);
-        let numbered_sealed = sealed
-            .into_iter()
-            .map(|(_, path)| {
-                next_number += 1;
-                (next_number - 1, path)
-            })
+        // Numbers in replay order: the sealed segments, then the active file.
+        let first = next_number;
+        let active_number = first + sealed.len() as u32;
+        next_number = active_number + 1;
+        let numbered_sealed = (first..)
+            .zip(sealed)
+            .map(|(number, (_, path))| (number, path))
             .collect();
-        let active_number = next_number;
-        next_number += 1;
         all.push(ShardReplayFiles {
             paths,
             numbered: ShardFiles {
