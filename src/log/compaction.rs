@@ -20,6 +20,13 @@
 //! A crash at any point leaves either the old log or the new one under the
 //! log's name; a leftover `.compact` file is deleted at the next start.
 //!
+//! With the disk engine's segments (`log::segments`) the snapshot holds every
+//! entry whatever file it points into, and its file header is flagged BASE:
+//! it supersedes every sealed segment of the shard. No roll happens from the
+//! snapshot to the switch (`LogWriter::hold_rolls`), so the cut and the tail
+//! are in the active file; the compactor deletes the sealed segments once the
+//! switch is durable.
+//!
 //! While the snapshot is written the shard's writes are paced to it
 //! (`log::pacing`): [`compact`] pays the writers' budget with each chunk, so
 //! that the log stays within twice the live data plus a margin however fast

@@ -7,7 +7,10 @@
 //! - A BATCH (single-shard ATOMIC) is one record: applied whole.
 //! - A PREPARE is held aside until this file's DECIDE for it (applied if
 //!   commit). One still undecided at the end of the file is *pending*: the caller
-//!   resolves it with the coordinator's COMMIT records from every file.
+//!   resolves it with the coordinator's COMMIT records from every file. A file
+//!   that continues an earlier one of its shard (the disk engine's segments,
+//!   `log::segments`) starts with the earlier one's pending batches
+//!   ([`replay_continuing`]), so a DECIDE may come a file later.
 //! - At the first record that is incomplete or damaged, the rest of the file is
 //!   examined ([`intact_record_after_damage`]): if no intact record follows, it
 //!   is a torn tail (a write cut short by a crash, or zero padding) and the file

@@ -3,7 +3,8 @@
 //!
 //! [`spawn_shards`] starts one thread per shard, pinned to a CPU when there
 //! are enough. Each builds its glommio executor, binds its listeners and opens
-//! its log, reports ready (or why not), then connects the mesh and serves:
+//! its log (with the disk engine: its sealed segments too, and how it rolls
+//! into new ones), reports ready (or why not), then connects the mesh and serves:
 //! the msgpack listener, the frontend's task (the HTTP API), the compactor
 //! and the sweep of pinned values. At shutdown it drains its connections,
 //! waits until every shard has drained (peers may still forward to it), and
