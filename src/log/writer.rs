@@ -553,14 +553,19 @@ impl LogWriter {
         self.file_offset(self.written.get())
     }
 
-    /// Rolls the log into a new segment if the active file is full and
-    /// nothing holds rolls back. Runs in the flusher, between rounds.
-    async fn roll_if_due(&self) {
-        let due = match self.segments.borrow().as_ref() {
+    /// Whether the active file is full and a roll may start now.
+    fn roll_due(&self) -> bool {
+        let full = match self.segments.borrow().as_ref() {
             Some(plan) => self.active_len() >= plan.segment_bytes,
             None => false,
         };
-        if !due || self.rolls_held.get() > 0 || self.paused.get() || self.poisoned().is_some() {
+        full && self.rolls_held.get() == 0 && !self.paused.get() && self.poisoned.borrow().is_none()
+    }
+
+    /// Rolls the log into a new segment if the active file is full and
+    /// nothing holds rolls back. Runs in the flusher, between rounds.
+    async fn roll_if_due(&self) {
+        if !self.roll_due() {
             return;
         }
         // Paused: no waiter writes into the file being sealed.
@@ -876,10 +881,13 @@ async fn finish_new_file(
 
 async fn flush_forever(log: Rc<LogWriter>) {
     while log.poisoned().is_none() {
+        // A roll may be due with nothing pending: in `interval` and `never`
+        // modes the waiters write their records themselves.
         log.work
             .until(|| {
                 (!log.pending.borrow().is_empty() && !log.paused.get())
                     || log.poisoned.borrow().is_some()
+                    || log.roll_due()
             })
             .await;
         log.flush_once().await;
