@@ -206,6 +206,56 @@ mod tests {
     }
 
     #[test]
+    fn the_sealed_segments_before_the_newest_base_are_superseded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = |name: &str, flags: u32| {
+            let mut bytes = Vec::new();
+            format::write_file_header_flagged(&mut bytes, 1, flags);
+            let path = dir.path().join(name);
+            fs::write(&path, bytes).expect("write");
+            path
+        };
+        let (base, plain) = (format::FLAG_BASE, 0);
+        let files = [
+            file("a.seg", base),
+            file("b.seg", plain),
+            file("c.seg", base),
+            file("d.seg", plain),
+            file("shard-0.log", plain),
+        ];
+        let superseded = superseded(&files).expect("headers");
+        assert_eq!(superseded, files[..2].to_vec());
+        let files = [file("e.seg", plain), file("active.log", base)];
+        assert_eq!(superseded_of(&files), files[..1].to_vec());
+        let files = [file("f.seg", base), file("g.log", plain)];
+        assert!(
+            superseded_of(&files).is_empty(),
+            "a BASE first supersedes nothing"
+        );
+    }
+
+    #[test]
+    fn a_base_header_is_a_valid_header_of_its_epoch_and_old_headers_are_not_bases() {
+        let mut base = Vec::new();
+        format::write_file_header_flagged(&mut base, 42, format::FLAG_BASE);
+        let mut old = Vec::new();
+        format::write_file_header(&mut old, 42);
+        for header in [&base, &old] {
+            assert_eq!(
+                format::read_file_header(header),
+                format::FileStart::Header(format::Framing::Epoch(42))
+            );
+        }
+        assert_eq!(format::file_header_flags(&base), format::FLAG_BASE);
+        assert_eq!(format::file_header_flags(&old), 0);
+        assert_eq!(format::file_header_flags(b"legacy bytes"), 0);
+    }
+
+    fn superseded_of(files: &[PathBuf]) -> Vec<PathBuf> {
+        superseded(files).expect("headers")
+    }
+
+    #[test]
     fn a_new_active_file_puts_its_first_record_where_positions_say_modulo_a_block() {
         for at in [0, 32, 45, 4096 + 40, 8191, 12_345] {
             let start = active_start(7, at, true);

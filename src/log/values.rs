@@ -104,11 +104,6 @@ impl ValueFiles {
         self.number = self.next_number();
     }
 
-    /// Numbers of the sealed segments, oldest first.
-    pub fn sealed_numbers(&self) -> Vec<u32> {
-        self.sealed.iter().map(|(n, _)| *n).collect()
-    }
-
     /// The number of the current log file: where new values are written.
     pub fn current_number(&self) -> u32 {
         self.number

@@ -239,14 +239,6 @@ impl LogWriter {
         std::mem::take(&mut *self.superseded.borrow_mut())
     }
 
-    /// Paths of the sealed segments in use, oldest first.
-    pub fn sealed_segments(&self) -> Vec<PathBuf> {
-        self.segments
-            .borrow()
-            .as_ref()
-            .map_or(Vec::new(), |plan| plan.sealed.clone())
-    }
-
     /// Disk engine: values are read back from the log's files, the current
     /// one being `files`' current (see `values`).
     pub fn keep_values(&self, files: ValueFiles) {
