@@ -772,7 +772,7 @@ fn finish_interrupted_reshard(data_dir: &Path) -> Result<(), RecoveryError> {
 
 /// A `.compact` file is a snapshot a crash interrupted before its switch: the
 /// log under the real name is complete without it. A `.tmp` file is a hint
-/// a crash interrupted (`hint`).
+/// a crash interrupted (`hint`), or a roll's new active file (`segments`).
 fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
@@ -781,7 +781,7 @@ fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
             .is_some_and(|e| e == "compact" || e == "tmp")
         {
             tracing::info!(
-                "removing {}, left by an interrupted compaction",
+                "removing {}, left by an interrupted compaction or roll",
                 path.display()
             );
             fs::remove_file(&path).map_err(io_err(&path))?;
