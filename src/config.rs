@@ -156,6 +156,13 @@ pub struct ServerArgs {
     #[arg(long, env = "COREKV_COMPACT_MIN_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub compact_min_bytes: u64,
 
+    /// The disk engine splits each shard's log into segments: once the active
+    /// file `shard-<i>.log` is larger than this, it is sealed (renamed to
+    /// `shard-<i>.<seq>.seg`) and a new one started. The log engine keeps one
+    /// file per shard and ignores this. From 4KiB to 1TiB.
+    #[arg(long, env = "COREKV_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
+    pub segment_bytes: u64,
+
     /// Start even if a log is corrupt in the middle: keep the records before the
     /// damage and drop the rest of that log. Copy the data directory first.
     #[arg(long, env = "COREKV_SALVAGE")]
@@ -286,6 +293,11 @@ pub enum ConfigError {
         "--disk-cache-bytes applies only to --engine disk (the {0} engine keeps its values in memory)"
     )]
     DiskCache(&'static str),
+    #[error(
+        "--segment-bytes must be between 4KiB (4096) and 1TiB (1099511627776), got {0}: a \
+         segment is sealed once its file is larger than this"
+    )]
+    SegmentBytes(u64),
     #[error("--fsync-interval-ms must be between 1 and 60000, got {0}")]
     FsyncInterval(u64),
     #[error("--cluster and --node go together: {0} is given without the other")]
@@ -312,6 +324,8 @@ pub struct Config {
     pub eviction: EvictionPolicy,
     pub fsync: FsyncMode,
     pub compact_min_bytes: u64,
+    /// The disk engine's segment size (`log::segments`).
+    pub segment_bytes: u64,
     pub salvage: bool,
     /// The cluster this server is a node of (`--cluster`, `--node`); `None`
     /// for a standalone server.
@@ -348,6 +362,11 @@ impl Config {
             (_, None) => 0,
             (engine, Some(_)) => return Err(ConfigError::DiskCache(engine.name())),
         };
+        let segments =
+            crate::log::segments::MIN_SEGMENT_BYTES..=crate::log::segments::MAX_SEGMENT_BYTES;
+        if !segments.contains(&args.segment_bytes) {
+            return Err(ConfigError::SegmentBytes(args.segment_bytes));
+        }
         if !(1..=60_000).contains(&args.fsync_interval_ms) {
             return Err(ConfigError::FsyncInterval(args.fsync_interval_ms));
         }
@@ -378,6 +397,7 @@ impl Config {
             eviction: args.maxmemory_policy.eviction(),
             fsync,
             compact_min_bytes: args.compact_min_bytes,
+            segment_bytes: args.segment_bytes,
             salvage: args.salvage,
             cluster,
         })
@@ -459,6 +479,26 @@ mod tests {
         assert!(parse_bytes("12XB").is_err());
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn segment_sizes_outside_4_kib_to_1_tib_are_refused_with_the_range() {
+        assert_eq!(config(&[]).expect("default").segment_bytes, 64 << 20);
+        assert_eq!(
+            config(&["--segment-bytes", "4KiB"])
+                .expect("4 KiB")
+                .segment_bytes,
+            4096
+        );
+        for bad in ["0", "4095", "1025GiB"] {
+            let error = config(&["--segment-bytes", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(
+                error.contains("--segment-bytes must be between 4KiB"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

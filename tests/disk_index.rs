@@ -95,7 +95,15 @@ fn a_16_byte_key_indexed_past_256_mib_of_log_costs_at_most_48_bytes_of_memory() 
     const FILLER_VALUES: usize = 20;
     const FILLER_VALUE_BYTES: usize = 13 << 20;
     let (_temp, data_dir) = temp_data_dir();
-    let flags = ["--engine", "disk", "--disk-cache-bytes", "0"];
+    // One file past 256 MiB: no roll into segments before then.
+    let flags = [
+        "--engine",
+        "disk",
+        "--disk-cache-bytes",
+        "0",
+        "--segment-bytes",
+        "1GiB",
+    ];
     let mut server = start_on(&data_dir, 1, &flags);
     let mut client = server.client();
     let filler = Value::Binary(vec![0x5a; FILLER_VALUE_BYTES]);

@@ -1,7 +1,8 @@
 //! A backup directory on disk: made empty, filled, completed, or removed.
 //!
 //! ```text
-//! DIR/log/shard-<i>.log   shard i's snapshot: a log file of a fresh epoch
+//! DIR/log/shard-<i>.log   shard i's snapshot: a log file of a fresh epoch, a BASE
+//!                         (with the disk engine: no sealed segments, `log::segments`)
 //! DIR/log/SHARDS          the shard count (and routing), as the log engine writes it
 //! DIR/ENGINE              "log" (or "disk") — written last: the mark of a complete backup
 //! ```

@@ -20,6 +20,13 @@
 //! A crash at any point leaves either the old log or the new one under the
 //! log's name; a leftover `.compact` file is deleted at the next start.
 //!
+//! With the disk engine's segments (`log::segments`) the snapshot holds every
+//! entry whatever file it points into, and its file header is flagged BASE:
+//! it supersedes every sealed segment of the shard. No roll happens from the
+//! snapshot to the switch (`LogWriter::hold_rolls`), so the cut and the tail
+//! are in the active file; the compactor deletes the sealed segments once the
+//! switch is durable.
+//!
 //! While the snapshot is written the shard's writes are paced to it
 //! (`log::pacing`): [`compact`] pays the writers' budget with each chunk, so
 //! that the log stays within twice the live data plus a margin however fast
@@ -326,7 +333,6 @@ async fn write_and_switch(
     // The switch stops the old file's growth itself (it pauses the writes
     // while it copies the tail): no budget until it is done.
     paced.end();
-    let new_number = log.next_value_file();
     // Tests hold the compaction here, its snapshot written, to grow its tail.
     failpoint::hold_while_armed("compaction::before_switch", scope, &"a compaction").await;
     // The rename is the switch: from here the new file is the log.
@@ -336,6 +342,9 @@ async fn write_and_switch(
     };
     log.switch_file(file, (snapshot.cut, written.len), epoch, install, reader)
         .await?;
+    // Known only now: a roll under way when the compaction began ends
+    // before the switch and takes a number first (`log::segments`).
+    let new_number = log.current_value_file();
     paced.after_switch(log.file_len(), log.appended());
     let located = written
         .located
@@ -405,7 +414,9 @@ pub async fn write_snapshot(
     progress: &mut dyn FnMut(u64) -> std::io::Result<()>,
 ) -> std::io::Result<WrittenSnapshot> {
     let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
-    format::write_file_header(&mut header, epoch);
+    // A snapshot is the shard's whole state: it supersedes every sealed
+    // segment (`log::segments`).
+    format::write_file_header_flagged(&mut header, epoch, format::FLAG_BASE);
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();

@@ -5,8 +5,8 @@
 //! ```text
 //! file header (32 bytes, at offset 0)
 //! +-----------------+------------+-------------+-------------+-----------+------------+
-//! | magic: 8 bytes  | version u32| reserved u32| epoch: u64  | reserved  | crc: u32   |
-//! | "corekvLG"      | = 2        | = 0         | random      | u32 = 0   | of 0..28   |
+//! | magic: 8 bytes  | version u32| flags u32   | epoch: u64  | reserved  | crc: u32   |
+//! | "corekvLG"      | = 2        | BASE = 1    | random      | u32 = 0   | of 0..28   |
 //! +-----------------+------------+-------------+-------------+-----------+------------+
 //!
 //! record
@@ -145,12 +145,23 @@ pub enum FileStart {
     Bad(String),
 }
 
+/// The file header's flag of a snapshot (compaction, backup, a rewritten
+/// set): every sealed segment older than it is superseded (`log::segments`).
+/// Files written before flags existed have 0 there, and readers that do not
+/// know a flag ignore it.
+pub const FLAG_BASE: u32 = 1;
+
 /// Appends a file header for `epoch`.
 pub fn write_file_header(out: &mut Vec<u8>, epoch: u64) {
+    write_file_header_flagged(out, epoch, 0);
+}
+
+/// Appends a file header for `epoch` with `flags` (see [`FLAG_BASE`]).
+pub fn write_file_header_flagged(out: &mut Vec<u8>, epoch: u64, flags: u32) {
     let start = out.len();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     let crc = crc32fast::hash(&out[start..]);
@@ -183,6 +194,15 @@ pub fn read_file_header(file: &[u8]) -> FileStart {
             "log format version {version}, but this corekv reads versions up to {FORMAT_VERSION} \
              (written by a newer corekv?)"
         )),
+    }
+}
+
+/// The flags of a valid file header at the start of `file`; 0 for a file
+/// without one (a corekv 0.1 log) or a damaged one.
+pub fn file_header_flags(file: &[u8]) -> u32 {
+    match read_file_header(file) {
+        FileStart::Header(_) => u32::from_le_bytes(file[12..16].try_into().expect("4 bytes")),
+        FileStart::Legacy | FileStart::Bad(_) => 0,
     }
 }
 

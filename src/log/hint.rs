@@ -36,6 +36,12 @@
 //! intact log); anything else — a crash while writing it, a log compacted
 //! since by the log engine, damage — and it is ignored and the file replayed
 //! in full. It is written to `shard-<i>.hint.tmp`, synced and renamed.
+//!
+//! When the disk engine seals the file a hint describes (`log::segments`),
+//! the hint is renamed with it, `shard-<i>.<seq>.hint` beside
+//! `shard-<i>.<seq>.seg` ([`hint_path`] of either), and recovery uses it
+//! the same way: a compacted file is its shard's first, so the table is
+//! empty when it is loaded.
 
 use crate::entry::{Location, ValueCheck};
 use crate::table::{Entry, Table};

@@ -10,6 +10,8 @@
 //!                          keys are routed to them: "2" (by hash) or "2 slots"
 //! DATA/log/shard-0.log     shard 0's records (format.rs has the byte layout)
 //! DATA/log/shard-1.log
+//! DATA/log/shard-0.<seq>.seg  the disk engine's sealed segments of shard 0,
+//!                          replayed before shard-0.log (segments.rs)
 //! DATA/log.new/, log.old/  only while the shard count changes (see below)
 //! ```
 //!
@@ -25,18 +27,24 @@
 //!
 //! # Recovery ([`recover`])
 //!
-//! 1. Every shard log is replayed in parallel, one thread per file
-//!    (`replay.rs`): torn tails are cut, damage in the middle refuses the start
-//!    with file and offset (unless `--salvage`), and nothing is modified until
-//!    every file has been read.
-//! 2. A PREPARE with no DECIDE in its own file is resolved by the coordinator's
-//!    file: committed if it holds the COMMIT, else dropped. The resolution is
+//! 1. Every shard log is replayed in parallel, one thread per shard
+//!    (`replay.rs`): its sealed segments in order, then its active file, into
+//!    one table (`segments.rs`; sealed segments a newer BASE supersedes are
+//!    deleted first, and a missing active file after a crash in a roll is
+//!    created). Torn tails of the active file are cut; damage in the middle,
+//!    or anywhere in a sealed segment, refuses the start with file and offset
+//!    (unless `--salvage`), and no record is modified until every file has
+//!    been read. Every file of every shard gets its own number, which the
+//!    disk engine's entries carry (`Location::file`).
+//! 2. A PREPARE with no DECIDE in its shard's files is resolved by the coordinator's
+//!    files: committed if they hold the COMMIT, else dropped. The resolution is
 //!    then appended (DECIDE) to the participant's log and synced, so no later
 //!    compaction can lose the evidence.
 //! 3. If `--shards` changed, every key is moved to its new owner and a complete
 //!    new set of logs is written to `log.new/`, synced, and swapped in by
 //!    renaming directories; a crash at any point leaves either the old or the
-//!    new set whole.
+//!    new set whole. The log engine does the same with the sealed segments a
+//!    disk engine left (a switch of engine): it keeps one file per shard.
 
 pub mod blocks;
 pub mod compaction;
@@ -45,6 +53,7 @@ pub mod format;
 pub mod hint;
 pub mod pacing;
 pub mod replay;
+pub mod segments;
 pub mod sync_stats;
 pub mod tail_copy;
 pub mod values;
@@ -54,7 +63,7 @@ use crate::failpoint;
 use crate::ids::{Router, Routing};
 use crate::table::{Location, Table};
 use format::Framing;
-use replay::{apply_owned, replay_file, Replayed};
+use replay::{apply_owned, Replayed};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -104,6 +113,24 @@ pub enum RecoveryError {
     BadShardsFile { path: PathBuf, found: String },
     #[error("{path} is missing: the log directory lists {nr_shards} shards but this log is gone")]
     MissingLog { path: PathBuf, nr_shards: usize },
+    #[error(
+        "{path} is a sealed segment, synced before it was sealed, but its records end in an \
+         incomplete or damaged record at offset {offset}: refusing to start so that nothing is \
+         lost. Nothing was modified. To start anyway, keeping the records before offset \
+         {offset} and dropping the rest of this file, restart with --salvage (copy the data \
+         directory first)"
+    )]
+    SealedDamaged { path: PathBuf, offset: u64 },
+}
+
+/// The files of one shard after recovery (the disk engine reads values from
+/// them): its sealed segments with their numbers, oldest first, the number of
+/// its active file, and the sequence number its next roll takes.
+#[derive(Debug, Clone, Default)]
+pub struct ShardFiles {
+    pub sealed: Vec<(u32, PathBuf)>,
+    pub active: u32,
+    pub next_seq: u64,
 }
 
 /// The tables rebuilt from the logs, ready for the shards.
@@ -125,6 +152,8 @@ pub struct Recovered {
     pub elapsed: Duration,
     /// Where cross-shard batch numbering continues: above every number in the logs.
     pub next_txn_seq: u64,
+    /// Each shard's files and their numbers.
+    pub files: Vec<ShardFiles>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> RecoveryError + '_ {
@@ -156,7 +185,8 @@ fn empty_table(values_on_disk: bool) -> Table {
 /// `router` routes to, and leaves the directory holding exactly that many
 /// intact logs, each key in its owner's. With `values_on_disk` (the disk
 /// engine) the tables hold where each value is in the logs, not the value:
-/// shard `i`'s entries point into its log as file number `i`.
+/// entries point into their shard's files by the numbers of
+/// [`Recovered::files`].
 pub fn recover(
     data_dir: &Path,
     router: &Router,
@@ -175,22 +205,27 @@ pub fn recover(
                 .collect::<Vec<_>>(),
             router.routing(),
             values_on_disk,
+            OldLogs::new(&[]),
         )?;
     }
     remove_compaction_leftovers(&dir)?;
     let (nr_old, routing_old) = read_shards_file(&dir)?;
     let moved = nr_old != nr_shards || routing_old != router.routing();
     let mut tables: Vec<Table> = (0..nr_old).map(|_| empty_table(values_on_disk)).collect();
-    let replayed = replay_all(&dir, &mut tables, salvage)?;
+    let files = prepare_shard_files(&dir, nr_old)?;
+    let (replayed, sealed_cuts) = replay_all(&files, &mut tables, salvage)?;
+    let has_sealed = files.iter().any(|f| !f.numbered.sealed.is_empty());
     let nr_legacy = replayed
         .iter()
         .filter(|r| r.framing == Some(Framing::Legacy))
         .count();
     // The logs are rewritten whole when keys move (another shard count or
-    // routing) or when they are in corekv 0.1's format; otherwise they are
-    // kept and appended to.
-    let rewrite = moved || nr_legacy > 0;
+    // routing), when they are in corekv 0.1's format, or when the log engine
+    // finds a disk engine's sealed segments; otherwise they are kept and
+    // appended to.
+    let rewrite = moved || nr_legacy > 0 || (has_sealed && !values_on_disk);
     if !rewrite {
+        cut_sealed(&sealed_cuts)?;
         cut_dropped_tails(&dir, &replayed)?;
     }
     let decided_bytes = resolve_pending(&dir, &mut tables, &replayed, !rewrite)?;
@@ -214,7 +249,14 @@ pub fn recover(
             );
             tables = reshard(tables, router);
         }
-        write_log_set(data_dir, &mut tables, router.routing(), values_on_disk)?;
+        let old_logs = OldLogs::new(&files);
+        write_log_set(
+            data_dir,
+            &mut tables,
+            router.routing(),
+            values_on_disk,
+            old_logs,
+        )?;
         if values_on_disk {
             // The tables point into the logs just replaced: read the new set
             // (which needs no rewrite) for where the values are now.
@@ -244,6 +286,16 @@ pub fn recover(
         true => vec![None; tables.len()],
         false => replayed.iter().map(|r| r.live_scale).collect(),
     };
+    let files = match rewrite {
+        // One file per shard, numbered after its shard.
+        true => (0..nr_shards)
+            .map(|i| ShardFiles {
+                active: i as u32,
+                ..ShardFiles::default()
+            })
+            .collect(),
+        false => files.into_iter().map(|f| f.numbered).collect(),
+    };
     Ok(Recovered {
         tables,
         log_lens,
@@ -254,6 +306,7 @@ pub fn recover(
         scan_hashed_bytes,
         elapsed: started.elapsed(),
         next_txn_seq,
+        files,
     })
 }
 
@@ -271,39 +324,181 @@ pub fn new_epoch() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 32)
 }
 
-/// Replays every shard log in parallel; refuses at the first corrupt one.
-fn replay_all(
+/// A shard's files, ready to replay: paths in replay order (sealed
+/// segments, then the active file) and their numbers.
+struct ShardReplayFiles {
+    paths: Vec<PathBuf>,
+    numbered: ShardFiles,
+}
+
+/// Lists each shard's files, deletes the sealed segments a newer BASE
+/// supersedes, creates the active file a crash in a roll left missing, and
+/// numbers every file of every shard uniquely (so that entries moved to
+/// another shard's table still name their file: [`OldLogs`]). A shard with
+/// one file gets its shard's number, as before segments existed.
+fn prepare_shard_files(
     dir: &Path,
+    nr_shards: usize,
+) -> Result<Vec<ShardReplayFiles>, RecoveryError> {
+    let mut next_number = 0u32;
+    let mut all = Vec::with_capacity(nr_shards);
+    for shard in 0..nr_shards {
+        let active = shard_log_path(dir, shard);
+        let mut sealed = segments::list_sealed(dir, shard).map_err(io_err(dir))?;
+        if !active.exists() {
+            if sealed.is_empty() {
+                return Err(RecoveryError::MissingLog {
+                    path: active,
+                    nr_shards,
+                });
+            }
+            tracing::warn!(
+                "{}: creating it (a crash came between sealing the last segment and creating it)",
+                active.display()
+            );
+            let start = segments::active_start(new_epoch(), 0, false);
+            segments::create_active(&active, &start, ("recovery::write", Some(shard)))
+                .and_then(|()| segments::sync_dir_of(&active))
+                .map_err(io_err(&active))?;
+        }
+        let mut paths: Vec<PathBuf> = sealed.iter().map(|(_, p)| p.clone()).collect();
+        paths.push(active.clone());
+        let superseded = segments::superseded(&paths).map_err(io_err(dir))?;
+        if !superseded.is_empty() {
+            tracing::info!(
+                "shard {shard}: deleting {} sealed segments a compaction superseded (a crash \
+                 came before it deleted them)",
+                superseded.len()
+            );
+            segments::delete(&superseded).map_err(io_err(dir))?;
+            sync_dir(dir)?;
+            sealed.drain(..superseded.len());
+            paths.drain(..superseded.len());
+        }
+        let next_seq = sealed.last().map_or(0, |(seq, _)| seq + 1);
+        // Numbers in replay order: the sealed segments, then the active file.
+        let first = next_number;
+        let active_number = first + sealed.len() as u32;
+        next_number = active_number + 1;
+        let numbered_sealed = (first..)
+            .zip(sealed)
+            .map(|(number, (_, path))| (number, path))
+            .collect();
+        all.push(ShardReplayFiles {
+            paths,
+            numbered: ShardFiles {
+                sealed: numbered_sealed,
+                active: active_number,
+                next_seq,
+            },
+        });
+    }
+    Ok(all)
+}
+
+/// A sealed segment that salvage cuts short: its path and intact length.
+type SealedCut = (PathBuf, u64);
+
+/// Replays every shard's files in parallel, one thread per shard; refuses at
+/// the first corrupt one.
+fn replay_all(
+    files: &[ShardReplayFiles],
     tables: &mut [Table],
     salvage: bool,
-) -> Result<Vec<Replayed>, RecoveryError> {
-    let nr_shards = tables.len();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = tables
-            .iter_mut()
-            .enumerate()
-            .map(|(i, table)| {
-                let path = shard_log_path(dir, i);
-                scope.spawn(move || {
-                    if !path.exists() {
-                        return Err(RecoveryError::MissingLog { path, nr_shards });
-                    }
-                    let replayed = replay_file(&path, table, salvage, i as u32)?;
-                    tracing::info!(
-                        "{}: replayed {} records, {} keys",
-                        path.display(),
-                        replayed.nr_records,
-                        table.len()
-                    );
-                    Ok(replayed)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("a replay thread panicked"))
-            .collect()
-    })
+) -> Result<(Vec<Replayed>, Vec<SealedCut>), RecoveryError> {
+    let results: Vec<Result<(Replayed, Vec<SealedCut>), RecoveryError>> =
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = tables
+                .iter_mut()
+                .zip(files)
+                .map(|(table, files)| scope.spawn(move || replay_shard(files, table, salvage)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("a replay thread panicked"))
+                .collect()
+        });
+    let mut replayed = Vec::with_capacity(results.len());
+    let mut cuts = Vec::new();
+    for result in results {
+        let (r, c) = result?;
+        replayed.push(r);
+        cuts.extend(c);
+    }
+    Ok((replayed, cuts))
+}
+
+/// Replays one shard's files in order into `table`, carrying prepared
+/// batches (a DECIDE may be in a later file) and COMMITs across them. What is
+/// returned describes the active file (where appends continue), with the
+/// records, commits and pending batches of all.
+fn replay_shard(
+    files: &ShardReplayFiles,
+    table: &mut Table,
+    salvage: bool,
+) -> Result<(Replayed, Vec<SealedCut>), RecoveryError> {
+    let numbers = files
+        .numbered
+        .sealed
+        .iter()
+        .map(|(n, _)| *n)
+        .chain([files.numbered.active]);
+    let mut total = Replayed::default();
+    let mut cuts = Vec::new();
+    let last = files.paths.len() - 1;
+    for (i, (path, number)) in files.paths.iter().zip(numbers).enumerate() {
+        let carried = std::mem::take(&mut total.pending);
+        let r = replay::replay_continuing(path, table, salvage, number, carried)?;
+        tracing::info!(
+            "{}: replayed {} records, {} keys",
+            path.display(),
+            r.nr_records,
+            table.len()
+        );
+        if i < last && r.dropped_bytes > 0 {
+            if !salvage {
+                return Err(RecoveryError::SealedDamaged {
+                    path: path.clone(),
+                    offset: r.valid_bytes,
+                });
+            }
+            tracing::warn!(
+                "{}: salvaging: keeping the {} bytes of records of this sealed segment and \
+                 dropping {} bytes after them",
+                path.display(),
+                r.valid_bytes,
+                r.dropped_bytes
+            );
+            cuts.push((path.clone(), r.valid_bytes));
+        }
+        total.commits.extend(r.commits.iter().copied());
+        total.max_txn_seq = total.max_txn_seq.max(r.max_txn_seq);
+        total.nr_records += r.nr_records;
+        total.hinted_keys += r.hinted_keys;
+        total.scan_hashed_bytes += r.scan_hashed_bytes;
+        total.live_scale = r.live_scale.or(total.live_scale);
+        total.pending = r.pending;
+        if i == last {
+            total.valid_bytes = r.valid_bytes;
+            total.dropped_bytes = r.dropped_bytes;
+            total.preallocated_bytes = r.preallocated_bytes;
+            total.framing = r.framing;
+        }
+    }
+    Ok((total, cuts))
+}
+
+/// Truncates sealed segments that salvage cut short to their intact records.
+fn cut_sealed(cuts: &[SealedCut]) -> Result<(), RecoveryError> {
+    for (path, valid) in cuts {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        file.set_len(*valid).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+    }
+    Ok(())
 }
 
 /// Truncates each file to its intact records (a torn tail, or salvage).
@@ -411,13 +606,13 @@ fn write_log_set(
     tables: &mut [Table],
     routing: Routing,
     values_on_disk: bool,
+    mut old_logs: OldLogs,
 ) -> Result<(), RecoveryError> {
     let new_dir = data_dir.join(NEW_LOG_DIR);
     if new_dir.exists() {
         fs::remove_dir_all(&new_dir).map_err(io_err(&new_dir))?;
     }
     fs::create_dir_all(&new_dir).map_err(io_err(&new_dir))?;
-    let mut old_logs = OldLogs::new(log_dir(data_dir));
     for (i, table) in tables.iter().enumerate() {
         let path = shard_log_path(&new_dir, i);
         write_snapshot(&path, table, &mut old_logs, values_on_disk)?;
@@ -432,16 +627,26 @@ fn write_log_set(
 }
 
 /// The logs being replaced, read for the values of a disk engine's
-/// entries: file number `i` is the old `shard-<i>.log` (see [`recover`]).
+/// entries: each file number is the file recovery gave it
+/// ([`prepare_shard_files`]).
 struct OldLogs {
-    dir: PathBuf,
+    paths: hashbrown::HashMap<u32, PathBuf>,
     open: hashbrown::HashMap<u32, File>,
 }
 
 impl OldLogs {
-    fn new(dir: PathBuf) -> OldLogs {
+    fn new(files: &[ShardReplayFiles]) -> OldLogs {
+        let paths = files
+            .iter()
+            .flat_map(|f| {
+                let numbers = f.numbered.sealed.iter().map(|(n, _)| *n);
+                numbers
+                    .chain([f.numbered.active])
+                    .zip(f.paths.iter().cloned())
+            })
+            .collect();
         OldLogs {
-            dir,
+            paths,
             open: hashbrown::HashMap::new(),
         }
     }
@@ -449,7 +654,14 @@ impl OldLogs {
     /// The bytes at `location`, read into `buf`.
     fn read(&mut self, location: Location, buf: &mut Vec<u8>) -> Result<(), RecoveryError> {
         use std::os::unix::fs::FileExt;
-        let path = shard_log_path(&self.dir, location.file as usize);
+        let path = self
+            .paths
+            .get(&location.file)
+            .cloned()
+            .ok_or_else(|| RecoveryError::Io {
+                path: PathBuf::from(format!("log file {}", location.file)),
+                source: io::Error::other("no such log file was replayed"),
+            })?;
         let file = match self.open.entry(location.file) {
             hashbrown::hash_map::Entry::Occupied(open) => open.into_mut(),
             hashbrown::hash_map::Entry::Vacant(slot) => {
@@ -472,7 +684,8 @@ fn write_snapshot(
 ) -> Result<(), RecoveryError> {
     let epoch = new_epoch();
     let mut out = Vec::new();
-    format::write_file_header(&mut out, epoch);
+    // A whole shard's state: no sealed segment is older than it.
+    format::write_file_header_flagged(&mut out, epoch, format::FLAG_BASE);
     let records_start = out.len();
     let mut read = Vec::new();
     for entry in table.entries() {
@@ -559,7 +772,7 @@ fn finish_interrupted_reshard(data_dir: &Path) -> Result<(), RecoveryError> {
 
 /// A `.compact` file is a snapshot a crash interrupted before its switch: the
 /// log under the real name is complete without it. A `.tmp` file is a hint
-/// a crash interrupted (`hint`).
+/// a crash interrupted (`hint`), or a roll's new active file (`segments`).
 fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
@@ -568,7 +781,7 @@ fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
             .is_some_and(|e| e == "compact" || e == "tmp")
         {
             tracing::info!(
-                "removing {}, left by an interrupted compaction",
+                "removing {}, left by an interrupted compaction or roll",
                 path.display()
             );
             fs::remove_file(&path).map_err(io_err(&path))?;
@@ -652,7 +865,14 @@ mod tests {
             let value = [&[0xa0 | text.len() as u8][..], text.as_bytes()].concat();
             tables[hash.route(key).0].load(key, value, i as u64 + 1);
         }
-        write_log_set(data.path(), &mut tables, Routing::Hash, false).expect("write logs");
+        write_log_set(
+            data.path(),
+            &mut tables,
+            Routing::Hash,
+            false,
+            OldLogs::new(&[]),
+        )
+        .expect("write logs");
         let written = placement(&tables);
         let shards_file = log_dir(data.path()).join(SHARDS_FILE);
         for (router, text) in [(&slots, "3 slots\n"), (&hash, "3\n"), (&hash, "3\n")] {

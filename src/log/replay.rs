@@ -9,7 +9,10 @@
 //! - A BATCH (single-shard ATOMIC) is one record: applied whole.
 //! - A PREPARE is held aside until this file's DECIDE for it (applied if
 //!   commit). One still undecided at the end of the file is *pending*: the caller
-//!   resolves it with the coordinator's COMMIT records from every file.
+//!   resolves it with the coordinator's COMMIT records from every file. A file
+//!   that continues an earlier one of its shard (the disk engine's segments,
+//!   `log::segments`) starts with the earlier one's pending batches
+//!   ([`replay_continuing`]), so a DECIDE may come a file later.
 //! - At the first record that is incomplete or damaged, the rest of the file is
 //!   examined ([`intact_record_after_damage`]): if no intact record follows, it
 //!   is a torn tail (a write cut short by a crash, or zero padding) and the file
@@ -167,6 +170,19 @@ pub fn replay_file(
     salvage: bool,
     file: u32,
 ) -> Result<Replayed, RecoveryError> {
+    replay_continuing(path, table, salvage, file, HashMap::new())
+}
+
+/// As [`replay_file`], for a file that continues an earlier one of the same
+/// shard (`log::segments`): `prepared` holds the batches prepared there and
+/// not yet decided, which a DECIDE in this file may decide.
+pub fn replay_continuing(
+    path: &Path,
+    table: &mut Table,
+    salvage: bool,
+    file: u32,
+    mut prepared: HashMap<TxnId, Vec<OwnedEffect>>,
+) -> Result<Replayed, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_owned(),
         source,
@@ -190,8 +206,12 @@ pub fn replay_file(
         ..Replayed::default()
     };
     // The disk engine starts from the hint of a compacted log, when there
-    // is a valid one, and replays only what follows its PUT records.
-    if let (true, false, Framing::Epoch(epoch)) = (table.keeps_values_on_disk(), salvage, framing) {
+    // is a valid one, and replays only what follows its PUT records (a
+    // hint stands for a snapshot: the shard's first file).
+    let first = table.is_empty() && prepared.is_empty();
+    if let (true, true, false, Framing::Epoch(epoch)) =
+        (first, table.keeps_values_on_disk(), salvage, framing)
+    {
         match super::hint::load(path, epoch, log.len, table, file) {
             Ok(hint) => {
                 replayed.hinted_keys = hint.count;
@@ -205,7 +225,6 @@ pub fn replay_file(
             ),
         }
     }
-    let mut prepared: HashMap<TxnId, Vec<OwnedEffect>> = HashMap::new();
     loop {
         let offset = log.offset();
         let rest = log.next_record(framing).map_err(io_err)?;

@@ -3,11 +3,18 @@
 //!
 //! A disk engine's table keeps, per key, where its value is
 //! ([`Location`]: a file number, an offset, a length, how it is checked)
-//! instead of the value (`crate::entry`). The shard's log file is file `n`
-//! (shard `i` starts at `n = i`, the number recovery gave its entries); each
-//! compaction switches to file `n + 1`, which holds a snapshot of every live
-//! value and, behind it, the records appended since the snapshot was taken
-//! (the *tail*), copied as they were (`log::compaction`).
+//! instead of the value (`crate::entry`). The shard's active log file is
+//! file `n` (recovery numbers every file of every shard, sealed segments
+//! first, uniquely: `log::recover`); each compaction switches to file
+//! `n + 1`, which holds a snapshot of every live value and, behind it, the
+//! records appended since the snapshot was taken (the *tail*), copied as
+//! they were (`log::compaction`).
+//!
+//! A roll (`log::segments`) *seals* the active file: it stays open for
+//! reads under its number, read as it is (a sealed file's bytes never move),
+//! and the new active file takes the next number. A compaction's snapshot
+//! supersedes every sealed file: they are retired with the active one, and
+//! closed by the same rule.
 //!
 //! After a switch the table's entries are moved to the new file
 //! ([`crate::table::Table::relocate`]) in steps, while requests run, so for a
@@ -56,10 +63,13 @@ struct Retired {
     retired_at_switch: u64,
 }
 
-/// Where a shard's values are: its current log file and the retired ones.
+/// Where a shard's values are: its current log file, its sealed segments
+/// and the retired files.
 pub struct ValueFiles {
     number: u32,
     current: Rc<DmaFile>,
+    /// Sealed segments (`log::segments`), oldest first, with their numbers.
+    sealed: Vec<(u32, Rc<DmaFile>)>,
     retired: Vec<Retired>,
     switches: u64,
 }
@@ -70,9 +80,28 @@ impl ValueFiles {
         ValueFiles {
             number,
             current: Rc::new(current),
+            sealed: Vec::new(),
             retired: Vec::new(),
             switches: 0,
         }
+    }
+
+    /// As [`ValueFiles::new`], with the shard's sealed segments (oldest
+    /// first, with the numbers their entries carry).
+    pub fn with_sealed(number: u32, current: DmaFile, sealed: Vec<(u32, DmaFile)>) -> ValueFiles {
+        ValueFiles {
+            sealed: sealed.into_iter().map(|(n, f)| (n, Rc::new(f))).collect(),
+            ..ValueFiles::new(number, current)
+        }
+    }
+
+    /// A roll sealed the current file; `new` (numbered
+    /// [`ValueFiles::next_number`]) is the active file from now on. The sealed
+    /// file is read where it is: its bytes do not move.
+    pub fn seal(&mut self, new: DmaFile) {
+        let old = std::mem::replace(&mut self.current, Rc::new(new));
+        self.sealed.push((self.number, old));
+        self.number = self.next_number();
     }
 
     /// The number of the current log file: where new values are written.
@@ -91,6 +120,18 @@ impl ValueFiles {
         let old = std::mem::replace(&mut self.current, Rc::new(new));
         let moved_to = self.next_number();
         self.switches += 1;
+        // The snapshot holds every entry of the sealed segments too: they
+        // are retired with the active file, read where they are until closed.
+        for (number, file) in self.sealed.drain(..) {
+            self.retired.push(Retired {
+                number,
+                file,
+                tail_from: u64::MAX,
+                moved_to,
+                shift: 0,
+                retired_at_switch: self.switches,
+            });
+        }
         self.retired.push(Retired {
             number: self.number,
             file: old,
@@ -108,6 +149,9 @@ impl ValueFiles {
         for _ in 0..=self.retired.len() {
             if location.file == self.number {
                 return Some((self.current.clone(), location.offset));
+            }
+            if let Some((_, file)) = self.sealed.iter().find(|(n, _)| *n == location.file) {
+                return Some((file.clone(), location.offset));
             }
             let retired = self.retired.iter().find(|r| r.number == location.file)?;
             if location.offset < retired.tail_from {

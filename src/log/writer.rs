@@ -22,6 +22,14 @@
 //! the file's size. The allocated space reads as zeros, which recovery takes
 //! for the end of the log.
 //!
+//! With the disk engine the writer also *rolls* the log into segments
+//! (`log::segments`): between rounds, once the active file passes the
+//! segment size and no compaction holds rolls back ([`LogWriter::hold_rolls`]),
+//! the flusher syncs the active file, seals it under its segment name and
+//! continues in a new active file. Positions stay logical (`file_origin`):
+//! everything before the roll is synced before anything is written to the
+//! new file, so `durable` keeps its meaning. A failed roll poisons the log.
+//!
 //! A failed write or sync *poisons* the log until restart: every waiter, now
 //! and later, gets [`LogPoisoned`], and no reply claims a write is safe. The
 //! in-memory table may hold writes that never reached disk; they are answered
@@ -32,12 +40,13 @@ use super::file_io;
 use super::sync_stats::SyncStats;
 use super::tail_copy::RecordCopy;
 use super::values::{self, BlockReader, ValueFiles, WantedValue};
-use super::{format, FsyncMode};
+use super::{format, segments, FsyncMode};
 use crate::entry::{Entry, Location, ValueCheck};
 use crate::failpoint;
 use crate::notify::Notify;
 use glommio::io::{BufferedFile, DmaFile};
 use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -63,6 +72,30 @@ pub struct LogStart {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the shard's log is poisoned after a failed write or sync ({0}); restart the server")]
 pub struct LogPoisoned(pub String);
+
+/// How a disk engine's writer rolls its log into segments (`log::segments`).
+#[derive(Debug, Clone)]
+pub struct SegmentPlan {
+    /// The active file, `log/shard-<i>.log`.
+    pub active: PathBuf,
+    /// The size past which the active file is sealed.
+    pub segment_bytes: u64,
+    /// The sequence number of the next sealed segment.
+    pub next_seq: u64,
+    /// The sealed segments, oldest first, and their bytes in all.
+    pub sealed: Vec<PathBuf>,
+    pub sealed_bytes: u64,
+}
+
+/// Rolls are held back while this lives ([`LogWriter::hold_rolls`]).
+pub struct RollsHeld<'a>(&'a LogWriter);
+
+impl Drop for RollsHeld<'_> {
+    fn drop(&mut self) {
+        self.0.rolls_held.set(self.0.rolls_held.get() - 1);
+        self.0.work.notify_all();
+    }
+}
 
 /// Called with the cause when the log is poisoned (see [`LogWriter::on_poison`]).
 type PoisonObserver = Box<dyn Fn(&LogPoisoned)>;
@@ -135,6 +168,15 @@ pub struct LogWriter {
     /// The shard's own ring, which reads values for requests when set
     /// ([`LogWriter::read_through`]).
     block_reader: RefCell<Option<Rc<dyn BlockReader>>>,
+    /// The disk engine's segments; None: the log never rolls.
+    segments: RefCell<Option<SegmentPlan>>,
+    /// Sealed segments a compaction's snapshot superseded, to be deleted
+    /// once it is the log for good ([`LogWriter::take_superseded_segments`]).
+    superseded: RefCell<Vec<PathBuf>>,
+    /// Compactions holding rolls back ([`LogWriter::hold_rolls`]).
+    rolls_held: Cell<u32>,
+    /// A roll is under way: a compaction switch waits for it.
+    rolling: Cell<bool>,
 }
 
 impl LogWriter {
@@ -171,7 +213,30 @@ impl LogWriter {
             pending_values: RefCell::new(Vec::new()),
             written_values: RefCell::new(Vec::new()),
             block_reader: RefCell::new(None),
+            segments: RefCell::new(None),
+            superseded: RefCell::new(Vec::new()),
+            rolls_held: Cell::new(0),
+            rolling: Cell::new(false),
         })
+    }
+
+    /// Disk engine: rolls the log into segments by `plan` from now on.
+    pub fn roll_segments(&self, plan: SegmentPlan) {
+        *self.segments.borrow_mut() = Some(plan);
+    }
+
+    /// Holds rolls back until the returned guard is dropped: a compaction
+    /// takes its cut and copies its tail in the active file, and deletes the
+    /// sealed segments its snapshot superseded.
+    pub fn hold_rolls(&self) -> RollsHeld<'_> {
+        self.rolls_held.set(self.rolls_held.get() + 1);
+        RollsHeld(self)
+    }
+
+    /// The sealed segments the last compaction switch superseded, not yet
+    /// deleted (the caller deletes them once the switch is durable).
+    pub fn take_superseded_segments(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *self.superseded.borrow_mut())
     }
 
     /// Disk engine: values are read back from the log's files, the current
@@ -212,12 +277,13 @@ impl LogWriter {
         Ok((file, value_at.saturating_sub(wanted.lead())))
     }
 
-    /// The number the value file after the next compaction switch gets.
-    pub fn next_value_file(&self) -> u32 {
+    /// The number of the active value file (after a compaction switch: the
+    /// snapshot's).
+    pub fn current_value_file(&self) -> u32 {
         self.value_files
             .borrow()
             .as_ref()
-            .map_or(0, ValueFiles::next_number)
+            .map_or(0, ValueFiles::current_number)
     }
 
     /// Reads `len` bytes from `offset` of value file `file` in one read (a
@@ -464,9 +530,103 @@ impl LogWriter {
         (position as i64 - self.file_origin.get()) as u64
     }
 
-    /// Bytes in the current file.
+    /// Bytes in the log's files: the sealed segments and the active file.
     pub fn file_len(&self) -> u64 {
+        let sealed = self
+            .segments
+            .borrow()
+            .as_ref()
+            .map_or(0, |plan| plan.sealed_bytes);
+        sealed + self.active_len()
+    }
+
+    /// Bytes in the active file.
+    fn active_len(&self) -> u64 {
         self.file_offset(self.written.get())
+    }
+
+    /// Whether the active file is full and a roll may start now.
+    fn roll_due(&self) -> bool {
+        let full = match self.segments.borrow().as_ref() {
+            Some(plan) => self.active_len() >= plan.segment_bytes,
+            None => false,
+        };
+        full && self.rolls_held.get() == 0 && !self.paused.get() && self.poisoned.borrow().is_none()
+    }
+
+    /// Rolls the log into a new segment if the active file is full and
+    /// nothing holds rolls back. Runs in the flusher, between rounds.
+    async fn roll_if_due(&self) {
+        if !self.roll_due() {
+            return;
+        }
+        // Paused: no waiter writes into the file being sealed.
+        self.rolling.set(true);
+        self.paused.set(true);
+        let rolled = self.roll().await;
+        self.rolling.set(false);
+        self.paused.set(false);
+        if let Err(e) = rolled {
+            self.sync_failed.set(true);
+            self.poison("log segment roll failed", e);
+        }
+        self.work.notify_all();
+        self.progress.notify_all();
+    }
+
+    /// Seals the active file (everything written is synced first) and
+    /// continues in a new one (`segments::roll`).
+    async fn roll(&self) -> std::io::Result<()> {
+        let Some(plan) = self.segments.borrow().clone() else {
+            return Ok(());
+        };
+        let log_dir = plan.active.parent().unwrap_or(std::path::Path::new("."));
+        let sealed = segments::sealed_path(log_dir, self.shard, plan.next_seq);
+        let written = self.written.get();
+        let len = self.active_len();
+        let old = self.file.borrow().clone();
+        let epoch = super::new_epoch();
+        let start = segments::active_start(epoch, written, self.keeps_values());
+        let sync = async {
+            // The sealed file holds its records only, not space allocated ahead.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&plan.active)?
+                .set_len(len)?;
+            file_io::fdatasync(old).await
+        };
+        segments::roll(&plan.active, &sealed, &start, self.shard, sync).await?;
+        // Everything written is in the sealed file, synced.
+        self.synced.set(self.synced.get().max(written));
+        let file = glommio::io::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .buffered_open(&plan.active)
+            .await
+            .map_err(std::io::Error::from)?;
+        if self.keeps_values() {
+            let reader = DmaFile::open(&plan.active)
+                .await
+                .map_err(std::io::Error::from)?;
+            if let Some(files) = self.value_files.borrow_mut().as_mut() {
+                files.seal(reader);
+            }
+        }
+        *self.file.borrow_mut() = Rc::new(file);
+        self.epoch.set(epoch);
+        self.file_origin.set(written as i64 - start.len() as i64);
+        self.allocated.set(start.len() as u64);
+        if let Some(plan) = self.segments.borrow_mut().as_mut() {
+            plan.next_seq += 1;
+            plan.sealed.push(sealed.clone());
+            plan.sealed_bytes += len;
+        }
+        tracing::debug!(
+            shard = self.shard,
+            "sealed {} ({len} bytes)",
+            sealed.display()
+        );
+        Ok(())
     }
 
     /// Compaction's switch: `new_file`, of epoch `new_epoch`, holds a snapshot
@@ -489,8 +649,13 @@ impl LogWriter {
     ) -> std::io::Result<()> {
         // The records before `cut` are in the snapshot; the file must hold all of
         // them before the records after `cut` can be copied out of it.
+        // A roll under way (begun before the compaction held rolls back)
+        // ends first: the tail after `cut` is then in the active file.
         self.progress
-            .until(|| self.written.get() >= cut || self.poisoned.borrow().is_some())
+            .until(|| {
+                (self.written.get() >= cut && !self.rolling.get())
+                    || self.poisoned.borrow().is_some()
+            })
             .await;
         if let Some(poisoned) = self.poisoned() {
             return Err(std::io::Error::other(poisoned.to_string()));
@@ -569,6 +734,11 @@ impl LogWriter {
                     (self.value_files.borrow_mut().as_mut(), reader)
                 {
                     files.switch(reader, tail_start, snapshot_len);
+                }
+                // The snapshot, a BASE, supersedes every sealed segment.
+                if let Some(plan) = self.segments.borrow_mut().as_mut() {
+                    self.superseded.borrow_mut().append(&mut plan.sealed);
+                    plan.sealed_bytes = 0;
                 }
                 // The taken records are in the new file, behind the tail.
                 self.located(taken_values, taken_at);
@@ -703,13 +873,17 @@ async fn finish_new_file(
 
 async fn flush_forever(log: Rc<LogWriter>) {
     while log.poisoned().is_none() {
+        // A roll may be due with nothing pending: in `interval` and `never`
+        // modes the waiters write their records themselves.
         log.work
             .until(|| {
                 (!log.pending.borrow().is_empty() && !log.paused.get())
                     || log.poisoned.borrow().is_some()
+                    || log.roll_due()
             })
             .await;
         log.flush_once().await;
+        log.roll_if_due().await;
     }
 }
 

@@ -14,6 +14,12 @@
 //!   would write the same snapshot into the same failure;
 //! - a failed directory sync after a switch once, and once when a retry (at
 //!   every check) succeeds.
+//!
+//! With the disk engine's segments (`log::segments`), rolls are held back
+//! from the snapshot to the end of the compaction, and the sealed segments
+//! the snapshot (a BASE) superseded are deleted once the switch is durable:
+//! after the directory sync, never before (a lost rename would leave the old
+//! active file with its segments gone).
 
 use crate::log::compaction::{self, CompactionError, LiveScale};
 use crate::log::hint;
@@ -111,6 +117,8 @@ impl Compactor {
             return false;
         }
         let estimate = self.shard.live_estimate();
+        // No roll from the cut on: the tail stays in the active file.
+        let _rolls_held = log.hold_rolls();
         let Some(snapshot) = Participant::of(&self.shard).compaction_snapshot(&self.shard) else {
             return false;
         };
@@ -157,6 +165,7 @@ impl Compactor {
         match result {
             Ok(after) => {
                 self.failed = None;
+                self.delete_superseded(log);
                 self.shard.calibrate_live_bytes(LiveScale {
                     estimated: estimate,
                     measured: moved_snapshot_len,
@@ -214,9 +223,33 @@ impl Compactor {
         room
     }
 
+    /// Deletes the sealed segments the last switch superseded (it is durable).
+    /// A failure only costs disk space until the next start, which deletes
+    /// them (the active file is a BASE).
+    fn delete_superseded(&self, log: &LogWriter) {
+        let superseded = log.take_superseded_segments();
+        if superseded.is_empty() {
+            return;
+        }
+        match crate::log::segments::delete(&superseded) {
+            Ok(()) => tracing::debug!(
+                shard = %self.shard.id(),
+                "deleted {} sealed segments the compaction superseded",
+                superseded.len()
+            ),
+            Err(e) => tracing::warn!(
+                shard = %self.shard.id(),
+                "cannot delete the sealed segments a compaction superseded ({e}); the next start does"
+            ),
+        }
+    }
+
     fn retry_directory_sync(&mut self) {
         if compaction::sync_log_dir(&self.path, self.shard.id().0).is_ok() {
             self.directory_unsynced = false;
+            if let Some(log) = self.shard.log().cloned() {
+                self.delete_superseded(&log);
+            }
             tracing::info!(shard = %self.shard.id(), "synced the directory of {}", self.path.display());
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! [`spawn_shards`] starts one thread per shard, pinned to a CPU when there
 //! are enough. Each builds its glommio executor, binds its listeners and opens
-//! its log, reports ready (or why not), then connects the mesh and serves:
+//! its log (with the disk engine: its sealed segments too, and how it rolls
+//! into new ones), reports ready (or why not), then connects the mesh and serves:
 //! the msgpack listener, the frontend's task (the HTTP API), the compactor
 //! and the sweep of pinned values. At shutdown it drains its connections,
 //! waits until every shard has drained (peers may still forward to it), and
@@ -90,6 +91,8 @@ pub fn spawn_shards(
                     live_scale: loaded.live_scales[i],
                     fsync: config.fsync,
                     compact_min_bytes: config.compact_min_bytes,
+                    segment_bytes: config.segment_bytes,
+                    files: loaded.files[i].clone(),
                     values_on_disk: config.engine == crate::config::Engine::Disk,
                 }),
                 ready: ready.clone(),
@@ -140,6 +143,10 @@ struct LogPlan {
     len: u64,
     fsync: FsyncMode,
     compact_min_bytes: u64,
+    /// The disk engine's segment size (`log::segments`).
+    segment_bytes: u64,
+    /// The shard's files as recovery numbered them.
+    files: crate::log::ShardFiles,
     /// The disk engine: values are read back from the log.
     values_on_disk: bool,
     /// What the snapshot its hint file describes took against its estimate.
@@ -188,11 +195,34 @@ impl LogPlan {
         };
         let writer = LogWriter::new(file, start, self.fsync, shard.0);
         if self.values_on_disk {
-            // Recovery numbered this shard's log file after the shard.
+            // Recovery numbered this shard's files (`log::ShardFiles`).
             let reader = glommio::io::DmaFile::open(&self.path)
                 .await
                 .map_err(|e| open_error(e.to_string()))?;
-            writer.keep_values(crate::log::values::ValueFiles::new(shard.0 as u32, reader));
+            let mut sealed = Vec::with_capacity(self.files.sealed.len());
+            let mut sealed_bytes = 0;
+            for (number, path) in &self.files.sealed {
+                let file = glommio::io::DmaFile::open(path)
+                    .await
+                    .map_err(|e| open_error(format!("{}: {e}", path.display())))?;
+                sealed_bytes += file
+                    .file_size()
+                    .await
+                    .map_err(|e| open_error(format!("{}: {e}", path.display())))?;
+                sealed.push((*number, file));
+            }
+            writer.keep_values(crate::log::values::ValueFiles::with_sealed(
+                self.files.active,
+                reader,
+                sealed,
+            ));
+            writer.roll_segments(crate::log::writer::SegmentPlan {
+                active: self.path.clone(),
+                segment_bytes: self.segment_bytes,
+                next_seq: self.files.next_seq,
+                sealed: self.files.sealed.iter().map(|(_, p)| p.clone()).collect(),
+                sealed_bytes,
+            });
         }
         let state = state.clone();
         writer.on_poison(move |poisoned| state.shard_log_poisoned(shard, &poisoned.0));

@@ -26,6 +26,8 @@ pub struct Loaded {
     /// Each shard's live-data scale from its hint file, if it has one
     /// (`log::compaction::LiveScale`; empty with the memory engine).
     pub live_scales: Vec<Option<LiveScale>>,
+    /// Each shard's log files and their numbers (empty with the memory engine).
+    pub files: Vec<crate::log::ShardFiles>,
 }
 
 pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
@@ -43,6 +45,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
             next_txn_seq: 0,
             log_lens: Vec::new(),
             live_scales: Vec::new(),
+            files: Vec::new(),
         });
     }
     let recovered = crate::log::recover(
@@ -71,6 +74,7 @@ pub fn load_tables(config: &Config) -> Result<Loaded, ServerError> {
         next_txn_seq: recovered.next_txn_seq,
         log_lens: recovered.log_lens,
         live_scales: recovered.live_scales,
+        files: recovered.files,
     })
 }
 
