@@ -55,6 +55,10 @@ use std::time::{Duration, Instant};
 /// bytes of log flushes a size change; the others flush data only. Small logs
 /// take little space; large ones extend rarely.
 pub const PREALLOCATE_BYTES: std::ops::RangeInclusive<u64> = (1 << 20)..=(8 << 20);
+/// Syncs a roll makes while the writes go on, before it pauses them, until
+/// at most [`ROLL_PAUSED_SYNC_BYTES`] are left for the paused sync.
+const ROLL_PRESYNCS: usize = 3;
+const ROLL_PAUSED_SYNC_BYTES: u64 = 1 << 20;
 /// A round's buffer larger than this (a huge value went through) is freed
 /// rather than kept for the next round.
 const SPARE_MAX_BYTES: usize = 4 << 20;
@@ -557,6 +561,20 @@ impl LogWriter {
     /// Rolls the log into a new segment if the active file is full and
     /// nothing holds rolls back. Runs in the flusher, between rounds.
     async fn roll_if_due(&self) {
+        if !self.roll_due() {
+            return;
+        }
+        // The roll syncs the file it seals with the writes paused. Under
+        // `--fsync never` most of a segment may still be dirty, a sync of
+        // hundreds of milliseconds: sync it first while the writes go on,
+        // so the paused sync only covers what they wrote meanwhile.
+        for _ in 0..ROLL_PRESYNCS {
+            if self.unsynced_bytes() <= ROLL_PAUSED_SYNC_BYTES || self.poisoned().is_some() {
+                break;
+            }
+            self.sync().await;
+        }
+        // A compaction may have started meanwhile and hold rolls back.
         if !self.roll_due() {
             return;
         }
