@@ -10,8 +10,8 @@ mod common;
 use common::crash::{assert_mentions, stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{
-    arm_failpoint, assert_reads_back, force_compaction, http_addr, random_bin, start_on, test_seed,
-    TestServer,
+    arm_failpoint, assert_all_read_back, assert_reads_back, force_compaction, http_addr,
+    random_bin, start_on, test_seed, TestServer,
 };
 use rand::SeedableRng;
 use rmpv::Value;
@@ -66,16 +66,6 @@ fn write_keys(
         let value = random_bin(rng, len);
         client.set(&key, value.clone()).expect("SET");
         written.insert(key, value);
-    }
-}
-
-fn assert_all_read_back(
-    client: &mut corekv::client::Client,
-    written: &BTreeMap<Vec<u8>, Value>,
-    when: &str,
-) {
-    for (key, value) in written {
-        assert_reads_back(client, key, value, when);
     }
 }
 

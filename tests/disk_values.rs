@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_reads_back, random_bin, start_on, stat};
+use common::{assert_all_read_back, assert_reads_back, random_bin, start_on, stat};
 
 use common::crash::{stop, temp_data_dir};
 use common::keys::key_on_shard;
@@ -15,17 +15,6 @@ use corekv::client::{Element, Request};
 use rand::SeedableRng;
 use rmpv::Value;
 use std::collections::BTreeMap;
-
-/// Reads every key of `written` and checks its value byte for byte.
-fn assert_all_read_back(
-    client: &mut corekv::client::Client,
-    written: &BTreeMap<Vec<u8>, Value>,
-    when: &str,
-) {
-    for (key, value) in written {
-        assert_reads_back(client, key, value, when);
-    }
-}
 
 #[test]
 fn a_data_set_eight_times_the_memory_limit_is_written_and_read_back_byte_exact() {

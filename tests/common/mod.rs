@@ -352,6 +352,17 @@ pub fn pack(value: &rmpv::Value) -> Vec<u8> {
     out
 }
 
+/// Reads every key of `written` and checks its value byte for byte.
+pub fn assert_all_read_back(
+    client: &mut Client,
+    written: &std::collections::BTreeMap<Vec<u8>, rmpv::Value>,
+    when: &str,
+) {
+    for (key, value) in written {
+        assert_reads_back(client, key, value, when);
+    }
+}
+
 /// Sends one message of msgpack `requests` and returns its reply's elements.
 pub fn call(client: &mut Client, requests: Vec<rmpv::Value>) -> Vec<rmpv::Value> {
     client
