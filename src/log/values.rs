@@ -299,8 +299,8 @@ impl<'a> WantedValue<'a> {
 /// completion, only between runs of its task queues — when they are all
 /// empty, or at its 100 ms preemption. A shard serving many connections
 /// seldom empties them, so a read waited on the executor as well as on the
-/// device: 403 µs a read on average at 16 GETs in flight, where the device
-/// answers the same load in about 230 µs (docs/benchmarks.md). The shard's
+/// device: 308–348 µs a read on average at 16 GETs in flight, against
+/// 291–311 µs through the shard's ring (docs/benchmarks.md). The shard's
 /// own ring is entered at every pass of its network poller, so a read goes
 /// out with the next batch of socket polls and its completion comes back
 /// with them.
