@@ -309,7 +309,6 @@ impl ShardPlan {
         if let Some(log) = log.as_ref().filter(|log| log.keeps_values()) {
             log.read_through(Rc::new(RingReads(net.clone())));
         }
-        let _ = self.ready.send(Ok(()));
         let mesh = self.mesh.connect().await;
         let router = self.router.clone();
         let txn = Box::new(Participant::new(self.next_txn_seq));
@@ -339,6 +338,11 @@ impl ShardPlan {
         let shutdown = Rc::new(Shutdown::default());
         glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         self.state.shard_serving(self.id);
+        // Ready only once serving: the server logs that it listens when every
+        // shard is ready, and a /health answered by a shard must then say
+        // serving, not recovering (tests/http_recovery.rs saw the 503 when
+        // the shards reported ready before connecting their mesh).
+        let _ = self.ready.send(Ok(()));
         let ctx = ShardContext {
             shard,
             state: self.state.clone(),
