@@ -14,8 +14,8 @@ mod common;
 use common::crash::{stop, temp_data_dir};
 use common::logs::log_path;
 use common::{
-    assert_reads_back, force_compaction, nr_compactions, pack, random_bin, start_on, stat,
-    test_seed, wait_for_line,
+    assert_reads_back, force_compaction, nr_compactions, pack, random_bin, run_backup, start_on,
+    stat, test_seed, wait_for_line,
 };
 use corekv::client::{Client, Element, Request};
 use corekv::log::format::{self, Decoded, Effect, Framing, Record};
@@ -442,13 +442,7 @@ fn a_backup_and_a_shard_count_change_write_their_logs_in_blocks_too() {
         call_ok(&mut client, &requests);
     }
     let backup = temp.path().join("backup");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corekv"))
-        .args(["--timeout", "120", "backup"])
-        .arg(&backup)
-        .args(["--http-addr", &http.to_string()])
-        .output()
-        .expect("run corekv backup");
-    assert!(output.status.success(), "{output:?}");
+    run_backup(&backup, http);
     let (nr_pads, _) = assert_file_placed_by_the_rule(&log_path(&backup, 0), true);
     assert!(nr_pads > 0, "the backup's records needed placing");
     stop(&mut server, libc::SIGTERM);

@@ -11,7 +11,7 @@ use common::crash::{assert_mentions, stop, temp_data_dir};
 use common::keys::key_on_shard;
 use common::{
     arm_failpoint, assert_all_read_back, assert_reads_back, force_compaction, http_addr,
-    random_bin, start_on, test_seed, TestServer,
+    random_bin, run_backup, start_on, test_seed, TestServer,
 };
 use rand::SeedableRng;
 use rmpv::Value;
@@ -481,17 +481,7 @@ fn a_backup_of_a_log_in_many_segments_restores_every_value() {
         all_sealed(&data_dir)
     );
     let backup = temp.path().join("backup");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_corekv"))
-        .args(["--timeout", "120", "backup"])
-        .arg(&backup)
-        .args(["--http-addr", &http.to_string()])
-        .output()
-        .expect("run corekv backup");
-    assert!(
-        output.status.success(),
-        "corekv backup failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    run_backup(&backup, http);
     // Written after the backup: not in it.
     client
         .set(b"after", random_bin(&mut rng, 10))

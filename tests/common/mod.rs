@@ -352,6 +352,22 @@ pub fn pack(value: &rmpv::Value) -> Vec<u8> {
     out
 }
 
+/// Backs up the server whose HTTP API is at `http` into `dir` with the
+/// `corekv backup` command, which must succeed.
+pub fn run_backup(dir: &Path, http: SocketAddr) {
+    let output = Command::new(env!("CARGO_BIN_EXE_corekv"))
+        .args(["--timeout", "120", "backup"])
+        .arg(dir)
+        .args(["--http-addr", &http.to_string()])
+        .output()
+        .expect("run corekv backup");
+    assert!(
+        output.status.success(),
+        "corekv backup failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Reads every key of `written` and checks its value byte for byte.
 pub fn assert_all_read_back(
     client: &mut Client,
