@@ -393,6 +393,8 @@ pub struct Footprint {
     pub value_bytes: usize,
     pub version: u64,
     pub allocated_bytes: usize,
+    /// The log file holding the value, for an entry whose value is on disk.
+    pub on_disk_file: Option<u32>,
 }
 
 impl Footprint {
@@ -416,6 +418,7 @@ impl Footprint {
             + varint_len(version)
             + deadline_bytes(has_deadline);
         Footprint {
+            on_disk_file: None,
             key_bytes: key_len,
             value_bytes: value_len,
             version,
@@ -667,6 +670,7 @@ impl Entry {
             value_bytes: self.value_len(),
             version,
             allocated_bytes: allocator::held_bytes(size),
+            on_disk_file: self.location().map(|at| at.file),
         }
     }
 

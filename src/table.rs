@@ -49,6 +49,7 @@
 pub mod deadlines;
 pub mod eviction;
 pub mod expiry;
+pub mod file_bytes;
 pub mod pinned;
 
 use crate::allocator;
@@ -60,6 +61,7 @@ use crate::proto::resp::value::{format_f64, parse_f64, parse_i64, Stored};
 use crate::proto::{BatchResults, ErrorCode, Op, OpKind, RequestError};
 use deadlines::DeadlineIndex;
 use eviction::{access_clock_at, EvictionPolicy};
+use file_bytes::FileBytes;
 use hashbrown::hash_table;
 use hashbrown::HashTable;
 use pinned::PinnedValues;
@@ -203,6 +205,9 @@ pub struct Table {
     entry_bytes: u64,
     /// Bytes of the keys in `map`.
     key_bytes: u64,
+    /// Disk engine: per log file, the bytes of the records holding the
+    /// values of `map`'s on-disk entries (`FileBytes`).
+    file_bytes: FileBytes,
     /// Counters; `memory_bytes` is filled in by [`Table::stats`].
     stats: TableStats,
     /// Values the map dropped that others still hold.
@@ -316,6 +321,7 @@ impl Table {
             map: HashTable::new(),
             hasher: ahash::RandomState::new(),
             entry_bytes: 0,
+            file_bytes: FileBytes::default(),
             key_bytes: 0,
             stats: TableStats::default(),
             pinned: PinnedValues::default(),
@@ -420,6 +426,7 @@ impl Table {
         }
         let old = std::mem::replace(slot, inline);
         self.entry_bytes = self.entry_bytes - old_bytes + new_bytes;
+        self.file_bytes.count_out(&old.footprint());
         self.pinned.displace(old);
         true
     }
@@ -454,6 +461,8 @@ impl Table {
         let old = std::mem::replace(slot, moved);
         self.entry_bytes = self.entry_bytes - old_footprint.allocated_bytes as u64
             + new_footprint.allocated_bytes as u64;
+        self.file_bytes.count_out(&old_footprint);
+        self.file_bytes.count_in(&new_footprint);
         drop(written);
         self.pinned.displace(old);
         true
@@ -507,6 +516,12 @@ impl Table {
     /// with them, compaction sizes a snapshot of the table.
     pub fn key_bytes(&self) -> u64 {
         self.key_bytes
+    }
+
+    /// Disk engine: the bytes of the records in log file `file` that hold
+    /// values of this table's entries (`FileBytes`).
+    pub fn live_bytes_in_file(&self, file: u32) -> u64 {
+        self.file_bytes.of(file)
     }
 
     /// The table's own memory, as the allocator holds it: entries, buckets
@@ -834,6 +849,7 @@ impl Table {
         self.stats.value_bytes = 0;
         self.entry_bytes = 0;
         self.key_bytes = 0;
+        self.file_bytes = FileBytes::default();
         self.deadlines.clear();
         self.map.drain()
     }
@@ -879,6 +895,7 @@ impl Table {
         self.stats.value_bytes += footprint.value_bytes as u64;
         self.key_bytes += footprint.key_bytes as u64;
         self.entry_bytes += footprint.allocated_bytes as u64;
+        self.file_bytes.count_in(footprint);
         if let Some(deadline) = deadline {
             self.deadlines.insert(self.hash(key), deadline);
         }
@@ -891,6 +908,7 @@ impl Table {
         self.stats.value_bytes -= footprint.value_bytes as u64;
         self.key_bytes -= footprint.key_bytes as u64;
         self.entry_bytes -= footprint.allocated_bytes as u64;
+        self.file_bytes.count_out(footprint);
         if let Some(deadline) = deadline {
             self.deadlines.remove(self.hash(key), deadline);
         }

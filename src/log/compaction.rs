@@ -635,7 +635,7 @@ async fn read_values(
 
 /// Once `chunk` holds [`CHUNK_BYTES`], writes it at `offset` (moved on past
 /// it), reports the bytes to `progress`, and lets requests run.
-async fn write_when_full(
+pub(super) async fn write_when_full(
     file: &glommio::io::BufferedFile,
     chunk: &mut Vec<u8>,
     offset: &mut u64,
@@ -654,7 +654,7 @@ async fn write_when_full(
     Ok(())
 }
 
-async fn write_chunk(
+pub(super) async fn write_chunk(
     file: &glommio::io::BufferedFile,
     chunk: &mut Vec<u8>,
     offset: u64,

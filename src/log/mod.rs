@@ -51,6 +51,7 @@ pub mod compaction;
 pub mod file_io;
 pub mod format;
 pub mod hint;
+pub mod merge;
 pub mod pacing;
 pub mod replay;
 pub mod segments;
@@ -778,7 +779,7 @@ fn remove_compaction_leftovers(dir: &Path) -> Result<(), RecoveryError> {
         let path = entry.map_err(io_err(dir))?.path();
         if path
             .extension()
-            .is_some_and(|e| e == "compact" || e == "tmp")
+            .is_some_and(|e| e == "compact" || e == "tmp" || e == "merge")
         {
             tracing::info!(
                 "removing {}, left by an interrupted compaction or roll",

@@ -61,6 +61,9 @@ struct Retired {
     shift: i64,
     /// The switch count when it was retired: it may close after a later one.
     retired_at_switch: u64,
+    /// Retired by a merge (`log::merge`), which moved every table entry
+    /// pointing into it: it closes as soon as nothing else points into it.
+    merged: bool,
 }
 
 /// Where a shard's values are: its current log file, its sealed segments
@@ -72,6 +75,9 @@ pub struct ValueFiles {
     sealed: Vec<(u32, Rc<DmaFile>)>,
     retired: Vec<Retired>,
     switches: u64,
+    /// The number the next new file gets: above every number in use, so a
+    /// merge's output and a roll's new file never share one.
+    next_free: u32,
 }
 
 impl ValueFiles {
@@ -83,14 +89,17 @@ impl ValueFiles {
             sealed: Vec::new(),
             retired: Vec::new(),
             switches: 0,
+            next_free: number.wrapping_add(1),
         }
     }
 
     /// As [`ValueFiles::new`], with the shard's sealed segments (oldest
     /// first, with the numbers their entries carry).
     pub fn with_sealed(number: u32, current: DmaFile, sealed: Vec<(u32, DmaFile)>) -> ValueFiles {
+        let highest = sealed.iter().map(|(n, _)| *n).fold(number, u32::max);
         ValueFiles {
             sealed: sealed.into_iter().map(|(n, f)| (n, Rc::new(f))).collect(),
+            next_free: highest.wrapping_add(1),
             ..ValueFiles::new(number, current)
         }
     }
@@ -101,7 +110,49 @@ impl ValueFiles {
     pub fn seal(&mut self, new: DmaFile) {
         let old = std::mem::replace(&mut self.current, Rc::new(new));
         self.sealed.push((self.number, old));
-        self.number = self.next_number();
+        self.number = self.take_number();
+    }
+
+    /// The numbers of the sealed segments, oldest first.
+    pub fn sealed_numbers(&self) -> Vec<u32> {
+        self.sealed.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// A merge (`log::merge`) replaced the sealed segments `inputs` with
+    /// `output`, which takes the place of the newest of them among the
+    /// sealed segments under a new number (returned). The inputs are
+    /// retired, read where they are until nothing points into them.
+    pub fn merged(&mut self, inputs: &[u32], output: DmaFile) -> u32 {
+        let number = self.take_number();
+        let newest = self.sealed.iter().rposition(|(n, _)| inputs.contains(n));
+        let output = Rc::new(output);
+        match newest {
+            Some(at) => self.sealed.insert(at + 1, (number, output)),
+            None => self.sealed.push((number, output)),
+        }
+        let (gone, kept) = std::mem::take(&mut self.sealed)
+            .into_iter()
+            .partition(|(n, _)| inputs.contains(n));
+        self.sealed = kept;
+        for (number, file) in gone {
+            self.retired.push(Retired {
+                number,
+                file,
+                tail_from: u64::MAX,
+                moved_to: number,
+                shift: 0,
+                retired_at_switch: self.switches,
+                merged: true,
+            });
+        }
+        number
+    }
+
+    /// A number no file of this shard has, for a new file.
+    fn take_number(&mut self) -> u32 {
+        let number = self.next_free;
+        self.next_free = self.next_free.wrapping_add(1);
+        number
     }
 
     /// The number of the current log file: where new values are written.
@@ -109,16 +160,16 @@ impl ValueFiles {
         self.number
     }
 
-    /// The number the next file (after a compaction) gets.
+    /// The number the next file (after a compaction or a roll) gets.
     pub fn next_number(&self) -> u32 {
-        self.number.wrapping_add(1)
+        self.next_free
     }
 
     /// Compaction switched to `new` (numbered [`ValueFiles::next_number`]),
     /// where the old file's bytes from `tail_from` on now start at `tail_to`.
     pub fn switch(&mut self, new: DmaFile, tail_from: u64, tail_to: u64) {
         let old = std::mem::replace(&mut self.current, Rc::new(new));
-        let moved_to = self.next_number();
+        let moved_to = self.take_number();
         self.switches += 1;
         // The snapshot holds every entry of the sealed segments too: they
         // are retired with the active file, read where they are until closed.
@@ -130,6 +181,7 @@ impl ValueFiles {
                 moved_to,
                 shift: 0,
                 retired_at_switch: self.switches,
+                merged: false,
             });
         }
         self.retired.push(Retired {
@@ -139,6 +191,7 @@ impl ValueFiles {
             moved_to,
             shift: tail_to as i64 - tail_from as i64,
             retired_at_switch: self.switches,
+            merged: false,
         });
         self.number = moved_to;
     }
@@ -192,13 +245,15 @@ impl ValueFiles {
 
     /// Closes the retired files that no entry can point into any more: a
     /// switch has happened since each was retired (its snapshot moved every
-    /// entry the table had) and `referenced` says no other entry does.
+    /// entry the table had), or a merge retired it (it moved every table
+    /// entry pointing into it), and `referenced` says no other entry does.
     /// Returns how many it closed.
     pub fn close_unreferenced(&mut self, referenced: impl Fn(u32) -> bool) -> usize {
         let switches = self.switches;
         let before = self.retired.len();
-        self.retired
-            .retain(|r| r.retired_at_switch >= switches || referenced(r.number));
+        self.retired.retain(|r| {
+            (!r.merged && r.retired_at_switch >= switches) || referenced(r.number)
+        });
         before - self.retired.len()
     }
 

@@ -91,6 +91,15 @@ pub struct SegmentPlan {
     pub sealed_bytes: u64,
 }
 
+/// A sealed segment as a merge sees it (`log::merge`): the number its
+/// entries carry, its path, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    pub number: u32,
+    pub path: PathBuf,
+    pub bytes: u64,
+}
+
 /// Rolls are held back while this lives ([`LogWriter::hold_rolls`]).
 pub struct RollsHeld<'a>(&'a LogWriter);
 
@@ -241,6 +250,59 @@ impl LogWriter {
     /// deleted (the caller deletes them once the switch is durable).
     pub fn take_superseded_segments(&self) -> Vec<PathBuf> {
         std::mem::take(&mut *self.superseded.borrow_mut())
+    }
+
+    /// The sealed segments, oldest first (none with the log engine, or if
+    /// a size cannot be read: the merge then waits for the next check).
+    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+        let paths = match self.segments.borrow().as_ref() {
+            Some(plan) => plan.sealed.clone(),
+            None => return Vec::new(),
+        };
+        let numbers = self
+            .value_files
+            .borrow()
+            .as_ref()
+            .map_or_else(Vec::new, ValueFiles::sealed_numbers);
+        if numbers.len() != paths.len() {
+            return Vec::new();
+        }
+        let mut sealed = Vec::with_capacity(paths.len());
+        for (number, path) in numbers.into_iter().zip(paths) {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                return Vec::new();
+            };
+            sealed.push(SealedSegment {
+                number,
+                path,
+                bytes: meta.len(),
+            });
+        }
+        sealed
+    }
+
+    /// A merge replaced the sealed segments `inputs` (oldest first) with
+    /// `output` (`output_bytes` long), which took the newest input's name
+    /// and place; returns the number its values are read under.
+    pub fn install_merge(
+        &self,
+        inputs: &[SealedSegment],
+        output: DmaFile,
+        output_bytes: u64,
+    ) -> u32 {
+        let numbers: Vec<u32> = inputs.iter().map(|s| s.number).collect();
+        let number = match self.value_files.borrow_mut().as_mut() {
+            Some(files) => files.merged(&numbers, output),
+            None => 0,
+        };
+        if let (Some(plan), Some(newest)) = (self.segments.borrow_mut().as_mut(), inputs.last()) {
+            let gone: Vec<&PathBuf> = inputs[..inputs.len() - 1].iter().map(|s| &s.path).collect();
+            plan.sealed.retain(|path| !gone.contains(&path));
+            let input_bytes: u64 = inputs.iter().map(|s| s.bytes).sum();
+            plan.sealed_bytes = (plan.sealed_bytes + output_bytes).saturating_sub(input_bytes);
+            debug_assert!(plan.sealed.contains(&newest.path));
+        }
+        number
     }
 
     /// Disk engine: values are read back from the log's files, the current

@@ -22,7 +22,9 @@
 //! active file with its segments gone).
 
 use crate::log::compaction::{self, CompactionError, LiveScale};
+use crate::entry::{Entry, Location, ValueCheck};
 use crate::log::hint;
+use crate::log::merge::{self, MergeError, MergePlan};
 use crate::log::pacing::{self, Budget};
 use crate::log::LogWriter;
 use crate::shard::Shard;
@@ -110,6 +112,12 @@ impl Compactor {
         if self.directory_unsynced {
             self.retry_directory_sync();
         }
+        // The disk engine reclaims space a few sealed segments at a time;
+        // the whole log is compacted only if no segment is worth merging
+        // (the active file alone outgrew the live data, or merges fail).
+        if log.keeps_values() && self.may_retry(log) && self.merge_segments(log).await {
+            return true;
+        }
         let Some(live_bytes) = self.shard.compaction_due(self.min_bytes) else {
             return false;
         };
@@ -184,6 +192,130 @@ impl Compactor {
             }
         }
         true
+    }
+
+    /// Merges the sealed segments worth it (`log::merge`), if the log is
+    /// past `--compact-min-bytes`; returns whether a merge was tried.
+    async fn merge_segments(&mut self, log: &LogWriter) -> bool {
+        if log.file_len() <= self.min_bytes {
+            return false;
+        }
+        let sealed = log.sealed_segments();
+        let chosen = {
+            let table = self.shard.table();
+            merge::choose(
+                &sealed,
+                |number| table.live_bytes_in_file(number),
+                self.shard.live_scale(),
+            )
+        };
+        let Some(chosen) = chosen else {
+            return false;
+        };
+        let mut plan = MergePlan::of(&sealed, &chosen);
+        let shard = self.shard.id();
+        let started = Instant::now();
+        loop {
+            let view = Participant::of(&self.shard).merge_view(&self.shard);
+            match merge::write(log, &plan, &view).await {
+                Ok(written) => {
+                    self.install_merge(log, &plan, written, started).await;
+                    return true;
+                }
+                Err(MergeError::NeedsOlder(number)) => match plan.with_older(&sealed, number) {
+                    Some(wider) => plan = wider,
+                    None => {
+                        tracing::error!(%shard, "cannot merge segments: a batch's PREPARE is in none of them");
+                        self.failed = Some((Instant::now(), log.appended()));
+                        return true;
+                    }
+                },
+                Err(e @ MergeError::Busy(_)) => {
+                    tracing::debug!(%shard, "merge put off: {e}");
+                    self.failed = Some((Instant::now(), log.appended()));
+                    return true;
+                }
+                Err(MergeError::Failed(e)) => {
+                    tracing::error!(%shard, "merging segments of {} failed: {e}", self.path.display());
+                    self.failed = Some((Instant::now(), log.appended()));
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Steps 2 and 3 of a merge (`log::merge`): the output replaces its
+    /// inputs on disk, then for reads, then the entries move into it.
+    async fn install_merge(
+        &mut self,
+        log: &LogWriter,
+        plan: &MergePlan,
+        written: merge::Written,
+        started: Instant,
+    ) {
+        let shard = self.shard.id();
+        let newest = &plan.inputs.last().expect("a plan has inputs").path;
+        let durable = match merge::install(&written, plan, shard.0) {
+            Ok(durable) => durable,
+            Err(e) => {
+                let _ = std::fs::remove_file(&written.temp);
+                tracing::error!(%shard, "cannot put the merged segment in place of {} ({e}); nothing changed", newest.display());
+                self.failed = Some((Instant::now(), log.appended()));
+                return;
+            }
+        };
+        let reader = match glommio::io::DmaFile::open(newest).await {
+            Ok(reader) => reader,
+            Err(e) => {
+                // The inputs stay open for reads; on disk the merged segment
+                // stands for them, and the older ones stay until a restart.
+                tracing::error!(%shard, "cannot open the merged segment {} for reads ({e})", newest.display());
+                self.failed = Some((Instant::now(), log.appended()));
+                return;
+            }
+        };
+        let number = log.install_merge(&plan.inputs, reader, written.len);
+        let located: Vec<(Entry, Location)> = written
+            .located
+            .into_iter()
+            .map(|(entry, offset)| {
+                let location = Location {
+                    file: number,
+                    offset,
+                    len: entry.value_len() as u32,
+                    check: ValueCheck::Record {
+                        with_deadline: entry.deadline().is_some(),
+                    },
+                };
+                (entry, location)
+            })
+            .collect();
+        if let Err(e) = hint::write(newest, written.epoch, written.puts_end, &located).await {
+            tracing::warn!(%shard, "cannot write the hint file of {} ({e}); a restart reads its records", newest.display());
+        }
+        self.shard.relocate_values(located).await;
+        if durable {
+            if let Err(e) = merge::delete_older_inputs(plan, shard.0) {
+                tracing::warn!(%shard, "cannot delete merged segments ({e}); they replay harmlessly until deleted at a restart");
+            }
+        }
+        let table = self.shard.table();
+        log.close_unreferenced_files(|file| table.pinned_point_into(file) || table.restored_into(file));
+        drop(table);
+        let records = written.puts_end.saturating_sub(crate::log::format::FILE_HEADER_BYTES as u64);
+        self.shard.calibrate_live_bytes(LiveScale {
+            estimated: written.records_estimate,
+            measured: records,
+        });
+        let before: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            %shard,
+            "merged {} sealed segments into {}: {before} → {} bytes in {secs:.2} s",
+            plan.inputs.len(),
+            newest.display(),
+            written.len
+        );
     }
 
     /// Whether enough time has passed, and the log grown, since a failure.

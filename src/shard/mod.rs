@@ -511,6 +511,12 @@ impl Shard {
         }
     }
 
+    /// How much larger than its records the live data is on disk, as last
+    /// measured ([`Shard::calibrate_live_bytes`]; zero if never).
+    pub fn live_scale(&self) -> LiveScale {
+        self.live_scale.get()
+    }
+
     /// The shard's log writer (None with the memory engine).
     pub fn log(&self) -> Option<&Rc<LogWriter>> {
         self.log.as_ref()

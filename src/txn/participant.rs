@@ -21,7 +21,9 @@ use super::undo::UndoLog;
 use super::unit::run_unit;
 use crate::ids::{ShardId, TxnId};
 use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
+use crate::entry::Entry;
 use crate::log::format;
+use crate::log::merge::MergeView;
 use crate::log::replay::OwnedEffect;
 use crate::log::LogPoisoned;
 use crate::proto::{reply, BatchResults, ErrorCode, Op, RequestError};
@@ -257,6 +259,15 @@ impl Participant {
         Some(self.snapshot(shard))
     }
 
+    /// `shard`'s committed state as a merge of its sealed segments judges
+    /// it (`log::merge`).
+    pub fn merge_view<'a>(&'a self, shard: &'a Shard) -> CommittedView<'a> {
+        CommittedView {
+            participant: self,
+            shard,
+        }
+    }
+
     /// `shard`'s state as [`Participant::compaction_snapshot`] takes it, with
     /// the memory engine too (`cut` is then 0): what a backup writes.
     pub fn snapshot(&self, shard: &Shard) -> Snapshot {
@@ -289,6 +300,32 @@ impl Participant {
             commits: self.committing.borrow().iter().copied().collect(),
             prepared: shares,
         }
+    }
+}
+
+/// A shard's committed state, read one key at a time (`log::merge`): a key a
+/// prepared batch holds is as the batch's undo log has it.
+pub struct CommittedView<'a> {
+    participant: &'a Participant,
+    shard: &'a Shard,
+}
+
+impl MergeView for CommittedView<'_> {
+    fn committed(&self, key: &[u8]) -> Option<Entry> {
+        for batch in self.participant.prepared.borrow().values() {
+            if let Some((_, before)) = batch.undo.priors().find(|(held, _)| *held == key) {
+                return before.state().cloned();
+            }
+        }
+        self.shard.table().prior(key).state().cloned()
+    }
+
+    fn is_prepared(&self, txn: TxnId) -> bool {
+        self.participant.prepared.borrow().contains_key(&txn)
+    }
+
+    fn commit_needed(&self, txn: TxnId) -> bool {
+        self.participant.committing.borrow().contains(&txn)
     }
 }
 

@@ -1,0 +1,658 @@
+//! The disk engine's space reclamation: the sealed segments (`log::segments`)
+//! that hold the least live data are rewritten, a few at a time, into one new
+//! segment holding only what is still needed, and deleted. The log then stays
+//! within about twice its live data however often keys are overwritten,
+//! without rewriting the whole log and without stopping the writes: the
+//! active file is never touched.
+//!
+//! # What a merge writes
+//!
+//! The inputs S (sealed segments, in log order) are read front to back,
+//! record by record, and a record's key is judged by the table's committed
+//! state (a key a cross-shard batch holds counts as it was before the batch:
+//! [`MergeView`]):
+//!
+//! - A PUT (alone, in a BATCH or in a decided PREPARE) whose version is the
+//!   key's committed version, or an EXPIRE that set its committed deadline:
+//!   the key's committed entry is written as a PUT (PUTX with a deadline).
+//! - A record of a key that is absent now: a DEL is written, unless S is a
+//!   prefix of the log (its oldest segments), when no older record of the key
+//!   remains that it would have to hide.
+//! - A COMMIT still needed by a participant is copied; a DECIDE is copied
+//!   only if its PREPARE is in S too (then it is not needed: the batch's
+//!   effects are judged above) or S is a prefix. A DECIDE whose PREPARE is in
+//!   an older segment would have to stay before later writes of the batch's
+//!   keys: the merge gives up with [`MergeError::NeedsOlder`], and is retried
+//!   with the segment before that input added.
+//! - A PREPARE of a batch still undecided: the merge gives up
+//!   ([`MergeError::Busy`]) and is retried later. It happens only when a roll
+//!   came between a batch's PREPARE and its DECIDE.
+//!
+//! The output takes the newest input's place (its name), so it replays after
+//! every older record. That is correct because everything it writes is the
+//! key's state now: a record of the key in a later file re-establishes the
+//! same state, and any later write replaces it. A prefix merge's output is
+//! flagged BASE: after a crash, recovery deletes the older inputs before
+//! replaying (their dropped tombstones would let deleted keys back).
+//! A crash before the output is renamed leaves the inputs (the `.merge`
+//! file is removed at start); after it, leftover older inputs of a
+//! non-prefix merge replay harmlessly before the output, which restates
+//! every key they could change.
+//!
+//! # Steps ([`write`], then [`install`])
+//!
+//! 1. Write `<newest input>.merge` in chunks, yielding between them, reading
+//!    the inputs through the shard's ring (as compaction does); fdatasync it.
+//! 2. Rename it over the newest input (atomic), sync the directory.
+//! 3. The caller registers it for reads (`LogWriter::install_merge`), writes
+//!    its hint file (`log::hint`), moves the table's entries into it
+//!    (`Table::relocate`), deletes the older inputs, and closes the inputs'
+//!    files once nothing points into them.
+//!
+//! # Which segments ([`choose`])
+//!
+//! The table counts, per file, the bytes of the records its live values take
+//! (`table::file_bytes`), scaled by how much larger records are on disk
+//! (padding in blocks: the last merge's output against its records). Sealed
+//! segments under [`MERGE_BELOW_LIVE_PERCENT`] live are merged, the emptiest
+//! first, up to [`MERGE_INPUT_BYTES`] of input at a time.
+
+use super::compaction::{write_chunk, write_when_full, LiveScale};
+use super::format::{self, Decoded, Effect, FileStart, Framing, Record};
+use super::values::WantedValue;
+use super::writer::SealedSegment;
+use super::{blocks, file_io, LogWriter};
+use crate::entry::Entry;
+use crate::failpoint;
+use crate::ids::TxnId;
+use glommio::io::BufferedFile;
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+/// A sealed segment whose live data is under this share of its size is
+/// merged: the directory then stays under about 100 / this times the live
+/// data, and rewriting a segment frees at least as much as it writes.
+pub const MERGE_BELOW_LIVE_PERCENT: u64 = 50;
+/// The most bytes of input one merge takes (at least one segment).
+pub const MERGE_INPUT_BYTES: u64 = 256 << 20;
+/// Bytes of an input read at a time.
+const READ_BYTES: u64 = 4 << 20;
+
+/// What a merge asks of the shard about a key or a batch.
+pub trait MergeView {
+    /// The key's committed entry (a key a prepared batch holds: as it was
+    /// before the batch), expired or not; None if the key is absent.
+    fn committed(&self, key: &[u8]) -> Option<Entry>;
+    /// Whether cross-shard batch `txn` is prepared here and undecided.
+    fn is_prepared(&self, txn: TxnId) -> bool;
+    /// Whether this shard coordinates `txn` and still needs its COMMIT.
+    fn commit_needed(&self, txn: TxnId) -> bool;
+}
+
+/// Why a merge wrote nothing (its partial output is removed).
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("batch {0:?} is still prepared in a segment to merge; retrying later")]
+    Busy(TxnId),
+    #[error("a batch decided in segment {0} was prepared in an older segment")]
+    NeedsOlder(u32),
+    #[error("{0}")]
+    Failed(#[from] io::Error),
+}
+
+/// The segments one merge rewrites, in log order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergePlan {
+    pub inputs: Vec<SealedSegment>,
+    /// The inputs are the log's oldest segments, all of them up to the newest
+    /// input: no older record of any key remains.
+    pub prefix: bool,
+}
+
+impl MergePlan {
+    /// The plan of merging `sealed[i]` for each `i` of `chosen` (any order).
+    pub fn of(sealed: &[SealedSegment], chosen: &[usize]) -> MergePlan {
+        let mut chosen: Vec<usize> = chosen.to_vec();
+        chosen.sort_unstable();
+        chosen.dedup();
+        let prefix = chosen.iter().enumerate().all(|(i, &at)| i == at);
+        MergePlan {
+            inputs: chosen.iter().map(|&i| sealed[i].clone()).collect(),
+            prefix,
+        }
+    }
+
+    /// This plan with the segment before input `number` added (for
+    /// [`MergeError::NeedsOlder`]); None if there is none to add.
+    pub fn with_older(&self, sealed: &[SealedSegment], number: u32) -> Option<MergePlan> {
+        let mut chosen: Vec<usize> = self
+            .inputs
+            .iter()
+            .filter_map(|input| sealed.iter().position(|s| s.number == input.number))
+            .collect();
+        let at = sealed.iter().position(|s| s.number == number)?;
+        let before = (0..at).rev().find(|i| !chosen.contains(i))?;
+        chosen.push(before);
+        Some(MergePlan::of(sealed, &chosen))
+    }
+}
+
+/// The sealed segments worth merging now (indices into `sealed`), the
+/// emptiest first up to [`MERGE_INPUT_BYTES`]; None if none is under
+/// [`MERGE_BELOW_LIVE_PERCENT`]. `live_records` gives a segment's live
+/// record bytes (by number), which `scale` turns into bytes on disk.
+pub fn choose(
+    sealed: &[SealedSegment],
+    live_records: impl Fn(u32) -> u64,
+    scale: LiveScale,
+) -> Option<Vec<usize>> {
+    let on_disk = |records: u64| match scale.estimated {
+        0 => records,
+        estimated => {
+            let scaled = u128::from(records) * u128::from(scale.measured) / u128::from(estimated);
+            u64::try_from(scaled).unwrap_or(u64::MAX).max(records)
+        }
+    };
+    let mut candidates: Vec<(f64, usize)> = sealed
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.bytes > 0)
+        .map(|(i, s)| (on_disk(live_records(s.number)) as f64 / s.bytes as f64, i))
+        .filter(|(live, _)| *live * 100.0 < MERGE_BELOW_LIVE_PERCENT as f64)
+        .collect();
+    candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut chosen = Vec::new();
+    let mut bytes = 0;
+    for (_, i) in candidates {
+        if !chosen.is_empty() && bytes + sealed[i].bytes > MERGE_INPUT_BYTES {
+            break;
+        }
+        bytes += sealed[i].bytes;
+        chosen.push(i);
+    }
+    (!chosen.is_empty()).then_some(chosen)
+}
+
+/// A merge's output, written and synced under its temporary name.
+pub struct Written {
+    pub temp: PathBuf,
+    pub epoch: u64,
+    pub len: u64,
+    /// Where its PUT records end (its hint covers them: `log::hint`).
+    pub puts_end: u64,
+    /// Each entry written and its value's file offset in the output.
+    pub located: Vec<(Entry, u64)>,
+    /// The written entries' PUT records' bytes without padding
+    /// (`compaction::snapshot_bytes`), against which `puts_end` measures it.
+    pub records_estimate: u64,
+}
+
+/// The temporary file a merge into `newest` writes.
+pub fn temp_path(newest: &Path) -> PathBuf {
+    newest.with_extension("seg.merge")
+}
+
+/// Writes the merge of `plan` (step 1 of the module doc). On failure the
+/// partial output is removed.
+pub async fn write(
+    log: &LogWriter,
+    plan: &MergePlan,
+    view: &dyn MergeView,
+) -> Result<Written, MergeError> {
+    let newest = plan.inputs.last().ok_or_else(|| {
+        MergeError::Failed(io::Error::other("a merge needs at least one segment"))
+    })?;
+    let temp = temp_path(&newest.path);
+    let written = write_output(log, plan, view, &temp).await;
+    if written.is_err() {
+        match std::fs::remove_file(&temp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::error!("cannot remove {}: {e}", temp.display())
+            }
+            _ => {}
+        }
+    }
+    written
+}
+
+/// Step 2 of the module doc: the output replaces the newest input under its
+/// name (its stale hint removed first), durably. An error before the rename
+/// leaves the inputs as they were (the caller removes the output); after it
+/// (`Ok(false)`: the directory sync failed), the output is in place but the
+/// older inputs must stay until a later sync.
+pub fn install(written: &Written, plan: &MergePlan, shard: usize) -> io::Result<bool> {
+    let newest = &plan.inputs.last().expect("a plan has inputs").path;
+    let scope = Some(shard);
+    failpoint::check("merge::rename", scope)?;
+    super::hint::remove(newest)?;
+    std::fs::rename(&written.temp, newest)?;
+    let synced = failpoint::check("merge::dir_fsync", scope)
+        .and_then(|()| super::segments::sync_dir_of(newest));
+    if let Err(e) = &synced {
+        tracing::error!(
+            shard,
+            "merged into {}, but syncing its directory failed ({e}); the merged segments stay \
+             until the next merge",
+            newest.display()
+        );
+    }
+    Ok(synced.is_ok())
+}
+
+/// Deletes the inputs but the newest (which the output replaced), and syncs
+/// the directory.
+pub fn delete_older_inputs(plan: &MergePlan, shard: usize) -> io::Result<()> {
+    let Some((newest, older)) = plan.inputs.split_last() else {
+        return Ok(());
+    };
+    failpoint::check("merge::delete", Some(shard))?;
+    let paths: Vec<PathBuf> = older.iter().map(|s| s.path.clone()).collect();
+    super::segments::delete(&paths)?;
+    super::segments::sync_dir_of(&newest.path)
+}
+
+/// The output being written: its file, the chunk not yet written, and what
+/// is known of it.
+struct Output<'a> {
+    log: &'a LogWriter,
+    file: Rc<BufferedFile>,
+    chunk: Vec<u8>,
+    /// The file offset of `chunk[0]`.
+    offset: u64,
+    epoch: u64,
+    located: Vec<(Entry, u64)>,
+    records_estimate: u64,
+}
+
+impl Output<'_> {
+    /// Writes `entry` as a PUT (PUTX); its value is `value`, or the entry's
+    /// own, or read from where the entry says.
+    async fn put(&mut self, entry: Entry, value: Option<&[u8]>) -> io::Result<()> {
+        let read;
+        let value = match (value, WantedValue::of(&entry)) {
+            (Some(value), _) => value,
+            (None, Some(wanted)) => {
+                read = self.log.read_value(wanted).await?;
+                &read[..]
+            }
+            (None, None) => entry.value(),
+        };
+        let put = Effect::Put {
+            key: entry.key(),
+            version: entry.version(),
+            value,
+            deadline: entry.deadline(),
+        };
+        let mut at = None;
+        let shifts = blocks::append_records(&mut self.chunk, Some(self.offset), |chunk| {
+            at = format::write_effect_locating(chunk, &put);
+        });
+        let at = shifts.moved(at.expect("a PUT record holds a value"));
+        self.records_estimate +=
+            super::compaction::snapshot_bytes(1, entry.key().len() as u64, value.len() as u64);
+        self.located.push((entry, self.offset + at as u64));
+        self.flush_when_full().await
+    }
+
+    async fn flush_when_full(&mut self) -> io::Result<()> {
+        let log = self.log;
+        let mut progress = |_: u64| match log.poisoned() {
+            Some(poisoned) => Err(io::Error::other(poisoned.to_string())),
+            None => Ok(()),
+        };
+        let failpoint = ("merge::write", Some(log.shard()));
+        write_when_full(
+            &self.file,
+            &mut self.chunk,
+            &mut self.offset,
+            self.epoch,
+            failpoint,
+            &mut progress,
+        )
+        .await
+    }
+}
+
+/// What the scan of the inputs keeps besides the PUTs it writes at once.
+#[derive(Default)]
+struct Kept {
+    /// Keys written already (a key's state is written once).
+    written: HashSet<Box<[u8]>>,
+    /// Keys met absent (a DEL each, unless the merge is a prefix).
+    absent: HashSet<Box<[u8]>>,
+    commits: Vec<TxnId>,
+    prepares_seen: HashSet<TxnId>,
+}
+
+async fn write_output(
+    log: &LogWriter,
+    plan: &MergePlan,
+    view: &dyn MergeView,
+    temp: &Path,
+) -> Result<Written, MergeError> {
+    let scope = Some(log.shard());
+    failpoint::check("merge::write", scope)?;
+    let file = glommio::io::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .truncate(true)
+        .buffered_open(temp)
+        .await
+        .map_err(io::Error::from)?;
+    let epoch = super::new_epoch();
+    let flags = match plan.prefix {
+        true => format::FLAG_BASE,
+        false => 0,
+    };
+    let mut header = Vec::with_capacity(format::FILE_HEADER_BYTES);
+    format::write_file_header_flagged(&mut header, epoch, flags);
+    let offset = write_chunk(&file, &mut header, 0, ("merge::write", scope)).await?;
+    let mut out = Output {
+        log,
+        file: Rc::new(file),
+        chunk: Vec::with_capacity(READ_BYTES as usize),
+        offset,
+        epoch,
+        located: Vec::new(),
+        records_estimate: 0,
+    };
+    let mut kept = Kept::default();
+    for input in &plan.inputs {
+        scan(log, input, plan.prefix, view, &mut out, &mut kept).await?;
+    }
+    // The PUT records end here; the rest is replayed record by record.
+    let puts_end = out.offset + out.chunk.len() as u64;
+    let mut absent: Vec<&Box<[u8]>> = kept.absent.iter().collect();
+    absent.sort_unstable();
+    for key in absent {
+        // Written since (in the active file, which replays later): no DEL needed.
+        if view.committed(key).is_some() {
+            continue;
+        }
+        blocks::append_records(&mut out.chunk, Some(out.offset), |chunk| {
+            format::write_effect(chunk, &Effect::Del { key })
+        });
+        out.flush_when_full().await?;
+    }
+    for txn in kept.commits.iter().filter(|txn| view.commit_needed(**txn)) {
+        blocks::append_records(&mut out.chunk, Some(out.offset), |chunk| {
+            format::write_commit(chunk, *txn)
+        });
+    }
+    format::stamp(&mut out.chunk, epoch);
+    let last = write_chunk(&out.file, &mut out.chunk, out.offset, ("merge::write", scope)).await?;
+    let len = out.offset + last;
+    failpoint::check("merge::sync", scope)?;
+    file_io::fdatasync(out.file.clone()).await?;
+    Ok(Written {
+        temp: temp.to_owned(),
+        epoch,
+        len,
+        puts_end,
+        located: out.located,
+        records_estimate: out.records_estimate,
+    })
+}
+
+/// A key's committed entry to write for a record met in an input, if the
+/// record is (or restates) it; None otherwise, and the key noted if absent.
+fn judge(
+    key: &[u8],
+    version: Option<u64>,
+    deadline: Option<Option<u64>>,
+    prefix: bool,
+    view: &dyn MergeView,
+    kept: &mut Kept,
+) -> Option<Entry> {
+    if kept.written.contains(key) {
+        return None;
+    }
+    let Some(entry) = view.committed(key) else {
+        if !prefix {
+            kept.absent.insert(Box::from(key));
+        }
+        return None;
+    };
+    let current = match (version, deadline) {
+        (Some(version), _) => entry.version() == version,
+        (None, Some(deadline)) => entry.deadline() == deadline,
+        (None, None) => false,
+    };
+    if !current {
+        return None;
+    }
+    kept.written.insert(Box::from(key));
+    Some(entry)
+}
+
+/// Reads `input` front to back and writes what of it is still needed
+/// (the module doc's rules).
+async fn scan(
+    log: &LogWriter,
+    input: &SealedSegment,
+    prefix: bool,
+    view: &dyn MergeView,
+    out: &mut Output<'_>,
+    kept: &mut Kept,
+) -> Result<(), MergeError> {
+    let damaged = |offset: u64, reason: &str| {
+        MergeError::Failed(io::Error::other(format!(
+            "{} is damaged at offset {offset} ({reason}); not merged",
+            input.path.display()
+        )))
+    };
+    let mut reader = InputReader {
+        log,
+        input,
+        buf: Vec::new(),
+        base: 0,
+        read_to: 0,
+    };
+    reader.fill(format::FILE_HEADER_BYTES as u64).await?;
+    let framing = match format::read_file_header(&reader.buf) {
+        FileStart::Header(framing) => framing,
+        FileStart::Legacy => Framing::Legacy,
+        FileStart::Bad(reason) => return Err(damaged(0, &reason)),
+    };
+    let mut pos = framing.records_start();
+    loop {
+        // The entries to write for one record, with where their values are
+        // in the buffer when they are the record's own bytes.
+        let mut to_write: Vec<(Entry, Option<(usize, usize)>)> = Vec::new();
+        let next = match format::decode_at(&reader.buf, pos, framing) {
+            Decoded::Record(record, next) => {
+                let buf_start = reader.buf.as_ptr() as usize;
+                let effects: &[Effect<'_>] = match &record {
+                    Record::Effect(effect) => std::slice::from_ref(effect),
+                    Record::Batch(effects) => effects,
+                    Record::Prepare { txn, effects } => {
+                        if view.is_prepared(*txn) {
+                            return Err(MergeError::Busy(*txn));
+                        }
+                        kept.prepares_seen.insert(*txn);
+                        effects
+                    }
+                    Record::Decide { txn, .. } => {
+                        if !prefix && !kept.prepares_seen.contains(txn) {
+                            return Err(MergeError::NeedsOlder(input.number));
+                        }
+                        &[]
+                    }
+                    Record::Commit { txn } => {
+                        if !kept.commits.contains(txn) {
+                            kept.commits.push(*txn);
+                        }
+                        &[]
+                    }
+                    Record::Pad => &[],
+                };
+                for effect in effects {
+                    let (judged, value) = match effect {
+                        Effect::Put {
+                            key,
+                            version,
+                            value,
+                            ..
+                        } => (judge(key, Some(*version), None, prefix, view, kept), Some(value)),
+                        Effect::Del { key } => (judge(key, None, None, prefix, view, kept), None),
+                        Effect::Expire { key, deadline } => {
+                            (judge(key, None, Some(*deadline), prefix, view, kept), None)
+                        }
+                    };
+                    let Some(entry) = judged else { continue };
+                    // The value's own bytes, when the entry points at them.
+                    let here = value.and_then(|value| {
+                        let at = value.as_ptr() as usize - buf_start;
+                        let location = entry.location()?;
+                        (location.file == input.number
+                            && location.offset == reader.base + at as u64
+                            && location.len as usize == value.len())
+                        .then_some((at, value.len()))
+                    });
+                    to_write.push((entry, here));
+                }
+                next
+            }
+            Decoded::Incomplete if reader.read_to < input.bytes => {
+                pos = reader.advance(pos, framing).await?;
+                continue;
+            }
+            Decoded::Incomplete => return Ok(()),
+            Decoded::Damaged(reason) => return Err(damaged(reader.base + pos as u64, &reason)),
+        };
+        for (entry, here) in to_write {
+            let value = here.map(|(at, len)| &reader.buf[at..at + len]);
+            out.put(entry, value).await?;
+        }
+        pos = next;
+    }
+}
+
+/// An input read in pieces through the shard's ring.
+struct InputReader<'a> {
+    log: &'a LogWriter,
+    input: &'a SealedSegment,
+    buf: Vec<u8>,
+    /// The file offset of `buf[0]`.
+    base: u64,
+    /// The file offset read up to.
+    read_to: u64,
+}
+
+impl InputReader<'_> {
+    /// Reads on until the buffer holds at least `wanted` bytes or the file
+    /// ends.
+    async fn fill(&mut self, wanted: u64) -> io::Result<()> {
+        while (self.buf.len() as u64) < wanted && self.read_to < self.input.bytes {
+            let len = READ_BYTES
+                .max(wanted - self.buf.len() as u64)
+                .min(self.input.bytes - self.read_to);
+            let read = match self.log.read_span(self.input.number, self.read_to, len).await {
+                Some(read) => read?,
+                None => {
+                    return Err(io::Error::other(format!(
+                        "{} is not open for reading",
+                        self.input.path.display()
+                    )))
+                }
+            };
+            self.buf.extend_from_slice(&read);
+            self.read_to += len;
+        }
+        Ok(())
+    }
+
+    /// Drops the buffer before `pos` and reads on, so that the record at
+    /// `pos` (incomplete in the buffer) is whole; returns its new position.
+    async fn advance(&mut self, pos: usize, framing: Framing) -> io::Result<usize> {
+        self.buf.drain(..pos);
+        self.base += pos as u64;
+        let header = framing.header_bytes();
+        let record = match self.buf.len() >= header {
+            true => format::frame_bytes(&self.buf, framing) as u64,
+            false => header as u64,
+        };
+        let wanted = (self.buf.len() as u64 + READ_BYTES).max(record);
+        self.fill(wanted).await?;
+        Ok(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(sizes: &[u64]) -> Vec<SealedSegment> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &bytes)| SealedSegment {
+                number: 10 + i as u32,
+                path: PathBuf::from(format!("s{i}")),
+                bytes,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_emptiest_segments_under_half_live_are_chosen_first_up_to_the_budget() {
+        let sealed = segments(&[100 << 20, 100 << 20, 100 << 20, 100 << 20]);
+        let live = |number: u32| match number {
+            10 => 60 << 20,
+            11 => 10 << 20,
+            12 => 40 << 20,
+            _ => 20 << 20,
+        };
+        let chosen = choose(&sealed, live, LiveScale::default()).expect("some are worth it");
+        assert_eq!(chosen, [1, 3], "emptiest first, 256 MiB of input at most");
+        let plan = MergePlan::of(&sealed, &chosen);
+        assert!(!plan.prefix);
+        assert_eq!(
+            plan.inputs.iter().map(|s| s.number).collect::<Vec<_>>(),
+            [11, 13]
+        );
+    }
+
+    #[test]
+    fn padding_on_disk_counts_so_a_full_segment_of_padded_records_is_not_chosen() {
+        let sealed = segments(&[64 << 20]);
+        // Records of half a block each, one per block: 32 MiB of records.
+        let live = |_| 32 << 20;
+        assert_eq!(
+            choose(&sealed, live, LiveScale::default()),
+            Some(vec![0]),
+            "without the scale it looks half empty"
+        );
+        let scale = LiveScale {
+            estimated: 1000,
+            measured: 2000,
+        };
+        assert_eq!(choose(&sealed, live, scale), None);
+    }
+
+    #[test]
+    fn nothing_is_chosen_when_every_segment_is_mostly_live() {
+        let sealed = segments(&[1000, 1000]);
+        assert_eq!(choose(&sealed, |_| 600, LiveScale::default()), None);
+        assert_eq!(choose(&[], |_| 0, LiveScale::default()), None);
+    }
+
+    #[test]
+    fn a_plan_is_a_prefix_only_if_it_holds_every_segment_up_to_its_newest() {
+        let sealed = segments(&[1, 1, 1, 1]);
+        assert!(MergePlan::of(&sealed, &[1, 0]).prefix);
+        assert!(!MergePlan::of(&sealed, &[0, 2]).prefix);
+        let plan = MergePlan::of(&sealed, &[2]);
+        let wider = plan.with_older(&sealed, 12).expect("segment 11 is older");
+        assert_eq!(
+            wider.inputs.iter().map(|s| s.number).collect::<Vec<_>>(),
+            [11, 12]
+        );
+        let widest = wider.with_older(&sealed, 11).expect("segment 10 is older");
+        assert!(widest.prefix);
+        assert_eq!(widest.with_older(&sealed, 10), None);
+    }
+}
