@@ -89,3 +89,96 @@ fn endless_overwrites_keep_the_log_within_twice_its_live_data() {
     assert_all_read_back(&mut client, &written, "after a kill");
     stop(&mut server, libc::SIGTERM);
 }
+
+/// Overwrites the `hot` keys `rounds` times with 1000-byte values (merges
+/// follow, their old segments being mostly dead).
+fn overwrite(
+    client: &mut corekv::client::Client,
+    rng: &mut rand::rngs::StdRng,
+    hot: &[Vec<u8>],
+    rounds: usize,
+    written: &mut BTreeMap<Vec<u8>, Value>,
+) {
+    for _ in 0..rounds {
+        for key in hot {
+            let value = random_bin(rng, 1000);
+            client.set(key, value.clone()).expect("SET of a hot key");
+            written.insert(key.clone(), value);
+        }
+    }
+}
+
+/// Every key of `written` reads back, and no other key exists.
+fn assert_exactly(client: &mut corekv::client::Client, written: &BTreeMap<Vec<u8>, Value>, when: &str) {
+    assert_all_read_back(client, written, when);
+    let mut keys = client.keys(b"*").expect("KEYS");
+    keys.sort();
+    let expected: Vec<Vec<u8>> = written.keys().cloned().collect();
+    assert_eq!(keys, expected, "{when}: the keys present");
+}
+
+#[test]
+fn deleted_keys_stay_deleted_and_deadlines_stay_set_when_newer_segments_are_merged_first() {
+    let seed = test_seed("merge tombstones");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = merge_flags(&[]);
+    let mut server = start_on(&data_dir, 2, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    // Cold keys, written once: they keep the oldest segments mostly live,
+    // so the merges take newer segments and leave these be.
+    let cold: Vec<Vec<u8>> = (0..120).map(|i| format!("cold:{i}").into_bytes()).collect();
+    for (i, key) in cold.iter().enumerate() {
+        let value = random_bin(&mut rng, [10, 200, 1000, 3000][i % 4]);
+        client.set(key, value.clone()).expect("SET of a cold key");
+        written.insert(key.clone(), value);
+    }
+    let hot: Vec<Vec<u8>> = (0..60).map(|i| format!("hot:{i}").into_bytes()).collect();
+    overwrite(&mut client, &mut rng, &hot, 3, &mut written);
+    // Their DELs and EXPIREs land in segments that the hot keys' overwrites
+    // then empty: merged while the cold keys' PUTs stay where they are.
+    let deadline = 4_000_000_000_000u64;
+    let mut deadlines = BTreeMap::new();
+    for (i, key) in cold.iter().enumerate() {
+        match i % 3 {
+            0 => {
+                client.del(key).expect("DEL of a cold key");
+                written.remove(key);
+            }
+            1 => {
+                let at = deadline + i as u64;
+                assert!(client.expire_at(key, at).expect("EXPIREAT"));
+                deadlines.insert(key.clone(), at);
+            }
+            _ => {}
+        }
+        if i % 10 == 9 {
+            overwrite(&mut client, &mut rng, &hot, 1, &mut written);
+        }
+    }
+    let merges_before = nr_merges(&mut server);
+    overwrite(&mut client, &mut rng, &hot, 15, &mut written);
+    assert!(
+        nr_merges(&mut server) > merges_before,
+        "the overwrites merged segments:\n{}",
+        server.stderr()
+    );
+    assert_exactly(&mut client, &written, "after the merges");
+    for signal in [libc::SIGKILL, libc::SIGTERM] {
+        stop(&mut server, signal);
+        server = start_on(&data_dir, 2, &flags);
+        client = server.client();
+        assert_exactly(&mut client, &written, &format!("after signal {signal}"));
+        for (key, at) in &deadlines {
+            assert_eq!(
+                client.expire_time(key).expect("EXPIRETIME"),
+                corekv::client::KeyTtl::Remaining(*at),
+                "the deadline of {}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        overwrite(&mut client, &mut rng, &hot, 5, &mut written);
+    }
+    stop(&mut server, libc::SIGTERM);
+}

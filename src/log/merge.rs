@@ -241,16 +241,29 @@ pub fn install(written: &Written, plan: &MergePlan, shard: usize) -> io::Result<
     Ok(synced.is_ok())
 }
 
-/// Deletes the inputs but the newest (which the output replaced), and syncs
-/// the directory.
-pub fn delete_older_inputs(plan: &MergePlan, shard: usize) -> io::Result<()> {
+/// Deletes the inputs but the newest (which the output replaced), or every
+/// input if the output is `empty` (it holds nothing: it is not installed),
+/// oldest first, and syncs the directory. Oldest first: a crash in between
+/// leaves the newest inputs, which hold the DELs of the keys the older ones
+/// wrote.
+pub fn delete_inputs(plan: &MergePlan, empty: bool, shard: usize) -> io::Result<()> {
     let Some((newest, older)) = plan.inputs.split_last() else {
         return Ok(());
     };
     failpoint::check("merge::delete", Some(shard))?;
-    let paths: Vec<PathBuf> = older.iter().map(|s| s.path.clone()).collect();
+    let inputs = match empty {
+        true => &plan.inputs[..],
+        false => older,
+    };
+    let paths: Vec<PathBuf> = inputs.iter().map(|s| s.path.clone()).collect();
     super::segments::delete(&paths)?;
     super::segments::sync_dir_of(&newest.path)
+}
+
+/// Whether `written` holds no record at all: nothing of the inputs is
+/// needed, and they are deleted rather than replaced.
+pub fn is_empty(written: &Written) -> bool {
+    written.len <= format::FILE_HEADER_BYTES as u64
 }
 
 /// The output being written: its file, the chunk not yet written, and what

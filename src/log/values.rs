@@ -122,14 +122,16 @@ impl ValueFiles {
     /// `output`, which takes the place of the newest of them among the
     /// sealed segments under a new number (returned). The inputs are
     /// retired, read where they are until nothing points into them.
-    pub fn merged(&mut self, inputs: &[u32], output: DmaFile) -> u32 {
-        let number = self.take_number();
+    /// With no output (nothing of the inputs was still needed) they are
+    /// only retired.
+    pub fn merged(&mut self, inputs: &[u32], output: Option<DmaFile>) -> Option<u32> {
         let newest = self.sealed.iter().rposition(|(n, _)| inputs.contains(n));
-        let output = Rc::new(output);
-        match newest {
-            Some(at) => self.sealed.insert(at + 1, (number, output)),
-            None => self.sealed.push((number, output)),
-        }
+        let number = output.map(|output| {
+            let number = self.take_number();
+            let at = newest.map_or(self.sealed.len(), |at| at + 1);
+            self.sealed.insert(at, (number, Rc::new(output)));
+            number
+        });
         let (gone, kept) = std::mem::take(&mut self.sealed)
             .into_iter()
             .partition(|(n, _)| inputs.contains(n));

@@ -283,24 +283,30 @@ impl LogWriter {
 
     /// A merge replaced the sealed segments `inputs` (oldest first) with
     /// `output` (`output_bytes` long), which took the newest input's name
-    /// and place; returns the number its values are read under.
+    /// and place, or with nothing (every input deleted); returns the number
+    /// the output's values are read under.
     pub fn install_merge(
         &self,
         inputs: &[SealedSegment],
-        output: DmaFile,
+        output: Option<DmaFile>,
         output_bytes: u64,
-    ) -> u32 {
+    ) -> Option<u32> {
         let numbers: Vec<u32> = inputs.iter().map(|s| s.number).collect();
-        let number = match self.value_files.borrow_mut().as_mut() {
-            Some(files) => files.merged(&numbers, output),
-            None => 0,
-        };
-        if let (Some(plan), Some(newest)) = (self.segments.borrow_mut().as_mut(), inputs.last()) {
-            let gone: Vec<&PathBuf> = inputs[..inputs.len() - 1].iter().map(|s| &s.path).collect();
+        let kept = output.as_ref().and(inputs.last()).map(|newest| &newest.path);
+        let number = self
+            .value_files
+            .borrow_mut()
+            .as_mut()
+            .and_then(|files| files.merged(&numbers, output));
+        if let Some(plan) = self.segments.borrow_mut().as_mut() {
+            let gone: Vec<&PathBuf> = inputs
+                .iter()
+                .map(|s| &s.path)
+                .filter(|path| Some(*path) != kept)
+                .collect();
             plan.sealed.retain(|path| !gone.contains(&path));
             let input_bytes: u64 = inputs.iter().map(|s| s.bytes).sum();
             plan.sealed_bytes = (plan.sealed_bytes + output_bytes).saturating_sub(input_bytes);
-            debug_assert!(plan.sealed.contains(&newest.path));
         }
         number
     }

@@ -161,13 +161,7 @@ impl Compactor {
             self.shard.relocate_values(moved.located).await;
         }
         if log.keeps_values() {
-            let table = self.shard.table();
-            let closed = log.close_unreferenced_files(|file| {
-                table.pinned_point_into(file) || table.restored_into(file)
-            });
-            if closed > 0 {
-                tracing::debug!(%shard, "closed {closed} log files no value points into");
-            }
+            self.close_unreferenced(log);
         }
         drop(paced);
         match result {
@@ -255,6 +249,21 @@ impl Compactor {
     ) {
         let shard = self.shard.id();
         let newest = &plan.inputs.last().expect("a plan has inputs").path;
+        let before: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
+        if merge::is_empty(&written) {
+            let _ = std::fs::remove_file(&written.temp);
+            if let Err(e) = merge::delete_inputs(plan, true, shard.0) {
+                tracing::warn!(%shard, "cannot delete sealed segments that hold nothing live ({e}); they replay harmlessly until deleted at a restart");
+            }
+            log.install_merge(&plan.inputs, None, 0);
+            self.close_unreferenced(log);
+            tracing::info!(
+                %shard,
+                "merged {} sealed segments: nothing in them is live, {before} bytes deleted",
+                plan.inputs.len()
+            );
+            return;
+        }
         let durable = match merge::install(&written, plan, shard.0) {
             Ok(durable) => durable,
             Err(e) => {
@@ -274,7 +283,9 @@ impl Compactor {
                 return;
             }
         };
-        let number = log.install_merge(&plan.inputs, reader, written.len);
+        let number = log
+            .install_merge(&plan.inputs, Some(reader), written.len)
+            .expect("a disk engine's log has value files");
         let located: Vec<(Entry, Location)> = written
             .located
             .into_iter()
@@ -295,19 +306,16 @@ impl Compactor {
         }
         self.shard.relocate_values(located).await;
         if durable {
-            if let Err(e) = merge::delete_older_inputs(plan, shard.0) {
+            if let Err(e) = merge::delete_inputs(plan, false, shard.0) {
                 tracing::warn!(%shard, "cannot delete merged segments ({e}); they replay harmlessly until deleted at a restart");
             }
         }
-        let table = self.shard.table();
-        log.close_unreferenced_files(|file| table.pinned_point_into(file) || table.restored_into(file));
-        drop(table);
+        self.close_unreferenced(log);
         let records = written.puts_end.saturating_sub(crate::log::format::FILE_HEADER_BYTES as u64);
         self.shard.calibrate_live_bytes(LiveScale {
             estimated: written.records_estimate,
             measured: records,
         });
-        let before: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
         let secs = started.elapsed().as_secs_f64();
         tracing::info!(
             %shard,
@@ -316,6 +324,17 @@ impl Compactor {
             newest.display(),
             written.len
         );
+    }
+
+    /// Closes the retired files no entry points into any more.
+    fn close_unreferenced(&self, log: &LogWriter) {
+        let table = self.shard.table();
+        let closed = log.close_unreferenced_files(|file| {
+            table.pinned_point_into(file) || table.restored_into(file)
+        });
+        if closed > 0 {
+            tracing::debug!(shard = %self.shard.id(), "closed {closed} log files no value points into");
+        }
     }
 
     /// Whether enough time has passed, and the log grown, since a failure.
