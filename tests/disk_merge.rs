@@ -77,7 +77,9 @@ fn endless_overwrites_keep_the_log_within_twice_its_live_data() {
     let merges = nr_merges(&mut server);
     assert!(merges > 0, "no merge ran:\n{}", server.stderr());
     let bound = 2 * live_on_disk + 2 * SEGMENT_BYTES;
-    println!("live on disk {live_on_disk}, largest sealed {largest}, bound {bound}, {merges} merges");
+    println!(
+        "live on disk {live_on_disk}, largest sealed {largest}, bound {bound}, {merges} merges"
+    );
     assert!(
         largest <= bound,
         "the sealed segments reached {largest} bytes, over {bound}:\n{}",
@@ -109,11 +111,17 @@ fn overwrite(
 }
 
 /// Every key of `written` reads back, and no other key exists.
-fn assert_exactly(client: &mut corekv::client::Client, written: &BTreeMap<Vec<u8>, Value>, when: &str) {
+fn assert_exactly(
+    client: &mut corekv::client::Client,
+    written: &BTreeMap<Vec<u8>, Value>,
+    when: &str,
+) {
     assert_all_read_back(client, written, when);
-    let mut keys = client.keys(b"*").expect("KEYS");
+    let text = |key: &Vec<u8>| String::from_utf8_lossy(key).into_owned();
+    let mut keys: Vec<String> = client.keys(b"*").expect("KEYS").iter().map(text).collect();
     keys.sort();
-    let expected: Vec<Vec<u8>> = written.keys().cloned().collect();
+    let mut expected: Vec<String> = written.keys().map(text).collect();
+    expected.sort();
     assert_eq!(keys, expected, "{when}: the keys present");
 }
 
@@ -180,5 +188,116 @@ fn deleted_keys_stay_deleted_and_deadlines_stay_set_when_newer_segments_are_merg
         }
         overwrite(&mut client, &mut rng, &hot, 5, &mut written);
     }
+    stop(&mut server, libc::SIGTERM);
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_merge_loses_nothing_and_resurrects_nothing() {
+    let seed = test_seed("merge crash");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    // Each step's failpoint fails every merge there, and the server is then
+    // killed: what is on disk is what a crash at that step leaves. With cold
+    // keys the merges take newer segments (their DELs must stay); without,
+    // they take the oldest (a prefix: its DELs go, and its BASE flag must
+    // keep the older inputs from replaying).
+    let steps = [
+        ("write", "merging segments of"),
+        ("sync", "merging segments of"),
+        ("rename", "cannot put the merged segment in place"),
+        ("dir_fsync", "syncing its directory failed"),
+        ("delete", "cannot delete"),
+    ];
+    for (step, failure) in steps {
+        for with_cold in [true, false] {
+            let when = format!("{step}, cold keys {with_cold}");
+            let (_temp, data_dir) = temp_data_dir();
+            let flags = merge_flags(&["--http-addr", "127.0.0.1:0"]);
+            let mut server = start_on(&data_dir, 1, &flags);
+            let http = common::http_addr(&mut server);
+            let mut client = server.client();
+            let mut written = BTreeMap::new();
+            let mut set_all =
+                |client: &mut corekv::client::Client,
+                 keys: &[Vec<u8>],
+                 written: &mut BTreeMap<Vec<u8>, Value>| {
+                    for key in keys {
+                        let value = random_bin(&mut rng, 1500);
+                        client.set(key, value.clone()).expect("SET");
+                        written.insert(key.clone(), value);
+                    }
+                };
+            let named = |tag: &str, n: usize| -> Vec<Vec<u8>> {
+                (0..n).map(|i| format!("{tag}:{i}").into_bytes()).collect()
+            };
+            if with_cold {
+                set_all(&mut client, &named("cold", 90), &mut written);
+            }
+            // Keys to delete, a keeper after every eight: their segments
+            // are merged once the DELs are in, and the keepers make every
+            // output hold something.
+            let doomed = named("doomed", 80);
+            let keepers = named("keeper", 10);
+            for (chunk, keeper) in doomed.chunks(8).zip(&keepers) {
+                set_all(&mut client, chunk, &mut written);
+                set_all(&mut client, std::slice::from_ref(keeper), &mut written);
+            }
+            common::arm_failpoint(http, &format!("merge::{step}"), "return");
+            for key in &doomed {
+                client.del(key).expect("DEL");
+                written.remove(key);
+            }
+            let hot = named("hot", 40);
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 1);
+            let mut failed = false;
+            for _ in 0..40 {
+                overwrite(&mut client, &mut rng, &hot, 1, &mut written);
+                if count_lines(&mut server, &[failure]) > 0 {
+                    failed = true;
+                    break;
+                }
+            }
+            assert!(failed, "{when}: no merge failed:\n{}", server.stderr());
+            stop(&mut server, libc::SIGKILL);
+            let mut server = start_on(&data_dir, 1, &merge_flags(&[]));
+            let mut client = server.client();
+            assert_exactly(&mut client, &written, &format!("after a crash at {when}"));
+            overwrite(&mut client, &mut rng, &hot, 6, &mut written);
+            stop(&mut server, libc::SIGKILL);
+            let mut server = start_on(&data_dir, 1, &merge_flags(&[]));
+            let mut client = server.client();
+            assert_exactly(&mut client, &written, &format!("{when}: at the end"));
+            stop(&mut server, libc::SIGTERM);
+        }
+    }
+}
+
+#[test]
+fn a_merge_file_left_by_a_crash_is_removed_at_start() {
+    let seed = test_seed("merge leftover");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = merge_flags(&[]);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    let hot: Vec<Vec<u8>> = (0..60).map(|i| format!("hot:{i}").into_bytes()).collect();
+    overwrite(&mut client, &mut rng, &hot, 3, &mut written);
+    stop(&mut server, libc::SIGKILL);
+    // Half a merge's output, as a crash while writing it leaves it: a copy
+    // of a sealed segment cut short.
+    let log_dir = data_dir.join("log");
+    let sealed = std::fs::read_dir(&log_dir)
+        .expect("read the log directory")
+        .map(|entry| entry.expect("a directory entry").path())
+        .find(|path| path.extension().is_some_and(|e| e == "seg"))
+        .expect("a sealed segment");
+    let bytes = std::fs::read(&sealed).expect("read the segment");
+    let leftover = sealed.with_extension("seg.merge");
+    std::fs::write(&leftover, &bytes[..bytes.len() / 2]).expect("write the leftover");
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    common::wait_for_line(&mut server, &["removing", ".seg.merge"]);
+    assert!(!leftover.exists(), "the leftover is gone");
+    assert_exactly(&mut client, &written, "after the start");
     stop(&mut server, libc::SIGTERM);
 }

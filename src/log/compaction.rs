@@ -313,11 +313,12 @@ async fn write_and_switch(
     let epoch = super::new_epoch();
     let failpoint = "compaction::write";
     // Each chunk pays the writers' pacing budget; a poisoned log cannot
-    // switch, so the compaction stops at once and lets its waiters go.
+    // switch, so the compaction stops at once and lets its waiters go (as
+    // it does at shutdown).
     let mut progress = |bytes: u64| {
         paced.pay(bytes);
-        match log.poisoned() {
-            Some(poisoned) => Err(std::io::Error::other(poisoned.to_string())),
+        match log.rewrite_stopped() {
+            Some(stopped) => Err(stopped),
             None => Ok(()),
         }
     };

@@ -253,9 +253,8 @@ impl ValueFiles {
     pub fn close_unreferenced(&mut self, referenced: impl Fn(u32) -> bool) -> usize {
         let switches = self.switches;
         let before = self.retired.len();
-        self.retired.retain(|r| {
-            (!r.merged && r.retired_at_switch >= switches) || referenced(r.number)
-        });
+        self.retired
+            .retain(|r| (!r.merged && r.retired_at_switch >= switches) || referenced(r.number));
         before - self.retired.len()
     }
 

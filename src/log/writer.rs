@@ -190,6 +190,9 @@ pub struct LogWriter {
     rolls_held: Cell<u32>,
     /// A roll is under way: a compaction switch waits for it.
     rolling: Cell<bool>,
+    /// The shard is shutting down: compaction and merges stop at their
+    /// next chunk ([`LogWriter::stop_rewrites`]).
+    rewrites_stopped: Cell<bool>,
 }
 
 impl LogWriter {
@@ -230,6 +233,7 @@ impl LogWriter {
             superseded: RefCell::new(Vec::new()),
             rolls_held: Cell::new(0),
             rolling: Cell::new(false),
+            rewrites_stopped: Cell::new(false),
         })
     }
 
@@ -292,7 +296,10 @@ impl LogWriter {
         output_bytes: u64,
     ) -> Option<u32> {
         let numbers: Vec<u32> = inputs.iter().map(|s| s.number).collect();
-        let kept = output.as_ref().and(inputs.last()).map(|newest| &newest.path);
+        let kept = output
+            .as_ref()
+            .and(inputs.last())
+            .map(|newest| &newest.path);
         let number = self
             .value_files
             .borrow_mut()
@@ -507,6 +514,30 @@ impl LogWriter {
     /// Bytes written to the file and not yet known to be on stable storage.
     pub fn unsynced_bytes(&self) -> u64 {
         self.written.get() - self.synced.get()
+    }
+
+    /// At shutdown: a compaction or merge under way gives up at its next
+    /// chunk (removing what it wrote), and none starts. Its file
+    /// operations are then done before the executor ends (glommio's
+    /// blocking pool cannot answer an executor that is gone).
+    pub fn stop_rewrites(&self) {
+        self.rewrites_stopped.set(true);
+    }
+
+    /// Why a compaction or merge must stop now, if it must: the log is
+    /// poisoned, or the shard is shutting down.
+    pub fn rewrite_stopped(&self) -> Option<std::io::Error> {
+        if let Some(poisoned) = self.poisoned() {
+            return Some(std::io::Error::other(poisoned.to_string()));
+        }
+        self.rewrites_stopped
+            .get()
+            .then(|| std::io::Error::other("the shard is shutting down"))
+    }
+
+    /// Whether [`LogWriter::stop_rewrites`] was called.
+    pub fn rewrites_stopped(&self) -> bool {
+        self.rewrites_stopped.get()
     }
 
     /// Whether a failed write or sync has poisoned the log.

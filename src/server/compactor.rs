@@ -21,10 +21,10 @@
 //! after the directory sync, never before (a lost rename would leave the old
 //! active file with its segments gone).
 
-use crate::log::compaction::{self, CompactionError, LiveScale};
 use crate::entry::{Entry, Location, ValueCheck};
+use crate::log::compaction::{self, CompactionError, LiveScale};
 use crate::log::hint;
-use crate::log::merge::{self, MergeError, MergePlan};
+use crate::log::merge::{self, Floors, MergeError, MergePlan};
 use crate::log::pacing::{self, Budget};
 use crate::log::LogWriter;
 use crate::shard::Shard;
@@ -47,6 +47,7 @@ pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, min_bytes: u64
         failed: None,
         short_of_room: false,
         directory_unsynced: false,
+        floors: Floors::default(),
     };
     // After a compaction the log may be due again at once (the writes went
     // on meanwhile): the next one then starts without an await in between,
@@ -71,6 +72,9 @@ pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, min_bytes: u64
         let Some(log) = compactor.shard.log().cloned() else {
             return;
         };
+        if log.rewrites_stopped() {
+            return;
+        }
         let compacted = compactor.check(&log).await;
         if periodic || compacted {
             compactor.call_when_due();
@@ -94,6 +98,8 @@ struct Compactor {
     short_of_room: bool,
     /// A switch happened but the directory sync after it failed.
     directory_unsynced: bool,
+    /// What the merges' outputs hold that the table does not count.
+    floors: Floors,
 }
 
 impl Compactor {
@@ -167,6 +173,7 @@ impl Compactor {
         match result {
             Ok(after) => {
                 self.failed = None;
+                self.floors.clear();
                 self.delete_superseded(log);
                 self.shard.calibrate_live_bytes(LiveScale {
                     estimated: estimate,
@@ -201,6 +208,7 @@ impl Compactor {
                 &sealed,
                 |number| table.live_bytes_in_file(number),
                 self.shard.live_scale(),
+                &self.floors,
             )
         };
         let Some(chosen) = chosen else {
@@ -256,6 +264,7 @@ impl Compactor {
                 tracing::warn!(%shard, "cannot delete sealed segments that hold nothing live ({e}); they replay harmlessly until deleted at a restart");
             }
             log.install_merge(&plan.inputs, None, 0);
+            self.floors.merged(&plan.inputs, None, 0);
             self.close_unreferenced(log);
             tracing::info!(
                 %shard,
@@ -286,6 +295,8 @@ impl Compactor {
         let number = log
             .install_merge(&plan.inputs, Some(reader), written.len)
             .expect("a disk engine's log has value files");
+        self.floors
+            .merged(&plan.inputs, Some(number), written.uncounted_bytes);
         let located: Vec<(Entry, Location)> = written
             .located
             .into_iter()
@@ -311,7 +322,9 @@ impl Compactor {
             }
         }
         self.close_unreferenced(log);
-        let records = written.puts_end.saturating_sub(crate::log::format::FILE_HEADER_BYTES as u64);
+        let records = written
+            .puts_end
+            .saturating_sub(crate::log::format::FILE_HEADER_BYTES as u64);
         self.shard.calibrate_live_bytes(LiveScale {
             estimated: written.records_estimate,
             measured: records,

@@ -325,14 +325,14 @@ impl ShardPlan {
         if let Some(scale) = self.log.as_ref().and_then(|plan| plan.live_scale) {
             shard.calibrate_live_bytes(scale);
         }
-        if let Some(plan) = &self.log {
+        let compactor = self.log.as_ref().map(|plan| {
             let task = compactor::compact_when_needed(
                 shard.clone(),
                 plan.path.clone(),
                 plan.compact_min_bytes,
             );
-            glommio::spawn_local(task).detach();
-        }
+            glommio::spawn_local(task)
+        });
         glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
         expiry::start(shard.clone());
         let shutdown = Rc::new(Shutdown::default());
@@ -358,6 +358,12 @@ impl ShardPlan {
             http.await; // stops accepting at shutdown too, then finishes its connections
         }
         drain(self.id, &self.state, &live).await;
+        // A compaction or merge under way stops at its next chunk; its file
+        // operations end before the executor does.
+        if let (Some(log), Some(compactor)) = (ctx.shard.log(), compactor) {
+            log.stop_rewrites();
+            compactor.await;
+        }
         net.close();
         // Everything answered has been settled already; this makes the rest of
         // the log (DECIDE records, interval mode's unsynced tail) safe too.

@@ -19,9 +19,9 @@
 use super::locks::LockTable;
 use super::undo::UndoLog;
 use super::unit::run_unit;
+use crate::entry::Entry;
 use crate::ids::{ShardId, TxnId};
 use crate::log::compaction::{PreparedShare, Snapshot, SnapshotEntry};
-use crate::entry::Entry;
 use crate::log::format;
 use crate::log::merge::MergeView;
 use crate::log::replay::OwnedEffect;
