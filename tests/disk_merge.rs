@@ -301,3 +301,67 @@ fn a_merge_file_left_by_a_crash_is_removed_at_start() {
     assert_exactly(&mut client, &written, "after the start");
     stop(&mut server, libc::SIGTERM);
 }
+
+#[test]
+fn cross_shard_batches_stay_whole_when_segments_with_their_prepares_and_decides_are_merged() {
+    use common::keys::key_on_shard;
+    use corekv::client::Request;
+    const NR_SHARDS: usize = 2;
+    let seed = test_seed("merge atomic");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    // Small segments: PREPAREs and their DECIDEs often fall in different
+    // segments, which a merge must take together.
+    let flags = [
+        "--engine",
+        "disk",
+        "--segment-bytes",
+        "16KiB",
+        "--compact-min-bytes",
+        "64KiB",
+    ];
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..6)
+        .map(|i| {
+            (
+                key_on_shard(&format!("left{i}"), 0, NR_SHARDS),
+                key_on_shard(&format!("right{i}"), 1, NR_SHARDS),
+            )
+        })
+        .collect();
+    let mut last = BTreeMap::new();
+    let mut round = 0;
+    for phase in 0..3 {
+        for _ in 0..150 {
+            let (left, right) = &pairs[round % pairs.len()];
+            let value = random_bin(&mut rng, 1000 + round % 700);
+            let batch = Request::Atomic(vec![
+                Request::Set(left.clone(), value.clone()),
+                Request::Set(right.clone(), value.clone()),
+            ]);
+            client.call(&[batch]).expect("ATOMIC");
+            last.insert(left.clone(), value.clone());
+            last.insert(right.clone(), value);
+            round += 1;
+        }
+        assert_exactly(&mut client, &last, &format!("phase {phase}"));
+        let merges =
+            nr_merges(&mut server) + count_lines(&mut server, &["nothing in them is live"]);
+        println!("phase {phase}: {merges} merges");
+        assert!(
+            merges > 0,
+            "phase {phase}: no merge ran:\n{}",
+            server.stderr()
+        );
+        stop(&mut server, libc::SIGKILL);
+        server = start_on(&data_dir, NR_SHARDS, &flags);
+        client = server.client();
+        assert_exactly(
+            &mut client,
+            &last,
+            &format!("after a kill in phase {phase}"),
+        );
+    }
+    stop(&mut server, libc::SIGTERM);
+}
