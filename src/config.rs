@@ -163,6 +163,14 @@ pub struct ServerArgs {
     #[arg(long, env = "COREKV_SEGMENT_BYTES", default_value = "64MiB", value_parser = parse_bytes)]
     pub segment_bytes: u64,
 
+    /// The disk engine merges a sealed segment whose live data is under
+    /// this percentage of its size (rewriting its live data, deleting the
+    /// rest), so the log stays within about 100/this times the live data.
+    /// 0 turns merging off: whole-log compaction then reclaims the space.
+    /// From 0 to 80.
+    #[arg(long, env = "COREKV_MERGE_LIVE_PERCENT", default_value_t = crate::log::merge::MERGE_BELOW_LIVE_PERCENT)]
+    pub merge_live_percent: u64,
+
     /// Start even if a log is corrupt in the middle: keep the records before the
     /// damage and drop the rest of that log. Copy the data directory first.
     #[arg(long, env = "COREKV_SALVAGE")]
@@ -298,6 +306,11 @@ pub enum ConfigError {
          segment is sealed once its file is larger than this"
     )]
     SegmentBytes(u64),
+    #[error(
+        "--merge-live-percent must be between 0 (no merging) and 80, got {0}: a sealed segment \
+         under this share of live data is merged"
+    )]
+    MergeLivePercent(u64),
     #[error("--fsync-interval-ms must be between 1 and 60000, got {0}")]
     FsyncInterval(u64),
     #[error("--cluster and --node go together: {0} is given without the other")]
@@ -326,6 +339,9 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// The disk engine's segment size (`log::segments`).
     pub segment_bytes: u64,
+    /// Sealed segments under this percentage live are merged (`log::merge`;
+    /// 0: never).
+    pub merge_live_percent: u64,
     pub salvage: bool,
     /// The cluster this server is a node of (`--cluster`, `--node`); `None`
     /// for a standalone server.
@@ -367,6 +383,9 @@ impl Config {
         if !segments.contains(&args.segment_bytes) {
             return Err(ConfigError::SegmentBytes(args.segment_bytes));
         }
+        if args.merge_live_percent > crate::log::merge::MAX_MERGE_LIVE_PERCENT {
+            return Err(ConfigError::MergeLivePercent(args.merge_live_percent));
+        }
         if !(1..=60_000).contains(&args.fsync_interval_ms) {
             return Err(ConfigError::FsyncInterval(args.fsync_interval_ms));
         }
@@ -398,6 +417,7 @@ impl Config {
             fsync,
             compact_min_bytes: args.compact_min_bytes,
             segment_bytes: args.segment_bytes,
+            merge_live_percent: args.merge_live_percent,
             salvage: args.salvage,
             cluster,
         })
@@ -499,6 +519,18 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn merge_shares_over_80_percent_are_refused_and_0_turns_merging_off() {
+        assert_eq!(config(&[]).expect("default").merge_live_percent, 50);
+        for good in ["0", "80"] {
+            config(&["--merge-live-percent", good]).expect(good);
+        }
+        let error = config(&["--merge-live-percent", "81"])
+            .expect_err("81")
+            .to_string();
+        assert!(error.contains("between 0 (no merging) and 80"), "{error}");
     }
 
     #[test]

@@ -178,6 +178,13 @@ fn deleted_keys_stay_deleted_and_deadlines_stay_set_when_newer_segments_are_merg
         server = start_on(&data_dir, 2, &flags);
         client = server.client();
         assert_exactly(&mut client, &written, &format!("after signal {signal}"));
+        // The oldest segments, the cold keys', were never merged: entries
+        // from hint files are those of later, merged segments.
+        let recovered = common::wait_for_line(&mut server, &["recovered", "keys from"]);
+        assert!(
+            recovered.contains("hint file entries"),
+            "the merged segments' hints were used: {recovered}"
+        );
         for (key, at) in &deadlines {
             assert_eq!(
                 client.expire_time(key).expect("EXPIRETIME"),

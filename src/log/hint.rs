@@ -40,8 +40,9 @@
 //! When the disk engine seals the file a hint describes (`log::segments`),
 //! the hint is renamed with it, `shard-<i>.<seq>.hint` beside
 //! `shard-<i>.<seq>.seg` ([`hint_path`] of either), and recovery uses it
-//! the same way: a compacted file is its shard's first, so the table is
-//! empty when it is loaded.
+//! the same way. A merge of sealed segments (`log::merge`) writes one for
+//! its output, which may come after other files of the shard: its entries
+//! are loaded over theirs, as replaying its PUT records would.
 
 use crate::entry::{Location, ValueCheck};
 use crate::table::{Entry, Table};
@@ -194,10 +195,11 @@ pub enum Unusable {
 }
 
 /// Checks the hint of the log at `log_path` against the log's `epoch` and
-/// length, then loads its entries into `table`, which must be empty (as
-/// file number `file`). Returns where replay continues. On any error
-/// `table` is left empty: the hint is verified whole before anything is
-/// loaded, and a read that fails after that takes back what it loaded.
+/// length, then loads its entries into `table` (as file number `file`), over
+/// what earlier files of the shard loaded. Returns where replay continues.
+/// The hint is verified whole before anything is loaded; a read that fails
+/// after that leaves what it loaded (an empty table is emptied again), and
+/// the caller replays the whole file, whose PUT records restate it.
 pub fn load(
     log_path: &Path,
     epoch: u64,
@@ -205,9 +207,12 @@ pub fn load(
     table: &mut Table,
     file: u32,
 ) -> Result<HintHeader, Unusable> {
-    debug_assert!(table.is_empty());
+    let was_empty = table.is_empty();
     let loaded = load_into(log_path, epoch, log_len, table, file);
-    if loaded.is_err() {
+    // The file is then replayed whole, which puts every key the hint
+    // loaded back as its PUT record has it: what a partial load left is
+    // harmless, but a table that was empty is emptied again at once.
+    if loaded.is_err() && was_empty {
         table.drain().for_each(drop);
     }
     loaded

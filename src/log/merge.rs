@@ -54,7 +54,7 @@
 //! The table counts, per file, the bytes of the records its live values take
 //! (`table::file_bytes`), scaled by how much larger records are on disk
 //! (padding in blocks: the last merge's output against its records). Sealed
-//! segments under [`MERGE_BELOW_LIVE_PERCENT`] live are merged, the emptiest
+//! segments under [`MERGE_BELOW_LIVE_PERCENT`] live (`--merge-live-percent`) are merged, the emptiest
 //! first, up to [`MERGE_INPUT_BYTES`] of input at a time.
 
 use super::compaction::{write_chunk, write_when_full, LiveScale};
@@ -71,10 +71,14 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// A sealed segment whose live data is under this share of its size is
-/// merged: the directory then stays under about 100 / this times the live
-/// data, and rewriting a segment frees at least as much as it writes.
+/// The default `--merge-live-percent`: a sealed segment whose live data is
+/// under this share of its size is merged. The directory then stays under
+/// about 100 / this times the live data, and rewriting a segment frees at
+/// least as much as it writes.
 pub const MERGE_BELOW_LIVE_PERCENT: u64 = 50;
+/// The highest `--merge-live-percent`: above it, merges would rewrite
+/// mostly live data to free little.
+pub const MAX_MERGE_LIVE_PERCENT: u64 = 80;
 /// The most bytes of input one merge takes (at least one segment).
 pub const MERGE_INPUT_BYTES: u64 = 256 << 20;
 /// Bytes of an input read at a time.
@@ -141,13 +145,14 @@ impl MergePlan {
 
 /// The sealed segments worth merging now (indices into `sealed`), the
 /// emptiest first up to [`MERGE_INPUT_BYTES`]; None if none is under
-/// [`MERGE_BELOW_LIVE_PERCENT`]. `live_records` gives a segment's live
+/// `below_percent` live (`--merge-live-percent`). `live_records` gives a segment's live
 /// record bytes (by number), which `scale` turns into bytes on disk.
 pub fn choose(
     sealed: &[SealedSegment],
     live_records: impl Fn(u32) -> u64,
     scale: LiveScale,
     floors: &Floors,
+    below_percent: u64,
 ) -> Option<Vec<usize>> {
     let on_disk = |records: u64| match scale.estimated {
         0 => records,
@@ -164,7 +169,7 @@ pub fn choose(
             let live = on_disk(live_records(s.number)) + floors.of(s.number);
             (live as f64 / s.bytes as f64, i)
         })
-        .filter(|(live, _)| *live * 100.0 < MERGE_BELOW_LIVE_PERCENT as f64)
+        .filter(|(live, _)| *live * 100.0 < below_percent as f64)
         .collect();
     candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut chosen = Vec::new();
@@ -678,7 +683,7 @@ mod tests {
             12 => 40 << 20,
             _ => 20 << 20,
         };
-        let chosen = choose(&sealed, live, LiveScale::default(), &Floors::default())
+        let chosen = choose(&sealed, live, LiveScale::default(), &Floors::default(), 50)
             .expect("some are worth it");
         assert_eq!(chosen, [1, 3], "emptiest first, 256 MiB of input at most");
         let plan = MergePlan::of(&sealed, &chosen);
@@ -695,7 +700,7 @@ mod tests {
         // Records of under half a block each, one per block.
         let live = |_| 30 << 20;
         assert_eq!(
-            choose(&sealed, live, LiveScale::default(), &Floors::default()),
+            choose(&sealed, live, LiveScale::default(), &Floors::default(), 50),
             Some(vec![0]),
             "without the scale it looks half empty"
         );
@@ -703,15 +708,15 @@ mod tests {
             estimated: 1000,
             measured: 2000,
         };
-        assert_eq!(choose(&sealed, live, scale, &Floors::default()), None);
+        assert_eq!(choose(&sealed, live, scale, &Floors::default(), 50), None);
     }
 
     #[test]
     fn nothing_is_chosen_when_every_segment_is_mostly_live() {
         let sealed = segments(&[1000, 1000]);
         let none = Floors::default();
-        assert_eq!(choose(&sealed, |_| 600, LiveScale::default(), &none), None);
-        assert_eq!(choose(&[], |_| 0, LiveScale::default(), &none), None);
+        assert_eq!(choose(&sealed, |_| 600, LiveScale::default(), &none, 50), None);
+        assert_eq!(choose(&[], |_| 0, LiveScale::default(), &none, 50), None);
     }
 
     #[test]
@@ -719,12 +724,12 @@ mod tests {
         let sealed = segments(&[1000, 1000]);
         let mut floors = Floors::default();
         assert_eq!(
-            choose(&sealed, |_| 0, LiveScale::default(), &floors),
+            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50),
             Some(vec![0, 1])
         );
         floors.merged(&sealed[..1], Some(11), 990);
         assert_eq!(
-            choose(&sealed, |_| 0, LiveScale::default(), &floors),
+            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50),
             Some(vec![0]),
             "segment 11 is a merge's output of DELs"
         );

@@ -205,17 +205,21 @@ pub fn replay_continuing(
         framing: Some(framing),
         ..Replayed::default()
     };
-    // The disk engine starts from the hint of a compacted log, when there
-    // is a valid one, and replays only what follows its PUT records (a
-    // hint stands for a snapshot: the shard's first file).
+    // The disk engine starts from the hint of a compacted or merged file,
+    // when there is a valid one, and replays only what follows its PUT
+    // records. The hint of the shard's first file (a compaction's snapshot,
+    // or a prefix merge's output) describes all the live data: it also
+    // gives the live-data scale.
     let first = table.is_empty() && prepared.is_empty();
-    if let (true, true, false, Framing::Epoch(epoch)) =
-        (first, table.keeps_values_on_disk(), salvage, framing)
+    if let (true, false, Framing::Epoch(epoch)) =
+        (table.keeps_values_on_disk(), salvage, framing)
     {
         match super::hint::load(path, epoch, log.len, table, file) {
             Ok(hint) => {
                 replayed.hinted_keys = hint.count;
-                replayed.live_scale = Some(hinted_scale(table, hint.puts_end));
+                if first {
+                    replayed.live_scale = Some(hinted_scale(table, hint.puts_end));
+                }
                 log.rewind_to(hint.puts_end);
             }
             Err(super::hint::Unusable::Missing) => {}

@@ -38,12 +38,22 @@ const COMPACTION_CHECK: Duration = Duration::from_millis(100);
 /// The least time between a failed compaction and the next attempt.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
+/// When a shard's log is worth reclaiming space from.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// `--compact-min-bytes`: no compaction or merge below this log size.
+    pub min_bytes: u64,
+    /// `--merge-live-percent` (`log::merge`; 0: no merges).
+    pub merge_live_percent: u64,
+}
+
 /// Compacts the shard's log whenever it has grown past the policy.
-pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, min_bytes: u64) {
+pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, policy: Policy) {
     let mut compactor = Compactor {
         shard,
         path,
-        min_bytes,
+        min_bytes: policy.min_bytes,
+        merge_live_percent: policy.merge_live_percent,
         failed: None,
         short_of_room: false,
         directory_unsynced: false,
@@ -92,6 +102,7 @@ struct Compactor {
     shard: Rc<Shard>,
     path: PathBuf,
     min_bytes: u64,
+    merge_live_percent: u64,
     /// After a failed compaction: when, and the log's end then.
     failed: Option<(Instant, u64)>,
     /// The last check skipped compaction for lack of free space.
@@ -198,7 +209,7 @@ impl Compactor {
     /// Merges the sealed segments worth it (`log::merge`), if the log is
     /// past `--compact-min-bytes`; returns whether a merge was tried.
     async fn merge_segments(&mut self, log: &LogWriter) -> bool {
-        if log.file_len() <= self.min_bytes {
+        if log.file_len() <= self.min_bytes || self.merge_live_percent == 0 {
             return false;
         }
         let sealed = log.sealed_segments();
@@ -209,6 +220,7 @@ impl Compactor {
                 |number| table.live_bytes_in_file(number),
                 self.shard.live_scale(),
                 &self.floors,
+                self.merge_live_percent,
             )
         };
         let Some(chosen) = chosen else {

@@ -92,6 +92,7 @@ pub fn spawn_shards(
                     fsync: config.fsync,
                     compact_min_bytes: config.compact_min_bytes,
                     segment_bytes: config.segment_bytes,
+                    merge_live_percent: config.merge_live_percent,
                     files: loaded.files[i].clone(),
                     values_on_disk: config.engine == crate::config::Engine::Disk,
                 }),
@@ -145,6 +146,8 @@ struct LogPlan {
     compact_min_bytes: u64,
     /// The disk engine's segment size (`log::segments`).
     segment_bytes: u64,
+    /// `--merge-live-percent` (`log::merge`).
+    merge_live_percent: u64,
     /// The shard's files as recovery numbered them.
     files: crate::log::ShardFiles,
     /// The disk engine: values are read back from the log.
@@ -329,7 +332,10 @@ impl ShardPlan {
             let task = compactor::compact_when_needed(
                 shard.clone(),
                 plan.path.clone(),
-                plan.compact_min_bytes,
+                compactor::Policy {
+                    min_bytes: plan.compact_min_bytes,
+                    merge_live_percent: plan.merge_live_percent,
+                },
             );
             glommio::spawn_local(task)
         });
