@@ -43,6 +43,36 @@ fn sealed_bytes(data_dir: &Path, shard: usize) -> u64 {
         .sum()
 }
 
+/// The entries of every hint file in `data_dir/log` (the count in each
+/// header), and whether one belongs to a sealed segment that is not its
+/// shard's oldest.
+fn hint_entries(data_dir: &Path) -> (u64, bool) {
+    let log_dir = data_dir.join("log");
+    let mut names: Vec<String> = std::fs::read_dir(&log_dir)
+        .expect("read the log directory")
+        .map(|entry| {
+            entry
+                .expect("a directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    let (mut entries, mut later) = (0, false);
+    for name in names.iter().filter(|name| name.ends_with(".hint")) {
+        let bytes = std::fs::read(log_dir.join(name)).expect("read a hint");
+        entries += u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes"));
+        let shard = name.split('.').next().unwrap_or_default();
+        let oldest = names
+            .iter()
+            .find(|other| other.starts_with(&format!("{shard}.")) && other.ends_with(".seg"));
+        let segment = name.replace(".hint", ".seg");
+        later |= names.contains(&segment) && oldest != Some(&segment);
+    }
+    (entries, later)
+}
+
 fn nr_merges(server: &mut common::TestServer) -> usize {
     count_lines(server, &["merged ", "sealed segments into"])
 }
@@ -178,12 +208,14 @@ fn deleted_keys_stay_deleted_and_deadlines_stay_set_when_newer_segments_are_merg
         server = start_on(&data_dir, 2, &flags);
         client = server.client();
         assert_exactly(&mut client, &written, &format!("after signal {signal}"));
-        // The oldest segments, the cold keys', were never merged: entries
-        // from hint files are those of later, merged segments.
+        // Every merged segment's hint is used, not only a shard's first
+        // file's: the restart reads none of their values.
+        let (hinted, later) = hint_entries(&data_dir);
+        assert!(later, "some merged segment is not its shard's first file");
         let recovered = common::wait_for_line(&mut server, &["recovered", "keys from"]);
         assert!(
-            recovered.contains("hint file entries"),
-            "the merged segments' hints were used: {recovered}"
+            recovered.contains(&format!(" and {hinted} hint file entries")),
+            "every hint file's {hinted} entries were loaded: {recovered}"
         );
         for (key, at) in &deadlines {
             assert_eq!(

@@ -715,7 +715,10 @@ mod tests {
     fn nothing_is_chosen_when_every_segment_is_mostly_live() {
         let sealed = segments(&[1000, 1000]);
         let none = Floors::default();
-        assert_eq!(choose(&sealed, |_| 600, LiveScale::default(), &none, 50), None);
+        assert_eq!(
+            choose(&sealed, |_| 600, LiveScale::default(), &none, 50),
+            None
+        );
         assert_eq!(choose(&[], |_| 0, LiveScale::default(), &none, 50), None);
     }
 

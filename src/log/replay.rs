@@ -211,9 +211,7 @@ pub fn replay_continuing(
     // or a prefix merge's output) describes all the live data: it also
     // gives the live-data scale.
     let first = table.is_empty() && prepared.is_empty();
-    if let (true, false, Framing::Epoch(epoch)) =
-        (table.keeps_values_on_disk(), salvage, framing)
-    {
+    if let (true, false, Framing::Epoch(epoch)) = (table.keeps_values_on_disk(), salvage, framing) {
         match super::hint::load(path, epoch, log.len, table, file) {
             Ok(hint) => {
                 replayed.hinted_keys = hint.count;
