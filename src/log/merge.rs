@@ -153,7 +153,7 @@ pub fn choose(
     scale: LiveScale,
     floors: &Floors,
     below_percent: u64,
-) -> Option<Vec<usize>> {
+) -> Option<Chosen> {
     let on_disk = |records: u64| match scale.estimated {
         0 => records,
         estimated => {
@@ -161,27 +161,36 @@ pub fn choose(
             u64::try_from(scaled).unwrap_or(u64::MAX).max(records)
         }
     };
-    let mut candidates: Vec<(f64, usize)> = sealed
+    let mut candidates: Vec<(f64, usize, u64)> = sealed
         .iter()
         .enumerate()
         .filter(|(_, s)| s.bytes > 0)
         .map(|(i, s)| {
             let live = on_disk(live_records(s.number)) + floors.of(s.number);
-            (live as f64 / s.bytes as f64, i)
+            (live as f64 / s.bytes as f64, i, live)
         })
-        .filter(|(live, _)| *live * 100.0 < below_percent as f64)
+        .filter(|(share, _, _)| *share * 100.0 < below_percent as f64)
         .collect();
     candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let mut chosen = Vec::new();
+    let mut chosen = Chosen::default();
     let mut bytes = 0;
-    for (_, i) in candidates {
-        if !chosen.is_empty() && bytes + sealed[i].bytes > MERGE_INPUT_BYTES {
+    for (_, i, live) in candidates {
+        if !chosen.segments.is_empty() && bytes + sealed[i].bytes > MERGE_INPUT_BYTES {
             break;
         }
         bytes += sealed[i].bytes;
-        chosen.push(i);
+        chosen.segments.push(i);
+        chosen.live_bytes += live;
     }
-    (!chosen.is_empty()).then_some(chosen)
+    (!chosen.segments.is_empty()).then_some(chosen)
+}
+
+/// What [`choose`] picked: indices into the sealed segments, and the live
+/// bytes on disk it expects them to hold (about what the merge writes).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Chosen {
+    pub segments: Vec<usize>,
+    pub live_bytes: u64,
 }
 
 /// Per merge output still sealed, the bytes of it that the table's
@@ -244,12 +253,13 @@ pub async fn write(
     log: &LogWriter,
     plan: &MergePlan,
     view: &dyn MergeView,
+    progress: &dyn Fn(u64),
 ) -> Result<Written, MergeError> {
     let newest = plan.inputs.last().ok_or_else(|| {
         MergeError::Failed(io::Error::other("a merge needs at least one segment"))
     })?;
     let temp = temp_path(&newest.path);
-    let written = write_output(log, plan, view, &temp).await;
+    let written = write_output(log, plan, view, &temp, progress).await;
     if written.is_err() {
         match std::fs::remove_file(&temp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -393,6 +403,7 @@ async fn write_output(
     plan: &MergePlan,
     view: &dyn MergeView,
     temp: &Path,
+    progress: &dyn Fn(u64),
 ) -> Result<Written, MergeError> {
     let scope = Some(log.shard());
     failpoint::check("merge::write", scope)?;
@@ -424,7 +435,7 @@ async fn write_output(
     };
     let mut kept = Kept::default();
     for input in &plan.inputs {
-        scan(log, input, plan.prefix, view, &mut out, &mut kept).await?;
+        scan(log, input, plan.prefix, view, &mut out, &mut kept, progress).await?;
     }
     // The PUT records end here; the rest is replayed record by record.
     let puts_end = out.offset + out.chunk.len() as u64;
@@ -507,6 +518,7 @@ async fn scan(
     view: &dyn MergeView,
     out: &mut Output<'_>,
     kept: &mut Kept,
+    progress: &dyn Fn(u64),
 ) -> Result<(), MergeError> {
     let damaged = |offset: u64, reason: &str| {
         MergeError::Failed(io::Error::other(format!(
@@ -520,6 +532,7 @@ async fn scan(
         buf: Vec::new(),
         base: 0,
         read_to: 0,
+        progress,
     };
     reader.fill(format::FILE_HEADER_BYTES as u64).await?;
     let framing = match format::read_file_header(&reader.buf) {
@@ -613,6 +626,8 @@ struct InputReader<'a> {
     base: u64,
     /// The file offset read up to.
     read_to: u64,
+    /// Told the bytes of each read (the writers' pacing, if any).
+    progress: &'a dyn Fn(u64),
 }
 
 impl InputReader<'_> {
@@ -638,6 +653,7 @@ impl InputReader<'_> {
             };
             self.buf.extend_from_slice(&read);
             self.read_to += len;
+            (self.progress)(len);
         }
         Ok(())
     }
@@ -685,8 +701,15 @@ mod tests {
         };
         let chosen = choose(&sealed, live, LiveScale::default(), &Floors::default(), 50)
             .expect("some are worth it");
-        assert_eq!(chosen, [1, 3], "emptiest first, 256 MiB of input at most");
-        let plan = MergePlan::of(&sealed, &chosen);
+        assert_eq!(
+            chosen,
+            Chosen {
+                segments: vec![1, 3],
+                live_bytes: 30 << 20
+            },
+            "emptiest first, 256 MiB of input at most"
+        );
+        let plan = MergePlan::of(&sealed, &chosen.segments);
         assert!(!plan.prefix);
         assert_eq!(
             plan.inputs.iter().map(|s| s.number).collect::<Vec<_>>(),
@@ -700,7 +723,8 @@ mod tests {
         // Records of under half a block each, one per block.
         let live = |_| 30 << 20;
         assert_eq!(
-            choose(&sealed, live, LiveScale::default(), &Floors::default(), 50),
+            choose(&sealed, live, LiveScale::default(), &Floors::default(), 50)
+                .map(|chosen| chosen.segments),
             Some(vec![0]),
             "without the scale it looks half empty"
         );
@@ -727,12 +751,12 @@ mod tests {
         let sealed = segments(&[1000, 1000]);
         let mut floors = Floors::default();
         assert_eq!(
-            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50),
+            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50).map(|c| c.segments),
             Some(vec![0, 1])
         );
         floors.merged(&sealed[..1], Some(11), 990);
         assert_eq!(
-            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50),
+            choose(&sealed, |_| 0, LiveScale::default(), &floors, 50).map(|c| c.segments),
             Some(vec![0]),
             "segment 11 is a merge's output of DELs"
         );

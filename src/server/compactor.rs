@@ -226,12 +226,21 @@ impl Compactor {
         let Some(chosen) = chosen else {
             return false;
         };
-        let mut plan = MergePlan::of(&sealed, &chosen);
+        let mut plan = MergePlan::of(&sealed, &chosen.segments);
         let shard = self.shard.id();
         let started = Instant::now();
+        // Past its bound (the writes outran the merges), the log may grow
+        // only by what this merge frees, as it reads its inputs.
+        let pacing_shard = self.shard.clone();
+        let paced = self.merge_pacing(log, &plan, chosen.live_bytes, &pacing_shard);
+        let progress = |bytes: u64| {
+            if let Some(paced) = &paced {
+                paced.pay(bytes);
+            }
+        };
         loop {
             let view = Participant::of(&self.shard).merge_view(&self.shard);
-            match merge::write(log, &plan, &view).await {
+            match merge::write(log, &plan, &view, &progress).await {
                 Ok(written) => {
                     self.install_merge(log, &plan, written, started).await;
                     return true;
@@ -256,6 +265,32 @@ impl Compactor {
                 }
             }
         }
+    }
+
+    /// The writers' pacing during a merge of `plan` expected to write
+    /// `live_bytes`, if the log and the merge's inputs, which stay on disk
+    /// until its end, would pass the log's bound (twice the live data plus
+    /// `--compact-min-bytes`, as for a compaction: `log::pacing`): the
+    /// writes may then add what the merge frees net of what it writes, in
+    /// proportion to the input it has read, so the log shrinks by a merge's
+    /// output with each merge until it is back within the bound. None (no
+    /// pacing) while there is room.
+    fn merge_pacing<'s>(
+        &self,
+        log: &LogWriter,
+        plan: &MergePlan,
+        live_bytes: u64,
+        shard: &'s Shard,
+    ) -> Option<pacing::PacedCompaction<'s>> {
+        let bound = pacing::bound(shard.live_bytes(), pacing::margin_bytes(self.min_bytes));
+        let file_len = log.file_len();
+        let input: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
+        if file_len + input <= bound {
+            return None;
+        }
+        let net_frees = input.saturating_sub(live_bytes.saturating_mul(2));
+        let budget = Budget::new(file_len, file_len + net_frees, input, log.appended());
+        Some(shard.pacing().begin(bound, budget))
     }
 
     /// Steps 2 and 3 of a merge (`log::merge`): the output replaces its
