@@ -64,6 +64,14 @@
 //! length at which it is due ([`Pacing::call_compactor_past`]), and the first
 //! round that finds the log longer wakes it ([`Pacing::note_log_len`]).
 //!
+//! # Merges
+//!
+//! The disk engine's merges of sealed segments (`log::merge`) use the same
+//! budget when the log and a merge's inputs would pass the bound: the
+//! merge pays with the input bytes it reads, and the headroom is what it
+//! frees net of what it writes (`server::compactor`), so the log shrinks
+//! with each paced merge until it is back within the bound.
+//!
 //! STATS `write_pacing_waits` counts the rounds that waited and
 //! `write_pacing_wait_us` the time they waited, summed.
 

@@ -15,6 +15,13 @@
 //! - a failed directory sync after a switch once, and once when a retry (at
 //!   every check) succeeds.
 //!
+//! The disk engine first merges its emptiest sealed segments (`log::merge`,
+//! `--merge-live-percent`), pacing the writes only when the log and the
+//! merge's inputs would pass the log's bound; it compacts the whole log only
+//! when no segment is worth merging and the log is still due. Each merge is
+//! logged (`merged N sealed segments …`); a failed one waits as a failed
+//! compaction does.
+//!
 //! With the disk engine's segments (`log::segments`), rolls are held back
 //! from the snapshot to the end of the compaction, and the sealed segments
 //! the snapshot (a BASE) superseded are deleted once the switch is durable:
@@ -268,13 +275,14 @@ impl Compactor {
     }
 
     /// The writers' pacing during a merge of `plan` expected to write
-    /// `live_bytes`, if the log and the merge's inputs, which stay on disk
-    /// until its end, would pass the log's bound (twice the live data plus
-    /// `--compact-min-bytes`, as for a compaction: `log::pacing`): the
-    /// writes may then add what the merge frees net of what it writes, in
-    /// proportion to the input it has read, so the log shrinks by a merge's
-    /// output with each merge until it is back within the bound. None (no
-    /// pacing) while there is room.
+    /// `live_bytes`, once the log is within twice the merge's input of its
+    /// bound (twice the live data plus `--compact-min-bytes`, as for a
+    /// compaction: `log::pacing`). The inputs stay on disk until the merge
+    /// ends, beside its output, so the writes may add the room the bound
+    /// leaves beyond those, and what the merge frees net of what it
+    /// writes, in proportion to the input it has read: the directory then
+    /// stays within the bound, and a log past it shrinks with each merge.
+    /// None (no pacing) while there is more room.
     fn merge_pacing<'s>(
         &self,
         log: &LogWriter,
@@ -285,11 +293,12 @@ impl Compactor {
         let bound = pacing::bound(shard.live_bytes(), pacing::margin_bytes(self.min_bytes));
         let file_len = log.file_len();
         let input: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
-        if file_len + input <= bound {
+        let room = bound.saturating_sub(file_len + input + live_bytes);
+        if room > input {
             return None;
         }
         let net_frees = input.saturating_sub(live_bytes.saturating_mul(2));
-        let budget = Budget::new(file_len, file_len + net_frees, input, log.appended());
+        let budget = Budget::new(file_len, file_len + room + net_frees, input, log.appended());
         Some(shard.pacing().begin(bound, budget))
     }
 
