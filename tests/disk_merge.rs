@@ -404,3 +404,48 @@ fn cross_shard_batches_stay_whole_when_segments_with_their_prepares_and_decides_
     }
     stop(&mut server, libc::SIGTERM);
 }
+
+#[test]
+fn kills_at_any_moment_while_segments_merge_lose_nothing_and_resurrect_nothing() {
+    let seed = test_seed("merge kills");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = merge_flags(&[]);
+    let mut written = BTreeMap::new();
+    let named = |tag: &str, n: usize| -> Vec<Vec<u8>> {
+        (0..n).map(|i| format!("{tag}:{i}").into_bytes()).collect()
+    };
+    let hot = named("hot", 50);
+    let mut server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    let mut merges = 0;
+    for round in 0..6 {
+        // Keys that live a while, then go: their DELs land among the
+        // overwrites, which the merges keep emptying.
+        let passing = named(&format!("passing{round}"), 20);
+        for key in &passing {
+            let value = random_bin(&mut rng, 2500);
+            client.set(key, value.clone()).expect("SET");
+            written.insert(key.clone(), value);
+        }
+        overwrite(&mut client, &mut rng, &hot, 4, &mut written);
+        for key in passing.iter().step_by(2) {
+            client.del(key).expect("DEL");
+            written.remove(key);
+        }
+        overwrite(&mut client, &mut rng, &hot, 4, &mut written);
+        merges += nr_merges(&mut server) + count_lines(&mut server, &["nothing in them is live"]);
+        // The merges run on their own in the server: the kill lands
+        // wherever one of them is.
+        stop(&mut server, libc::SIGKILL);
+        server = start_on(&data_dir, 1, &flags);
+        client = server.client();
+        assert_exactly(
+            &mut client,
+            &written,
+            &format!("after the kill of round {round}"),
+        );
+    }
+    assert!(merges >= 6, "{merges} merges ran");
+    stop(&mut server, libc::SIGTERM);
+}
