@@ -157,7 +157,7 @@ const TABLE_METRICS: [TableMetric; 19] = [
         "corekv_write_pacing_waits_total",
         "counter",
         "write_pacing_waits",
-        "Rounds of writes that waited for a compaction to catch up (the log stays within twice the live data plus a margin).",
+        "Rounds of writes that waited for a compaction or a merge of segments to catch up (the log stays within twice the live data plus a margin).",
     ),
 ];
 
@@ -363,7 +363,7 @@ fn render_table(page: &mut Page, shares: &[TableStats]) {
     page.family(
         name,
         "counter",
-        "Time rounds of writes waited for a compaction to catch up, summed (STATS write_pacing_wait_us).",
+        "Time rounds of writes waited for a compaction or a merge of segments to catch up, summed (STATS write_pacing_wait_us).",
     );
     for (id, share) in ids.iter().zip(shares) {
         let seconds = share.write_pacing_wait_us as f64 / 1e6;
