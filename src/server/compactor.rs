@@ -233,6 +233,12 @@ impl Compactor {
         let Some(chosen) = chosen else {
             return false;
         };
+        // Its output takes room until its inputs go: not the last of the
+        // disk, which the log's own appends need.
+        // (Not a merge tried: the caller then sleeps until the next check.)
+        if !self.has_room(chosen.live_bytes) {
+            return false;
+        }
         let mut plan = MergePlan::of(&sealed, &chosen.segments);
         let shard = self.shard.id();
         let started = Instant::now();
@@ -416,8 +422,8 @@ impl Compactor {
         }
     }
 
-    /// Whether the file system has room for a snapshot of `live_bytes`; logs
-    /// when that changes.
+    /// Whether the file system has room for a snapshot (or a merge's
+    /// output) of `live_bytes`; logs when that changes.
     fn has_room(&mut self, live_bytes: u64) -> bool {
         let needed = compaction::room_needed(live_bytes);
         let (shard, path) = (self.shard.id(), self.path.display());
