@@ -445,17 +445,7 @@ pub async fn write_snapshot(
         let read = read_in_spans(values, &group).await?;
         for (entry, value) in group.iter().zip(&read) {
             let value = value.as_deref().unwrap_or_else(|| entry.value());
-            let put = Effect::Put {
-                key: entry.key(),
-                version: entry.version(),
-                value,
-                deadline: entry.deadline(),
-            };
-            let mut at = None;
-            let shifts = blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
-                at = format::write_effect_locating(chunk, &put);
-            });
-            let at = shifts.moved(at.expect("a PUT record holds a value"));
+            let at = append_put(&mut chunk, placed.then_some(offset), entry, value);
             if values.is_some() {
                 located.push(((*entry).clone(), offset + at as u64));
             }
@@ -512,6 +502,29 @@ pub async fn write_snapshot(
         puts_end,
         located,
     })
+}
+
+/// Appends `entry`'s PUT record (PUTX with a deadline) holding `value` to
+/// `chunk`, placed in blocks if `placed_at` is the file offset of
+/// `chunk[0]` (`blocks::append_records`); returns where in `chunk` the
+/// value's bytes start.
+pub(super) fn append_put(
+    chunk: &mut Vec<u8>,
+    placed_at: Option<u64>,
+    entry: &SnapshotEntry,
+    value: &[u8],
+) -> usize {
+    let put = Effect::Put {
+        key: entry.key(),
+        version: entry.version(),
+        value,
+        deadline: entry.deadline(),
+    };
+    let mut at = None;
+    let shifts = blocks::append_records(chunk, placed_at, |chunk| {
+        at = format::write_effect_locating(chunk, &put);
+    });
+    shifts.moved(at.expect("a PUT record holds a value"))
 }
 
 /// The most bytes one read of neighbouring values covers.

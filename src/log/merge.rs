@@ -57,7 +57,7 @@
 //! segments under [`MERGE_BELOW_LIVE_PERCENT`] live (`--merge-live-percent`) are merged, the emptiest
 //! first, up to [`MERGE_INPUT_BYTES`] of input at a time.
 
-use super::compaction::{write_chunk, write_when_full, LiveScale};
+use super::compaction::{append_put, write_chunk, write_when_full, LiveScale};
 use super::format::{self, Decoded, Effect, FileStart, Framing, Record};
 use super::values::WantedValue;
 use super::writer::SealedSegment;
@@ -347,17 +347,7 @@ impl Output<'_> {
             }
             (None, None) => entry.value(),
         };
-        let put = Effect::Put {
-            key: entry.key(),
-            version: entry.version(),
-            value,
-            deadline: entry.deadline(),
-        };
-        let mut at = None;
-        let shifts = blocks::append_records(&mut self.chunk, Some(self.offset), |chunk| {
-            at = format::write_effect_locating(chunk, &put);
-        });
-        let at = shifts.moved(at.expect("a PUT record holds a value"));
+        let at = append_put(&mut self.chunk, Some(self.offset), &entry, value);
         let record =
             super::compaction::snapshot_bytes(1, entry.key().len() as u64, value.len() as u64);
         self.records_estimate += record;
