@@ -73,6 +73,11 @@ fn hint_entries(data_dir: &Path) -> (u64, bool) {
     (entries, later)
 }
 
+/// Keys `tag:0` … `tag:<n-1>`.
+fn named(tag: &str, n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| format!("{tag}:{i}").into_bytes()).collect()
+}
+
 fn nr_merges(server: &mut common::TestServer) -> usize {
     count_lines(server, &["merged ", "sealed segments into"])
 }
@@ -166,13 +171,13 @@ fn deleted_keys_stay_deleted_and_deadlines_stay_set_when_newer_segments_are_merg
     let mut written = BTreeMap::new();
     // Cold keys, written once: they keep the oldest segments mostly live,
     // so the merges take newer segments and leave these be.
-    let cold: Vec<Vec<u8>> = (0..120).map(|i| format!("cold:{i}").into_bytes()).collect();
+    let cold = named("cold", 120);
     for (i, key) in cold.iter().enumerate() {
         let value = random_bin(&mut rng, [10, 200, 1000, 3000][i % 4]);
         client.set(key, value.clone()).expect("SET of a cold key");
         written.insert(key.clone(), value);
     }
-    let hot: Vec<Vec<u8>> = (0..60).map(|i| format!("hot:{i}").into_bytes()).collect();
+    let hot = named("hot", 60);
     overwrite(&mut client, &mut rng, &hot, 3, &mut written);
     // Their DELs and EXPIREs land in segments that the hot keys' overwrites
     // then empty: merged while the cold keys' PUTs stay where they are.
@@ -265,9 +270,6 @@ fn a_crash_at_every_step_of_a_merge_loses_nothing_and_resurrects_nothing() {
                         written.insert(key.clone(), value);
                     }
                 };
-            let named = |tag: &str, n: usize| -> Vec<Vec<u8>> {
-                (0..n).map(|i| format!("{tag}:{i}").into_bytes()).collect()
-            };
             if with_cold {
                 set_all(&mut client, &named("cold", 90), &mut written);
             }
@@ -319,7 +321,7 @@ fn a_merge_file_left_by_a_crash_is_removed_at_start() {
     let mut server = start_on(&data_dir, 1, &flags);
     let mut client = server.client();
     let mut written = BTreeMap::new();
-    let hot: Vec<Vec<u8>> = (0..60).map(|i| format!("hot:{i}").into_bytes()).collect();
+    let hot = named("hot", 60);
     overwrite(&mut client, &mut rng, &hot, 3, &mut written);
     stop(&mut server, libc::SIGKILL);
     // Half a merge's output, as a crash while writing it leaves it: a copy
@@ -412,9 +414,6 @@ fn kills_at_any_moment_while_segments_merge_lose_nothing_and_resurrect_nothing()
     let (_temp, data_dir) = temp_data_dir();
     let flags = merge_flags(&[]);
     let mut written = BTreeMap::new();
-    let named = |tag: &str, n: usize| -> Vec<Vec<u8>> {
-        (0..n).map(|i| format!("{tag}:{i}").into_bytes()).collect()
-    };
     let hot = named("hot", 50);
     let mut server = start_on(&data_dir, 1, &flags);
     let mut client = server.client();
