@@ -287,8 +287,8 @@ pub fn install(written: &Written, plan: &MergePlan, shard: usize) -> io::Result<
     if let Err(e) = &synced {
         tracing::error!(
             shard,
-            "merged into {}, but syncing its directory failed ({e}); the merged segments stay \
-             until the next merge",
+            "merged into {}, but syncing its directory failed ({e}); the older merged segments \
+             are left on disk, which a restart replays harmlessly (or deletes, after a BASE)",
             newest.display()
         );
     }
