@@ -345,8 +345,6 @@ fn a_merge_file_left_by_a_crash_is_removed_at_start() {
 
 #[test]
 fn cross_shard_batches_stay_whole_when_segments_with_their_prepares_and_decides_are_merged() {
-    use common::keys::key_on_shard;
-    use corekv::client::Request;
     const NR_SHARDS: usize = 2;
     let seed = test_seed("merge atomic");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -363,27 +361,13 @@ fn cross_shard_batches_stay_whole_when_segments_with_their_prepares_and_decides_
     ];
     let mut server = start_on(&data_dir, NR_SHARDS, &flags);
     let mut client = server.client();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..6)
-        .map(|i| {
-            (
-                key_on_shard(&format!("left{i}"), 0, NR_SHARDS),
-                key_on_shard(&format!("right{i}"), 1, NR_SHARDS),
-            )
-        })
-        .collect();
+    let pairs = common::keys::pairs_across_shards(6, NR_SHARDS);
     let mut last = BTreeMap::new();
     let mut round = 0;
     for phase in 0..3 {
         for _ in 0..150 {
-            let (left, right) = &pairs[round % pairs.len()];
             let value = random_bin(&mut rng, 1000 + round % 700);
-            let batch = Request::Atomic(vec![
-                Request::Set(left.clone(), value.clone()),
-                Request::Set(right.clone(), value.clone()),
-            ]);
-            client.call(&[batch]).expect("ATOMIC");
-            last.insert(left.clone(), value.clone());
-            last.insert(right.clone(), value);
+            common::set_pair_atomically(&mut client, &pairs[round % pairs.len()], value, &mut last);
             round += 1;
         }
         assert_exactly(&mut client, &last, &format!("phase {phase}"));

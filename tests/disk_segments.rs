@@ -8,7 +8,6 @@
 mod common;
 
 use common::crash::{assert_mentions, stop, temp_data_dir};
-use common::keys::key_on_shard;
 use common::{
     arm_failpoint, assert_all_read_back, assert_reads_back, force_compaction, http_addr,
     random_bin, run_backup, start_on, test_seed, TestServer,
@@ -363,7 +362,6 @@ fn a_compaction_supersedes_every_sealed_segment_and_copied_back_they_resurrect_n
 
 #[test]
 fn cross_shard_batches_stay_whole_across_rolls_between_prepare_and_decide() {
-    use corekv::client::Request;
     const NR_SHARDS: usize = 2;
     let seed = test_seed("segments atomic");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -380,25 +378,11 @@ fn cross_shard_batches_stay_whole_across_rolls_between_prepare_and_decide() {
     ];
     let mut server = start_on(&data_dir, NR_SHARDS, &flags);
     let mut client = server.client();
-    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..4)
-        .map(|i| {
-            (
-                key_on_shard(&format!("left{i}"), 0, NR_SHARDS),
-                key_on_shard(&format!("right{i}"), 1, NR_SHARDS),
-            )
-        })
-        .collect();
+    let pairs = common::keys::pairs_across_shards(4, NR_SHARDS);
     let mut last = BTreeMap::new();
     for round in 0..60 {
-        let (left, right) = &pairs[round % pairs.len()];
         let value = random_bin(&mut rng, 1500 + round);
-        let batch = Request::Atomic(vec![
-            Request::Set(left.clone(), value.clone()),
-            Request::Set(right.clone(), value.clone()),
-        ]);
-        client.call(&[batch]).expect("ATOMIC");
-        last.insert(left.clone(), value.clone());
-        last.insert(right.clone(), value);
+        common::set_pair_atomically(&mut client, &pairs[round % pairs.len()], value, &mut last);
     }
     for shard in 0..NR_SHARDS {
         let sealed = sealed_segments(&data_dir, shard).len();

@@ -4,6 +4,19 @@
 
 use corekv::ids::Router;
 
+/// `n` pairs of keys, `left<i>` on shard 0 and `right<i>` on shard 1 of
+/// `nr_shards`: what a cross-shard batch writes together.
+pub fn pairs_across_shards(n: usize, nr_shards: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                key_on_shard(&format!("left{i}"), 0, nr_shards),
+                key_on_shard(&format!("right{i}"), 1, nr_shards),
+            )
+        })
+        .collect()
+}
+
 /// A key named `prefix-<n>` owned by `shard` when there are `nr_shards`.
 pub fn key_on_shard(prefix: &str, shard: usize, nr_shards: usize) -> Vec<u8> {
     key_name_on_shard(prefix, shard, nr_shards).into_bytes()

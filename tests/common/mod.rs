@@ -368,6 +368,25 @@ pub fn run_backup(dir: &Path, http: SocketAddr) {
     );
 }
 
+/// Sets both keys of `pair` to `value` in one ATOMIC (a cross-shard batch
+/// when they are on different shards), and records them in `written`.
+pub fn set_pair_atomically(
+    client: &mut Client,
+    pair: &(Vec<u8>, Vec<u8>),
+    value: rmpv::Value,
+    written: &mut std::collections::BTreeMap<Vec<u8>, rmpv::Value>,
+) {
+    use corekv::client::Request;
+    let (left, right) = pair;
+    let batch = Request::Atomic(vec![
+        Request::Set(left.clone(), value.clone()),
+        Request::Set(right.clone(), value.clone()),
+    ]);
+    client.call(&[batch]).expect("ATOMIC");
+    written.insert(left.clone(), value.clone());
+    written.insert(right.clone(), value);
+}
+
 /// Reads every key of `written` and checks its value byte for byte.
 pub fn assert_all_read_back(
     client: &mut Client,
