@@ -667,6 +667,11 @@ impl InputReader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{Router, ShardId};
+    use crate::log::segments::{sealed_path, MIN_SEGMENT_BYTES};
+    use crate::log::writer::{LogStart, SegmentPlan};
+    use crate::log::{shard_log_path, FsyncMode, ShardFiles};
+    use crate::table::Table;
 
     fn segments(sizes: &[u64]) -> Vec<SealedSegment> {
         sizes
@@ -766,5 +771,171 @@ mod tests {
         let widest = wider.with_older(&sealed, 11).expect("segment 10 is older");
         assert!(widest.prefix);
         assert_eq!(widest.with_older(&sealed, 10), None);
+    }
+
+    /// Writes a disk engine's log file at `path`: a file header, then the
+    /// records `encode` writes, placed in blocks and stamped as its writer
+    /// does.
+    fn write_log_file(path: &Path, encode: impl FnOnce(&mut Vec<u8>)) {
+        let epoch = crate::log::new_epoch();
+        let mut file = Vec::new();
+        format::write_file_header(&mut file, epoch);
+        let start = file.len();
+        blocks::append_records(&mut file, Some(0), encode);
+        format::stamp(&mut file[start..], epoch);
+        std::fs::write(path, file).expect("write a log file");
+    }
+
+    fn put<'a>(key: &'a [u8], version: u64, value: &'a [u8]) -> Effect<'a> {
+        Effect::Put {
+            key,
+            version,
+            value,
+            deadline: None,
+        }
+    }
+
+    /// The committed state of a recovered shard: every batch is decided.
+    struct Recovered<'a>(&'a Table);
+
+    impl MergeView for Recovered<'_> {
+        fn committed(&self, key: &[u8]) -> Option<Entry> {
+            self.0.prior(key).state().cloned()
+        }
+        fn is_prepared(&self, _: TxnId) -> bool {
+            false
+        }
+        fn commit_needed(&self, _: TxnId) -> bool {
+            false
+        }
+    }
+
+    /// Shard 0's log writer over the files recovery left, as a shard opens
+    /// it with the disk engine (a merge only reads through it).
+    async fn open_shard_0(log_dir: &Path, files: &ShardFiles) -> Rc<LogWriter> {
+        use glommio::io::DmaFile;
+        let active = shard_log_path(log_dir, 0);
+        let len = std::fs::metadata(&active).expect("active file").len();
+        let file = glommio::io::OpenOptions::new()
+            .write(true)
+            .buffered_open(&active)
+            .await
+            .expect("open the active file");
+        let start = LogStart {
+            len,
+            file_size: len,
+            epoch: 0,
+        };
+        let log = LogWriter::new(file, start, FsyncMode::Never, 0);
+        let mut sealed = Vec::new();
+        for (number, path) in &files.sealed {
+            sealed.push((*number, DmaFile::open(path).await.expect("open a segment")));
+        }
+        let reader = DmaFile::open(&active).await.expect("open the active file");
+        log.keep_values(crate::log::values::ValueFiles::with_sealed(
+            files.active,
+            reader,
+            sealed,
+        ));
+        log.roll_segments(SegmentPlan {
+            active,
+            segment_bytes: MIN_SEGMENT_BYTES,
+            next_seq: files.next_seq,
+            sealed: files.sealed.iter().map(|(_, p)| p.clone()).collect(),
+            sealed_bytes: 0,
+        });
+        log
+    }
+
+    /// Why a DECIDE whose PREPARE is in an older segment outside the merge
+    /// makes the merge give up ([`MergeError::NeedsOlder`]) rather than drop
+    /// it. Shard 0 logged cross-shard batches T1 and T2 (coordinated by
+    /// shard 1): their PREPAREs in segment A, their DECIDEs (commit) in the
+    /// next segment B, then a write of T2's key `k2`. Shard 1's log still
+    /// holds T2's COMMIT but no longer T1's (a rewrite of its log dropped it
+    /// once every participant had decided). Were B merged alone, its
+    /// DECIDEs dropped, recovery would find both PREPAREs in A undecided
+    /// and resolve them by the COMMITs at the end of the replay:
+    /// - T1, with no COMMIT left, as aborted: its committed, acknowledged
+    ///   write of `k1` is lost (`k1` goes back to version 1, before T1);
+    /// - T2, committed, applied after every file: its old `k2` (version 4)
+    ///   replaces the later write (version 5) that the merge output
+    ///   restated.
+    ///
+    /// (A dropped DECIDE of an aborted batch would be harmless: with no
+    /// COMMIT it resolves as aborted again.)
+    #[test]
+    fn a_decide_whose_prepare_is_in_an_older_segment_makes_the_merge_take_that_segment_too() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let log_dir = crate::log::log_dir(data.path());
+        std::fs::create_dir_all(&log_dir).expect("mkdir");
+        std::fs::write(log_dir.join(crate::log::SHARDS_FILE), "2\n").expect("SHARDS");
+        let t1 = TxnId {
+            coordinator: ShardId(1),
+            seq: 1,
+        };
+        let t2 = TxnId { seq: 2, ..t1 };
+        // Kept on disk (not inline): the merge reads it back from B.
+        let big = vec![0xc4; 1000];
+        write_log_file(&sealed_path(&log_dir, 0, 0), |out| {
+            format::write_effect(out, &put(b"k1", 1, b"\xa6before"));
+            format::write_prepare(out, t1, &[put(b"k1", 3, b"\xa2t1")]);
+            format::write_prepare(out, t2, &[put(b"k2", 4, b"\xa2t2")]);
+        });
+        write_log_file(&sealed_path(&log_dir, 0, 1), |out| {
+            format::write_decide(out, t1, true);
+            format::write_decide(out, t2, true);
+            format::write_effect(out, &put(b"k2", 5, &big));
+        });
+        write_log_file(&shard_log_path(&log_dir, 0), |_| {});
+        write_log_file(&shard_log_path(&log_dir, 1), |out| {
+            format::write_commit(out, t2)
+        });
+        let router = Router::new(2);
+        let recover = || crate::log::recover(data.path(), &router, false, true).expect("recover");
+        // What a replay leaves of k1 and k2: their versions.
+        let state = |table: &Table| (table.version(b"k1"), table.version(b"k2"));
+        let before = recover();
+        assert_eq!(state(&before.tables[0]), (3, 5), "both batches committed");
+
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .make()
+            .expect("an executor")
+            .run(async move {
+                let log = open_shard_0(&log_dir, &before.files[0]).await;
+                let view = Recovered(&before.tables[0]);
+                let sealed = log.sealed_segments();
+                let (a, b) = (sealed[0].number, sealed[1].number);
+                let alone = MergePlan::of(&sealed, &[1]);
+                assert!(!alone.prefix);
+                match write(&log, &alone, &view, &|_| {}).await {
+                    Err(MergeError::NeedsOlder(number)) => assert_eq!(number, b),
+                    Ok(written) => {
+                        install(&written, &alone, 0).expect("install");
+                        let after = recover();
+                        panic!(
+                            "segment {b} was merged without segment {a}, which holds the \
+                             PREPAREs its DECIDEs decide: a replay then gives (k1, k2) the \
+                             versions {:?}, not (3, 5)",
+                            state(&after.tables[0])
+                        );
+                    }
+                    Err(e) => panic!("merging segment {b} alone failed: {e}"),
+                }
+                assert!(
+                    !temp_path(&sealed[1].path).exists(),
+                    "the output is removed"
+                );
+
+                let wider = alone.with_older(&sealed, b).expect("segment A is older");
+                let written = write(&log, &wider, &view, &|_| {})
+                    .await
+                    .expect("merge segments A and B");
+                assert!(install(&written, &wider, 0).expect("install"));
+                delete_inputs(&wider, false, 0).expect("delete segment A");
+                let after = recover();
+                assert_eq!(after.files[0].sealed.len(), 1, "A and B are one segment");
+                assert_eq!(state(&after.tables[0]), (3, 5), "a replay after the merge");
+            });
     }
 }
