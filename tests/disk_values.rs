@@ -173,6 +173,85 @@ fn bytes_read(server: &TestServer) -> u64 {
         .expect("rchar in /proc/PID/io")
 }
 
+/// Bytes the server process has had the storage layer read for it so far
+/// (direct reads count; copies from the page cache do not).
+fn device_bytes_read(server: &TestServer) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid())).expect("/proc/PID/io");
+    io.lines()
+        .find_map(|line| line.strip_prefix("read_bytes: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("read_bytes in /proc/PID/io")
+}
+
+/// A direct read of bytes still dirty in the page cache makes the kernel
+/// write them back and wait for it first, holding the file's lock: the
+/// shard's appends waited behind such reads. So values the log has not
+/// synced yet (all of the active file under `--fsync never`) are read
+/// through the page cache, and reach the device only once synced.
+#[test]
+fn values_not_yet_synced_are_read_from_the_page_cache_and_synced_ones_from_the_device() {
+    const NR_VALUES: usize = 32;
+    let seed = test_seed("disk unsynced reads");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let flags = [
+        "--engine",
+        "disk",
+        "--fsync",
+        "never",
+        "--disk-cache-bytes",
+        "0",
+    ];
+    let named = |prefix: &str| -> Vec<Vec<u8>> {
+        (0..NR_VALUES)
+            .map(|i| format!("{prefix}{i:02}").into_bytes())
+            .collect()
+    };
+    let (synced, fresh) = (named("synced"), named("fresh"));
+    let values: Vec<Value> = (0..NR_VALUES).map(|_| random_bin(&mut rng, 1000)).collect();
+    // One SET per message, so that each value has blocks of its own.
+    let set_all = |client: &mut corekv::client::Client, keys: &[Vec<u8>]| {
+        for (key, value) in keys.iter().zip(&values) {
+            client
+                .call(&[Request::Set(key.clone(), value.clone())])
+                .expect("SET");
+        }
+    };
+    let mut server = start_on(&data_dir, 1, &flags);
+    set_all(&mut server.client(), &synced);
+    // A clean stop syncs the log: after the restart these are synced.
+    stop(&mut server, libc::SIGTERM);
+    let server = start_on(&data_dir, 1, &flags);
+    let mut client = server.client();
+    set_all(&mut client, &fresh);
+    let get_all = |client: &mut corekv::client::Client, keys: &[Vec<u8>]| {
+        let gets: Vec<Request> = keys.iter().map(|key| Request::Get(key.clone())).collect();
+        let found = client.call(&gets).expect("GETs");
+        let expected: Vec<Element> = values.iter().cloned().map(Element::Found).collect();
+        assert_eq!(found, expected, "the values read back");
+    };
+    let before = device_bytes_read(&server);
+    get_all(&mut client, &synced);
+    let synced_reads = device_bytes_read(&server) - before;
+    // 32 records of 1 KiB fill at least 8 blocks of 4 KiB.
+    if synced_reads < 8 * 4096 {
+        // A file system without direct I/O (tmpfs) serves every read from
+        // memory: nothing to tell apart here.
+        eprintln!(
+            "the synced values cost {synced_reads} bytes of device reads: no direct I/O here"
+        );
+        return;
+    }
+    let before = device_bytes_read(&server);
+    get_all(&mut client, &fresh);
+    let fresh_reads = device_bytes_read(&server) - before;
+    assert!(
+        fresh_reads < 2 * 4096,
+        "{NR_VALUES} values not yet synced cost {fresh_reads} bytes of device reads \
+         (the synced ones: {synced_reads})"
+    );
+}
+
 /// Waits (a bounded number of times) for `path` to exist.
 fn wait_for_file(path: &std::path::Path) -> bool {
     (0..200).any(|_| {

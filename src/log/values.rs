@@ -36,6 +36,13 @@
 //! server they go through the shard's own ring ([`BlockReader`]), not
 //! glommio's.
 //!
+//! Except the bytes of the active file not yet synced ([`ReadHandle`]):
+//! those are dirty pages in the page cache by definition, and a direct read
+//! of them makes the kernel write them back first and wait for it, holding
+//! the file's lock, so the shard's next append waited behind the read (10 ms
+//! and more, on a disk busy with a merge). They are read through the log
+//! writer's buffered handle of the file: a copy from memory.
+//!
 //! Every read is checked ([`WantedValue`]): a value alone in its PUT or PUTX
 //! record is read with the whole record, which must be its key's at its
 //! entry's version; a value among several in a record, against the CRC-32
@@ -43,7 +50,7 @@
 
 use super::{blocks, format};
 use crate::entry::{Entry, Location, ValueCheck};
-use glommio::io::{DmaFile, ReadResult};
+use glommio::io::{BufferedFile, DmaFile, ReadResult};
 use std::future::Future;
 use std::io;
 use std::ops::Deref;
@@ -198,6 +205,11 @@ impl ValueFiles {
         self.number = moved_to;
     }
 
+    /// Whether `file` is the active file's.
+    pub fn is_current(&self, file: &Rc<DmaFile>) -> bool {
+        Rc::ptr_eq(file, &self.current)
+    }
+
     /// Where the bytes of `location` are now: the file and the offset in it.
     fn resolve(&self, mut location: Location) -> Option<(Rc<DmaFile>, u64)> {
         // Each step moves to a later file, of which there are few.
@@ -347,13 +359,39 @@ impl<'a> WantedValue<'a> {
     }
 }
 
+/// What a value's bytes are read through: the file's direct-I/O handle, or,
+/// for bytes of the active file past its last sync, the log writer's own
+/// buffered handle of the same file (the module doc says why).
+#[derive(Clone)]
+pub enum ReadHandle {
+    Direct(Rc<DmaFile>),
+    Buffered(Rc<BufferedFile>),
+}
+
+impl ReadHandle {
+    fn fd(&self) -> RawFd {
+        match self {
+            ReadHandle::Direct(file) => file.as_raw_fd(),
+            ReadHandle::Buffered(file) => file.as_raw_fd(),
+        }
+    }
+
+    /// What reads of it are aligned to: whole 4 KiB blocks at least.
+    fn alignment(&self) -> u64 {
+        match self {
+            ReadHandle::Direct(file) => file.alignment().max(blocks::BLOCK_BYTES),
+            ReadHandle::Buffered(_) => blocks::BLOCK_BYTES,
+        }
+    }
+}
+
 /// Reads whole blocks of a log file through the shard's own io_uring, the
 /// one its sockets are polled on (`crate::net::ring`, given by the server:
 /// [`super::LogWriter::read_through`]).
 ///
 /// Why not glommio's: glommio submits a `DmaFile` read, and collects its
 /// completion, only between runs of its task queues — when they are all
-/// empty, or at its 100 ms preemption. A shard serving many connections
+/// empty, or at its preemption (100 ms then). A shard serving many connections
 /// seldom empties them, so a read waited on the executor as well as on the
 /// device: 308–348 µs a read on average at 16 GETs in flight, against
 /// 291–311 µs through the shard's ring (docs/benchmarks.md). A read on the
@@ -414,19 +452,26 @@ impl Deref for ReadBytes {
 /// keeps within one block (`log::blocks`), costs exactly one page-sized,
 /// page-aligned read.
 pub async fn read_exact(
-    file: &DmaFile,
+    file: &ReadHandle,
     offset: u64,
     len: usize,
     ring: Option<&dyn BlockReader>,
 ) -> io::Result<ReadBytes> {
     let (start, size) = blocks::covering(offset, len as u64);
-    let read = match ring {
-        Some(ring) => {
-            let align = file.alignment().max(blocks::BLOCK_BYTES) as usize;
-            let fd = file.as_raw_fd();
-            Blocks::Ring(ring.read_blocks(fd, start, size as usize, align).await?)
+    let read = match (ring, file) {
+        (Some(ring), file) => {
+            let align = file.alignment() as usize;
+            Blocks::Ring(
+                ring.read_blocks(file.fd(), start, size as usize, align)
+                    .await?,
+            )
         }
-        None => Blocks::Glommio(
+        (None, ReadHandle::Direct(file)) => Blocks::Glommio(
+            file.read_at(start, size as usize)
+                .await
+                .map_err(io::Error::from)?,
+        ),
+        (None, ReadHandle::Buffered(file)) => Blocks::Glommio(
             file.read_at(start, size as usize)
                 .await
                 .map_err(io::Error::from)?,
@@ -452,11 +497,11 @@ pub async fn read_exact(
 /// Reads `len` bytes at `offset` of `file` with a blocking `pread`, on the
 /// calling thread: for the rare request whose value changed between its
 /// read through io_uring and its turn on the key, which must be used with no
-/// await (`shard::values`). The file is opened for direct I/O, so the read
-/// covers whole aligned blocks into an aligned buffer.
-pub fn read_blocking(file: &DmaFile, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// await (`shard::values`). A file opened for direct I/O needs whole
+/// aligned blocks read into an aligned buffer; so every read is made so.
+pub fn read_blocking(file: &ReadHandle, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     // Whole 4 KiB blocks, as `read_exact` reads.
-    let align = file.alignment().max(blocks::BLOCK_BYTES);
+    let align = file.alignment();
     let start = offset / align * align;
     let end = (offset + len as u64).div_ceil(align) * align;
     let size = (end - start) as usize;
@@ -465,7 +510,7 @@ pub fn read_blocking(file: &DmaFile, offset: u64, len: usize) -> io::Result<Vec<
     let buf = &mut raw[shift..shift + size];
     let mut done = 0;
     while done < size {
-        match crate::sys::pread(file.as_raw_fd(), &mut buf[done..], start + done as u64) {
+        match crate::sys::pread(file.fd(), &mut buf[done..], start + done as u64) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -39,7 +39,7 @@ use super::blocks;
 use super::file_io;
 use super::sync_stats::SyncStats;
 use super::tail_copy::RecordCopy;
-use super::values::{self, BlockReader, ValueFiles, WantedValue};
+use super::values::{self, BlockReader, ReadHandle, ValueFiles, WantedValue};
 use super::{format, segments, FsyncMode};
 use crate::entry::{Entry, Location, ValueCheck};
 use crate::failpoint;
@@ -348,12 +348,36 @@ impl LogWriter {
     /// The file and offset a read of `wanted` starts at: where its value
     /// is now, less the bytes read before it (they lie in the same file:
     /// a value and its record are never apart).
-    fn locate_read(&self, wanted: WantedValue<'_>) -> std::io::Result<(Rc<DmaFile>, u64)> {
-        let (file, value_at) = match self.value_files.borrow().as_ref() {
-            Some(files) => files.locate(wanted.location)?,
-            None => return Err(std::io::Error::other("this log keeps no values")),
+    fn locate_read(&self, wanted: WantedValue<'_>) -> std::io::Result<(ReadHandle, u64)> {
+        let files = self.value_files.borrow();
+        let Some(files) = files.as_ref() else {
+            return Err(std::io::Error::other("this log keeps no values"));
         };
-        Ok((file, value_at.saturating_sub(wanted.lead())))
+        let (file, value_at) = files.locate(wanted.location)?;
+        let offset = value_at.saturating_sub(wanted.lead());
+        Ok((
+            self.read_handle(files, file, offset, wanted.read_len() as u64),
+            offset,
+        ))
+    }
+
+    /// How to read `len` bytes at `offset` of `file`: through the writer's
+    /// buffered handle if they are in the active file past its last sync
+    /// (dirty pages, which a direct read would have the kernel write back
+    /// first: `values` says why not), else directly.
+    fn read_handle(
+        &self,
+        files: &ValueFiles,
+        file: Rc<DmaFile>,
+        offset: u64,
+        len: u64,
+    ) -> ReadHandle {
+        let synced_to = self.synced.get() as i64 - self.file_origin.get();
+        let unsynced = files.is_current(&file) && (offset + len) as i64 > synced_to;
+        match unsynced {
+            true => ReadHandle::Buffered(self.file.borrow().clone()),
+            false => ReadHandle::Direct(file),
+        }
     }
 
     /// The number of the active value file (after a compaction switch: the
@@ -374,16 +398,17 @@ impl LogWriter {
         offset: u64,
         len: u64,
     ) -> Option<std::io::Result<values::ReadBytes>> {
-        let (dma, at) = self
-            .value_files
-            .borrow()
-            .as_ref()?
-            .locate_span(file, offset, len)?;
+        let (handle, at) = {
+            let files = self.value_files.borrow();
+            let files = files.as_ref()?;
+            let (dma, at) = files.locate_span(file, offset, len)?;
+            (self.read_handle(files, dma, at, len), at)
+        };
         if let Err(e) = failpoint::check("log::read_value", Some(self.shard)) {
             return Some(Err(e));
         }
         let ring = self.block_reader.borrow().clone();
-        Some(values::read_exact(&dma, at, len as usize, ring.as_deref()).await)
+        Some(values::read_exact(&handle, at, len as usize, ring.as_deref()).await)
     }
 
     /// Reads the on-disk value `wanted` at once, blocking this thread (see
