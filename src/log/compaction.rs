@@ -36,27 +36,27 @@
 //!
 //! glommio submits and collects its io_uring operations only between runs
 //! of its task queues: when every queue is empty, or when its preemption
-//! timer (100 ms) fires. A shard under load never empties its queue: the
-//! network poller (`crate::net`) yields and runs again while its ring has
-//! completions, and a connection whose socket has more requests serves them
-//! without suspending (it yields only at preemption). So on a busy shard
-//! every glommio file operation waits up to 100 ms for its completion to be
-//! seen, whatever the task's shares: another task queue does not help,
-//! the completion is not collected before that poll. Measured (one shard,
-//! 16 connections of pipelined 1 KiB SETs, a debug build): each 1 MiB chunk
-//! write waited ~100 ms, a 21 MB snapshot took 1.7–2.3 s (~10 MB/s) while
-//! requests appended ~15 MB/s, and the log reached 5× its live data.
+//! timer fires (100 ms by default; a shard sets 1 ms, `server::shard_thread`).
+//! A shard under load never empties its queue: the network poller
+//! (`crate::net`) yields and runs again while its ring has completions, and
+//! a connection whose socket has more requests serves them without
+//! suspending. So on a busy shard every glommio file operation waits up to
+//! the preemption period for its completion to be seen. Measured with the
+//! default 100 ms (one shard, 16 connections of pipelined 1 KiB SETs, a
+//! debug build): each 1 MiB chunk write waited ~100 ms, a 21 MB snapshot
+//! took 1.7–2.3 s (~10 MB/s) while requests appended ~15 MB/s, and the log
+//! reached 5× its live data.
 //!
 //! Hence: each chunk is written with a blocking `pwrite` into the page cache
 //! (as the log writer writes its rounds, `file_io`), a fraction of a
-//! millisecond, and the writer then yields to the back of the queue, so that
-//! every ready request runs once between two chunks (a fair share: one
-//! chunk per pass) instead of waiting for the preemption period. The same
-//! snapshot then took 40–200 ms. The disk engine's reads of the values go
-//! through the shard's own ring on a server (`log::values::BlockReader`),
-//! which its network poller enters at every pass. What still goes through
-//! glommio's ring: the switch's tail copy (`tail_copy`, while the writes
-//! wait anyway), its fdatasync, and the disk engine's hint file. The chunk
+//! millisecond, and the writer then yields its task queue (the compactor
+//! runs in one of its own, `server::compactor`), so that the requests
+//! waiting run before the next chunk. The same snapshot then took
+//! 40–200 ms. The disk engine's reads of the values go through the shard's
+//! own ring on a server (`log::values::BlockReader`), which its network
+//! poller enters at every pass. What still goes through glommio's ring: the
+//! switch's tail copy (`tail_copy`, while the writes wait anyway), its
+//! fdatasync, and the disk engine's hint file. The chunk
 //! size is not the limit once writes do not wait for the ring.
 //!
 //! # Cross-shard batches in flight
@@ -688,14 +688,16 @@ pub(super) async fn write_chunk(
     Ok(len as u64)
 }
 
-/// Lets every task ready now run once before the snapshot writer goes on: a
-/// chunk is written without suspending, so without this it would hold the
-/// shard until glommio's preemption period (100 ms) is over.
+/// Lets the requests waiting to run go first before the writer goes on: a
+/// chunk is written without suspending. The writer runs in a task queue of
+/// its own (`server::compactor`), so it yields that queue, not only its
+/// task: a task alone in its queue that merely yields is run again at once,
+/// and would hold the shard until glommio's preemption period is over.
 async fn between_chunks(scope: Option<usize>) {
     // Tests hold the writer here to stand for a compaction that cannot keep
     // up (`log::pacing`).
     failpoint::hold_while_armed("snapshot::chunk_written", scope, &"a snapshot writer").await;
-    futures_lite::future::yield_now().await;
+    glommio::executor().yield_task_queue_now().await;
 }
 
 #[cfg(test)]

@@ -18,12 +18,16 @@
 //! - A record of a key that is absent now: a DEL is written, unless S is a
 //!   prefix of the log (its oldest segments), when no older record of the key
 //!   remains that it would have to hide.
-//! - A COMMIT still needed by a participant is copied; a DECIDE is copied
-//!   only if its PREPARE is in S too (then it is not needed: the batch's
-//!   effects are judged above) or S is a prefix. A DECIDE whose PREPARE is in
-//!   an older segment would have to stay before later writes of the batch's
-//!   keys: the merge gives up with [`MergeError::NeedsOlder`], and is retried
-//!   with the segment before that input added.
+//! - A COMMIT still needed by a participant is copied. A DECIDE is dropped
+//!   when its PREPARE is in S too (the batch's effects are judged above) or
+//!   S is a prefix. A DECIDE whose PREPARE is in an older segment can be
+//!   neither dropped nor copied: without it, replay finds the PREPARE
+//!   undecided and settles it at the end by the coordinator's COMMIT — a
+//!   committed batch whose COMMIT is gone would be undone, one whose COMMIT
+//!   remains applied after later writes of its keys; copied, it would apply
+//!   the batch after the output's restated later writes. The merge gives up
+//!   with [`MergeError::NeedsOlder`], and is retried with the segment before
+//!   that input added.
 //! - A PREPARE of a batch still undecided: the merge gives up
 //!   ([`MergeError::Busy`]) and is retried later. It happens only when a roll
 //!   came between a batch's PREPARE and its DECIDE.

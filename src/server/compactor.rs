@@ -45,6 +45,15 @@ const COMPACTION_CHECK: Duration = Duration::from_millis(100);
 /// The least time between a failed compaction and the next attempt.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
+/// The compactor's share of the shard against the requests' 1000 (glommio's
+/// default task queue) while both have work to run.
+const RECLAIM_SHARES: usize = 250;
+/// While the compactor has work to run, the longest the requests' queue runs
+/// before glommio looks at the compactor's again (requests arriving all the
+/// time never empty their queue); the shard's preemption period is as short
+/// (`shard_thread`).
+const RECLAIM_LATENCY: Duration = Duration::from_millis(1);
+
 /// When a shard's log is worth reclaiming space from.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -52,6 +61,23 @@ pub struct Policy {
     pub min_bytes: u64,
     /// `--merge-live-percent` (`log::merge`; 0: no merges).
     pub merge_live_percent: u64,
+}
+
+/// Starts `compactor` ([`compact_when_needed`]) in a task queue of its own:
+/// requests waiting to run go first, and the compactor gets its share
+/// ([`RECLAIM_SHARES`]) of the shard, within [`RECLAIM_LATENCY`], when both
+/// have work. Its writes yield that queue between chunks
+/// (`log::compaction`); while writes are paced to it (`log::pacing`), they
+/// wait and leave it the shard.
+pub fn spawn(compactor: impl std::future::Future<Output = ()> + 'static) -> glommio::Task<()> {
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(RECLAIM_SHARES),
+        glommio::Latency::Matters(RECLAIM_LATENCY),
+        "compactor",
+    );
+    // Only a queue that does not exist is refused, and this executor just
+    // made it.
+    glommio::spawn_local_into(compactor, queue).expect("the compactor's task queue exists")
 }
 
 /// Compacts the shard's log whenever it has grown past the policy.
@@ -242,15 +268,11 @@ impl Compactor {
         let mut plan = MergePlan::of(&sealed, &chosen.segments);
         let shard = self.shard.id();
         let started = Instant::now();
-        // Past its bound (the writes outran the merges), the log may grow
-        // only by what this merge frees, as it reads its inputs.
+        // The writes may grow the log only up to its bound, plus what this
+        // merge frees, as it reads its inputs.
         let pacing_shard = self.shard.clone();
         let paced = self.merge_pacing(log, &plan, chosen.live_bytes, &pacing_shard);
-        let progress = |bytes: u64| {
-            if let Some(paced) = &paced {
-                paced.pay(bytes);
-            }
-        };
+        let progress = |bytes: u64| paced.pay(bytes);
         loop {
             let view = Participant::of(&self.shard).merge_view(&self.shard);
             match merge::write(log, &plan, &view, &progress).await {
@@ -281,31 +303,25 @@ impl Compactor {
     }
 
     /// The writers' pacing during a merge of `plan` expected to write
-    /// `live_bytes`, once the log is within twice the merge's input of its
-    /// bound (twice the live data plus `--compact-min-bytes`, as for a
-    /// compaction: `log::pacing`). The inputs stay on disk until the merge
-    /// ends, beside its output, so the writes may add the room the bound
-    /// leaves beyond those, and what the merge frees net of what it
-    /// writes, in proportion to the input it has read: the directory then
-    /// stays within the bound, and a log past it shrinks with each merge.
-    /// None (no pacing) while there is more room.
+    /// `live_bytes` (`Budget::for_merge`). The bound is the compaction's:
+    /// twice the live data plus `--compact-min-bytes`. The merge's output
+    /// sits beside its inputs until they are deleted; that room a copying
+    /// merge cannot do without, and it is not taken from the writes: a log
+    /// within its bound is within it again when the merge ends, a log past
+    /// it (a burst outran the merges) shrinks with each merge, and writes
+    /// slower than the merge reads never wait.
     fn merge_pacing<'s>(
         &self,
         log: &LogWriter,
         plan: &MergePlan,
         live_bytes: u64,
         shard: &'s Shard,
-    ) -> Option<pacing::PacedCompaction<'s>> {
+    ) -> pacing::PacedCompaction<'s> {
         let bound = pacing::bound(shard.live_bytes(), pacing::margin_bytes(self.min_bytes));
         let file_len = log.file_len();
         let input: u64 = plan.inputs.iter().map(|s| s.bytes).sum();
-        let room = bound.saturating_sub(file_len + input + live_bytes);
-        if room > input {
-            return None;
-        }
-        let net_frees = input.saturating_sub(live_bytes.saturating_mul(2));
-        let budget = Budget::new(file_len, file_len + room + net_frees, input, log.appended());
-        Some(shard.pacing().begin(bound, budget))
+        let budget = Budget::for_merge(file_len, bound, input, live_bytes, log.appended());
+        shard.pacing().begin(bound, budget)
     }
 
     /// Steps 2 and 3 of a merge (`log::merge`): the output replaces its
