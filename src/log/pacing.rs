@@ -239,12 +239,15 @@ impl Pacing {
     /// compactor asked for, it is woken (once), rather than finding out at
     /// its next periodic check, by which time the writes may have taken
     /// the log well past its bound.
-    pub fn note_log_len(&self, file_len: u64) {
-        if file_len > self.due_at.get() {
+    /// Returns whether it woke the compactor.
+    pub fn note_log_len(&self, file_len: u64) -> bool {
+        let due = file_len > self.due_at.get();
+        if due {
             self.due_at.set(u64::MAX);
             self.compaction_wanted.set(true);
             self.compactor.notify_all();
         }
+        due
     }
 
     /// The compactor: resolves when a writer found the log past the length
@@ -435,12 +438,12 @@ mod tests {
     #[test]
     fn a_writer_past_the_due_length_wakes_the_compactor_once() {
         let pacing = Pacing::default();
-        pacing.note_log_len(u64::MAX - 1);
+        assert!(!pacing.note_log_len(u64::MAX - 1));
         assert!(!pacing.compaction_wanted.get(), "not asked for");
         pacing.call_compactor_past(100);
-        pacing.note_log_len(100);
+        assert!(!pacing.note_log_len(100));
         assert!(!pacing.compaction_wanted.get());
-        pacing.note_log_len(101);
+        assert!(pacing.note_log_len(101));
         assert!(pacing.compaction_wanted.get());
         assert_eq!(
             pacing.due_at.get(),

@@ -50,8 +50,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const RECLAIM_SHARES: usize = 250;
 /// While the compactor has work to run, the longest the requests' queue runs
 /// before glommio looks at the compactor's again (requests arriving all the
-/// time never empty their queue); the shard's preemption period is as short
-/// (`shard_thread`).
+/// time never empty their queue). glommio applies it from its next poll;
+/// until then its 100 ms preemption period holds, so a writer that finds
+/// the log due yields the requests' queue itself (`Shard::pace_writes`).
 const RECLAIM_LATENCY: Duration = Duration::from_millis(1);
 
 /// When a shard's log is worth reclaiming space from.

@@ -238,15 +238,6 @@ impl LogPlan {
 /// shutdown. (A shard that failed to start reported that through `ready`.)
 pub type ShardEnd = Result<(), final_sync::UnsyncedLog>;
 
-/// How long a shard's executor runs one task queue before it looks at the
-/// others and at glommio's own ring (glommio's default: 100 ms). A shard
-/// under load never empties its requests' queue, so the compactor's queue
-/// (`compactor::spawn`) got its turn, and a glommio file operation (a
-/// roll's new file, a sync) its completion, only at this period: the log
-/// grew by tens of MB before a due compaction even started. At 1 ms the
-/// requests lose nothing measurable (docs/benchmarks.md).
-const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
-
 impl ShardPlan {
     fn run(self) -> ShardEnd {
         let executor = LocalExecutorBuilder::new(self.placement.clone())
@@ -256,7 +247,6 @@ impl ShardPlan {
             // free to run on any CPU, it does not wait for its busy shard's CPU
             // to finish a sync (docs/benchmarks.md has the comparison).
             .blocking_thread_pool_placement(PoolPlacement::Unbound(1))
-            .preempt_timer(PREEMPT_AFTER)
             .make();
         match executor {
             Ok(executor) => executor.run(self.serve()),

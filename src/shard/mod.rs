@@ -446,7 +446,14 @@ impl Shard {
     /// check.
     async fn pace_writes(&self) {
         let Some(log) = &self.log else { return };
-        self.pacing.note_log_len(log.file_len());
+        if self.pacing.note_log_len(log.file_len()) {
+            // The compactor runs in a task queue of its own
+            // (`server::compactor`), which glommio would otherwise turn to
+            // only when the requests' queue empties or at its preemption
+            // (100 ms): a busy shard's log grew by tens of MB before a due
+            // compaction began, and with it its pacing.
+            glommio::executor().yield_task_queue_now().await;
+        }
         if !self.pacing.is_pacing() {
             return;
         }
