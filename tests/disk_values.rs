@@ -164,23 +164,15 @@ fn the_log_and_disk_engines_serve_each_others_data_directories() {
     );
 }
 
-/// Bytes the server process has read through `read` and `pread` so far.
-fn bytes_read(server: &TestServer) -> u64 {
+/// A figure of the server process's `/proc/PID/io`: `rchar`, the bytes it
+/// has read through `read` and `pread`, or `read_bytes`, those the storage
+/// layer read for it (direct reads count; copies from the page cache do not).
+fn proc_io(server: &TestServer, field: &str) -> u64 {
     let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid())).expect("/proc/PID/io");
     io.lines()
-        .find_map(|line| line.strip_prefix("rchar: "))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(": "))
         .and_then(|n| n.trim().parse().ok())
-        .expect("rchar in /proc/PID/io")
-}
-
-/// Bytes the server process has had the storage layer read for it so far
-/// (direct reads count; copies from the page cache do not).
-fn device_bytes_read(server: &TestServer) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{}/io", server.pid())).expect("/proc/PID/io");
-    io.lines()
-        .find_map(|line| line.strip_prefix("read_bytes: "))
-        .and_then(|n| n.trim().parse().ok())
-        .expect("read_bytes in /proc/PID/io")
+        .unwrap_or_else(|| panic!("{field} in /proc/PID/io"))
 }
 
 /// A direct read of bytes still dirty in the page cache makes the kernel
@@ -230,9 +222,9 @@ fn values_not_yet_synced_are_read_from_the_page_cache_and_synced_ones_from_the_d
         let expected: Vec<Element> = values.iter().cloned().map(Element::Found).collect();
         assert_eq!(found, expected, "the values read back");
     };
-    let before = device_bytes_read(&server);
+    let before = proc_io(&server, "read_bytes");
     get_all(&mut client, &synced);
-    let synced_reads = device_bytes_read(&server) - before;
+    let synced_reads = proc_io(&server, "read_bytes") - before;
     // 32 records of 1 KiB fill at least 8 blocks of 4 KiB.
     if synced_reads < 8 * 4096 {
         // A file system without direct I/O (tmpfs) serves every read from
@@ -242,9 +234,9 @@ fn values_not_yet_synced_are_read_from_the_page_cache_and_synced_ones_from_the_d
         );
         return;
     }
-    let before = device_bytes_read(&server);
+    let before = proc_io(&server, "read_bytes");
     get_all(&mut client, &fresh);
-    let fresh_reads = device_bytes_read(&server) - before;
+    let fresh_reads = proc_io(&server, "read_bytes") - before;
     assert!(
         fresh_reads < 2 * 4096,
         "{NR_VALUES} values not yet synced cost {fresh_reads} bytes of device reads \
@@ -294,7 +286,7 @@ fn a_restart_after_a_compaction_reads_the_index_from_the_hint_file_not_the_value
     for signal in [libc::SIGTERM, libc::SIGKILL] {
         stop(&mut server, signal);
         server = start_on(&data_dir, NR_SHARDS, &flags);
-        read_with_hint = bytes_read(&server);
+        read_with_hint = proc_io(&server, "rchar");
         assert!(
             server.stderr().contains("hint file entries"),
             "{}",
@@ -310,7 +302,7 @@ fn a_restart_after_a_compaction_reads_the_index_from_the_hint_file_not_the_value
     bytes[middle] ^= 0x40;
     std::fs::write(&hint, &bytes).expect("damage the hint");
     let mut server = start_on(&data_dir, NR_SHARDS, &flags);
-    let read_without_hint = bytes_read(&server);
+    let read_without_hint = proc_io(&server, "rchar");
     assert!(
         server.stderr().contains("not using its hint file"),
         "{}",
