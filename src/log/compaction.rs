@@ -36,13 +36,14 @@
 //!
 //! glommio submits and collects its io_uring operations only between runs
 //! of its task queues: when every queue is empty, or when its preemption
-//! timer (100 ms) fires. A shard under load never empties its queue: the network poller
-//! (`crate::net`) yields and runs again while its ring has completions, and
-//! a connection whose socket has more requests serves them without
-//! suspending. So on a busy shard every glommio file operation waits up to
-//! the preemption period for its completion to be seen. Measured (one
-//! shard, 16 connections of pipelined 1 KiB SETs, a debug build): each 1 MiB chunk write waited ~100 ms, a 21 MB snapshot
-//! took 1.7–2.3 s (~10 MB/s) while requests appended ~15 MB/s, and the log
+//! timer (100 ms) fires. A shard under load never empties its queue: the
+//! network poller (`crate::net`) yields and runs again while its ring has
+//! completions, and a connection whose socket has more requests serves them
+//! without suspending. So on a busy shard every glommio file operation
+//! waits up to the preemption period for its completion to be seen.
+//! Measured (one shard, 16 connections of pipelined 1 KiB SETs, a debug
+//! build): each 1 MiB chunk write waited ~100 ms, a 21 MB snapshot took
+//! 1.7–2.3 s (~10 MB/s) while requests appended ~15 MB/s, and the log
 //! reached 5× its live data.
 //!
 //! Hence: each chunk is written with a blocking `pwrite` into the page cache
