@@ -309,8 +309,9 @@ impl Compactor {
     /// sits beside its inputs until they are deleted; that room a copying
     /// merge cannot do without, and it is not taken from the writes: a log
     /// within its bound is within it again when the merge ends, a log past
-    /// it (a burst outran the merges) shrinks with each merge, and writes
-    /// slower than the merge reads never wait.
+    /// it (a burst outran the merges) shrinks with each merge, and while the
+    /// log has room up to its bound for what the merge reads, writes no
+    /// faster than the merge reads never wait.
     fn merge_pacing<'s>(
         &self,
         log: &LogWriter,
