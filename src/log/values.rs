@@ -362,7 +362,6 @@ impl<'a> WantedValue<'a> {
 /// What a value's bytes are read through: the file's direct-I/O handle, or,
 /// for bytes of the active file past its last sync, the log writer's own
 /// buffered handle of the same file (the module doc says why).
-#[derive(Clone)]
 pub enum ReadHandle {
     Direct(Rc<DmaFile>),
     Buffered(Rc<BufferedFile>),
