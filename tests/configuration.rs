@@ -193,3 +193,95 @@ fn help_shows_every_variable_and_examples() {
     assert!(help.contains("Examples:"), "{help}");
     assert!(help.contains("corekv-server --addr 0.0.0.0:4000"), "{help}");
 }
+
+/// CPU time (user + system, in clock ticks) the server's shard threads have
+/// used so far.
+fn shard_cpu_ticks(server: &TestServer) -> u64 {
+    let tasks = format!("/proc/{}/task", server.pid());
+    let mut ticks = 0;
+    for task in std::fs::read_dir(&tasks).expect("the server's threads") {
+        let task = task.expect("a thread").path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !name.starts_with("corekv-shard") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // The fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // utime and stime are the 14th and 15th fields of the whole line.
+        ticks += fields
+            .get(11..13)
+            .map(|t| t.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+    }
+    ticks
+}
+
+/// Shard CPU ticks used over 100 requests sent 3 ms apart (about 0.3 s).
+fn shard_cpu_over_spaced_requests(server: &TestServer) -> u64 {
+    let mut client = server.client();
+    let before = shard_cpu_ticks(server);
+    for i in 0..100u32 {
+        client
+            .set(b"k", rmpv::Value::from(i))
+            .expect("SET between pauses");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    shard_cpu_ticks(server) - before
+}
+
+#[test]
+fn an_idle_polling_shard_spends_its_pauses_on_its_cpu_and_a_default_one_sleeps() {
+    // One shard has a CPU of its own on any machine, so it polls.
+    let mut polling = TestServer::start(1, &["--idle-poll-us", "5000"]);
+    assert!(
+        polling
+            .stderr()
+            .contains("shards poll for 5000 µs before they sleep"),
+        "{}",
+        polling.stderr()
+    );
+    let sleeping = TestServer::start(1, &[]);
+    let polled = shard_cpu_over_spaced_requests(&polling);
+    let slept = shard_cpu_over_spaced_requests(&sleeping);
+    // The polling shard never sleeps (each pause is shorter than its
+    // polling): about 30 ticks of 10 ms if it has the CPU to itself. The
+    // bounds leave room for a machine busy with other tests.
+    assert!(
+        polled >= 5 && polled >= 4 * slept.max(1),
+        "shard CPU ticks over 0.3 s of spaced requests: {polled} polling, {slept} sleeping"
+    );
+}
+
+#[test]
+fn idle_polling_is_refused_past_10_ms_and_ignored_with_a_warning_for_shards_sharing_cpus() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (status, stderr) = exit_of(
+        server()
+            .args(["--engine", "memory", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(temp.path().join("data"))
+            .args(["--idle-poll-us", "20000"]),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--idle-poll-us must be between 0 (sleep at once) and 10000, got 20000"),
+        "{stderr}"
+    );
+    // More shards than CPUs: they are not pinned, and a polling shard would
+    // take the time of the others on its CPU.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut shared = TestServer::start(cpus + 1, &["--idle-poll-us", "200"]);
+    let stderr = shared.stderr();
+    assert!(
+        stderr.contains("shards are not pinned to CPUs, and --idle-poll-us has no effect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("shards poll for"), "{stderr}");
+    shared
+        .client()
+        .set(b"k", rmpv::Value::from(1))
+        .expect("a server that ignores --idle-poll-us serves");
+}

@@ -56,9 +56,21 @@ pub fn spawn_shards(
     let pin = cpus.len() >= config.nr_shards;
     if !pin {
         tracing::warn!(
-            "{} shards on {} CPUs: shards are not pinned to CPUs",
+            "{} shards on {} CPUs: shards are not pinned to CPUs{}",
             config.nr_shards,
-            cpus.len()
+            cpus.len(),
+            match config.idle_poll {
+                // Polling a CPU another shard needs would take its time.
+                Some(_) => ", and --idle-poll-us has no effect",
+                None => "",
+            }
+        );
+    }
+    let idle_poll = config.idle_poll.filter(|_| pin);
+    if let Some(idle_poll) = idle_poll {
+        tracing::info!(
+            "shards poll for {} µs before they sleep",
+            idle_poll.as_micros()
         );
     }
     let meshes = mesh::build(config.nr_shards);
@@ -77,6 +89,7 @@ pub fn spawn_shards(
                 id: ShardId(i),
                 addr,
                 placement,
+                idle_poll,
                 mesh,
                 state: state.clone(),
                 metrics: metrics.clone(),
@@ -121,6 +134,9 @@ struct ShardPlan {
     id: ShardId,
     addr: SocketAddr,
     placement: Placement,
+    /// How long the executor polls before it sleeps (only for a shard
+    /// pinned to its own CPU).
+    idle_poll: Option<Duration>,
     mesh: mesh::MeshEnds,
     state: Arc<ServerState>,
     metrics: Arc<Metrics>,
@@ -240,7 +256,14 @@ pub type ShardEnd = Result<(), final_sync::UnsyncedLog>;
 
 impl ShardPlan {
     fn run(self) -> ShardEnd {
-        let executor = LocalExecutorBuilder::new(self.placement.clone())
+        let mut builder = LocalExecutorBuilder::new(self.placement.clone());
+        if let Some(idle_poll) = self.idle_poll {
+            // glommio polls its rings, and with them the doorbell of the
+            // shard's network ring (`crate::net`), for this long after its
+            // task queues run dry, and only then sleeps in the kernel.
+            builder = builder.spin_before_park(idle_poll);
+        }
+        let executor = builder
             .name(&format!("corekv-shard-{}", self.id.0))
             .io_memory(IO_MEMORY_BYTES)
             // The log's syncs run on this pool's thread (`log::file_io`). Left
