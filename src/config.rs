@@ -31,7 +31,7 @@ const DEFAULT_DISK_CACHE_BYTES: u64 = 64 << 20;
 const MAX_SHARDS: usize = 256;
 /// The longest `--idle-poll-us`: a shard polling longer than this would be
 /// spinning, not waiting for a reply about to come.
-pub const MAX_IDLE_POLL_US: u64 = 10_000;
+const MAX_IDLE_POLL_US: u64 = 10_000;
 
 /// Where the data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

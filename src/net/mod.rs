@@ -43,6 +43,12 @@
 //! sleeps (`IORING_CQ_EVENTFD_DISABLED` is set while it runs), so a busy shard
 //! is never interrupted by it; and it is enabled *before* the poller's last
 //! look at the ring, so work that arrives in between rings it.
+//!
+//! Sleeping costs the shard a round of glommio's own (timers armed and
+//! cancelled, rings linked: docs/benchmarks.md counts the system calls) and
+//! an interrupt to wake it. With `--idle-poll-us` glommio first polls its
+//! rings, the doorbell's read among them, for that long: a shard whose work
+//! comes every few tens of microseconds then never sleeps.
 
 pub mod listener;
 // One unsafe call: submitting a read whose buffer its slot keeps alive
