@@ -79,17 +79,41 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// redis-cli's output for one command against `server` (which must succeed).
+fn redis_cli(server: &TestServer, args: &[&str]) -> String {
+    let port = server.addr.port().to_string();
+    let mut all = vec!["-h", "127.0.0.1", "-p", port.as_str()];
+    all.extend_from_slice(args);
+    let output = run("redis-cli", &all);
+    assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
+    stdout(&output)
+}
+
+#[test]
+fn config_get_reports_the_flags_the_server_runs_with() {
+    let server = TestServer::start(
+        1,
+        &["--maxmemory-policy", "allkeys-lru", "--idle-poll-us", "50"],
+    );
+    let cli = |args: &[&str]| redis_cli(&server, args);
+    assert_eq!(
+        cli(&["CONFIG", "GET", "maxmemory-policy"]),
+        "maxmemory-policy\nallkeys-lru\n"
+    );
+    assert_eq!(
+        cli(&["CONFIG", "GET", "corekv-idle-poll-us"]),
+        "corekv-idle-poll-us\n50\n"
+    );
+    assert_eq!(
+        cli(&["CONFIG", "GET", "corekv-segment-bytes"]),
+        format!("corekv-segment-bytes\n{}\n", 64 << 20)
+    );
+}
+
 #[test]
 fn redis_cli_one_shot_commands_work() {
     let server = TestServer::start(2, &[]);
-    let port = server.addr.port().to_string();
-    let cli = |args: &[&str]| {
-        let mut all = vec!["-h", "127.0.0.1", "-p", port.as_str()];
-        all.extend_from_slice(args);
-        let output = run("redis-cli", &all);
-        assert!(output.status.success(), "redis-cli {args:?}: {output:?}");
-        stdout(&output)
-    };
+    let cli = |args: &[&str]| redis_cli(&server, args);
     assert_eq!(cli(&["PING"]), "PONG\n");
     assert_eq!(cli(&["SET", "greeting", "hello world"]), "OK\n");
     assert_eq!(cli(&["GET", "greeting"]), "hello world\n");

@@ -203,7 +203,7 @@ fn parameters(ctx: &ShardContext) -> Vec<(String, String)> {
         ("appendonly", if logged { "yes" } else { "no" }.to_owned()),
         ("appendfsync", appendfsync.to_owned()),
         ("maxmemory", config.max_memory_bytes.to_string()),
-        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxmemory-policy", config.eviction.name().to_owned()),
         ("maxclients", config.max_connections.to_string()),
         ("databases", "1".to_owned()),
         ("port", config.addr.port().to_string()),
@@ -220,6 +220,26 @@ fn parameters(ctx: &ShardContext) -> Vec<(String, String)> {
             config.max_memory_bytes.to_string(),
         ),
         ("corekv-max-connections", config.max_connections.to_string()),
+        (
+            "corekv-disk-cache-bytes",
+            config.disk_cache_bytes.to_string(),
+        ),
+        (
+            "corekv-compact-min-bytes",
+            config.compact_min_bytes.to_string(),
+        ),
+        ("corekv-segment-bytes", config.segment_bytes.to_string()),
+        (
+            "corekv-merge-live-percent",
+            config.merge_live_percent.to_string(),
+        ),
+        (
+            "corekv-idle-poll-us",
+            config
+                .idle_poll
+                .map_or(0, |poll| poll.as_micros())
+                .to_string(),
+        ),
     ];
     pairs.into_iter().map(|(n, v)| (n.to_owned(), v)).collect()
 }
