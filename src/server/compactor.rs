@@ -120,14 +120,20 @@ pub async fn compact_when_needed(shard: Rc<Shard>, path: PathBuf, policy: Policy
             return;
         }
         let compacted = compactor.check(&log).await;
-        if periodic || compacted {
+        let due_now = compactor
+            .shard
+            .compaction_due(compactor.min_bytes)
+            .is_some();
+        // A writer's call that found the log not due after all (the live
+        // data grew with it) is renewed at the new length at once: waiting
+        // for the periodic check would leave the writes unpaced until then.
+        // A log still due and not compacted (no room, a failure to back off
+        // from) is asked about again only at the periodic check, or every
+        // round would wake this task.
+        if periodic || compacted || !due_now {
             compactor.call_when_due();
         }
-        due_again = compacted
-            && compactor
-                .shard
-                .compaction_due(compactor.min_bytes)
-                .is_some();
+        due_again = compacted && due_now;
     }
 }
 
