@@ -16,6 +16,7 @@
 //!   network ring.
 //! - io_uring (the shards' network ring): [`eventfd_doorbell`],
 //!   [`push_bufferless`], [`enter_getevents`].
+//! - Threads: [`thread_id`], [`interrupt_thread`] (the wake guard's).
 //! - Process figures: [`sysconf`], [`nofile_limit`].
 
 use std::fs::File;
@@ -313,6 +314,22 @@ pub fn eventfd_doorbell() -> io::Result<(glommio::io::BufferedFile, RawFd)> {
     // SAFETY: `fd` was just created and is owned by nobody else; the file
     // closes it.
     Ok((unsafe { glommio::io::BufferedFile::from_raw_fd(fd) }, fd))
+}
+
+/// The calling thread's kernel id (`gettid`), for [`interrupt_thread`].
+pub fn thread_id() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Sends `signal` to thread `tid` of this process (`tgkill`): a blocking
+/// system call it is in returns `EINTR` once the signal's handler has run.
+pub fn interrupt_thread(tid: i32, signal: i32) -> io::Result<()> {
+    // SAFETY: tgkill takes no pointers; a thread of our own process is named.
+    match unsafe { libc::tgkill(libc::getpid(), tid, signal) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 /// Pushes `entry` onto `ring`'s submission queue; false if the queue is full.

@@ -594,6 +594,9 @@ fn metrics_parse_with_the_prometheus_text_parser() {
         sample(&samples, "corekv_connections_refused_total", json!({})),
         0.0
     );
+    // Served, whatever its count (a busy test machine may stall a shard).
+    let woken = sample(&samples, "corekv_shards_woken_by_guard_total", json!({}));
+    assert!(woken >= 0.0, "{woken}");
     assert_eq!(
         sum_where(&samples, "corekv_http_connections", json!({})),
         1.0

@@ -27,12 +27,13 @@ use corekv::client::ClusterClient;
 use corekv::cluster::ClusterMap;
 use corekv::net::ring::NetRing;
 use corekv::net::stream::NetStream;
+use corekv::net::wake_guard::{self, WakeGuard};
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -107,6 +108,10 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
             .map_err(RunError::Setup)?;
     }
     let progress = Arc::new(Progress::default());
+    // glommio's sleep can miss a wake-up under load; stopped when this returns.
+    let guard = Arc::new(WakeGuard::default());
+    let _guard_thread = wake_guard::start(guard.clone())
+        .map_err(|e| RunError::Setup(format!("cannot start the wake guard thread: {e}")))?;
     let gate = Arc::new(StartGate {
         arrived: AtomicUsize::new(0),
         expected: config.nr_threads,
@@ -116,9 +121,10 @@ pub fn run(config: &Config) -> Result<Report, RunError> {
         .enumerate()
         .map(|(index, keys)| {
             let (config, progress, gate) = (config.clone(), progress.clone(), gate.clone());
+            let guard = guard.clone();
             std::thread::Builder::new()
                 .name(format!("loadgen-{index}"))
-                .spawn(move || run_thread(index, config, keys, progress, &gate))
+                .spawn(move || run_thread(index, config, keys, (progress, guard), &gate))
                 .expect("spawning an executor thread")
         })
         .collect();
@@ -217,15 +223,21 @@ fn run_thread(
     index: usize,
     config: Config,
     keys: Vec<ConnPlan>,
-    progress: Arc<Progress>,
+    (progress, guard): (Arc<Progress>, Arc<WakeGuard>),
     gate: &StartGate,
 ) -> Result<ThreadResult, RunError> {
+    let name = format!("loadgen-{index}");
     let executor = LocalExecutorBuilder::new(Placement::Unbound)
-        .name(&format!("loadgen-{index}"))
+        .name(&name)
         .io_memory(IO_MEMORY_BYTES)
         .make();
     match executor {
-        Ok(executor) => Ok(executor.run(run_connections(Rc::new(config), keys, progress, gate))),
+        Ok(executor) => Ok(executor.run(async move {
+            let beat = Arc::new(AtomicU64::new(0));
+            let _watching = guard.watch(name, beat.clone());
+            glommio::spawn_local(wake_guard::beat(beat)).detach();
+            run_connections(Rc::new(config), keys, progress, gate).await
+        })),
         Err(e) => {
             gate.arrive();
             Err(RunError::Executor(e.to_string()))

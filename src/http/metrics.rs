@@ -284,6 +284,12 @@ fn render_server(page: &mut Page, stats: &Stats, state: &ServerState) {
         "Client connections refused over --max-connections.",
         state.connections_refused(),
     );
+    counter(
+        page,
+        "corekv_shards_woken_by_guard_total",
+        "Times a shard that had not run for 100 ms was woken by the wake guard.",
+        state.wake_guard.nr_woken(),
+    );
 }
 
 /// The standard process figures; one that cannot be read is left out.

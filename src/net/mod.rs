@@ -49,6 +49,10 @@
 //! an interrupt to wake it. With `--idle-poll-us` glommio first polls its
 //! rings, the doorbell's read among them, for that long: a shard whose work
 //! comes every few tens of microseconds then never sleeps.
+//!
+//! glommio's own sleep can miss a wake-up under load (an executor found
+//! asleep with its timers due): [`wake_guard`] interrupts an executor whose
+//! 20 ms beat stands still.
 
 pub mod listener;
 // One unsafe call: submitting a read whose buffer its slot keeps alive
@@ -56,3 +60,4 @@ pub mod listener;
 #[allow(unsafe_code)]
 pub mod ring;
 pub mod stream;
+pub mod wake_guard;

@@ -106,6 +106,8 @@ pub enum ServerError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the thread that watches the shards: {0}")]
+    WakeGuard(std::io::Error),
     #[error("{0} stopped unexpectedly (its thread panicked)")]
     ShardPanicked(ShardId),
     #[error("shutdown failed to make every log safe: {}", final_sync::describe(.0))]
@@ -157,6 +159,9 @@ pub fn run(
     }
     let state = Arc::new(ServerState::new(config.nr_shards, config.max_connections));
     install_signal_thread(state.clone())?;
+    // Stopped when this returns, whichever way.
+    let _guard_thread =
+        crate::net::wake_guard::start(state.wake_guard.clone()).map_err(ServerError::WakeGuard)?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let shared = (state.clone(), metrics);
     let threads = spawn_shards(&config, (addr, http.clone()), shared, loaded, ready_tx);

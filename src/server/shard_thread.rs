@@ -31,6 +31,7 @@ use crate::txn::participant::Participant;
 use glommio::{LocalExecutorBuilder, Placement, PoolPlacement};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -285,6 +286,16 @@ impl ShardPlan {
     }
 
     async fn serve(self) -> ShardEnd {
+        // Watched by the wake guard from the start (a shard that sleeps
+        // through a wake-up while it starts would never report ready)
+        // until its executor ends.
+        let shutdown = Rc::new(Shutdown::default());
+        let beat = Arc::new(AtomicU64::new(0));
+        let _watching = self
+            .state
+            .wake_guard
+            .watch(self.id.to_string(), beat.clone());
+        glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone(), beat)).detach();
         let net = match crate::net::ring::NetRing::new() {
             Ok(net) => net,
             Err(e) => {
@@ -364,8 +375,6 @@ impl ShardPlan {
         });
         glommio::spawn_local(reclaim::sweep_pinned_values(shard.clone())).detach();
         expiry::start(shard.clone());
-        let shutdown = Rc::new(Shutdown::default());
-        glommio::spawn_local(shutdown::watch(self.state.clone(), shutdown.clone())).detach();
         self.state.shard_serving(self.id);
         // Ready only once serving: the server logs that it listens when every
         // shard is ready, and a /health answered by a shard must then say

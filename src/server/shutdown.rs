@@ -4,6 +4,7 @@
 //! The process-wide flag in [`ServerState`] is set by the signal thread; each
 //! shard's [`watch`] task turns it into a local trigger (glommio wakers are
 //! executor-local, so the flag is polled rather than waking foreign tasks).
+//! The same task beats for the wake guard (`net::wake_guard`).
 //! Once triggered, nothing new is read or accepted; work already read finishes
 //! and is answered.
 
@@ -12,11 +13,12 @@ use crate::notify::Notify;
 use std::cell::Cell;
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// How often a shard looks at the process-wide shutdown flag.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const POLL_INTERVAL: Duration = crate::net::wake_guard::BEAT_INTERVAL;
 
 #[derive(Default)]
 pub struct Shutdown {
@@ -40,10 +42,15 @@ impl Shutdown {
     }
 }
 
-/// Triggers `local` once the process-wide flag is set.
-pub async fn watch(state: Arc<ServerState>, local: Rc<Shutdown>) {
-    while !state.is_shutting_down() {
+/// Triggers `local` once the process-wide flag is set, and bumps `beat`
+/// at every look for as long as the shard runs: the wake guard
+/// (`net::wake_guard`) interrupts a shard whose beat stands still.
+pub async fn watch(state: Arc<ServerState>, local: Rc<Shutdown>, beat: Arc<AtomicU64>) {
+    loop {
         glommio::timer::sleep(POLL_INTERVAL).await;
+        beat.fetch_add(1, Ordering::Relaxed);
+        if !local.is_triggered() && state.is_shutting_down() {
+            local.trigger();
+        }
     }
-    local.trigger();
 }

@@ -1,12 +1,15 @@
 //! The little state every shard of one server shares: the live connection count
 //! (for the connection limit and STATS) and how many were accepted and refused
 //! (for `/metrics`), whether a backup runs, the shutdown flag, and each shard's
-//! health for `/health`, which any shard answers for all of them. Atomics,
-//! plus each shard's poison message in a `OnceLock` (see `ShardStatus`);
-//! nothing here guards shard data.
+//! health for `/health`, which any shard answers for all of them, and the
+//! wake guard that watches the shards' executors (`net::wake_guard`). Atomics,
+//! plus each shard's poison message in a `OnceLock` (see `ShardStatus`) and
+//! the guard's list; nothing here guards shard data.
 
 use crate::ids::ShardId;
+use crate::net::wake_guard::WakeGuard;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 #[derive(Debug)]
@@ -23,6 +26,8 @@ pub struct ServerState {
     shards_drained: AtomicUsize,
     /// Indexed by shard.
     shards: Box<[ShardStatus]>,
+    /// Interrupts a shard whose executor sleeps through its own wake-ups.
+    pub wake_guard: Arc<WakeGuard>,
 }
 
 /// What other shards may know of one shard's health.
@@ -62,6 +67,7 @@ impl ServerState {
             shutting_down: AtomicBool::new(false),
             shards_drained: AtomicUsize::new(0),
             shards: (0..nr_shards).map(|_| ShardStatus::default()).collect(),
+            wake_guard: Arc::default(),
         }
     }
 
