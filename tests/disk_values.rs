@@ -60,6 +60,61 @@ fn a_data_set_eight_times_the_memory_limit_is_written_and_read_back_byte_exact()
     }
 }
 
+/// Values written by ATOMIC batches across shards (each shard's share is
+/// logged in a PREPARE record, applied at the commit) live on disk like any
+/// other: eight times the memory limit written that way is read back before
+/// and after restarts, and the memory counted stays under the limit, at run
+/// time and after recovery.
+#[test]
+fn values_of_cross_shard_batches_live_on_disk_not_in_memory() {
+    const NR_SHARDS: usize = 2;
+    const LIMIT_BYTES: u64 = 4 << 20;
+    const NR_BATCHES: usize = 512;
+    const VALUE_BYTES: usize = 32 * 1024; // 2 × 512 × 32 KiB = 32 MiB
+    let seed = test_seed("cross-shard batch values on disk");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_temp, data_dir) = temp_data_dir();
+    let limit = LIMIT_BYTES.to_string();
+    let flags = ["--engine", "disk", "--max-memory-bytes", &limit];
+    let mut server = start_on(&data_dir, NR_SHARDS, &flags);
+    let mut client = server.client();
+    let mut written = BTreeMap::new();
+    for i in 0..NR_BATCHES {
+        let sets = (0..NR_SHARDS)
+            .map(|shard| {
+                let key = key_on_shard(&format!("batch{i}-"), shard, NR_SHARDS);
+                let value = random_bin(&mut rng, VALUE_BYTES);
+                written.insert(key.clone(), value.clone());
+                Request::Set(key, value)
+            })
+            .collect();
+        let reply = client.call(&[Request::Atomic(sets)]).expect("ATOMIC");
+        assert!(
+            !reply.iter().any(|e| matches!(e, Element::Error { .. })),
+            "batch {i}: {reply:?}"
+        );
+    }
+    let memory_counted = |client: &mut corekv::client::Client| {
+        stat(client, "memory_bytes") + stat(client, "reply_pinned_bytes")
+    };
+    assert_eq!(stat(&mut client, "oom_rejections"), 0);
+    let memory = memory_counted(&mut client);
+    assert!(memory < LIMIT_BYTES, "memory counted: {memory} bytes");
+    assert_all_read_back(&mut client, &written, "before a restart");
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        stop(&mut server, signal);
+        server = start_on(&data_dir, NR_SHARDS, &flags);
+        let mut client = server.client();
+        let context = format!("after signal {signal}");
+        let memory = memory_counted(&mut client);
+        assert!(
+            memory < LIMIT_BYTES,
+            "{context}: memory counted: {memory} bytes"
+        );
+        assert_all_read_back(&mut client, &written, &context);
+    }
+}
+
 #[test]
 fn values_moved_by_compactions_stay_exact_and_the_files_stay_bounded() {
     const NR_SHARDS: usize = 1;

@@ -201,6 +201,10 @@ pub struct WrittenSnapshot {
     /// Each entry and its value's file offset (in its own PUT or PUTX
     /// record, which reads of it check).
     pub located: Vec<(SnapshotEntry, u64)>,
+    /// The tentative entries of batches prepared at the snapshot, each with
+    /// its value's file offset in the carried PREPARE record and the CRC-32
+    /// that reads of it check (one of several values in a record).
+    pub prepared_located: Vec<(SnapshotEntry, u64, u32)>,
 }
 
 /// What a compaction that switched files hands back with the disk engine:
@@ -209,6 +213,10 @@ pub struct WrittenSnapshot {
 #[derive(Default)]
 pub struct Moved {
     pub located: Vec<(SnapshotEntry, Location)>,
+    /// Values of batches prepared at the snapshot, in the PREPARE records
+    /// carried behind its PUTs: not in the hint file (the batch may still
+    /// abort), moved like the others if it is still their entry.
+    pub prepared_located: Vec<(SnapshotEntry, Location)>,
     pub epoch: u64,
     pub puts_end: u64,
     /// What the snapshot takes of the new file, before the records copied
@@ -362,12 +370,26 @@ async fn write_and_switch(
             (entry, location)
         })
         .collect();
+    let prepared_located = written
+        .prepared_located
+        .into_iter()
+        .map(|(entry, offset, crc)| {
+            let location = Location {
+                file: new_number,
+                offset,
+                len: entry.value_len() as u32,
+                check: ValueCheck::Crc(crc),
+            };
+            (entry, location)
+        })
+        .collect();
     let padding = match log.keeps_values() {
         true => SNAPSHOT_PADDING_SLACK,
         false => 0,
     };
     Ok(Moved {
         located,
+        prepared_located,
         epoch,
         puts_end: written.puts_end,
         snapshot_len: written.len + padding,
@@ -420,6 +442,7 @@ pub async fn write_snapshot(
     let mut offset = write_chunk(file, &mut header, 0, failpoint).await?;
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut located = Vec::new();
+    let mut prepared_located = Vec::new();
     // The disk engine's records are placed in the file's 4 KiB blocks.
     let placed = values.is_some();
     // With the disk engine, the entries go in the order their values lie on
@@ -487,9 +510,22 @@ pub async fn write_snapshot(
                 None => Effect::Del { key },
             });
         }
-        blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
-            format::write_prepare(chunk, share.txn, &effects)
+        let mut value_ats = Vec::new();
+        let shifts = blocks::append_records(&mut chunk, placed.then_some(offset), |chunk| {
+            format::write_prepare_locating(chunk, share.txn, &effects, &mut |i, at| {
+                value_ats.push((i, at))
+            })
         });
+        if values.is_some() {
+            for (i, at) in value_ats {
+                let (Some(entry), Effect::Put { value, .. }) = (&share.states[i].1, &effects[i])
+                else {
+                    continue;
+                };
+                let at = offset + shifts.moved(at) as u64;
+                prepared_located.push((entry.clone(), at, crc32fast::hash(value)));
+            }
+        }
         write_when_full(file, &mut chunk, &mut offset, epoch, failpoint, progress).await?;
     }
     format::stamp(&mut chunk, epoch);
@@ -500,6 +536,7 @@ pub async fn write_snapshot(
         len: offset,
         puts_end,
         located,
+        prepared_located,
     })
 }
 

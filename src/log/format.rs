@@ -280,21 +280,27 @@ pub fn write_batch_locating(
 ) {
     frame(out, |body| {
         body.push(KIND_BATCH);
-        body.extend_from_slice(&(effects.len() as u32).to_le_bytes());
-        for (i, effect) in effects.iter().enumerate() {
-            if let Some(value_at) = effect_body(body, effect) {
-                located(i, value_at);
-            }
-        }
+        effects_body(body, effects, located);
     });
 }
 
 /// Appends a participant's prepared share of a cross-shard batch.
 pub fn write_prepare(out: &mut Vec<u8>, txn: TxnId, effects: &[Effect<'_>]) {
+    write_prepare_locating(out, txn, effects, &mut |_, _| {});
+}
+
+/// As [`write_prepare`]; tells `located` each PUT's index among `effects`
+/// and where in `out` its value bytes start.
+pub fn write_prepare_locating(
+    out: &mut Vec<u8>,
+    txn: TxnId,
+    effects: &[Effect<'_>],
+    located: &mut dyn FnMut(usize, usize),
+) {
     frame(out, |body| {
         body.push(KIND_PREPARE);
         txn_body(body, txn);
-        effects_body(body, effects);
+        effects_body(body, effects, located);
     });
 }
 
@@ -437,10 +443,14 @@ fn effect_body(body: &mut Vec<u8>, effect: &Effect<'_>) -> Option<usize> {
     }
 }
 
-fn effects_body(body: &mut Vec<u8>, effects: &[Effect<'_>]) {
+/// The effects' count and each effect; `located` is told each PUT's index
+/// and where its value bytes start.
+fn effects_body(body: &mut Vec<u8>, effects: &[Effect<'_>], located: &mut dyn FnMut(usize, usize)) {
     body.extend_from_slice(&(effects.len() as u32).to_le_bytes());
-    for effect in effects {
-        effect_body(body, effect);
+    for (i, effect) in effects.iter().enumerate() {
+        if let Some(value_at) = effect_body(body, effect) {
+            located(i, value_at);
+        }
     }
 }
 

@@ -64,7 +64,7 @@ use crate::failpoint;
 use crate::ids::{Router, Routing};
 use crate::table::{Location, Table};
 use format::Framing;
-use replay::{apply_owned, Replayed};
+use replay::{apply_prepared, Replayed};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -556,7 +556,7 @@ fn resolve_pending(
                 if commit { "committed" } else { "aborted" }
             );
             if commit {
-                apply_owned(&mut tables[i], effects);
+                apply_prepared(&mut tables[i], effects);
             }
             format::write_decide(&mut decisions, txn, commit);
         }

@@ -98,11 +98,25 @@ impl OwnedEffect {
     }
 }
 
+/// An effect of a prepared share, kept until its batch is decided: owned,
+/// or, for a disk engine's value that does not stay in its entry, where
+/// its bytes lie in the PREPARE record (the value is not held in memory).
+#[derive(Debug, Clone)]
+pub enum PreparedEffect {
+    Owned(OwnedEffect),
+    OnDisk {
+        key: Box<[u8]>,
+        version: u64,
+        location: Location,
+        deadline: Option<u64>,
+    },
+}
+
 /// What replaying one file found.
 #[derive(Debug, Default)]
 pub struct Replayed {
     /// Prepared shares with no decision in this file.
-    pub pending: HashMap<TxnId, Vec<OwnedEffect>>,
+    pub pending: HashMap<TxnId, Vec<PreparedEffect>>,
     /// Cross-shard batches this shard coordinated and committed.
     pub commits: HashSet<TxnId>,
     /// The highest batch sequence number in any record (new batches must not
@@ -181,7 +195,7 @@ pub fn replay_continuing(
     table: &mut Table,
     salvage: bool,
     file: u32,
-    mut prepared: HashMap<TxnId, Vec<OwnedEffect>>,
+    mut prepared: HashMap<TxnId, Vec<PreparedEffect>>,
 ) -> Result<Replayed, RecoveryError> {
     let io_err = |source| RecoveryError::Io {
         path: path.to_owned(),
@@ -535,7 +549,7 @@ fn apply(
     record: Record<'_>,
     site: RecordSite<'_>,
     table: &mut Table,
-    prepared: &mut HashMap<TxnId, Vec<OwnedEffect>>,
+    prepared: &mut HashMap<TxnId, Vec<PreparedEffect>>,
     commits: &mut HashSet<TxnId>,
 ) {
     match record {
@@ -548,12 +562,17 @@ fn apply(
             effects.iter().for_each(|e| apply_effect(table, e, site))
         }
         Record::Prepare { txn, effects } => {
-            prepared.insert(txn, effects.iter().map(to_owned).collect());
+            let site = RecordSite {
+                checked_by_record: false,
+                ..site
+            };
+            let kept = effects.iter().map(|e| to_prepared(table, e, site));
+            prepared.insert(txn, kept.collect());
         }
         Record::Decide { txn, commit } => {
             if let Some(effects) = prepared.remove(&txn) {
                 if commit {
-                    apply_owned(table, effects);
+                    apply_prepared(table, effects);
                 }
             }
         }
@@ -611,21 +630,55 @@ fn to_owned(effect: &Effect<'_>) -> OwnedEffect {
     }
 }
 
-/// Applies a resolved batch's effects.
-pub fn apply_owned(table: &mut Table, effects: Vec<OwnedEffect>) {
+/// A prepared share's `effect` to keep until its batch is decided: a disk
+/// engine's value that does not stay in its entry by its place at `site`.
+fn to_prepared(table: &Table, effect: &Effect<'_>, site: RecordSite<'_>) -> PreparedEffect {
+    match effect {
+        Effect::Put {
+            key,
+            version,
+            value,
+            deadline,
+        } if table.keeps_values_on_disk() && !crate::entry::stays_inline(value.len()) => {
+            PreparedEffect::OnDisk {
+                key: Box::from(*key),
+                version: *version,
+                location: site.locate(value, deadline.is_some()),
+                deadline: *deadline,
+            }
+        }
+        _ => PreparedEffect::Owned(to_owned(effect)),
+    }
+}
+
+/// Applies a committed batch's prepared share.
+pub fn apply_prepared(table: &mut Table, effects: Vec<PreparedEffect>) {
     for effect in effects {
         match effect {
-            OwnedEffect::Put {
+            PreparedEffect::Owned(effect) => apply_owned(table, effect),
+            PreparedEffect::OnDisk {
                 key,
                 version,
-                value,
+                location,
                 deadline,
-            } => table.load_expiring(&key, value, version, deadline),
-            OwnedEffect::Del { key } => {
-                table.unload(&key);
-            }
-            OwnedEffect::Expire { key, deadline } => table.load_deadline(&key, deadline),
+            } => table.load_on_disk(&key, location, version, deadline),
         }
+    }
+}
+
+/// Applies one effect of a committed batch.
+fn apply_owned(table: &mut Table, effect: OwnedEffect) {
+    match effect {
+        OwnedEffect::Put {
+            key,
+            version,
+            value,
+            deadline,
+        } => table.load_expiring(&key, value, version, deadline),
+        OwnedEffect::Del { key } => {
+            table.unload(&key);
+        }
+        OwnedEffect::Expire { key, deadline } => table.load_deadline(&key, deadline),
     }
 }
 

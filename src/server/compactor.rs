@@ -217,6 +217,9 @@ impl Compactor {
         if log.keeps_values() && !moved.located.is_empty() {
             self.shard.relocate_values(moved.located).await;
         }
+        if !moved.prepared_located.is_empty() {
+            self.shard.relocate_values(moved.prepared_located).await;
+        }
         if log.keeps_values() {
             self.close_unreferenced(log);
         }

@@ -28,6 +28,7 @@
 
 use super::Shard;
 use crate::entry::{stays_inline, Entry, Location};
+use crate::ids::TxnId;
 use crate::log::blocks;
 use crate::log::format::{self, Effect};
 use crate::log::sync_stats::Histogram;
@@ -36,6 +37,10 @@ use crate::log::writer::{PendingCheck, PendingValue};
 use crate::log::LogWriter;
 use crate::proto::{Op, OpKind};
 use std::time::{Duration, Instant};
+
+/// Told each PUT's index among a record's effects and where in the buffer
+/// its value bytes start (`format::write_batch_locating`).
+type Locate<'a> = &'a mut dyn FnMut(usize, usize);
 
 /// Upper bounds of the value read latency buckets, in microseconds: from a
 /// read served by the page cache (tmpfs) to one queued behind a busy device.
@@ -371,9 +376,35 @@ impl Shard {
     /// engine, each key's last written value is located as for a leaf
     /// write (an earlier write of the key in the batch is not its value).
     pub fn append_batch(&self, effects: &[Effect<'_>]) -> Option<u64> {
+        self.append_located(effects, &|records, located| {
+            format::write_batch_locating(records, effects, located)
+        })
+    }
+
+    /// Appends this shard's share of cross-shard batch `txn`, whose
+    /// tentative writes `effects` the table already holds, as its PREPARE
+    /// record; with the disk engine their values are located in it as for
+    /// a single-shard batch's. (Were the batch to abort, the undo puts the
+    /// entries before it back, and a location reported for a tentative
+    /// entry no longer in the table is ignored.)
+    pub fn append_prepare(&self, txn: TxnId, effects: &[Effect<'_>]) -> Option<u64> {
+        self.append_located(effects, &|records, located| {
+            format::write_prepare_locating(records, txn, effects, located)
+        })
+    }
+
+    /// Appends the record `write` encodes for `effects`, telling its
+    /// [`Locate`] each PUT's index and where its value bytes start; with the disk
+    /// engine, each key's last written value in it is located (reads check
+    /// it by a CRC-32 of its own: it is one of several values in a record).
+    fn append_located(
+        &self,
+        effects: &[Effect<'_>],
+        write: &dyn Fn(&mut Vec<u8>, Locate<'_>),
+    ) -> Option<u64> {
         let log = self.log.as_ref()?;
         if !log.keeps_values() {
-            return Some(log.append(|records| format::write_batch(records, effects)));
+            return Some(log.append(|records| write(records, &mut |_, _| {})));
         }
         let last_put = |i: usize, key: &[u8]| {
             !effects[i + 1..].iter().any(|later| match later {
@@ -382,7 +413,7 @@ impl Shard {
             })
         };
         Some(log.append_values(|records, values| {
-            format::write_batch_locating(records, effects, &mut |i, at| {
+            write(records, &mut |i, at| {
                 let Effect::Put { key, version, .. } = effects[i] else {
                     return;
                 };
@@ -391,8 +422,6 @@ impl Shard {
                 }
                 if let Some(entry) = self.written_entry(key) {
                     if entry.version() == version {
-                        // One of several values in the BATCH record: reads
-                        // check it by a CRC-32 of its own.
                         let check = PendingCheck::Crc;
                         values.push(PendingValue { entry, at, check });
                     }

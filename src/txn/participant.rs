@@ -190,9 +190,7 @@ impl Participant {
         // waits for every participant's record to be safe (in parallel) before
         // it writes its COMMIT, so the syncs of the participants overlap.
         let effects = with_computed(&effects, &computed);
-        let durable_at = shard
-            .log()
-            .map(|log| log.append(|records| format::write_prepare(records, txn, &effects)));
+        let durable_at = shard.append_prepare(txn, &effects);
         shard.log_evictions();
         Ok((results, durable_at))
     }
