@@ -583,6 +583,12 @@ fn apply(
     }
 }
 
+/// Whether `table` keeps `value` on disk only (a disk engine's, not one
+/// small enough to stay in its entry).
+fn kept_on_disk(table: &Table, value: &[u8]) -> bool {
+    table.keeps_values_on_disk() && !crate::entry::stays_inline(value.len())
+}
+
 fn apply_effect(table: &mut Table, effect: &Effect<'_>, site: RecordSite<'_>) {
     match effect {
         Effect::Put {
@@ -590,7 +596,7 @@ fn apply_effect(table: &mut Table, effect: &Effect<'_>, site: RecordSite<'_>) {
             version,
             value,
             deadline,
-        } if table.keeps_values_on_disk() && !crate::entry::stays_inline(value.len()) => {
+        } if kept_on_disk(table, value) => {
             let location = site.locate(value, deadline.is_some());
             table.load_on_disk(key, location, *version, *deadline)
         }
@@ -639,14 +645,12 @@ fn to_prepared(table: &Table, effect: &Effect<'_>, site: RecordSite<'_>) -> Prep
             version,
             value,
             deadline,
-        } if table.keeps_values_on_disk() && !crate::entry::stays_inline(value.len()) => {
-            PreparedEffect::OnDisk {
-                key: Box::from(*key),
-                version: *version,
-                location: site.locate(value, deadline.is_some()),
-                deadline: *deadline,
-            }
-        }
+        } if kept_on_disk(table, value) => PreparedEffect::OnDisk {
+            key: Box::from(*key),
+            version: *version,
+            location: site.locate(value, deadline.is_some()),
+            deadline: *deadline,
+        },
         _ => PreparedEffect::Owned(to_owned(effect)),
     }
 }
