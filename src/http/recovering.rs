@@ -19,9 +19,15 @@
 //! a shard. Connections this server accepted before the stop are still
 //! answered (503, within `FINISH_TIMEOUT`, 5 s) on its thread, which then
 //! ends by itself.
+//!
+//! The executor is watched by a wake guard of its own (`net::wake_guard`;
+//! the server's starts only after recovery): glommio's sleep missing its
+//! accept-poll timer would otherwise leave the stop unseen and the server's
+//! start waiting for the socket for ever.
 
 use super::compat::HyperStream;
 use super::routes::{json_response, Response};
+use crate::net::wake_guard::{self, GuardThread, WakeGuard};
 use glommio::{LocalExecutorBuilder, Placement};
 use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::StatusCode;
@@ -30,7 +36,7 @@ use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -49,6 +55,8 @@ pub struct Recovering {
     handback: mpsc::Receiver<TcpListener>,
     /// The socket once handed back (`None` if the thread died).
     stopped: Option<Option<TcpListener>>,
+    /// Interrupts the executor if its beat (the accept loop) stands still.
+    _guard: GuardThread,
 }
 
 impl Recovering {
@@ -56,6 +64,8 @@ impl Recovering {
     /// "http recovering on IP:PORT". At most `max_connections` are served at once.
     pub fn start(addr: SocketAddr, max_connections: usize) -> std::io::Result<Recovering> {
         let listener = bind(addr)?;
+        let guard = Arc::new(WakeGuard::default());
+        let guard_thread = wake_guard::start(guard.clone())?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, handback) = mpsc::sync_channel(1);
         let thread_stop = stop.clone();
@@ -68,7 +78,11 @@ impl Recovering {
                     .make();
                 match executor {
                     Ok(executor) => {
-                        executor.run(serve(listener, thread_stop, tx, max_connections));
+                        executor.run(async move {
+                            let beat = Arc::new(AtomicU64::new(0));
+                            let _watching = guard.watch("http-recovering".into(), beat.clone());
+                            serve(listener, (thread_stop, beat), tx, max_connections).await
+                        });
                     }
                     Err(e) => {
                         // Connections wait in the backlog until a shard serves them.
@@ -82,6 +96,7 @@ impl Recovering {
             stop,
             handback,
             stopped: None,
+            _guard: guard_thread,
         })
     }
 
@@ -114,14 +129,16 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(listener)
 }
 
+/// The accept loop; each of its turns bumps `beat` for the wake guard.
 async fn serve(
     listener: TcpListener,
-    stop: Arc<AtomicBool>,
+    (stop, beat): (Arc<AtomicBool>, Arc<AtomicU64>),
     handback: mpsc::SyncSender<TcpListener>,
     max_connections: usize,
 ) {
     let live = Rc::new(Cell::new(0usize));
     while !stop.load(Ordering::Acquire) {
+        beat.fetch_add(1, Ordering::Relaxed);
         match listener.accept() {
             Ok((stream, _)) if live.get() >= max_connections => {
                 let stream = to_glommio(stream);

@@ -135,6 +135,7 @@ pub async fn beat(beat: Arc<AtomicU64>) {
 }
 
 /// The guard's thread; stopped and joined when dropped.
+#[derive(Debug)]
 pub struct GuardThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
