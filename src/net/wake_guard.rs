@@ -31,7 +31,7 @@ use crate::sys;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a watched executor beats.
 pub const BEAT_INTERVAL: Duration = Duration::from_millis(20);
@@ -150,11 +150,18 @@ pub fn start(guard: Arc<WakeGuard>) -> std::io::Result<GuardThread> {
     let stopping = stop.clone();
     let thread = std::thread::Builder::new()
         .name("corekv-wake-guard".into())
-        .spawn(move || {
-            while !stopping.load(Ordering::Relaxed) {
-                std::thread::sleep(CHECK_INTERVAL);
-                guard.look();
+        .spawn(move || loop {
+            // Parked rather than asleep, so that dropping the guard (at a
+            // server's start, when recovery's HTTP executor hands over, and
+            // at every exit) need not wait out an interval.
+            let next_look = Instant::now() + CHECK_INTERVAL;
+            while let Some(left) = next_look.checked_duration_since(Instant::now()) {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                std::thread::park_timeout(left);
             }
+            guard.look();
         });
     let thread = match thread {
         Ok(thread) => thread,
@@ -178,8 +185,9 @@ fn install_handler() -> std::io::Result<signal_hook::SigId> {
 
 impl Drop for GuardThread {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
         signal_hook::low_level::unregister(self.handler);
